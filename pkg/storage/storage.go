@@ -10,6 +10,8 @@
 package storage
 
 import (
+	"errors"
+
 	driver "github.com/distribution/distribution/v3/registry/storage/driver"
 )
 
@@ -58,3 +60,9 @@ var PathRegexp = driver.PathRegexp
 // WalkFallback implements Walk on top of List and Stat, for drivers that
 // have nothing faster.
 var WalkFallback = driver.WalkFallback
+
+// ErrUnavailable marks an error as an outage of the storage backend (a
+// namenode that does not answer, a disk that went read-only), as opposed to
+// a missing path or a bad request. Drivers wrap it (fmt.Errorf("...: %w",
+// storage.ErrUnavailable)) so that callers can answer 503 and retry later.
+var ErrUnavailable = errors.New("storage backend unavailable")
