@@ -1,0 +1,29 @@
+package metainfo
+
+// The piece length policy. Pieces are the unit of verification, request and
+// scheduling: small pieces spread a blob across more peers sooner, large
+// pieces cost fewer requests and hashes. 4 MiB is what Kraken and Dragonfly
+// settled on for container layers; bounding the piece count keeps bitfields
+// and metainfo small (1024 pieces = a 128-byte bitfield, 32 KiB of hashes)
+// for multi-GiB layers.
+const (
+	// DefaultPieceLength is the piece length of every blob up to
+	// DefaultPieceLength*TargetMaxPieces bytes (4 GiB).
+	DefaultPieceLength = 4 << 20
+	// TargetMaxPieces is the piece count above which the piece length doubles.
+	TargetMaxPieces = 1024
+	// MaxPolicyPieceLength caps the doubling: beyond 64 GiB blobs have more
+	// than TargetMaxPieces pieces rather than pieces an agent cannot buffer.
+	MaxPolicyPieceLength = 64 << 20
+)
+
+// PieceLengthFor returns the piece length for a blob of size bytes: the
+// smallest power of two at least DefaultPieceLength that splits the blob
+// into at most TargetMaxPieces pieces, capped at MaxPolicyPieceLength.
+func PieceLengthFor(size int64) int64 {
+	l := int64(DefaultPieceLength)
+	for l < MaxPolicyPieceLength && NumPieces(size, l) > TargetMaxPieces {
+		l *= 2
+	}
+	return l
+}
