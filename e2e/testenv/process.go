@@ -1,0 +1,250 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// DefaultReadyTimeout bounds the wait for a started process to become
+// ready. Generous because a race-enabled binary on two busy cores is slow
+// to start.
+const DefaultReadyTimeout = 60 * time.Second
+
+// DefaultStopTimeout is how long Stop waits after SIGTERM before SIGKILL.
+const DefaultStopTimeout = 15 * time.Second
+
+// raceMarker is what the race detector prints on a data race.
+const raceMarker = "WARNING: DATA RACE"
+
+// Options describes a process to start.
+type Options struct {
+	// Name identifies the process in errors.
+	Name string
+	// Path is the binary.
+	Path string
+	Args []string
+	// Env is added to this process's environment.
+	Env []string
+	// LogPath receives the process's stdout and stderr (appended, so that
+	// restarts of a server keep one log).
+	LogPath string
+	// Ready is polled until it returns nil; nil means ready once started.
+	Ready func(ctx context.Context) error
+	// ReadyTimeout bounds the wait for Ready; zero means DefaultReadyTimeout.
+	ReadyTimeout time.Duration
+}
+
+// Process is a started child process.
+type Process struct {
+	Name    string
+	LogPath string
+
+	cmd  *exec.Cmd
+	log  *os.File
+	done chan struct{} // closed when the process has exited
+	// waitErr is written once before done is closed.
+	waitErr error
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// Start starts a process and waits until it is ready. If it exits or does
+// not become ready in time, Start returns an error that quotes the end of
+// its log.
+func Start(ctx context.Context, opts Options) (*Process, error) {
+	log, err := os.OpenFile(opts.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("starting %s: opening log: %w", opts.Name, err)
+	}
+	cmd := exec.Command(opts.Path, opts.Args...)
+	cmd.Env = append(os.Environ(), opts.Env...)
+	cmd.Stdout = log
+	cmd.Stderr = log
+	// If the test binary dies (a panic, a -timeout), take the child with
+	// it instead of leaving a server holding a port.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return nil, fmt.Errorf("starting %s: %w", opts.Name, err)
+	}
+	p := &Process{Name: opts.Name, LogPath: opts.LogPath, cmd: cmd, log: log, done: make(chan struct{})}
+	go func() {
+		p.waitErr = cmd.Wait()
+		log.Close()
+		close(p.done)
+	}()
+	if err := p.waitReady(ctx, opts); err != nil {
+		_ = p.Stop(DefaultStopTimeout)
+		return nil, fmt.Errorf("starting %s: %w\n%s", opts.Name, err, p.LogTail(30))
+	}
+	return p, nil
+}
+
+func (p *Process) waitReady(ctx context.Context, opts Options) error {
+	if opts.Ready == nil {
+		return nil
+	}
+	timeout := opts.ReadyTimeout
+	if timeout == 0 {
+		timeout = DefaultReadyTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var last error
+	for {
+		if last = opts.Ready(ctx); last == nil {
+			return nil
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("exited before becoming ready: %v", p.waitErr)
+		case <-ctx.Done():
+			return fmt.Errorf("not ready after %s: %w", timeout, last)
+		case <-tick.C:
+		}
+	}
+}
+
+// PID returns the process id.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
+// Exited reports whether the process has exited.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Kill sends SIGKILL, for tests of what a crash leaves behind, and waits
+// for the process to exit. A later Stop returns nil.
+func (p *Process) Kill() {
+	p.stopOnce.Do(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+	})
+}
+
+// Stop sends SIGTERM, waits up to timeout for the process to exit, then
+// sends SIGKILL. It returns an error if the process needed SIGKILL, exited
+// with a non-zero status or a signal, or reported a data race. Calling Stop
+// again returns the first result.
+func (p *Process) Stop(timeout time.Duration) error {
+	p.stopOnce.Do(func() { p.stopErr = p.stop(timeout) })
+	return p.stopErr
+}
+
+func (p *Process) stop(timeout time.Duration) error {
+	var errs []error
+	if !p.Exited() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(timeout):
+			_ = p.cmd.Process.Signal(syscall.SIGKILL)
+			<-p.done
+			errs = append(errs, fmt.Errorf("%s (pid %d) ignored SIGTERM for %s and was killed", p.Name, p.PID(), timeout))
+		}
+	}
+	if p.waitErr != nil && len(errs) == 0 {
+		errs = append(errs, fmt.Errorf("%s (pid %d) exited badly after SIGTERM: %w", p.Name, p.PID(), p.waitErr))
+	}
+	if b, err := os.ReadFile(p.LogPath); err == nil && bytes.Contains(b, []byte(raceMarker)) {
+		errs = append(errs, fmt.Errorf("%s reported a data race; see %s", p.Name, p.LogPath))
+	}
+	return errors.Join(errs...)
+}
+
+// LogTail returns the last n lines of the process's log.
+func (p *Process) LogTail(n int) string {
+	b, err := os.ReadFile(p.LogPath)
+	if err != nil {
+		return fmt.Sprintf("(log %s unreadable: %v)", p.LogPath, err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return fmt.Sprintf("--- last %d lines of %s ---\n%s", len(lines), p.LogPath, strings.Join(lines, "\n"))
+}
+
+// Server is a started process that serves HTTP on Addr.
+type Server struct {
+	*Process
+	// Addr is host:port on 127.0.0.1.
+	Addr string
+}
+
+// URL returns the server's base URL, http://Addr.
+func (s *Server) URL() string { return "http://" + s.Addr }
+
+// FreeAddr returns a 127.0.0.1 address with a port that was free a moment
+// ago. Another process can take it before ours binds it; the Start
+// functions of servers retry when that happens.
+func FreeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("finding a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// HTTPReady returns a readiness probe that wants 200 from GET url.
+func HTTPReady(url string) func(ctx context.Context) error {
+	client := &http.Client{Timeout: 2 * time.Second}
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %s", url, resp.Status)
+		}
+		return nil
+	}
+}
+
+// startServer starts a server on a fresh port, retrying with another port
+// when the chosen one was taken in the meantime.
+func startServer(ctx context.Context, opts func(addr string) (Options, error)) (*Server, error) {
+	var err error
+	for range 3 {
+		var addr string
+		if addr, err = FreeAddr(); err != nil {
+			return nil, err
+		}
+		var o Options
+		if o, err = opts(addr); err != nil {
+			return nil, err
+		}
+		var p *Process
+		if p, err = Start(ctx, o); err == nil {
+			return &Server{Process: p, Addr: addr}, nil
+		}
+		if !strings.Contains(err.Error(), "address already in use") {
+			return nil, err
+		}
+	}
+	return nil, err
+}

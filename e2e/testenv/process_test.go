@@ -1,0 +1,111 @@
+package testenv
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestStartReportsAProcessThatExitsBeforeReady(t *testing.T) {
+	_, err := Start(t.Context(), Options{
+		Name:    "early-exit",
+		Path:    "/bin/sh",
+		Args:    []string{"-c", "echo cannot bind; exit 3"},
+		LogPath: filepath.Join(t.TempDir(), "log"),
+		Ready:   func(context.Context) error { return errors.New("never ready") },
+	})
+	if err == nil {
+		t.Fatal("Start returned no error for a process that exited at once")
+	}
+	for _, want := range []string{"exited before becoming ready", "cannot bind"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Start error does not mention %q:\n%v", want, err)
+		}
+	}
+}
+
+func TestStopKillsAProcessThatIgnoresSIGTERM(t *testing.T) {
+	p, err := Start(t.Context(), Options{
+		Name:    "stubborn",
+		Path:    "/bin/sh",
+		Args:    []string{"-c", `trap "" TERM; echo started; while :; do sleep 0.1; done`},
+		LogPath: filepath.Join(t.TempDir(), "log"),
+		Ready: func(context.Context) error {
+			// Wait for the trap to be installed before signalling.
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	err = p.Stop(300 * time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "ignored SIGTERM") {
+		t.Errorf("Stop error = %v, want one saying SIGTERM was ignored", err)
+	}
+	if !p.Exited() {
+		t.Error("process still running after Stop")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Stop took %s, want about the 300ms timeout", d)
+	}
+	if again := p.Stop(time.Second); again == nil || again.Error() != err.Error() {
+		t.Errorf("second Stop = %v, want the first result %v", again, err)
+	}
+}
+
+func TestStopReportsADataRaceInTheLog(t *testing.T) {
+	p, err := Start(t.Context(), Options{
+		Name:    "racy",
+		Path:    "/bin/sh",
+		Args:    []string{"-c", `echo "` + raceMarker + `"; exec sleep 30`},
+		LogPath: filepath.Join(t.TempDir(), "log"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if err := p.Stop(5 * time.Second); err == nil || !strings.Contains(err.Error(), "data race") {
+		t.Errorf("Stop error = %v, want one reporting the data race", err)
+	}
+}
+
+func TestRegistryServesTheV2APIUntilStopped(t *testing.T) {
+	s := Registry(t, t.TempDir())
+	resp, err := http.Get(s.URL() + "/v2/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /v2/ = %s, want 200", resp.Status)
+	}
+	if err := s.Stop(DefaultStopTimeout); err != nil {
+		t.Logf("registry stop: %v", err) // the reference registry's exit status is not ours to judge
+	}
+	if !s.Exited() {
+		t.Fatal("registry still running after Stop")
+	}
+}
+
+func TestWorkspaceListsOnlyCommandsWithAMainPackage(t *testing.T) {
+	w := TestWorkspace(t)
+	cmds, err := w.Commands()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range cmds {
+		ok, err := w.hasMain(name)
+		if err != nil || !ok {
+			t.Errorf("Commands listed %q, which has no main package (err %v)", name, err)
+		}
+	}
+	if _, err := w.Build(t.Context(), "no-such-command", BuildOptions{}); !errors.Is(err, ErrNoMain) {
+		t.Errorf("Build of a missing command: err = %v, want ErrNoMain", err)
+	}
+}
