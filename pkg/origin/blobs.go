@@ -1,0 +1,182 @@
+package origin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/pkg/storage"
+)
+
+func isNotFound(err error) bool {
+	var nf storage.PathNotFoundError
+	return errors.As(err, &nf)
+}
+
+// readLink reads a registry:2 link file, which holds one digest.
+func (s *Server) readLink(ctx context.Context, p string) (digest.Digest, error) {
+	b, err := s.driver.GetContent(ctx, p)
+	if err != nil {
+		return "", err
+	}
+	d, err := digest.Parse(strings.TrimSpace(string(b)))
+	if err != nil {
+		return "", fmt.Errorf("corrupt link file %s: %w", p, err)
+	}
+	return d, nil
+}
+
+func (s *Server) writeLink(ctx context.Context, p string, d digest.Digest) error {
+	return s.driver.PutContent(ctx, p, []byte(d.String()))
+}
+
+// blobSize returns the size of a blob in the global store.
+func (s *Server) blobSize(ctx context.Context, d digest.Digest) (int64, error) {
+	fi, err := s.driver.Stat(ctx, blobDataPath(d))
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
+}
+
+// repoBlobSize returns the size of blob d as seen from repository name: it
+// must be linked there, as a layer or as a manifest. A missing blob answers
+// BLOB_UNKNOWN.
+func (s *Server) repoBlobSize(ctx context.Context, name string, d digest.Digest) (int64, error) {
+	linked, err := s.linked(ctx, layerLinkPath(name, d))
+	if err != nil {
+		return 0, err
+	}
+	if !linked {
+		if linked, err = s.linked(ctx, revisionLinkPath(name, d)); err != nil {
+			return 0, err
+		}
+	}
+	if !linked {
+		return 0, errBlobUnknown(d)
+	}
+	size, err := s.blobSize(ctx, d)
+	if isNotFound(err) {
+		// A link whose blob was swept: registry:2 answers unknown too.
+		return 0, errBlobUnknown(d)
+	}
+	return size, err
+}
+
+// linked tells whether a link file exists.
+func (s *Server) linked(ctx context.Context, p string) (bool, error) {
+	_, err := s.driver.Stat(ctx, p)
+	if err == nil {
+		return true, nil
+	}
+	if isNotFound(err) {
+		return false, nil
+	}
+	return false, err
+}
+
+// linkBlob makes blob d visible in repository name. The blob data is
+// already in place: GC relies on that order (data, then link).
+func (s *Server) linkBlob(ctx context.Context, name string, d digest.Digest) error {
+	return s.writeLink(ctx, layerLinkPath(name, d), d)
+}
+
+func (s *Server) handleBlob(w http.ResponseWriter, r *http.Request, rt route) error {
+	d, err := parseDigest(rt.ref)
+	if err != nil {
+		if r.Method == http.MethodDelete {
+			return err
+		}
+		// A malformed digest names no blob.
+		return &apiError{Status: http.StatusNotFound, Code: codeBlobUnknown, Message: "blob unknown: " + err.Error(), cause: err}
+	}
+	ctx := r.Context()
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		size, err := s.repoBlobSize(ctx, rt.name, d)
+		if err != nil {
+			return err
+		}
+		return s.serveBlob(w, r, d, size)
+	case http.MethodDelete:
+		if !s.cfg.DeleteEnabled {
+			return newError(http.StatusMethodNotAllowed, codeUnsupported, "deletes are disabled on this origin (storage.delete.enabled)")
+		}
+		linked, err := s.linked(ctx, layerLinkPath(rt.name, d))
+		if err != nil {
+			return err
+		}
+		if !linked {
+			return errBlobUnknown(d)
+		}
+		// Only the link goes: the data is shared by content and freed by GC.
+		if err := s.driver.Delete(ctx, path0(layerLinkPath(rt.name, d))); err != nil && !isNotFound(err) {
+			return err
+		}
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusAccepted)
+		return nil
+	}
+	return errMethod(r)
+}
+
+// path0 is the directory of a link file: registry:2 deletes the whole
+// <alg>/<hex> directory, not only the link inside it.
+func path0(linkPath string) string {
+	return linkPath[:strings.LastIndexByte(linkPath, '/')]
+}
+
+// serveBlob streams blob d, honouring a single byte range.
+func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, d digest.Digest, size int64) error {
+	h := w.Header()
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("ETag", `"`+d.String()+`"`)
+	h.Set("Cache-Control", "max-age=31536000")
+	start, length := int64(0), size
+	status := http.StatusOK
+	if rh := r.Header.Get("Range"); rh != "" && r.Method == http.MethodGet {
+		br, err := parseRange(rh, size)
+		if err != nil {
+			h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+			return &apiError{Status: http.StatusRequestedRangeNotSatisfiable, Code: codeRangeInvalid,
+				Message: fmt.Sprintf("%v; the blob has %d bytes", err, size)}
+		}
+		start, length = br.start, br.length
+		status = http.StatusPartialContent
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, size))
+	}
+	h.Set("Content-Length", fmt.Sprint(length))
+	if r.Method == http.MethodHead {
+		w.WriteHeader(status)
+		return nil
+	}
+	rc, err := s.driver.Reader(r.Context(), blobDataPath(d), start)
+	if err != nil {
+		if isNotFound(err) {
+			return errBlobUnknown(d)
+		}
+		return err
+	}
+	defer rc.Close()
+	w.WriteHeader(status)
+	n, err := io.CopyN(w, rc, length)
+	s.metrics.bytesOut.WithLabelValues(routeBlob).Add(float64(n))
+	if err != nil {
+		// The status is sent: all that is left is to cut the connection so
+		// the client sees a short body, and to log why.
+		s.log.Warn("blob stream ended early", "digest", d, "sent", n, "size", length, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	return nil
+}
+
+func errMethod(r *http.Request) error {
+	return newError(http.StatusMethodNotAllowed, codeUnsupported, "method %s is not supported on %s", r.Method, quoteShort(r.URL.Path))
+}

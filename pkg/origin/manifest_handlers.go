@@ -1,0 +1,406 @@
+package origin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path"
+	"sort"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// cachedManifest is a manifest's content, cached by digest: content never
+// changes for a digest, so the cache needs no invalidation. Whether the
+// manifest is still in a repository is checked in storage every time.
+type cachedManifest struct {
+	body      []byte
+	mediaType string
+}
+
+// maxCachedManifest bounds what the cache keeps, so that its memory stays
+// within cacheEntries x maxCachedManifest.
+const maxCachedManifest = 64 << 10
+
+func (s *Server) handleManifest(w http.ResponseWriter, r *http.Request, rt route) error {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		return s.getManifest(w, r, rt)
+	case http.MethodPut:
+		return s.putManifest(w, r, rt)
+	case http.MethodDelete:
+		return s.deleteManifest(w, r, rt)
+	}
+	return errMethod(r)
+}
+
+// resolve turns a tag or digest reference into the digest of a manifest in
+// repository name.
+func (s *Server) resolve(ctx context.Context, name, ref string) (digest.Digest, error) {
+	if isDigestRef(ref) {
+		d, err := digest.Parse(ref)
+		if err != nil {
+			return "", &apiError{Status: http.StatusNotFound, Code: codeManifestUnknown,
+				Message: "manifest unknown: " + quoteShort(ref) + " is not a valid digest", cause: err}
+		}
+		ok, err := s.linked(ctx, revisionLinkPath(name, d))
+		if err != nil {
+			return "", err
+		}
+		if !ok {
+			return "", errManifestUnknown(ref)
+		}
+		return d, nil
+	}
+	if !tagRegexp.MatchString(ref) {
+		return "", errManifestUnknown(ref)
+	}
+	d, err := s.readLink(ctx, tagCurrentPath(name, ref))
+	if isNotFound(err) {
+		return "", errManifestUnknown(ref)
+	}
+	return d, err
+}
+
+func (s *Server) manifestContent(ctx context.Context, d digest.Digest) (*cachedManifest, error) {
+	if c, ok := s.manifests.Get(d); ok {
+		return c, nil
+	}
+	body, err := s.driver.GetContent(ctx, blobDataPath(d))
+	if err != nil {
+		return nil, err
+	}
+	var m manifest
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, fmt.Errorf("stored manifest %s is not JSON: %w", d, err)
+	}
+	c := &cachedManifest{body: body, mediaType: detectMediaType(&m)}
+	if len(body) <= maxCachedManifest {
+		s.manifests.Add(d, c)
+	}
+	return c, nil
+}
+
+func (s *Server) getManifest(w http.ResponseWriter, r *http.Request, rt route) error {
+	ctx := r.Context()
+	d, err := s.resolve(ctx, rt.name, rt.ref)
+	if err != nil {
+		return err
+	}
+	c, err := s.manifestContent(ctx, d)
+	if err != nil {
+		if isNotFound(err) {
+			return errManifestUnknown(rt.ref)
+		}
+		return err
+	}
+	h := w.Header()
+	h.Set("Content-Type", c.mediaType)
+	h.Set("Content-Length", fmt.Sprint(len(c.body)))
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("ETag", `"`+d.String()+`"`)
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		n, _ := w.Write(c.body)
+		s.metrics.bytesOut.WithLabelValues(routeManifest).Add(float64(n))
+	}
+	return nil
+}
+
+func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, rt route) error {
+	ctx := r.Context()
+	if r.ContentLength > s.cfg.MaxManifestSize {
+		return &apiError{Status: http.StatusRequestEntityTooLarge, Code: codeSizeInvalid,
+			Message: fmt.Sprintf("manifest of %d bytes is larger than the limit of %d bytes", r.ContentLength, s.cfg.MaxManifestSize)}
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, s.cfg.MaxManifestSize+1))
+	if err != nil {
+		return &apiError{Status: http.StatusBadRequest, Code: codeManifestInvalid, Message: "reading the manifest body failed", cause: err}
+	}
+	if int64(len(body)) > s.cfg.MaxManifestSize {
+		return &apiError{Status: http.StatusRequestEntityTooLarge, Code: codeSizeInvalid,
+			Message: fmt.Sprintf("manifest is larger than the limit of %d bytes", s.cfg.MaxManifestSize)}
+	}
+	var tags []string
+	d := digest.SHA256.FromBytes(body)
+	if isDigestRef(rt.ref) {
+		want, err := parseDigest(rt.ref)
+		if err != nil {
+			return err
+		}
+		if d = want.Algorithm().FromBytes(body); d != want {
+			return &apiError{Status: http.StatusBadRequest, Code: codeDigestInvalid,
+				Message: fmt.Sprintf("manifest digest mismatch: the body has digest %s, the reference says %s", d, want)}
+		}
+	} else {
+		if err := validateTag(rt.ref); err != nil {
+			return err
+		}
+		tags = append(tags, rt.ref)
+	}
+	for _, t := range r.URL.Query()["tag"] {
+		if err := validateTag(t); err != nil {
+			return err
+		}
+		tags = append(tags, t)
+	}
+	m, mt, err := parseManifest(body, r.Header.Get("Content-Type"))
+	if err != nil {
+		return err
+	}
+	if err := s.checkReferences(ctx, rt.name, m, mt); err != nil {
+		return err
+	}
+
+	// Order matters for online GC: content, then the revision link, then tags.
+	if _, err := s.blobSize(ctx, d); err != nil {
+		if !isNotFound(err) {
+			return err
+		}
+		if err := s.driver.PutContent(ctx, blobDataPath(d), body); err != nil {
+			return err
+		}
+	}
+	if err := s.writeLink(ctx, revisionLinkPath(rt.name, d), d); err != nil {
+		return err
+	}
+	if m.Subject != nil {
+		desc, _ := json.Marshal(referrerDescriptor(m, mt, d, int64(len(body))))
+		if err := s.driver.PutContent(ctx, referrerEntryPath(rt.name, m.Subject.Digest, d), desc); err != nil {
+			return err
+		}
+		w.Header().Set("OCI-Subject", m.Subject.Digest.String())
+	}
+	for _, t := range tags {
+		if err := s.tag(ctx, rt.name, t, d); err != nil {
+			return err
+		}
+		w.Header().Add("OCI-Tag", t)
+	}
+	h := w.Header()
+	h.Set("Location", "/v2/"+rt.name+"/manifests/"+d.String())
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("Content-Length", "0")
+	w.WriteHeader(http.StatusCreated)
+	return nil
+}
+
+func (s *Server) tag(ctx context.Context, name, tag string, d digest.Digest) error {
+	if err := s.writeLink(ctx, tagIndexLinkPath(name, tag, d), d); err != nil {
+		return err
+	}
+	return s.writeLink(ctx, tagCurrentPath(name, tag), d)
+}
+
+// checkReferences makes sure that what a manifest references is in the
+// repository, so that no pull of it can fail on a missing blob. Foreign
+// layers and descriptors that embed their content (data) are exempt. Sparse
+// manifests (AllowSparseManifests) skip the check.
+func (s *Server) checkReferences(ctx context.Context, name string, m *manifest, mt string) error {
+	if s.cfg.AllowSparseManifests {
+		return nil
+	}
+	var missing []ocispec.Descriptor
+	if isImageType(mt) {
+		for _, d := range append([]ocispec.Descriptor{*m.Config}, m.Layers...) {
+			if foreign(d) || d.Data != nil {
+				continue
+			}
+			if _, err := s.repoBlobSize(ctx, name, d.Digest); err != nil {
+				if !isAPIError(err) {
+					return err
+				}
+				missing = append(missing, d)
+			}
+		}
+	} else {
+		for _, d := range m.Manifests {
+			ok, err := s.linked(ctx, revisionLinkPath(name, d.Digest))
+			if err != nil {
+				return err
+			}
+			if !ok {
+				missing = append(missing, d)
+			}
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	digests := make([]string, len(missing))
+	for i, d := range missing {
+		digests[i] = d.Digest.String()
+	}
+	return &apiError{Status: http.StatusBadRequest, Code: codeManifestBlobUnknown,
+		Message: fmt.Sprintf("manifest references %d blob(s) or manifest(s) not pushed to %s first, e.g. %s", len(missing), name, missing[0].Digest),
+		Detail:  map[string]any{"digests": digests}}
+}
+
+func (s *Server) deleteManifest(w http.ResponseWriter, r *http.Request, rt route) error {
+	ctx := r.Context()
+	if !s.cfg.DeleteEnabled {
+		return newError(http.StatusMethodNotAllowed, codeUnsupported, "deletes are disabled on this origin")
+	}
+	if !isDigestRef(rt.ref) {
+		if !tagRegexp.MatchString(rt.ref) {
+			return errManifestUnknown(rt.ref)
+		}
+		if _, err := s.driver.Stat(ctx, tagCurrentPath(rt.name, rt.ref)); err != nil {
+			if isNotFound(err) {
+				return errManifestUnknown(rt.ref)
+			}
+			return err
+		}
+		if err := s.driver.Delete(ctx, tagPath(rt.name, rt.ref)); err != nil && !isNotFound(err) {
+			return err
+		}
+	} else {
+		d, err := parseDigest(rt.ref)
+		if err != nil {
+			return err
+		}
+		if err := s.DeleteManifest(ctx, rt.name, d); err != nil {
+			return err
+		}
+	}
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
+// DeleteManifest removes manifest d from repository name with every tag
+// that points to it, as DELETE /v2/<name>/manifests/<digest> does. Blobs
+// are left to garbage collection.
+func (s *Server) DeleteManifest(ctx context.Context, name string, d digest.Digest) error {
+	ok, err := s.linked(ctx, revisionLinkPath(name, d))
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errManifestUnknown(d.String())
+	}
+	tags, err := s.listTags(ctx, name)
+	if err != nil && !isNotFound(err) {
+		return err
+	}
+	for _, t := range tags {
+		cur, err := s.readLink(ctx, tagCurrentPath(name, t))
+		if err != nil {
+			if isNotFound(err) {
+				continue
+			}
+			return err
+		}
+		if cur == d {
+			if err := s.driver.Delete(ctx, tagPath(name, t)); err != nil && !isNotFound(err) {
+				return err
+			}
+		}
+	}
+	if c, err := s.manifestContent(ctx, d); err == nil {
+		var m manifest
+		if json.Unmarshal(c.body, &m) == nil && m.Subject != nil {
+			if err := s.driver.Delete(ctx, referrerEntryPath(name, m.Subject.Digest, d)); err != nil && !isNotFound(err) {
+				return err
+			}
+		}
+	}
+	if err := s.driver.Delete(ctx, path0(revisionLinkPath(name, d))); err != nil && !isNotFound(err) {
+		return err
+	}
+	return nil
+}
+
+// DeleteTag removes one tag from repository name.
+func (s *Server) DeleteTag(ctx context.Context, name, tag string) error {
+	if err := s.driver.Delete(ctx, tagPath(name, tag)); err != nil && !isNotFound(err) {
+		return err
+	}
+	return nil
+}
+
+func (s *Server) listTags(ctx context.Context, name string) ([]string, error) {
+	entries, err := s.driver.List(ctx, tagsPath(name))
+	if err != nil {
+		return nil, err
+	}
+	tags := make([]string, 0, len(entries))
+	for _, e := range entries {
+		tags = append(tags, path.Base(e))
+	}
+	sort.Strings(tags)
+	return tags, nil
+}
+
+func (s *Server) handleReferrers(w http.ResponseWriter, r *http.Request, rt route) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return errMethod(r)
+	}
+	ctx := r.Context()
+	subject, err := parseDigest(rt.ref)
+	if err != nil {
+		return err
+	}
+	descs := []ocispec.Descriptor{}
+	algs, err := s.driver.List(ctx, referrersPath(rt.name, subject))
+	if err != nil && !isNotFound(err) {
+		return err
+	}
+	filter := r.URL.Query().Get("artifactType")
+	for _, alg := range algs {
+		entries, err := s.driver.List(ctx, alg)
+		if err != nil {
+			if isNotFound(err) {
+				continue
+			}
+			return err
+		}
+		for _, e := range entries {
+			b, err := s.driver.GetContent(ctx, e)
+			if err != nil {
+				if isNotFound(err) {
+					continue
+				}
+				return err
+			}
+			var desc ocispec.Descriptor
+			if err := json.Unmarshal(b, &desc); err != nil {
+				s.log.Warn("corrupt referrers entry", "path", e, "err", err)
+				continue
+			}
+			if filter != "" && desc.ArtifactType != filter {
+				continue
+			}
+			descs = append(descs, desc)
+		}
+	}
+	sort.Slice(descs, func(i, j int) bool { return descs[i].Digest < descs[j].Digest })
+	body, err := json.Marshal(ocispec.Index{
+		Versioned: specsVersioned,
+		MediaType: mediaTypeOCIIndex,
+		Manifests: descs,
+	})
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	if filter != "" {
+		h.Set("OCI-Filters-Applied", "artifactType")
+	}
+	h.Set("Content-Type", mediaTypeOCIIndex)
+	h.Set("Content-Length", fmt.Sprint(len(body)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(body)
+	}
+	return nil
+}
+
+func isAPIError(err error) bool {
+	var ae *apiError
+	return errors.As(err, &ae)
+}

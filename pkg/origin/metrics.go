@@ -1,0 +1,46 @@
+package origin
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	bytesOut *prometheus.CounterVec
+	bytesIn  *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_origin_http_requests_total",
+			Help: "Registry API requests by handler, method and status code.",
+		}, []string{"handler", "method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "shoal_origin_http_request_duration_seconds",
+			Help:    "Registry API request latency by handler and method.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+		}, []string{"handler", "method"}),
+		bytesOut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_origin_http_response_bytes_total",
+			Help: "Body bytes sent, by handler.",
+		}, []string{"handler"}),
+		bytesIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_origin_http_request_bytes_total",
+			Help: "Body bytes received for uploads and manifests, by handler.",
+		}, []string{"handler"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.duration, m.bytesOut, m.bytesIn)
+	}
+	return m
+}
+
+func (m *metrics) observe(handler, method string, status int, d time.Duration) {
+	m.requests.WithLabelValues(handler, method, strconv.Itoa(status)).Inc()
+	m.duration.WithLabelValues(handler, method).Observe(d.Seconds())
+}

@@ -1,0 +1,123 @@
+package origin
+
+import (
+	"net/http"
+	"regexp"
+	"strings"
+
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+)
+
+var (
+	nameRegexp = regexp.MustCompile(`^` + reference.NameRegexp.String() + `$`)
+	tagRegexp  = regexp.MustCompile(`^` + reference.TagRegexp.String() + `$`)
+)
+
+// maxNameLength is the reference registry's limit on a repository name, kept
+// so that names written by one can always be read by the other.
+const maxNameLength = 255
+
+// route is what a /v2/ path asks for.
+type route struct {
+	kind string // one of the route* constants
+	name string // repository name
+	ref  string // tag, digest or upload id, depending on kind
+}
+
+const (
+	routeBase      = "base"
+	routeCatalog   = "catalog"
+	routeTags      = "tags"
+	routeManifest  = "manifest"
+	routeBlob      = "blob"
+	routeUploads   = "uploads" // POST .../blobs/uploads/
+	routeUpload    = "upload"  // .../blobs/uploads/<id>
+	routeReferrers = "referrers"
+)
+
+// parseRoute splits a /v2/ path into what it asks for. Repository names may
+// contain slashes, so the path is read from its end, where the API's own
+// words are. Names are not validated here.
+func parseRoute(path string) (route, bool) {
+	rest, ok := strings.CutPrefix(path, "/v2/")
+	if !ok {
+		if path == "/v2" {
+			return route{kind: routeBase}, true
+		}
+		return route{}, false
+	}
+	if rest == "" {
+		return route{kind: routeBase}, true
+	}
+	if rest == "_catalog" {
+		return route{kind: routeCatalog}, true
+	}
+	parts := strings.Split(rest, "/")
+	n := len(parts)
+	switch {
+	case n >= 3 && parts[n-2] == "tags" && parts[n-1] == "list":
+		return route{kind: routeTags, name: strings.Join(parts[:n-2], "/")}, true
+	case n >= 3 && parts[n-2] == "manifests":
+		return route{kind: routeManifest, name: strings.Join(parts[:n-2], "/"), ref: parts[n-1]}, true
+	case n >= 4 && parts[n-3] == "blobs" && parts[n-2] == "uploads":
+		if parts[n-1] == "" {
+			return route{kind: routeUploads, name: strings.Join(parts[:n-3], "/")}, true
+		}
+		return route{kind: routeUpload, name: strings.Join(parts[:n-3], "/"), ref: parts[n-1]}, true
+	case n >= 3 && parts[n-2] == "blobs" && parts[n-1] == "uploads":
+		return route{kind: routeUploads, name: strings.Join(parts[:n-2], "/")}, true
+	case n >= 3 && parts[n-2] == "blobs":
+		return route{kind: routeBlob, name: strings.Join(parts[:n-2], "/"), ref: parts[n-1]}, true
+	case n >= 3 && parts[n-2] == "referrers":
+		return route{kind: routeReferrers, name: strings.Join(parts[:n-2], "/"), ref: parts[n-1]}, true
+	}
+	return route{}, false
+}
+
+// validateName checks a repository name against the distribution grammar.
+func validateName(name string) error {
+	if name == "" || len(name) > maxNameLength || !nameRegexp.MatchString(name) {
+		return &apiError{Status: http.StatusBadRequest, Code: codeNameInvalid,
+			Message: "invalid repository name: use lowercase letters, digits and separators (., _, __, -) between path components, at most 255 characters",
+			Detail:  map[string]string{"name": name}}
+	}
+	return nil
+}
+
+// parseDigest parses a digest from a request, answering DIGEST_INVALID.
+func parseDigest(s string) (digest.Digest, error) {
+	d, err := digest.Parse(s)
+	if err != nil {
+		return "", &apiError{Status: http.StatusBadRequest, Code: codeDigestInvalid,
+			Message: "invalid digest " + quoteShort(s) + ": want <algorithm>:<hex>, with sha256 or sha512",
+			Detail:  map[string]string{"digest": s}, cause: err}
+	}
+	if d.Algorithm() != digest.SHA256 && d.Algorithm() != digest.SHA512 {
+		return "", &apiError{Status: http.StatusBadRequest, Code: codeDigestInvalid,
+			Message: "unsupported digest algorithm " + quoteShort(string(d.Algorithm())) + ": use sha256 or sha512"}
+	}
+	return d, nil
+}
+
+// isDigestRef tells a digest reference from a tag: tags cannot contain ':'.
+func isDigestRef(ref string) bool { return strings.Contains(ref, ":") }
+
+func validateTag(tag string) error {
+	if !tagRegexp.MatchString(tag) {
+		return &apiError{Status: http.StatusBadRequest, Code: codeManifestInvalid,
+			Message: "invalid tag " + quoteShort(tag) + ": up to 128 characters of letters, digits, '_', '.', '-', not starting with '.' or '-'",
+			Detail:  map[string]string{"tag": tag}}
+	}
+	return nil
+}
+
+// quoteShort quotes s for a message, cut so a hostile input cannot make
+// error bodies large.
+func quoteShort(s string) string {
+	const max = 80
+	if len(s) > max {
+		s = s[:max] + "..."
+	}
+	return `"` + strings.ToValidUTF8(s, "?") + `"`
+}

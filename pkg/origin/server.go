@@ -1,0 +1,237 @@
+// Package origin is Shoal's origin: a registry that serves the Docker
+// Registry v2 / OCI Distribution API on a storage driver, in registry:2's
+// on-storage layout.
+package origin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-dev/shoal/pkg/storage"
+)
+
+// Config tunes an origin. The zero value is not useful: start from
+// DefaultConfig.
+type Config struct {
+	// DeleteEnabled allows DELETE of manifests, tags and blobs. On by
+	// default, unlike registry:2: Shoal's retention needs deletes anyway.
+	DeleteEnabled bool `yaml:"deleteEnabled"`
+	// MaxManifestSize is the largest manifest accepted, in bytes. 4 MiB, the
+	// limit the distribution spec suggests registries enforce at least.
+	MaxManifestSize int64 `yaml:"maxManifestSize"`
+	// AllowSparseManifests accepts manifests that reference blobs or child
+	// manifests not pushed to the repository. Off by default: a sparse image
+	// cannot be pulled whole. Mirrors of partial content (one platform of a
+	// multi-platform index) turn it on.
+	AllowSparseManifests bool `yaml:"allowSparseManifests"`
+	// AnonymousMount lets POST ?mount=<digest> without from= link a blob
+	// that exists in any repository. Knowing a digest proves nothing about
+	// the right to read it, so turn this off where repositories are private.
+	AnonymousMount bool `yaml:"anonymousMount"`
+	// ManifestCacheEntries is how many manifests (each at most 64 KiB) are
+	// kept in memory by digest.
+	ManifestCacheEntries int `yaml:"manifestCacheEntries"`
+}
+
+// DefaultConfig returns the settings `origin` runs with when nothing is
+// configured.
+func DefaultConfig() Config {
+	return Config{
+		DeleteEnabled:        true,
+		MaxManifestSize:      4 << 20,
+		AnonymousMount:       true,
+		ManifestCacheEntries: 1024,
+	}
+}
+
+// Server serves the registry API. It is an http.Handler.
+type Server struct {
+	driver      storage.Driver
+	cfg         Config
+	log         *slog.Logger
+	metrics     *metrics
+	manifests   *lru.Cache[digest.Digest, *cachedManifest]
+	uploadLocks uploadLocks
+	mux         *http.ServeMux
+
+	readyMu  sync.Mutex
+	readyAt  time.Time
+	readyErr error
+}
+
+// New returns an origin serving the registry API from driver. Metrics are
+// registered with reg when it is not nil.
+func New(driver storage.Driver, cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.MaxManifestSize <= 0 {
+		return nil, errors.New("origin: MaxManifestSize must be positive")
+	}
+	if cfg.ManifestCacheEntries <= 0 {
+		cfg.ManifestCacheEntries = 1
+	}
+	cache, err := lru.New[digest.Digest, *cachedManifest](cfg.ManifestCacheEntries)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{driver: driver, cfg: cfg, log: log, manifests: cache, metrics: newMetrics(reg)}
+	s.mux = http.NewServeMux()
+	s.mux.HandleFunc("/v2/", s.serveAPI)
+	s.mux.HandleFunc("/v2", s.serveAPI)
+	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	s.mux.HandleFunc("/readyz", s.serveReady)
+	return s, nil
+}
+
+// Handle mounts an extra handler (metrics, admin API) beside the registry API.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// serveReady answers 200 while storage answers. The probe result is kept
+// for a second so that probes cannot load the namenode.
+func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
+	s.readyMu.Lock()
+	if time.Since(s.readyAt) > time.Second {
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		_, err := s.driver.List(ctx, "/")
+		cancel()
+		if isNotFound(err) {
+			err = nil
+		}
+		s.readyAt, s.readyErr = time.Now(), err
+	}
+	err := s.readyErr
+	s.readyMu.Unlock()
+	if err != nil {
+		http.Error(w, fmt.Sprintf("storage %s not ready: %v", s.driver.Name(), err), http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	rt, ok := parseRoute(r.URL.Path)
+	kind := rt.kind
+	if !ok {
+		kind = "unknown"
+	}
+	defer func() {
+		s.metrics.observe(kind, r.Method, rec.status, time.Since(start))
+	}()
+	rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	if !ok {
+		s.writeError(rec, r, newError(http.StatusNotFound, codeNameUnknown, "no registry API route for %s", quoteShort(r.URL.Path)))
+		return
+	}
+	if rt.name != "" {
+		if err := validateName(rt.name); err != nil {
+			s.writeError(rec, r, err)
+			return
+		}
+	}
+	var err error
+	switch rt.kind {
+	case routeBase:
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			err = errMethod(r)
+			break
+		}
+		err = writeJSON(rec, r, http.StatusOK, struct{}{})
+	case routeCatalog:
+		err = s.handleCatalog(rec, r)
+	case routeTags:
+		err = s.handleTags(rec, r, rt)
+	case routeManifest:
+		err = s.handleManifest(rec, r, rt)
+	case routeBlob:
+		err = s.handleBlob(rec, r, rt)
+	case routeUploads:
+		err = s.handleUploads(rec, r, rt)
+	case routeUpload:
+		err = s.handleUpload(rec, r, rt)
+	case routeReferrers:
+		err = s.handleReferrers(rec, r, rt)
+	}
+	if err != nil {
+		if rec.wrote {
+			s.log.Warn("request failed after the response started", "method", r.Method, "path", r.URL.Path, "err", err)
+			return
+		}
+		s.writeError(rec, r, err)
+	}
+}
+
+// internalError turns an unexpected error into what the client is told.
+func (s *Server) internalError(err error) *apiError {
+	switch {
+	case errors.Is(err, storage.ErrUnavailable):
+		return &apiError{Status: http.StatusServiceUnavailable, Code: codeUnavailable,
+			Message: fmt.Sprintf("storage backend %s is unavailable; nothing was changed, retry later", s.driver.Name()), cause: err}
+	case errors.Is(err, context.Canceled):
+		return &apiError{Status: 499, Code: codeUnknown, Message: "request canceled", cause: err}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &apiError{Status: http.StatusServiceUnavailable, Code: codeUnavailable,
+			Message: fmt.Sprintf("storage backend %s timed out; retry later", s.driver.Name()), cause: err}
+	}
+	var inv storage.InvalidPathError
+	if errors.As(err, &inv) {
+		return &apiError{Status: http.StatusBadRequest, Code: codeNameInvalid, Message: "invalid path in request", cause: err}
+	}
+	return &apiError{Status: http.StatusInternalServerError, Code: codeUnknown,
+		Message: "internal error; the origin's log has the details", cause: err}
+}
+
+func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
+	return nil
+}
+
+// statusRecorder remembers the status written, for metrics and to know
+// whether an error can still be answered.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	r.wrote = true
+	return r.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

@@ -1,0 +1,190 @@
+package origin
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/opencontainers/go-digest"
+)
+
+func uploadLocation(name, id string) string { return "/v2/" + name + "/blobs/uploads/" + id }
+
+func blobLocation(name string, d digest.Digest) string { return "/v2/" + name + "/blobs/" + d.String() }
+
+// writeUploadStatus answers with where the upload is and how far it got.
+func writeUploadStatus(w http.ResponseWriter, name, id string, size int64, status int) {
+	h := w.Header()
+	h.Set("Location", uploadLocation(name, id))
+	h.Set("Docker-Upload-UUID", id)
+	end := size - 1
+	if end < 0 {
+		end = 0
+	}
+	h.Set("Range", fmt.Sprintf("0-%d", end))
+	h.Set("Content-Length", "0")
+	w.WriteHeader(status)
+}
+
+func writeBlobCreated(w http.ResponseWriter, name string, d digest.Digest) {
+	h := w.Header()
+	h.Set("Location", blobLocation(name, d))
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("Content-Length", "0")
+	w.WriteHeader(http.StatusCreated)
+}
+
+// handleUploads answers POST /v2/<name>/blobs/uploads/: a mount, a
+// monolithic upload, or the start of a session.
+func (s *Server) handleUploads(w http.ResponseWriter, r *http.Request, rt route) error {
+	if r.Method != http.MethodPost {
+		return errMethod(r)
+	}
+	ctx := r.Context()
+	q := r.URL.Query()
+	if m := q.Get("mount"); m != "" {
+		d, err := parseDigest(m)
+		if err != nil {
+			return err
+		}
+		mounted, err := s.mountBlob(r, rt.name, q.Get("from"), d)
+		if err != nil {
+			return err
+		}
+		if mounted {
+			writeBlobCreated(w, rt.name, d)
+			return nil
+		}
+		// Not mountable: the spec says to start an ordinary upload.
+	}
+	if ds := q.Get("digest"); ds != "" {
+		d, err := parseDigest(ds)
+		if err != nil {
+			return err
+		}
+		id := newUploadID()
+		st := &uploadState{}
+		err = s.appendChunk(ctx, rt.name, id, st, r.Body, r.ContentLength)
+		if err == nil {
+			err = s.finishUpload(ctx, rt.name, id, st, d)
+		}
+		if err != nil {
+			if derr := s.driver.Delete(ctx, uploadPath(rt.name, id)); derr != nil && !isNotFound(derr) {
+				s.log.Warn("removing failed monolithic upload", "upload", id, "err", derr)
+			}
+			return err
+		}
+		writeBlobCreated(w, rt.name, d)
+		return nil
+	}
+	id, err := s.startUpload(ctx, rt.name)
+	if err != nil {
+		return err
+	}
+	writeUploadStatus(w, rt.name, id, 0, http.StatusAccepted)
+	return nil
+}
+
+// mountBlob links blob d from repository from into name. Without from, a
+// blob that exists anywhere is mounted (the spec's anonymous mount): the
+// digest is proof enough of having the content.
+func (s *Server) mountBlob(r *http.Request, name, from string, d digest.Digest) (bool, error) {
+	ctx := r.Context()
+	if from != "" {
+		if validateName(from) != nil {
+			return false, nil
+		}
+		if _, err := s.repoBlobSize(ctx, from, d); err != nil {
+			if isAPIError(err) {
+				return false, nil
+			}
+			return false, err
+		}
+	} else if !s.cfg.AnonymousMount {
+		return false, nil
+	}
+	if _, err := s.blobSize(ctx, d); err != nil {
+		if isNotFound(err) {
+			return false, nil
+		}
+		return false, err
+	}
+	return true, s.linkBlob(ctx, name, d)
+}
+
+// handleUpload answers GET, PATCH, PUT and DELETE on one upload session.
+func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request, rt route) error {
+	ctx := r.Context()
+	id := rt.ref
+	defer s.uploadLocks.lock(id)()
+	st, err := s.loadUploadState(ctx, rt.name, id)
+	if err != nil {
+		return err
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		writeUploadStatus(w, rt.name, id, st.Size, http.StatusNoContent)
+		return nil
+	case http.MethodDelete:
+		if err := s.driver.Delete(ctx, uploadPath(rt.name, id)); err != nil && !isNotFound(err) {
+			return err
+		}
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	case http.MethodPatch, http.MethodPut:
+	default:
+		return errMethod(r)
+	}
+
+	var d digest.Digest
+	if r.Method == http.MethodPut {
+		ds := r.URL.Query().Get("digest")
+		if ds == "" {
+			return newError(http.StatusBadRequest, codeDigestInvalid, "PUT to finish an upload needs ?digest=<algorithm>:<hex>")
+		}
+		if d, err = parseDigest(ds); err != nil {
+			return err
+		}
+	}
+	want := r.ContentLength
+	if cr := r.Header.Get("Content-Range"); cr != "" {
+		start, end, err := parseContentRange(cr)
+		if err != nil || start != st.Size || (want >= 0 && want != end-start+1) {
+			msg := fmt.Sprintf("chunk range %s does not continue the upload, which has %d bytes: send bytes from %d", quoteShort(cr), st.Size, st.Size)
+			if err != nil {
+				msg = err.Error()
+			}
+			writeRangeError(w, r, s, rt.name, id, st.Size, msg)
+			return nil
+		}
+		want = end - start + 1
+	}
+	if want != 0 {
+		if err := s.appendChunk(ctx, rt.name, id, st, r.Body, want); err != nil {
+			return err
+		}
+	}
+	if r.Method == http.MethodPatch {
+		writeUploadStatus(w, rt.name, id, st.Size, http.StatusAccepted)
+		return nil
+	}
+	if err := s.finishUpload(ctx, rt.name, id, st, d); err != nil {
+		return err
+	}
+	writeBlobCreated(w, rt.name, d)
+	return nil
+}
+
+// writeRangeError answers 416 with the upload's real progress, so the
+// client can resume from the right offset.
+func writeRangeError(w http.ResponseWriter, r *http.Request, s *Server, name, id string, size int64, msg string) {
+	h := w.Header()
+	h.Set("Location", uploadLocation(name, id))
+	h.Set("Docker-Upload-UUID", id)
+	end := size - 1
+	if end < 0 {
+		end = 0
+	}
+	h.Set("Range", fmt.Sprintf("0-%d", end))
+	s.writeError(w, r, &apiError{Status: http.StatusRequestedRangeNotSatisfiable, Code: codeBlobUploadInvalid, Message: msg})
+}
