@@ -30,7 +30,10 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"syscall"
+
+	"github.com/shoal-dev/shoal/e2e/testenv"
 	"time"
 )
 
@@ -41,7 +44,6 @@ type config struct {
 	shoal        string        // "origin" (cmd/origin) or "reference" (stand-in, ratios ~1)
 	originBin    string        // prebuilt origin binary; empty builds cmd/origin
 	registryBin  string        // prebuilt reference registry; empty builds it
-	registryVer  string        // reference registry version from the module proxy
 	registryLog  string        // reference registry log level (registry:2 ships "info")
 	clients      int           // concurrent clients for the manifest request rates
 	duration     time.Duration // length of each request-rate measurement
@@ -64,7 +66,6 @@ func parseFlags() config {
 	flag.StringVar(&c.shoal, "shoal", "origin", `what runs in the Shoal column: "origin" (cmd/origin) or "reference" (the reference registry again, to check the harness; ratios ~1)`)
 	flag.StringVar(&c.originBin, "origin-bin", "", "use this origin binary instead of building cmd/origin")
 	flag.StringVar(&c.registryBin, "registry-bin", "", "use this reference registry binary instead of building it")
-	flag.StringVar(&c.registryVer, "registry-version", "v3.1.2", "reference registry version (github.com/distribution/distribution/v3/cmd/registry)")
 	flag.StringVar(&c.registryLog, "registry-log-level", "info", "reference registry log level; info is what the registry:2 image runs with")
 	flag.IntVar(&c.clients, "clients", 64, "concurrent clients for manifest requests per second")
 	flag.DurationVar(&c.duration, "duration", 5*time.Second, "length of each requests-per-second measurement")
@@ -129,6 +130,7 @@ func run(ctx context.Context, c config) (err error) {
 	if err := c.validate(); err != nil {
 		return err
 	}
+	loadBefore := loadAvg()
 	workDir := c.workDir
 	if workDir == "" {
 		if workDir, err = os.MkdirTemp("", "shoal-bench-"); err != nil {
@@ -142,21 +144,21 @@ func run(ctx context.Context, c config) (err error) {
 	}
 	slog.Info("work dir (logs and configs are kept here)", "dir", workDir)
 
-	binDir := filepath.Join(workDir, "bin")
-	if err := os.MkdirAll(binDir, 0o755); err != nil {
-		return fmt.Errorf("creating bin dir: %w", err)
+	ws, err := testenv.FindWorkspace()
+	if err != nil {
+		return err
 	}
 	registryBin := c.registryBin
 	if registryBin == "" {
-		slog.Info("building reference registry", "version", c.registryVer)
-		if registryBin, err = buildReference(ctx, binDir, c.registryVer); err != nil {
+		slog.Info("building reference registry", "tool", testenv.ReferenceRegistry)
+		if registryBin, err = ws.Install(ctx, testenv.ReferenceRegistry); err != nil {
 			return err
 		}
 	}
 	originBin := c.originBin
 	if c.shoal == "origin" && originBin == "" {
 		slog.Info("building cmd/origin")
-		if originBin, err = buildOrigin(ctx, binDir); err != nil {
+		if originBin, err = ws.Build(ctx, "origin", testenv.BuildOptions{}); err != nil {
 			return fmt.Errorf("%w\n(use -shoal=reference to exercise the harness until the origin builds)", err)
 		}
 	}
@@ -165,7 +167,11 @@ func run(ctx context.Context, c config) (err error) {
 	defer func() {
 		for _, s := range servers {
 			if stopErr := s.stop(); stopErr != nil {
-				slog.Error("stopping server", "name", s.name, "err", stopErr)
+				if s.graceful {
+					slog.Error("stopping server", "name", s.name, "err", stopErr)
+				} else {
+					slog.Info("stopped server", "name", s.name, "exit", stopErr)
+				}
 			}
 			if !c.keepData {
 				if rmErr := os.RemoveAll(s.dataDir); rmErr != nil {
@@ -182,14 +188,14 @@ func run(ctx context.Context, c config) (err error) {
 	} else {
 		shoal, err = startReference(ctx, registryBin, workDir, "Shoal", c.registryLog)
 	}
-	if shoal != nil && shoal.cmd != nil {
+	if shoal != nil {
 		servers = append(servers, shoal)
 	}
 	if err != nil {
 		return err
 	}
 	ref, err := startReference(ctx, registryBin, workDir, "registry:2", c.registryLog)
-	if ref != nil && ref.cmd != nil {
+	if ref != nil {
 		servers = append(servers, ref)
 	}
 	if err != nil {
@@ -201,17 +207,23 @@ func run(ctx context.Context, c config) (err error) {
 	if c.shoal == "reference" {
 		shoalName = "Shoal(=ref)"
 	}
-	printHeader(c, shoalName)
+	printHeader(c, shoalName, loadBefore)
 	if tableErr := writeTable(os.Stdout, rows, shoalName, "registry:2", c.markdown); tableErr != nil {
 		return fmt.Errorf("printing results: %w", tableErr)
 	}
 	return err
 }
 
-func printHeader(c config, shoalName string) {
+func printHeader(c config, shoalName, loadBefore string) {
 	host, _ := os.Hostname()
 	fmt.Printf("\nShoal benchmark  %s  host=%s  cpus=%d  %s/%s\n", time.Now().UTC().Format(time.RFC3339), host, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH)
-	fmt.Printf("Shoal column: %s   registry:2 column: distribution %s (registry:2 image config, log level %s)\n", shoalName, c.registryVer, c.registryLog)
+	// Other jobs on the machine skew every figure; the load average says how busy it was.
+	fmt.Printf("load average before the run: %s, after: %s\n", loadBefore, loadAvg())
+	refBin := testenv.ReferenceRegistry
+	if c.registryBin != "" {
+		refBin = c.registryBin
+	}
+	fmt.Printf("Shoal column: %s   registry:2 column: %s (registry:2 image config, log level %s)\n", shoalName, refBin, c.registryLog)
 	fmt.Printf("manifest rates: %d clients, median of %d rounds of %s (each after %s warm-up); blob %d MiB; push chunks %d MiB x %d pushes; %d sequential GETs; fan-out %d GETs\n\n",
 		c.clients, c.rounds, c.duration, c.warmup, c.blobMiB, c.chunkMiB, c.pushReps, c.getReps, c.fanout)
 }
@@ -223,7 +235,7 @@ func measureAll(ctx context.Context, c config, shoal, ref *server) ([]row, error
 	pair := []*server{shoal, ref}
 	clients := make(map[*server]*registryClient, 2)
 	for _, s := range pair {
-		rc, err := newRegistryClient(s.baseURL, newTransport(max(c.clients, c.fanout)))
+		rc, err := newRegistryClient(s.URL(), newTransport(max(c.clients, c.fanout)))
 		if err != nil {
 			return nil, err
 		}
@@ -345,7 +357,7 @@ func measureAll(ctx context.Context, c config, shoal, ref *server) ([]row, error
 	fanThroughput := map[*server]float64{}
 	fanHWM := map[*server]float64{}
 	both(fmt.Sprintf("%d concurrent GETs of it: peak server RSS", c.fanout), "MiB", target{targetBelow, c.rssTargetMiB}, func(s *server) (float64, error) {
-		sampler := startRSSSampler(s.pid(), 10*time.Millisecond)
+		sampler := startRSSSampler(s.PID(), 10*time.Millisecond)
 		start := time.Now()
 		errs := make(chan error, c.fanout)
 		for range c.fanout {
@@ -368,7 +380,7 @@ func measureAll(ctx context.Context, c config, shoal, ref *server) ([]row, error
 		if sampleErr != nil {
 			return 0, sampleErr
 		}
-		st, err := readProcStatus(s.pid())
+		st, err := readProcStatus(s.PID())
 		if err != nil {
 			return 0, err
 		}
@@ -406,4 +418,14 @@ func countErrors(rows []row) int {
 		}
 	}
 	return n
+}
+
+// loadAvg returns the 1, 5 and 15 minute load averages from /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
 }
