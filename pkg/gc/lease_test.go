@@ -1,0 +1,200 @@
+package gc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
+)
+
+// clock is a settable test clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func TestLeaseOnlyOneOfManyAcquires(t *testing.T) {
+	ctx := context.Background()
+	for round := range 20 {
+		drv := inmemory.New()
+		var won atomic.Int32
+		var wg sync.WaitGroup
+		for i := range 5 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				l := NewLease(drv, fmt.Sprintf("node-%d", i), time.Minute, 20*time.Millisecond, nil)
+				err := l.Acquire(ctx)
+				switch {
+				case err == nil:
+					won.Add(1)
+				case !errors.Is(err, ErrLeaseHeld):
+					t.Errorf("acquire: %v", err)
+				}
+			}()
+		}
+		wg.Wait()
+		if n := won.Load(); n != 1 {
+			t.Fatalf("round %d: %d nodes think they hold the lease, want exactly 1", round, n)
+		}
+	}
+}
+
+func TestLeaseExpiredIsTakenOverWithANewToken(t *testing.T) {
+	ctx := context.Background()
+	drv := inmemory.New()
+	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	a := NewLease(drv, "a", time.Minute, 0, clk.now)
+	b := NewLease(drv, "b", time.Minute, 0, clk.now)
+	if err := a.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Acquire(ctx); !errors.Is(err, ErrLeaseHeld) {
+		t.Fatalf("b acquired a live lease: %v", err)
+	}
+	clk.advance(30 * time.Second)
+	if err := a.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(45 * time.Second)
+	if err := b.Acquire(ctx); !errors.Is(err, ErrLeaseHeld) {
+		t.Fatalf("b acquired a renewed lease: %v", err)
+	}
+	clk.advance(time.Minute)
+	if err := b.Acquire(ctx); err != nil {
+		t.Fatalf("b could not take over an expired lease: %v", err)
+	}
+	if b.Token() != a.Token()+1 {
+		t.Errorf("token after takeover = %d, want %d", b.Token(), a.Token()+1)
+	}
+	if err := a.Check(ctx, 0); !errors.Is(err, ErrLeaseLost) {
+		t.Errorf("a still believes it holds the lease: %v", err)
+	}
+	if err := a.Renew(ctx); !errors.Is(err, ErrLeaseLost) {
+		t.Errorf("a renewed a lease it lost: %v", err)
+	}
+	if err := a.Release(ctx); err != nil {
+		t.Errorf("release of a lost lease must be a no-op: %v", err)
+	}
+	if err := b.Check(ctx, 0); err != nil {
+		t.Errorf("a's release disturbed b: %v", err)
+	}
+	if err := b.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Acquire(ctx); err != nil || a.Token() != 3 {
+		t.Errorf("after release, a must acquire with token 3: %v, token %d", err, a.Token())
+	}
+}
+
+func TestTwoRunnersOnlyOneCollects(t *testing.T) {
+	ctx := context.Background()
+	drv := newAged(48 * time.Hour)
+	buildSweepFixture(t, drv)
+	r1 := newTestRunner(t, drv, testConfig(), "node-1")
+	r2 := newTestRunner(t, drv, testConfig(), "node-2")
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, r := range []*Runner{r1, r2} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = r.Run(ctx, RunOptions{})
+		}()
+	}
+	wg.Wait()
+	ok, held := 0, 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case errors.Is(err, ErrLeaseHeld):
+			held++
+		default:
+			t.Errorf("run: %v", err)
+		}
+	}
+	// Either one ran while the other was refused, or they ran one after
+	// the other; never both at once, which the lease test above covers.
+	if ok == 0 {
+		t.Fatalf("no runner collected: %v", errs)
+	}
+	if r1.Status().Running || r2.Status().Running {
+		t.Errorf("a runner still reports running")
+	}
+}
+
+// stealingDriver hands the lease to another node when the sweep writes its
+// first pending-deletion marker, as if this node had been paused past its
+// lease's expiry and another had taken over.
+type stealingDriver struct {
+	*agedDriver
+	once  sync.Once
+	stole chan struct{}
+}
+
+func (s *stealingDriver) PutContent(ctx context.Context, p string, b []byte) error {
+	if err := s.agedDriver.PutContent(ctx, p, b); err != nil {
+		return err
+	}
+	if len(p) > len(pendingRoot) && p[:len(pendingRoot)] == pendingRoot {
+		s.once.Do(func() {
+			rec, _, _ := ReadLease(ctx, s.agedDriver)
+			thief := NewLease(s.agedDriver, "thief", time.Minute, 0, nil)
+			// Simulate the expiry the paused node missed.
+			rec.Expires = time.Now().Add(-time.Second)
+			raw := fmt.Sprintf(`{"holder":%q,"token":%d,"expires":%q}`, rec.Holder, rec.Token, rec.Expires.Format(time.RFC3339Nano))
+			_ = s.agedDriver.PutContent(ctx, leasePath, []byte(raw))
+			if err := thief.Acquire(ctx); err == nil {
+				close(s.stole)
+			}
+		})
+	}
+	return nil
+}
+
+func TestRunnerThatLostItsLeaseDeletesNothing(t *testing.T) {
+	ctx := context.Background()
+	aged := newAged(48 * time.Hour)
+	f := buildSweepFixture(t, aged)
+	drv := &stealingDriver{agedDriver: aged, stole: make(chan struct{})}
+	r, err := NewRunner(drv, testConfig(), RunnerOptions{Holder: "paused", LeaseSettle: time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.Run(ctx, RunOptions{})
+	select {
+	case <-drv.stole:
+	default:
+		t.Fatal("the test did not manage to steal the lease")
+	}
+	if !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("want ErrLeaseLost, got %v", err)
+	}
+	after := blobsIn(t, aged)
+	for _, d := range append(f.kept, f.swept...) {
+		if !after[d] {
+			t.Errorf("blob %s deleted by a node that had lost its lease", d)
+		}
+	}
+}
