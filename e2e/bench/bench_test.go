@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseProcStatusReadsRSSAndHWMInBytes(t *testing.T) {
@@ -99,5 +100,20 @@ func TestMarkdownTableHasOneLinePerFigure(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+func TestParseProcStatSumsUserAndSystemTime(t *testing.T) {
+	// A command name with spaces and parentheses must not shift the fields.
+	stat := "4242 (my (odd) server) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 9 0 100 0 0"
+	got, err := parseProcStat(stat)
+	if err != nil {
+		t.Fatalf("parseProcStat: %v", err)
+	}
+	if want := 3 * time.Second; got != want {
+		t.Errorf("CPU time = %s, want %s (300 ticks at 100 Hz)", got, want)
+	}
+	if _, err := parseProcStat("4242 (truncated) S 1 2"); err == nil {
+		t.Error("parseProcStat accepted a truncated line")
 	}
 }

@@ -290,9 +290,16 @@ func measureAll(ctx context.Context, c config, shoal, ref *server) ([]row, error
 		bothRounds(1, figure, unit, t, each)
 	}
 
+	// Server CPU per request is reported beside each rate: unlike the rate it barely depends on
+	// what else the shared machine is doing, or on the load generator's own CPU.
+	var cpuRows []row
+	// The load generator shares the two cores with the server; its own CPU per request shows
+	// how much of a rate it could be limiting (one figure for all manifest measurements).
+	clientPerReq := map[*server][]float64{}
 	for _, method := range []string{http.MethodHead, http.MethodGet} {
 		for _, by := range []string{"tag", "digest"} {
 			figure := fmt.Sprintf("manifest %s by %s, %d clients", method, by, c.clients)
+			cpuPerReq := map[*server][]float64{}
 			bothRounds(c.rounds, figure, "req/s", target{targetRatioAtLst, 2}, func(s *server) (float64, error) {
 				ref := tag
 				if by == "digest" {
@@ -306,12 +313,46 @@ func measureAll(ctx context.Context, c config, shoal, ref *server) ([]row, error
 					}
 					return req, err
 				}
-				if _, err := requestRate(ctx, clients[s].http, c.clients, c.warmup, newReq); err != nil {
+				if _, _, err := requestRate(ctx, clients[s].http, c.clients, c.warmup, newReq); err != nil {
 					return 0, fmt.Errorf("warm-up: %w", err)
 				}
-				return requestRate(ctx, clients[s].http, c.clients, c.duration, newReq)
+				cpuBefore, err := processCPU(s.PID())
+				if err != nil {
+					return 0, err
+				}
+				selfBefore, err := processCPU(os.Getpid())
+				if err != nil {
+					return 0, err
+				}
+				n, elapsed, err := requestRate(ctx, clients[s].http, c.clients, c.duration, newReq)
+				if err != nil {
+					return 0, err
+				}
+				cpuAfter, err := processCPU(s.PID())
+				if err != nil {
+					return 0, err
+				}
+				selfAfter, err := processCPU(os.Getpid())
+				if err != nil {
+					return 0, err
+				}
+				if n == 0 {
+					return 0, fmt.Errorf("no request completed in %s", elapsed)
+				}
+				cpuPerReq[s] = append(cpuPerReq[s], float64((cpuAfter-cpuBefore).Microseconds())/float64(n))
+				clientPerReq[s] = append(clientPerReq[s], float64((selfAfter-selfBefore).Microseconds())/float64(n))
+				return float64(n) / elapsed.Seconds(), nil
 			})
+			if rows[len(rows)-1].err == nil {
+				cpuRows = append(cpuRows, row{figure: fmt.Sprintf("manifest %s by %s: server CPU per request", method, by), unit: "µs",
+					shoal: median(cpuPerReq[shoal]), ref: median(cpuPerReq[ref])})
+			}
 		}
+	}
+	rows = append(rows, cpuRows...)
+	if len(clientPerReq[shoal]) > 0 && len(clientPerReq[ref]) > 0 {
+		rows = append(rows, row{figure: "manifest requests: load generator CPU per request", unit: "µs",
+			shoal: median(clientPerReq[shoal]), ref: median(clientPerReq[ref])})
 	}
 
 	blobSize, chunk := c.blobMiB*mib, c.chunkMiB*mib

@@ -15,10 +15,10 @@ import (
 	"time"
 )
 
-// requestRate runs clients goroutines that repeat newReq until d has passed and returns
-// successful requests per second. Any failed request fails the measurement: a server that is
+// requestRate runs clients goroutines that repeat newReq until d has passed and returns the
+// number of successful requests and the time they took. Any failed request fails the measurement: a server that is
 // fast because it answers errors must not score.
-func requestRate(ctx context.Context, hc *http.Client, clients int, d time.Duration, newReq func(context.Context) (*http.Request, error)) (float64, error) {
+func requestRate(ctx context.Context, hc *http.Client, clients int, d time.Duration, newReq func(context.Context) (*http.Request, error)) (int64, time.Duration, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -64,12 +64,12 @@ func requestRate(ctx context.Context, hc *http.Client, clients int, d time.Durat
 	wg.Wait()
 	elapsed := time.Since(start)
 	if firstErr != nil {
-		return 0, firstErr
+		return 0, elapsed, firstErr
 	}
 	if err := ctx.Err(); err != nil && !errors.Is(err, context.Canceled) {
-		return 0, err
+		return 0, elapsed, err
 	}
-	return float64(ok.Load()) / elapsed.Seconds(), nil
+	return ok.Load(), elapsed, nil
 }
 
 // rssSampler records the peak VmRSS of a process, polled from /proc/<pid>/status. Polling can
@@ -176,4 +176,40 @@ func parseProcStatus(r io.Reader) (procStatus, error) {
 		return st, errors.New("no VmRSS/VmHWM lines (kernel thread or exited process?)")
 	}
 	return st, nil
+}
+
+// userHZ is the unit of utime/stime in /proc/<pid>/stat; it is 100 on every Linux architecture
+// Go supports.
+const userHZ = 100
+
+// processCPU returns the CPU time (user + system, all threads) a process has used so far.
+func processCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("reading CPU time of pid %d: %w", pid, err)
+	}
+	return parseProcStat(string(b))
+}
+
+// parseProcStat extracts utime+stime (fields 14 and 15) from a /proc/<pid>/stat line. The command
+// name (field 2) is in parentheses and may contain spaces, so fields are counted after its ")".
+func parseProcStat(stat string) (time.Duration, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed /proc stat %q", stat)
+	}
+	f := strings.Fields(stat[i+1:])
+	// f[0] is field 3 (state), so utime (14) and stime (15) are f[11] and f[12].
+	if len(f) < 13 {
+		return 0, fmt.Errorf("malformed /proc stat %q: %d fields after the name", stat, len(f))
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parsing CPU ticks in /proc stat: %w", err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / userHZ, nil
 }
