@@ -1,0 +1,80 @@
+package drivers
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestOpen(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+
+	cases := []struct {
+		url        string
+		wantDriver string
+		// onDisk is where a file written as /probe must land, relative to dir.
+		onDisk  string
+		wantErr string
+	}{
+		{url: "file://" + filepath.Join(dir, "a"), wantDriver: "filesystem", onDisk: "a/probe"},
+		{url: "file://localhost" + filepath.Join(dir, "b"), wantDriver: "filesystem", onDisk: "b/probe"},
+		{url: filepath.Join(dir, "c"), wantDriver: "filesystem", onDisk: "c/probe"},
+		{url: "relative/d", wantDriver: "filesystem", onDisk: "relative/d/probe"},
+		{url: "./e%20f", wantDriver: "filesystem", onDisk: "e%20f/probe"},
+		{url: "inmemory://", wantDriver: "inmemory"},
+		{url: "inmemory:///", wantDriver: "inmemory"},
+		{url: "hdfs://nn1:8020,nn2:8020/shoal", wantErr: "hdfs driver not built in yet"},
+		{url: "s3://bucket/prefix", wantErr: `unsupported scheme "s3"; supported: file:///abs/path`},
+		{url: "", wantErr: "empty URL"},
+		{url: "file://host/x", wantErr: "has no host"},
+		{url: "file://", wantErr: "no path"},
+		{url: "inmemory://somewhere", wantErr: "takes no host or path"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.url, func(t *testing.T) {
+			d, err := Open(context.Background(), tc.url)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Open(%q) error = %v, want one containing %q", tc.url, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Open(%q): %v", tc.url, err)
+			}
+			if d.Name() != tc.wantDriver {
+				t.Fatalf("Open(%q) gave the %s driver, want %s", tc.url, d.Name(), tc.wantDriver)
+			}
+			if tc.onDisk == "" {
+				return
+			}
+			if err := d.PutContent(context.Background(), "/probe", []byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(filepath.Join(dir, tc.onDisk)); err != nil {
+				t.Errorf("a file written through Open(%q) is not at %s: %v", tc.url, tc.onDisk, err)
+			}
+		})
+	}
+}
+
+func TestOpenInmemoryGivesSeparateStores(t *testing.T) {
+	ctx := context.Background()
+	a, err := Open(ctx, "inmemory://")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(ctx, "inmemory://")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.PutContent(ctx, "/x", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Stat(ctx, "/x"); err == nil {
+		t.Error("a file written to one inmemory:// store is visible in another")
+	}
+}
