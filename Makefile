@@ -1,0 +1,62 @@
+# Shoal's build and test entry points. `make test` is the whole suite, the
+# one command CI (.ci/run) runs.
+
+GO          ?= go
+# Pinned so that a new staticcheck release cannot fail an unchanged tree.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# Bounds one `go test` binary; the e2e packages build tools and start
+# servers, the longest (HDFS) starts a JVM.
+TEST_TIMEOUT ?= 30m
+# How long each Fuzz* target runs in `make fuzz`.
+FUZZTIME    ?= 10s
+# Directories holding Go code (not .cache/, where tools are built).
+GO_DIRS     := $(wildcard cmd pkg proto e2e)
+
+.PHONY: all build test fmt vet staticcheck unit fuzz bench clean
+
+all: build
+
+# Builds bin/<name> for every cmd/<name> that has a main package; commands
+# not written yet are skipped.
+build:
+	@mains=$$($(GO) list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./cmd/... 2>/dev/null); \
+	if [ -z "$$mains" ]; then echo "build: no commands with a main package under cmd/"; exit 0; fi; \
+	mkdir -p bin && echo "go build -o bin/" $$mains && $(GO) build -o bin/ $$mains
+
+test: fmt vet staticcheck fuzz unit
+
+fmt:
+	@out=$$(gofmt -l $(GO_DIRS) $(wildcard *.go)); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi; \
+	echo "gofmt: ok"
+
+vet:
+	$(GO) vet ./...
+
+staticcheck:
+	$(GO) run $(STATICCHECK) ./...
+
+# -count=1: the e2e tests run binaries built from other packages, which
+# Go's test cache cannot see, so a cached pass could hide a new failure.
+unit:
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# Runs every `func FuzzXxx` found in a _test.go file for FUZZTIME, one
+# target at a time (go test -fuzz takes a single target and package).
+fuzz:
+	@set -e; found=0; \
+	for f in $$(grep -rlE --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*\(' $(GO_DIRS) | sort); do \
+		dir=$$(dirname $$f); \
+		for name in $$(grep -oE '^func Fuzz[A-Za-z0-9_]*' $$f | sed 's/^func //'); do \
+			found=$$((found+1)); \
+			echo "go test -run='^$$' -fuzz='^$$name\$$' -fuzztime=$(FUZZTIME) ./$$dir"; \
+			$(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) ./$$dir; \
+		done; \
+	done; \
+	echo "fuzz: $$found targets run for $(FUZZTIME) each"
+
+bench:
+	$(GO) run ./e2e/bench
+
+clean:
+	rm -rf bin .cache/e2e
