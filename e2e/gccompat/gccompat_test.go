@@ -1,0 +1,270 @@
+// Package gccompat checks that Shoal's mark-and-sweep keeps exactly the
+// blobs that the reference registry's own `registry garbage-collect` keeps,
+// on a storage directory the reference registry wrote.
+package gccompat
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/shoal-dev/shoal/e2e/testenv"
+	"github.com/shoal-dev/shoal/pkg/gc"
+	"github.com/shoal-dev/shoal/pkg/storage/filesystem"
+)
+
+func TestShoalKeepsTheBlobsRegistryGarbageCollectKeeps(t *testing.T) {
+	ctx := t.Context()
+	bin := testenv.Tool(t, testenv.ReferenceRegistry)
+	root := t.TempDir()
+	srv := testenv.Registry(t, root)
+	pushFixture(t, srv.Addr)
+	if err := srv.Stop(testenv.DefaultStopTimeout); err != nil {
+		t.Logf("stopping the reference registry: %v", err)
+	}
+
+	shoalRoot := t.TempDir()
+	copyTree(t, root, shoalRoot)
+	before := storedBlobs(t, root)
+
+	// The reference, offline: registry garbage-collect on one copy.
+	config := filepath.Join(t.TempDir(), "config.yml")
+	cfg := fmt.Sprintf("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %q\n  delete:\n    enabled: true\n", root)
+	if err := os.WriteFile(config, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, bin, "garbage-collect", "--delete-untagged=false", config)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("registry garbage-collect: %v\n%s", err, out)
+	}
+
+	// Shoal on the other copy. The run's clock is moved past the grace
+	// period: the fixture was written seconds ago, and the grace period
+	// is about pushes in flight, which this comparison is not.
+	drv, err := filesystem.New(shoalRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gcCfg := gc.DefaultConfig()
+	runner, err := gc.NewRunner(drv, gcCfg, gc.RunnerOptions{
+		Holder: "gccompat", LeaseSettle: time.Millisecond,
+		Now:    func() time.Time { return time.Now().Add(time.Duration(gcCfg.Grace) + time.Hour) },
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := runner.Run(context.WithoutCancel(ctx), gc.RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	want, got := storedBlobs(t, root), storedBlobs(t, shoalRoot)
+	if !slices.Equal(got, want) {
+		t.Errorf("blob stores differ after gc:\nonly registry kept: %v\nonly shoal kept:    %v", minus(want, got), minus(got, want))
+	}
+	if len(want) == len(before) {
+		t.Fatalf("registry garbage-collect deleted nothing of %d blobs: the fixture exercises nothing", len(before))
+	}
+	if len(rep.Blobs) != len(before)-len(got) {
+		t.Errorf("report lists %d deleted blobs, the store lost %d", len(rep.Blobs), len(before)-len(got))
+	}
+	wantLinks, gotLinks := layerLinks(t, root), layerLinks(t, shoalRoot)
+	if !slices.Equal(gotLinks, wantLinks) {
+		t.Errorf("layer links differ after gc:\nonly registry kept: %v\nonly shoal kept:    %v", minus(wantLinks, gotLinks), minus(gotLinks, wantLinks))
+	}
+	t.Logf("%d blobs before, %d after both collectors; %d bytes freed", len(before), len(got), rep.BytesFreed)
+}
+
+// pushFixture writes, through the reference registry's API, every case
+// its garbage-collect treats differently.
+func pushFixture(t *testing.T, addr string) {
+	t.Helper()
+	opts := []remote.Option{remote.WithContext(t.Context())}
+	ref := func(s string) name.Reference {
+		r, err := name.ParseReference(addr+"/"+s, name.Insecure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	image := func(layers int) v1.Image {
+		img, err := random.Image(4<<10, int64(layers))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return img
+	}
+	put := func(r string, img v1.Image) {
+		if err := remote.Write(ref(r), img, opts...); err != nil {
+			t.Fatalf("pushing %s: %v", r, err)
+		}
+	}
+	digestOf := func(img interface{ Digest() (v1.Hash, error) }) string {
+		d, err := img.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.String()
+	}
+	del := func(repo, dgst string) {
+		r, err := name.NewDigest(addr+"/"+repo+"@"+dgst, name.Insecure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := remote.Delete(r, opts...); err != nil {
+			t.Fatalf("deleting %s@%s: %v", repo, dgst, err)
+		}
+	}
+
+	// Tagged images, one re-tagged so its old manifest is untagged but kept.
+	a, b, c := image(3), image(2), image(2)
+	put("compat/app:v1", a)
+	put("compat/app:v2", b)
+	put("compat/app:v2", c)
+	// The same image in a second repository, deleted there: its blobs stay
+	// through the first repository, its link in the second goes.
+	put("compat/other:x", a)
+	del("compat/other", digestOf(a))
+	// A deleted image whose blobs nothing else uses.
+	gone := image(3)
+	put("compat/gone:old", gone)
+	del("compat/gone", digestOf(gone))
+	// A second image in that repository, so the repository remains.
+	put("compat/gone:new", image(1))
+	// A multi-platform index; and an index deleted, whose children stay as
+	// untagged revisions.
+	idx, err := random.Index(4<<10, 2, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteIndex(ref("compat/multi:1.0"), idx, opts...); err != nil {
+		t.Fatal(err)
+	}
+	idx2, err := random.Index(4<<10, 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteIndex(ref("compat/multi:2.0"), idx2, opts...); err != nil {
+		t.Fatal(err)
+	}
+	del("compat/multi", digestOf(idx2))
+	// A referrer (an artifact whose subject is image a).
+	ad, err := a.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	am, err := a.MediaType()
+	if err != nil {
+		t.Fatal(err)
+	}
+	asz, err := a.Size()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sbom := mutate.Subject(image(1), v1.Descriptor{MediaType: am, Digest: ad, Size: asz}).(v1.Image)
+	put("compat/app@"+digestOf(sbom), sbom)
+	// A layer uploaded and never used by a manifest.
+	l, err := random.Layer(4<<10, "application/vnd.oci.image.layer.v1.tar+gzip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteLayer(ref("compat/app").Context(), l, opts...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// storedBlobs lists blobs/<alg>/<xx>/<hex>/data under a registry root.
+func storedBlobs(t *testing.T, root string) []string {
+	return filesUnder(t, filepath.Join(root, "docker/registry/v2/blobs"), func(rel string) (string, bool) {
+		parts := strings.Split(rel, "/")
+		if len(parts) == 4 && parts[3] == "data" {
+			return parts[0] + ":" + parts[2], true
+		}
+		return "", false
+	})
+}
+
+// layerLinks lists repositories/<name>/_layers/<alg>/<hex>/link.
+func layerLinks(t *testing.T, root string) []string {
+	return filesUnder(t, filepath.Join(root, "docker/registry/v2/repositories"), func(rel string) (string, bool) {
+		repo, rest, ok := strings.Cut(rel, "/_layers/")
+		if !ok || !strings.HasSuffix(rest, "/link") {
+			return "", false
+		}
+		return repo + "@" + strings.Replace(strings.TrimSuffix(rest, "/link"), "/", ":", 1), true
+	})
+}
+
+func filesUnder(t *testing.T, dir string, keep func(rel string) (string, bool)) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		if k, ok := keep(filepath.ToSlash(rel)); ok {
+			out = append(out, k)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func copyTree(t *testing.T, from, to string) {
+	t.Helper()
+	err := filepath.WalkDir(from, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(from, p)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(to, rel)
+		if d.IsDir() {
+			return os.MkdirAll(dst, 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(dst, b, 0o644)
+	})
+	if err != nil {
+		t.Fatalf("copying %s: %v", from, err)
+	}
+}
+
+func minus(a, b []string) []string {
+	var out []string
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
