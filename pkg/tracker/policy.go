@@ -10,6 +10,7 @@ package tracker
 
 import (
 	"cmp"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -54,91 +55,108 @@ type Policy struct {
 // Nearby reports whether p is near the asker: when both carry a locality
 // label, the labels decide; otherwise both addresses must fall in the same
 // IPv4 or IPv6 prefix.
-func (pol Policy) Nearby(a Asker, p Peer) bool {
-	if a.Locality != "" && p.Locality != "" {
-		return a.Locality == p.Locality
-	}
-	ai, pi := a.IP.Unmap(), p.IP.Unmap()
-	if !ai.IsValid() || !pi.IsValid() || ai.Is4() != pi.Is4() {
-		return false
-	}
+func (pol Policy) Nearby(a Asker, p Peer) bool { return pol.nearTo(a)(p) }
+
+// nearTo returns Nearby for a fixed asker, with the asker's prefix computed
+// once rather than for every peer.
+func (pol Policy) nearTo(a Asker) func(Peer) bool {
+	ai := a.IP.Unmap()
 	bits := pol.IPv6PrefixBits
 	if ai.Is4() {
 		bits = pol.IPv4PrefixBits
 	}
-	ap, err1 := ai.Prefix(bits)
-	pp, err2 := pi.Prefix(bits)
-	return err1 == nil && err2 == nil && ap == pp
+	ap, err := ai.Prefix(bits)
+	prefixOK := err == nil
+	return func(p Peer) bool {
+		if a.Locality != "" && p.Locality != "" {
+			return a.Locality == p.Locality
+		}
+		pi := p.IP.Unmap()
+		return prefixOK && pi.IsValid() && pi.Is4() == ai.Is4() && ap.Contains(pi)
+	}
 }
 
-// Tiers, best first. Complete peers can serve every piece, so they come
-// before partial ones; within each, nearby peers come first because their
-// traffic is cheaper and faster. Origins come last so that the swarm, not
-// the origin, serves most of the bytes.
+// Groups, best first. See Select for why.
 const (
-	tierCompleteNear = iota
-	tierCompleteFar
-	tierPartialNear
-	tierPartialFar
+	groupCompleteNear = iota
+	groupCompleteFar
+	groupPartialNear
+	groupPartialFar
+	groupOrigin
 )
 
 // Select returns at most Limit peers for the asker, best first, never the
 // asker itself: complete nearby agents, complete far agents, partial nearby
 // agents, partial far agents (partial ones by piece count, most first), then
 // origin seeders, of which MinOrigins are kept even when agents would fill
-// the list. Peers that rank equal come in random order drawn from rnd, so
-// that askers spread over equal peers instead of all picking the same one.
+// the list. Complete peers can serve every piece, so they come before
+// partial ones; within each, nearby peers come first because their traffic
+// is cheaper and faster; origins come last so that the swarm, not the
+// origin, serves most of the bytes. Peers that rank equal come in random
+// order drawn from rnd, so that askers spread over equal peers instead of
+// all picking the same one.
 //
-// Select reorders and overwrites peers in place and returns a prefix of it.
+// Select does not modify peers; the result is a new slice.
 func (pol Policy) Select(peers []Peer, a Asker, rnd *rand.Rand) []Peer {
 	if pol.Limit <= 0 {
-		return peers[:0]
+		return nil
 	}
-	// Drop the asker, then move origins behind the agents. Swapping keeps
-	// every element; the order is randomized below anyway.
-	for i := 0; i < len(peers); {
-		if peers[i].ID == a.ID {
-			peers[i] = peers[len(peers)-1]
-			peers = peers[:len(peers)-1]
+	// Rank small pointer-free keys rather than moving Peers around: the
+	// sort then costs no write barriers, which dominated in profiles.
+	type key struct {
+		group  uint8
+		pieces int32
+		tie    uint32 // random: breaks ties between equal peers
+		i      int32
+	}
+	near := pol.nearTo(a)
+	keys := make([]key, 0, len(peers))
+	agents := 0
+	for i, p := range peers {
+		if p.ID == a.ID {
 			continue
 		}
-		i++
-	}
-	agents := 0
-	for i := range peers {
-		if !peers[i].Origin {
-			peers[i], peers[agents] = peers[agents], peers[i]
+		var g uint8
+		switch {
+		case p.Origin:
+			g = groupOrigin
+		case p.Complete:
+			g = groupCompleteNear
+		default:
+			g = groupPartialNear
+		}
+		if g != groupOrigin {
 			agents++
+			if !near(p) {
+				g++
+			}
 		}
+		k := key{group: g, tie: rnd.Uint32(), i: int32(i)}
+		if g == groupPartialNear || g == groupPartialFar {
+			k.pieces = int32(min(p.Pieces, math.MaxInt32))
+		}
+		keys = append(keys, k)
 	}
-	origins := peers[agents:]
-
-	// Shuffle first and sort stably: equal peers keep a random order.
-	rnd.Shuffle(agents, func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
-	rnd.Shuffle(len(origins), func(i, j int) { origins[i], origins[j] = origins[j], origins[i] })
-	tier := func(p Peer) int {
-		t := tierCompleteNear
-		if !p.Complete {
-			t = tierPartialNear
-		}
-		if !pol.Nearby(a, p) {
-			t++
-		}
-		return t
-	}
-	slices.SortStableFunc(peers[:agents], func(x, y Peer) int {
-		if c := cmp.Compare(tier(x), tier(y)); c != 0 {
+	slices.SortFunc(keys, func(x, y key) int {
+		if c := cmp.Compare(x.group, y.group); c != 0 {
 			return c
 		}
-		if x.Complete {
-			return 0
+		if c := cmp.Compare(y.pieces, x.pieces); c != 0 {
+			return c
 		}
-		return cmp.Compare(y.Pieces, x.Pieces)
+		return cmp.Compare(x.tie, y.tie)
 	})
 
-	keepOrigins := min(pol.MinOrigins, len(origins), pol.Limit)
+	origins := len(keys) - agents
+	keepOrigins := min(pol.MinOrigins, origins, pol.Limit)
 	nAgents := min(agents, pol.Limit-keepOrigins)
-	nOrigins := min(len(origins), pol.Limit-nAgents)
-	copy(peers[nAgents:], origins[:nOrigins])
-	return peers[:nAgents+nOrigins]
+	nOrigins := min(origins, pol.Limit-nAgents)
+	out := make([]Peer, 0, nAgents+nOrigins)
+	for _, k := range keys[:nAgents] {
+		out = append(out, peers[k.i])
+	}
+	for _, k := range keys[agents : agents+nOrigins] {
+		out = append(out, peers[k.i])
+	}
+	return out
 }

@@ -52,6 +52,12 @@ type entry struct {
 	origin   bool
 }
 
+// Bounds on the candidates one announce ranks; see Table.Announce.
+const (
+	candidatesPerSlot = 8
+	minCandidates     = 256
+)
+
 // NewTable returns an empty table with the given number of shards (at
 // least 1). newRand, if not nil, supplies each shard's random source, for
 // tests that need a reproducible hand-out order.
@@ -77,6 +83,9 @@ func (t *Table) shard(digest string) *shard {
 // Announce records p as a holder of the blob until now+ttl and returns the
 // peers that pol selects for it, computed under the same lock so that the
 // answer reflects the announce. The returned slice is the caller's.
+// In swarms larger than max(8×limit, 256) the ranking runs over a random
+// sample of that size plus every origin, so that an announce costs bounded
+// work however popular the blob.
 // A complete asker gets no peers: it only uploads, and seeders re-announce
 // every cached blob, so answering them would be wasted work.
 func (t *Table) Announce(digest string, p Peer, ttl time.Duration, now time.Time, pol Policy) []Peer {
@@ -109,6 +118,7 @@ func (t *Table) Announce(digest string, p Peer, ttl time.Duration, now time.Time
 	}
 
 	nowNano := now.UnixNano()
+	maxCandidates := max(candidatesPerSlot*pol.Limit, minCandidates)
 	cands := s.buf[:0]
 	for id, e := range sw.peers {
 		if e.expires <= nowNano {
@@ -121,11 +131,15 @@ func (t *Table) Announce(digest string, p Peer, ttl time.Duration, now time.Time
 		if id == p.ID {
 			continue
 		}
-		cands = append(cands, e.peer(id))
+		// In a swarm of thousands, ranking everyone on every announce is
+		// wasted work: past a multiple of the limit, candidates are a
+		// sample (map iteration starts at a random point) plus every
+		// origin, which MinOrigins needs.
+		if len(cands) < maxCandidates || e.origin {
+			cands = append(cands, e.peer(id))
+		}
 	}
-	got := pol.Select(cands, Asker{ID: p.ID, IP: p.IP, Locality: p.Locality}, s.rnd)
-	out := make([]Peer, len(got))
-	copy(out, got)
+	out := pol.Select(cands, Asker{ID: p.ID, IP: p.IP, Locality: p.Locality}, s.rnd)
 	// Keep the grown buffer for the next announce; Sweep clears it so that
 	// it does not pin the strings of departed peers.
 	s.buf = cands[:0]

@@ -1,6 +1,7 @@
 package tracker
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -109,5 +110,23 @@ func TestTableKeepsLocality(t *testing.T) {
 	got := tab.Announce(blobA, asker, time.Minute, now, testPolicy())
 	if ids(got) != "z,far" || got[0].Locality != "zone-a" {
 		t.Fatalf("got %+v, want z (same zone label, other subnet) before far", got)
+	}
+}
+
+// In a swarm larger than the candidate bound, an announce still returns a
+// full list, and still includes the origin.
+func TestTableLargeSwarmKeepsOrigins(t *testing.T) {
+	tab := NewTable(1, seeded)
+	now := time.Unix(1000, 0)
+	pol := testPolicy()
+	for i := range 2000 {
+		tab.Announce(blobA, Peer{ID: fmt.Sprintf("p%d", i), Addr: "10.1.0.1:1", IP: netip.MustParseAddr("10.1.0.1"), Pieces: i % 7}, time.Minute, now, pol)
+	}
+	tab.Announce(blobA, origin("o1", "10.9.0.1"), time.Minute, now, pol)
+	for range 20 {
+		got := tab.Announce(blobA, peer("me", "10.2.0.1", false, 0), time.Minute, now, pol)
+		if len(got) != pol.Limit || got[len(got)-1].ID != "o1" {
+			t.Fatalf("got %d peers ending with %q, want %d ending with the origin", len(got), got[len(got)-1].ID, pol.Limit)
+		}
 	}
 }
