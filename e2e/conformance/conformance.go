@@ -253,7 +253,7 @@ func VerifyOrigin(t testing.TB, storage string) *Result {
 func RunT(t testing.TB, registry string) (*Result, error) {
 	t.Helper()
 	bin := testenv.Tool(t, testenv.ConformanceSuite)
-	dir := filepath.Join(testenv.TestWorkspace(t).Cache, "conformance", strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()))
+	dir := filepath.Join(testenv.ForTest(t).Cache, "conformance", strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()))
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, fmt.Errorf("clearing old conformance results: %w", err)
 	}

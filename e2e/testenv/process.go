@@ -162,7 +162,7 @@ func (p *Process) stop(timeout time.Duration) error {
 		}
 	}
 	if p.waitErr != nil && len(errs) == 0 {
-		errs = append(errs, fmt.Errorf("%s (pid %d) exited badly after SIGTERM: %w", p.Name, p.PID(), p.waitErr))
+		errs = append(errs, fmt.Errorf("%s (pid %d) did not exit cleanly: %w", p.Name, p.PID(), p.waitErr))
 	}
 	if b, err := os.ReadFile(p.LogPath); err == nil && bytes.Contains(b, []byte(raceMarker)) {
 		errs = append(errs, fmt.Errorf("%s reported a data race; see %s", p.Name, p.LogPath))

@@ -94,7 +94,7 @@ func TestRegistryServesTheV2APIUntilStopped(t *testing.T) {
 }
 
 func TestWorkspaceListsOnlyCommandsWithAMainPackage(t *testing.T) {
-	w := TestWorkspace(t)
+	w := ForTest(t)
 	cmds, err := w.Commands()
 	if err != nil {
 		t.Fatal(err)

@@ -21,8 +21,8 @@ func Unavailable(t testing.TB, format string, args ...any) {
 	t.Skipf("skipping, test dependency unavailable (under CI=true this fails): "+format, args...)
 }
 
-// TestWorkspace returns the workspace the test runs in.
-func TestWorkspace(t testing.TB) *Workspace {
+// ForTest returns the workspace the test runs in.
+func ForTest(t testing.TB) *Workspace {
 	t.Helper()
 	w, err := FindWorkspace()
 	if err != nil {
@@ -36,7 +36,7 @@ func TestWorkspace(t testing.TB) *Workspace {
 // reported as Unavailable; a compile error fails the test.
 func Binary(t testing.TB, name string) string {
 	t.Helper()
-	bin, err := TestWorkspace(t).Build(t.Context(), name, BuildOptions{Race: raceEnabled})
+	bin, err := ForTest(t).Build(t.Context(), name, BuildOptions{Race: raceEnabled})
 	if errors.Is(err, ErrNoMain) {
 		Unavailable(t, "%v", err)
 	}
@@ -50,7 +50,7 @@ func Binary(t testing.TB, name string) string {
 // ConformanceSuite) for a test; failure to build it is Unavailable.
 func Tool(t testing.TB, tool string) string {
 	t.Helper()
-	bin, err := TestWorkspace(t).Install(t.Context(), tool)
+	bin, err := ForTest(t).Install(t.Context(), tool)
 	if err != nil {
 		Unavailable(t, "%v", err)
 	}
