@@ -1,0 +1,298 @@
+package hdfs
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/distribution/distribution/v3/registry/storage/driver/testsuites"
+
+	minihdfs "github.com/shoal-dev/shoal/e2e/hdfs"
+	"github.com/shoal-dev/shoal/pkg/storage"
+)
+
+// One MiniDFSCluster for the whole package: starting one takes ~15-30 s.
+var (
+	cluster    *minihdfs.Cluster
+	clusterErr error
+)
+
+func TestMain(m *testing.M) {
+	start := time.Now()
+	cluster, clusterErr = minihdfs.Start(context.Background(), minihdfs.DefaultOptions())
+	if clusterErr == nil {
+		println("test HDFS up at", cluster.NameNode(), "in", time.Since(start).Round(time.Millisecond).String())
+	}
+	code := m.Run()
+	if cluster != nil {
+		if err := cluster.Stop(); err != nil {
+			println("stop test HDFS:", err.Error())
+		}
+	}
+	os.Exit(code)
+}
+
+// newDriver opens a driver on a fresh root of the shared cluster, so tests
+// do not see each other's files.
+func newDriver(t testing.TB, query string) *Driver {
+	t.Helper()
+	c := minihdfs.Require(t, cluster, clusterErr)
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	u, err := url.Parse(c.URL("/shoal-test-"+hex.EncodeToString(b[:])) + "?user=shoal" + query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(context.Background(), u)
+	if err != nil {
+		t.Fatalf("open %s: %v", u, err)
+	}
+	t.Cleanup(func() { d.(*Driver).Close() })
+	return d.(*Driver)
+}
+
+// TestReferenceSuite runs the reference registry's driver test suite on the
+// real HDFS.
+func TestReferenceSuite(t *testing.T) {
+	d := newDriver(t, "")
+	testsuites.Driver(t, func() (storage.Driver, error) { return d, nil }, false)
+}
+
+// TestAppendFromAnotherDriver continues a file through a second driver (a
+// second origin node: other clients, other leases) after the first closed
+// it, as a chunked upload continued on another node does.
+func TestAppendFromAnotherDriver(t *testing.T) {
+	a := newDriver(t, "")
+	ctx := context.Background()
+	u, _ := url.Parse(cluster.URL(a.root) + "?user=shoal")
+	other, err := Open(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := other.(*Driver)
+	defer b.Close()
+
+	part1 := bytes.Repeat([]byte("a"), 3<<20+17)
+	part2 := bytes.Repeat([]byte("b"), 1<<20+5)
+
+	w, err := a.Writer(ctx, "/uploads/x/data", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(part1); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	w, err = b.Writer(ctx, "/uploads/x/data", true)
+	if err != nil {
+		t.Fatalf("append from another driver: %v", err)
+	}
+	if w.Size() != int64(len(part1)) {
+		t.Fatalf("append writer starts at size %d, want %d", w.Size(), len(part1))
+	}
+	if _, err := w.Write(part2); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	got, err := a.GetContent(ctx, "/uploads/x/data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := append(part1, part2...); !bytes.Equal(got, want) {
+		t.Fatalf("content after append through two drivers: %d bytes, want %d", len(got), len(want))
+	}
+}
+
+// TestNameNodeOutage stops the namenode: every operation must fail with an
+// error that matches storage.ErrUnavailable and names HDFS, a PutContent
+// during the outage must leave nothing behind, and the same driver must
+// serve again once the namenode is back.
+func TestNameNodeOutage(t *testing.T) {
+	d := newDriver(t, "")
+	ctx := context.Background()
+	if err := d.PutContent(ctx, "/before", []byte("old")); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := cluster.StopNameNode(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := false
+	defer func() {
+		if !restarted {
+			if err := cluster.StartNameNode(); err != nil {
+				t.Errorf("restart namenode after failed test: %v", err)
+			}
+		}
+	}()
+
+	checkUnavailable := func(op string, err error) {
+		t.Helper()
+		switch {
+		case err == nil:
+			t.Errorf("%s with the namenode stopped succeeded", op)
+		case !errors.Is(err, storage.ErrUnavailable) || !IsUnavailable(err):
+			t.Errorf("%s with the namenode stopped: %v; want an error matching storage.ErrUnavailable", op, err)
+		case !strings.Contains(err.Error(), "HDFS"):
+			t.Errorf("%s with the namenode stopped: %q does not name HDFS", op, err)
+		}
+	}
+	_, err := d.GetContent(ctx, "/before")
+	checkUnavailable("GetContent", err)
+	checkUnavailable("PutContent", d.PutContent(ctx, "/during", []byte("new")))
+	_, err = d.Stat(ctx, "/before")
+	checkUnavailable("Stat", err)
+	_, err = d.List(ctx, "/")
+	checkUnavailable("List", err)
+	_, err = d.Writer(ctx, "/during-stream", false)
+	checkUnavailable("Writer", err)
+	checkUnavailable("Move", d.Move(ctx, "/before", "/moved"))
+	checkUnavailable("Walk", d.Walk(ctx, "/", func(storage.FileInfo) error { return nil }))
+
+	if err := cluster.StartNameNode(); err != nil {
+		t.Fatal(err)
+	}
+	restarted = true
+
+	// The driver replaces clients whose connection broke, so it should
+	// serve on the first try; allow a few seconds for the namenode to
+	// finish starting its RPC handlers.
+	deadline := time.Now().Add(20 * time.Second)
+	var got []byte
+	for {
+		got, err = d.GetContent(ctx, "/before")
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("GetContent 20 s after the namenode restarted: %v", err)
+	}
+	if string(got) != "old" {
+		t.Fatalf("content after outage = %q, want %q", got, "old")
+	}
+	if _, err := d.Stat(ctx, "/during"); !errors.As(err, new(storage.PathNotFoundError)) {
+		t.Fatalf("Stat of a file put during the outage: %v; want PathNotFoundError", err)
+	}
+	names, err := d.List(ctx, "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(names, ",") != "/before" {
+		t.Fatalf("root after outage lists %q, want only /before", names)
+	}
+	if err := d.PutContent(ctx, "/after", []byte("x")); err != nil {
+		t.Fatalf("PutContent after the namenode restarted: %v", err)
+	}
+}
+
+// TestWalkMatchesFallback compares the driver's Walk with the reference
+// WalkFallback (List + Stat) on one tree, with and without start hints,
+// skips and early stops.
+func TestWalkMatchesFallback(t *testing.T) {
+	d := newDriver(t, "")
+	ctx := context.Background()
+	for _, p := range []string{
+		"/a/b/c", "/a/b/d", "/a/b-c/e", "/a/ba", "/a/c", "/b", "/c/d/e/f", "/c/d/g", "/c/e",
+	} {
+		if err := d.PutContent(ctx, p, []byte(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	collect := func(walk func(storage.WalkFn) error, skip, stopAt string) ([]string, error) {
+		var got []string
+		err := walk(func(fi storage.FileInfo) error {
+			got = append(got, fi.Path()+map[bool]string{true: "/", false: ""}[fi.IsDir()])
+			switch fi.Path() {
+			case skip:
+				return storage.ErrSkipDir
+			case stopAt:
+				return storage.ErrFilledBuffer
+			}
+			return nil
+		})
+		return got, err
+	}
+	for _, tc := range []struct{ from, hint, skip, stop string }{
+		{from: "/"},
+		{from: "/a"},
+		{from: "/c/d"},
+		{from: "/", skip: "/a/b"},
+		{from: "/", stop: "/a/ba"},
+		{from: "/", hint: "/a/b/c"},
+		{from: "/", hint: "/a/b"},
+		{from: "/", hint: "/a/b-c/e"},
+		{from: "/", hint: "/a/zzz"},
+		{from: "/", hint: "/c/d/e"},
+		{from: "/a", hint: "/b"},
+		{from: "/c", hint: "/a"},
+		{from: "/a", hint: "/a"},
+	} {
+		opt := storage.WalkOptions{StartAfterHint: tc.hint}
+		withHint := func(o *storage.WalkOptions) { *o = opt }
+		got, err := collect(func(f storage.WalkFn) error { return d.Walk(ctx, tc.from, f, withHint) }, tc.skip, tc.stop)
+		if err != nil {
+			t.Fatalf("Walk(%+v): %v", tc, err)
+		}
+		want, err := collect(func(f storage.WalkFn) error { return storage.WalkFallback(ctx, d, tc.from, f, withHint) }, tc.skip, tc.stop)
+		if err != nil {
+			t.Fatalf("WalkFallback(%+v): %v", tc, err)
+		}
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("Walk(%+v)\n got %v\nwant %v", tc, got, want)
+		}
+	}
+
+	if err := d.Walk(ctx, "/nope", func(storage.FileInfo) error { return nil }); !errors.As(err, new(storage.PathNotFoundError)) {
+		t.Errorf("Walk of a missing directory: %v; want PathNotFoundError", err)
+	}
+	boom := errors.New("boom")
+	if err := d.Walk(ctx, "/", func(storage.FileInfo) error { return boom }); err != boom {
+		t.Errorf("Walk returned %v; want the walk function's own error", err)
+	}
+}
+
+// TestReaderPastEnd checks the offset rules against the library's own
+// Seek, which refuses offsets past the end with an error of its own.
+func TestReaderPastEnd(t *testing.T) {
+	d := newDriver(t, "")
+	ctx := context.Background()
+	if err := d.PutContent(ctx, "/f", []byte("0123456789")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := d.Reader(ctx, "/f", 11)
+	var ioe storage.InvalidOffsetError
+	if !errors.As(err, &ioe) || ioe.Offset != 11 || ioe.Path != "/f" {
+		t.Fatalf("Reader at offset 11 of a 10-byte file: %v; want InvalidOffsetError{/f, 11}", err)
+	}
+	r, err := d.Reader(ctx, "/f", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil || string(b) != "456789" {
+		t.Fatalf("read from offset 4 = %q, %v; want %q", b, err, "456789")
+	}
+	if _, err := d.Reader(ctx, "/", 0); !errors.As(err, new(storage.InvalidPathError)) {
+		t.Fatalf("Reader of /: %v; want InvalidPathError", err)
+	}
+}

@@ -1,0 +1,143 @@
+package hdfs
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/colinmarc/hdfs/v2"
+)
+
+// pool spreads calls over several HDFS clients. An hdfs.Client holds one
+// namenode connection and sends one call at a time on it, so a driver with a
+// single client would queue every request of a busy origin behind the
+// slowest namenode call.
+//
+// A client whose connection failed is retired and replaced on next use: the
+// library would reconnect by itself, but only after returning one more error
+// on the dead connection and waiting out a 5 s backoff, which would delay
+// recovery after a namenode restart. A retired client is closed once nothing
+// (an open reader or writer) uses it any more, because closing it earlier
+// would drop the HDFS lease of a file being written through it.
+type pool struct {
+	opts  hdfs.ClientOptions
+	slots []*slot
+	next  atomic.Uint32
+}
+
+type slot struct {
+	mu     sync.Mutex // held while dialing, so that one slot dials once
+	c      *client
+	closed bool
+}
+
+// client is a pooled hdfs.Client with a count of its users.
+type client struct {
+	*hdfs.Client
+	slot    *slot
+	refs    int // guarded by slot.mu
+	retired bool
+}
+
+var errClosed = errors.New("driver is closed")
+
+func newPool(opts hdfs.ClientOptions, n int) *pool {
+	p := &pool{opts: opts, slots: make([]*slot, n)}
+	for i := range p.slots {
+		p.slots[i] = &slot{}
+	}
+	return p
+}
+
+// get returns a client, connecting one if its slot is empty. The caller
+// must pass it to put when done.
+func (p *pool) get() (*client, error) {
+	s := p.slots[int(p.next.Add(1))%len(p.slots)]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errClosed
+	}
+	if s.c == nil {
+		hc, err := hdfs.NewClient(p.opts)
+		if err != nil {
+			return nil, err
+		}
+		s.c = &client{Client: hc, slot: s}
+	}
+	s.c.refs++
+	return s.c, nil
+}
+
+// put hands a client back. err is the outcome of what it was used for: a
+// connection failure retires the client.
+func (p *pool) put(c *client, err error) {
+	s := c.slot
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c.refs--
+	if err != nil && !c.retired && isConnFailure(err) {
+		c.retired = true
+		if s.c == c {
+			s.c = nil
+		}
+	}
+	if c.retired && c.refs == 0 {
+		_ = c.Close()
+	}
+}
+
+// close closes every client, in use or not.
+func (p *pool) close() error {
+	for _, s := range p.slots {
+		s.mu.Lock()
+		s.closed = true
+		if s.c != nil {
+			s.c.retired = true
+			_ = s.c.Close()
+			s.c = nil
+		}
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// dialer returns a dial function whose connections time out each read and
+// write after ioTimeout. The HDFS client sets no deadline on namenode calls,
+// so without this a namenode that accepts connections but does not answer
+// (a GC pause, a hung host) would hang every request forever instead of
+// failing with an error the origin turns into 503.
+func dialer(dialTimeout, ioTimeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &timeoutConn{Conn: c, timeout: ioTimeout}, nil
+	}
+}
+
+// timeoutConn renews a deadline before every read and write, so that a slow
+// but progressing transfer never times out and a stalled one does.
+type timeoutConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (c *timeoutConn) Read(b []byte) (int, error) {
+	if err := c.Conn.SetReadDeadline(time.Now().Add(c.timeout)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *timeoutConn) Write(b []byte) (int, error) {
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(b)
+}
