@@ -43,6 +43,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shoal-dev/shoal/e2e/testenv"
 )
 
 // Options configures a cluster. DefaultOptions returns working values.
@@ -353,9 +355,9 @@ func (c *Cluster) logTail() string {
 	return string(b)
 }
 
-// Require returns c when Start succeeded. Otherwise it ends the test: with
-// t.Fatal when the environment variable CI is "true" (a missing HDFS must
-// not pass silently in CI), with t.Skip elsewhere (a laptop without Java).
+// Require returns c when Start succeeded. Otherwise it ends the test through
+// testenv.Unavailable: a failure under CI=true (a missing HDFS must not pass
+// silently in CI), a skip elsewhere (a laptop without Java).
 func Require(t testing.TB, c *Cluster, startErr error) *Cluster {
 	t.Helper()
 	if startErr == nil && c != nil {
@@ -364,9 +366,6 @@ func Require(t testing.TB, c *Cluster, startErr error) *Cluster {
 	if startErr == nil {
 		startErr = errors.New("no cluster was started")
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("test HDFS is required in CI: %v", startErr)
-	}
-	t.Skipf("test HDFS unavailable (set CI=true to make this fail): %v", startErr)
+	testenv.Unavailable(t, "test HDFS: %v", startErr)
 	return nil
 }

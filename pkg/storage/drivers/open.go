@@ -4,12 +4,12 @@ package drivers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 
 	"github.com/shoal-dev/shoal/pkg/storage"
 	"github.com/shoal-dev/shoal/pkg/storage/filesystem"
+	"github.com/shoal-dev/shoal/pkg/storage/hdfs"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
 )
 
@@ -49,8 +49,7 @@ func Open(ctx context.Context, rawURL string) (storage.Driver, error) {
 		}
 		return inmemory.New(), nil
 	case "hdfs":
-		// Wired to hdfs.Open(ctx, u) from pkg/storage/hdfs once that driver lands.
-		return nil, errors.New("opening storage: hdfs driver not built in yet")
+		return hdfs.Open(ctx, u)
 	default:
 		return nil, fmt.Errorf("opening storage %q: unsupported scheme %q; supported: %s", rawURL, u.Scheme, Supported)
 	}

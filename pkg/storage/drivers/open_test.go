@@ -26,7 +26,8 @@ func TestOpen(t *testing.T) {
 		{url: "./e%20f", wantDriver: "filesystem", onDisk: "e%20f/probe"},
 		{url: "inmemory://", wantDriver: "inmemory"},
 		{url: "inmemory:///", wantDriver: "inmemory"},
-		{url: "hdfs://nn1:8020,nn2:8020/shoal", wantErr: "hdfs driver not built in yet"},
+		// Port 1 refuses at once: Open reaches the hdfs driver, which reports the outage.
+		{url: "hdfs://127.0.0.1:1/shoal?user=shoal", wantErr: "HDFS (namenodes 127.0.0.1:1) unavailable"},
 		{url: "s3://bucket/prefix", wantErr: `unsupported scheme "s3"; supported: file:///abs/path`},
 		{url: "", wantErr: "empty URL"},
 		{url: "file://host/x", wantErr: "has no host"},
