@@ -25,6 +25,9 @@ type BuildOptions struct {
 // package, skipping those not written yet.
 func (w *Workspace) Commands() ([]string, error) {
 	entries, err := os.ReadDir(filepath.Join(w.Root, "cmd"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil // git keeps no empty directories
+	}
 	if err != nil {
 		return nil, fmt.Errorf("listing commands: %w", err)
 	}
