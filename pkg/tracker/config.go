@@ -12,29 +12,29 @@ type Config struct {
 	// also announce on start, completion and stop, and learn about each
 	// other's new pieces directly, so this only has to be short enough for
 	// newcomers to find peers that joined since: 30s.
-	AnnounceInterval time.Duration `yaml:"announce_interval"`
+	AnnounceInterval time.Duration `yaml:"announceInterval"`
 	// PeerTTL is how long an entry lives without a re-announce. Three
 	// intervals: one lost announce (or a slow tracker failover) does not
 	// drop a peer, a dead one is gone within two minutes.
-	PeerTTL time.Duration `yaml:"peer_ttl"`
+	PeerTTL time.Duration `yaml:"peerTTL"`
 	// SweepInterval is how often expired entries are removed from memory.
 	// Expired entries are never handed out regardless; the sweep only
 	// reclaims memory.
-	SweepInterval time.Duration `yaml:"sweep_interval"`
+	SweepInterval time.Duration `yaml:"sweepInterval"`
 	// DefaultPeers is how many peers an announce gets when it does not say
 	// (num_want = 0). An agent opens a few connections per blob; 30 leaves
 	// room to replace bad or busy peers without another announce.
-	DefaultPeers int `yaml:"default_peers"`
+	DefaultPeers int `yaml:"defaultPeers"`
 	// MaxPeers caps num_want, bounding the answer and the work per announce.
-	MaxPeers int `yaml:"max_peers"`
+	MaxPeers int `yaml:"maxPeers"`
 	// MinOrigins is how many origin seeders every list keeps, so an agent
 	// always has a source holding every piece: 1.
-	MinOrigins int `yaml:"min_origins"`
+	MinOrigins int `yaml:"minOrigins"`
 	// IPv4PrefixBits and IPv6PrefixBits define "nearby" for peers without a
 	// locality label: same /24 or same /64, a rack or a subnet in most
 	// datacenters.
-	IPv4PrefixBits int `yaml:"ipv4_prefix_bits"`
-	IPv6PrefixBits int `yaml:"ipv6_prefix_bits"`
+	IPv4PrefixBits int `yaml:"ipv4PrefixBits"`
+	IPv6PrefixBits int `yaml:"ipv6PrefixBits"`
 	// Shards is the number of independently locked parts of the peer table.
 	// 64 makes lock contention negligible at tens of thousands of announces
 	// per second while costing a few KiB.
@@ -60,21 +60,21 @@ func DefaultConfig() Config {
 func (c Config) Validate() error {
 	switch {
 	case c.AnnounceInterval <= 0:
-		return fmt.Errorf("tracker config: announce_interval must be positive, got %s", c.AnnounceInterval)
+		return fmt.Errorf("tracker config: announceInterval must be positive, got %s", c.AnnounceInterval)
 	case c.PeerTTL < c.AnnounceInterval:
-		return fmt.Errorf("tracker config: peer_ttl (%s) must be at least announce_interval (%s), or peers expire between announces", c.PeerTTL, c.AnnounceInterval)
+		return fmt.Errorf("tracker config: peerTTL (%s) must be at least announceInterval (%s), or peers expire between announces", c.PeerTTL, c.AnnounceInterval)
 	case c.SweepInterval <= 0:
-		return fmt.Errorf("tracker config: sweep_interval must be positive, got %s", c.SweepInterval)
+		return fmt.Errorf("tracker config: sweepInterval must be positive, got %s", c.SweepInterval)
 	case c.MaxPeers < 1:
-		return fmt.Errorf("tracker config: max_peers must be at least 1, got %d", c.MaxPeers)
+		return fmt.Errorf("tracker config: maxPeers must be at least 1, got %d", c.MaxPeers)
 	case c.DefaultPeers < 1 || c.DefaultPeers > c.MaxPeers:
-		return fmt.Errorf("tracker config: default_peers must be in [1, max_peers=%d], got %d", c.MaxPeers, c.DefaultPeers)
+		return fmt.Errorf("tracker config: defaultPeers must be in [1, maxPeers=%d], got %d", c.MaxPeers, c.DefaultPeers)
 	case c.MinOrigins < 0:
-		return fmt.Errorf("tracker config: min_origins must not be negative, got %d", c.MinOrigins)
+		return fmt.Errorf("tracker config: minOrigins must not be negative, got %d", c.MinOrigins)
 	case c.IPv4PrefixBits < 0 || c.IPv4PrefixBits > 32:
-		return fmt.Errorf("tracker config: ipv4_prefix_bits must be in [0, 32], got %d", c.IPv4PrefixBits)
+		return fmt.Errorf("tracker config: ipv4PrefixBits must be in [0, 32], got %d", c.IPv4PrefixBits)
 	case c.IPv6PrefixBits < 0 || c.IPv6PrefixBits > 128:
-		return fmt.Errorf("tracker config: ipv6_prefix_bits must be in [0, 128], got %d", c.IPv6PrefixBits)
+		return fmt.Errorf("tracker config: ipv6PrefixBits must be in [0, 128], got %d", c.IPv6PrefixBits)
 	case c.Shards < 1:
 		return fmt.Errorf("tracker config: shards must be at least 1, got %d", c.Shards)
 	}

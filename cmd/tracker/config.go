@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/shoal-dev/shoal/pkg/tracker"
+)
+
+// Config is the tracker's YAML config file. Every field has a working
+// default (DefaultConfig), so the file only names what differs:
+//
+//	listen: 0.0.0.0:7001
+//	metricsListen: 0.0.0.0:7081
+//	tls: {cert: /etc/shoal/tls/tracker.pem, key: /etc/shoal/tls/tracker-key.pem, clientCA: /etc/shoal/tls/ca.pem}
+//	tracker:
+//	  announceInterval: 30s
+//	  peerTTL: 90s
+type Config struct {
+	// Listen is the gRPC address (shoal.tracker.v1.Tracker). Loopback by
+	// default: exposing a service is a decision.
+	Listen string `yaml:"listen"`
+	// MetricsListen is the HTTP address of /metrics, /healthz and /readyz.
+	MetricsListen string `yaml:"metricsListen"`
+	// TLS, when cert and key are set, secures both listeners. With
+	// clientCA, gRPC clients must present a certificate signed by it (the
+	// cluster CA), so that only agents and origins can announce.
+	TLS TLSConfig `yaml:"tls"`
+	Log LogConfig `yaml:"log"`
+	// ShutdownGrace is how long SIGTERM waits for announces in flight.
+	// Announces take microseconds; the grace only covers slow clients.
+	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
+	// Tracker tunes announce handling; see tracker.Config.
+	Tracker tracker.Config `yaml:"tracker"`
+}
+
+// TLSConfig names PEM files.
+type TLSConfig struct {
+	Cert     string `yaml:"cert"`
+	Key      string `yaml:"key"`
+	ClientCA string `yaml:"clientCA"`
+}
+
+// LogConfig selects the log level (debug, info, warn, error) and format
+// (text, json).
+type LogConfig struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// DefaultConfig is what `tracker` runs with when given nothing.
+func DefaultConfig() Config {
+	return Config{
+		Listen:        "127.0.0.1:7001",
+		MetricsListen: "127.0.0.1:7081",
+		Log:           LogConfig{Level: "info", Format: "text"},
+		ShutdownGrace: 10 * time.Second,
+		Tracker:       tracker.DefaultConfig(),
+	}
+}
+
+// load overlays the YAML file at path on c, rejecting unknown fields so
+// that a misspelt setting is an error rather than silently the default.
+func (c *Config) load(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+func (c *Config) validate() error {
+	if c.Listen == "" {
+		return errors.New("config: listen is empty")
+	}
+	if c.MetricsListen == "" {
+		return errors.New("config: metricsListen is empty")
+	}
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		return errors.New("config: TLS needs both cert and key")
+	}
+	if c.TLS.ClientCA != "" && c.TLS.Cert == "" {
+		return errors.New("config: tls.clientCA needs tls.cert and tls.key")
+	}
+	if c.ShutdownGrace <= 0 {
+		return errors.New("config: shutdownGrace must be positive")
+	}
+	return c.Tracker.Validate()
+}
+
+// tlsConfig returns the server TLS configuration, or nil for plaintext.
+func (t TLSConfig) tlsConfig() (*tls.Config, error) {
+	if t.Cert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+	if err != nil {
+		return nil, fmt.Errorf("loading TLS key pair: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if t.ClientCA != "" {
+		pem, err := os.ReadFile(t.ClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("reading client CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("client CA %s holds no PEM certificate", t.ClientCA)
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+func (l LogConfig) logger() (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(l.Level)); err != nil {
+		return nil, fmt.Errorf("config: log level %q: %w", l.Level, err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch l.Format {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("config: log format %q: want text or json", l.Format)
+}
