@@ -19,7 +19,7 @@ all: build
 # Builds bin/<name> for every cmd/<name> that has a main package; commands
 # not written yet are skipped.
 build:
-	@mains=$$($(GO) list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./cmd/... 2>/dev/null); \
+	@mains=$$($(GO) list -e -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./cmd/... 2>/dev/null); \
 	if [ -z "$$mains" ]; then echo "build: no commands with a main package under cmd/"; exit 0; fi; \
 	mkdir -p bin && echo "go build -o bin/" $$mains && $(GO) build -o bin/ $$mains
 
