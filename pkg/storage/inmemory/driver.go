@@ -313,14 +313,33 @@ func (d *Driver) RedirectURL(*http.Request, string) (string, error) {
 	return "", nil
 }
 
-// Walk visits everything under p in lexical depth-first order. List and
-// Stat are cheap here, so the reference fallback is the implementation; it
-// does not hold the lock while f runs, so f may use the driver.
+// Walk visits everything under p in lexical depth-first order; see
+// storage.WalkDir for how f steers it. The lock is held only while a
+// directory is listed, never while f runs, so f may use the driver.
 func (d *Driver) Walk(ctx context.Context, p string, f storage.WalkFn, options ...func(*storage.WalkOptions)) error {
 	if err := checkPath(p, true); err != nil {
 		return err
 	}
-	return storage.WalkFallback(ctx, d, p, f, options...)
+	return storage.WalkDir(ctx, p, d.readDir, f, options...)
+}
+
+// readDir lists directory dir with the FileInfo of each child.
+func (d *Driver) readDir(_ context.Context, dir string) ([]storage.FileInfo, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	n := d.lookup(dir)
+	if n == nil || !n.isDir {
+		return nil, storage.PathNotFoundError{Path: dir, DriverName: driverName}
+	}
+	infos := make([]storage.FileInfo, 0, len(n.children))
+	for name, c := range n.children {
+		fi := storage.FileInfoFields{Path: path.Join(dir, name), IsDir: c.isDir, ModTime: c.mod}
+		if !c.isDir {
+			fi.Size = c.data.size
+		}
+		infos = append(infos, storage.FileInfoInternal{FileInfoFields: fi})
+	}
+	return infos, nil
 }
 
 // writer appends to a file node. If the file is deleted or replaced while
