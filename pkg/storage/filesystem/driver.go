@@ -208,10 +208,6 @@ func (d *Driver) PutContent(_ context.Context, p string, content []byte) error {
 		return err
 	}
 	full := d.fullPath(p)
-	dir := filepath.Dir(full)
-	if err := os.MkdirAll(dir, 0o777); err != nil {
-		return fmt.Errorf("%s: creating parents of %s: %w", driverName, p, err)
-	}
 	tmp, err := d.createTemp()
 	if err != nil {
 		return err
@@ -220,11 +216,11 @@ func (d *Driver) PutContent(_ context.Context, p string, content []byte) error {
 		_ = os.Remove(tmp.Name())
 		return fmt.Errorf("%s: writing %s: %w", driverName, p, err)
 	}
-	if err := os.Rename(tmp.Name(), full); err != nil {
+	if err := renameInto(tmp.Name(), full); err != nil {
 		_ = os.Remove(tmp.Name())
 		return fmt.Errorf("%s: putting %s in place: %w", driverName, p, err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := syncDir(filepath.Dir(full)); err != nil {
 		return fmt.Errorf("%s: putting %s: %w", driverName, p, err)
 	}
 	return nil
@@ -412,17 +408,14 @@ func (d *Driver) Move(_ context.Context, src, dst string) error {
 		}
 		return fmt.Errorf("%s: stat of %s: %w", driverName, src, err)
 	}
-	toDir := filepath.Dir(to)
-	if err := os.MkdirAll(toDir, 0o777); err != nil {
-		return fmt.Errorf("%s: creating parents of %s: %w", driverName, dst, err)
-	}
-	if err := os.Rename(from, to); err != nil {
-		if notExist(err) {
+	if err := renameInto(from, to); err != nil {
+		if _, statErr := os.Lstat(from); notExist(statErr) {
 			// src went away between the Lstat and the rename.
 			return storage.PathNotFoundError{Path: src, DriverName: driverName}
 		}
 		return fmt.Errorf("%s: moving %s to %s: %w", driverName, src, dst, err)
 	}
+	toDir := filepath.Dir(to)
 	if err := syncDir(toDir); err != nil {
 		return fmt.Errorf("%s: moving %s to %s: %w", driverName, src, dst, err)
 	}
@@ -432,6 +425,28 @@ func (d *Driver) Move(_ context.Context, src, dst string) error {
 		}
 	}
 	return nil
+}
+
+// renameInto renames from to to, creating the parents of to. A concurrent
+// Delete may remove the new parent before the rename (GC sweeping an empty
+// blob directory while a push uploads that blob again), so the rename is
+// retried a few times while the source is still there.
+func renameInto(from, to string) error {
+	dir := filepath.Dir(to)
+	var err error
+	for range 3 {
+		if err = os.MkdirAll(dir, 0o777); err != nil {
+			return err
+		}
+		err = os.Rename(from, to)
+		if err == nil || !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if _, statErr := os.Lstat(from); statErr != nil {
+			return err
+		}
+	}
+	return err
 }
 
 // Delete removes the file or directory tree at p.
