@@ -1,0 +1,96 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/shoal-dev/shoal/pkg/origin"
+)
+
+// Config is the origin's YAML config file. Every field has a working
+// default (DefaultConfig), so the file only names what differs.
+type Config struct {
+	// Listen is the address of the registry API, /metrics, /healthz and
+	// /readyz. Loopback by default: exposing a registry is a decision.
+	Listen string `yaml:"listen"`
+	// Storage is the storage URL: file:///dir, inmemory:// or
+	// hdfs://nn1:8020,nn2:8020/root?user=u.
+	Storage string `yaml:"storage"`
+	TLS     struct {
+		Cert string `yaml:"cert"`
+		Key  string `yaml:"key"`
+	} `yaml:"tls"`
+	Log LogConfig `yaml:"log"`
+	// ShutdownGrace is how long SIGTERM waits for requests in flight (a
+	// layer upload can take a while) before closing connections.
+	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
+	// Registry tunes the registry API; see origin.Config.
+	Registry origin.Config `yaml:"registry"`
+}
+
+// LogConfig selects the log level and format.
+type LogConfig struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// DefaultConfig is what `origin` runs with when given nothing.
+func DefaultConfig() Config {
+	return Config{
+		Listen:        "127.0.0.1:5000",
+		Storage:       "file:///var/lib/shoal",
+		Log:           LogConfig{Level: "info", Format: "text"},
+		ShutdownGrace: 30 * time.Second,
+		Registry:      origin.DefaultConfig(),
+	}
+}
+
+func (c *Config) load(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading config: %w", err)
+	}
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+func (c *Config) validate() error {
+	if c.Listen == "" {
+		return errors.New("config: listen is empty")
+	}
+	if c.Storage == "" {
+		return errors.New("config: storage is empty")
+	}
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		return errors.New("config: TLS needs both cert and key")
+	}
+	if c.ShutdownGrace <= 0 {
+		return errors.New("config: shutdownGrace must be positive")
+	}
+	return nil
+}
+
+func (l LogConfig) logger() (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(l.Level)); err != nil {
+		return nil, fmt.Errorf("config: log level %q: %w", l.Level, err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch l.Format {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("config: log format %q: want text or json", l.Format)
+}

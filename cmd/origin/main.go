@@ -1,0 +1,132 @@
+// Command origin serves the Docker Registry v2 / OCI Distribution API on a
+// storage driver: a local directory by default, HDFS in production.
+//
+//	origin                                   # 127.0.0.1:5000, file:///var/lib/shoal
+//	origin --listen :5000 --storage hdfs://nn1:8020,nn2:8020/shoal?user=shoal
+//	origin --config /etc/shoal/origin.yaml
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/shoal-dev/shoal/pkg/origin"
+	"github.com/shoal-dev/shoal/pkg/storage"
+	"github.com/shoal-dev/shoal/pkg/storage/drivers"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "origin:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("origin", flag.ContinueOnError)
+	configPath := fs.String("config", "", "YAML config file (flags given on the command line override it)")
+	listen := fs.String("listen", "", "address to serve the registry API on (default 127.0.0.1:5000)")
+	storageURL := fs.String("storage", "", "storage URL: file:///dir, inmemory://, hdfs://nn1:8020,nn2:8020/root?user=u (default file:///var/lib/shoal)")
+	tlsCert := fs.String("tls-cert", "", "TLS certificate file (PEM); serves HTTPS when set with --tls-key")
+	tlsKey := fs.String("tls-key", "", "TLS key file (PEM)")
+	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
+	logFormat := fs.String("log-format", "", "text or json (default text)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	cfg := DefaultConfig()
+	if *configPath != "" {
+		if err := cfg.load(*configPath); err != nil {
+			return err
+		}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	override := func(name string, dst *string, v string) {
+		if set[name] {
+			*dst = v
+		}
+	}
+	override("listen", &cfg.Listen, *listen)
+	override("storage", &cfg.Storage, *storageURL)
+	override("tls-cert", &cfg.TLS.Cert, *tlsCert)
+	override("tls-key", &cfg.TLS.Key, *tlsKey)
+	override("log-level", &cfg.Log.Level, *logLevel)
+	override("log-format", &cfg.Log.Format, *logFormat)
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	log, err := cfg.Log.logger()
+	if err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d, err := drivers.Open(ctx, cfg.Storage)
+	if err != nil {
+		return fmt.Errorf("opening storage %s: %w", cfg.Storage, err)
+	}
+	d = storage.Instrument(d, storage.NewMetrics(reg))
+	srv, err := origin.New(d, cfg.Registry, log, reg)
+	if err != nil {
+		return err
+	}
+	srv.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	scheme := "http"
+	if cfg.TLS.Cert != "" {
+		scheme = "https"
+	}
+	log.Info("origin serving", "addr", scheme+"://"+ln.Addr().String(), "storage", cfg.Storage, "driver", d.Name())
+	errc := make(chan error, 1)
+	go func() {
+		if cfg.TLS.Cert != "" {
+			errc <- hs.ServeTLS(ln, cfg.TLS.Cert, cfg.TLS.Key)
+		} else {
+			errc <- hs.Serve(ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing requests in flight", "grace", cfg.ShutdownGrace.String())
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
