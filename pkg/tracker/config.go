@@ -22,8 +22,9 @@ type Config struct {
 	// reclaims memory.
 	SweepInterval time.Duration `yaml:"sweepInterval"`
 	// DefaultPeers is how many peers an announce gets when it does not say
-	// (num_want = 0). An agent opens a few connections per blob; 30 leaves
-	// room to replace bad or busy peers without another announce.
+	// (num_want = 0). An agent keeps a handful of connections per blob; 20
+	// leaves room to replace bad or busy peers without another announce,
+	// while keeping answers (and the tracker's work) small.
 	DefaultPeers int `yaml:"defaultPeers"`
 	// MaxPeers caps num_want, bounding the answer and the work per announce.
 	MaxPeers int `yaml:"maxPeers"`
@@ -47,7 +48,7 @@ func DefaultConfig() Config {
 		AnnounceInterval: 30 * time.Second,
 		PeerTTL:          90 * time.Second,
 		SweepInterval:    15 * time.Second,
-		DefaultPeers:     30,
+		DefaultPeers:     20,
 		MaxPeers:         100,
 		MinOrigins:       1,
 		IPv4PrefixBits:   24,
