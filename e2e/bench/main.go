@@ -365,20 +365,40 @@ func measureAll(ctx context.Context, c config, shoal, ref *server) ([]row, error
 		digests[i] = d
 	}
 	pushFigure := fmt.Sprintf("%d MiB chunked push, %d MiB PATCHes", c.blobMiB, c.chunkMiB)
+	// Server CPU per GiB moved goes beside the throughput figures: it shows the cost of each
+	// server's data path (sendfile or userland copies, hashing, fsync) even when other jobs on
+	// the machine blur the throughput.
+	var cpuGiBRows []row
+	cpuPerGiB := map[*server]float64{}
+	addCPURow := func(figure string) {
+		if rows[len(rows)-1].err == nil {
+			cpuGiBRows = append(cpuGiBRows, row{figure: figure + ": server CPU per GiB", unit: "ms", shoal: cpuPerGiB[shoal], ref: cpuPerGiB[ref]})
+		}
+	}
+	gib := func(bytes int64) float64 { return float64(bytes) / (1 << 30) }
+
 	both(pushFigure, "MiB/s", target{targetRatioAtLst, 1}, func(s *server) (float64, error) {
 		var spent time.Duration
-		for i, d := range digests {
-			start := time.Now()
-			if err := clients[s].pushChunked(ctx, blobRepo, uint64(1000+i), blobSize, chunk, d); err != nil {
-				return 0, err
+		cpu, err := serverCPU(s.PID(), func() error {
+			for i, d := range digests {
+				start := time.Now()
+				if err := clients[s].pushChunked(ctx, blobRepo, uint64(1000+i), blobSize, chunk, d); err != nil {
+					return err
+				}
+				spent += time.Since(start)
 			}
-			spent += time.Since(start)
+			return nil
+		})
+		if err != nil {
+			return 0, err
 		}
+		cpuPerGiB[s] = float64(cpu.Milliseconds()) / gib(blobSize*int64(len(digests)))
 		return float64(blobSize*int64(len(digests))) / mib / spent.Seconds(), nil
 	})
 	if rows[len(rows)-1].err != nil {
 		return rows, fmt.Errorf("no blob to GET: %w", rows[len(rows)-1].err)
 	}
+	addCPURow("chunked push")
 
 	blob := digests[0]
 	both(fmt.Sprintf("%d MiB blob GET, one client", c.blobMiB), "MiB/s", target{targetRatioAtLst, 1}, func(s *server) (float64, error) {
@@ -386,13 +406,22 @@ func measureAll(ctx context.Context, c config, shoal, ref *server) ([]row, error
 			return 0, fmt.Errorf("verifying pushed blob: %w", err)
 		}
 		start := time.Now()
-		for range c.getReps {
-			if _, err := clients[s].getBlob(ctx, blobRepo, blob); err != nil {
-				return 0, err
+		cpu, err := serverCPU(s.PID(), func() error {
+			for range c.getReps {
+				if _, err := clients[s].getBlob(ctx, blobRepo, blob); err != nil {
+					return err
+				}
 			}
+			return nil
+		})
+		if err != nil {
+			return 0, err
 		}
-		return float64(blobSize*int64(c.getReps)) / mib / time.Since(start).Seconds(), nil
+		elapsed := time.Since(start)
+		cpuPerGiB[s] = float64(cpu.Milliseconds()) / gib(blobSize*int64(c.getReps))
+		return float64(blobSize*int64(c.getReps)) / mib / elapsed.Seconds(), nil
 	})
+	addCPURow("blob GET, one client")
 
 	// The fan-out yields two figures per server from one run: peak RSS and aggregate throughput.
 	fanThroughput := map[*server]float64{}
@@ -400,19 +429,22 @@ func measureAll(ctx context.Context, c config, shoal, ref *server) ([]row, error
 	both(fmt.Sprintf("%d concurrent GETs of it: peak server RSS", c.fanout), "MiB", target{targetBelow, c.rssTargetMiB}, func(s *server) (float64, error) {
 		sampler := startRSSSampler(s.PID(), 10*time.Millisecond)
 		start := time.Now()
-		errs := make(chan error, c.fanout)
-		for range c.fanout {
-			go func() {
-				_, err := clients[s].getBlob(ctx, blobRepo, blob)
-				errs <- err
-			}()
-		}
-		var firstErr error
-		for range c.fanout {
-			if err := <-errs; err != nil && firstErr == nil {
-				firstErr = err
+		cpu, firstErr := serverCPU(s.PID(), func() error {
+			errs := make(chan error, c.fanout)
+			for range c.fanout {
+				go func() {
+					_, err := clients[s].getBlob(ctx, blobRepo, blob)
+					errs <- err
+				}()
 			}
-		}
+			var firstErr error
+			for range c.fanout {
+				if err := <-errs; err != nil && firstErr == nil {
+					firstErr = err
+				}
+			}
+			return firstErr
+		})
 		elapsed := time.Since(start)
 		peak, sampleErr := sampler.finish()
 		if firstErr != nil {
@@ -427,6 +459,7 @@ func measureAll(ctx context.Context, c config, shoal, ref *server) ([]row, error
 		}
 		fanThroughput[s] = float64(blobSize*int64(c.fanout)) / mib / elapsed.Seconds()
 		fanHWM[s] = float64(st.hwm) / mib
+		cpuPerGiB[s] = float64(cpu.Milliseconds()) / gib(blobSize*int64(c.fanout))
 		return float64(peak) / mib, nil
 	})
 	if rows[len(rows)-1].err == nil {
@@ -435,6 +468,8 @@ func measureAll(ctx context.Context, c config, shoal, ref *server) ([]row, error
 			row{figure: "server VmHWM (lifetime peak RSS) after all figures", unit: "MiB", shoal: fanHWM[shoal], ref: fanHWM[ref]},
 		)
 	}
+	addCPURow(fmt.Sprintf("%d concurrent GETs", c.fanout))
+	rows = append(rows, cpuGiBRows...)
 	for _, r := range rows {
 		if r.err != nil {
 			return rows, fmt.Errorf("%d figure(s) could not be measured", countErrors(rows))

@@ -213,3 +213,20 @@ func parseProcStat(stat string) (time.Duration, error) {
 	}
 	return time.Duration(ticks) * time.Second / userHZ, nil
 }
+
+// serverCPU runs fn and returns the CPU time process pid used meanwhile. fn's error wins over a
+// failure to read the CPU time.
+func serverCPU(pid int, fn func() error) (time.Duration, error) {
+	before, err := processCPU(pid)
+	if err != nil {
+		return 0, err
+	}
+	if err := fn(); err != nil {
+		return 0, err
+	}
+	after, err := processCPU(pid)
+	if err != nil {
+		return 0, err
+	}
+	return after - before, nil
+}
