@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 )
@@ -128,5 +129,41 @@ func TestTableLargeSwarmKeepsOrigins(t *testing.T) {
 		if len(got) != pol.Limit || got[len(got)-1].ID != "o1" {
 			t.Fatalf("got %d peers ending with %q, want %d ending with the origin", len(got), got[len(got)-1].ID, pol.Limit)
 		}
+	}
+}
+
+// Announces, removals and sweeps from many goroutines at once keep the
+// entry count consistent with the table's contents (run with -race).
+func TestTableConcurrentUse(t *testing.T) {
+	tab := NewTable(8, nil)
+	now := time.Unix(1000, 0)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 500 {
+				d := fmt.Sprintf("sha256:%064x", i%20)
+				id := fmt.Sprintf("w%d-p%d", w, i%30)
+				switch i % 10 {
+				case 9:
+					tab.Remove(d, id)
+				case 8:
+					tab.Sweep(now.Add(time.Duration(i) * time.Millisecond))
+				default:
+					tab.Announce(d, Peer{ID: id, Addr: "10.0.0.1:1", IP: netip.MustParseAddr("10.0.0.1"), Pieces: i}, time.Second, now.Add(time.Duration(i)*time.Millisecond), testPolicy())
+				}
+			}
+		})
+	}
+	wg.Wait()
+	total := 0
+	for i := range 20 {
+		total += len(tab.Peers(fmt.Sprintf("sha256:%064x", i), time.Time{}))
+	}
+	if total != tab.Len() {
+		t.Fatalf("Len = %d but the table holds %d entries", tab.Len(), total)
+	}
+	tab.Sweep(now.Add(time.Hour))
+	if tab.Len() != 0 || tab.Blobs() != 0 {
+		t.Fatalf("after sweeping everything: Len = %d, Blobs = %d", tab.Len(), tab.Blobs())
 	}
 }
