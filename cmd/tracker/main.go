@@ -11,6 +11,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -129,6 +131,31 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, listening func(grp
 			return
 		}
 		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /debug/peers", func(w http.ResponseWriter, r *http.Request) {
+		// What the tracker knows about one blob, for operators and e2e
+		// tests that check agents announced.
+		d := r.URL.Query().Get("digest")
+		if _, err := digest.Parse(d); err != nil {
+			http.Error(w, fmt.Sprintf("digest query parameter: %v", err), http.StatusBadRequest)
+			return
+		}
+		type peerJSON struct {
+			ID       string `json:"id"`
+			Addr     string `json:"addr"`
+			Locality string `json:"locality,omitempty"`
+			Complete bool   `json:"complete"`
+			Origin   bool   `json:"origin"`
+			Pieces   int    `json:"pieces"`
+		}
+		peers := []peerJSON{}
+		for _, p := range srv.Table().Peers(d, time.Now()) {
+			peers = append(peers, peerJSON{p.ID, p.Addr, p.Locality, p.Complete, p.Origin, p.Pieces})
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if err := json.NewEncoder(w).Encode(peers); err != nil {
+			log.Debug("writing /debug/peers", "err", err)
+		}
 	})
 	hln, err := net.Listen("tcp", cfg.MetricsListen)
 	if err != nil {

@@ -119,6 +119,14 @@ func TestServeAnswersAndShutsDown(t *testing.T) {
 		}
 	}
 
+	code, body = get("/debug/peers?digest=" + digest)
+	if code != http.StatusOK || !strings.Contains(body, `"id":"a","addr":"127.0.0.1:7002"`) {
+		t.Errorf("GET /debug/peers = %d %s, want the announced peer", code, body)
+	}
+	if code, _ := get("/debug/peers?digest=nope"); code != http.StatusBadRequest {
+		t.Errorf("GET /debug/peers with a bad digest = %d, want 400", code)
+	}
+
 	cancel()
 	select {
 	case err := <-done:
