@@ -2,8 +2,6 @@ package hdfs
 
 import (
 	"context"
-
-	"github.com/colinmarc/hdfs/v2"
 )
 
 // Delete removes the file or directory tree at p.
@@ -11,7 +9,7 @@ func (d *Driver) Delete(ctx context.Context, p string) error {
 	if !validPath(p, false) {
 		return invalidPath(p)
 	}
-	return d.do("delete", p, func(c *hdfs.Client) error {
+	return d.do("delete", p, func(c *client) error {
 		full := d.full(p)
 		// RemoveAll succeeds on a missing path, the contract wants
 		// PathNotFoundError: ask first (a race with another delete then

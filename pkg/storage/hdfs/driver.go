@@ -119,7 +119,7 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		tmp:  path.Join(root, tmpDirName),
 		pool: newPool(opts, cfg.Clients),
 	}
-	err := d.do("open", "/", func(c *hdfs.Client) error {
+	err := d.do("open", "/", func(c *client) error {
 		return c.MkdirAll(d.tmp, 0o755)
 	})
 	if err != nil {
@@ -147,12 +147,12 @@ func (d *Driver) full(p string) string { return path.Join(d.root, p) }
 
 // do runs fn with a pooled client and maps its error for operation op on
 // storage path p.
-func (d *Driver) do(op, p string, fn func(c *hdfs.Client) error) error {
+func (d *Driver) do(op, p string, fn func(c *client) error) error {
 	c, err := d.pool.get()
 	if err != nil {
 		return d.mapErr(op, p, err)
 	}
-	err = fn(c.Client)
+	err = fn(c)
 	d.pool.put(c, err)
 	return d.mapErr(op, p, err)
 }
@@ -170,7 +170,7 @@ func invalidPath(p string) error {
 // removeStaleTmp deletes temporary files that a crashed process left behind.
 // It is best effort: a failure costs a little space, not correctness.
 func (d *Driver) removeStaleTmp(ctx context.Context) {
-	err := d.do("clean temporary files", "/", func(c *hdfs.Client) error {
+	err := d.do("clean temporary files", "/", func(c *client) error {
 		entries, err := c.ReadDir(d.tmp)
 		if err != nil {
 			return err

@@ -4,8 +4,6 @@ import (
 	"context"
 	"os"
 	"path"
-
-	"github.com/colinmarc/hdfs/v2"
 )
 
 // List returns the paths of the direct children of the directory p. A path
@@ -15,7 +13,7 @@ func (d *Driver) List(ctx context.Context, p string) ([]string, error) {
 		return nil, invalidPath(p)
 	}
 	var names []string
-	err := d.do("list", p, func(c *hdfs.Client) error {
+	err := d.do("list", p, func(c *client) error {
 		entries, err := d.readDir(c, p)
 		if err != nil {
 			return err
@@ -35,7 +33,7 @@ func (d *Driver) List(ctx context.Context, p string) ([]string, error) {
 // readDir lists the directory at storage path p in HDFS's (byte-wise sorted)
 // order, without the driver's temporary directory. A file is reported as
 // os.ErrNotExist: the contract has no "not a directory".
-func (d *Driver) readDir(c *hdfs.Client, p string) ([]os.FileInfo, error) {
+func (d *Driver) readDir(c *client, p string) ([]os.FileInfo, error) {
 	f, err := c.Open(d.full(p))
 	if err != nil {
 		return nil, err

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"os"
 	"path"
-
-	"github.com/colinmarc/hdfs/v2"
 )
 
 // Move renames src to dst, replacing dst if it exists, in one namenode
@@ -18,7 +16,7 @@ func (d *Driver) Move(ctx context.Context, src, dst string) error {
 	if !validPath(dst, false) {
 		return invalidPath(dst)
 	}
-	return d.do("move", src, func(c *hdfs.Client) error {
+	return d.do("move", src, func(c *client) error {
 		return rename(c, d.full(src), d.full(dst))
 	})
 }
@@ -28,7 +26,7 @@ func (d *Driver) Move(ctx context.Context, src, dst string) error {
 // rather than create the parent before every rename (one more namenode call
 // for the common case where it exists), rename tries first and only then
 // tells the two apart.
-func rename(c *hdfs.Client, src, dst string) error {
+func rename(c *client, src, dst string) error {
 	err := c.Rename(src, dst)
 	if !errors.Is(err, os.ErrNotExist) {
 		return err

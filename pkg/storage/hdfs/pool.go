@@ -37,9 +37,10 @@ type slot struct {
 // client is a pooled hdfs.Client with a count of its users.
 type client struct {
 	*hdfs.Client
-	slot    *slot
-	refs    int // guarded by slot.mu
-	retired bool
+	defaults hdfs.ServerDefaults // replication and block size for new files
+	slot     *slot
+	refs     int // guarded by slot.mu
+	retired  bool
 }
 
 var errClosed = errors.New("driver is closed")
@@ -66,7 +67,16 @@ func (p *pool) get() (*client, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.c = &client{Client: hc, slot: s}
+		// The library caches the server defaults in the Client on first
+		// use without a lock, and reads them on every create and datanode
+		// connection: a data race when the client is shared. Fetch them
+		// here, before any other goroutine sees the client.
+		def, err := hc.ServerDefaults()
+		if err != nil {
+			_ = hc.Close()
+			return nil, err
+		}
+		s.c = &client{Client: hc, slot: s, defaults: def}
 	}
 	s.c.refs++
 	return s.c, nil

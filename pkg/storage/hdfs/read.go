@@ -19,7 +19,7 @@ func (d *Driver) GetContent(ctx context.Context, p string) ([]byte, error) {
 		return nil, invalidPath(p)
 	}
 	var content []byte
-	err := d.do("get content", p, func(c *hdfs.Client) error {
+	err := d.do("get content", p, func(c *client) error {
 		f, err := c.Open(d.full(p))
 		if err != nil {
 			return err

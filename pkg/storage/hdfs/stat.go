@@ -3,8 +3,6 @@ package hdfs
 import (
 	"context"
 
-	"github.com/colinmarc/hdfs/v2"
-
 	"github.com/shoal-dev/shoal/pkg/storage"
 )
 
@@ -16,7 +14,7 @@ func (d *Driver) Stat(ctx context.Context, p string) (storage.FileInfo, error) {
 		return nil, invalidPath(p)
 	}
 	var fi storage.FileInfo
-	err := d.do("stat", p, func(c *hdfs.Client) error {
+	err := d.do("stat", p, func(c *client) error {
 		info, err := c.Stat(d.full(p))
 		if err != nil {
 			return err

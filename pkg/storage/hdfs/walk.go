@@ -7,8 +7,6 @@ import (
 	"path"
 	"strings"
 
-	"github.com/colinmarc/hdfs/v2"
-
 	"github.com/shoal-dev/shoal/pkg/storage"
 )
 
@@ -39,7 +37,7 @@ func (d *Driver) Walk(ctx context.Context, from string, f storage.WalkFn, option
 	if err != nil {
 		return d.mapErr("walk", from, err)
 	}
-	w := walker{d: d, c: c.Client, ctx: ctx, f: f}
+	w := walker{d: d, c: c, ctx: ctx, f: f}
 	_, err = w.walk(from, hint, true)
 	d.pool.put(c, err)
 	if err == nil || errors.Is(err, errWalkUser) {
@@ -54,7 +52,7 @@ var errWalkUser = errors.New("walk function failed")
 
 type walker struct {
 	d       *Driver
-	c       *hdfs.Client
+	c       *client
 	ctx     context.Context
 	f       storage.WalkFn
 	at      string // directory being listed, for error messages

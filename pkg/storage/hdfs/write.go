@@ -21,7 +21,7 @@ func (d *Driver) PutContent(ctx context.Context, p string, content []byte) error
 	if !validPath(p, false) {
 		return invalidPath(p)
 	}
-	return d.do("put content", p, func(c *hdfs.Client) error {
+	return d.do("put content", p, func(c *client) error {
 		tmp := d.tmpName()
 		if err := d.writeFile(c, tmp, content); err != nil {
 			_ = c.Remove(tmp)
@@ -35,7 +35,7 @@ func (d *Driver) PutContent(ctx context.Context, p string, content []byte) error
 	})
 }
 
-func (d *Driver) writeFile(c *hdfs.Client, name string, content []byte) error {
+func (d *Driver) writeFile(c *client, name string, content []byte) error {
 	w, err := create(c, name)
 	if errors.Is(err, os.ErrNotExist) {
 		// Someone removed the temporary directory (a cleanup of the root).
@@ -63,12 +63,8 @@ func (d *Driver) writeFile(c *hdfs.Client, name string, content []byte) error {
 // block size. Unlike Client.Create it does not ask the namenode first
 // whether the file exists: the namenode refuses to create an existing file
 // anyway, and the question costs a call per file.
-func create(c *hdfs.Client, name string) (*hdfs.FileWriter, error) {
-	def, err := c.ServerDefaults() // cached by the client after the first call
-	if err != nil {
-		return nil, err
-	}
-	return c.CreateFile(name, def.Replication, def.BlockSize, 0o644)
+func create(c *client, name string) (*hdfs.FileWriter, error) {
+	return c.CreateFile(name, c.defaults.Replication, c.defaults.BlockSize, 0o644)
 }
 
 // Close-retry budget. The namenode completes a file only once its last block
@@ -120,9 +116,9 @@ func (d *Driver) Writer(ctx context.Context, p string, append bool) (storage.Fil
 		size int64
 	)
 	if append {
-		w, size, err = appendFile(c.Client, full)
+		w, size, err = appendFile(c, full)
 	} else {
-		w, err = replaceFile(c.Client, full)
+		w, err = replaceFile(c, full)
 	}
 	if err != nil {
 		d.pool.put(c, err)
@@ -132,7 +128,7 @@ func (d *Driver) Writer(ctx context.Context, p string, append bool) (storage.Fil
 }
 
 // appendFile opens full for appending and returns its current size.
-func appendFile(c *hdfs.Client, full string) (*hdfs.FileWriter, int64, error) {
+func appendFile(c *client, full string) (*hdfs.FileWriter, int64, error) {
 	info, err := c.Stat(full)
 	if errors.Is(err, os.ErrNotExist) {
 		w, err := replaceFile(c, full)
@@ -150,7 +146,7 @@ func appendFile(c *hdfs.Client, full string) (*hdfs.FileWriter, int64, error) {
 
 // replaceFile creates full, removing an existing file and creating missing
 // parent directories only when the namenode says they are in the way.
-func replaceFile(c *hdfs.Client, full string) (*hdfs.FileWriter, error) {
+func replaceFile(c *client, full string) (*hdfs.FileWriter, error) {
 	w, err := create(c, full)
 	switch {
 	case errors.Is(err, os.ErrExist):
