@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net/url"
 	"os"
@@ -294,5 +296,104 @@ func TestReaderPastEnd(t *testing.T) {
 	}
 	if _, err := d.Reader(ctx, "/", 0); !errors.As(err, new(storage.InvalidPathError)) {
 		t.Fatalf("Reader of /: %v; want InvalidPathError", err)
+	}
+}
+
+// TestReadSurvivesDataNodeRestarts restarts two of the three datanodes while
+// four readers stream the same file: with replication 2, a reader whose
+// datanode goes away must carry on from the other replica, and every reader
+// must get the exact content.
+func TestReadSurvivesDataNodeRestarts(t *testing.T) {
+	d := newDriver(t, "")
+	ctx := context.Background()
+	content := make([]byte, 48<<20)
+	_, _ = rand.Read(content)
+	if err := d.PutContent(ctx, "/blob", content); err != nil {
+		t.Fatal(err)
+	}
+	want := sha256.Sum256(content)
+
+	const readers = 4
+	started := make(chan struct{}, readers)
+	proceed := make(chan struct{})
+	errs := make(chan error, readers)
+	for i := 0; i < readers; i++ {
+		go func() {
+			r, err := d.Reader(ctx, "/blob", 0)
+			if err != nil {
+				errs <- err
+				started <- struct{}{}
+				return
+			}
+			defer r.Close()
+			h := sha256.New()
+			// Read a little so that the reader is connected to a datanode
+			// when the restarts begin.
+			if _, err := io.CopyN(h, r, 1<<20); err != nil {
+				errs <- err
+				started <- struct{}{}
+				return
+			}
+			started <- struct{}{}
+			<-proceed
+			if _, err := io.Copy(h, r); err != nil {
+				errs <- fmt.Errorf("read after datanode restarts: %w", err)
+				return
+			}
+			if got := h.Sum(nil); !bytes.Equal(got, want[:]) {
+				errs <- fmt.Errorf("read content sha256 %x, want %x", got, want)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for i := 0; i < readers; i++ {
+		<-started
+	}
+	// The restarted node moves to the end of the cluster's list: restarting
+	// index 0 twice restarts two different datanodes.
+	for i := 0; i < 2; i++ {
+		if err := cluster.RestartDataNode(0); err != nil {
+			close(proceed)
+			t.Fatal(err)
+		}
+	}
+	close(proceed)
+	for i := 0; i < readers; i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// TestAppendWhileHeldElsewhere: a file another client still writes (or a
+// dead writer's file, until its lease expires) cannot be appended to; the
+// error must say why instead of naming only a Java exception.
+func TestAppendWhileHeldElsewhere(t *testing.T) {
+	a := newDriver(t, "")
+	ctx := context.Background()
+	u, _ := url.Parse(cluster.URL(a.root) + "?user=shoal")
+	other, err := Open(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := other.(*Driver)
+	defer b.Close()
+
+	w, err := a.Writer(ctx, "/held", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	defer w.Cancel(ctx)
+	if _, err := w.Write([]byte("part")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.Writer(ctx, "/held", true)
+	if err == nil || !strings.Contains(err.Error(), "held open by another HDFS client") {
+		t.Fatalf("append to a file another client writes: %v; want an error explaining the lease", err)
+	}
+	if IsUnavailable(err) {
+		t.Fatalf("a lease conflict is reported as an outage: %v", err)
 	}
 }
