@@ -24,7 +24,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -58,7 +57,11 @@ type config struct {
 	workDir      string        // where logs, configs and storage go; empty makes a temp dir
 	keepData     bool          // keep storage dirs after the run
 	markdown     bool          // print the table as Markdown
+	only         string        // "manifests" or "blobs" limits the run to one group of figures
 }
+
+// runs tells whether the figure group ("manifests" or "blobs") is part of this run.
+func (c config) runs(group string) bool { return c.only == "" || c.only == group }
 
 func parseFlags() config {
 	var c config
@@ -79,6 +82,7 @@ func parseFlags() config {
 	flag.Float64Var(&c.rssTargetMiB, "rss-target-mib", 200, "Shoal's peak RSS ceiling during the fan-out, MiB")
 	flag.StringVar(&c.workDir, "workdir", "", "directory for logs, configs and storage (default: a new temp dir)")
 	flag.BoolVar(&c.keepData, "keep-data", false, "keep the servers' storage dirs after the run (logs are always kept)")
+	flag.StringVar(&c.only, "only", "", `run one group of figures: "manifests" (request rates) or "blobs" (push, GET, fan-out RSS)`)
 	flag.BoolVar(&c.markdown, "markdown", false, "print the result table as Markdown")
 	flag.Parse()
 
@@ -114,6 +118,8 @@ func main() {
 
 func (c config) validate() error {
 	switch {
+	case c.only != "" && c.only != "manifests" && c.only != "blobs":
+		return fmt.Errorf("-only must be manifests or blobs, not %q", c.only)
 	case c.shoal != "origin" && c.shoal != "reference":
 		return fmt.Errorf("-shoal must be origin or reference, not %q", c.shoal)
 	case c.clients < 1 || c.fanout < 1 || c.pushReps < 1 || c.getReps < 1 || c.rounds < 1:
@@ -226,256 +232,6 @@ func printHeader(c config, shoalName, loadBefore string) {
 	fmt.Printf("Shoal column: %s   registry:2 column: %s (registry:2 image config, log level %s)\n", shoalName, refBin, c.registryLog)
 	fmt.Printf("manifest rates: %d clients, median of %d rounds of %s (each after %s warm-up); blob %d MiB; push chunks %d MiB x %d pushes; %d sequential GETs; fan-out %d GETs\n\n",
 		c.clients, c.rounds, c.duration, c.warmup, c.blobMiB, c.chunkMiB, c.pushReps, c.getReps, c.fanout)
-}
-
-// measureAll takes every figure on both servers, alternating servers figure by figure so slow
-// drift of the shared machine (other jobs, page cache) hits both columns alike. A figure that
-// fails on one server is recorded as an error and the run goes on to the next figure.
-func measureAll(ctx context.Context, c config, shoal, ref *server) ([]row, error) {
-	pair := []*server{shoal, ref}
-	clients := make(map[*server]*registryClient, 2)
-	for _, s := range pair {
-		rc, err := newRegistryClient(s.URL(), newTransport(max(c.clients, c.fanout)))
-		if err != nil {
-			return nil, err
-		}
-		clients[s] = rc
-	}
-	const manifestRepo, blobRepo, tag = "bench/manifest", "bench/blob", "latest"
-
-	manifestDigest := map[*server]string{}
-	for _, s := range pair {
-		d, err := clients[s].pushManifest(ctx, manifestRepo, tag)
-		if err != nil {
-			return nil, fmt.Errorf("setting up manifest on %s: %w", s.name, err)
-		}
-		manifestDigest[s] = d
-	}
-	if manifestDigest[shoal] != manifestDigest[ref] {
-		return nil, fmt.Errorf("the same manifest got digests %s (Shoal) and %s (registry:2)", manifestDigest[shoal], manifestDigest[ref])
-	}
-
-	var rows []row
-	// both measures one figure on each server rounds times, alternating which server goes first,
-	// and keeps each server's median.
-	bothRounds := func(rounds int, figure, unit string, t target, each func(s *server) (float64, error)) {
-		r := row{figure: figure, unit: unit, target: t}
-		values := map[*server][]float64{}
-	measure:
-		for round := range rounds {
-			order := pair
-			if round%2 == 1 {
-				order = []*server{ref, shoal}
-			}
-			for _, s := range order {
-				if ctx.Err() != nil {
-					r.err = ctx.Err()
-					break measure
-				}
-				v, err := each(s)
-				if err != nil {
-					r.err = fmt.Errorf("%s: %w", s.name, err)
-					break measure
-				}
-				slog.Info("measured", "figure", figure, "server", s.name, "round", round+1, unit, formatValue(v))
-				values[s] = append(values[s], v)
-			}
-		}
-		if r.err == nil {
-			r.shoal, r.ref = median(values[shoal]), median(values[ref])
-		}
-		rows = append(rows, r)
-	}
-	both := func(figure, unit string, t target, each func(s *server) (float64, error)) {
-		bothRounds(1, figure, unit, t, each)
-	}
-
-	// Server CPU per request is reported beside each rate: unlike the rate it barely depends on
-	// what else the shared machine is doing, or on the load generator's own CPU.
-	var cpuRows []row
-	// The load generator shares the two cores with the server; its own CPU per request shows
-	// how much of a rate it could be limiting (one figure for all manifest measurements).
-	clientPerReq := map[*server][]float64{}
-	for _, method := range []string{http.MethodHead, http.MethodGet} {
-		for _, by := range []string{"tag", "digest"} {
-			figure := fmt.Sprintf("manifest %s by %s, %d clients", method, by, c.clients)
-			cpuPerReq := map[*server][]float64{}
-			bothRounds(c.rounds, figure, "req/s", target{targetRatioAtLst, 2}, func(s *server) (float64, error) {
-				ref := tag
-				if by == "digest" {
-					ref = manifestDigest[s]
-				}
-				u := clients[s].url("/v2/" + manifestRepo + "/manifests/" + ref)
-				newReq := func(ctx context.Context) (*http.Request, error) {
-					req, err := http.NewRequestWithContext(ctx, method, u, nil)
-					if err == nil {
-						req.Header.Set("Accept", manifestAccept)
-					}
-					return req, err
-				}
-				if _, _, err := requestRate(ctx, clients[s].http, c.clients, c.warmup, newReq); err != nil {
-					return 0, fmt.Errorf("warm-up: %w", err)
-				}
-				cpuBefore, err := processCPU(s.PID())
-				if err != nil {
-					return 0, err
-				}
-				selfBefore, err := processCPU(os.Getpid())
-				if err != nil {
-					return 0, err
-				}
-				n, elapsed, err := requestRate(ctx, clients[s].http, c.clients, c.duration, newReq)
-				if err != nil {
-					return 0, err
-				}
-				cpuAfter, err := processCPU(s.PID())
-				if err != nil {
-					return 0, err
-				}
-				selfAfter, err := processCPU(os.Getpid())
-				if err != nil {
-					return 0, err
-				}
-				if n == 0 {
-					return 0, fmt.Errorf("no request completed in %s", elapsed)
-				}
-				cpuPerReq[s] = append(cpuPerReq[s], float64((cpuAfter-cpuBefore).Microseconds())/float64(n))
-				clientPerReq[s] = append(clientPerReq[s], float64((selfAfter-selfBefore).Microseconds())/float64(n))
-				return float64(n) / elapsed.Seconds(), nil
-			})
-			if rows[len(rows)-1].err == nil {
-				cpuRows = append(cpuRows, row{figure: fmt.Sprintf("manifest %s by %s: server CPU per request", method, by), unit: "µs",
-					shoal: median(cpuPerReq[shoal]), ref: median(cpuPerReq[ref])})
-			}
-		}
-	}
-	rows = append(rows, cpuRows...)
-	if len(clientPerReq[shoal]) > 0 && len(clientPerReq[ref]) > 0 {
-		rows = append(rows, row{figure: "manifest requests: load generator CPU per request", unit: "µs",
-			shoal: median(clientPerReq[shoal]), ref: median(clientPerReq[ref])})
-	}
-
-	blobSize, chunk := c.blobMiB*mib, c.chunkMiB*mib
-	digests := make([]string, c.pushReps)
-	for i := range digests {
-		d, err := blobDigest(uint64(1000+i), blobSize)
-		if err != nil {
-			return rows, err
-		}
-		digests[i] = d
-	}
-	pushFigure := fmt.Sprintf("%d MiB chunked push, %d MiB PATCHes", c.blobMiB, c.chunkMiB)
-	// Server CPU per GiB moved goes beside the throughput figures: it shows the cost of each
-	// server's data path (sendfile or userland copies, hashing, fsync) even when other jobs on
-	// the machine blur the throughput.
-	var cpuGiBRows []row
-	cpuPerGiB := map[*server]float64{}
-	addCPURow := func(figure string) {
-		if rows[len(rows)-1].err == nil {
-			cpuGiBRows = append(cpuGiBRows, row{figure: figure + ": server CPU per GiB", unit: "ms", shoal: cpuPerGiB[shoal], ref: cpuPerGiB[ref]})
-		}
-	}
-	gib := func(bytes int64) float64 { return float64(bytes) / (1 << 30) }
-
-	both(pushFigure, "MiB/s", target{targetRatioAtLst, 1}, func(s *server) (float64, error) {
-		var spent time.Duration
-		cpu, err := serverCPU(s.PID(), func() error {
-			for i, d := range digests {
-				start := time.Now()
-				if err := clients[s].pushChunked(ctx, blobRepo, uint64(1000+i), blobSize, chunk, d); err != nil {
-					return err
-				}
-				spent += time.Since(start)
-			}
-			return nil
-		})
-		if err != nil {
-			return 0, err
-		}
-		cpuPerGiB[s] = float64(cpu.Milliseconds()) / gib(blobSize*int64(len(digests)))
-		return float64(blobSize*int64(len(digests))) / mib / spent.Seconds(), nil
-	})
-	if rows[len(rows)-1].err != nil {
-		return rows, fmt.Errorf("no blob to GET: %w", rows[len(rows)-1].err)
-	}
-	addCPURow("chunked push")
-
-	blob := digests[0]
-	both(fmt.Sprintf("%d MiB blob GET, one client", c.blobMiB), "MiB/s", target{targetRatioAtLst, 1}, func(s *server) (float64, error) {
-		if err := clients[s].verifyBlob(ctx, blobRepo, blob, blobSize); err != nil {
-			return 0, fmt.Errorf("verifying pushed blob: %w", err)
-		}
-		start := time.Now()
-		cpu, err := serverCPU(s.PID(), func() error {
-			for range c.getReps {
-				if _, err := clients[s].getBlob(ctx, blobRepo, blob); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return 0, err
-		}
-		elapsed := time.Since(start)
-		cpuPerGiB[s] = float64(cpu.Milliseconds()) / gib(blobSize*int64(c.getReps))
-		return float64(blobSize*int64(c.getReps)) / mib / elapsed.Seconds(), nil
-	})
-	addCPURow("blob GET, one client")
-
-	// The fan-out yields two figures per server from one run: peak RSS and aggregate throughput.
-	fanThroughput := map[*server]float64{}
-	fanHWM := map[*server]float64{}
-	both(fmt.Sprintf("%d concurrent GETs of it: peak server RSS", c.fanout), "MiB", target{targetBelow, c.rssTargetMiB}, func(s *server) (float64, error) {
-		sampler := startRSSSampler(s.PID(), 10*time.Millisecond)
-		start := time.Now()
-		cpu, firstErr := serverCPU(s.PID(), func() error {
-			errs := make(chan error, c.fanout)
-			for range c.fanout {
-				go func() {
-					_, err := clients[s].getBlob(ctx, blobRepo, blob)
-					errs <- err
-				}()
-			}
-			var firstErr error
-			for range c.fanout {
-				if err := <-errs; err != nil && firstErr == nil {
-					firstErr = err
-				}
-			}
-			return firstErr
-		})
-		elapsed := time.Since(start)
-		peak, sampleErr := sampler.finish()
-		if firstErr != nil {
-			return 0, firstErr
-		}
-		if sampleErr != nil {
-			return 0, sampleErr
-		}
-		st, err := readProcStatus(s.PID())
-		if err != nil {
-			return 0, err
-		}
-		fanThroughput[s] = float64(blobSize*int64(c.fanout)) / mib / elapsed.Seconds()
-		fanHWM[s] = float64(st.hwm) / mib
-		cpuPerGiB[s] = float64(cpu.Milliseconds()) / gib(blobSize*int64(c.fanout))
-		return float64(peak) / mib, nil
-	})
-	if rows[len(rows)-1].err == nil {
-		rows = append(rows,
-			row{figure: fmt.Sprintf("%d concurrent GETs of it: aggregate", c.fanout), unit: "MiB/s", shoal: fanThroughput[shoal], ref: fanThroughput[ref]},
-			row{figure: "server VmHWM (lifetime peak RSS) after all figures", unit: "MiB", shoal: fanHWM[shoal], ref: fanHWM[ref]},
-		)
-	}
-	addCPURow(fmt.Sprintf("%d concurrent GETs", c.fanout))
-	rows = append(rows, cpuGiBRows...)
-	for _, r := range rows {
-		if r.err != nil {
-			return rows, fmt.Errorf("%d figure(s) could not be measured", countErrors(rows))
-		}
-	}
-	return rows, nil
 }
 
 func median(v []float64) float64 {
