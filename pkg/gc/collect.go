@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/shoal-dev/shoal/pkg/storage"
 )
@@ -25,6 +28,12 @@ type collection struct {
 
 	cutoff time.Time
 	refs   *manifestReader
+
+	current    Phase
+	phaseStart time.Time
+
+	// mu guards rep while deletions run in parallel.
+	mu sync.Mutex
 }
 
 // leaseMargin is the lease time a batch of deletions must have left when
@@ -40,7 +49,7 @@ func (c *collection) checkLease(ctx context.Context) error {
 
 func (c *collection) run(ctx context.Context) error {
 	if !c.dry {
-		if err := c.clearStaleMarkers(ctx); err != nil {
+		if err := c.clearStalePendingSets(ctx); err != nil {
 			return err
 		}
 	}
@@ -49,7 +58,7 @@ func (c *collection) run(ctx context.Context) error {
 	c.cutoff = t0.Add(-time.Duration(c.r.cfg.Grace))
 	c.refs = newManifestReader(c.drv)
 
-	c.r.update(func(p *Progress) { p.Phase = PhaseInventory })
+	c.phase(PhaseInventory)
 	inv, err := readInventory(ctx, c.drv)
 	if err != nil {
 		return err
@@ -62,13 +71,13 @@ func (c *collection) run(ctx context.Context) error {
 	})
 
 	if len(c.r.cfg.Rules) > 0 {
-		c.r.update(func(p *Progress) { p.Phase = PhaseRetention })
+		c.phase(PhaseRetention)
 		if err := c.retention(ctx, inv); err != nil {
 			return err
 		}
 	}
 
-	c.r.update(func(p *Progress) { p.Phase = PhaseMark })
+	c.phase(PhaseMark)
 	marked, err := Mark(ctx, inv, c.refs.refs)
 	if err != nil {
 		return fmt.Errorf("marking: %w", err)
@@ -79,28 +88,43 @@ func (c *collection) run(ctx context.Context) error {
 		c.log.Warn("manifest revision without data; skipped as registry:2 does", "repo", m.Repo, "digest", m.Digest)
 	}
 
-	c.r.update(func(p *Progress) { p.Phase = PhaseSweep })
+	c.phase(PhaseSweep)
 	if err := c.sweep(ctx, inv, marked.Marked); err != nil {
 		return err
 	}
 
-	c.r.update(func(p *Progress) { p.Phase = PhaseUploads })
-	return c.purgeUploads(ctx, inv)
+	c.phase(PhaseUploads)
+	err = c.purgeUploads(ctx, inv)
+	c.phase(PhaseIdle)
+	return err
 }
 
-// clearStaleMarkers removes pending-deletion markers left by a run that
-// died: holding the lease, this run is the only one that could own any.
-func (c *collection) clearStaleMarkers(ctx context.Context) error {
+// phase records the end of the current phase and the start of the next.
+func (c *collection) phase(next Phase) {
+	now := c.r.now()
+	if c.rep.Phases == nil {
+		c.rep.Phases = map[Phase]Duration{}
+	}
+	if c.current != "" {
+		c.rep.Phases[c.current] += Duration(now.Sub(c.phaseStart))
+	}
+	c.current, c.phaseStart = next, now
+	c.r.update(func(p *Progress) { p.Phase = next })
+}
+
+// clearStalePendingSets removes pending-deletion sets left by runs that died:
+// holding the lease with the newest token, this run owns none of them.
+func (c *collection) clearStalePendingSets(ctx context.Context) error {
 	var stale []string
 	if err := walkFiles(ctx, c.drv, pendingRoot, func(fi storage.FileInfo) error {
 		stale = append(stale, fi.Path())
 		return nil
 	}); err != nil {
-		return fmt.Errorf("listing stale gc markers: %w", err)
+		return fmt.Errorf("listing stale gc pending sets: %w", err)
 	}
 	for _, p := range stale {
 		if err := c.drv.Delete(ctx, p); err != nil && !isNotFound(err) {
-			return fmt.Errorf("removing stale gc marker %s: %w", p, err)
+			return fmt.Errorf("removing stale gc pending set %s: %w", p, err)
 		}
 	}
 	return nil
@@ -226,8 +250,8 @@ func (c *collection) readBlobs(ctx context.Context) (map[digest.Digest]BlobInfo,
 }
 
 // sweep deletes the unmarked blobs. The order is what makes it safe under
-// concurrent pushes (see CheckReferences and docs/gc.md): markers first,
-// then a fresh read of every link, then deletion, then the markers go.
+// concurrent pushes (see Guard and docs/gc.md): the pending set first,
+// then a fresh read of every link, then deletion, then the set goes.
 func (c *collection) sweep(ctx context.Context, inv *Inventory, marked map[digest.Digest]bool) error {
 	blobs, err := c.readBlobs(ctx)
 	if err != nil {
@@ -247,31 +271,27 @@ func (c *collection) sweep(ctx context.Context, inv *Inventory, marked map[diges
 		return nil
 	}
 
-	// Markers for every candidate before the re-check; whatever happens
-	// next, the markers of blobs not yet handled are removed on the way out.
-	pending := map[digest.Digest]bool{}
+	if len(candidates) == 0 {
+		return nil
+	}
+	// The pending set before the re-check; it goes once every deletion is
+	// done, or on the way out whatever happens.
+	token := c.lease.Token()
+	if err := c.checkLease(ctx); err != nil {
+		return err
+	}
+	if err := writePendingSet(ctx, c.drv, token, candidates); err != nil {
+		return err
+	}
 	defer func() {
 		bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
-		for d := range pending {
-			if err := removeMarker(bg, c.drv, d); err != nil {
-				c.log.Warn("leaving a gc marker behind; the next run removes it", "err", err)
-			}
+		if err := removePendingSet(bg, c.drv, token); err != nil {
+			c.log.Warn("leaving the gc pending set behind; the next run removes it", "err", err)
 		}
 	}()
-	for i, d := range candidates {
-		if i%c.r.cfg.BatchSize == 0 {
-			if err := c.checkLease(ctx); err != nil {
-				return err
-			}
-		}
-		pending[d] = true
-		if err := writeMarker(ctx, c.drv, d, c.lease.Token()); err != nil {
-			return err
-		}
-	}
 
-	// The re-check: every link as it is now, after the markers.
+	// The re-check: every link as it is now, after the pending set.
 	if err := c.checkLease(ctx); err != nil {
 		return err
 	}
@@ -288,20 +308,16 @@ func (c *collection) sweep(ctx context.Context, inv *Inventory, marked map[diges
 		candBlobs[d] = blobs[d]
 	}
 	final := SweepCandidates(candBlobs, marked2.Marked, inv2, c.cutoff)
-	keep := map[digest.Digest]bool{}
-	for _, d := range candidates {
-		keep[d] = true
-	}
-	for _, d := range final {
-		delete(keep, d)
-	}
-	for _, d := range candidates {
-		if keep[d] {
-			c.rep.BlobsSpared = append(c.rep.BlobsSpared, d)
-			if err := removeMarker(ctx, c.drv, d); err != nil {
-				return err
+	if len(final) < len(candidates) {
+		for _, d := range candidates {
+			if _, ok := slices.BinarySearch(final, d); !ok {
+				c.rep.BlobsSpared = append(c.rep.BlobsSpared, d)
 			}
-			delete(pending, d)
+		}
+		// Shrinking the set lets pushes of the spared blobs through
+		// sooner; a set only ever shrinks while it exists.
+		if err := writePendingSet(ctx, c.drv, token, final); err != nil {
+			return err
 		}
 	}
 
@@ -313,36 +329,25 @@ func (c *collection) sweep(ctx context.Context, inv *Inventory, marked map[diges
 			}
 		}
 	}
-	for i, d := range final {
-		if i%c.r.cfg.BatchSize == 0 {
-			if err := c.checkLease(ctx); err != nil {
-				return err
-			}
-		}
-		fi, err := c.drv.Stat(ctx, blobDataPath(d))
-		switch {
-		case isNotFound(err):
-			// Gone already; its links still dangle.
-		case err != nil:
-			return fmt.Errorf("re-checking blob %s: %w", d, err)
-		case !fi.ModTime().Before(c.cutoff):
-			c.rep.BlobsSpared = append(c.rep.BlobsSpared, d)
-		default:
-			if err := c.drv.Delete(ctx, blobDir(d)); err != nil && !isNotFound(err) {
-				return fmt.Errorf("deleting blob %s: %w", d, err)
-			}
-			c.rep.Blobs = append(c.rep.Blobs, BlobDeletion{Digest: d, Size: fi.Size()})
-			c.rep.BytesFreed += fi.Size()
-			c.r.update(func(p *Progress) { p.BlobsDeleted++ })
-		}
-		if err := c.deleteLinks(ctx, d, linksOf[d]); err != nil {
+	for start := 0; start < len(final); start += c.r.cfg.BatchSize {
+		if err := c.checkLease(ctx); err != nil {
 			return err
 		}
-		if err := removeMarker(ctx, c.drv, d); err != nil {
+		batch := final[start:min(start+c.r.cfg.BatchSize, len(final))]
+		// Deletions are independent and latency-bound on every backend:
+		// a few in flight cut the sweep's wall time several times over.
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(deleteWorkers)
+		for _, d := range batch {
+			g.Go(func() error { return c.deleteBlob(gctx, d, linksOf[d]) })
+		}
+		if err := g.Wait(); err != nil {
 			return err
 		}
-		delete(pending, d)
 	}
+
+	slices.SortFunc(c.rep.Blobs, func(a, b BlobDeletion) int { return strings.Compare(string(a.Digest), string(b.Digest)) })
+	slices.Sort(c.rep.BlobsSpared)
 
 	// Links to blobs that were already absent from the blob store.
 	for i, l := range danglingLinks(inv2, marked2.Marked, nil, blobs, c.cutoff) {
@@ -359,6 +364,36 @@ func (c *collection) sweep(ctx context.Context, inv *Inventory, marked map[diges
 		}
 	}
 	return nil
+}
+
+// deleteWorkers is how many blob deletions a sweep has in flight.
+const deleteWorkers = 8
+
+// deleteBlob deletes one swept blob and its old layer links, unless the
+// data was written again since the cutoff.
+func (c *collection) deleteBlob(ctx context.Context, d digest.Digest, links []string) error {
+	fi, err := c.drv.Stat(ctx, blobDataPath(d))
+	switch {
+	case isNotFound(err):
+		// Gone already; its links still dangle.
+	case err != nil:
+		return fmt.Errorf("re-checking blob %s: %w", d, err)
+	case !fi.ModTime().Before(c.cutoff):
+		c.mu.Lock()
+		c.rep.BlobsSpared = append(c.rep.BlobsSpared, d)
+		c.mu.Unlock()
+		return nil
+	default:
+		if err := c.drv.Delete(ctx, blobDir(d)); err != nil && !isNotFound(err) {
+			return fmt.Errorf("deleting blob %s: %w", d, err)
+		}
+		c.mu.Lock()
+		c.rep.Blobs = append(c.rep.Blobs, BlobDeletion{Digest: d, Size: fi.Size()})
+		c.rep.BytesFreed += fi.Size()
+		c.mu.Unlock()
+		c.r.update(func(p *Progress) { p.BlobsDeleted++ })
+	}
+	return c.deleteLinks(ctx, d, links)
 }
 
 // deleteLinks removes the _layers links of a deleted blob, as registry:2's
@@ -380,7 +415,9 @@ func (c *collection) deleteLinks(ctx context.Context, d digest.Digest, repos []s
 		if err := c.drv.Delete(ctx, path.Dir(p)); err != nil && !isNotFound(err) {
 			return fmt.Errorf("deleting layer link %s: %w", p, err)
 		}
+		c.mu.Lock()
 		c.rep.LayerLinks = append(c.rep.LayerLinks, RepoDigest{Repo: repo, Digest: d})
+		c.mu.Unlock()
 	}
 	return nil
 }

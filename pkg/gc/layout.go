@@ -59,11 +59,6 @@ func tagCurrentLinkPath(repo, tag string) string {
 
 func uploadDir(repo, id string) string { return path.Join(repoPath(repo), "_uploads", id) }
 
-// pendingPath is the pending-deletion marker of a blob; see CheckReferences.
-func pendingPath(d digest.Digest) string {
-	return path.Join(pendingRoot, d.Algorithm().String(), d.Encoded())
-}
-
 // readLink reads a registry:2 link file: the digest it points to.
 func readLink(ctx context.Context, drv storage.Driver, p string) (digest.Digest, error) {
 	b, err := drv.GetContent(ctx, p)

@@ -38,6 +38,8 @@ type Report struct {
 	MissingManifests []RepoDigest `json:"missingManifests,omitempty"`
 
 	StorageCalls StorageCalls `json:"storageCalls"`
+	// Phases is the wall time spent in each phase.
+	Phases map[Phase]Duration `json:"phases"`
 }
 
 // BlobDeletion is a blob the sweep deleted or would delete.
