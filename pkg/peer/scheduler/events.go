@@ -206,6 +206,9 @@ func (s *Scheduler) pieceReceived(now time.Time, ev PieceReceived) error {
 		if r.peer.origin {
 			s.originInFlight--
 		}
+		// The peer may have been busy sending the copy cancelled here; its
+		// other requests get their full time from now.
+		r.peer.lastProgress = now
 		s.cancels = append(s.cancels, Cancel{Peer: r.peer.id, Piece: ev.Piece})
 	}
 	pc.requests = pc.requests[:0]

@@ -33,28 +33,86 @@ type candidate struct {
 	prio   uint32
 }
 
+// less orders candidates: pieces in a reader's window first (nearest
+// first), then rarest first, ties in this scheduler's random order.
+func (x candidate) less(y candidate) bool {
+	if x.window != y.window {
+		return x.window < y.window
+	}
+	if x.avail != y.avail {
+		return x.avail < y.avail
+	}
+	if x.prio != y.prio {
+		return x.prio < y.prio
+	}
+	return x.piece < y.piece
+}
+
+// candidateHeap pops the most urgent candidate first. A heap rather than a
+// sort: after one delivery frees one slot, Next needs only the first few
+// pieces, and building the heap is linear. Hand-written rather than
+// container/heap, whose interface boxes every popped element.
+type candidateHeap []candidate
+
+func (h candidateHeap) init() {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
+func (h candidateHeap) down(i int) {
+	for {
+		l := 2*i + 1
+		if l >= len(h) {
+			return
+		}
+		m := l
+		if r := l + 1; r < len(h) && h[r].less(h[l]) {
+			m = r
+		}
+		if !h[m].less(h[i]) {
+			return
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+}
+
+func (h *candidateHeap) pop() candidate {
+	old := *h
+	c := old[0]
+	n := len(old) - 1
+	old[0] = old[n]
+	*h = old[:n]
+	h.down(0)
+	return c
+}
+
 // assign requests the missing pieces nobody is fetching, most urgent first.
 func (s *Scheduler) assign(now time.Time, a *Actions) {
-	if s.freeSlots(now) == 0 {
+	free := s.freeAgents(now)
+	originSlots := s.originSlots(now)
+	if len(free) == 0 && originSlots == 0 {
 		return
 	}
-	cands := s.sortedCandidates()
-	for _, c := range cands {
-		p := s.pick(now, c.piece)
+	h := s.candidateHeap()
+	for len(*h) > 0 && (len(free) > 0 || originSlots > 0) {
+		c := h.pop()
+		p := s.pick(now, c.piece, free)
 		if p == nil {
 			continue
 		}
 		s.send(now, c.piece, p, a)
-		if s.freeSlots(now) == 0 {
-			return
+		if p.origin {
+			originSlots--
+		} else if p.inFlight >= s.cfg.MaxInFlightPerPeer {
+			free = slices.DeleteFunc(free, func(q *peer) bool { return q == p })
 		}
 	}
 }
 
-// sortedCandidates lists the missing pieces with no request: pieces in a
-// reader's window first (nearest first), then rarest first, ties in this
-// scheduler's random order.
-func (s *Scheduler) sortedCandidates() []candidate {
+// candidateHeap returns the missing pieces with no request, as a heap.
+func (s *Scheduler) candidateHeap() *candidateHeap {
 	cands := s.candidates[:0]
 	for i := range s.pieces {
 		pc := &s.pieces[i]
@@ -69,20 +127,10 @@ func (s *Scheduler) sortedCandidates() []candidate {
 		}
 		cands = append(cands, c)
 	}
-	slices.SortFunc(cands, func(x, y candidate) int {
-		if c := cmp.Compare(x.window, y.window); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(x.avail, y.avail); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(x.prio, y.prio); c != 0 {
-			return c
-		}
-		return cmp.Compare(x.piece, y.piece)
-	})
 	s.candidates = cands
-	return cands
+	h := candidateHeap(cands)
+	h.init()
+	return &h
 }
 
 // endgame duplicates requests for the last pieces once all are in flight.
@@ -108,55 +156,65 @@ func (s *Scheduler) endgame(now time.Time, a *Actions) {
 		}
 		return cmp.Compare(s.pieces[x].prio, s.pieces[y].prio)
 	})
+	free := s.freeAgents(now)
 	for _, i := range pending {
 		for len(s.pieces[i].requests) < s.cfg.EndgameMaxRequests {
-			p, _ := s.bestAgent(now, i)
+			p := s.bestAgent(i, free)
 			if p == nil {
 				break
 			}
 			s.send(now, i, p, a)
+			if p.inFlight >= s.cfg.MaxInFlightPerPeer {
+				free = slices.DeleteFunc(free, func(q *peer) bool { return q == p })
+			}
 		}
 	}
 }
 
 // pick chooses the peer to request piece i from, or nil to wait: a healthy
-// agent with a free slot; else an origin, if the piece may go to one; else
-// an agent that timed out lately.
-func (s *Scheduler) pick(now time.Time, i int) *peer {
-	best, healthyHolders := s.bestAgent(now, i)
+// agent with a free slot; else, when no healthy agent holds the piece (or
+// it keeps failing), an origin; else, when only agents that timed out
+// lately hold it, one of them. While a healthy holder exists, the piece
+// waits for it rather than go to a peer that is timing out.
+func (s *Scheduler) pick(now time.Time, i int, free []*peer) *peer {
+	best := s.bestAgent(i, free)
 	if best != nil && best.healthy() {
 		return best
 	}
-	pc := &s.pieces[i]
-	if pc.avail == 0 || healthyHolders == 0 || pc.failures >= s.cfg.OriginAfterFailures {
-		if o := s.bestOrigin(now); o != nil {
-			return o
-		}
-	}
-	return best
-}
-
-// bestAgent returns the non-origin peer with a free slot to ask for piece
-// i (healthy first, then least loaded, then most useful so far), and the
-// number of healthy agents holding i whether free or not.
-func (s *Scheduler) bestAgent(now time.Time, i int) (best *peer, healthyHolders int) {
-	requested := s.pieces[i].requests
+	healthyHolders := 0
 	for _, p := range s.peers {
-		if p.origin || !p.has.Has(i) {
-			continue
-		}
-		if p.healthy() {
+		if !p.origin && p.healthy() && p.has.Has(i) {
 			healthyHolders++
 		}
-		if p.inFlight >= s.cfg.MaxInFlightPerPeer || now.Before(p.busyUntil) ||
-			slices.ContainsFunc(requested, func(r request) bool { return r.peer == p }) {
+	}
+	if healthyHolders > 0 && s.pieces[i].failures < s.cfg.OriginAfterFailures {
+		return nil
+	}
+	if o := s.bestOrigin(now); o != nil {
+		return o
+	}
+	if healthyHolders == 0 {
+		return best
+	}
+	return nil
+}
+
+// bestAgent returns the agent among free (agents with a free slot) to ask
+// for piece i: one holding it and not already asked for it, healthy first,
+// then least loaded, then most useful so far.
+func (s *Scheduler) bestAgent(i int, free []*peer) *peer {
+	requested := s.pieces[i].requests
+	var best *peer
+	for _, p := range free {
+		if !p.has.Has(i) || (best != nil && !better(p, best)) {
 			continue
 		}
-		if best == nil || better(p, best) {
-			best = p
+		if len(requested) > 0 && slices.ContainsFunc(requested, func(r request) bool { return r.peer == p }) {
+			continue
 		}
+		best = p
 	}
-	return best, healthyHolders
+	return best
 }
 
 func better(p, q *peer) bool {
@@ -186,24 +244,31 @@ func (s *Scheduler) bestOrigin(now time.Time) *peer {
 	return best
 }
 
-// freeSlots returns how many more requests could be sent now, ignoring
-// which pieces each peer holds.
-func (s *Scheduler) freeSlots(now time.Time) int {
-	free, originFree := 0, 0
+// freeAgents returns the agents that may take a request now, in join
+// order, in a scratch slice.
+func (s *Scheduler) freeAgents(now time.Time) []*peer {
+	free := s.free[:0]
 	for _, p := range s.peers {
-		if now.Before(p.busyUntil) || p.inFlight >= s.cfg.MaxInFlightPerPeer {
-			continue
+		if !p.origin && p.inFlight < s.cfg.MaxInFlightPerPeer && !now.Before(p.busyUntil) {
+			free = append(free, p)
 		}
-		if p.origin {
-			originFree += s.cfg.MaxInFlightPerPeer - p.inFlight
-		} else {
-			free += s.cfg.MaxInFlightPerPeer - p.inFlight
+	}
+	s.free = free
+	return free
+}
+
+// originSlots returns how many more requests origins may take now.
+func (s *Scheduler) originSlots(now time.Time) int {
+	n := 0
+	for _, p := range s.peers {
+		if p.origin && p.inFlight < s.cfg.MaxInFlightPerPeer && !now.Before(p.busyUntil) {
+			n += s.cfg.MaxInFlightPerPeer - p.inFlight
 		}
 	}
 	if s.nonOrigin > 0 {
-		originFree = min(originFree, max(0, s.cfg.MaxOriginInFlight-s.originInFlight))
+		n = min(n, max(0, s.cfg.MaxOriginInFlight-s.originInFlight))
 	}
-	return free + originFree
+	return n
 }
 
 func (s *Scheduler) send(now time.Time, i int, p *peer, a *Actions) {

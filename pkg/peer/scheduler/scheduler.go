@@ -197,8 +197,10 @@ type peer struct {
 	has       *metainfo.Bitfield
 	inFlight  int
 	busyUntil time.Time
-	// lastProgress is when the peer last delivered a piece (or joined): the
-	// piece timeout runs from here or from the request, whichever is later.
+	// lastProgress is when the peer last delivered a piece, joined, or had a
+	// request cancelled because another copy arrived (it may have been busy
+	// sending that one): the piece timeout runs from here or from the
+	// request, whichever is later.
 	lastProgress time.Time
 	stats        Stats
 }
@@ -249,6 +251,7 @@ type Scheduler struct {
 	blacklisted []Blacklisting
 	// Scratch space reused by Next.
 	candidates []candidate
+	free       []*peer
 }
 
 // New returns a scheduler for the blob m describes, holding the pieces set

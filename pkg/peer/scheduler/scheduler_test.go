@@ -67,7 +67,7 @@ func next(at time.Duration, reqs ...Request) step {
 	return step{at: at, want: &Actions{Requests: reqs}}
 }
 func nextDo(at time.Duration, a Actions) step { return step{at: at, want: &a} }
-func r(p PeerID, i int) Request              { return Request{Peer: p, Piece: i} }
+func r(p PeerID, i int) Request               { return Request{Peer: p, Piece: i} }
 func join(p PeerID, n int, pieces ...int) Event {
 	return PeerJoined{Peer: p, Bitfield: bits(n, pieces...)}
 }
@@ -211,7 +211,7 @@ func TestRules(t *testing.T) {
 				ev(0, join("a", 1, 0)),
 				next(0, r("a", 0)),
 				ev(s, RequestRejected{Peer: "a", Piece: 0}),
-				next(2*s),
+				next(2 * s),
 				next(6*s, r("a", 0)),
 			},
 		},
@@ -221,7 +221,7 @@ func TestRules(t *testing.T) {
 			steps: []step{
 				ev(0, join("a", 1, 0)),
 				next(0, r("a", 0)),
-				next(9*s),
+				next(9 * s),
 				ev(9*s, join("b", 1, 0)),
 				nextDo(10*s, Actions{Cancels: []Cancel{{Peer: "a", Piece: 0}}, Requests: []Request{r("b", 0)}}),
 			},
