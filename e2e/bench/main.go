@@ -50,8 +50,8 @@ type config struct {
 	rounds       int           // request-rate rounds per server, alternating order; the median is reported
 	blobMiB      int64         // size of the pushed and pulled blob
 	chunkMiB     int64         // PATCH chunk size of the chunked push
-	pushReps     int           // chunked pushes per server (distinct blobs)
-	getReps      int           // timed sequential GETs of the blob per server
+	pushReps     int           // chunked pushes per server (distinct blobs), alternating servers; the median counts
+	getReps      int           // timed GETs of the blob per server, alternating servers; the median counts
 	fanout       int           // concurrent GETs during the RSS measurement
 	rssTargetMiB float64       // Shoal's RSS ceiling during the fan-out
 	workDir      string        // where logs, configs and storage go; empty makes a temp dir
@@ -65,7 +65,7 @@ func (c config) runs(group string) bool { return c.only == "" || c.only == group
 
 func parseFlags() config {
 	var c config
-	quick := flag.Bool("quick", false, "smoke run: 32 MiB blob, 1 s per rate, one push (explicit flags still win)")
+	quick := flag.Bool("quick", false, "smoke run: 32 MiB blob, one round of 1 s per rate, 3 pushes and GETs (explicit flags still win)")
 	flag.StringVar(&c.shoal, "shoal", "origin", `what runs in the Shoal column: "origin" (cmd/origin) or "reference" (the reference registry again, to check the harness; ratios ~1)`)
 	flag.StringVar(&c.originBin, "origin-bin", "", "use this origin binary instead of building cmd/origin")
 	flag.StringVar(&c.registryBin, "registry-bin", "", "use this reference registry binary instead of building it")
@@ -76,8 +76,8 @@ func parseFlags() config {
 	flag.IntVar(&c.rounds, "rounds", 3, "rounds of each requests-per-second figure, servers alternating first; the median counts")
 	flag.Int64Var(&c.blobMiB, "blob-mib", 256, "blob size in MiB for push and GET figures")
 	flag.Int64Var(&c.chunkMiB, "chunk-mib", 8, "PATCH chunk size in MiB for the chunked push")
-	flag.IntVar(&c.pushReps, "push-reps", 3, "chunked pushes per server, each a distinct blob")
-	flag.IntVar(&c.getReps, "get-reps", 3, "timed sequential GETs of the blob per server")
+	flag.IntVar(&c.pushReps, "push-reps", 5, "chunked pushes per server, each a distinct blob, alternating servers; the median counts")
+	flag.IntVar(&c.getReps, "get-reps", 5, "timed GETs of the blob per server, alternating servers; the median counts")
 	flag.IntVar(&c.fanout, "fanout", 100, "concurrent GETs of the blob while sampling the server RSS")
 	flag.Float64Var(&c.rssTargetMiB, "rss-target-mib", 200, "Shoal's peak RSS ceiling during the fan-out, MiB")
 	flag.StringVar(&c.workDir, "workdir", "", "directory for logs, configs and storage (default: a new temp dir)")
@@ -93,8 +93,9 @@ func parseFlags() config {
 			"duration":  func() { c.duration = time.Second },
 			"warmup":    func() { c.warmup = 300 * time.Millisecond },
 			"blob-mib":  func() { c.blobMiB = 32 },
-			"push-reps": func() { c.pushReps = 1 },
-			"get-reps":  func() { c.getReps = 2 },
+			"push-reps": func() { c.pushReps = 3 },
+			"get-reps":  func() { c.getReps = 3 },
+			"rounds":    func() { c.rounds = 1 },
 		}
 		for name, apply := range quickDefaults {
 			if !set[name] {
@@ -230,8 +231,8 @@ func printHeader(c config, shoalName, loadBefore string) {
 		refBin = c.registryBin
 	}
 	fmt.Printf("Shoal column: %s   registry:2 column: %s (registry:2 image config, log level %s)\n", shoalName, refBin, c.registryLog)
-	fmt.Printf("manifest rates: %d clients, median of %d rounds of %s (each after %s warm-up); blob %d MiB; push chunks %d MiB x %d pushes; %d sequential GETs; fan-out %d GETs\n\n",
-		c.clients, c.rounds, c.duration, c.warmup, c.blobMiB, c.chunkMiB, c.pushReps, c.getReps, c.fanout)
+	fmt.Printf("manifest rates: %d clients, median of %d rounds of %s (each after %s warm-up); blob %d MiB; median of %d pushes in %d MiB chunks; median of %d GETs; fan-out %d GETs\n\n",
+		c.clients, c.rounds, c.duration, c.warmup, c.blobMiB, c.pushReps, c.chunkMiB, c.getReps, c.fanout)
 }
 
 func median(v []float64) float64 {
