@@ -231,7 +231,7 @@ func printHeader(c config, shoalName, loadBefore string) {
 		refBin = c.registryBin
 	}
 	fmt.Printf("Shoal column: %s   registry:2 column: %s (registry:2 image config, log level %s)\n", shoalName, refBin, c.registryLog)
-	fmt.Printf("manifest rates: %d clients, median of %d rounds of %s (each after %s warm-up); blob %d MiB; median of %d pushes in %d MiB chunks; median of %d GETs; fan-out %d GETs\n\n",
+	fmt.Printf("manifest rates: %d clients, median of %d round(s) of %s (each after %s warm-up); blob %d MiB; median of %d pushes in %d MiB chunks; median of %d GETs; fan-out %d GETs\n\n",
 		c.clients, c.rounds, c.duration, c.warmup, c.blobMiB, c.pushReps, c.chunkMiB, c.getReps, c.fanout)
 }
 
