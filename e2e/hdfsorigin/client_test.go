@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -82,17 +81,6 @@ func wantRange(t *testing.T, r reply, size int64, what string) {
 	if got, want := r.Header.Get("Range"), fmt.Sprintf("0-%d", max(size-1, 0)); got != want {
 		t.Fatalf("%s: Range %q, want %q (%d bytes committed)\n%s", what, got, want, size, r)
 	}
-}
-
-// rangeEnd returns the end of an upload's "0-<end>" Range header.
-func rangeEnd(t *testing.T, r reply) int64 {
-	t.Helper()
-	rest, ok := strings.CutPrefix(r.Header.Get("Range"), "0-")
-	end, err := strconv.ParseInt(rest, 10, 64)
-	if !ok || err != nil {
-		t.Fatalf("%s: bad Range header %q", r, r.Header.Get("Range"))
-	}
-	return end
 }
 
 // location resolves the response's Location against base.
