@@ -228,9 +228,9 @@ func ParseResults(dir string) (*Result, error) {
 // Verify runs the suite against registry (host:port) and fails the test
 // if any test fails. The reports are kept under the workspace's
 // .cache/e2e/conformance/<test name> for reading after the run.
-func Verify(t testing.TB, registry string) *Result {
+func Verify(t testing.TB, registry string, env ...string) *Result {
 	t.Helper()
-	res, err := RunT(t, registry)
+	res, err := RunT(t, registry, env...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,24 +240,43 @@ func Verify(t testing.TB, registry string) *Result {
 	return res
 }
 
-// VerifyOrigin starts an origin on storage (a storage URL) and runs Verify
-// against it.
-func VerifyOrigin(t testing.TB, storage string) *Result {
+// VerifyOrigin runs the suite against origins on storage (a storage URL),
+// twice, one origin after the other:
+//
+//   - strict: the origin as configured by default, which refuses manifests
+//     whose blobs or child manifests were not pushed first, so the one data
+//     set that needs them accepted (OCI_DATA_SPARSE) is off;
+//   - sparse: an origin with registry.allowSparseManifests, with every
+//     workflow and data set on.
+//
+// Each run uses its own repositories, so the first leaves the second a
+// clean slate even on the same storage.
+func VerifyOrigin(t *testing.T, storage string) {
 	t.Helper()
-	o := testenv.Origin(t, storage)
-	return Verify(t, o.Addr)
+	t.Run("strict", func(t *testing.T) {
+		o := testenv.Origin(t, storage)
+		Verify(t, o.Addr, "OCI_DATA_SPARSE=false", "OCI_REPO1=strict/repo1", "OCI_REPO2=strict/repo2")
+	})
+	t.Run("sparse", func(t *testing.T) {
+		cfg := filepath.Join(t.TempDir(), "origin.yaml")
+		if err := os.WriteFile(cfg, []byte("registry:\n  allowSparseManifests: true\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		o := testenv.Origin(t, storage, "--config", cfg)
+		Verify(t, o.Addr, "OCI_REPO1=sparse/repo1", "OCI_REPO2=sparse/repo2")
+	})
 }
 
 // RunT runs the suite for a test and logs its summary, without judging the
 // result.
-func RunT(t testing.TB, registry string) (*Result, error) {
+func RunT(t testing.TB, registry string, env ...string) (*Result, error) {
 	t.Helper()
 	bin := testenv.Tool(t, testenv.ConformanceSuite)
 	dir := filepath.Join(testenv.ForTest(t).Cache, "conformance", strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()))
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, fmt.Errorf("clearing old conformance results: %w", err)
 	}
-	res, err := Run(t.Context(), Options{Binary: bin, Registry: registry, ResultsDir: dir})
+	res, err := Run(t.Context(), Options{Binary: bin, Registry: registry, ResultsDir: dir, Env: env})
 	if err != nil {
 		return nil, err
 	}

@@ -314,5 +314,3 @@ func TestReferrers(t *testing.T) {
 		t.Fatalf("filtered referrers %s", body)
 	}
 }
-
-
