@@ -1,0 +1,133 @@
+package piecestore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// ReadPiece returns piece i of d, which must be held: what an agent uploads
+// to a peer. The bytes were verified when written.
+func (s *Store) ReadPiece(d digest.Digest, i int) ([]byte, error) {
+	b, err := s.acquire(d)
+	if err != nil {
+		return nil, fmt.Errorf("reading piece %d of %s: %w", i, d, err)
+	}
+	defer s.release(b)
+	s.mu.Lock()
+	held := b.have.Has(i)
+	s.mu.Unlock()
+	if !held {
+		return nil, fmt.Errorf("reading piece %d of %s: %w", i, d, ErrPieceMissing)
+	}
+	buf := make([]byte, b.meta.PieceSize(i))
+	if _, err := b.f.ReadAt(buf, b.meta.PieceOffset(i)); err != nil {
+		return nil, fmt.Errorf("reading piece %d of %s: %w", i, d, err)
+	}
+	return buf, nil
+}
+
+// Reader streams d from offset to its end, waiting for each piece to be
+// written before returning its bytes, so a client can be served while the
+// blob downloads; only verified bytes are ever returned. A Read blocks
+// until the piece it needs arrives, ctx is done (ctx.Err() is returned) or
+// the blob is removed (ErrRemoved). The blob is not evicted while the
+// reader is open: Close it.
+func (s *Store) Reader(ctx context.Context, d digest.Digest, offset int64) (*Reader, error) {
+	b, err := s.acquire(d)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", d, err)
+	}
+	if offset < 0 || offset > b.meta.Size {
+		s.release(b)
+		return nil, fmt.Errorf("reading %s: offset %d outside [0, %d]", d, offset, b.meta.Size)
+	}
+	return &Reader{s: s, b: b, ctx: ctx, off: offset}, nil
+}
+
+// Reader is a streaming reader returned by Store.Reader. It is not safe
+// for concurrent use.
+type Reader struct {
+	s      *Store
+	b      *blob
+	ctx    context.Context
+	off    int64
+	closed bool
+}
+
+// Offset returns the position of the next byte Read returns: the agent
+// reports it to the scheduler (scheduler.ReaderAt) so pieces there come
+// first.
+func (r *Reader) Offset() int64 { return r.off }
+
+// Read reads from the pieces available at the reader's offset, waiting for
+// the first one needed if it has not arrived.
+func (r *Reader) Read(p []byte) (int, error) {
+	if r.closed {
+		return 0, errors.New("piece store reader: read after Close")
+	}
+	m := r.b.meta
+	if r.off >= m.Size {
+		return 0, io.EOF
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	i := int(r.off / m.PieceLength)
+	// Read on through the pieces already held after the one needed.
+	last, err := r.wait(i)
+	if err != nil {
+		return 0, err
+	}
+	end := m.PieceOffset(last) + m.PieceSize(last)
+	n := int(min(int64(len(p)), end-r.off))
+	n, err = r.b.f.ReadAt(p[:n], r.off)
+	r.off += int64(n)
+	if err == io.EOF {
+		err = nil // the file is pre-sized: a short read is a racing Close
+	}
+	if err != nil {
+		return n, fmt.Errorf("reading %s at %d: %w", m.Digest, r.off, err)
+	}
+	return n, nil
+}
+
+// wait blocks until piece i is held and returns the last piece of the run
+// of held pieces starting at i.
+func (r *Reader) wait(i int) (int, error) {
+	s, b := r.s, r.b
+	for {
+		s.mu.Lock()
+		if b.removed {
+			s.mu.Unlock()
+			return 0, fmt.Errorf("reading %s: %w", b.meta.Digest, ErrRemoved)
+		}
+		if b.have.Has(i) {
+			last := i
+			for last+1 < b.have.Len() && b.have.Has(last+1) {
+				last++
+			}
+			s.mu.Unlock()
+			return last, nil
+		}
+		changed := b.changed
+		s.mu.Unlock()
+		select {
+		case <-changed:
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		}
+	}
+}
+
+// Close releases the blob. It never fails.
+func (r *Reader) Close() error {
+	if !r.closed {
+		r.closed = true
+		r.s.release(r.b)
+	}
+	return nil
+}

@@ -1,0 +1,272 @@
+package piecestore
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/pkg/metainfo"
+)
+
+// Create makes room for the blob m describes and starts it: a sparse data
+// file of its size, an empty bitfield, the metainfo. Creating a blob the
+// store already holds with the same metainfo does nothing. Room is made by
+// evicting blobs not in use; ErrQuotaExceeded if that is not enough.
+func (s *Store) Create(m *metainfo.Metainfo) error {
+	if err := m.Validate(); err != nil {
+		return fmt.Errorf("creating blob: %w", err)
+	}
+	enc, err := m.MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", m.Digest, err)
+	}
+	dir, err := s.blobDir(m.Digest, false)
+	if err != nil {
+		return fmt.Errorf("creating blob: %w", err)
+	}
+
+	s.mu.Lock()
+	for {
+		wait, ok := s.creating[m.Digest]
+		if !ok {
+			break
+		}
+		// Another Create of the same blob is making its files.
+		s.mu.Unlock()
+		<-wait
+		s.mu.Lock()
+	}
+	if s.closed {
+		s.mu.Unlock()
+		return fmt.Errorf("creating %s: %w", m.Digest, ErrClosed)
+	}
+	if b, ok := s.blobs[m.Digest]; ok {
+		s.mu.Unlock()
+		if old, _ := b.meta.MarshalBinary(); !bytes.Equal(old, enc) {
+			return fmt.Errorf("creating %s: %w", m.Digest, ErrMetainfoMismatch)
+		}
+		return nil
+	}
+	victims, ok := s.makeRoomLocked(m.Size)
+	if !ok {
+		s.mu.Unlock()
+		s.dispose(victims)
+		return fmt.Errorf("creating %s (%d bytes, %d of %d used by blobs in use): %w",
+			m.Digest, m.Size, s.Used(), s.quota, ErrQuotaExceeded)
+	}
+	// Reserve the space and the name now; the files are made outside the
+	// lock, and readers cannot find the blob until it is in the map.
+	s.used += m.Size
+	done := make(chan struct{})
+	s.creating[m.Digest] = done
+	s.mu.Unlock()
+	s.dispose(victims)
+
+	b, err := s.createFiles(dir, m, enc)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.creating, m.Digest)
+	close(done)
+	if err != nil {
+		s.used -= m.Size
+		return fmt.Errorf("creating %s: %w", m.Digest, err)
+	}
+	if s.closed {
+		s.used -= m.Size
+		_ = b.f.Close()
+		return fmt.Errorf("creating %s: %w", m.Digest, ErrClosed)
+	}
+	s.blobs[m.Digest] = b
+	s.touchLocked(b)
+	return nil
+}
+
+func (s *Store) createFiles(dir string, m *metainfo.Metainfo, enc []byte) (*blob, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, dataFile), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	have := metainfo.NewBitfield(m.NumPieces())
+	err = f.Truncate(m.Size)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, bitfieldFile), have.Bytes(), 0o644)
+	}
+	if err == nil {
+		// Written last: a directory without a valid metainfo is dropped on
+		// reload, so a crash here leaves nothing half-made behind.
+		err = writeFileAtomic(filepath.Join(dir, metainfoFile), enc)
+	}
+	if err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return &blob{meta: m, f: f, dir: dir, have: have, changed: make(chan struct{})}, nil
+}
+
+// WritePiece stores piece i of d. It verifies data against the metainfo
+// first, whatever the caller checked: a bad piece is never written. A piece
+// already held is not written again.
+func (s *Store) WritePiece(d digest.Digest, i int, data []byte) error {
+	b, err := s.acquire(d)
+	if err != nil {
+		return fmt.Errorf("writing piece %d of %s: %w", i, d, err)
+	}
+	defer s.release(b)
+	if err := b.meta.Verify(i, data); err != nil {
+		return fmt.Errorf("writing piece: %w", err)
+	}
+	s.mu.Lock()
+	held := b.have.Has(i)
+	s.mu.Unlock()
+	if held {
+		return nil
+	}
+	// Concurrent writers of different pieces touch disjoint ranges; two
+	// writers of the same piece write the same verified bytes.
+	if _, err := b.f.WriteAt(data, b.meta.PieceOffset(i)); err != nil {
+		return fmt.Errorf("writing piece %d of %s: %w", i, d, err)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b.removed || b.have.Has(i) {
+		return nil
+	}
+	b.have.Set(i)
+	// The bitfield is not synced: after a crash, reload re-verifies every
+	// piece it lists, so a bit set ahead of its data costs only a refetch.
+	if !b.complete {
+		if _, err := b.bitfieldWriteLocked(); err != nil {
+			b.have.Clear(i)
+			return fmt.Errorf("writing piece %d of %s: recording it: %w", i, d, err)
+		}
+	}
+	b.notifyLocked()
+	return nil
+}
+
+func (b *blob) bitfieldWriteLocked() (int, error) {
+	f, err := os.OpenFile(filepath.Join(b.dir, bitfieldFile), os.O_WRONLY, 0)
+	if err != nil {
+		return 0, err
+	}
+	n, err := f.WriteAt(b.have.Bytes(), 0)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return n, err
+}
+
+// Complete checks a blob whose pieces are all written against its digest,
+// once, syncs it and moves it under complete/. Calling it again on a
+// complete blob does nothing. ErrIncomplete if pieces are missing; on
+// ErrDigestMismatch the blob is dropped (its readers fail with ErrRemoved).
+func (s *Store) Complete(d digest.Digest) error {
+	s.mu.Lock()
+	b, ok := s.blobs[d]
+	switch {
+	case !ok:
+		s.mu.Unlock()
+		return fmt.Errorf("completing %s: %w", d, ErrNotFound)
+	case b.complete:
+		s.mu.Unlock()
+		return nil
+	case b.completing:
+		s.mu.Unlock()
+		return fmt.Errorf("completing %s: already being completed", d)
+	case !b.have.Complete():
+		s.mu.Unlock()
+		return fmt.Errorf("completing %s: %d of %d pieces: %w", d, b.have.Count(), b.have.Len(), ErrIncomplete)
+	}
+	b.completing = true
+	b.refs++
+	s.mu.Unlock()
+
+	err := checkDigest(b)
+	if err == nil {
+		err = b.f.Sync()
+	}
+	var final string
+	if err == nil {
+		final, err = s.blobDir(d, true)
+	}
+	if err == nil {
+		err = os.MkdirAll(filepath.Dir(final), 0o755)
+	}
+	if err == nil {
+		// Renaming the directory keeps b.f valid for the readers using it.
+		err = os.Rename(b.dir, final)
+	}
+	if err == nil {
+		_ = os.Remove(filepath.Join(final, bitfieldFile))
+		err = syncDir(filepath.Dir(final))
+	}
+
+	s.mu.Lock()
+	b.completing = false
+	if err != nil {
+		s.releaseLocked(b)
+		victim := s.removeLocked(b)
+		s.mu.Unlock()
+		s.dispose([]*blob{victim})
+		return fmt.Errorf("completing %s: %w", d, err)
+	}
+	b.dir = final
+	b.complete = true
+	s.releaseLocked(b)
+	s.mu.Unlock()
+	return nil
+}
+
+func checkDigest(b *blob) error {
+	v := b.meta.Digest.Verifier()
+	if _, err := io.Copy(v, io.NewSectionReader(b.f, 0, b.meta.Size)); err != nil {
+		return fmt.Errorf("reading the assembled blob: %w", err)
+	}
+	if !v.Verified() {
+		return ErrDigestMismatch
+	}
+	return nil
+}
+
+// Remove drops d from the store at once, even if in use: its readers fail
+// with ErrRemoved.
+func (s *Store) Remove(d digest.Digest) error {
+	s.mu.Lock()
+	b, ok := s.blobs[d]
+	if !ok {
+		s.mu.Unlock()
+		return fmt.Errorf("removing %s: %w", d, ErrNotFound)
+	}
+	victim := s.removeLocked(b)
+	s.mu.Unlock()
+	s.dispose([]*blob{victim})
+	return nil
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
