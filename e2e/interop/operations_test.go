@@ -1,0 +1,219 @@
+package interop
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/e2e/testenv"
+)
+
+// selfSigned writes a certificate for 127.0.0.1 and its key, and returns
+// their paths and a pool that trusts the certificate.
+func selfSigned(t *testing.T) (certPath, keyPath string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "shoal test origin"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certPath, keyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certPath, keyPath, pool
+}
+
+func TestOriginServesTLS(t *testing.T) {
+	bin := testenv.Binary(t, "origin")
+	certPath, keyPath, pool := selfSigned(t)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 30 * time.Second}
+	addr, err := testenv.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := testenv.Start(t.Context(), testenv.Options{
+		Name:    "origin (TLS) " + addr,
+		Path:    bin,
+		Args:    []string{"--listen", addr, "--storage", "file://" + t.TempDir(), "--tls-cert", certPath, "--tls-key", keyPath},
+		LogPath: filepath.Join(t.TempDir(), "origin.log"),
+		Ready: func(ctx context.Context) error {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+"/readyz", nil)
+			resp, err := client.Do(req)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("readyz: %s", resp.Status)
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.Stop(testenv.DefaultStopTimeout); err != nil {
+			t.Errorf("stopping the TLS origin: %v", err)
+		}
+	})
+
+	content := []byte("over TLS")
+	d := digest.FromBytes(content)
+	resp, err := client.Post("https://"+addr+"/v2/tls/test/blobs/uploads/?digest="+d.String(), "application/octet-stream", bytes.NewReader(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("push over TLS: %s", resp.Status)
+	}
+	resp, err = client.Get("https://" + addr + "/v2/tls/test/blobs/" + d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Equal(got, content) {
+		t.Fatalf("pull over TLS returned %q", got)
+	}
+	// Plain HTTP on the TLS listener is refused, not served.
+	resp, err = http.Get("http://" + addr + "/v2/")
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Fatal("the TLS listener answered plain HTTP with 200")
+		}
+	}
+}
+
+// TestOriginFinishesChunkInFlightOnSIGTERM sends SIGTERM while a chunk is
+// being uploaded: the origin finishes that request before exiting, exits
+// cleanly, and the upload, which lives in storage, is finished by a new
+// origin process.
+func TestOriginFinishesChunkInFlightOnSIGTERM(t *testing.T) {
+	store := "file://" + t.TempDir()
+	bin := testenv.Binary(t, "origin")
+	a, err := testenv.StartOrigin(t.Context(), testenv.OriginOptions{Binary: bin, Storage: store, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Kill() })
+
+	resp, err := http.Post(a.URL()+"/v2/graceful/blobs/uploads/", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusAccepted || loc == "" {
+		t.Fatalf("starting upload: %s, Location %q", resp.Status, loc)
+	}
+
+	content := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest(http.MethodPatch, a.URL()+loc, pr)
+	req.ContentLength = int64(len(content))
+	req.Header.Set("Content-Range", fmt.Sprintf("0-%d", len(content)-1))
+	type result struct {
+		resp *http.Response
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, err := http.DefaultClient.Do(req)
+		done <- result{r, err}
+	}()
+	if _, err := pw.Write(content[:len(content)/2]); err != nil {
+		t.Fatal(err)
+	}
+	// The first half has reached the server; now ask it to stop.
+	stopped := make(chan error, 1)
+	go func() { stopped <- a.Stop(testenv.DefaultStopTimeout) }()
+	time.Sleep(200 * time.Millisecond) // let SIGTERM arrive while the body is incomplete
+	if _, err := pw.Write(content[len(content)/2:]); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	res := <-done
+	if res.err != nil {
+		t.Fatalf("chunk in flight during SIGTERM failed: %v", res.err)
+	}
+	res.resp.Body.Close()
+	if res.resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("chunk in flight during SIGTERM answered %s", res.resp.Status)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("origin did not shut down cleanly: %v\n%s", err, a.LogTail(20))
+	}
+
+	b := testenv.Origin(t, store)
+	d := digest.FromBytes(content)
+	req, _ = http.NewRequest(http.MethodPut, b.URL()+loc+"?digest="+d.String(), nil)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("finishing the upload on a new origin: %s %s", resp.Status, body)
+	}
+	resp, err = http.Get(b.URL() + "/v2/graceful/blobs/" + d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Equal(got, content) {
+		t.Fatalf("blob after restart has %d bytes, want the %d pushed", len(got), len(content))
+	}
+	if !strings.Contains(a.LogTail(5), "stopped") {
+		t.Errorf("origin log does not end with its shutdown:\n%s", a.LogTail(5))
+	}
+}
