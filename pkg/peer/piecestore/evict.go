@@ -55,6 +55,7 @@ func (s *Store) removeLocked(b *blob) *blob {
 		return nil
 	}
 	b.removed = true
+	b.gone.Store(true)
 	delete(s.blobs, b.meta.Digest)
 	s.used -= b.meta.Size
 	b.notifyLocked()

@@ -51,10 +51,12 @@ func (s *Store) Reader(ctx context.Context, d digest.Digest, offset int64) (*Rea
 // Reader is a streaming reader returned by Store.Reader. It is not safe
 // for concurrent use.
 type Reader struct {
-	s      *Store
-	b      *blob
-	ctx    context.Context
-	off    int64
+	s   *Store
+	b   *blob
+	ctx context.Context
+	off int64
+	// avail is the end of the bytes known to be held from off on.
+	avail  int64
 	closed bool
 }
 
@@ -76,15 +78,19 @@ func (r *Reader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	i := int(r.off / m.PieceLength)
-	// Read on through the pieces already held after the one needed.
-	last, err := r.wait(i)
-	if err != nil {
-		return 0, err
+	if r.b.gone.Load() {
+		return 0, fmt.Errorf("reading %s: %w", m.Digest, ErrRemoved)
 	}
-	end := m.PieceOffset(last) + m.PieceSize(last)
-	n := int(min(int64(len(p)), end-r.off))
-	n, err = r.b.f.ReadAt(p[:n], r.off)
+	if r.off >= r.avail {
+		// Pieces are never un-held, so everything up to the end of the
+		// run of held pieces found here can be read without the lock.
+		last, err := r.wait(int(r.off / m.PieceLength))
+		if err != nil {
+			return 0, err
+		}
+		r.avail = m.PieceOffset(last) + m.PieceSize(last)
+	}
+	n, err := r.b.f.ReadAt(p[:min(int64(len(p)), r.avail-r.off)], r.off)
 	r.off += int64(n)
 	if err == io.EOF {
 		err = nil // the file is pre-sized: a short read is a racing Close
@@ -104,6 +110,10 @@ func (r *Reader) wait(i int) (int, error) {
 		if b.removed {
 			s.mu.Unlock()
 			return 0, fmt.Errorf("reading %s: %w", b.meta.Digest, ErrRemoved)
+		}
+		if b.complete {
+			s.mu.Unlock()
+			return b.have.Len() - 1, nil
 		}
 		if b.have.Has(i) {
 			last := i

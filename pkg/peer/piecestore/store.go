@@ -25,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
 
@@ -107,6 +108,8 @@ type blob struct {
 	refs    int
 	lastUse uint64
 	removed bool
+	// gone mirrors removed for readers' lock-free fast path.
+	gone atomic.Bool
 	// changed is closed (and replaced) whenever a piece is written or the
 	// blob is removed: waiting readers select on it.
 	changed chan struct{}
@@ -148,8 +151,8 @@ func (s *Store) Close() error {
 			errs = append(errs, fmt.Errorf("closing %s: %w", d, err))
 		}
 		b.removed = true
-		close(b.changed)
-		b.changed = make(chan struct{})
+		b.gone.Store(true)
+		b.notifyLocked()
 	}
 	clear(s.blobs)
 	return errors.Join(errs...)

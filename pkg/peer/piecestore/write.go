@@ -220,8 +220,14 @@ func (s *Store) Complete(d digest.Digest) error {
 	}
 	b.dir = final
 	b.complete = true
+	removed := b.removed
 	s.releaseLocked(b)
 	s.mu.Unlock()
+	if removed {
+		// Removed while it was being moved: Remove deleted the old place.
+		_ = os.RemoveAll(final)
+		return fmt.Errorf("completing %s: %w", d, ErrRemoved)
+	}
 	return nil
 }
 
