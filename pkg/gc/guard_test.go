@@ -1,0 +1,90 @@
+package gc
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
+)
+
+func TestGuardFollowsThePendingSets(t *testing.T) {
+	ctx := context.Background()
+	drv := inmemory.New()
+	p := pusher{drv: drv}
+	x := must[digest.Digest](t)(p.blob(ctx, "r", []byte("x")))
+	y := must[digest.Digest](t)(p.blob(ctx, "r", []byte("y")))
+	g := NewGuard(drv)
+	check := func(want error, ds ...digest.Digest) {
+		t.Helper()
+		if err := g.Check(ctx, "r", ds, ds); !errors.Is(err, want) && !(want == nil && err == nil) {
+			t.Errorf("Check(%v) = %v, want %v", ds, err, want)
+		}
+	}
+	check(nil, x, y)
+	if err := writePendingSet(ctx, drv, 7, []digest.Digest{x, y}); err != nil {
+		t.Fatal(err)
+	}
+	check(ErrBeingCollected, x)
+	check(ErrBeingCollected, y)
+	// The re-check spared y: the rewritten, smaller set is read again.
+	if err := writePendingSet(ctx, drv, 7, []digest.Digest{x}); err != nil {
+		t.Fatal(err)
+	}
+	check(ErrBeingCollected, x)
+	check(nil, y)
+	// A stale set of an earlier run counts too, until the next run clears it.
+	if err := writePendingSet(ctx, drv, 6, []digest.Digest{y}); err != nil {
+		t.Fatal(err)
+	}
+	check(ErrBeingCollected, y)
+	for _, tok := range []uint64{6, 7} {
+		if err := removePendingSet(ctx, drv, tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check(nil, x, y)
+	// Data or link gone: refused as well.
+	if err := drv.Delete(ctx, blobDir(x)); err != nil {
+		t.Fatal(err)
+	}
+	check(ErrBeingCollected, x)
+	if err := drv.Delete(ctx, layerLinkPath("r", y)); err != nil {
+		t.Fatal(err)
+	}
+	check(ErrBeingCollected, y)
+}
+
+func TestStorageDeleterDeleteManifestUntagsOnlyItsTags(t *testing.T) {
+	ctx := context.Background()
+	drv := inmemory.New()
+	p := pusher{drv: drv}
+	c := must[digest.Digest](t)(p.blob(ctx, "r", []byte("c")))
+	m1 := must[digest.Digest](t)(p.manifest(ctx, "r", "a", imageManifest(c)))
+	if _, err := p.manifest(ctx, "r", "b", imageManifest(c)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.manifest(ctx, "r", "other", imageManifest(c, c)); err != nil {
+		t.Fatal(err)
+	}
+	if err := (StorageDeleter{Driver: drv}).DeleteManifest(ctx, "r", m1); err != nil {
+		t.Fatal(err)
+	}
+	for _, tag := range []string{"a", "b"} {
+		if _, err := drv.Stat(ctx, tagCurrentLinkPath("r", tag)); !isNotFound(err) {
+			t.Errorf("tag %s of the deleted manifest remains: %v", tag, err)
+		}
+	}
+	if _, err := drv.Stat(ctx, revisionLinkPath("r", m1)); !isNotFound(err) {
+		t.Errorf("revision of the deleted manifest remains: %v", err)
+	}
+	if err := pull(ctx, drv, "r", "other"); err != nil {
+		t.Errorf("other manifest's tag broken: %v", err)
+	}
+	// Deleting again is not an error.
+	if err := (StorageDeleter{Driver: drv}).DeleteManifest(ctx, "r", m1); err != nil {
+		t.Errorf("second delete: %v", err)
+	}
+}
