@@ -71,6 +71,9 @@ type Options struct {
 	StartTimeout time.Duration
 	// CommandTimeout bounds one fault command (restart-datanode, ...).
 	CommandTimeout time.Duration
+	// LogLevel is the level of Hadoop's log in <BaseDir>/hdfs.log: error,
+	// warn (default: quiet unless something goes wrong), info, debug.
+	LogLevel string
 	// JarDir overrides where the Hadoop jars are cached. Empty means
 	// <repo>/.cache/hdfs-jars when run inside the repository, else
 	// <user cache dir>/shoal/hdfs-jars. SHOAL_HDFS_JARS overrides both.
@@ -160,8 +163,13 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, fmt.Errorf("start test HDFS: create log: %w", err)
 	}
 
+	logLevel := opts.LogLevel
+	if logLevel == "" {
+		logLevel = "warn"
+	}
 	args := []string{
 		"-Xmx" + opts.Heap,
+		"-Dorg.slf4j.simpleLogger.defaultLogLevel=" + logLevel,
 		"-cp", filepath.Join(jars, "*"),
 		filepath.Join(jars, "MiniHdfs.java"),
 		"--base", filepath.Join(c.baseDir, "dfs"),

@@ -397,3 +397,53 @@ func TestAppendWhileHeldElsewhere(t *testing.T) {
 		t.Fatalf("a lease conflict is reported as an outage: %v", err)
 	}
 }
+
+// TestRepeatedAppends appends to small files again and again, as chunked
+// uploads do. The library does not bump a block's generation stamp on
+// append, so without the driver's wait for replicas (appendFile) about one
+// append in fifteen failed on a replica left behind by the previous one.
+func TestRepeatedAppends(t *testing.T) {
+	d := newDriver(t, "")
+	ctx := context.Background()
+
+	// The wait depends on reading the library's private block list; if that
+	// stops working, the driver silently stops waiting: catch it here.
+	if err := d.PutContent(ctx, "/probe", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := d.pool.get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := lastBlockReplicas(c, d.full("/probe"), 1)
+	d.pool.put(c, err)
+	if err != nil || n < 1 {
+		t.Fatalf("lastBlockReplicas = %d, %v; want at least 1 (did the library's FileReader change?)", n, err)
+	}
+
+	for i := 0; i < 30; i++ {
+		p := fmt.Sprintf("/uploads/%d/data", i)
+		var want []byte
+		for j := 0; j < 4; j++ {
+			w, err := d.Writer(ctx, p, j > 0)
+			if err != nil {
+				t.Fatalf("file %d, writer %d: %v", i, j, err)
+			}
+			chunk := bytes.Repeat([]byte{byte('a' + j)}, 32+j)
+			if _, err := w.Write(chunk); err != nil {
+				t.Fatalf("file %d, append %d: %v", i, j, err)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatalf("file %d, close %d: %v", i, j, err)
+			}
+			want = append(want, chunk...)
+		}
+		got, err := d.GetContent(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("file %d after 3 appends: %q, want %q", i, got, want)
+		}
+	}
+}

@@ -127,23 +127,6 @@ func (d *Driver) Writer(ctx context.Context, p string, append bool) (storage.Fil
 	return &fileWriter{d: d, c: c, w: w, p: p, full: full, size: size}, nil
 }
 
-// appendFile opens full for appending and returns its current size.
-func appendFile(c *client, full string) (*hdfs.FileWriter, int64, error) {
-	info, err := c.Stat(full)
-	if errors.Is(err, os.ErrNotExist) {
-		w, err := replaceFile(c, full)
-		return w, 0, err
-	}
-	if err != nil {
-		return nil, 0, err
-	}
-	if info.IsDir() {
-		return nil, 0, fmt.Errorf("append to %s: is a directory", full)
-	}
-	w, err := c.Append(full)
-	return w, info.Size(), err
-}
-
 // replaceFile creates full, removing an existing file and creating missing
 // parent directories only when the namenode says they are in the way.
 func replaceFile(c *client, full string) (*hdfs.FileWriter, error) {
