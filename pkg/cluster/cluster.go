@@ -1,0 +1,291 @@
+// Package cluster is the origin nodes' membership: which nodes are alive
+// (hashicorp/memberlist gossip over UDP and TCP) and which of them own a
+// blob (rendezvous hashing, Owners). Each node publishes its seeder's gRPC
+// address as memberlist metadata so that any node can reach a blob's owners.
+//
+// A node started with no join list forms a cluster of one and works alone;
+// other nodes may join it later.
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Config configures one node's membership.
+type Config struct {
+	// NodeName is unique in the cluster; ownership is hashed on it, so keep
+	// it stable across restarts (default: the host name).
+	NodeName string `yaml:"nodeName"`
+	// BindAddr is the address gossip listens on, UDP and TCP (default
+	// 127.0.0.1: a single node needs no network; set it to the node's LAN
+	// address, or 0.0.0.0, to form a cluster).
+	BindAddr string `yaml:"bindAddr"`
+	// BindPort is the gossip port, UDP and TCP (default 7946, memberlist's;
+	// 0 picks a free port, as tests do).
+	BindPort int `yaml:"bindPort"`
+	// AdvertiseAddr is the address other nodes reach this one at, when it
+	// differs from BindAddr (NAT, 0.0.0.0). Empty: memberlist picks the
+	// bind address, or a private address of the host when binding 0.0.0.0.
+	AdvertiseAddr string `yaml:"advertiseAddr"`
+	// AdvertisePort goes with AdvertiseAddr (0: the bind port).
+	AdvertisePort int `yaml:"advertisePort"`
+	// Join lists host:port of existing members; one reachable is enough.
+	// Empty: start a new cluster. A failed join does not stop the node: it
+	// keeps retrying every RejoinInterval while it is alone.
+	Join []string `yaml:"join"`
+	// RejoinInterval is how often a node that is alone retries Join (10s).
+	RejoinInterval time.Duration `yaml:"rejoinInterval"`
+	// Meta is published to the other nodes: the node's seeder gRPC address.
+	// Set by the program, not the config file.
+	Meta string `yaml:"-"`
+
+	// The numbers below are memberlist's LAN defaults, kept because they
+	// detect a dead node in a few seconds on a LAN at negligible bandwidth,
+	// and are fast enough for tests (a join converges in one TCP push/pull,
+	// so tests never wait on them).
+
+	// ProbeInterval is how often a random member is probed (1s).
+	ProbeInterval time.Duration `yaml:"probeInterval"`
+	// ProbeTimeout is how long a probe waits for an ack before asking
+	// others to probe indirectly; about the network's 99th percentile RTT
+	// (500ms).
+	ProbeTimeout time.Duration `yaml:"probeTimeout"`
+	// GossipInterval is how often queued broadcasts are gossiped (200ms).
+	GossipInterval time.Duration `yaml:"gossipInterval"`
+	// PushPullInterval is how often full state is exchanged with a random
+	// member, which heals anything gossip missed (30s).
+	PushPullInterval time.Duration `yaml:"pushPullInterval"`
+	// SuspicionMult scales how long a suspected node has to refute before
+	// it is declared dead: SuspicionMult × log10(N+1) × ProbeInterval, so
+	// about 4s for small clusters (4).
+	SuspicionMult int `yaml:"suspicionMult"`
+}
+
+// DefaultConfig returns a single-node configuration with memberlist's LAN
+// timings (see the fields for the reason behind each number).
+func DefaultConfig() Config {
+	name, err := os.Hostname()
+	if err != nil || name == "" {
+		name = "origin"
+	}
+	lan := memberlist.DefaultLANConfig()
+	return Config{
+		NodeName:         name,
+		BindAddr:         "127.0.0.1",
+		BindPort:         7946,
+		RejoinInterval:   10 * time.Second,
+		ProbeInterval:    lan.ProbeInterval,
+		ProbeTimeout:     lan.ProbeTimeout,
+		GossipInterval:   lan.GossipInterval,
+		PushPullInterval: lan.PushPullInterval,
+		SuspicionMult:    lan.SuspicionMult,
+	}
+}
+
+// Validate reports the first unusable field.
+func (c Config) Validate() error {
+	switch {
+	case c.NodeName == "":
+		return errors.New("cluster: nodeName is empty")
+	case c.BindPort < 0 || c.BindPort > 65535:
+		return fmt.Errorf("cluster: bindPort %d out of range", c.BindPort)
+	case c.ProbeInterval <= 0 || c.ProbeTimeout <= 0 || c.GossipInterval <= 0 || c.PushPullInterval <= 0:
+		return errors.New("cluster: probeInterval, probeTimeout, gossipInterval and pushPullInterval must be positive")
+	case c.SuspicionMult <= 0:
+		return errors.New("cluster: suspicionMult must be positive")
+	case c.RejoinInterval <= 0:
+		return errors.New("cluster: rejoinInterval must be positive")
+	case len(c.Meta) > memberlist.MetaMaxSize:
+		return fmt.Errorf("cluster: meta is %d bytes, memberlist allows %d", len(c.Meta), memberlist.MetaMaxSize)
+	}
+	return nil
+}
+
+// Cluster is this node's live view of the membership. It is safe for
+// concurrent use.
+type Cluster struct {
+	cfg  Config
+	ml   *memberlist.Memberlist
+	log  *slog.Logger
+	stop chan struct{}
+	done sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start creates the node, listening on BindAddr:BindPort, and joins the
+// nodes in cfg.Join if any. Failing to reach them is logged, not returned:
+// the node works alone and keeps trying.
+func Start(cfg Config, logger *slog.Logger) (*Cluster, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.NodeName
+	mc.BindAddr = cfg.BindAddr
+	mc.BindPort = cfg.BindPort
+	mc.AdvertisePort = cfg.BindPort
+	if cfg.AdvertiseAddr != "" {
+		mc.AdvertiseAddr = cfg.AdvertiseAddr
+		if cfg.AdvertisePort != 0 {
+			mc.AdvertisePort = cfg.AdvertisePort
+		}
+	}
+	mc.ProbeInterval = cfg.ProbeInterval
+	mc.ProbeTimeout = cfg.ProbeTimeout
+	mc.GossipInterval = cfg.GossipInterval
+	mc.PushPullInterval = cfg.PushPullInterval
+	mc.SuspicionMult = cfg.SuspicionMult
+	mc.Delegate = meta(cfg.Meta)
+	mc.Logger = log.New(&logWriter{log: logger.With("component", "memberlist")}, "", 0)
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("starting cluster membership on %s: %w", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.BindPort)), err)
+	}
+	c := &Cluster{cfg: cfg, ml: ml, log: logger, stop: make(chan struct{})}
+	if len(cfg.Join) > 0 {
+		c.join()
+		c.done.Add(1)
+		go c.rejoin()
+	}
+	return c, nil
+}
+
+func (c *Cluster) join() {
+	n, err := c.ml.Join(c.cfg.Join)
+	if err != nil {
+		c.log.Warn("joining the origin cluster failed; working alone and retrying", "join", c.cfg.Join, "contacted", n, "err", err)
+		return
+	}
+	c.log.Info("joined the origin cluster", "contacted", n, "members", c.ml.NumMembers())
+}
+
+// rejoin retries Join while the node is alone: a node started before the
+// others, or cut off from them, finds its way back without a restart.
+func (c *Cluster) rejoin() {
+	defer c.done.Done()
+	t := time.NewTicker(c.cfg.RejoinInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+			if c.ml.NumMembers() <= 1 {
+				c.join()
+			}
+		}
+	}
+}
+
+// LocalAddr is the address (host:port) other nodes gossip with this one
+// at: what another node puts in its Join list.
+func (c *Cluster) LocalAddr() string {
+	n := c.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// AdvertiseIP is the IP other nodes see this one at. A seeder listening on
+// an unspecified address (":7002") publishes this IP with its port.
+func (c *Cluster) AdvertiseIP() net.IP { return c.ml.LocalNode().Addr }
+
+// Self is this node.
+func (c *Cluster) Self() Member {
+	n := c.ml.LocalNode()
+	return Member{Name: n.Name, Addr: string(n.Meta)}
+}
+
+// Members returns the live members (this node included), sorted by name.
+func (c *Cluster) Members() []Member {
+	nodes := c.ml.Members()
+	out := make([]Member, 0, len(nodes))
+	for _, n := range nodes {
+		out = append(out, Member{Name: n.Name, Addr: string(n.Meta)})
+	}
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Owners returns the r owners of digest among the live members, best first.
+func (c *Cluster) Owners(digest string, r int) []Member {
+	return Owners(digest, c.Members(), r)
+}
+
+// Close leaves the cluster, telling the others at once (instead of letting
+// them detect a dead node), waiting up to timeout for the message to go
+// out, then stops gossip. Later calls return the first call's result.
+func (c *Cluster) Close(timeout time.Duration) error {
+	c.closeOnce.Do(func() {
+		close(c.stop)
+		c.done.Wait()
+		var errs []error
+		if err := c.ml.Leave(timeout); err != nil {
+			errs = append(errs, fmt.Errorf("leaving the origin cluster: %w", err))
+		}
+		if err := c.ml.Shutdown(); err != nil {
+			errs = append(errs, fmt.Errorf("stopping cluster membership: %w", err))
+		}
+		c.closeErr = errors.Join(errs...)
+	})
+	return c.closeErr
+}
+
+// meta is the memberlist delegate that publishes the node's metadata. The
+// rest of the Delegate interface (user messages and state) is unused.
+type meta string
+
+func (m meta) NodeMeta(limit int) []byte {
+	if len(m) > limit {
+		// Validate rejects this before Start; never send a truncated address.
+		return nil
+	}
+	return []byte(m)
+}
+func (meta) NotifyMsg([]byte)                {}
+func (meta) GetBroadcasts(int, int) [][]byte { return nil }
+func (meta) LocalState(bool) []byte          { return nil }
+func (meta) MergeRemoteState([]byte, bool)   {}
+
+// logWriter turns memberlist's "[LEVEL] memberlist: msg" lines into slog
+// records of the matching level, so that its warnings are not lost among
+// its debug chatter.
+type logWriter struct{ log *slog.Logger }
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	line := bytes.TrimSpace(p)
+	level := slog.LevelInfo
+	for _, p := range logPrefixes {
+		if rest, ok := bytes.CutPrefix(line, []byte(p.prefix)); ok {
+			level, line = p.level, bytes.TrimSpace(rest)
+			break
+		}
+	}
+	w.log.Log(context.Background(), level, string(bytes.TrimPrefix(line, []byte("memberlist: "))))
+	return len(p), nil
+}
+
+var _ io.Writer = (*logWriter)(nil)
+
+var logPrefixes = [...]struct {
+	prefix string
+	level  slog.Level
+}{{"[DEBUG]", slog.LevelDebug}, {"[INFO]", slog.LevelInfo}, {"[WARN]", slog.LevelWarn}, {"[ERR]", slog.LevelError}}

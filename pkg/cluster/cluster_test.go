@@ -1,0 +1,127 @@
+package cluster
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+)
+
+func testConfig(name, meta string) Config {
+	cfg := DefaultConfig()
+	cfg.NodeName = name
+	cfg.BindPort = 0
+	cfg.Meta = meta
+	cfg.RejoinInterval = 100 * time.Millisecond
+	return cfg
+}
+
+func start(t *testing.T, cfg Config) *Cluster {
+	t.Helper()
+	c, err := Start(cfg, nil)
+	if err != nil {
+		t.Fatalf("starting %s: %v", cfg.NodeName, err)
+	}
+	t.Cleanup(func() { _ = c.Close(time.Second) })
+	return c
+}
+
+func waitMembers(t *testing.T, c *Cluster, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(c.Members()) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s sees members %v, want %d", c.Self().Name, c.Members(), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestSingleNodeOwnsEverything(t *testing.T) {
+	c := start(t, testConfig("solo", "127.0.0.1:7002"))
+	if got := c.Members(); len(got) != 1 || got[0] != (Member{"solo", "127.0.0.1:7002"}) {
+		t.Fatalf("Members() = %v, want only solo with its seeder address", got)
+	}
+	if got := c.Owners("sha256:abc", 2); len(got) != 1 || got[0].Name != "solo" {
+		t.Fatalf("Owners() = %v, want solo", got)
+	}
+}
+
+func TestTwoNodesAgreeOnOwners(t *testing.T) {
+	a := start(t, testConfig("node-a", "127.0.0.1:7101"))
+	bcfg := testConfig("node-b", "127.0.0.1:7102")
+	bcfg.Join = []string{a.LocalAddr()}
+	b := start(t, bcfg)
+	waitMembers(t, a, 2)
+	waitMembers(t, b, 2)
+
+	want := []Member{{"node-a", "127.0.0.1:7101"}, {"node-b", "127.0.0.1:7102"}}
+	for _, c := range []*Cluster{a, b} {
+		if got := c.Members(); !slices.Equal(got, want) {
+			t.Fatalf("%s: Members() = %v, want %v (with each seeder address)", c.Self().Name, got, want)
+		}
+	}
+	firsts := map[string]int{}
+	for i := range 200 {
+		d := fmt.Sprintf("sha256:%064x", i)
+		oa, ob := a.Owners(d, 1), b.Owners(d, 1)
+		if !slices.Equal(oa, ob) {
+			t.Fatalf("%s: node-a says owner %v, node-b says %v", d, oa, ob)
+		}
+		firsts[oa[0].Name]++
+	}
+	if firsts["node-a"] == 0 || firsts["node-b"] == 0 {
+		t.Fatalf("one node owns every blob: %v", firsts)
+	}
+
+	// A node that leaves is gone from the other's view at once (Leave
+	// broadcasts), and the survivor owns everything.
+	if err := b.Close(time.Second); err != nil {
+		t.Fatalf("closing node-b: %v", err)
+	}
+	waitMembers(t, a, 1)
+	if got := a.Owners("sha256:abc", 2); len(got) != 1 || got[0].Name != "node-a" {
+		t.Fatalf("after node-b left, Owners() = %v, want node-a", got)
+	}
+}
+
+// A node whose join list is unreachable at start works alone, and joins
+// once a member appears.
+func TestJoinRetriesUntilAMemberIsUp(t *testing.T) {
+	a := start(t, testConfig("node-a", ""))
+	addr := a.LocalAddr()
+	if err := a.Close(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	bcfg := testConfig("node-b", "")
+	bcfg.Join = []string{addr}
+	b := start(t, bcfg)
+	if got := b.Members(); len(got) != 1 {
+		t.Fatalf("with the join target down, Members() = %v, want only node-b", got)
+	}
+	ccfg := testConfig("node-c", "")
+	ccfg.Join = []string{b.LocalAddr()}
+	c := start(t, ccfg)
+	waitMembers(t, b, 2)
+	waitMembers(t, c, 2)
+}
+
+func TestValidate(t *testing.T) {
+	for name, mut := range map[string]func(*Config){
+		"no name":        func(c *Config) { c.NodeName = "" },
+		"bad port":       func(c *Config) { c.BindPort = 70000 },
+		"zero probe":     func(c *Config) { c.ProbeInterval = 0 },
+		"zero suspicion": func(c *Config) { c.SuspicionMult = 0 },
+		"zero rejoin":    func(c *Config) { c.RejoinInterval = 0 },
+		"long meta":      func(c *Config) { c.Meta = string(make([]byte, 1000)) },
+	} {
+		cfg := DefaultConfig()
+		mut(&cfg)
+		if err := cfg.Validate(); err == nil {
+			t.Errorf("%s: Validate() accepted %+v", name, cfg)
+		}
+	}
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Errorf("DefaultConfig().Validate() = %v", err)
+	}
+}
