@@ -58,6 +58,35 @@ func (c *collection) run(ctx context.Context) error {
 	c.cutoff = t0.Add(-time.Duration(c.r.cfg.Grace))
 	c.refs = newManifestReader(c.drv)
 
+	// The blob store is walked while the repositories are read and
+	// marked: the walks are independent and latency-bound, and any walk
+	// after T0 is as good as another, since only blobs written before the
+	// cutoff can be candidates.
+	walkCtx, stopWalk := context.WithCancel(ctx)
+	defer stopWalk()
+	type blobWalk struct {
+		blobs map[digest.Digest]BlobInfo
+		err   error
+	}
+	walked := make(chan blobWalk, 1)
+	go func() {
+		b, err := c.readBlobs(walkCtx)
+		walked <- blobWalk{b, err}
+	}()
+	var walk *blobWalk
+	blobs := func() (map[digest.Digest]BlobInfo, error) {
+		if walk == nil {
+			w := <-walked
+			walk = &w
+		}
+		return walk.blobs, walk.err
+	}
+	// Never leave the walk running past the run (and its lease).
+	defer func() {
+		stopWalk()
+		_, _ = blobs()
+	}()
+
 	c.phase(PhaseInventory)
 	inv, err := readInventory(ctx, c.drv)
 	if err != nil {
@@ -89,7 +118,11 @@ func (c *collection) run(ctx context.Context) error {
 	}
 
 	c.phase(PhaseSweep)
-	if err := c.sweep(ctx, inv, marked.Marked); err != nil {
+	all, err := blobs()
+	if err != nil {
+		return err
+	}
+	if err := c.sweep(ctx, inv, marked.Marked, all); err != nil {
 		return err
 	}
 
@@ -252,11 +285,7 @@ func (c *collection) readBlobs(ctx context.Context) (map[digest.Digest]BlobInfo,
 // sweep deletes the unmarked blobs. The order is what makes it safe under
 // concurrent pushes (see Guard and docs/gc.md): the pending set first,
 // then a fresh read of every link, then deletion, then the set goes.
-func (c *collection) sweep(ctx context.Context, inv *Inventory, marked map[digest.Digest]bool) error {
-	blobs, err := c.readBlobs(ctx)
-	if err != nil {
-		return err
-	}
+func (c *collection) sweep(ctx context.Context, inv *Inventory, marked map[digest.Digest]bool, blobs map[digest.Digest]BlobInfo) error {
 	c.rep.BlobsTotal = len(blobs)
 	candidates := SweepCandidates(blobs, marked, inv, c.cutoff)
 	c.r.update(func(p *Progress) { p.Candidates = len(candidates) })
