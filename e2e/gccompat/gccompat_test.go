@@ -1,6 +1,7 @@
 // Package gccompat checks that Shoal's mark-and-sweep keeps exactly the
 // blobs that the reference registry's own `registry garbage-collect` keeps,
-// on a storage directory the reference registry wrote.
+// on a storage directory written by the reference registry and on one
+// written by Shoal's origin.
 package gccompat
 
 import (
@@ -22,6 +23,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 
 	"github.com/shoal-dev/shoal/e2e/testenv"
 	"github.com/shoal-dev/shoal/pkg/gc"
@@ -29,15 +31,67 @@ import (
 )
 
 func TestShoalKeepsTheBlobsRegistryGarbageCollectKeeps(t *testing.T) {
-	ctx := t.Context()
-	bin := testenv.Tool(t, testenv.ReferenceRegistry)
 	root := t.TempDir()
 	srv := testenv.Registry(t, root)
 	pushFixture(t, srv.Addr)
 	if err := srv.Stop(testenv.DefaultStopTimeout); err != nil {
 		t.Logf("stopping the reference registry: %v", err)
 	}
+	compareCollectors(t, root)
+}
 
+// TestShoalGCOnAnOriginStore runs the same comparison on a store written by
+// Shoal's origin, then serves the collected store with the origin again:
+// every image that must remain pulls and validates (every blob read back
+// and checked against its digest).
+func TestShoalGCOnAnOriginStore(t *testing.T) {
+	root := t.TempDir()
+	origin := testenv.Origin(t, "file://"+root)
+	remain := pushFixture(t, origin.Addr)
+	if err := origin.Stop(testenv.DefaultStopTimeout); err != nil {
+		t.Fatalf("stopping the origin: %v", err)
+	}
+	shoalRoot := compareCollectors(t, root)
+
+	again := testenv.Origin(t, "file://"+shoalRoot)
+	for _, r := range remain {
+		ref, err := name.ParseReference(again.Addr+"/"+r, name.Insecure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		desc, err := remote.Get(ref, remote.WithContext(t.Context()))
+		if err != nil {
+			t.Errorf("after gc, %s does not resolve: %v", r, err)
+			continue
+		}
+		if desc.MediaType.IsIndex() {
+			idx, err := desc.ImageIndex()
+			if err == nil {
+				err = validate.Index(idx)
+			}
+			if err != nil {
+				t.Errorf("after gc, index %s is broken: %v", r, err)
+			}
+			continue
+		}
+		img, err := desc.Image()
+		if err == nil {
+			err = validate.Image(img)
+		}
+		if err != nil {
+			t.Errorf("after gc, image %s is broken: %v", r, err)
+		}
+	}
+}
+
+// compareCollectors copies the registry root, runs `registry
+// garbage-collect --delete-untagged=false` on root and Shoal's
+// mark-and-sweep on the copy, checks that they keep the same blobs and
+// returns the copy.
+func compareCollectors(t *testing.T, root string) string {
+	t.Helper()
+	ctx := t.Context()
+	bin := testenv.Tool(t, testenv.ReferenceRegistry)
 	shoalRoot := t.TempDir()
 	copyTree(t, root, shoalRoot)
 	before := storedBlobs(t, root)
@@ -101,11 +155,12 @@ func TestShoalKeepsTheBlobsRegistryGarbageCollectKeeps(t *testing.T) {
 		t.Errorf("registry garbage-collect left %d dangling links, the fixture expects 1 (compat/layers-only)", dangling)
 	}
 	t.Logf("%d blobs before, %d after both collectors; %d bytes freed", len(before), len(got), rep.BytesFreed)
+	return shoalRoot
 }
 
 // pushFixture writes, through the reference registry's API, every case
 // its garbage-collect treats differently.
-func pushFixture(t *testing.T, addr string) {
+func pushFixture(t *testing.T, addr string) []string {
 	t.Helper()
 	opts := []remote.Option{remote.WithContext(t.Context())}
 	ref := func(s string) name.Reference {
@@ -209,6 +264,7 @@ func pushFixture(t *testing.T, addr string) {
 	if err := remote.WriteLayer(ref("compat/layers-only").Context(), l2, opts...); err != nil {
 		t.Fatal(err)
 	}
+	return []string{"compat/app:v1", "compat/app:v2", "compat/gone:new", "compat/multi:1.0", "compat/app@" + digestOf(sbom), "compat/app@" + digestOf(b)}
 }
 
 // storedBlobs lists blobs/<alg>/<xx>/<hex>/data under a registry root.
