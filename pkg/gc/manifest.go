@@ -40,48 +40,37 @@ type manifestJSON struct {
 // ParseManifest extracts the references of a stored manifest. Unknown media
 // types are read by shape, because a registry stores what clients pushed and
 // missing a reference would lose a blob, while an extra one only keeps it.
+// A reference that is not a valid digest is skipped: no blob the sweep can
+// see has such a name (blob paths are parsed as valid digests), so it
+// protects nothing, and one odd manifest must not stop every collection.
+// Only a manifest that is not JSON at all is an error.
 func ParseManifest(b []byte) (ManifestRefs, error) {
 	var m manifestJSON
 	if err := json.Unmarshal(b, &m); err != nil {
 		return ManifestRefs{}, fmt.Errorf("decoding manifest JSON: %w", err)
 	}
 	var refs ManifestRefs
-	add := func(ds ...v1.Descriptor) error {
-		for _, d := range ds {
-			if err := d.Digest.Validate(); err != nil {
-				return fmt.Errorf("manifest references invalid digest %q: %w", d.Digest, err)
-			}
-			refs.Blobs = append(refs.Blobs, d.Digest)
+	add := func(to *[]digest.Digest, d digest.Digest) {
+		if d.Validate() == nil {
+			*to = append(*to, d)
 		}
-		return nil
 	}
 	if m.Config != nil {
-		if err := add(*m.Config); err != nil {
-			return ManifestRefs{}, err
-		}
+		add(&refs.Blobs, m.Config.Digest)
 	}
-	if err := add(m.Layers...); err != nil {
-		return ManifestRefs{}, err
+	for _, l := range m.Layers {
+		add(&refs.Blobs, l.Digest)
 	}
-	if err := add(m.Blobs...); err != nil {
-		return ManifestRefs{}, err
-	}
-	for _, d := range m.Manifests {
-		if err := d.Digest.Validate(); err != nil {
-			return ManifestRefs{}, fmt.Errorf("index references invalid digest %q: %w", d.Digest, err)
-		}
-		refs.Children = append(refs.Children, d.Digest)
+	for _, l := range m.Blobs {
+		add(&refs.Blobs, l.Digest)
 	}
 	for _, l := range m.FSLayers {
-		if err := l.BlobSum.Validate(); err != nil {
-			return ManifestRefs{}, fmt.Errorf("schema1 manifest references invalid digest %q: %w", l.BlobSum, err)
-		}
-		refs.Blobs = append(refs.Blobs, l.BlobSum)
+		add(&refs.Blobs, l.BlobSum)
 	}
-	if m.Subject != nil {
-		if err := m.Subject.Digest.Validate(); err != nil {
-			return ManifestRefs{}, fmt.Errorf("manifest subject has invalid digest %q: %w", m.Subject.Digest, err)
-		}
+	for _, c := range m.Manifests {
+		add(&refs.Children, c.Digest)
+	}
+	if m.Subject != nil && m.Subject.Digest.Validate() == nil {
 		refs.Subject = m.Subject.Digest
 	}
 	return refs, nil

@@ -32,7 +32,8 @@ func TestParseManifest(t *testing.T) {
 			[]digest.Digest{a}, nil, "", false},
 		{"index without media type, read by shape", `{"schemaVersion":2,"manifests":[{"digest":"` + b.String() + `"}]}`,
 			nil, []digest.Digest{b}, "", false},
-		{"invalid layer digest", `{"schemaVersion":2,"layers":[{"digest":"sha256:nothex"}]}`, nil, nil, "", true},
+		{"invalid digests are skipped", `{"schemaVersion":2,"config":{},"layers":[{"digest":"sha256:nothex"},{"digest":"` + a.String() + `"}],"subject":{}}`,
+			[]digest.Digest{a}, nil, "", false},
 		{"not json", `<html>`, nil, nil, "", true},
 	}
 	for _, tt := range tests {
@@ -74,4 +75,27 @@ func TestClassifyRepoPath(t *testing.T) {
 	if _, ok := blobFromDataPath(blobsRoot + "/sha256/zz/" + d.Encoded() + "/data"); ok {
 		t.Errorf("a blob path whose prefix directory does not match must be rejected")
 	}
+}
+
+// FuzzParseManifest: whatever a client stored, parsing does not panic, and
+// every reference it returns is a valid digest (marking relies on both).
+func FuzzParseManifest(f *testing.F) {
+	f.Add([]byte(imageManifest(dg("c"), dg("l1"), dg("l2"))))
+	f.Add([]byte(indexManifest(dg("a"), dg("b"))))
+	f.Add([]byte(referrerManifest(dg("s"), dg("c"))))
+	f.Add([]byte(`{"schemaVersion":1,"fsLayers":[{"blobSum":"sha256:00"}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		refs, err := ParseManifest(b)
+		if err != nil {
+			return
+		}
+		for _, d := range append(append([]digest.Digest{}, refs.Blobs...), refs.Children...) {
+			if d.Validate() != nil {
+				t.Fatalf("invalid digest %q returned from %q", d, b)
+			}
+		}
+		if refs.Subject != "" && refs.Subject.Validate() != nil {
+			t.Fatalf("invalid subject %q returned from %q", refs.Subject, b)
+		}
+	})
 }
