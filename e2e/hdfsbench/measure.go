@@ -120,6 +120,11 @@ func formatCounts(m map[string]int64, skip map[string]bool) string {
 		if skip[k] || v == 0 {
 			continue
 		}
+		// The namenode also counts each method again as "Overall<Method>"
+		// and each exception a call ended with: neither is another call.
+		if skip != nil && (strings.HasPrefix(k, "Overall") || strings.HasSuffix(k, "Exception")) {
+			continue
+		}
 		names = append(names, k)
 		total += v
 	}

@@ -56,7 +56,7 @@ func (f figures) print(w io.Writer, cfg config, b *bench) {
 	fmt.Fprintf(w, "namenode RPCs per pushed layer: origin %s; hdfs put %s\n", f.rpcPush.String(), f.rpcCLIPut.String())
 	fmt.Fprintf(w, "namenode RPCs per pulled layer: origin %s; hdfs cat %s\n", f.rpcPull.String(), f.rpcCLICat.String())
 	fmt.Fprintf(w, "(RPCs from the namenode's RpcDetailedActivity counters, without datanode heartbeats and reports and without %s)\n",
-		"renewLease, which each HDFS client sends once a second")
+		"renewLease, which each HDFS client sends once a second; the origin's counts are for the whole POST+PATCH+PUT, and for one GET")
 }
 
 func (r rpcCounts) String() string {

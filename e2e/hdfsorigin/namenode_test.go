@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoal-dev/shoal/e2e/testenv"
 )
 
 // TestNamenodeOutage stops the namenode under an origin that has a blob
@@ -21,7 +23,8 @@ import (
 func TestNamenodeOutage(t *testing.T) {
 	c := testCluster(t)
 	p := newPhases(t)
-	o := startOrigin(t, c, "/namenode-outage")
+	// Debug logs show why a request was refused with a 4xx, should one be.
+	o := testenv.Origin(t, c.URL("/namenode-outage"), "--log-level", "debug")
 	const repo = "hdfs/outage"
 
 	stored := randomBytes(1<<20, 5)
