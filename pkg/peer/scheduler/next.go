@@ -18,9 +18,53 @@ func (s *Scheduler) Next(now time.Time) Actions {
 		a.Done = true
 		return a
 	}
+	s.rehome(now, &a)
 	s.assign(now, &a)
 	s.endgame(now, &a)
 	return a
+}
+
+// rehome takes requests waiting at an origin back once a healthy agent
+// has the piece (its Have arrived): the request goes to that agent if it
+// has a free slot, else the piece waits for one like any piece agents
+// hold. The origin's egress is what the swarm exists to save, and a
+// request queued at a busy origin behind other agents' costs it a whole
+// piece. The origin request is cancelled; if the origin was already
+// sending, the rest of the piece is saved.
+func (s *Scheduler) rehome(now time.Time, a *Actions) {
+	if s.originInFlight == 0 {
+		return
+	}
+	free := s.freeAgents(now)
+	for i := range s.pieces {
+		pc := &s.pieces[i]
+		if pc.avail == 0 || pc.failures >= s.cfg.OriginAfterFailures {
+			continue
+		}
+		k := slices.IndexFunc(pc.requests, func(r request) bool { return r.peer.origin })
+		if k < 0 || !s.healthyHolder(i) {
+			continue
+		}
+		o := pc.requests[k].peer
+		s.dropRequest(i, o)
+		a.Cancels = append(a.Cancels, Cancel{Peer: o.id, Piece: i})
+		if p := s.bestAgent(i, free); p != nil && p.healthy() {
+			s.send(now, i, p, a)
+			if p.inFlight >= s.cfg.MaxInFlightPerPeer {
+				free = slices.DeleteFunc(free, func(q *peer) bool { return q == p })
+			}
+		}
+	}
+}
+
+// healthyHolder reports whether a healthy agent holds piece i.
+func (s *Scheduler) healthyHolder(i int) bool {
+	for _, p := range s.peers {
+		if !p.origin && p.healthy() && p.has.Has(i) {
+			return true
+		}
+	}
+	return false
 }
 
 // candidate is a piece to request, with its sort key.

@@ -194,6 +194,43 @@ func TestRules(t *testing.T) {
 			},
 		},
 		{
+			name: "an origin request is taken back when an agent gets the piece", pieces: 2,
+			steps: []step{
+				ev(0, origin("o")), ev(0, join("a", 2)),
+				next(0, r("o", 0), r("o", 1)),
+				ev(s, PeerHave{Peer: "a", Piece: 1}),
+				nextDo(s, Actions{Cancels: []Cancel{{Peer: "o", Piece: 1}}, Requests: []Request{r("a", 1)}}),
+			},
+		},
+		{
+			name: "an origin request is taken back even while the agent holding the piece is busy", pieces: 3,
+			config: func(c *Config) { c.MaxInFlightPerPeer = 1; c.MaxOriginInFlight = 1 },
+			steps: []step{
+				ev(0, origin("o")), ev(0, join("a", 3, 0)),
+				next(0, r("a", 0), r("o", 1)),
+				ev(s, PeerHave{Peer: "a", Piece: 1}),
+				// Piece 1 leaves the origin and waits for a; the origin's slot
+				// goes to piece 2, which no agent has.
+				nextDo(s, Actions{Cancels: []Cancel{{Peer: "o", Piece: 1}}, Requests: []Request{r("o", 2)}}),
+				ev(2*s, got("a", 0)),
+				next(2*s, r("a", 1)),
+			},
+		},
+		{
+			name: "an origin request stays when the agent that got the piece timed out lately", pieces: 2,
+			config: func(c *Config) { c.MaxTimeouts = 5 },
+			steps: []step{
+				ev(0, join("a", 2, 0)),
+				next(0, r("a", 0)),
+				ev(5*s, origin("o")),
+				next(5*s, r("o", 1)),
+				// a times out on 0, which goes to the origin too.
+				nextDo(10*s, Actions{Cancels: []Cancel{{Peer: "a", Piece: 0}}, Requests: []Request{r("o", 0)}}),
+				ev(11*s, PeerHave{Peer: "a", Piece: 1}),
+				next(11 * s),
+			},
+		},
+		{
 			name: "a Reject frees the request; NOT_HELD forgets the piece, so the origin gets it", pieces: 2,
 			config: func(c *Config) { c.MaxInFlightPerPeer = 1 },
 			steps: []step{

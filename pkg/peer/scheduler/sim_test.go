@@ -374,10 +374,21 @@ func simulate(t testing.TB, seed uint64, sp simParams) simResult {
 // among corrupt, silent and slow ones. The download completes, the bad
 // peers are blacklisted, and the origin is never asked.
 func TestSimulationOriginMinimal(t *testing.T) {
+	reasons := map[Reason]int{}
+	defer func() {
+		// Over all seeds, both kinds of bad peer must have been caught, or
+		// the simulation is not testing what it claims.
+		if reasons[Corrupt] == 0 || reasons[Unresponsive] == 0 {
+			t.Errorf("blacklistings over all seeds: %v; want corrupt and unresponsive peers caught", reasons)
+		}
+	}()
 	for seed := uint64(1); seed <= 40; seed++ {
 		res := simulate(t, seed, simParams{
 			pieces: 64, peers: 12, corrupt: 2, silent: 2, slow: 1, cover: true, holdProb: 0.3, origins: 2,
 		})
+		for _, r := range res.blacklisted {
+			reasons[r]++
+		}
 		if res.originRequests != 0 {
 			t.Fatalf("seed %d: %d requests to origins although honest agents held every piece", seed, res.originRequests)
 		}
