@@ -300,8 +300,19 @@ func (c *collection) sweep(ctx context.Context, inv *Inventory, marked map[diges
 		return nil
 	}
 
-	if len(candidates) == 0 {
+	// Dangling links (to blobs absent from the store) are deleted under
+	// the same protection as blobs: their digests join the pending set,
+	// so a push that uploads such a blob meanwhile is refused or seen.
+	dangling := danglingLinks(inv, marked, nil, blobs, c.cutoff)
+	if len(candidates) == 0 && len(dangling) == 0 {
 		return nil
+	}
+	protected := map[digest.Digest]bool{}
+	for _, l := range dangling {
+		protected[l.Digest] = true
+	}
+	for _, d := range candidates {
+		protected[d] = true
 	}
 	// The pending set before the re-check; it goes once every deletion is
 	// done, or on the way out whatever happens.
@@ -309,7 +320,7 @@ func (c *collection) sweep(ctx context.Context, inv *Inventory, marked map[diges
 	if err := c.checkLease(ctx); err != nil {
 		return err
 	}
-	if err := writePendingSet(ctx, c.drv, token, candidates); err != nil {
+	if err := writePendingSet(ctx, c.drv, token, sortedKeys(protected)); err != nil {
 		return err
 	}
 	defer func() {
@@ -337,15 +348,28 @@ func (c *collection) sweep(ctx context.Context, inv *Inventory, marked map[diges
 		candBlobs[d] = blobs[d]
 	}
 	final := SweepCandidates(candBlobs, marked2.Marked, inv2, c.cutoff)
-	if len(final) < len(candidates) {
-		for _, d := range candidates {
-			if _, ok := slices.BinarySearch(final, d); !ok {
-				c.rep.BlobsSpared = append(c.rep.BlobsSpared, d)
-			}
+	var finalDangling []RepoDigest
+	for _, l := range danglingLinks(inv2, marked2.Marked, nil, blobs, c.cutoff) {
+		if protected[l.Digest] {
+			finalDangling = append(finalDangling, l)
 		}
+	}
+	still := map[digest.Digest]bool{}
+	for _, d := range final {
+		still[d] = true
+	}
+	for _, l := range finalDangling {
+		still[l.Digest] = true
+	}
+	for _, d := range candidates {
+		if !still[d] {
+			c.rep.BlobsSpared = append(c.rep.BlobsSpared, d)
+		}
+	}
+	if len(still) < len(protected) {
 		// Shrinking the set lets pushes of the spared blobs through
 		// sooner; a set only ever shrinks while it exists.
-		if err := writePendingSet(ctx, c.drv, token, final); err != nil {
+		if err := writePendingSet(ctx, c.drv, token, sortedKeys(still)); err != nil {
 			return err
 		}
 	}
@@ -374,12 +398,10 @@ func (c *collection) sweep(ctx context.Context, inv *Inventory, marked map[diges
 			return err
 		}
 	}
-
 	slices.SortFunc(c.rep.Blobs, func(a, b BlobDeletion) int { return strings.Compare(string(a.Digest), string(b.Digest)) })
 	slices.Sort(c.rep.BlobsSpared)
 
-	// Links to blobs that were already absent from the blob store.
-	for i, l := range danglingLinks(inv2, marked2.Marked, nil, blobs, c.cutoff) {
+	for i, l := range finalDangling {
 		if i%c.r.cfg.BatchSize == 0 {
 			if err := c.checkLease(ctx); err != nil {
 				return err
@@ -393,6 +415,15 @@ func (c *collection) sweep(ctx context.Context, inv *Inventory, marked map[diges
 		}
 	}
 	return nil
+}
+
+func sortedKeys(m map[digest.Digest]bool) []digest.Digest {
+	out := make([]digest.Digest, 0, len(m))
+	for d := range m {
+		out = append(out, d)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // deleteWorkers is how many blob deletions a sweep has in flight.

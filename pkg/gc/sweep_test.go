@@ -91,6 +91,11 @@ func buildSweepFixture(t *testing.T, drv *agedDriver) sweepFixture {
 	mounted := blob("gone", "old-but-just-mounted")
 	drv.setAge(path.Dir(layerLinkPath("gone", mounted)), 0)
 
+	// A link to a blob that is not in the store at all (registry:2's GC
+	// leaves such links behind in repositories it does not enumerate).
+	ghost := digest.FromString("ghost")
+	must[struct{}](t)(struct{}{}, drv.PutContent(ctx, layerLinkPath("a", ghost), []byte(ghost)))
+
 	// Uploads: one abandoned, one in progress.
 	f.oldUpload, f.newUpload = uploadDir("a", "old-session"), uploadDir("a", "new-session")
 	must[struct{}](t)(struct{}{}, drv.PutContent(ctx, f.oldUpload+"/startedat", []byte(time.Now().Add(-200*time.Hour).Format(time.RFC3339))))
@@ -99,7 +104,7 @@ func buildSweepFixture(t *testing.T, drv *agedDriver) sweepFixture {
 
 	f.kept = []digest.Digest{cfg, l1, l2, imgA, cfgB, imgB, cc1, lc1, cc2, lc2, ch1, ch2, idx, sbomCfg, sbom, ref, ucfg, untagged, f.youngOrphan, mounted}
 	f.swept = []digest.Digest{dcfg, dl, del, orphan}
-	f.sweptLinks = []string{layerLinkPath("gone", dcfg), layerLinkPath("gone", dl), layerLinkPath("a", orphan)}
+	f.sweptLinks = []string{layerLinkPath("gone", dcfg), layerLinkPath("gone", dl), layerLinkPath("a", orphan), layerLinkPath("a", ghost)}
 	f.keptLinks = []string{layerLinkPath("a", f.youngOrphan), layerLinkPath("gone", mounted), layerLinkPath("b/nested", l1)}
 	return f
 }
