@@ -60,3 +60,9 @@ bench:
 
 clean:
 	rm -rf bin .cache/e2e
+
+# Origin on HDFS next to hdfs-cli (docs/benchmarks.md): starts its own
+# MiniDFSCluster; needs java, mvn and hdfs-cli (apt-get install hdfs-cli).
+.PHONY: bench-hdfs
+bench-hdfs:
+	$(GO) run ./e2e/hdfsbench
