@@ -85,11 +85,23 @@ func (p *pool) get() (*client, error) {
 // put hands a client back. err is the outcome of what it was used for: a
 // connection failure retires the client.
 func (p *pool) put(c *client, err error) {
+	p.release(c, err != nil && isConnFailure(err))
+}
+
+// discard hands back a client that must not be used again. A writer whose
+// file could not be completed leaves that file's lease with its client, and
+// the client renews the leases it holds every second for as long as it
+// lives: the file would stay locked against every other writer. Closing the
+// client stops the renewal, so the lease expires (60 s) and the file can be
+// recovered by the next writer.
+func (p *pool) discard(c *client) { p.release(c, true) }
+
+func (p *pool) release(c *client, retire bool) {
 	s := c.slot
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c.refs--
-	if err != nil && !c.retired && isConnFailure(err) {
+	if retire && !c.retired {
 		c.retired = true
 		if s.c == c {
 			s.c = nil

@@ -207,7 +207,11 @@ func (fw *fileWriter) Close() error {
 		err = closeFile(fw.w)
 		fw.fail(err)
 	}
-	fw.d.pool.put(fw.c, fw.err)
+	if fw.err != nil && !fw.cancelled {
+		fw.d.pool.discard(fw.c)
+	} else {
+		fw.d.pool.put(fw.c, fw.err)
+	}
 	return fw.d.mapErr("close", fw.p, err)
 }
 
