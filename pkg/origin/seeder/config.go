@@ -1,0 +1,123 @@
+package seeder
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/shoal-dev/shoal/pkg/cluster"
+	"github.com/shoal-dev/shoal/pkg/tracker"
+)
+
+// Config configures an origin node's seeder. DefaultConfig runs out of the
+// box except for Listen, which is empty: the seeder is off until given an
+// address.
+type Config struct {
+	// Listen is the gRPC address of the shoal.peer.v1.Peer service. Empty
+	// turns the seeder (and cluster membership) off.
+	Listen string `yaml:"listen"`
+	// Advertise is the address agents and other origin nodes dial: it is
+	// announced to trackers and published to the cluster. Empty: Listen,
+	// with an unspecified host (":7002", "0.0.0.0:7002") replaced by the
+	// node's cluster address.
+	Advertise string `yaml:"advertise"`
+	// CacheDir holds local copies of the blobs this node owns, so that each
+	// is read from storage once per owner, not once per piece request.
+	CacheDir string `yaml:"cacheDir"`
+	// CacheBytes is the cache's quota; least recently used blobs are
+	// evicted beyond it (10 GiB). A blob larger than the whole quota is
+	// served straight from storage.
+	CacheBytes int64 `yaml:"cacheBytes"`
+	// Replicas is R, the number of owners per blob (2): two owners keep a
+	// blob seeded when one fails, without every node reading it.
+	Replicas int `yaml:"replicas"`
+	// MaxUploads bounds the pieces being sent at once, over all streams; a
+	// request beyond it is rejected as busy so the agent asks elsewhere (32).
+	MaxUploads int `yaml:"maxUploads"`
+	// MaxStreams bounds open Exchange streams; beyond it a new stream fails
+	// with RESOURCE_EXHAUSTED (1024).
+	MaxStreams int `yaml:"maxStreams"`
+	// MaxQueuedRequests bounds the pipelined requests waiting on one stream;
+	// beyond it requests are rejected as busy (64).
+	MaxQueuedRequests int `yaml:"maxQueuedRequests"`
+	// EgressBytesPerSecond caps piece data sent by this node (token bucket,
+	// burst of one 1 MiB chunk). 0: no cap.
+	EgressBytesPerSecond int64 `yaml:"egressBytesPerSecond"`
+	// AnnounceInterval is the re-announce period when the tracker gives none
+	// or is unreachable (30s, the tracker's default).
+	AnnounceInterval time.Duration `yaml:"announceInterval"`
+	// AnnounceIdle is how long a blob that could not be cached (larger than
+	// the quota) is still announced after its last request (10m). Cached
+	// blobs are announced for as long as they stay in the cache.
+	AnnounceIdle time.Duration `yaml:"announceIdle"`
+	// MetainfoEntries is how many blobs' metainfo is kept in memory (256;
+	// at most 32 KiB each for blobs up to 4 GiB).
+	MetainfoEntries int `yaml:"metainfoEntries"`
+	// TLS secures the gRPC listener and this node's own calls to trackers
+	// and other origin nodes.
+	TLS TLSConfig `yaml:"tls"`
+	// Tracker lists the trackers owned blobs are announced to. None: no
+	// announcing (agents then learn of origins from their own config).
+	Tracker tracker.ClientConfig `yaml:"tracker"`
+	// Cluster is this node's membership in the origin cluster.
+	Cluster cluster.Config `yaml:"cluster"`
+}
+
+// TLSConfig is the listener's certificate and the cluster CA.
+type TLSConfig struct {
+	// Cert and Key (PEM) are this node's certificate, served to clients and
+	// presented as a client certificate to trackers and other origins.
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// CA (PEM) is the cluster CA. When set, clients must present a
+	// certificate it signed (mTLS), and trackers and other origin nodes
+	// are verified against it. Empty: no client certificates asked for,
+	// servers verified against the system roots.
+	CA string `yaml:"ca"`
+}
+
+// Enabled reports whether the listener serves TLS.
+func (t TLSConfig) Enabled() bool { return t.Cert != "" }
+
+// DefaultConfig returns the documented defaults with the seeder off.
+func DefaultConfig() Config {
+	return Config{
+		CacheDir:          "/var/cache/shoal/origin",
+		CacheBytes:        10 << 30,
+		Replicas:          2,
+		MaxUploads:        32,
+		MaxStreams:        1024,
+		MaxQueuedRequests: 64,
+		AnnounceInterval:  30 * time.Second,
+		AnnounceIdle:      10 * time.Minute,
+		MetainfoEntries:   256,
+		Tracker:           tracker.DefaultClientConfig(),
+		Cluster:           cluster.DefaultConfig(),
+	}
+}
+
+// Validate reports the first unusable field. The cluster section is
+// checked when membership starts, since the program fills in its Meta.
+func (c Config) Validate() error {
+	switch {
+	case c.CacheDir == "":
+		return errors.New("seeder: cacheDir is empty")
+	case c.CacheBytes <= 0:
+		return fmt.Errorf("seeder: cacheBytes must be positive, got %d", c.CacheBytes)
+	case c.Replicas <= 0:
+		return fmt.Errorf("seeder: replicas must be positive, got %d", c.Replicas)
+	case c.MaxUploads <= 0 || c.MaxStreams <= 0 || c.MaxQueuedRequests <= 0:
+		return errors.New("seeder: maxUploads, maxStreams and maxQueuedRequests must be positive")
+	case c.EgressBytesPerSecond < 0:
+		return fmt.Errorf("seeder: egressBytesPerSecond must not be negative, got %d", c.EgressBytesPerSecond)
+	case c.AnnounceInterval <= 0 || c.AnnounceIdle <= 0:
+		return errors.New("seeder: announceInterval and announceIdle must be positive")
+	case c.MetainfoEntries <= 0:
+		return fmt.Errorf("seeder: metainfoEntries must be positive, got %d", c.MetainfoEntries)
+	case (c.TLS.Cert == "") != (c.TLS.Key == ""):
+		return errors.New("seeder: tls needs both cert and key")
+	case c.TLS.CA != "" && c.TLS.Cert == "":
+		return errors.New("seeder: tls.ca (client certificates) needs tls.cert and tls.key")
+	}
+	return nil
+}

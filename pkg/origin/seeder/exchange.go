@@ -1,0 +1,385 @@
+package seeder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/shoal-dev/shoal/pkg/metainfo"
+	"github.com/shoal-dev/shoal/proto/peerpb"
+)
+
+// Exchange serves one peer's stream for one blob: the seeder answers the
+// handshake as a peer holding every piece and then serves Requests, in the
+// order they came, from the local cache (owners) or storage (other nodes).
+// It never asks for pieces. Requests beyond the node's upload limit are
+// rejected as busy; a Cancel stops a queued or half-sent piece.
+func (s *Server) Exchange(stream peerpb.Peer_ExchangeServer) error {
+	select {
+	case s.streams <- struct{}{}:
+		defer func() { <-s.streams }()
+	default:
+		s.m.streamsRefused.Inc()
+		return status.Errorf(codes.ResourceExhausted, "origin seeder: at its limit of %d streams; try another source", s.cfg.MaxStreams)
+	}
+	s.m.streams.Inc()
+	defer s.m.streams.Dec()
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+
+	first, err := stream.Recv()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return err
+	}
+	hs := first.GetHandshake()
+	if hs == nil {
+		return status.Error(codes.InvalidArgument, "exchange: the first message must be a Handshake")
+	}
+	d, err := parseDigest(hs.GetDigest())
+	if err != nil {
+		return err
+	}
+	m, err := s.metainfo(ctx, d)
+	if err != nil {
+		return toStatus(err).Err()
+	}
+	src := s.pieceSource(d, m.Size)
+	defer src.close()
+	if s.owns(d) {
+		s.track(d)
+	}
+	if err := stream.Send(&peerpb.Message{Msg: &peerpb.Message_Handshake{Handshake: &peerpb.Handshake{
+		Digest: d.String(), PeerId: s.peerID, Complete: true,
+	}}}); err != nil {
+		return err
+	}
+
+	q := newRequestQueue(s.cfg.MaxQueuedRequests)
+	recvErr := make(chan error, 1)
+	go func() {
+		err := s.receive(stream, m, q)
+		if err != nil {
+			// The stream is broken: drop what is queued.
+			cancel()
+		}
+		q.close()
+		recvErr <- err
+	}()
+	if err := s.send(ctx, stream, m, src, q); err != nil {
+		cancel()
+		return err
+	}
+	return <-recvErr
+}
+
+// receive reads the peer's messages until it closes its side.
+func (s *Server) receive(stream peerpb.Peer_ExchangeServer, m *metainfo.Metainfo, q *requestQueue) error {
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		switch msg := msg.GetMsg().(type) {
+		case *peerpb.Message_Request:
+			i := msg.Request.GetIndex()
+			switch {
+			case int64(i) >= int64(m.NumPieces()):
+				if !q.reject(i, peerpb.Reject_REASON_NOT_HELD) {
+					return status.Error(codes.ResourceExhausted, "exchange: too many requests outstanding")
+				}
+			case !q.push(i):
+				if !q.reject(i, peerpb.Reject_REASON_BUSY) {
+					return status.Error(codes.ResourceExhausted, "exchange: too many requests outstanding")
+				}
+			}
+		case *peerpb.Message_Cancel:
+			q.cancel(msg.Cancel.GetIndex())
+		case *peerpb.Message_Handshake:
+			return status.Error(codes.InvalidArgument, "exchange: a second Handshake on one stream")
+		}
+		// Have, Reject and PieceChunk are for downloaders; a seeder ignores them.
+	}
+}
+
+// send answers queued requests until the queue is closed and drained, so
+// that requests sent before the peer closed its side are still answered.
+func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m *metainfo.Metainfo, src pieceSource, q *requestQueue) error {
+	buf := make([]byte, chunkSize)
+	for {
+		it, ok := q.next(ctx)
+		if !ok {
+			return ctx.Err()
+		}
+		if it.reject != peerpb.Reject_REASON_UNSPECIFIED {
+			if err := s.sendReject(stream, it.index, it.reject); err != nil {
+				return err
+			}
+			continue
+		}
+		select {
+		case s.uploads <- struct{}{}:
+		default:
+			q.done(it.index)
+			if err := s.sendReject(stream, it.index, peerpb.Reject_REASON_BUSY); err != nil {
+				return err
+			}
+			continue
+		}
+		s.m.uploads.Inc()
+		err := s.sendPiece(ctx, stream, m, src, q, int(it.index), buf)
+		s.m.uploads.Dec()
+		<-s.uploads
+		q.done(it.index)
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (s *Server) sendReject(stream peerpb.Peer_ExchangeServer, i uint32, reason peerpb.Reject_Reason) error {
+	label := "busy"
+	if reason == peerpb.Reject_REASON_NOT_HELD {
+		label = "not_held"
+	}
+	s.m.rejects.WithLabelValues(label).Inc()
+	return stream.Send(&peerpb.Message{Msg: &peerpb.Message_Reject{Reject: &peerpb.Reject{Index: i, Reason: reason}}})
+}
+
+// sendPiece streams piece i in chunks of at most chunkSize. A piece that
+// cannot be read is rejected as not held, so the peer asks elsewhere; only
+// errors of the stream itself end it.
+func (s *Server) sendPiece(ctx context.Context, stream peerpb.Peer_ExchangeServer, m *metainfo.Metainfo, src pieceSource, q *requestQueue, i int, buf []byte) error {
+	size := m.PieceSize(i)
+	r, source, err := src.open(ctx, m.PieceOffset(i), size)
+	if err != nil {
+		s.log.Warn("seeder: reading piece failed", "digest", m.Digest, "piece", i, "err", err)
+		return s.sendReject(stream, uint32(i), peerpb.Reject_REASON_NOT_HELD)
+	}
+	defer r.Close()
+	var off int64
+	for off < size {
+		if q.cancelled(uint32(i)) {
+			return nil
+		}
+		n := min(int64(len(buf)), size-off)
+		if _, err := io.ReadFull(r, buf[:n]); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			s.log.Warn("seeder: reading piece failed", "digest", m.Digest, "piece", i, "offset", off, "err", err)
+			return s.sendReject(stream, uint32(i), peerpb.Reject_REASON_NOT_HELD)
+		}
+		if s.limiter != nil {
+			if err := s.limiter.WaitN(ctx, int(n)); err != nil {
+				return fmt.Errorf("waiting for egress budget: %w", err)
+			}
+		}
+		// Send copies the message into gRPC's buffers before returning, so
+		// buf can be reused for the next chunk.
+		if err := stream.Send(&peerpb.Message{Msg: &peerpb.Message_Chunk{Chunk: &peerpb.PieceChunk{
+			Index: uint32(i), Offset: off, Data: buf[:n],
+		}}}); err != nil {
+			return err
+		}
+		s.m.egressBytes.Add(float64(n))
+		off += n
+	}
+	s.m.servedBytes.WithLabelValues(source).Add(float64(size))
+	s.m.piecesServed.WithLabelValues(source).Inc()
+	return nil
+}
+
+// pieceSource reads pieces of one blob for one stream.
+type pieceSource interface {
+	// open returns the bytes [off, off+n) and where they come from
+	// ("cache" or "storage").
+	open(ctx context.Context, off, n int64) (io.ReadCloser, string, error)
+	close()
+}
+
+// pieceSource pins the blob in the cache for the stream's life on an owner
+// (reading it from storage once if needed), and reads storage directly
+// otherwise, or when the blob does not fit in the cache.
+func (s *Server) pieceSource(d digest.Digest, size int64) pieceSource {
+	if s.owns(d) {
+		e, err := s.cache.open(d, size, s.storageOpener(d))
+		if err == nil {
+			return &cachedSource{c: s.cache, e: e}
+		}
+		if !errors.Is(err, errNoRoom) {
+			s.log.Warn("seeder: caching blob failed; serving it from storage", "digest", d, "err", err)
+		}
+	}
+	return &storageSource{s: s, d: d}
+}
+
+type cachedSource struct {
+	c *cache
+	e *entry
+}
+
+func (c *cachedSource) open(ctx context.Context, off, n int64) (io.ReadCloser, string, error) {
+	return io.NopCloser(c.e.reader(ctx, off, n)), "cache", nil
+}
+
+func (c *cachedSource) close() { c.c.release(c.e) }
+
+type storageSource struct {
+	s *Server
+	d digest.Digest
+}
+
+func (ss *storageSource) open(ctx context.Context, off, n int64) (io.ReadCloser, string, error) {
+	rc, err := ss.s.openStorage(ctx, ss.d, off)
+	if err != nil {
+		return nil, "", err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.LimitReader(rc, n), rc}, "storage", nil
+}
+
+func (ss *storageSource) close() {}
+
+// queueItem is a request to serve, or a rejection to send.
+type queueItem struct {
+	index  uint32
+	reject peerpb.Reject_Reason
+}
+
+// requestQueue holds one stream's pending requests, filled by the receiving
+// goroutine and drained by the sending one (a gRPC stream allows one
+// sender), with cancellation of queued and in-progress pieces.
+type requestQueue struct {
+	max int
+
+	mu       sync.Mutex
+	items    []queueItem
+	requests int             // requests (not rejections) in items
+	active   map[uint32]bool // queued or being sent
+	cancels  map[uint32]bool // cancelled while being sent
+	closed   bool
+	wake     chan struct{}
+}
+
+func newRequestQueue(max int) *requestQueue {
+	return &requestQueue{max: max, active: map[uint32]bool{}, cancels: map[uint32]bool{}, wake: make(chan struct{}, 1)}
+}
+
+func (q *requestQueue) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// push queues a request; false when the queue is full. A request for a
+// piece already queued or being sent is accepted and dropped.
+func (q *requestQueue) push(i uint32) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.active[i] {
+		delete(q.cancels, i)
+		return true
+	}
+	if q.requests >= q.max {
+		return false
+	}
+	q.items = append(q.items, queueItem{index: i})
+	q.requests++
+	q.active[i] = true
+	q.signal()
+	return true
+}
+
+// reject queues a rejection; false when even the rejections overflow (a
+// peer that keeps requesting without reading answers).
+func (q *requestQueue) reject(i uint32, reason peerpb.Reject_Reason) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items)-q.requests >= 4*q.max {
+		return false
+	}
+	q.items = append(q.items, queueItem{index: i, reject: reason})
+	q.signal()
+	return true
+}
+
+// cancel withdraws a queued request, or stops the piece being sent.
+func (q *requestQueue) cancel(i uint32) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.active[i] {
+		return
+	}
+	for k, it := range q.items {
+		if it.index == i && it.reject == peerpb.Reject_REASON_UNSPECIFIED {
+			q.items = append(q.items[:k], q.items[k+1:]...)
+			q.requests--
+			delete(q.active, i)
+			return
+		}
+	}
+	q.cancels[i] = true
+}
+
+func (q *requestQueue) cancelled(i uint32) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.cancels[i]
+}
+
+// done marks a request as finished.
+func (q *requestQueue) done(i uint32) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	delete(q.active, i)
+	delete(q.cancels, i)
+}
+
+func (q *requestQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.signal()
+}
+
+// next waits for the next item; false when the queue is closed and empty,
+// or ctx is done.
+func (q *requestQueue) next(ctx context.Context) (queueItem, bool) {
+	for {
+		q.mu.Lock()
+		if len(q.items) > 0 {
+			it := q.items[0]
+			q.items = q.items[1:]
+			if it.reject == peerpb.Reject_REASON_UNSPECIFIED {
+				q.requests--
+			}
+			q.mu.Unlock()
+			return it, true
+		}
+		closed := q.closed
+		q.mu.Unlock()
+		if closed {
+			return queueItem{}, false
+		}
+		select {
+		case <-q.wake:
+		case <-ctx.Done():
+			return queueItem{}, false
+		}
+	}
+}

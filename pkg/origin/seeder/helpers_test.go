@@ -1,0 +1,276 @@
+package seeder
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/shoal-dev/shoal/pkg/cluster"
+	"github.com/shoal-dev/shoal/pkg/metainfo"
+	"github.com/shoal-dev/shoal/pkg/origin"
+	"github.com/shoal-dev/shoal/pkg/storage"
+	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
+	"github.com/shoal-dev/shoal/proto/peerpb"
+)
+
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// countingDriver counts blob reads (Reader and GetContent) per path.
+type countingDriver struct {
+	storage.Driver
+	mu    sync.Mutex
+	reads map[string]int
+}
+
+func newCountingDriver() *countingDriver {
+	return &countingDriver{Driver: inmemory.New(), reads: map[string]int{}}
+}
+
+func (c *countingDriver) Reader(ctx context.Context, path string, offset int64) (io.ReadCloser, error) {
+	c.mu.Lock()
+	c.reads[path]++
+	c.mu.Unlock()
+	return c.Driver.Reader(ctx, path, offset)
+}
+
+func (c *countingDriver) GetContent(ctx context.Context, path string) ([]byte, error) {
+	c.mu.Lock()
+	c.reads[path]++
+	c.mu.Unlock()
+	return c.Driver.GetContent(ctx, path)
+}
+
+func (c *countingDriver) readsOf(d digest.Digest) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reads[blobDataPath(d)]
+}
+
+func randomBlob(t *testing.T, size int) ([]byte, digest.Digest) {
+	t.Helper()
+	b := make([]byte, size)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b, digest.FromBytes(b)
+}
+
+// putBlob writes a blob straight into the registry:2 layout.
+func putBlob(t *testing.T, d storage.Driver, b []byte) digest.Digest {
+	t.Helper()
+	dg := digest.FromBytes(b)
+	if err := d.PutContent(context.Background(), blobDataPath(dg), b); err != nil {
+		t.Fatal(err)
+	}
+	return dg
+}
+
+// pushBlob uploads a blob through the origin's registry API.
+func pushBlob(t *testing.T, d storage.Driver, b []byte) digest.Digest {
+	t.Helper()
+	reg, err := origin.New(d, origin.DefaultConfig(), testLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(reg)
+	defer ts.Close()
+	dg := digest.FromBytes(b)
+	resp, err := http.Post(ts.URL+"/v2/team/app/blobs/uploads/?digest="+dg.String(), "application/octet-stream", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("pushing blob: status %s, want 201", resp.Status)
+	}
+	return dg
+}
+
+type testSeeder struct {
+	*Server
+	addr string
+	reg  *prometheus.Registry
+	conn *grpc.ClientConn
+}
+
+func (ts *testSeeder) client() peerpb.PeerClient { return peerpb.NewPeerClient(ts.conn) }
+
+// startSeeder serves a seeder over gRPC on 127.0.0.1. mutate may change the
+// config and options; the listener is bound before, so opts.Advertise and
+// membership can name it.
+func startSeeder(t *testing.T, d storage.Driver, mutate func(*Config, *Options, string)) *testSeeder {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Listen = ln.Addr().String()
+	cfg.CacheDir = t.TempDir()
+	reg := prometheus.NewRegistry()
+	opts := Options{Log: testLogger(t), Registerer: reg}
+	if mutate != nil {
+		mutate(&cfg, &opts, ln.Addr().String())
+	}
+	s, err := New(cfg, d, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvOpt, err := cfg.TLS.ServerOption()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer(srvOpt)
+	peerpb.RegisterPeerServer(gs, s)
+	go func() { _ = gs.Serve(ln) }()
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		gs.Stop()
+		if err := s.Close(); err != nil {
+			t.Errorf("closing seeder: %v", err)
+		}
+	})
+	return &testSeeder{Server: s, addr: ln.Addr().String(), reg: reg, conn: conn}
+}
+
+func getMetainfo(t *testing.T, c peerpb.PeerClient, d digest.Digest) *metainfo.Metainfo {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := c.GetMetainfo(ctx, &peerpb.GetMetainfoRequest{Digest: d.String()})
+	if err != nil {
+		t.Fatalf("GetMetainfo(%s): %v", d, err)
+	}
+	m, err := metainfo.FromProto(p)
+	if err != nil {
+		t.Fatalf("GetMetainfo(%s) answered invalid metainfo: %v", d, err)
+	}
+	return m
+}
+
+// fetchAll downloads every piece over one Exchange, pipelining all the
+// requests, verifies each piece and returns the blob.
+func fetchAll(t *testing.T, c peerpb.PeerClient, m *metainfo.Metainfo) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	stream, err := c.Exchange(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := handshake(t, stream, m.Digest)
+	if !hs.GetComplete() || hs.GetDigest() != m.Digest.String() {
+		t.Fatalf("seeder handshake = %v, want complete for %s", hs, m.Digest)
+	}
+	for i := range m.NumPieces() {
+		if err := stream.Send(&peerpb.Message{Msg: &peerpb.Message_Request{Request: &peerpb.Request{Index: uint32(i)}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pieces := make([][]byte, m.NumPieces())
+	left := m.NumPieces()
+	for left > 0 {
+		msg, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("receiving pieces (%d left): %v", left, err)
+		}
+		ch := msg.GetChunk()
+		if ch == nil {
+			t.Fatalf("got %v while waiting for pieces", msg)
+		}
+		if len(ch.Data) > chunkSize {
+			t.Fatalf("chunk of %d bytes, more than %d", len(ch.Data), chunkSize)
+		}
+		i := int(ch.Index)
+		if ch.Offset != int64(len(pieces[i])) {
+			t.Fatalf("piece %d: chunk at offset %d after %d bytes", i, ch.Offset, len(pieces[i]))
+		}
+		pieces[i] = append(pieces[i], ch.Data...)
+		if int64(len(pieces[i])) == m.PieceSize(i) {
+			if err := m.Verify(i, pieces[i]); err != nil {
+				t.Fatalf("piece %d: %v", i, err)
+			}
+			left--
+		}
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after CloseSend the stream should end, got %v", err)
+	}
+	return bytes.Join(pieces, nil)
+}
+
+func handshake(t *testing.T, stream peerpb.Peer_ExchangeClient, d digest.Digest) *peerpb.Handshake {
+	t.Helper()
+	if err := stream.Send(&peerpb.Message{Msg: &peerpb.Message_Handshake{Handshake: &peerpb.Handshake{
+		Digest: d.String(), PeerId: "test-agent", Bitfield: nil,
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	hs := msg.GetHandshake()
+	if hs == nil {
+		t.Fatalf("first message from seeder is %v, want a Handshake", msg)
+	}
+	return hs
+}
+
+func counter(t *testing.T, c prometheus.Collector) float64 {
+	t.Helper()
+	return testutil.ToFloat64(c)
+}
+
+// staticMembers is a fixed cluster view.
+type staticMembers struct {
+	self    cluster.Member
+	members []cluster.Member
+}
+
+func (s staticMembers) Self() cluster.Member { return s.self }
+func (s staticMembers) Owners(d string, r int) []cluster.Member {
+	return cluster.Owners(d, s.members, r)
+}
+
+// digestOwnedBy returns a blob whose first owner among members is name.
+func blobOwnedBy(t *testing.T, members []cluster.Member, name string, size int) ([]byte, digest.Digest) {
+	t.Helper()
+	for range 100 {
+		b, d := randomBlob(t, size)
+		if cluster.Owners(d.String(), members, 1)[0].Name == name {
+			return b, d
+		}
+	}
+	t.Fatal(fmt.Sprintf("no blob owned by %s in 100 tries", name))
+	return nil, ""
+}

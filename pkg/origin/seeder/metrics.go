@@ -1,0 +1,70 @@
+package seeder
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the seeder's Prometheus series, all shoal_origin_seeder_*.
+type metrics struct {
+	egressBytes       prometheus.Counter
+	servedBytes       *prometheus.CounterVec
+	piecesServed      *prometheus.CounterVec
+	rejects           *prometheus.CounterVec
+	metainfoComputed  prometheus.Counter
+	metainfoRequests  *prometheus.CounterVec
+	cacheHits         prometheus.Counter
+	cacheMisses       prometheus.Counter
+	cacheEvictions    prometheus.Counter
+	cacheBytes        prometheus.Gauge
+	storageReadBytes  prometheus.Counter
+	streams           prometheus.Gauge
+	uploads           prometheus.Gauge
+	announces         *prometheus.CounterVec
+	metainfoProxied   *prometheus.CounterVec
+	streamsRefused    prometheus.Counter
+	announcedBlobsNow prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	const ns, sub = "shoal", "origin_seeder"
+	m := &metrics{
+		egressBytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "egress_bytes_total",
+			Help: "Piece bytes sent to peers, every chunk counted once it is handed to the stream (pieces later cancelled included)."}),
+		servedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "served_bytes_total",
+			Help: "Bytes of pieces sent whole, by where they were read from (cache: the local copy; storage: read directly)."}, []string{"source"}),
+		piecesServed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "pieces_served_total",
+			Help: "Pieces sent whole, by where they were read from."}, []string{"source"}),
+		rejects: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rejects_total",
+			Help: "Piece requests rejected, by reason (busy, not_held)."}, []string{"reason"}),
+		metainfoComputed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "metainfo_computed_total",
+			Help: "Blobs whose metainfo this node computed and stored (once per blob in the cluster, barring races)."}),
+		metainfoRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "metainfo_requests_total",
+			Help: "GetMetainfo calls, by result (ok, not_found, invalid, error)."}, []string{"result"}),
+		metainfoProxied: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "metainfo_proxied_total",
+			Help: "Missing metainfo asked of an owner node instead of computed here, by result (ok, error)."}, []string{"result"}),
+		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "cache_hits_total",
+			Help: "Uses of a blob already in (or being read into) the local cache."}),
+		cacheMisses: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "cache_misses_total",
+			Help: "Blobs read from storage into the local cache."}),
+		cacheEvictions: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "cache_evictions_total",
+			Help: "Blobs evicted from the local cache to stay under its quota."}),
+		cacheBytes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "cache_bytes",
+			Help: "Bytes held or reserved in the local cache."}),
+		storageReadBytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "storage_read_bytes_total",
+			Help: "Blob bytes read from storage by the seeder (cache fills, direct piece reads, metainfo computation)."}),
+		streams: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "streams",
+			Help: "Open Exchange streams."}),
+		streamsRefused: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "streams_refused_total",
+			Help: "Exchange streams refused with RESOURCE_EXHAUSTED (maxStreams)."}),
+		uploads: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "uploads",
+			Help: "Pieces being sent now."}),
+		announces: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "announces_total",
+			Help: "Announces of owned blobs to trackers, by result (ok, error)."}, []string{"result"}),
+		announcedBlobsNow: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "announced_blobs",
+			Help: "Blobs this node currently announces as an origin seeder."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.egressBytes, m.servedBytes, m.piecesServed, m.rejects, m.metainfoComputed, m.metainfoRequests,
+			m.metainfoProxied, m.cacheHits, m.cacheMisses, m.cacheEvictions, m.cacheBytes, m.storageReadBytes, m.streams,
+			m.streamsRefused, m.uploads, m.announces, m.announcedBlobsNow)
+	}
+	return m
+}
