@@ -480,6 +480,12 @@ func TestReaderWindowOrder(t *testing.T) {
 	}
 }
 
+func TestNewRejectsZeroConfig(t *testing.T) {
+	if _, err := New(layout(4), nil, Config{}); err == nil {
+		t.Fatal("New with a zero Config: accepted; it would never request a piece")
+	}
+}
+
 func TestNewRejectsWrongBitfield(t *testing.T) {
 	if _, err := New(layout(4), bits(5), testConfig()); !errors.Is(err, ErrBadPiece) {
 		t.Fatalf("New with a 5-piece bitfield for 4 pieces: %v, want ErrBadPiece", err)
