@@ -74,3 +74,52 @@ func (s StorageDeleter) DeleteManifest(ctx context.Context, repo string, d diges
 	}
 	return nil
 }
+
+// RegistryAPI is the pair of delete operations a registry server exposes
+// for its DELETE handlers: an unconditional tag delete, and a manifest
+// delete that also untags and may fail when the manifest is unknown.
+// pkg/origin's Server has this shape.
+type RegistryAPI interface {
+	DeleteTag(ctx context.Context, repo, tag string) error
+	DeleteManifest(ctx context.Context, repo string, d digest.Digest) error
+}
+
+// APIDeleter adapts a RegistryAPI to Deleter: it makes the tag delete
+// conditional on the digest and the manifest delete idempotent by reading
+// the links first, then calls the server, so that its side effects (the
+// referrers index, caches) follow.
+type APIDeleter struct {
+	Driver storage.Driver
+	API    RegistryAPI
+}
+
+// DeleteTag implements Deleter.
+func (a APIDeleter) DeleteTag(ctx context.Context, repo, tag string, d digest.Digest) error {
+	cur, err := readLink(ctx, a.Driver, tagCurrentLinkPath(repo, tag))
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if cur != d {
+		return fmt.Errorf("%w: %s:%s points at %s, not %s", ErrTagMoved, repo, tag, cur, d)
+	}
+	if err := a.API.DeleteTag(ctx, repo, tag); err != nil {
+		return fmt.Errorf("deleting tag %s:%s: %w", repo, tag, err)
+	}
+	return nil
+}
+
+// DeleteManifest implements Deleter.
+func (a APIDeleter) DeleteManifest(ctx context.Context, repo string, d digest.Digest) error {
+	if _, err := a.Driver.Stat(ctx, revisionLinkPath(repo, d)); isNotFound(err) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("checking manifest %s@%s: %w", repo, d, err)
+	}
+	if err := a.API.DeleteManifest(ctx, repo, d); err != nil {
+		return fmt.Errorf("deleting manifest %s@%s: %w", repo, d, err)
+	}
+	return nil
+}

@@ -88,3 +88,52 @@ func TestStorageDeleterDeleteManifestUntagsOnlyItsTags(t *testing.T) {
 		t.Errorf("second delete: %v", err)
 	}
 }
+
+// fakeAPI deletes like a registry server's handlers and records the calls.
+type fakeAPI struct {
+	StorageDeleter
+	calls []string
+}
+
+func (f *fakeAPI) DeleteTag(ctx context.Context, repo, tag string) error {
+	f.calls = append(f.calls, "tag "+repo+":"+tag)
+	return f.Driver.Delete(ctx, tagDir(repo, tag))
+}
+
+func (f *fakeAPI) DeleteManifest(ctx context.Context, repo string, d digest.Digest) error {
+	f.calls = append(f.calls, "manifest "+repo+"@"+d.String())
+	if _, err := f.Driver.Stat(ctx, revisionLinkPath(repo, d)); err != nil {
+		return errors.New("MANIFEST_UNKNOWN")
+	}
+	return f.StorageDeleter.DeleteManifest(ctx, repo, d)
+}
+
+func TestAPIDeleterIsConditionalAndIdempotent(t *testing.T) {
+	ctx := context.Background()
+	drv := inmemory.New()
+	p := pusher{drv: drv}
+	c := must[digest.Digest](t)(p.blob(ctx, "r", []byte("c")))
+	m1 := must[digest.Digest](t)(p.manifest(ctx, "r", "t", imageManifest(c)))
+	m2 := must[digest.Digest](t)(p.manifest(ctx, "r", "", imageManifest(c, c)))
+	api := &fakeAPI{StorageDeleter: StorageDeleter{Driver: drv}}
+	del := APIDeleter{Driver: drv, API: api}
+	if err := del.DeleteTag(ctx, "r", "t", m2); !errors.Is(err, ErrTagMoved) {
+		t.Errorf("tag pointing elsewhere: got %v, want ErrTagMoved", err)
+	}
+	if err := del.DeleteTag(ctx, "r", "t", m1); err != nil {
+		t.Fatal(err)
+	}
+	if err := del.DeleteTag(ctx, "r", "t", m1); err != nil {
+		t.Errorf("deleting a gone tag: %v", err)
+	}
+	if err := del.DeleteManifest(ctx, "r", m1); err != nil {
+		t.Fatal(err)
+	}
+	if err := del.DeleteManifest(ctx, "r", m1); err != nil {
+		t.Errorf("deleting a gone manifest: %v", err)
+	}
+	want := []string{"tag r:t", "manifest r@" + m1.String()}
+	if len(api.calls) != len(want) || api.calls[0] != want[0] || api.calls[1] != want[1] {
+		t.Errorf("server calls %v, want %v", api.calls, want)
+	}
+}
