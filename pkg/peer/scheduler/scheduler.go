@@ -262,10 +262,10 @@ type Scheduler struct {
 // in have (nil: none, e.g. a fresh download; else what the piece store
 // reloaded). have is copied.
 func New(m *metainfo.Metainfo, have *metainfo.Bitfield, cfg Config) (*Scheduler, error) {
-	if cfg.MaxInFlightPerPeer < 1 || cfg.MaxOriginInFlight < 1 || cfg.MaxPeers < 1 {
+	if cfg.MaxInFlightPerPeer < 1 || cfg.MaxOriginInFlight < 1 {
 		// A zero Config would never request anything: a caller bug.
-		return nil, fmt.Errorf("scheduler config: MaxInFlightPerPeer, MaxOriginInFlight and MaxPeers must be at least 1 (got %d, %d, %d); start from DefaultConfig",
-			cfg.MaxInFlightPerPeer, cfg.MaxOriginInFlight, cfg.MaxPeers)
+		return nil, fmt.Errorf("scheduler config: MaxInFlightPerPeer and MaxOriginInFlight must be at least 1 (got %d, %d); start from DefaultConfig",
+			cfg.MaxInFlightPerPeer, cfg.MaxOriginInFlight)
 	}
 	n := m.NumPieces()
 	own := metainfo.NewBitfield(n)
