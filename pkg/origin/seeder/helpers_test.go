@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -271,6 +270,6 @@ func blobOwnedBy(t *testing.T, members []cluster.Member, name string, size int) 
 			return b, d
 		}
 	}
-	t.Fatal(fmt.Sprintf("no blob owned by %s in 100 tries", name))
+	t.Fatalf("no blob owned by %s in 100 tries", name)
 	return nil, ""
 }

@@ -112,6 +112,9 @@ type Server struct {
 	announce map[digest.Digest]*announceState
 	connMu   sync.Mutex
 	conns    map[string]*grpc.ClientConn
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // New opens the cache in cfg.CacheDir and returns a seeder for the blobs in
@@ -166,8 +169,14 @@ func firstNonEmpty(vals ...string) string {
 
 // Close stops announcing (telling the trackers, best effort), waits for
 // background reads into the cache to stop, and closes the cache and the
-// connections to other nodes. Stop the gRPC server first.
+// connections to other nodes. Stop the gRPC server first. Later calls
+// return the first one's result.
 func (s *Server) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.close() })
+	return s.closeErr
+}
+
+func (s *Server) close() error {
 	// Under annMu so that no announce loop starts after tasks.Wait.
 	s.annMu.Lock()
 	s.cancel()
@@ -181,6 +190,7 @@ func (s *Server) Close() error {
 		if err := conn.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("closing connection to origin %s: %w", addr, err))
 		}
+		delete(s.conns, addr)
 	}
 	return errors.Join(errs...)
 }
