@@ -1,0 +1,274 @@
+// Package agent assembles the peer-agent: the registry mirror
+// (pkg/peer/mirror) on an HTTP listener, the P2P engine (pkg/peer/swarm)
+// serving the peer protocol on a gRPC listener, the tracker client, metrics
+// and health endpoints, and graceful shutdown. cmd/peer-agent is a thin
+// wrapper over it, and tests run agents in-process with it.
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/shoal-dev/shoal/pkg/peer/mirror"
+	"github.com/shoal-dev/shoal/pkg/peer/swarm"
+	"github.com/shoal-dev/shoal/pkg/tracker"
+)
+
+// Agent is a running peer-agent's parts, listeners bound.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	httpLn  net.Listener
+	peerLn  net.Listener
+	swarm   *swarm.Swarm
+	tracker *tracker.Client
+	grpc    *grpc.Server
+	http    *http.Server
+	ready   atomic.Bool
+}
+
+// Listen binds the agent's listeners and builds its parts; Run serves.
+func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	serverTLS, clientTLS, err := cfg.TLS.configs()
+	if err != nil {
+		return nil, err
+	}
+	a = &Agent{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			a.closeListeners()
+		}
+	}()
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	if a.peerLn, err = net.Listen("tcp", cfg.PeerListen); err != nil {
+		return nil, fmt.Errorf("listening for peers: %w", err)
+	}
+	if a.httpLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listening for the mirror: %w", err)
+	}
+
+	dialOpts := []grpc.DialOption{grpc.WithKeepaliveParams(keepalive.ClientParameters{
+		Time: 30 * time.Second, Timeout: 10 * time.Second,
+	})}
+	if clientTLS != nil {
+		dialOpts = append(dialOpts, grpc.WithTransportCredentials(credentials.NewTLS(clientTLS)))
+	} else {
+		dialOpts = append(dialOpts, grpc.WithTransportCredentials(insecureCreds()))
+	}
+	if len(cfg.Tracker.Trackers) > 0 {
+		tc := cfg.Tracker
+		tc.DialOptions = dialOpts
+		if a.tracker, err = tracker.NewClient(tc); err != nil {
+			return nil, err
+		}
+	}
+
+	sc := cfg.Swarm
+	sc.Seeders = cfg.OriginSeeders
+	sc.IngressLimit = int64(cfg.IngressLimit)
+	sc.EgressLimit = int64(cfg.EgressLimit)
+	if cfg.AdvertiseAddr != "" {
+		sc.AdvertiseAddr = cfg.AdvertiseAddr
+	} else if sc.AdvertiseAddr == "" {
+		sc.AdvertiseAddr = a.peerLn.Addr().String()
+	}
+	a.swarm, err = swarm.New(sc, cfg.CacheDir, int64(cfg.CacheQuota), swarm.Options{
+		Tracker: a.tracker, DialOptions: dialOpts, Logger: log, Registerer: a.reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	mc := cfg.Mirror
+	mc.Origin = cfg.Origin
+	var client *http.Client
+	if clientTLS != nil {
+		client = &http.Client{Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			TLSClientConfig:       clientTLS.Clone(),
+			MaxIdleConnsPerHost:   64,
+			IdleConnTimeout:       90 * time.Second,
+			ResponseHeaderTimeout: mc.OriginTimeout,
+		}}
+		client.Transport.(*http.Transport).TLSClientConfig.ServerName = ""
+	}
+	m, err := mirror.New(mc, mirror.Options{Blobs: blobSource{a.swarm}, Client: client, Logger: log, Registerer: a.reg})
+	if err != nil {
+		_ = a.swarm.Close(context.Background())
+		return nil, err
+	}
+
+	gopts := []grpc.ServerOption{
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}
+	if serverTLS != nil {
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(serverTLS)))
+	}
+	a.grpc = grpc.NewServer(gopts...)
+	a.swarm.Register(a.grpc)
+
+	mux := http.NewServeMux()
+	mux.Handle("/v2/", m)
+	mux.Handle("/v2", m)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		// Not ready before serving nor once shutdown began, so dockerd's
+		// supervisor (or a probe) does not send pulls that would be cut.
+		if !a.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	a.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return a, nil
+}
+
+func (a *Agent) closeListeners() {
+	if a.peerLn != nil {
+		a.peerLn.Close()
+	}
+	if a.httpLn != nil {
+		a.httpLn.Close()
+	}
+}
+
+// MirrorAddr is the bound mirror address.
+func (a *Agent) MirrorAddr() string { return a.httpLn.Addr().String() }
+
+// PeerAddr is the bound peer (gRPC) address.
+func (a *Agent) PeerAddr() string { return a.peerLn.Addr().String() }
+
+// PeerID is the id the agent announces.
+func (a *Agent) PeerID() string { return a.swarm.PeerID() }
+
+// Registry holds the agent's metrics.
+func (a *Agent) Registry() *prometheus.Registry { return a.reg }
+
+// Run serves until ctx ends, then shuts down: /readyz turns 503, clients
+// being served get ShutdownGrace to finish, the tracker is told the blobs
+// are gone, streams close.
+func (a *Agent) Run(ctx context.Context) error {
+	errc := make(chan error, 2)
+	go func() {
+		if err := a.grpc.Serve(a.peerLn); err != nil {
+			errc <- fmt.Errorf("serving peers: %w", err)
+		}
+	}()
+	go func() {
+		if err := a.http.Serve(a.httpLn); !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("serving the mirror: %w", err)
+		}
+	}()
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
+	go a.swarm.Run(runCtx)
+	a.ready.Store(true)
+	a.log.Info("peer-agent serving", "mirror", a.MirrorAddr(), "peer", a.PeerAddr(), "peerID", a.PeerID(),
+		"origin", a.cfg.Origin, "seeders", a.cfg.OriginSeeders, "trackers", a.cfg.Tracker.Trackers)
+
+	var runErr error
+	select {
+	case runErr = <-errc:
+	case <-ctx.Done():
+	}
+	a.ready.Store(false)
+	a.log.Info("shutting down", "grace", a.cfg.ShutdownGrace.String())
+	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownGrace)
+	defer cancel()
+	if err := a.http.Shutdown(sctx); err != nil {
+		a.http.Close()
+	}
+	stopRun()
+	if err := a.swarm.Close(sctx); err != nil && runErr == nil {
+		runErr = fmt.Errorf("closing the cache: %w", err)
+	}
+	stopped := make(chan struct{})
+	go func() {
+		a.grpc.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-sctx.Done():
+		a.grpc.Stop()
+		<-stopped
+	}
+	if a.tracker != nil {
+		_ = a.tracker.Close()
+	}
+	if runErr == nil {
+		a.log.Info("stopped")
+	}
+	return runErr
+}
+
+// blobSource adapts the swarm to the mirror's Blobs.
+type blobSource struct{ s *swarm.Swarm }
+
+func (b blobSource) Open(ctx context.Context, d digest.Digest) (mirror.Blob, error) {
+	blob, err := b.s.Open(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	return blob, nil
+}
+
+// configs returns the peer server's and the clients' TLS configurations,
+// nil for plaintext.
+func (t TLSConfig) configs() (server, client *tls.Config, err error) {
+	if t.Cert == "" {
+		return nil, nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("loading TLS key pair: %w", err)
+	}
+	server = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	client = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
+	if t.CA != "" {
+		pem, err := os.ReadFile(t.CA)
+		if err != nil {
+			return nil, nil, fmt.Errorf("reading CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, nil, fmt.Errorf("CA %s holds no PEM certificate", t.CA)
+		}
+		server.ClientCAs = pool
+		server.ClientAuth = tls.RequireAndVerifyClientCert
+		client.RootCAs = pool
+	}
+	return server, client, nil
+}

@@ -1,0 +1,314 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+const (
+	testPieceLen = 64 << 10
+	ociManifest  = "application/vnd.oci.image.manifest.v1+json"
+)
+
+// pushImage pushes a config and one layer under name:tag and returns the
+// layer, its digest and the manifest's digest.
+func pushImage(t *testing.T, o *testOrigin, name, tag string, layer []byte) (digest.Digest, digest.Digest) {
+	t.Helper()
+	cfgBlob := []byte(`{"architecture":"amd64","os":"linux"}`)
+	cfgD := o.pushBlob(name, cfgBlob)
+	layerD := o.pushBlob(name, layer)
+	manifest := fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":%q,"size":%d}]}`,
+		ociManifest, cfgD, len(cfgBlob), layerD, len(layer))
+	md := o.pushManifest(name, tag, ociManifest, []byte(manifest))
+	return layerD, md
+}
+
+func expectStatus(t *testing.T, what string, resp *http.Response, body []byte, want int) {
+	t.Helper()
+	if resp.StatusCode != want {
+		t.Fatalf("%s: status %d, want %d; body %.300s", what, resp.StatusCode, want, body)
+	}
+}
+
+func TestPullThroughMirrorFromSeeder(t *testing.T) {
+	o := startOrigin(t)
+	layer := randomBytes(1<<20+12345, 1)
+	layerD, md := pushImage(t, o, "library/app", "v1", layer)
+	seeder := startSeeder(t, "origin-1", testPieceLen, false)
+	seeder.add(layer)
+	a := startAgent(t, testConfig(t, o.URL, []string{seeder.addr}, nil))
+
+	resp, body := a.get("GET", "/v2/")
+	expectStatus(t, "GET /v2/", resp, body, http.StatusOK)
+
+	// dockerd: HEAD with the Accept types, then GET.
+	accept := []string{"Accept", "application/vnd.docker.distribution.manifest.v2+json", "Accept", "application/vnd.docker.distribution.manifest.list.v2+json",
+		"Accept", "application/vnd.oci.image.index.v1+json", "Accept", ociManifest}
+	resp, body = a.get("HEAD", "/v2/library/app/manifests/v1", accept...)
+	expectStatus(t, "HEAD manifest", resp, body, http.StatusOK)
+	if got := resp.Header.Get("Docker-Content-Digest"); got != md.String() {
+		t.Fatalf("HEAD manifest digest %q, want %s", got, md)
+	}
+	resp, body = a.get("GET", "/v2/library/app/manifests/v1", accept...)
+	expectStatus(t, "GET manifest by tag", resp, body, http.StatusOK)
+	if digest.FromBytes(body) != md || resp.Header.Get("Content-Type") != ociManifest {
+		t.Fatalf("manifest by tag: digest %s type %q, want %s %q", digest.FromBytes(body), resp.Header.Get("Content-Type"), md, ociManifest)
+	}
+	// containerd: ?ns= names the registry it thinks it pulls from.
+	resp, body = a.get("GET", "/v2/library/app/manifests/"+md.String()+"?ns=docker.io", accept...)
+	expectStatus(t, "GET manifest by digest with ns", resp, body, http.StatusOK)
+	if digest.FromBytes(body) != md {
+		t.Fatal("manifest by digest: wrong content")
+	}
+	if hits := a.metric("shoal_agent_manifest_cache_requests_total", "result", "hit"); hits < 1 {
+		t.Errorf("manifest cache hits = %v, want ≥ 1 (HEAD then GET by tag)", hits)
+	}
+	resp, body = a.get("GET", "/v2/library/app/tags/list")
+	expectStatus(t, "tags list", resp, body, http.StatusOK)
+	var tags struct{ Tags []string }
+	if err := json.Unmarshal(body, &tags); err != nil || len(tags.Tags) != 1 || tags.Tags[0] != "v1" {
+		t.Fatalf("tags list %s: %v", body, err)
+	}
+	resp, body = a.get("GET", "/v2/library/app/manifests/nope")
+	expectStatus(t, "unknown tag", resp, body, http.StatusNotFound)
+
+	resp, body = a.get("HEAD", "/v2/library/app/blobs/"+layerD.String())
+	expectStatus(t, "HEAD blob", resp, body, http.StatusOK)
+	if resp.ContentLength != int64(len(layer)) {
+		t.Fatalf("HEAD blob Content-Length %d, want %d", resp.ContentLength, len(layer))
+	}
+	resp, body = a.get("GET", "/v2/library/app/blobs/"+layerD.String()+"?ns=docker.io")
+	expectStatus(t, "GET blob", resp, body, http.StatusOK)
+	if got := digest.FromBytes(body); got != layerD {
+		t.Fatalf("blob through the mirror has digest %s, want %s", got, layerD)
+	}
+	if got := a.metric("shoal_agent_downloaded_bytes_total", "source", "origin"); got != float64(len(layer)) {
+		t.Errorf("bytes from origin seeders = %v, want %d", got, len(layer))
+	}
+	if n := o.blobGETs.Load(); n != 0 {
+		t.Errorf("the origin's registry API served %d blob GETs; blobs must come through the seeder", n)
+	}
+
+	// Cached now: served without the seeder.
+	seeder.srv.Stop()
+	resp, body = a.get("GET", "/v2/library/app/blobs/"+layerD.String())
+	expectStatus(t, "GET cached blob", resp, body, http.StatusOK)
+	if digest.FromBytes(body) != layerD {
+		t.Fatal("cached blob: wrong content")
+	}
+	if hits := a.metric("shoal_agent_blob_cache_requests_total", "result", "hit"); hits != 1 {
+		t.Errorf("blob cache hits = %v, want 1", hits)
+	}
+
+	// Not in the repository at the origin: refused before any cache lookup.
+	resp, body = a.get("GET", "/v2/other/blobs/"+layerD.String())
+	expectStatus(t, "blob of another repository", resp, body, http.StatusNotFound)
+	if !strings.Contains(string(body), "BLOB_UNKNOWN") {
+		t.Errorf("blob of another repository: body %s, want BLOB_UNKNOWN", body)
+	}
+}
+
+func TestPushIsRefusedNamingTheOrigin(t *testing.T) {
+	o := startOrigin(t)
+	a := startAgent(t, testConfig(t, o.URL, nil, nil))
+	for _, c := range []struct{ method, path string }{
+		{"POST", "/v2/team/app/blobs/uploads/"},
+		{"PATCH", "/v2/team/app/blobs/uploads/abc"},
+		{"PUT", "/v2/team/app/manifests/v1"},
+		{"DELETE", "/v2/team/app/manifests/v1"},
+	} {
+		resp, body := a.get(c.method, c.path)
+		expectStatus(t, c.method+" "+c.path, resp, body, http.StatusMethodNotAllowed)
+		if !strings.Contains(string(body), `"UNSUPPORTED"`) || !strings.Contains(string(body), o.URL) {
+			t.Errorf("%s %s: body %s, want UNSUPPORTED naming %s", c.method, c.path, body, o.URL)
+		}
+	}
+}
+
+func TestRangeResume(t *testing.T) {
+	o := startOrigin(t)
+	layer := randomBytes(700_000, 2)
+	layerD := o.pushBlob("team/app", layer)
+	seeder := startSeeder(t, "origin-1", testPieceLen, false)
+	seeder.add(layer)
+	a := startAgent(t, testConfig(t, o.URL, []string{seeder.addr}, nil))
+	path := "/v2/team/app/blobs/" + layerD.String()
+
+	// A resume from the middle of a piece, before anything is cached.
+	resp, body := a.get("GET", path, "Range", "bytes=300001-")
+	expectStatus(t, "resume", resp, body, http.StatusPartialContent)
+	if string(body) != string(layer[300001:]) {
+		t.Fatalf("resumed body: %d bytes, not the blob's tail", len(body))
+	}
+	if want := fmt.Sprintf("bytes 300001-%d/%d", len(layer)-1, len(layer)); resp.Header.Get("Content-Range") != want {
+		t.Errorf("Content-Range %q, want %q", resp.Header.Get("Content-Range"), want)
+	}
+	resp, body = a.get("GET", path, "Range", "bytes=10-19")
+	expectStatus(t, "closed range", resp, body, http.StatusPartialContent)
+	if string(body) != string(layer[10:20]) {
+		t.Fatal("closed range: wrong bytes")
+	}
+	resp, body = a.get("GET", path, "Range", "bytes=-5")
+	expectStatus(t, "suffix range", resp, body, http.StatusPartialContent)
+	if string(body) != string(layer[len(layer)-5:]) {
+		t.Fatal("suffix range: wrong bytes")
+	}
+	resp, body = a.get("GET", path, "Range", fmt.Sprintf("bytes=%d-", len(layer)))
+	expectStatus(t, "range past the end", resp, body, http.StatusRequestedRangeNotSatisfiable)
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func pullBlob(t *testing.T, a *testAgent, name string, d digest.Digest) {
+	t.Helper()
+	resp, body := a.get("GET", "/v2/"+name+"/blobs/"+d.String())
+	expectStatus(t, "GET blob from "+a.PeerID(), resp, body, http.StatusOK)
+	if got := digest.FromBytes(body); got != d {
+		t.Fatalf("agent %s served %d bytes with digest %s, want %s", a.PeerID(), len(body), got, d)
+	}
+}
+
+func TestThreeAgentsShareThroughPeers(t *testing.T) {
+	o := startOrigin(t)
+	tr := startTracker(t)
+	layer := randomBytes(2<<20, 3)
+	layerD := o.pushBlob("team/app", layer)
+	seeder := startSeeder(t, "origin-1", testPieceLen, false)
+	seeder.add(layer)
+	seeder.announce(tr.addr, layerD, true)
+
+	var agents []*testAgent
+	for range 3 {
+		agents = append(agents, startAgent(t, testConfig(t, o.URL, []string{seeder.addr}, []string{tr.addr})))
+	}
+	pullBlob(t, agents[0], "team/app", layerD)
+	// The first agent announces completion; the others find it.
+	waitFor(t, "the first agent's completed announce", 5*time.Second, func() bool {
+		return agents[0].metric("shoal_agent_announces_total", "event", "completed", "result", "ok") >= 1
+	})
+	done := make(chan struct{})
+	for _, a := range agents[1:] {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			pullBlob(t, a, "team/app", layerD)
+		}()
+	}
+	<-done
+	<-done
+	for _, a := range agents[1:] {
+		fromPeers := a.metric("shoal_agent_downloaded_bytes_total", "source", "peer")
+		fromOrigin := a.metric("shoal_agent_downloaded_bytes_total", "source", "origin")
+		if fromPeers < 0.75*float64(len(layer)) {
+			t.Errorf("agent %s got %v bytes from peers and %v from the origin; want most from peers", a.PeerID(), fromPeers, fromOrigin)
+		}
+	}
+	if up := agents[0].metric("shoal_agent_uploaded_bytes_total"); up == 0 {
+		t.Error("the first agent uploaded nothing")
+	}
+	if sent := seeder.sent.Load(); sent > int64(2*len(layer)) {
+		t.Errorf("the origin seeder sent %d bytes for a %d-byte layer pulled by 3 agents; want ≤ 2x", sent, len(layer))
+	}
+}
+
+func TestCorruptPeerIsBlacklisted(t *testing.T) {
+	o := startOrigin(t)
+	tr := startTracker(t)
+	layer := randomBytes(1<<20, 4)
+	layerD := o.pushBlob("team/app", layer)
+	honest := startSeeder(t, "origin-1", testPieceLen, false)
+	honest.add(layer)
+	honest.announce(tr.addr, layerD, true)
+	evil := startSeeder(t, "evil-agent", testPieceLen, true)
+	evil.add(layer)
+	evil.announce(tr.addr, layerD, false)
+
+	a := startAgent(t, testConfig(t, o.URL, []string{honest.addr}, []string{tr.addr}))
+	pullBlob(t, a, "team/app", layerD)
+	if n := a.metric("shoal_agent_pieces_rejected_total", "source", "peer"); n < 1 {
+		t.Errorf("pieces rejected from peers = %v, want ≥ 1 (the corrupt agent was asked first)", n)
+	}
+	if n := a.metric("shoal_agent_peers_blacklisted_total", "reason", "corrupt"); n != 1 {
+		t.Errorf("peers blacklisted as corrupt = %v, want 1", n)
+	}
+	if got := a.metric("shoal_agent_downloaded_bytes_total", "source", "origin"); got != float64(len(layer)) {
+		t.Errorf("verified bytes from the origin = %v, want the whole layer (%d)", got, len(layer))
+	}
+}
+
+func TestTrackerDownStillCompletes(t *testing.T) {
+	o := startOrigin(t)
+	layer := randomBytes(1<<20, 5)
+	layerD := o.pushBlob("team/app", layer)
+	seeder := startSeeder(t, "origin-1", testPieceLen, false)
+	seeder.add(layer)
+	// A tracker address nobody listens on.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+
+	a := startAgent(t, testConfig(t, o.URL, []string{seeder.addr}, []string{dead}))
+	pullBlob(t, a, "team/app", layerD)
+	if n := a.metric("shoal_agent_announces_total", "result", "failed"); n < 1 {
+		t.Errorf("failed announces = %v, want ≥ 1", n)
+	}
+}
+
+func TestSilentPeerDoesNotStallThePull(t *testing.T) {
+	o := startOrigin(t)
+	tr := startTracker(t)
+	layer := randomBytes(1<<20, 6)
+	layerD := o.pushBlob("team/app", layer)
+	seeder := startSeeder(t, "origin-1", testPieceLen, false)
+	seeder.add(layer)
+	seeder.announce(tr.addr, layerD, true)
+	// Accepts connections and never says a word.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	silent := &testSeeder{t: t, id: "silent-agent", addr: ln.Addr().String()}
+	silent.announce(tr.addr, layerD, false)
+
+	a := startAgent(t, testConfig(t, o.URL, []string{seeder.addr}, []string{tr.addr}))
+	start := time.Now()
+	pullBlob(t, a, "team/app", layerD)
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("pull took %s with a silent peer; the dial timeout is 1s", d)
+	}
+}

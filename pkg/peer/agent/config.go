@@ -1,0 +1,117 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/shoal-dev/shoal/pkg/peer/mirror"
+	"github.com/shoal-dev/shoal/pkg/peer/swarm"
+	"github.com/shoal-dev/shoal/pkg/tracker"
+)
+
+// Config is the agent's configuration, as read from its YAML file (keys in
+// camelCase; see deploy/peer-agent.yaml). DefaultConfig runs on one host
+// with only Origin and OriginSeeders to fill in.
+type Config struct {
+	// Listen is the mirror's HTTP address (/v2/ for dockerd and containerd,
+	// plus /metrics, /healthz, /readyz). Loopback by default: the clients
+	// are on this host.
+	Listen string `yaml:"listen"`
+	// PeerListen is the gRPC address other agents fetch pieces from. It
+	// must be reachable by the other hosts: 0.0.0.0:7002 in a deployment.
+	PeerListen string `yaml:"peerListen"`
+	// AdvertiseAddr is the peer address announced to the tracker. Default:
+	// the bound PeerListen address; with an unspecified host (0.0.0.0) the
+	// tracker substitutes the address the announce came from.
+	AdvertiseAddr string `yaml:"advertiseAddr"`
+	// Origin is the base URL of the origin's registry API; manifests, tag
+	// lists and blob authorizations go there, and push errors name it.
+	Origin string `yaml:"origin"`
+	// OriginSeeders are the origin nodes' seeder gRPC addresses: metainfo
+	// comes from them, and pieces nobody else delivers.
+	OriginSeeders []string `yaml:"originSeeders"`
+	// Tracker lists the trackers (the same list on every agent) and the
+	// announce timeout and failover cooldown.
+	Tracker tracker.ClientConfig `yaml:"tracker"`
+	// CacheDir holds the piece store.
+	CacheDir string `yaml:"cacheDir"`
+	// CacheQuota bounds the piece store; least recently used blobs are
+	// evicted past it. 20GiB.
+	CacheQuota ByteSize `yaml:"cacheQuota"`
+	// IngressLimit and EgressLimit cap the piece bytes per second this host
+	// receives from and sends to peers and seeders; 0 (default) is
+	// unlimited.
+	IngressLimit ByteSize `yaml:"ingressLimit"`
+	EgressLimit  ByteSize `yaml:"egressLimit"`
+	// Mirror tunes the registry mirror (cache lifetimes, origin timeout).
+	Mirror mirror.Config `yaml:"mirror"`
+	// Swarm tunes the P2P engine (peer id, limits, timeouts).
+	Swarm swarm.Config `yaml:"swarm"`
+	TLS   TLSConfig    `yaml:"tls"`
+	Log   LogConfig    `yaml:"log"`
+	// ShutdownGrace is how long SIGTERM waits for clients being served and
+	// the stopped announces: 15s.
+	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
+}
+
+// TLSConfig secures the peer protocol: with Cert and Key the peer listener
+// serves TLS; with CA as well it requires client certificates signed by it
+// (mTLS), and the agent presents its certificate to peers, seeders and
+// trackers and verifies theirs against CA.
+type TLSConfig struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	CA   string `yaml:"ca"`
+	// ServerName overrides the name checked in peers' certificates, for
+	// clusters whose certificates carry one shared name rather than each
+	// host's address.
+	ServerName string `yaml:"serverName"`
+}
+
+// LogConfig selects the log level (debug, info, warn, error) and format
+// (text, json).
+type LogConfig struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	tc := tracker.DefaultClientConfig()
+	return Config{
+		Listen:        "127.0.0.1:5050",
+		PeerListen:    "127.0.0.1:7002",
+		Tracker:       tc,
+		CacheDir:      "/var/cache/shoal-agent",
+		CacheQuota:    20 << 30,
+		Mirror:        mirror.DefaultConfig(),
+		Swarm:         swarm.DefaultConfig(),
+		Log:           LogConfig{Level: "info", Format: "text"},
+		ShutdownGrace: 15 * time.Second,
+	}
+}
+
+// Validate reports the first unusable setting.
+func (c Config) Validate() error {
+	switch {
+	case c.Listen == "":
+		return errors.New("config: listen is empty")
+	case c.PeerListen == "":
+		return errors.New("config: peerListen is empty")
+	case c.Origin == "":
+		return errors.New("config: origin (the origin's registry URL) is required")
+	case c.CacheDir == "":
+		return errors.New("config: cacheDir is empty")
+	case c.CacheQuota <= 0:
+		return errors.New("config: cacheQuota must be positive")
+	case c.ShutdownGrace <= 0:
+		return errors.New("config: shutdownGrace must be positive")
+	case (c.TLS.Cert == "") != (c.TLS.Key == ""):
+		return errors.New("config: tls needs both cert and key")
+	}
+	if err := c.Swarm.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,379 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/shoal-dev/shoal/pkg/metainfo"
+	"github.com/shoal-dev/shoal/pkg/origin"
+	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
+	"github.com/shoal-dev/shoal/pkg/tracker"
+	"github.com/shoal-dev/shoal/proto/peerpb"
+	"github.com/shoal-dev/shoal/proto/trackerpb"
+)
+
+// testLogger logs to the test output only when SHOAL_TEST_LOG is set: a
+// swarm of agents is noisy.
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("SHOAL_TEST_LOG") == "" {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
+}
+
+// testOrigin is a real origin on the in-memory driver.
+type testOrigin struct {
+	t   testing.TB
+	srv *httptest.Server
+	URL string
+	// blobGETs counts blob GETs the origin's registry API served: with P2P
+	// working the agents must not need any.
+	blobGETs atomic.Int64
+}
+
+func startOrigin(t testing.TB) *testOrigin {
+	t.Helper()
+	s, err := origin.New(inmemory.New(), origin.DefaultConfig(), testLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &testOrigin{t: t}
+	o.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha") {
+			o.blobGETs.Add(1)
+		}
+		s.ServeHTTP(w, r)
+	}))
+	t.Cleanup(o.srv.Close)
+	o.URL = o.srv.URL
+	return o
+}
+
+func (o *testOrigin) do(method, path string, body []byte, hdr ...string) (*http.Response, []byte) {
+	o.t.Helper()
+	req, err := http.NewRequest(method, o.URL+path, bytes.NewReader(body))
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
+
+func (o *testOrigin) pushBlob(name string, content []byte) digest.Digest {
+	o.t.Helper()
+	d := digest.FromBytes(content)
+	resp, b := o.do("POST", "/v2/"+name+"/blobs/uploads/?digest="+d.String(), content)
+	if resp.StatusCode != http.StatusCreated {
+		o.t.Fatalf("pushing blob: %d %s", resp.StatusCode, b)
+	}
+	return d
+}
+
+func (o *testOrigin) pushManifest(name, ref, mediaType string, body []byte) digest.Digest {
+	o.t.Helper()
+	resp, b := o.do("PUT", "/v2/"+name+"/manifests/"+ref, body, "Content-Type", mediaType)
+	if resp.StatusCode != http.StatusCreated {
+		o.t.Fatalf("pushing manifest: %d %s", resp.StatusCode, b)
+	}
+	return digest.FromBytes(body)
+}
+
+// testSeeder serves shoal.peer.v1.Peer from blobs in memory, like an
+// origin seeder: GetMetainfo, and Exchange as a complete peer. corrupt
+// flips a byte of every piece it sends (a malicious agent).
+type testSeeder struct {
+	peerpb.UnimplementedPeerServer
+	t        testing.TB
+	id       string
+	corrupt  bool
+	pieceLen int64
+	addr     string
+	srv      *grpc.Server
+	// sent counts piece bytes sent: the origin's egress.
+	sent atomic.Int64
+
+	mu    sync.Mutex
+	blobs map[digest.Digest][]byte
+	metas map[digest.Digest]*metainfo.Metainfo
+}
+
+func startSeeder(t testing.TB, id string, pieceLen int64, corrupt bool) *testSeeder {
+	t.Helper()
+	s := &testSeeder{t: t, id: id, corrupt: corrupt, pieceLen: pieceLen,
+		blobs: map[digest.Digest][]byte{}, metas: map[digest.Digest]*metainfo.Metainfo{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.addr = ln.Addr().String()
+	s.srv = grpc.NewServer()
+	peerpb.RegisterPeerServer(s.srv, s)
+	go func() { _ = s.srv.Serve(ln) }()
+	t.Cleanup(s.srv.Stop)
+	return s
+}
+
+func (s *testSeeder) add(content []byte) *metainfo.Metainfo {
+	s.t.Helper()
+	d := digest.FromBytes(content)
+	m, err := metainfo.Compute(bytes.NewReader(content), d, int64(len(content)), s.pieceLen)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.mu.Lock()
+	s.blobs[d], s.metas[d] = content, m
+	s.mu.Unlock()
+	return m
+}
+
+// announce registers the seeder with the tracker for d, as an origin or
+// (origin false) as a complete agent.
+func (s *testSeeder) announce(trackerAddr string, d digest.Digest, isOrigin bool) {
+	s.t.Helper()
+	cc, err := grpc.NewClient(trackerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer cc.Close()
+	_, err = trackerpb.NewTrackerClient(cc).Announce(context.Background(), &trackerpb.AnnounceRequest{
+		Digest: d.String(), PeerId: s.id, Addr: s.addr, Complete: true, IsOrigin: isOrigin,
+		Event: trackerpb.Event_EVENT_COMPLETED,
+	})
+	if err != nil {
+		s.t.Fatalf("seeder announcing: %v", err)
+	}
+}
+
+func (s *testSeeder) GetMetainfo(_ context.Context, req *peerpb.GetMetainfoRequest) (*peerpb.Metainfo, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.metas[digest.Digest(req.GetDigest())]
+	if !ok {
+		return nil, status.Error(codes.NotFound, "unknown blob")
+	}
+	return m.Proto(), nil
+}
+
+func (s *testSeeder) Exchange(st grpc.BidiStreamingServer[peerpb.Message, peerpb.Message]) error {
+	first, err := st.Recv()
+	if err != nil {
+		return err
+	}
+	d := digest.Digest(first.GetHandshake().GetDigest())
+	s.mu.Lock()
+	content, ok := s.blobs[d]
+	m := s.metas[d]
+	s.mu.Unlock()
+	if !ok {
+		return status.Error(codes.NotFound, "unknown blob")
+	}
+	if err := st.Send(&peerpb.Message{Msg: &peerpb.Message_Handshake{Handshake: &peerpb.Handshake{
+		Digest: d.String(), PeerId: s.id, Complete: true}}}); err != nil {
+		return err
+	}
+	for {
+		msg, err := st.Recv()
+		if err != nil {
+			return nil
+		}
+		req := msg.GetRequest()
+		if req == nil {
+			continue
+		}
+		i := int(req.GetIndex())
+		off := m.PieceOffset(i)
+		piece := append([]byte(nil), content[off:off+m.PieceSize(i)]...)
+		if s.corrupt {
+			piece[len(piece)/2] ^= 0xff
+		}
+		for o := 0; o < len(piece); o += 32 << 10 {
+			end := min(o+32<<10, len(piece))
+			if err := st.Send(&peerpb.Message{Msg: &peerpb.Message_Chunk{Chunk: &peerpb.PieceChunk{
+				Index: uint32(i), Offset: int64(o), Data: piece[o:end]}}}); err != nil {
+				return nil
+			}
+			s.sent.Add(int64(end - o))
+		}
+	}
+}
+
+// testTracker is a real tracker on loopback gRPC.
+type testTracker struct {
+	addr string
+	srv  *grpc.Server
+}
+
+func startTracker(t testing.TB) *testTracker {
+	t.Helper()
+	cfg := tracker.DefaultConfig()
+	cfg.AnnounceInterval = time.Second
+	cfg.PeerTTL = 5 * time.Second
+	ts, err := tracker.NewServer(cfg, tracker.Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	trackerpb.RegisterTrackerServer(g, ts)
+	go func() { _ = g.Serve(ln) }()
+	t.Cleanup(g.Stop)
+	return &testTracker{addr: ln.Addr().String(), srv: g}
+}
+
+// testAgent is an in-process agent.
+type testAgent struct {
+	*Agent
+	t    testing.TB
+	stop context.CancelFunc
+	done chan error
+}
+
+func testConfig(t testing.TB, originURL string, seeders []string, trackers []string) Config {
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.PeerListen = "127.0.0.1:0"
+	cfg.Origin = originURL
+	cfg.OriginSeeders = seeders
+	cfg.Tracker.Trackers = trackers
+	cfg.Tracker.Timeout = 500 * time.Millisecond
+	cfg.Tracker.Cooldown = 2 * time.Second
+	cfg.CacheDir = t.TempDir()
+	cfg.CacheQuota = 1 << 30
+	cfg.ShutdownGrace = 5 * time.Second
+	cfg.Swarm.DialTimeout = time.Second
+	cfg.Swarm.PieceTimeout = 2 * time.Second
+	cfg.Swarm.StallTimeout = 20 * time.Second
+	cfg.Swarm.DownloadAnnounceInterval = 200 * time.Millisecond
+	return cfg
+}
+
+func startAgent(t testing.TB, cfg Config) *testAgent {
+	t.Helper()
+	a, err := Listen(cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ta := &testAgent{Agent: a, t: t, stop: cancel, done: make(chan error, 1)}
+	go func() { ta.done <- a.Run(ctx) }()
+	t.Cleanup(ta.shutdown)
+	return ta
+}
+
+func (a *testAgent) shutdown() {
+	a.stop()
+	select {
+	case err := <-a.done:
+		if err != nil {
+			a.t.Errorf("agent %s: %v", a.PeerID(), err)
+		}
+		a.done <- nil
+	case <-time.After(20 * time.Second):
+		a.t.Errorf("agent %s did not shut down", a.PeerID())
+	}
+}
+
+func (a *testAgent) url(path string) string { return "http://" + a.MirrorAddr() + path }
+
+// get fetches path from the agent's mirror.
+func (a *testAgent) get(method, path string, hdr ...string) (*http.Response, []byte) {
+	a.t.Helper()
+	req, err := http.NewRequest(method, a.url(path), nil)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Add(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		a.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		a.t.Fatalf("%s %s: reading body: %v", method, path, err)
+	}
+	return resp, b
+}
+
+// metric sums the samples of a counter or gauge whose labels include want.
+func (a *testAgent) metric(name string, want ...string) float64 {
+	a.t.Helper()
+	mfs, err := a.Registry().Gather()
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if !hasLabels(m, want) {
+				continue
+			}
+			switch {
+			case m.Counter != nil:
+				sum += m.Counter.GetValue()
+			case m.Gauge != nil:
+				sum += m.Gauge.GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+func hasLabels(m *dto.Metric, want []string) bool {
+	for i := 0; i+1 < len(want); i += 2 {
+		found := false
+		for _, l := range m.GetLabel() {
+			if l.GetName() == want[i] && l.GetValue() == want[i+1] {
+				found = true
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+func randomBytes(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, seed+1))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}

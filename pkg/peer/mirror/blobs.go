@@ -1,0 +1,177 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// copyBufferSize is the chunk the mirror writes to a client at a time.
+const copyBufferSize = 256 << 10
+
+// serveBlob answers GET/HEAD of a blob: authorized at the origin, then
+// served from the P2P engine (or the origin when there is none).
+func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, name, ref string) {
+	d, err := digest.Parse(ref)
+	if err != nil {
+		s.writeError(w, r, newError(http.StatusBadRequest, codeDigestInvalid, "invalid blob digest %q", ref))
+		return
+	}
+	size, deny := s.authorizeBlob(r, name, d)
+	if deny != nil {
+		s.writeError(w, r, deny)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("ETag", `"`+d.String()+`"`)
+	if r.Method == http.MethodHead {
+		h.Set("Content-Length", strconv.FormatInt(size, 10))
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	first, last, partial, err := parseRange(r.Header.Get("Range"), size)
+	if err != nil {
+		h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+		s.writeError(w, r, newError(http.StatusRequestedRangeNotSatisfiable, codeRangeInvalid,
+			"range %q outside the blob's %d bytes", r.Header.Get("Range"), size))
+		return
+	}
+	if s.blobs == nil {
+		s.proxyBlob(w, r, name, d)
+		return
+	}
+	blob, err := s.blobs.Open(r.Context(), d)
+	if err != nil {
+		if r.Context().Err() != nil {
+			return // the client went away
+		}
+		e := newError(http.StatusServiceUnavailable, codeUnavailable,
+			"blob %s could not be fetched from peers or the origin seeders; retry later", d)
+		e.cause = err
+		s.writeError(w, r, e)
+		return
+	}
+	defer blob.Close()
+	if blob.Size() != size {
+		e := newError(http.StatusBadGateway, codeUnknown, "blob %s: the origin says %d bytes, its piece metainfo %d", d, size, blob.Size())
+		s.writeError(w, r, e)
+		return
+	}
+	result := "miss"
+	if blob.Cached() {
+		result = "hit"
+	}
+	s.metrics.blobCache.WithLabelValues(result).Inc()
+	rc, err := blob.NewReader(r.Context(), first)
+	if err != nil {
+		e := newError(http.StatusServiceUnavailable, codeUnavailable, "blob %s could not be read from the local cache", d)
+		e.cause = err
+		s.writeError(w, r, e)
+		return
+	}
+	defer rc.Close()
+	n := last - first + 1
+	h.Set("Content-Length", strconv.FormatInt(n, 10))
+	status := http.StatusOK
+	if partial {
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", first, last, size))
+		status = http.StatusPartialContent
+	}
+	w.WriteHeader(status)
+	if size == 0 {
+		return
+	}
+	buf := make([]byte, copyBufferSize)
+	written, err := io.CopyBuffer(w, io.LimitReader(rc, n), buf)
+	if err == nil && written < n {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		if r.Context().Err() == nil {
+			s.log.Warn("blob stream cut short", "digest", d, "offset", first+written, "err", err)
+		}
+		// The client must see a broken response, not a short body that
+		// ends cleanly: with Content-Length set, aborting does that, and
+		// dockerd resumes with a Range request.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// authorizeBlob asks the origin, with the client's credentials, whether
+// the blob exists in the repository and may be read, and returns its size.
+// A yes is remembered for AuthTTL.
+func (s *Server) authorizeBlob(r *http.Request, name string, d digest.Digest) (int64, *apiError) {
+	cred := credentialKey(r)
+	key := "blob|" + name + "|" + d.String() + "|" + cred
+	if size, ok := s.auth.Get(key); ok {
+		return size, nil
+	}
+	type answer struct {
+		size int64
+		deny *apiError
+	}
+	v, _, _ := s.fetches.Do(key, func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.OriginTimeout)
+		defer cancel()
+		resp, err := s.originRequest(ctx, http.MethodHead, "/v2/"+name+"/blobs/"+d.String(), nil, r, nil)
+		if err != nil {
+			return answer{deny: s.errOrigin(err)}, nil
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusOK:
+			size, err := strconv.ParseInt(resp.Header.Get("Content-Length"), 10, 64)
+			if err != nil || size < 0 {
+				return answer{deny: newError(http.StatusBadGateway, codeUnknown, "the origin gave blob %s no size", d)}, nil
+			}
+			s.auth.Add(key, size)
+			return answer{size: size}, nil
+		case http.StatusNotFound:
+			return answer{deny: newError(http.StatusNotFound, codeBlobUnknown, "blob %s unknown to the origin in repository %s", d, name)}, nil
+		case http.StatusUnauthorized, http.StatusForbidden:
+			e := newError(resp.StatusCode, "UNAUTHORIZED", "authentication required by the origin registry")
+			if resp.StatusCode == http.StatusForbidden {
+				e.Code, e.Message = "DENIED", "the origin registry denied access to this repository"
+			}
+			e.challenge = resp.Header.Values("WWW-Authenticate")
+			return answer{deny: e}, nil
+		default:
+			return answer{deny: newError(http.StatusBadGateway, codeUnavailable, "the origin answered %d to HEAD of blob %s", resp.StatusCode, d)}, nil
+		}
+	})
+	a := v.(answer)
+	return a.size, a.deny
+}
+
+// proxyBlob streams a blob from the origin as it comes: the mode without a
+// P2P engine. The Range header is passed on.
+func (s *Server) proxyBlob(w http.ResponseWriter, r *http.Request, name string, d digest.Digest) {
+	extra := http.Header{}
+	if rg := r.Header.Get("Range"); rg != "" {
+		extra.Set("Range", rg)
+	}
+	resp, err := s.originRequest(r.Context(), http.MethodGet, "/v2/"+name+"/blobs/"+d.String(), nil, r, extra)
+	if err != nil {
+		s.writeError(w, r, s.errOrigin(err))
+		return
+	}
+	defer resp.Body.Close()
+	s.metrics.blobCache.WithLabelValues("origin").Inc()
+	copyRelayed(w.Header(), resp.Header)
+	w.WriteHeader(resp.StatusCode)
+	n, err := io.CopyBuffer(w, resp.Body, make([]byte, copyBufferSize))
+	s.metrics.originBytes.Add(float64(n))
+	if err != nil && !errors.Is(err, context.Canceled) {
+		s.log.Warn("proxying blob from the origin", "digest", d, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+}

@@ -1,0 +1,181 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// maxManifestSize is the most read from the origin for one manifest or tag
+// list; the origin refuses larger manifests anyway.
+const maxManifestSize = 4 << 20
+
+// cachedResponse is an origin answer kept in memory: the status, the
+// relayed headers and the body.
+type cachedResponse struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (c *cachedResponse) write(w http.ResponseWriter, r *http.Request) {
+	for k, vs := range c.header {
+		w.Header()[k] = vs
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(c.body)))
+	w.WriteHeader(c.status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(c.body)
+	}
+}
+
+// serveManifest answers GET/HEAD of a manifest by tag or digest. The
+// origin is asked with GET in both cases, so the answer can be cached and
+// serve the GET that follows dockerd's HEAD.
+func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, name, ref string) {
+	dgst, err := digest.Parse(ref)
+	byDigest := err == nil
+	if !byDigest && !tagRE.MatchString(ref) {
+		s.writeError(w, r, newError(http.StatusNotFound, codeManifestUnknown, "invalid manifest reference %q", ref))
+		return
+	}
+	cred := credentialKey(r)
+	accept := strings.Join(r.Header.Values("Accept"), ",")
+	var key string
+	if byDigest {
+		// Content never changes for a digest, so it is kept for good; but
+		// the origin still decides who may read the repository, at most
+		// AuthTTL ago.
+		key = name + "@" + dgst.String()
+		if c, ok := s.manifests.Get(key); ok {
+			if _, ok := s.auth.Get(repoAuthKey(name, cred)); ok {
+				s.metrics.manifestCache.WithLabelValues("hit").Inc()
+				c.write(w, r)
+				return
+			}
+		}
+	} else {
+		key = name + ":" + ref + "|" + accept + "|" + cred
+		if c, ok := s.tags.Get(key); ok {
+			s.metrics.manifestCache.WithLabelValues("hit").Inc()
+			c.write(w, r)
+			return
+		}
+	}
+	s.metrics.manifestCache.WithLabelValues("miss").Inc()
+	v, err, _ := s.fetches.Do("manifest|"+name+"|"+ref+"|"+accept+"|"+cred, func() (any, error) {
+		return s.fetchManifest(r, name, ref, dgst, byDigest)
+	})
+	if err != nil {
+		s.writeError(w, r, asAPIError(err, s))
+		return
+	}
+	c := v.(*cachedResponse)
+	if c.status == http.StatusOK {
+		if !byDigest {
+			s.tags.Add(key, c)
+		}
+	}
+	c.write(w, r)
+}
+
+// fetchManifest GETs a manifest from the origin and caches a good answer.
+func (s *Server) fetchManifest(r *http.Request, name, ref string, dgst digest.Digest, byDigest bool) (*cachedResponse, error) {
+	// Not the client's context: the result is shared with the requests
+	// coalesced onto this one, which must not fail because the first
+	// client went away.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.OriginTimeout)
+	defer cancel()
+	resp, err := s.originRequest(ctx, http.MethodGet, "/v2/"+name+"/manifests/"+ref, nil, r, nil)
+	if err != nil {
+		return nil, s.errOrigin(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
+	if err != nil {
+		return nil, s.errOrigin(fmt.Errorf("reading manifest %s:%s: %w", name, ref, err))
+	}
+	c := &cachedResponse{status: resp.StatusCode, header: http.Header{}, body: body}
+	copyRelayed(c.header, resp.Header)
+	c.header.Del("Content-Length")
+	if resp.StatusCode != http.StatusOK {
+		return c, nil
+	}
+	if len(body) > maxManifestSize {
+		return nil, newError(http.StatusBadGateway, codeUnknown, "the origin sent a manifest larger than %d bytes", maxManifestSize)
+	}
+	if !byDigest {
+		dgst, err = digest.Parse(resp.Header.Get("Docker-Content-Digest"))
+		if err != nil {
+			dgst = digest.FromBytes(body)
+		}
+	}
+	if err := dgst.Validate(); err != nil || dgst.Algorithm().FromBytes(body) != dgst {
+		// Never cache (or serve) content under a digest it does not have.
+		return nil, newError(http.StatusBadGateway, codeUnknown, "the origin's manifest %s:%s does not match digest %s", name, ref, dgst)
+	}
+	c.header.Set("Docker-Content-Digest", dgst.String())
+	s.auth.Add(repoAuthKey(name, credentialKey(r)), -1)
+	if int64(len(body)) <= s.cfg.MaxCachedManifest {
+		s.manifests.Add(name+"@"+dgst.String(), c)
+	}
+	return c, nil
+}
+
+// repoAuthKey marks, in the short-lived cache, that the origin let these
+// credentials read a manifest of the repository.
+func repoAuthKey(name, cred string) string { return "auth|" + name + "|" + cred }
+
+// serveTags answers the tag list, cached for TagTTL per query and
+// credentials.
+func (s *Server) serveTags(w http.ResponseWriter, r *http.Request, name string) {
+	q := upstreamQuery(r)
+	cred := credentialKey(r)
+	key := "tags|" + name + "?" + q.Encode() + "|" + cred
+	if c, ok := s.tags.Get(key); ok && c != nil {
+		c.write(w, r)
+		return
+	}
+	v, err, _ := s.fetches.Do(key, func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.OriginTimeout)
+		defer cancel()
+		resp, err := s.originRequest(ctx, http.MethodGet, "/v2/"+name+"/tags/list", q, r, nil)
+		if err != nil {
+			return nil, s.errOrigin(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize))
+		if err != nil {
+			return nil, s.errOrigin(fmt.Errorf("reading tag list of %s: %w", name, err))
+		}
+		c := &cachedResponse{status: resp.StatusCode, header: http.Header{}, body: body}
+		copyRelayed(c.header, resp.Header)
+		c.header.Del("Content-Length")
+		if c.status == http.StatusOK {
+			s.tags.Add(key, c)
+		}
+		return c, nil
+	})
+	if err != nil {
+		s.writeError(w, r, asAPIError(err, s))
+		return
+	}
+	v.(*cachedResponse).write(w, r)
+}
+
+// asAPIError returns err as an API error, an unexpected one as UNKNOWN.
+func asAPIError(err error, s *Server) *apiError {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	e := newError(http.StatusInternalServerError, codeUnknown, "internal error")
+	e.cause = err
+	return e
+}

@@ -1,0 +1,57 @@
+package mirror
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	requests      *prometheus.CounterVec
+	duration      *prometheus.HistogramVec
+	responseBytes *prometheus.CounterVec
+	manifestCache *prometheus.CounterVec
+	blobCache     *prometheus.CounterVec
+	originBytes   prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_agent_http_requests_total",
+			Help: "Mirror requests by route (ping, manifest, blob, tags, upload, other), method and status code.",
+		}, []string{"handler", "method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "shoal_agent_http_request_duration_seconds",
+			Help:    "Mirror request duration, to the end of the body.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}, []string{"handler", "method"}),
+		responseBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_agent_http_response_bytes_total",
+			Help: "Body bytes the mirror sent to clients, by route.",
+		}, []string{"handler"}),
+		manifestCache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_agent_manifest_cache_requests_total",
+			Help: "Manifest requests answered from memory (hit) or by asking the origin (miss).",
+		}, []string{"result"}),
+		blobCache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_agent_blob_cache_requests_total",
+			Help: "Blob GETs served from a complete cached blob (hit), through a download (miss), or proxied from the origin without P2P (origin).",
+		}, []string{"result"}),
+		originBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_agent_origin_proxy_bytes_total",
+			Help: "Blob bytes proxied from the origin's registry API without P2P (only when no P2P engine is configured).",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.duration, m.responseBytes, m.manifestCache, m.blobCache, m.originBytes)
+	}
+	return m
+}
+
+func (m *metrics) observe(handler, method string, status int, bytes int64, d time.Duration) {
+	m.requests.WithLabelValues(handler, method, strconv.Itoa(status)).Inc()
+	m.duration.WithLabelValues(handler, method).Observe(d.Seconds())
+	m.responseBytes.WithLabelValues(handler).Add(float64(bytes))
+}

@@ -1,0 +1,299 @@
+// Package mirror is the peer-agent's registry mirror: the pull side of the
+// Docker Registry v2 / OCI Distribution API that dockerd (registry-mirrors)
+// and containerd (hosts.toml) talk to on every host.
+//
+// Manifests, tag lists and anything else small are proxied to the origin
+// with the client's credentials, so the origin stays the authority on
+// access; tag answers are cached briefly and manifests by digest for good.
+// Blobs are authorized against the origin (a HEAD with the client's
+// credentials, the decision cached briefly) and then served from a Blobs
+// source, the P2P engine, which streams verified pieces as they arrive.
+// Without a Blobs source the mirror proxies blobs from the origin directly.
+// Pushes are refused with an error naming the origin to push to.
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/expirable"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
+)
+
+// Config tunes the mirror. DefaultConfig returns working values apart from
+// Origin, which must be set.
+type Config struct {
+	// Origin is the base URL of the origin's registry API, e.g.
+	// https://registry.example.com. Clients are told to push there. Set by
+	// the agent from its own origin setting.
+	Origin string `yaml:"-"`
+	// TagTTL is how long a manifest fetched by tag (and a tag list) is
+	// served from memory. Short, because tags move: 5s spares the origin
+	// the burst of a whole fleet resolving the same tag at once while a
+	// push is visible within seconds.
+	TagTTL time.Duration `yaml:"tagTTL"`
+	// AuthTTL is how long an origin's yes to "may these credentials read
+	// this blob" is reused. Revoking access takes effect after it: 10s.
+	AuthTTL time.Duration `yaml:"authTTL"`
+	// ManifestCacheEntries bounds the manifests kept by digest (content
+	// addressed, so kept until evicted). Only manifests up to
+	// MaxCachedManifest bytes are kept.
+	ManifestCacheEntries int `yaml:"manifestCacheEntries"`
+	// MaxCachedManifest is the largest manifest kept in memory: 1 MiB.
+	MaxCachedManifest int64 `yaml:"maxCachedManifest"`
+	// OriginTimeout bounds one request to the origin for a manifest, a tag
+	// list or a blob authorization (not blob bodies): 30s.
+	OriginTimeout time.Duration `yaml:"originTimeout"`
+}
+
+// DefaultConfig returns the defaults, with no origin.
+func DefaultConfig() Config {
+	return Config{
+		TagTTL:               5 * time.Second,
+		AuthTTL:              10 * time.Second,
+		ManifestCacheEntries: 4096,
+		MaxCachedManifest:    1 << 20,
+		OriginTimeout:        30 * time.Second,
+	}
+}
+
+// Blobs is where the mirror takes blob content from: the P2P engine.
+type Blobs interface {
+	// Open starts or joins the download of d and returns once its size is
+	// known. The caller must Close the blob.
+	Open(ctx context.Context, d digest.Digest) (Blob, error)
+}
+
+// Blob is one blob being served.
+type Blob interface {
+	Size() int64
+	// Cached reports whether the blob was complete in the local cache when
+	// opened.
+	Cached() bool
+	// NewReader streams the blob from offset, returning only verified
+	// bytes, blocking until they arrive.
+	NewReader(ctx context.Context, offset int64) (io.ReadCloser, error)
+	Close() error
+}
+
+// Options are the mirror's collaborators.
+type Options struct {
+	// Blobs serves blob content; nil proxies blobs from the origin.
+	Blobs Blobs
+	// Client talks to the origin (default: a client with sane timeouts).
+	Client *http.Client
+	Logger *slog.Logger
+	// Registerer receives the mirror's metrics when not nil.
+	Registerer prometheus.Registerer
+}
+
+// Server is the mirror. It is an http.Handler for /v2/.
+type Server struct {
+	cfg     Config
+	origin  *url.URL
+	client  *http.Client
+	blobs   Blobs
+	log     *slog.Logger
+	metrics *metrics
+
+	tags      *expirable.LRU[string, *cachedResponse]
+	manifests *lru.Cache[string, *cachedResponse]
+	// auth remembers the origin's recent yeses: blob sizes by
+	// (repository, digest, credentials) and repository reads (-1).
+	auth      *expirable.LRU[string, int64]
+	fetches   singleflight.Group
+}
+
+// New returns a mirror of cfg.Origin.
+func New(cfg Config, opts Options) (*Server, error) {
+	if cfg.Origin == "" {
+		return nil, errors.New("mirror: no origin URL configured")
+	}
+	u, err := url.Parse(cfg.Origin)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("mirror: origin %q is not an http(s) URL", cfg.Origin)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	if cfg.ManifestCacheEntries <= 0 {
+		cfg.ManifestCacheEntries = 1
+	}
+	if cfg.OriginTimeout <= 0 {
+		return nil, errors.New("mirror: originTimeout must be positive")
+	}
+	manifests, err := lru.New[string, *cachedResponse](cfg.ManifestCacheEntries)
+	if err != nil {
+		return nil, fmt.Errorf("mirror: %w", err)
+	}
+	s := &Server{
+		cfg:       cfg,
+		origin:    u,
+		client:    opts.Client,
+		blobs:     opts.Blobs,
+		log:       opts.Logger,
+		tags:      expirable.NewLRU[string, *cachedResponse](cfg.ManifestCacheEntries, nil, max(cfg.TagTTL, time.Nanosecond)),
+		manifests: manifests,
+		auth:      expirable.NewLRU[string, int64](16384, nil, max(cfg.AuthTTL, time.Nanosecond)),
+		metrics:   newMetrics(opts.Registerer),
+	}
+	if s.client == nil {
+		s.client = &http.Client{Transport: &http.Transport{
+			Proxy:               http.ProxyFromEnvironment,
+			MaxIdleConnsPerHost: 64,
+			IdleConnTimeout:     90 * time.Second,
+			// Blob bodies stream for as long as they take; only the wait
+			// for headers is bounded.
+			ResponseHeaderTimeout: cfg.OriginTimeout,
+		}}
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	return s, nil
+}
+
+// route is a parsed /v2/ path.
+type route struct {
+	kind string // ping, manifest, blob, tags, upload, other
+	name string
+	ref  string // tag or digest (manifest), digest (blob)
+}
+
+// Repository names as the distribution spec defines them. Checked before a
+// name goes into a URL to the origin.
+var nameRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
+var tagRE = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+
+func parseRoute(p string) (route, bool) {
+	rest, ok := strings.CutPrefix(p, "/v2/")
+	if !ok {
+		return route{kind: "ping"}, p == "/v2"
+	}
+	if rest == "" {
+		return route{kind: "ping"}, true
+	}
+	if name, ok := strings.CutSuffix(rest, "/tags/list"); ok {
+		return route{kind: "tags", name: name}, true
+	}
+	if i := strings.LastIndex(rest, "/manifests/"); i > 0 {
+		return route{kind: "manifest", name: rest[:i], ref: rest[i+len("/manifests/"):]}, true
+	}
+	if i := strings.Index(rest, "/blobs/uploads"); i > 0 {
+		return route{kind: "upload", name: rest[:i]}, true
+	}
+	if i := strings.LastIndex(rest, "/blobs/"); i > 0 {
+		return route{kind: "blob", name: rest[:i], ref: rest[i+len("/blobs/"):]}, true
+	}
+	return route{kind: "other"}, true
+}
+
+// ServeHTTP answers the registry API's pull side.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rt, ok := parseRoute(r.URL.Path)
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	defer func() {
+		// A panic (http.ErrAbortHandler on a stream cut short) is still
+		// counted before it propagates.
+		s.metrics.observe(rt.kind, r.Method, rec.status, rec.bytes, time.Since(start))
+	}()
+	rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	if !ok {
+		s.writeError(rec, r, newError(http.StatusNotFound, codeUnsupported, "not a registry API path"))
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		s.writeError(rec, r, s.errPush(r.Method))
+		return
+	}
+	switch rt.kind {
+	case "upload":
+		s.writeError(rec, r, s.errPush(r.Method))
+		return
+	case "ping", "other":
+		s.proxy(rec, r)
+		return
+	}
+	if !nameRE.MatchString(rt.name) {
+		s.writeError(rec, r, newError(http.StatusBadRequest, codeNameInvalid, "invalid repository name %q", rt.name))
+		return
+	}
+	switch rt.kind {
+	case "tags":
+		s.serveTags(rec, r, rt.name)
+	case "manifest":
+		s.serveManifest(rec, r, rt.name, rt.ref)
+	case "blob":
+		s.serveBlob(rec, r, rt.name, rt.ref)
+	}
+}
+
+// errPush is the answer to every write: the mirror is read-only, and the
+// person pushing needs to know where to push instead.
+func (s *Server) errPush(method string) *apiError {
+	return newError(http.StatusMethodNotAllowed, codeUnsupported,
+		"this is a read-only Shoal mirror: %s is not supported here; push to the origin registry %s instead",
+		method, s.origin.Redacted())
+}
+
+// proxy passes GET/HEAD of the API root, the catalog, referrers and other
+// small endpoints to the origin unchanged (less containerd's ns query).
+func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.OriginTimeout)
+	defer cancel()
+	path := r.URL.EscapedPath()
+	if path == "/v2" {
+		path = "/v2/"
+	}
+	resp, err := s.originRequest(ctx, r.Method, path, upstreamQuery(r), r, nil)
+	if err != nil {
+		s.writeError(w, r, s.errOrigin(err))
+		return
+	}
+	defer resp.Body.Close()
+	s.relay(w, r, resp)
+}
+
+// upstreamQuery is the client's query without containerd's ns parameter,
+// which names the registry the client thinks it is pulling from: the
+// mirror serves one origin whatever it says.
+func upstreamQuery(r *http.Request) url.Values {
+	q := r.URL.Query()
+	q.Del("ns")
+	return q
+}
+
+// recorder keeps the status and body size for metrics.
+type recorder struct {
+	http.ResponseWriter
+	status      int
+	bytes       int64
+	wroteHeader bool
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if !r.wroteHeader {
+		r.status, r.wroteHeader = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	r.wroteHeader = true
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

@@ -1,0 +1,153 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/pkg/peer/piecestore"
+)
+
+// Blob is an open blob: complete in the cache, or downloading.
+type Blob struct {
+	s       *Swarm
+	d       digest.Digest
+	size    int64
+	cached  bool
+	dl      *download // nil when cached
+	release func()
+}
+
+// Open returns d from the cache when complete, else starts (or joins) its
+// download and returns once the metainfo is known. Close the blob after
+// use: a cached blob is not evicted while open.
+func (s *Swarm) Open(ctx context.Context, d digest.Digest) (*Blob, error) {
+	if err := d.Validate(); err != nil {
+		return nil, fmt.Errorf("opening blob: %w", err)
+	}
+	for {
+		if info, err := s.store.Stat(d); err == nil && info.Complete {
+			release, err := s.store.Acquire(d)
+			if err == nil {
+				s.metrics.cacheHits.Inc()
+				return &Blob{s: s, d: d, size: info.Size, cached: true, release: release}, nil
+			}
+			// Evicted meanwhile: download it again.
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return nil, errors.New("agent shutting down")
+		}
+		dl := s.startDownloadLocked(s.blobLocked(d))
+		s.mu.Unlock()
+		if err := dl.waitReady(ctx); err != nil {
+			return nil, fmt.Errorf("downloading %s: %w", d, err)
+		}
+		release, err := s.store.Acquire(d)
+		if err != nil {
+			if isNotFound(err) {
+				continue // completed and evicted at once, or dropped: start over
+			}
+			return nil, err
+		}
+		select {
+		case <-dl.done:
+			if dl.err != nil {
+				release()
+				return nil, fmt.Errorf("downloading %s: %w", d, dl.err)
+			}
+		default:
+		}
+		s.metrics.cacheMisses.Inc()
+		return &Blob{s: s, d: d, size: dl.meta.Size, dl: dl, release: release}, nil
+	}
+}
+
+// Size is the blob's size in bytes.
+func (b *Blob) Size() int64 { return b.size }
+
+// Cached reports whether the blob was complete in the cache when opened.
+func (b *Blob) Cached() bool { return b.cached }
+
+// Close releases the blob.
+func (b *Blob) Close() error {
+	b.release()
+	return nil
+}
+
+// NewReader streams the blob from offset, returning only verified bytes,
+// each as soon as its piece has arrived. Its position steers the download
+// (pieces just ahead of it come first). A failed download fails the
+// reader's Read.
+func (b *Blob) NewReader(ctx context.Context, offset int64) (io.ReadCloser, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	if b.dl != nil {
+		dl := b.dl
+		stop := context.AfterFunc(ctx, func() {})
+		go func() {
+			select {
+			case <-dl.done:
+				if dl.err != nil {
+					cancel(fmt.Errorf("downloading %s: %w", b.d, dl.err))
+				}
+			case <-ctx.Done():
+			}
+			stop()
+		}()
+	}
+	r, err := b.s.store.Reader(ctx, b.d, offset)
+	if err != nil {
+		cancel(nil)
+		return nil, err
+	}
+	br := &blobReader{r: r, ctx: ctx, cancel: cancel, dl: b.dl, id: int(b.s.readerIDs.Add(1)), lastPiece: -1}
+	if b.dl != nil && b.dl.meta != nil {
+		br.pieceLength = b.dl.meta.PieceLength
+		br.report()
+	}
+	return br, nil
+}
+
+type blobReader struct {
+	r           *piecestore.Reader
+	ctx         context.Context
+	cancel      context.CancelCauseFunc
+	dl          *download
+	id          int
+	pieceLength int64
+	lastPiece   int64
+}
+
+func (r *blobReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF && r.ctx.Err() != nil {
+		if cause := context.Cause(r.ctx); cause != nil {
+			err = cause
+		}
+	}
+	r.report()
+	return n, err
+}
+
+// report tells the download where the reader is, once per piece.
+func (r *blobReader) report() {
+	if r.dl == nil || r.pieceLength == 0 {
+		return
+	}
+	if p := r.r.Offset() / r.pieceLength; p != r.lastPiece {
+		r.lastPiece = p
+		r.dl.readerAt(r.id, r.r.Offset())
+	}
+}
+
+func (r *blobReader) Close() error {
+	if r.dl != nil {
+		r.dl.readerAt(r.id, -1)
+	}
+	r.cancel(nil)
+	return r.r.Close()
+}

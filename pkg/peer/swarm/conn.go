@@ -1,0 +1,422 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+
+	"github.com/shoal-dev/shoal/pkg/metainfo"
+	"github.com/shoal-dev/shoal/proto/peerpb"
+)
+
+// stream is what a conn needs of an Exchange stream, client or server side.
+type stream interface {
+	Send(*peerpb.Message) error
+	Recv() (*peerpb.Message, error)
+	Context() context.Context
+}
+
+// errProtocol marks a peer that broke the protocol: it is treated like one
+// that sent a corrupt piece.
+var errProtocol = errors.New("peer protocol violation")
+
+// conn is one Exchange stream with a peer about one blob, after the
+// handshakes. It is symmetric: it answers the peer's requests from the
+// piece store (upload) and, while attached to the blob's download, carries
+// the download's requests and delivers the peer's pieces to it.
+//
+// Two goroutines run it: sendLoop owns stream.Send (control messages
+// first, then chunks of the piece being uploaded) and recvLoop owns
+// stream.Recv. The download's event loop talks to it only through methods
+// that queue and return at once.
+type conn struct {
+	s        *Swarm
+	bs       *blobState
+	meta     *metainfo.Metainfo
+	stream   stream
+	id       string // the peer's id, from its handshake
+	addr     string // dialed address; empty for incoming streams
+	origin   bool
+	outgoing bool
+	// cancel ends a client stream; nil on the server side, whose stream
+	// ends when the handler returns.
+	cancel  context.CancelFunc
+	release func()
+	log     *slog.Logger
+
+	closed    chan struct{}
+	closeOnce sync.Once
+	wake      chan struct{}
+
+	mu   sync.Mutex
+	dl   *download // nil while not attached
+	left bool      // the download was told the peer left
+	// remote is the peer's pieces, from its handshake and Haves.
+	remote *metainfo.Bitfield
+	// requested are this side's outstanding requests to the peer; chunks
+	// of any other piece are discarded (cancelled, or never asked for).
+	requested  map[int]bool
+	assembling map[int][]byte
+	control    []*peerpb.Message
+	// uploads are the peer's requests not yet being sent, in order;
+	// current is the one being sent (-1: none) and abort cancels it.
+	uploads []int
+	current int
+	abort   bool
+}
+
+// newConn returns a conn after the handshakes; Swarm.register adds it to
+// its blob.
+func newConn(s *Swarm, meta *metainfo.Metainfo, st stream, id string, remote *metainfo.Bitfield) *conn {
+	return &conn{
+		s: s, meta: meta, stream: st, id: id, remote: remote,
+		log:        s.log.With("peer", id),
+		closed:     make(chan struct{}),
+		wake:       make(chan struct{}, 1),
+		requested:  make(map[int]bool),
+		assembling: make(map[int][]byte),
+		current:    -1,
+	}
+}
+
+func (c *conn) direction() string {
+	if c.outgoing {
+		return "outgoing"
+	}
+	return "incoming"
+}
+
+func (c *conn) source() string {
+	if c.origin {
+		return "origin"
+	}
+	return "peer"
+}
+
+// signal wakes sendLoop.
+func (c *conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *conn) queueLocked(m *peerpb.Message) {
+	c.control = append(c.control, m)
+	c.signal()
+}
+
+// request asks the peer for piece i.
+func (c *conn) request(i int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.requested[i] = true
+	c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Request{Request: &peerpb.Request{Index: uint32(i)}}})
+}
+
+// cancelRequest withdraws the request of piece i; chunks of it still in
+// flight are discarded.
+func (c *conn) cancelRequest(i int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.requested, i)
+	delete(c.assembling, i)
+	c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Cancel{Cancel: &peerpb.Cancel{Index: uint32(i)}}})
+}
+
+// have tells the peer this side now holds piece i, unless it holds it too.
+func (c *conn) have(i int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.remote.Has(i) {
+		return
+	}
+	c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Have{Have: &peerpb.Have{Index: uint32(i)}}})
+}
+
+// attach makes dl the download this conn delivers to and returns the
+// peer's pieces at that moment; Haves after it go to dl as events.
+func (c *conn) attach(dl *download) *metainfo.Bitfield {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dl = dl
+	bf, _ := metainfo.ParseBitfield(c.remote.Bytes(), c.remote.Len())
+	return bf
+}
+
+// detach stops delivering to the download: outstanding requests are
+// forgotten and their chunks discarded.
+func (c *conn) detach() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dl = nil
+	c.left = true
+	clear(c.requested)
+	clear(c.assembling)
+}
+
+// remoteComplete reports whether the peer holds every piece.
+func (c *conn) remoteComplete() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.remote.Complete()
+}
+
+// close ends the stream. It never blocks on the download's loop for long
+// and may be called from any goroutine, the loop included (which detaches
+// the conn first).
+func (c *conn) close(why error) {
+	c.closeOnce.Do(func() {
+		close(c.closed)
+		if c.cancel != nil {
+			c.cancel()
+		}
+		c.mu.Lock()
+		dl := c.dl
+		c.dl = nil
+		tell := dl != nil && !c.left
+		c.left = true
+		c.mu.Unlock()
+		c.s.mu.Lock()
+		registered := false
+		if c.bs != nil {
+			_, registered = c.bs.conns[c]
+			delete(c.bs.conns, c)
+			if registered && !c.outgoing {
+				c.bs.incoming--
+			}
+		}
+		c.s.mu.Unlock()
+		if registered {
+			c.s.metrics.connections.WithLabelValues(c.direction()).Dec()
+		}
+		if c.release != nil {
+			c.release()
+		}
+		c.log.Debug("peer stream closed", "direction", c.direction(), "why", why)
+		if tell {
+			dl.post(evLeft{c: c}, nil)
+		}
+	})
+}
+
+// run serves the stream until it ends: recvLoop in a goroutine, sendLoop in
+// the caller's (the server handler's, so that no Send happens after the
+// handler returns).
+func (c *conn) run() {
+	go c.recvLoop()
+	err := c.sendLoop()
+	c.close(err)
+}
+
+func (c *conn) sendLoop() error {
+	ctx := c.stream.Context()
+	var piece []byte
+	idx := -1
+	off := 0
+	for {
+		select {
+		case <-c.closed:
+			return nil
+		default:
+		}
+		c.mu.Lock()
+		if len(c.control) > 0 {
+			msgs := c.control
+			c.control = nil
+			c.mu.Unlock()
+			for _, m := range msgs {
+				if err := c.stream.Send(m); err != nil {
+					return fmt.Errorf("sending to peer: %w", err)
+				}
+			}
+			continue
+		}
+		if piece != nil && c.abort {
+			piece, c.current, c.abort = nil, -1, false
+		}
+		if piece == nil {
+			if len(c.uploads) == 0 {
+				c.mu.Unlock()
+				select {
+				case <-c.wake:
+				case <-c.closed:
+					return nil
+				}
+				continue
+			}
+			idx = c.uploads[0]
+			c.uploads = c.uploads[1:]
+			c.current, c.abort = idx, false
+			c.mu.Unlock()
+			data, err := c.s.store.ReadPiece(c.bs.d, idx)
+			if err != nil {
+				c.mu.Lock()
+				c.current = -1
+				c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Reject{Reject: &peerpb.Reject{
+					Index: uint32(idx), Reason: peerpb.Reject_REASON_NOT_HELD}}})
+				c.mu.Unlock()
+				continue
+			}
+			piece, off = data, 0
+			continue
+		}
+		c.mu.Unlock()
+		end := min(off+chunkSize, len(piece))
+		if c.s.egress != nil {
+			if err := c.s.egress.WaitN(ctx, end-off); err != nil {
+				return fmt.Errorf("waiting for egress bandwidth: %w", err)
+			}
+		}
+		m := &peerpb.Message{Msg: &peerpb.Message_Chunk{Chunk: &peerpb.PieceChunk{
+			Index: uint32(idx), Offset: int64(off), Data: piece[off:end]}}}
+		if err := c.stream.Send(m); err != nil {
+			return fmt.Errorf("sending piece %d to peer: %w", idx, err)
+		}
+		c.s.metrics.uploaded.Add(float64(end - off))
+		off = end
+		if off == len(piece) {
+			piece = nil
+			c.mu.Lock()
+			c.current = -1
+			c.mu.Unlock()
+		}
+	}
+}
+
+func (c *conn) recvLoop() {
+	for {
+		m, err := c.stream.Recv()
+		if err != nil {
+			c.close(fmt.Errorf("receiving from peer: %w", err))
+			return
+		}
+		if err := c.handle(m); err != nil {
+			c.log.Warn("dropping peer", "err", err)
+			c.close(err)
+			return
+		}
+	}
+}
+
+// handle processes one message from the peer.
+func (c *conn) handle(m *peerpb.Message) error {
+	n := c.meta.NumPieces()
+	switch msg := m.Msg.(type) {
+	case *peerpb.Message_Request:
+		i := int(msg.Request.GetIndex())
+		if i >= n {
+			return fmt.Errorf("%w: request of piece %d of %d", errProtocol, i, n)
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		switch {
+		case c.current == i || slices.Contains(c.uploads, i):
+		case len(c.uploads) >= c.s.cfg.MaxQueuedUploads:
+			c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Reject{Reject: &peerpb.Reject{
+				Index: uint32(i), Reason: peerpb.Reject_REASON_BUSY}}})
+		default:
+			c.uploads = append(c.uploads, i)
+			c.signal()
+		}
+	case *peerpb.Message_Cancel:
+		i := int(msg.Cancel.GetIndex())
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.uploads = slices.DeleteFunc(c.uploads, func(u int) bool { return u == i })
+		if c.current == i {
+			c.abort = true
+		}
+	case *peerpb.Message_Have:
+		i := int(msg.Have.GetIndex())
+		if i >= n {
+			return fmt.Errorf("%w: have of piece %d of %d", errProtocol, i, n)
+		}
+		c.mu.Lock()
+		c.remote.Set(i)
+		dl := c.dl
+		c.mu.Unlock()
+		if dl != nil {
+			dl.post(evHave{c: c, piece: i}, c.closed)
+		}
+	case *peerpb.Message_Reject:
+		i := int(msg.Reject.GetIndex())
+		if i >= n {
+			return fmt.Errorf("%w: reject of piece %d of %d", errProtocol, i, n)
+		}
+		c.mu.Lock()
+		asked := c.requested[i]
+		delete(c.requested, i)
+		delete(c.assembling, i)
+		dl := c.dl
+		if msg.Reject.GetReason() == peerpb.Reject_REASON_NOT_HELD {
+			c.remote.Clear(i)
+		}
+		c.mu.Unlock()
+		if dl != nil && asked {
+			dl.post(evRejected{c: c, piece: i, notHeld: msg.Reject.GetReason() == peerpb.Reject_REASON_NOT_HELD}, c.closed)
+		}
+	case *peerpb.Message_Chunk:
+		return c.chunk(msg.Chunk)
+	case *peerpb.Message_Handshake:
+		return fmt.Errorf("%w: a second handshake", errProtocol)
+	default:
+		return fmt.Errorf("%w: unknown message %T", errProtocol, m.Msg)
+	}
+	return nil
+}
+
+// chunk adds a piece chunk; a complete piece is verified and written by the
+// piece store, and the result goes to the download.
+func (c *conn) chunk(ch *peerpb.PieceChunk) error {
+	i := int(ch.GetIndex())
+	data := ch.GetData()
+	if c.s.ingress != nil {
+		if err := c.s.ingress.WaitN(c.stream.Context(), len(data)); err != nil {
+			return fmt.Errorf("waiting for ingress bandwidth: %w", err)
+		}
+	}
+	c.mu.Lock()
+	if !c.requested[i] {
+		c.mu.Unlock()
+		c.s.metrics.discarded.Add(float64(len(data)))
+		return nil
+	}
+	size := c.meta.PieceSize(i)
+	buf, started := c.assembling[i]
+	if !started {
+		buf = make([]byte, 0, size)
+	}
+	if ch.GetOffset() != int64(len(buf)) || int64(len(buf)+len(data)) > size {
+		dl := c.dl
+		delete(c.assembling, i)
+		delete(c.requested, i)
+		c.mu.Unlock()
+		// A piece that cannot be assembled is as bad as one that does not
+		// verify.
+		if dl != nil {
+			dl.post(evPiece{c: c, piece: i, err: fmt.Errorf("%w: chunk at %d of piece %d, have %d of %d bytes: %w",
+				errProtocol, ch.GetOffset(), i, len(buf), size, metainfo.ErrCorruptPiece)}, c.closed)
+		}
+		return nil
+	}
+	buf = append(buf, data...)
+	if int64(len(buf)) < size {
+		c.assembling[i] = buf
+		c.mu.Unlock()
+		return nil
+	}
+	delete(c.assembling, i)
+	delete(c.requested, i)
+	dl := c.dl
+	c.mu.Unlock()
+	if dl == nil {
+		return nil
+	}
+	err := c.s.store.WritePiece(c.bs.d, i, buf)
+	dl.post(evPiece{c: c, piece: i, size: len(buf), err: err}, c.closed)
+	return nil
+}

@@ -1,0 +1,570 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/pkg/metainfo"
+	"github.com/shoal-dev/shoal/pkg/peer/scheduler"
+	"github.com/shoal-dev/shoal/proto/trackerpb"
+)
+
+// tickInterval is how often the loop checks timeouts, dials and announces
+// when no event arrives.
+const tickInterval = 200 * time.Millisecond
+
+// Events posted to a download's loop.
+type (
+	evJoined     struct{ c *conn }
+	evDialFailed struct {
+		addr string
+		err  error
+	}
+	evHave struct {
+		c     *conn
+		piece int
+	}
+	evLeft  struct{ c *conn }
+	evPiece struct {
+		c           *conn
+		piece, size int
+		// err is nil when the piece verified and was stored; it wraps
+		// metainfo.ErrCorruptPiece when the peer is to blame.
+		err error
+	}
+	evRejected struct {
+		c       *conn
+		piece   int
+		notHeld bool
+	}
+	evReader struct {
+		id  int
+		off int64
+	}
+	evAnnounced struct {
+		resp *trackerpb.AnnounceResponse
+		err  error
+	}
+)
+
+type candState int
+
+const (
+	candIdle candState = iota
+	candDialing
+	candConnected
+)
+
+// candidate is an address to dial: a configured seeder, or a peer from the
+// tracker.
+type candidate struct {
+	addr     string
+	id       string
+	origin   bool
+	state    candState
+	failures int
+	retryAt  time.Time
+}
+
+// download fetches one blob. Its loop goroutine alone touches the fields
+// below events; others talk to it through post.
+type download struct {
+	s   *Swarm
+	bs  *blobState
+	d   digest.Digest
+	log *slog.Logger
+
+	events chan any
+	// ready is closed once meta is known and the blob is in the piece
+	// store (or the download failed before: err is then set).
+	ready chan struct{}
+	// done is closed when the download ends; err says why if it failed.
+	done chan struct{}
+	err  error
+	meta *metainfo.Metainfo
+
+	sched        *scheduler.Scheduler
+	release      func()
+	peers        map[scheduler.PeerID]*conn
+	cands        map[string]*candidate
+	dialing      int
+	lastProgress time.Time
+	announcing   bool
+	startedSent  bool
+	nextAnnounce time.Time
+}
+
+func newDownload(s *Swarm, bs *blobState) *download {
+	return &download{
+		s: s, bs: bs, d: bs.d,
+		log:    s.log.With("digest", bs.d),
+		events: make(chan any, 256),
+		ready:  make(chan struct{}),
+		done:   make(chan struct{}),
+		peers:  make(map[scheduler.PeerID]*conn),
+		cands:  make(map[string]*candidate),
+	}
+}
+
+// post delivers ev to the loop, unless the download ended or stop closes
+// first. It reports whether ev was delivered.
+func (dl *download) post(ev any, stop <-chan struct{}) bool {
+	select {
+	case dl.events <- ev:
+		return true
+	case <-dl.done:
+		return false
+	case <-stop:
+		return false
+	}
+}
+
+// readerAt reports a streaming client's position; dropped when the loop is
+// busy, since the next read reports again.
+func (dl *download) readerAt(id int, off int64) {
+	select {
+	case dl.events <- evReader{id: id, off: off}:
+	default:
+	}
+}
+
+// run is the download's goroutine.
+func (dl *download) run() {
+	s := dl.s
+	s.metrics.downloadsActive.Inc()
+	defer s.metrics.downloadsActive.Dec()
+	if err := dl.prepare(); err != nil {
+		dl.finish(err)
+		return
+	}
+	close(dl.ready)
+	now := time.Now()
+	dl.lastProgress = now
+	for _, addr := range s.cfg.Seeders {
+		dl.cands[addr] = &candidate{addr: addr, origin: true}
+	}
+	if dl.sched.Done() {
+		dl.complete()
+		return
+	}
+	t := time.NewTicker(tickInterval)
+	defer t.Stop()
+	dl.maintain(now)
+	for {
+		select {
+		case ev := <-dl.events:
+			now = time.Now()
+			if err := dl.handle(now, ev); err != nil {
+				dl.finish(err)
+				return
+			}
+		case now = <-t.C:
+			if err := dl.sched.Handle(now, scheduler.Tick{}); err != nil {
+				dl.finish(err)
+				return
+			}
+			if now.Sub(dl.lastProgress) > s.cfg.StallTimeout {
+				dl.finish(fmt.Errorf("no piece arrived for %s (%d peers connected, %d addresses known)",
+					s.cfg.StallTimeout, len(dl.peers), len(dl.cands)))
+				return
+			}
+			dl.maintain(now)
+		case <-s.ctx.Done():
+			dl.finish(errors.New("agent shutting down"))
+			return
+		}
+		if dl.act(now) {
+			dl.complete()
+			return
+		}
+	}
+}
+
+// prepare gets the metainfo (from the piece store if a previous run left
+// pieces, else from a seeder), creates the blob in the store and the
+// scheduler.
+func (dl *download) prepare() error {
+	s := dl.s
+	meta, err := s.store.Metainfo(dl.d)
+	if err != nil {
+		meta, err = s.fetchMetainfo(s.ctx, dl.d)
+		if err != nil {
+			return err
+		}
+		if err := s.store.Create(meta); err != nil {
+			return fmt.Errorf("making room for %s in the cache: %w", dl.d, err)
+		}
+	}
+	release, err := s.store.Acquire(dl.d)
+	if err != nil {
+		return fmt.Errorf("holding %s in the cache: %w", dl.d, err)
+	}
+	have, err := s.store.Have(dl.d)
+	if err != nil {
+		release()
+		return fmt.Errorf("reading the pieces of %s held: %w", dl.d, err)
+	}
+	sched, err := scheduler.New(meta, have, s.sched)
+	if err != nil {
+		release()
+		return fmt.Errorf("scheduling %s: %w", dl.d, err)
+	}
+	dl.meta, dl.sched, dl.release = meta, sched, release
+	return nil
+}
+
+// handle applies one event. An error fails the download.
+func (dl *download) handle(now time.Time, ev any) error {
+	switch ev := ev.(type) {
+	case evJoined:
+		dl.join(now, ev.c)
+	case evDialFailed:
+		if c, ok := dl.cands[ev.addr]; ok {
+			dl.dialing -= boolInt(!c.origin)
+			dl.retry(now, c)
+		}
+		dl.log.Debug("dialing peer failed", "addr", ev.addr, "err", ev.err)
+	case evHave:
+		if dl.peers[scheduler.PeerID(ev.c.id)] == ev.c {
+			_ = dl.sched.Handle(now, scheduler.PeerHave{Peer: scheduler.PeerID(ev.c.id), Piece: ev.piece})
+		}
+	case evLeft:
+		dl.leave(now, ev.c)
+	case evRejected:
+		if dl.peers[scheduler.PeerID(ev.c.id)] == ev.c {
+			_ = dl.sched.Handle(now, scheduler.RequestRejected{Peer: scheduler.PeerID(ev.c.id), Piece: ev.piece, NotHeld: ev.notHeld})
+		}
+	case evPiece:
+		return dl.piece(now, ev)
+	case evReader:
+		_ = dl.sched.Handle(now, scheduler.ReaderAt{Reader: ev.id, Offset: ev.off})
+	case evAnnounced:
+		dl.announced(now, ev)
+	default:
+		return fmt.Errorf("download loop: unknown event %T", ev)
+	}
+	return nil
+}
+
+func (dl *download) join(now time.Time, c *conn) {
+	s := dl.s
+	if c.outgoing {
+		if cand, ok := dl.cands[c.addr]; ok && cand.state == candDialing {
+			dl.dialing -= boolInt(!cand.origin)
+			cand.state = candConnected
+			cand.id = c.id
+		}
+	}
+	var refuse error
+	switch {
+	case c.id == s.cfg.PeerID:
+		refuse = errors.New("connected to itself")
+	case s.blacklisted(c.id):
+		refuse = scheduler.ErrBlacklisted
+	}
+	if refuse == nil {
+		bf := c.attach(dl)
+		refuse = dl.sched.Handle(now, scheduler.PeerJoined{Peer: scheduler.PeerID(c.id), Bitfield: bf, Origin: c.origin})
+		if refuse != nil {
+			c.detach()
+		}
+	}
+	if refuse != nil {
+		dl.log.Debug("peer not used for this download", "peer", c.id, "direction", c.direction(), "why", refuse)
+		if c.outgoing {
+			// Incoming streams stay open: the peer may still download
+			// from this agent.
+			if cand, ok := dl.cands[c.addr]; ok && !errors.Is(refuse, scheduler.ErrTooManyPeers) {
+				delete(dl.cands, cand.addr)
+			} else if ok {
+				cand.state = candIdle
+				cand.retryAt = now.Add(5 * time.Second)
+			}
+			c.close(refuse)
+		}
+		return
+	}
+	dl.peers[scheduler.PeerID(c.id)] = c
+	dl.log.Debug("peer joined", "peer", c.id, "origin", c.origin, "direction", c.direction())
+}
+
+// leave forgets a peer whose stream ended.
+func (dl *download) leave(now time.Time, c *conn) {
+	if dl.peers[scheduler.PeerID(c.id)] != c {
+		return
+	}
+	delete(dl.peers, scheduler.PeerID(c.id))
+	_ = dl.sched.Handle(now, scheduler.PeerLeft{Peer: scheduler.PeerID(c.id)})
+	if cand, ok := dl.cands[c.addr]; ok && c.outgoing {
+		dl.retry(now, cand)
+	}
+}
+
+// retry schedules another dial of cand after a failure, with backoff;
+// agents that keep failing are forgotten (the tracker will name them again
+// if they come back), origins never.
+func (dl *download) retry(now time.Time, cand *candidate) {
+	cand.state = candIdle
+	cand.failures++
+	if !cand.origin && cand.failures >= 3 {
+		delete(dl.cands, cand.addr)
+		dl.s.pool.drop(cand.addr)
+		return
+	}
+	backoff := min(time.Second<<min(cand.failures-1, 5), 30*time.Second)
+	cand.retryAt = now.Add(backoff)
+}
+
+func (dl *download) piece(now time.Time, ev evPiece) error {
+	s := dl.s
+	c := ev.c
+	if dl.peers[scheduler.PeerID(c.id)] != c {
+		return nil
+	}
+	switch {
+	case ev.err == nil:
+		fresh := !dl.sched.Have().Has(ev.piece)
+		if err := dl.sched.Handle(now, scheduler.PieceReceived{Peer: scheduler.PeerID(c.id), Piece: ev.piece, OK: true}); err != nil {
+			return nil
+		}
+		s.metrics.piecesVerified.WithLabelValues(c.source()).Inc()
+		s.metrics.downloaded.WithLabelValues(c.source()).Add(float64(ev.size))
+		if fresh {
+			dl.lastProgress = now
+			dl.broadcastHave(c, ev.piece)
+		} else {
+			s.metrics.duplicate.Add(float64(ev.size))
+		}
+	case errors.Is(ev.err, metainfo.ErrCorruptPiece):
+		s.metrics.piecesRejected.WithLabelValues(c.source()).Inc()
+		dl.log.Warn("peer sent a corrupt piece: blacklisting it", "peer", c.id, "piece", ev.piece, "err", ev.err)
+		s.addBlacklist(c.id)
+		_ = dl.sched.Handle(now, scheduler.PieceReceived{Peer: scheduler.PeerID(c.id), Piece: ev.piece, OK: false})
+	default:
+		return fmt.Errorf("storing piece %d: %w", ev.piece, ev.err)
+	}
+	return nil
+}
+
+// broadcastHave tells every stream of the blob, the upload-only ones too,
+// that piece i is here.
+func (dl *download) broadcastHave(from *conn, i int) {
+	s := dl.s
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(dl.bs.conns))
+	for c := range dl.bs.conns {
+		if c != from {
+			conns = append(conns, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.have(i)
+	}
+}
+
+// act carries out what the scheduler decides; it reports whether every
+// piece is held.
+func (dl *download) act(now time.Time) bool {
+	s := dl.s
+	a := dl.sched.Next(now)
+	for _, b := range a.Blacklisted {
+		s.metrics.blacklisted.WithLabelValues(b.Reason.String()).Inc()
+		c, ok := dl.peers[b.Peer]
+		if !ok {
+			continue
+		}
+		delete(dl.peers, b.Peer)
+		delete(dl.cands, c.addr)
+		dl.log.Warn("peer blacklisted", "peer", b.Peer, "reason", b.Reason.String())
+		c.detach()
+		c.close(fmt.Errorf("blacklisted: %s", b.Reason))
+	}
+	for _, x := range a.Cancels {
+		if c, ok := dl.peers[x.Peer]; ok {
+			c.cancelRequest(x.Piece)
+		}
+	}
+	for _, r := range a.Requests {
+		if c, ok := dl.peers[r.Peer]; ok {
+			c.request(r.Piece)
+		}
+	}
+	return a.Done
+}
+
+// maintain dials candidates while there is room, and announces when due.
+func (dl *download) maintain(now time.Time) {
+	s := dl.s
+	agents := 0
+	for _, c := range dl.peers {
+		agents += boolInt(!c.origin)
+	}
+	for _, cand := range dl.cands {
+		if cand.state != candIdle || now.Before(cand.retryAt) {
+			continue
+		}
+		if cand.id != "" {
+			if _, joined := dl.peers[scheduler.PeerID(cand.id)]; joined {
+				continue
+			}
+			if _, bad := dl.sched.Blacklisted(scheduler.PeerID(cand.id)); bad || s.blacklisted(cand.id) {
+				delete(dl.cands, cand.addr)
+				continue
+			}
+		}
+		if !cand.origin {
+			if agents+dl.dialing >= s.cfg.MaxPeersPerBlob {
+				continue
+			}
+			dl.dialing++
+		}
+		cand.state = candDialing
+		s.wg.Add(1)
+		go func(addr string, origin bool) {
+			defer s.wg.Done()
+			s.dial(dl, addr, origin)
+		}(cand.addr, cand.origin)
+	}
+	if s.tracker != nil && !dl.announcing && !now.Before(dl.nextAnnounce) {
+		dl.announcing = true
+		ev := trackerpb.Event_EVENT_UNSPECIFIED
+		if !dl.startedSent {
+			ev = trackerpb.Event_EVENT_STARTED
+		}
+		have := dl.sched.Have()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			resp, err := s.announce(s.ctx, dl.d, ev, have)
+			dl.post(evAnnounced{resp: resp, err: err}, nil)
+		}()
+	}
+}
+
+func (dl *download) announced(now time.Time, ev evAnnounced) {
+	s := dl.s
+	dl.announcing = false
+	next := s.cfg.DownloadAnnounceInterval
+	if ev.err != nil {
+		dl.nextAnnounce = now.Add(next)
+		return
+	}
+	dl.startedSent = true
+	if iv := ev.resp.GetInterval().AsDuration(); iv > 0 && iv < next {
+		next = iv
+	}
+	dl.nextAnnounce = now.Add(next)
+	for _, p := range ev.resp.GetPeers() {
+		id, addr := p.GetPeerId(), p.GetAddr()
+		if id == s.cfg.PeerID || addr == "" {
+			continue
+		}
+		if _, joined := dl.peers[scheduler.PeerID(id)]; joined {
+			continue
+		}
+		if _, bad := dl.sched.Blacklisted(scheduler.PeerID(id)); bad || s.blacklisted(id) {
+			continue
+		}
+		if cand, ok := dl.cands[addr]; ok {
+			cand.id = id
+			continue
+		}
+		dl.cands[addr] = &candidate{addr: addr, id: id, origin: p.GetIsOrigin()}
+	}
+	dl.maintain(now)
+}
+
+// complete checks the assembled blob and ends the download.
+func (dl *download) complete() {
+	if err := dl.s.store.Complete(dl.d); err != nil {
+		dl.finish(fmt.Errorf("completing %s: %w", dl.d, err))
+		return
+	}
+	dl.finish(nil)
+}
+
+// finish ends the download: the blob is seeded on success; streams to
+// origins and to complete peers are closed, the others stay open for the
+// peers still downloading from this agent.
+func (dl *download) finish(err error) {
+	s := dl.s
+	dl.err = err
+	select {
+	case <-dl.ready:
+	default:
+		close(dl.ready)
+	}
+	result := "completed"
+	if err != nil {
+		result = "failed"
+		dl.log.Warn("download failed", "err", err)
+	} else {
+		dl.log.Info("download complete", "size", dl.meta.Size, "peers", len(dl.peers))
+	}
+	s.metrics.downloads.WithLabelValues(result).Inc()
+	s.mu.Lock()
+	if dl.bs.dl == dl {
+		dl.bs.dl = nil
+	}
+	if err == nil && !s.closed {
+		dl.bs.seeding = true
+		dl.bs.announced = false
+		dl.bs.nextAnnounce = time.Time{}
+	}
+	s.mu.Unlock()
+	close(dl.done)
+	for _, c := range dl.peers {
+		c.detach()
+		if err != nil || c.origin || c.remoteComplete() {
+			c.close(errors.New("download finished"))
+		}
+	}
+	if dl.release != nil {
+		dl.release()
+	}
+	if err == nil && s.tracker != nil {
+		s.announceSeeded(time.Now())
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// startDownload returns the running download of bs.d, starting one.
+// Called with s.mu held.
+func (s *Swarm) startDownloadLocked(bs *blobState) *download {
+	if bs.dl != nil {
+		return bs.dl
+	}
+	dl := newDownload(s, bs)
+	bs.dl = dl
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		dl.run()
+	}()
+	return dl
+}
+
+// waitReady waits for dl's metainfo.
+func (dl *download) waitReady(ctx context.Context) error {
+	select {
+	case <-dl.ready:
+		if dl.meta == nil {
+			return dl.err
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

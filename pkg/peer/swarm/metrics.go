@@ -1,0 +1,106 @@
+package swarm
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-dev/shoal/pkg/peer/piecestore"
+)
+
+type metrics struct {
+	downloaded       *prometheus.CounterVec
+	uploaded         prometheus.Counter
+	duplicate        prometheus.Counter
+	discarded        prometheus.Counter
+	piecesVerified   *prometheus.CounterVec
+	piecesRejected   *prometheus.CounterVec
+	blacklisted      *prometheus.CounterVec
+	connections      *prometheus.GaugeVec
+	dials            *prometheus.CounterVec
+	announces        *prometheus.CounterVec
+	announceDuration *prometheus.HistogramVec
+	downloads        *prometheus.CounterVec
+	downloadsActive  prometheus.Gauge
+	cacheHits        prometheus.Counter
+	cacheMisses      prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, store *piecestore.Store) *metrics {
+	m := &metrics{
+		downloaded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_agent_downloaded_bytes_total",
+			Help: "Verified piece bytes received, by source: peer (other agents) or origin (origin seeders).",
+		}, []string{"source"}),
+		uploaded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_agent_uploaded_bytes_total",
+			Help: "Piece bytes sent to other agents.",
+		}),
+		duplicate: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_agent_duplicate_bytes_total",
+			Help: "Verified piece bytes received for pieces already held (endgame duplicates).",
+		}),
+		discarded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_agent_discarded_bytes_total",
+			Help: "Chunk bytes received for pieces not (or no longer) requested, discarded unread.",
+		}),
+		piecesVerified: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_agent_pieces_verified_total",
+			Help: "Pieces received that verified against their SHA-256, by source.",
+		}, []string{"source"}),
+		piecesRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_agent_pieces_rejected_total",
+			Help: "Pieces received that failed verification (the sender is blacklisted), by source.",
+		}, []string{"source"}),
+		blacklisted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_agent_peers_blacklisted_total",
+			Help: "Peers dropped from a download, by reason: corrupt or unresponsive.",
+		}, []string{"reason"}),
+		connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "shoal_agent_connections",
+			Help: "Open Exchange streams, by direction (outgoing: dialed by this agent).",
+		}, []string{"direction"}),
+		dials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_agent_dials_total",
+			Help: "Exchange streams opened to peers and seeders, by result (ok, failed: refused, timed out or no handshake).",
+		}, []string{"result"}),
+		announces: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_agent_announces_total",
+			Help: "Announces to the tracker, by event (started, completed, stopped, none) and result (ok, failed).",
+		}, []string{"event", "result"}),
+		announceDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "shoal_agent_announce_duration_seconds",
+			Help:    "Announce latency, failover across trackers included, by result.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 9),
+		}, []string{"result"}),
+		downloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_agent_downloads_total",
+			Help: "Blob downloads ended, by result (completed, failed).",
+		}, []string{"result"}),
+		downloadsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_agent_downloads_active",
+			Help: "Blob downloads running.",
+		}),
+		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_agent_cache_hits_total",
+			Help: "Blob opens served from a complete blob in the cache.",
+		}),
+		cacheMisses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_agent_cache_misses_total",
+			Help: "Blob opens that started or joined a download.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.downloaded, m.uploaded, m.duplicate, m.discarded, m.piecesVerified, m.piecesRejected,
+			m.blacklisted, m.connections, m.dials, m.announces, m.announceDuration, m.downloads, m.downloadsActive,
+			m.cacheHits, m.cacheMisses,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "shoal_agent_cache_used_bytes",
+				Help: "Bytes the blobs in the piece store occupy (reserved), complete or not.",
+			}, func() float64 { return float64(store.Used()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "shoal_agent_cache_blobs",
+				Help: "Blobs in the piece store, complete or not.",
+			}, func() float64 { return float64(len(store.List())) }),
+		)
+	}
+	return m
+}

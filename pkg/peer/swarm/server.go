@@ -1,0 +1,292 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/shoal-dev/shoal/pkg/metainfo"
+	"github.com/shoal-dev/shoal/pkg/peer/piecestore"
+	"github.com/shoal-dev/shoal/pkg/tracker"
+	"github.com/shoal-dev/shoal/proto/peerpb"
+)
+
+// Register adds the peer service (shoal.peer.v1.Peer) to a gRPC server.
+func (s *Swarm) Register(g grpc.ServiceRegistrar) {
+	peerpb.RegisterPeerServer(g, &peerService{s: s})
+}
+
+type peerService struct {
+	peerpb.UnimplementedPeerServer
+	s *Swarm
+}
+
+// GetMetainfo serves the metainfo of a blob held, complete or not. Agents
+// take metainfo from origin seeders only; this is for tools and tests.
+func (p *peerService) GetMetainfo(_ context.Context, req *peerpb.GetMetainfoRequest) (*peerpb.Metainfo, error) {
+	d, err := digest.Parse(req.GetDigest())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "digest %q: %v", req.GetDigest(), err)
+	}
+	m, err := p.s.store.Metainfo(d)
+	if err != nil {
+		return nil, status.Errorf(codes.NotFound, "blob %s not held", d)
+	}
+	return m.Proto(), nil
+}
+
+// Exchange serves a stream opened by another agent: pieces held are
+// uploaded, and while this agent downloads the same blob the peer joins
+// the download too.
+func (p *peerService) Exchange(st grpc.BidiStreamingServer[peerpb.Message, peerpb.Message]) error {
+	s := p.s
+	first, err := recvTimeout(st, s.cfg.DialTimeout)
+	if err != nil {
+		return err
+	}
+	hs := first.GetHandshake()
+	if hs == nil {
+		return status.Error(codes.InvalidArgument, "the first message must be a handshake")
+	}
+	d, err := digest.Parse(hs.GetDigest())
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "handshake digest %q: %v", hs.GetDigest(), err)
+	}
+	if hs.GetPeerId() == "" || len(hs.GetPeerId()) > 128 {
+		return status.Error(codes.InvalidArgument, "handshake peer_id must be 1 to 128 bytes")
+	}
+	meta, err := s.store.Metainfo(d)
+	if err != nil {
+		return status.Errorf(codes.NotFound, "blob %s not held", d)
+	}
+	remote, err := remoteBitfield(hs, meta)
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "handshake: %v", err)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return status.Error(codes.Unavailable, "agent shutting down")
+	}
+	if bs, ok := s.blobs[d]; ok && bs.incoming >= s.cfg.MaxUploadsPerBlob {
+		s.mu.Unlock()
+		return status.Errorf(codes.ResourceExhausted, "%d peers already connected for %s", bs.incoming, d)
+	}
+	s.mu.Unlock()
+	sent, err := s.store.Have(d)
+	if err != nil {
+		return status.Errorf(codes.NotFound, "blob %s not held", d)
+	}
+	if err := st.Send(handshakeMessage(d, s.cfg.PeerID, sent)); err != nil {
+		return err
+	}
+	c := newConn(s, meta, st, hs.GetPeerId(), remote)
+	dl, err := s.register(c, d, sent)
+	if err != nil {
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	if dl != nil {
+		dl.post(evJoined{c: c}, c.closed)
+	}
+	c.run()
+	return nil
+}
+
+// register adds c to its blob's streams and queues Haves for the pieces
+// that arrived since sent (the bitfield in this side's handshake), so the
+// peer misses none. It returns the blob's running download, if any.
+func (s *Swarm) register(c *conn, d digest.Digest, sent *metainfo.Bitfield) (*download, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, errors.New("agent shutting down")
+	}
+	bs := s.blobLocked(d)
+	c.bs = bs
+	c.log = c.log.With("digest", d)
+	bs.conns[c] = struct{}{}
+	if !c.outgoing {
+		bs.incoming++
+	}
+	dl := bs.dl
+	s.mu.Unlock()
+	s.metrics.connections.WithLabelValues(c.direction()).Inc()
+	if now, err := s.store.Have(d); err == nil {
+		for i := range now.Len() {
+			if now.Has(i) && !sent.Has(i) {
+				c.have(i)
+			}
+		}
+	}
+	return dl, nil
+}
+
+func handshakeMessage(d digest.Digest, id string, have *metainfo.Bitfield) *peerpb.Message {
+	hs := &peerpb.Handshake{Digest: d.String(), PeerId: id}
+	if have.Complete() {
+		hs.Complete = true
+	} else {
+		hs.Bitfield = have.Bytes()
+	}
+	return &peerpb.Message{Msg: &peerpb.Message_Handshake{Handshake: hs}}
+}
+
+func remoteBitfield(hs *peerpb.Handshake, meta *metainfo.Metainfo) (*metainfo.Bitfield, error) {
+	n := meta.NumPieces()
+	if hs.GetComplete() {
+		bf := metainfo.NewBitfield(n)
+		bf.SetAll()
+		return bf, nil
+	}
+	if len(hs.GetBitfield()) == 0 {
+		return metainfo.NewBitfield(n), nil
+	}
+	return metainfo.ParseBitfield(hs.GetBitfield(), n)
+}
+
+// recvTimeout receives one message, giving up after d: a peer that opens a
+// stream and says nothing costs no more than that.
+func recvTimeout(st stream, d time.Duration) (*peerpb.Message, error) {
+	type result struct {
+		m   *peerpb.Message
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		m, err := st.Recv()
+		ch <- result{m, err}
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		return r.m, r.err
+	case <-t.C:
+		return nil, status.Errorf(codes.DeadlineExceeded, "no handshake within %s", d)
+	}
+}
+
+// dial opens a stream to addr for dl's blob and runs it; the result goes to
+// dl's loop.
+func (s *Swarm) dial(dl *download, addr string, origin bool) {
+	c, err := s.openStream(dl, addr, origin)
+	s.metrics.dials.WithLabelValues(boolLabel(err == nil, "ok", "failed")).Inc()
+	if err != nil {
+		dl.post(evDialFailed{addr: addr, err: err}, nil)
+		return
+	}
+	go c.run()
+	if !dl.post(evJoined{c: c}, c.closed) {
+		c.close(errors.New("download ended"))
+	}
+}
+
+func boolLabel(b bool, yes, no string) string {
+	if b {
+		return yes
+	}
+	return no
+}
+
+// openStream connects to addr and exchanges handshakes, all within
+// DialTimeout.
+func (s *Swarm) openStream(dl *download, addr string, origin bool) (*conn, error) {
+	cc, release, err := s.pool.get(addr)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	fail := func(err error) (*conn, error) {
+		cancel()
+		release()
+		s.pool.drop(addr)
+		return nil, err
+	}
+	timer := time.AfterFunc(s.cfg.DialTimeout, cancel)
+	st, err := peerpb.NewPeerClient(cc).Exchange(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("opening a stream to %s: %w", addr, err))
+	}
+	sent, err := s.store.Have(dl.d)
+	if err != nil {
+		return fail(fmt.Errorf("reading pieces held: %w", err))
+	}
+	if err := st.Send(handshakeMessage(dl.d, s.cfg.PeerID, sent)); err != nil {
+		return fail(fmt.Errorf("sending handshake to %s: %w", addr, err))
+	}
+	reply, err := st.Recv()
+	if !timer.Stop() {
+		return fail(fmt.Errorf("no handshake from %s within %s", addr, s.cfg.DialTimeout))
+	}
+	if err != nil {
+		return fail(fmt.Errorf("handshake with %s: %w", addr, err))
+	}
+	hs := reply.GetHandshake()
+	if hs == nil || hs.GetDigest() != dl.d.String() || hs.GetPeerId() == "" {
+		return fail(fmt.Errorf("handshake with %s: %w: bad handshake reply", addr, errProtocol))
+	}
+	remote, err := remoteBitfield(hs, dl.meta)
+	if err != nil {
+		return fail(fmt.Errorf("handshake with %s: %w: %w", addr, errProtocol, err))
+	}
+	c := newConn(s, dl.meta, st, hs.GetPeerId(), remote)
+	c.addr, c.origin, c.outgoing = addr, origin, true
+	c.cancel = cancel
+	c.release = release
+	if _, err := s.register(c, dl.d, sent); err != nil {
+		return fail(err)
+	}
+	return c, nil
+}
+
+// fetchMetainfo asks the seeders, in rendezvous order for d so that
+// agents agree on which seeder computes a new blob's metainfo, and checks
+// that the answer describes d.
+func (s *Swarm) fetchMetainfo(ctx context.Context, d digest.Digest) (*metainfo.Metainfo, error) {
+	if len(s.cfg.Seeders) == 0 {
+		return nil, errors.New("no origin seeders configured to take metainfo from")
+	}
+	var errs []error
+	for _, addr := range tracker.Rank(d.String(), s.cfg.Seeders) {
+		m, err := s.metainfoFrom(ctx, addr, d)
+		if err == nil {
+			return m, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("getting metainfo of %s: %w", d, errors.Join(errs...))
+}
+
+func (s *Swarm) metainfoFrom(ctx context.Context, addr string, d digest.Digest) (*metainfo.Metainfo, error) {
+	cc, release, err := s.pool.get(addr)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.MetainfoTimeout)
+	defer cancel()
+	p, err := peerpb.NewPeerClient(cc).GetMetainfo(ctx, &peerpb.GetMetainfoRequest{Digest: d.String()})
+	if err != nil {
+		return nil, fmt.Errorf("seeder %s: %w", addr, err)
+	}
+	m, err := metainfo.FromProto(p)
+	if err != nil {
+		return nil, fmt.Errorf("seeder %s: %w", addr, err)
+	}
+	if m.Digest != d {
+		return nil, fmt.Errorf("seeder %s: metainfo of %s returned for %s", addr, m.Digest, d)
+	}
+	return m, nil
+}
+
+// isNotFound reports a piece store miss.
+func isNotFound(err error) bool { return errors.Is(err, piecestore.ErrNotFound) }

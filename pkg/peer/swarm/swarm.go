@@ -1,0 +1,438 @@
+// Package swarm is the peer-agent's P2P engine: it downloads blobs piece
+// by piece from other agents and origin seeders over shoal.peer.v1
+// Exchange streams, and serves the pieces it holds to others.
+//
+// One download per blob, shared by every client streaming it, runs an
+// event loop that alone owns the blob's scheduler (pkg/peer/scheduler):
+// streams post what they receive, the loop feeds the scheduler and carries
+// out its requests, cancels and blacklistings. Metainfo comes from an
+// origin seeder only; every piece is verified against it by the piece store
+// before it is stored, announced or served, so peers are never trusted with
+// data. Peers come from the tracker (pkg/tracker); the configured origin
+// seeders are always connected as the fallback, so a tracker outage only
+// turns a pull into an origin-only pull.
+//
+// Connections are symmetric, as the protocol is: a stream opened by either
+// side carries requests and pieces both ways, so two agents downloading at
+// once trade pieces whichever dialed.
+package swarm
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc"
+
+	"github.com/shoal-dev/shoal/pkg/peer/piecestore"
+	"github.com/shoal-dev/shoal/pkg/peer/scheduler"
+	"github.com/shoal-dev/shoal/pkg/tracker"
+	"github.com/shoal-dev/shoal/proto/trackerpb"
+)
+
+// chunkSize is the size of the PieceChunk frames sent: small enough that
+// control messages (Have, Request) interleave with piece data without long
+// waits and that the egress token bucket meters smoothly, large enough to
+// keep the per-frame cost negligible.
+const chunkSize = 256 << 10
+
+// Config tunes the engine. DefaultConfig returns working values; PeerID,
+// AdvertiseAddr and Seeders are set by the agent.
+type Config struct {
+	// PeerID identifies this agent to trackers and peers; unique per
+	// process. Default: hostname and a random suffix.
+	PeerID string `yaml:"peerID"`
+	// AdvertiseAddr is the host:port of this agent's peer service, as
+	// announced to the tracker. An empty host (":7002") lets the tracker
+	// fill in the address the announce came from.
+	AdvertiseAddr string `yaml:"advertiseAddr"`
+	// Locality is an optional label (zone, rack) sent with announces so the
+	// tracker hands out nearby peers first.
+	Locality string `yaml:"locality"`
+	// Seeders are the gRPC addresses of origin seeders: the source of
+	// metainfo and the fallback for pieces no peer delivers. Set by the
+	// agent from its originSeeders.
+	Seeders []string `yaml:"-"`
+	// MaxPeersPerBlob is how many agents one download takes pieces from at
+	// once (origins not counted): 16.
+	MaxPeersPerBlob int `yaml:"maxPeersPerBlob"`
+	// MaxUploadsPerBlob is how many streams other agents may open to this
+	// one for one blob; more are refused with RESOURCE_EXHAUSTED: 32.
+	MaxUploadsPerBlob int `yaml:"maxUploadsPerBlob"`
+	// MaxInFlightPerPeer is how many piece requests are pipelined to one
+	// peer: 4 (see scheduler.Config).
+	MaxInFlightPerPeer int `yaml:"maxInFlightPerPeer"`
+	// MaxQueuedUploads is how many requests from one peer are queued before
+	// more are answered REASON_BUSY: 16.
+	MaxQueuedUploads int `yaml:"maxQueuedUploads"`
+	// DialTimeout bounds connecting to a peer and receiving its handshake
+	// (the first byte): 5s. A peer that accepts connections and never
+	// answers costs no more than this.
+	DialTimeout time.Duration `yaml:"dialTimeout"`
+	// PieceTimeout is how long a requested piece may take without its peer
+	// delivering anything before it is asked elsewhere: 20s.
+	PieceTimeout time.Duration `yaml:"pieceTimeout"`
+	// MetainfoTimeout bounds GetMetainfo from one seeder. Generous: a
+	// seeder computes the metainfo of a blob it has never seen, reading the
+	// whole blob once: 2m.
+	MetainfoTimeout time.Duration `yaml:"metainfoTimeout"`
+	// StallTimeout fails a download when no piece has arrived for that
+	// long (every peer and seeder unreachable or failing): 2m. Clients get
+	// an error and retry; pieces already verified are kept.
+	StallTimeout time.Duration `yaml:"stallTimeout"`
+	// DownloadAnnounceInterval is how often a running download announces to
+	// the tracker to learn of agents that started after it: 5s. Seeded
+	// blobs are re-announced at the interval the tracker asks for.
+	DownloadAnnounceInterval time.Duration `yaml:"downloadAnnounceInterval"`
+	// NumWant is the number of peers asked of the tracker (0: its default).
+	NumWant int `yaml:"numWant"`
+	// IngressLimit and EgressLimit cap the piece bytes per second this
+	// host receives from and sends to peers (token buckets); 0 is
+	// unlimited. Set by the agent from its own settings.
+	IngressLimit int64 `yaml:"-"`
+	EgressLimit  int64 `yaml:"-"`
+	// BlacklistTTL is how long a peer caught sending a bad piece is not
+	// dialed for any blob: 10m.
+	BlacklistTTL time.Duration `yaml:"blacklistTTL"`
+}
+
+// DefaultConfig returns the defaults described on Config.
+func DefaultConfig() Config {
+	return Config{
+		MaxPeersPerBlob:          16,
+		MaxUploadsPerBlob:        32,
+		MaxInFlightPerPeer:       4,
+		MaxQueuedUploads:         16,
+		DialTimeout:              5 * time.Second,
+		PieceTimeout:             20 * time.Second,
+		MetainfoTimeout:          2 * time.Minute,
+		StallTimeout:             2 * time.Minute,
+		DownloadAnnounceInterval: 5 * time.Second,
+		BlacklistTTL:             10 * time.Minute,
+	}
+}
+
+// Validate reports the first unusable setting.
+func (c Config) Validate() error {
+	switch {
+	case c.MaxPeersPerBlob <= 0:
+		return errors.New("swarm: maxPeersPerBlob must be positive")
+	case c.MaxUploadsPerBlob <= 0:
+		return errors.New("swarm: maxUploadsPerBlob must be positive")
+	case c.MaxInFlightPerPeer <= 0:
+		return errors.New("swarm: maxInFlightPerPeer must be positive")
+	case c.MaxQueuedUploads <= 0:
+		return errors.New("swarm: maxQueuedUploads must be positive")
+	case c.DialTimeout <= 0, c.PieceTimeout <= 0, c.MetainfoTimeout <= 0, c.StallTimeout <= 0, c.DownloadAnnounceInterval <= 0:
+		return errors.New("swarm: timeouts and intervals must be positive")
+	case c.IngressLimit < 0 || c.EgressLimit < 0:
+		return errors.New("swarm: bandwidth limits must not be negative")
+	}
+	return nil
+}
+
+// DefaultPeerID returns hostname-<random>: stable enough to read in logs,
+// unique per process so a restarted agent is a new peer.
+func DefaultPeerID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "agent"
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return host + "-" + hex.EncodeToString(b[:])
+}
+
+// Options are the engine's collaborators.
+type Options struct {
+	// Tracker announces and finds peers; nil runs origin-only.
+	Tracker *tracker.Client
+	// DialOptions are used for every connection to peers and seeders
+	// (mTLS credentials). Default: plaintext.
+	DialOptions []grpc.DialOption
+	Logger      *slog.Logger
+	Registerer  prometheus.Registerer
+}
+
+// Swarm is the engine. It serves shoal.peer.v1.Peer (Register) and opens
+// blobs for the mirror (Open).
+type Swarm struct {
+	cfg     Config
+	sched   scheduler.Config
+	store   *piecestore.Store
+	tracker *tracker.Client
+	log     *slog.Logger
+	metrics *metrics
+	pool    *clientPool
+	ingress *rate.Limiter
+	egress  *rate.Limiter
+
+	// ctx ends when the swarm closes; downloads and streams run under it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// readerIDs numbers streaming readers for the scheduler.
+	readerIDs atomic.Int64
+
+	mu        sync.Mutex
+	blobs     map[digest.Digest]*blobState
+	blacklist map[string]time.Time // peer id -> until
+	closed    bool
+}
+
+// blobState is what the swarm knows about one blob: its open streams, its
+// download if one runs, and its seeding announces. Guarded by Swarm.mu.
+type blobState struct {
+	d        digest.Digest
+	conns    map[*conn]struct{}
+	incoming int
+	dl       *download
+	// seeding: complete and announced to the tracker until evicted.
+	seeding      bool
+	announced    bool // a completed announce was sent
+	announcing   bool
+	nextAnnounce time.Time
+}
+
+// New opens the piece store in dir (quota in bytes) and returns the
+// engine. Blobs the store holds complete are seeded once Run starts.
+func New(cfg Config, dir string, quota int64, opts Options) (*Swarm, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.PeerID == "" {
+		cfg.PeerID = DefaultPeerID()
+	}
+	if len(cfg.PeerID) > 128 {
+		return nil, fmt.Errorf("swarm: peer id longer than 128 bytes")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Swarm{
+		cfg:       cfg,
+		tracker:   opts.Tracker,
+		log:       log,
+		blobs:     make(map[digest.Digest]*blobState),
+		blacklist: make(map[string]time.Time),
+		pool:      newClientPool(opts.DialOptions),
+	}
+	s.sched = scheduler.DefaultConfig()
+	s.sched.MaxPeers = cfg.MaxPeersPerBlob
+	s.sched.MaxInFlightPerPeer = cfg.MaxInFlightPerPeer
+	s.sched.PieceTimeout = cfg.PieceTimeout
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(cfg.PeerID))
+	s.sched.Seed = h.Sum64()
+	if cfg.IngressLimit > 0 {
+		s.ingress = rate.NewLimiter(rate.Limit(cfg.IngressLimit), max(chunkSize, int(cfg.IngressLimit/10)))
+	}
+	if cfg.EgressLimit > 0 {
+		s.egress = rate.NewLimiter(rate.Limit(cfg.EgressLimit), max(chunkSize, int(cfg.EgressLimit/10)))
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	store, err := piecestore.Open(dir, quota, piecestore.WithLogger(log), piecestore.WithOnEvict(s.evicted))
+	if err != nil {
+		s.cancel()
+		return nil, fmt.Errorf("swarm: %w", err)
+	}
+	s.store = store
+	s.metrics = newMetrics(opts.Registerer, store)
+	return s, nil
+}
+
+// PeerID returns the id this agent announces.
+func (s *Swarm) PeerID() string { return s.cfg.PeerID }
+
+// Store returns the piece store.
+func (s *Swarm) Store() *piecestore.Store { return s.store }
+
+// Run re-announces the complete blobs held (those reloaded from disk
+// included) at the tracker's interval until ctx ends or the swarm closes.
+func (s *Swarm) Run(ctx context.Context) {
+	if s.tracker == nil {
+		return
+	}
+	for _, info := range s.store.List() {
+		if info.Complete {
+			s.mu.Lock()
+			bs := s.blobLocked(info.Digest)
+			bs.seeding = true
+			s.mu.Unlock()
+		}
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.ctx.Done():
+			return
+		case now := <-t.C:
+			s.announceSeeded(now)
+		}
+	}
+}
+
+// announceSeeded announces every seeded blob whose time has come.
+func (s *Swarm) announceSeeded(now time.Time) {
+	type job struct {
+		bs    *blobState
+		event trackerpb.Event
+	}
+	var jobs []job
+	s.mu.Lock()
+	for _, bs := range s.blobs {
+		if bs.seeding && !bs.announcing && !now.Before(bs.nextAnnounce) {
+			bs.announcing = true
+			ev := trackerpb.Event_EVENT_UNSPECIFIED
+			if !bs.announced {
+				ev = trackerpb.Event_EVENT_COMPLETED
+			}
+			jobs = append(jobs, job{bs, ev})
+		}
+	}
+	s.mu.Unlock()
+	for _, j := range jobs {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			resp, err := s.announce(s.ctx, j.bs.d, j.event, nil)
+			next := 10 * time.Second // retry soon after a failure
+			if err == nil {
+				next = resp.GetInterval().AsDuration()
+				if next <= 0 {
+					next = 30 * time.Second
+				}
+			}
+			s.mu.Lock()
+			j.bs.announcing = false
+			if err == nil {
+				j.bs.announced = true
+			}
+			j.bs.nextAnnounce = time.Now().Add(next)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+// blobLocked returns the state of d, creating it.
+func (s *Swarm) blobLocked(d digest.Digest) *blobState {
+	bs, ok := s.blobs[d]
+	if !ok {
+		bs = &blobState{d: d, conns: make(map[*conn]struct{})}
+		s.blobs[d] = bs
+	}
+	return bs
+}
+
+// evicted is the piece store's callback: stop seeding d, close its
+// streams, and tell the tracker at once.
+func (s *Swarm) evicted(d digest.Digest) {
+	s.mu.Lock()
+	bs, ok := s.blobs[d]
+	var conns []*conn
+	wasSeeding := false
+	if ok {
+		wasSeeding = bs.seeding
+		bs.seeding = false
+		for c := range bs.conns {
+			conns = append(conns, c)
+		}
+		if bs.dl == nil {
+			delete(s.blobs, d)
+		}
+	}
+	closed := s.closed
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.close(errors.New("blob evicted from the cache"))
+	}
+	if wasSeeding && !closed && s.tracker != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			_, _ = s.announce(s.ctx, d, trackerpb.Event_EVENT_STOPPED, nil)
+		}()
+	}
+}
+
+// blacklisted reports whether a peer is on the swarm-wide blacklist.
+func (s *Swarm) blacklisted(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	until, ok := s.blacklist[id]
+	if ok && time.Now().After(until) {
+		delete(s.blacklist, id)
+		return false
+	}
+	return ok
+}
+
+func (s *Swarm) addBlacklist(id string) {
+	s.mu.Lock()
+	s.blacklist[id] = time.Now().Add(s.cfg.BlacklistTTL)
+	s.mu.Unlock()
+}
+
+// Close stops every download and stream, tells the tracker this agent no
+// longer holds its blobs (within ctx), and closes the piece store.
+func (s *Swarm) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	var held []digest.Digest
+	var conns []*conn
+	var dls []*download
+	for d, bs := range s.blobs {
+		if bs.seeding || bs.dl != nil {
+			held = append(held, d)
+		}
+		if bs.dl != nil {
+			dls = append(dls, bs.dl)
+		}
+		for c := range bs.conns {
+			conns = append(conns, c)
+		}
+	}
+	s.mu.Unlock()
+
+	if s.tracker != nil {
+		var wg sync.WaitGroup
+		for _, d := range held {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, _ = s.announce(ctx, d, trackerpb.Event_EVENT_STOPPED, nil)
+			}()
+		}
+		wg.Wait()
+	}
+	s.cancel()
+	for _, c := range conns {
+		c.close(errors.New("agent shutting down"))
+	}
+	for _, dl := range dls {
+		<-dl.done
+	}
+	s.wg.Wait()
+	s.pool.close()
+	return s.store.Close()
+}
