@@ -43,6 +43,11 @@ public class MiniHdfs {
         // Keep stdout for the protocol: anything Hadoop prints goes to stderr.
         PrintStream out = new PrintStream(System.out, true, StandardCharsets.UTF_8);
         System.setOut(System.err);
+        // Hadoop at INFO writes thousands of lines per test run; warnings
+        // are what explains a failure. Must be set before any logger exists.
+        if (System.getProperty("org.slf4j.simpleLogger.defaultLogLevel") == null) {
+            System.setProperty("org.slf4j.simpleLogger.defaultLogLevel", "warn");
+        }
 
         String base = null;
         int port = 0;
