@@ -21,7 +21,7 @@ import (
 // server's /jmx (bean RpcDetailedActivityForPort<rpc port>).
 //
 // e2e/hdfs does not report the namenode's HTTP port (the cluster picks a
-// free one and Hadoop's logging is off), so findNameNodeJMX finds it: the
+// free one), so findNameNodeJMX finds it: the
 // JVM is the process whose command line names the cluster's base
 // directory, and of its listening ports the namenode's is the one whose
 // /jmx has that bean.

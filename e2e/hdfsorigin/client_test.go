@@ -22,6 +22,10 @@ import (
 // The registry API is driven with plain net/http so that every request
 // and response the tests judge is visible in this file.
 
+// apiClient bounds every request but the big pulls, so that an origin that
+// hangs fails its test instead of eating the whole test timeout.
+var apiClient = &http.Client{Timeout: 3 * time.Minute}
+
 // reply is a response with its body read.
 type reply struct {
 	*http.Response
@@ -55,7 +59,7 @@ func trySend(t *testing.T, method, u string, body io.Reader, size int64, header 
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := apiClient.Do(req)
 	if err != nil {
 		return reply{}, fmt.Errorf("%s %s: %w", method, u, err)
 	}

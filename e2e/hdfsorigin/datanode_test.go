@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestPullsSurviveADatanodeRestart restarts a datanode while ten clients
@@ -43,6 +44,9 @@ func TestPullsSurviveADatanodeRestart(t *testing.T) {
 	wantStatus(t, r, http.StatusCreated, "monolithic push of the 256 MiB blob")
 	p.done("push 256 MiB")
 
+	// Bounds the pulls, so that a stream that hangs fails the test.
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	defer cancel()
 	var read atomic.Int64
 	reached := make(chan struct{}, clients)
 	release := make(chan struct{})
@@ -50,7 +54,7 @@ func TestPullsSurviveADatanodeRestart(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range clients {
 		wg.Go(func() {
-			results[i] = pullResuming(t.Context(), o.URL()+"/v2/"+repo+"/blobs/"+dig, size, gate, reached, release, &read)
+			results[i] = pullResuming(ctx, o.URL()+"/v2/"+repo+"/blobs/"+dig, size, gate, reached, release, &read)
 		})
 	}
 	for range clients {
