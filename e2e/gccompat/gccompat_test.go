@@ -27,6 +27,7 @@ import (
 
 	"github.com/shoal-dev/shoal/e2e/testenv"
 	"github.com/shoal-dev/shoal/pkg/gc"
+	"github.com/shoal-dev/shoal/pkg/storage"
 	"github.com/shoal-dev/shoal/pkg/storage/filesystem"
 )
 
@@ -37,7 +38,8 @@ func TestShoalKeepsTheBlobsRegistryGarbageCollectKeeps(t *testing.T) {
 	if err := srv.Stop(testenv.DefaultStopTimeout); err != nil {
 		t.Logf("stopping the reference registry: %v", err)
 	}
-	compareCollectors(t, root)
+	_, shoal := copyToFilesystem(t, root)
+	compareCollectors(t, root, shoal)
 }
 
 // TestShoalGCOnAnOriginStore runs the same comparison on a store written by
@@ -51,7 +53,8 @@ func TestShoalGCOnAnOriginStore(t *testing.T) {
 	if err := origin.Stop(testenv.DefaultStopTimeout); err != nil {
 		t.Fatalf("stopping the origin: %v", err)
 	}
-	shoalRoot := compareCollectors(t, root)
+	shoalRoot, shoal := copyToFilesystem(t, root)
+	compareCollectors(t, root, shoal)
 
 	again := testenv.Origin(t, "file://"+shoalRoot)
 	for _, r := range remain {
@@ -84,17 +87,14 @@ func TestShoalGCOnAnOriginStore(t *testing.T) {
 	}
 }
 
-// compareCollectors copies the registry root, runs `registry
-// garbage-collect --delete-untagged=false` on root and Shoal's
-// mark-and-sweep on the copy, checks that they keep the same blobs and
-// returns the copy.
-func compareCollectors(t *testing.T, root string) string {
+// compareCollectors runs `registry garbage-collect --delete-untagged=false`
+// on root and Shoal's mark-and-sweep on shoal, a driver over a copy of root,
+// and checks that they keep the same blobs and layer links.
+func compareCollectors(t *testing.T, root string, shoal storage.Driver) {
 	t.Helper()
 	ctx := t.Context()
 	bin := testenv.Tool(t, testenv.ReferenceRegistry)
-	shoalRoot := t.TempDir()
-	copyTree(t, root, shoalRoot)
-	before := storedBlobs(t, root)
+	before := storedBlobs(t, shoal)
 
 	// The reference, offline: registry garbage-collect on one copy.
 	config := filepath.Join(t.TempDir(), "config.yml")
@@ -106,16 +106,16 @@ func compareCollectors(t *testing.T, root string) string {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("registry garbage-collect: %v\n%s", err, out)
 	}
+	reference, err := filesystem.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// Shoal on the other copy. The run's clock is moved past the grace
 	// period: the fixture was written seconds ago, and the grace period
 	// is about pushes in flight, which this comparison is not.
-	drv, err := filesystem.New(shoalRoot)
-	if err != nil {
-		t.Fatal(err)
-	}
 	gcCfg := gc.DefaultConfig()
-	runner, err := gc.NewRunner(drv, gcCfg, gc.RunnerOptions{
+	runner, err := gc.NewRunner(shoal, gcCfg, gc.RunnerOptions{
 		Holder: "gccompat", LeaseSettle: time.Millisecond,
 		Now:    func() time.Time { return time.Now().Add(time.Duration(gcCfg.Grace) + time.Hour) },
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -128,7 +128,7 @@ func compareCollectors(t *testing.T, root string) string {
 		t.Fatal(err)
 	}
 
-	want, got := storedBlobs(t, root), storedBlobs(t, shoalRoot)
+	want, got := storedBlobs(t, reference), storedBlobs(t, shoal)
 	if !slices.Equal(got, want) {
 		t.Errorf("blob stores differ after gc:\nonly registry kept: %v\nonly shoal kept:    %v", minus(want, got), minus(got, want))
 	}
@@ -141,21 +141,33 @@ func compareCollectors(t *testing.T, root string) string {
 	// Layer links: the same, except that Shoal also removes the links
 	// registry:2 leaves dangling (to blobs it deleted, in repositories
 	// without manifests).
+	refLinks := layerLinks(t, reference)
 	var wantLinks []string
-	for _, l := range layerLinks(t, root) {
+	for _, l := range refLinks {
 		if _, blob, _ := strings.Cut(l, "@"); slices.Contains(want, blob) {
 			wantLinks = append(wantLinks, l)
 		}
 	}
-	gotLinks := layerLinks(t, shoalRoot)
+	gotLinks := layerLinks(t, shoal)
 	if !slices.Equal(gotLinks, wantLinks) {
 		t.Errorf("layer links differ after gc:\nonly registry kept: %v\nonly shoal kept:    %v", minus(wantLinks, gotLinks), minus(gotLinks, wantLinks))
 	}
-	if dangling := len(layerLinks(t, root)) - len(wantLinks); dangling != 1 {
+	if dangling := len(refLinks) - len(wantLinks); dangling != 1 {
 		t.Errorf("registry garbage-collect left %d dangling links, the fixture expects 1 (compat/layers-only)", dangling)
 	}
-	t.Logf("%d blobs before, %d after both collectors; %d bytes freed", len(before), len(got), rep.BytesFreed)
-	return shoalRoot
+	t.Logf("%d blobs before, %d after both collectors; %d bytes freed; storage calls %+v", len(before), len(got), rep.BytesFreed, rep.StorageCalls)
+}
+
+// copyToFilesystem copies a registry root and returns a driver over the copy.
+func copyToFilesystem(t *testing.T, root string) (string, storage.Driver) {
+	t.Helper()
+	dir := t.TempDir()
+	copyTree(t, root, dir)
+	drv, err := filesystem.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, drv
 }
 
 // pushFixture writes, through the reference registry's API, every case
@@ -267,9 +279,9 @@ func pushFixture(t *testing.T, addr string) []string {
 	return []string{"compat/app:v1", "compat/app:v2", "compat/gone:new", "compat/multi:1.0", "compat/app@" + digestOf(sbom), "compat/app@" + digestOf(b)}
 }
 
-// storedBlobs lists blobs/<alg>/<xx>/<hex>/data under a registry root.
-func storedBlobs(t *testing.T, root string) []string {
-	return filesUnder(t, filepath.Join(root, "docker/registry/v2/blobs"), func(rel string) (string, bool) {
+// storedBlobs lists blobs/<alg>/<xx>/<hex>/data as "alg:hex".
+func storedBlobs(t *testing.T, drv storage.Driver) []string {
+	return filesUnder(t, drv, "/docker/registry/v2/blobs", func(rel string) (string, bool) {
 		parts := strings.Split(rel, "/")
 		if len(parts) == 4 && parts[3] == "data" {
 			return parts[0] + ":" + parts[2], true
@@ -278,9 +290,10 @@ func storedBlobs(t *testing.T, root string) []string {
 	})
 }
 
-// layerLinks lists repositories/<name>/_layers/<alg>/<hex>/link.
-func layerLinks(t *testing.T, root string) []string {
-	return filesUnder(t, filepath.Join(root, "docker/registry/v2/repositories"), func(rel string) (string, bool) {
+// layerLinks lists repositories/<name>/_layers/<alg>/<hex>/link as
+// "name@alg:hex".
+func layerLinks(t *testing.T, drv storage.Driver) []string {
+	return filesUnder(t, drv, "/docker/registry/v2/repositories", func(rel string) (string, bool) {
 		repo, rest, ok := strings.Cut(rel, "/_layers/")
 		if !ok || !strings.HasSuffix(rest, "/link") {
 			return "", false
@@ -289,24 +302,20 @@ func layerLinks(t *testing.T, root string) []string {
 	})
 }
 
-func filesUnder(t *testing.T, dir string, keep func(rel string) (string, bool)) []string {
+func filesUnder(t *testing.T, drv storage.Driver, dir string, keep func(rel string) (string, bool)) []string {
 	t.Helper()
 	var out []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
+	err := drv.Walk(t.Context(), dir, func(fi storage.FileInfo) error {
+		if fi.IsDir() {
+			return nil
 		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		if k, ok := keep(filepath.ToSlash(rel)); ok {
+		if k, ok := keep(strings.TrimPrefix(fi.Path(), dir+"/")); ok {
 			out = append(out, k)
 		}
 		return nil
 	})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("walking %s: %v", dir, err)
 	}
 	slices.Sort(out)
 	return out
