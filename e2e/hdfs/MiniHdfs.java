@@ -7,7 +7,8 @@
 //       --base /tmp/minihdfs --port 0 --datanodes 3 --replication 2
 //
 // Protocol (stdout carries only these lines; Hadoop logs go to stderr):
-//   NAMENODE=127.0.0.1:PORT   once the namenode listens
+//   NAMENODE=127.0.0.1:PORT   once the namenode listens (RPC)
+//   NAMENODE_HTTP=127.0.0.1:PORT  its web server (/jmx for RPC counters)
 //   READY                     once all datanodes have registered
 // Commands, one per line on stdin, each answered by "OK <command>" or
 // "ERR <command>: <reason>":
@@ -103,6 +104,7 @@ public class MiniHdfs {
                 .format(true)
                 .build();
         out.println("NAMENODE=127.0.0.1:" + cluster.getNameNodePort());
+        out.println("NAMENODE_HTTP=127.0.0.1:" + cluster.getNameNode(0).getHttpAddress().getPort());
         cluster.waitActive();
         System.err.printf("MiniHdfs: cluster up in %.1fs%n", (System.nanoTime() - t0) / 1e9);
         out.println("READY");

@@ -101,7 +101,10 @@ type Cluster struct {
 	baseDir  string
 	ownsBase bool
 	namenode string
-	cmdTO    time.Duration
+	// namenodeHTTP is written by readStdout before it reports READY, and
+	// read only after Start has received that report.
+	namenodeHTTP string
+	cmdTO        time.Duration
 
 	replies chan string   // protocol lines after READY
 	exited  chan struct{} // closed when the JVM has exited
@@ -237,6 +240,8 @@ func (c *Cluster) readStdout(r io.Reader, ready chan<- string) {
 		switch {
 		case strings.HasPrefix(line, "NAMENODE="):
 			nn = strings.TrimPrefix(line, "NAMENODE=")
+		case strings.HasPrefix(line, "NAMENODE_HTTP="):
+			c.namenodeHTTP = strings.TrimPrefix(line, "NAMENODE_HTTP=")
 		case line == "READY":
 			ready <- nn
 		default:
@@ -252,6 +257,14 @@ func (c *Cluster) readStdout(r io.Reader, ready chan<- string) {
 
 // NameNode returns the namenode's RPC address, "127.0.0.1:PORT".
 func (c *Cluster) NameNode() string { return c.namenode }
+
+// NameNodeHTTP returns the address of the namenode's web server as it was
+// at start, "127.0.0.1:PORT"; its /jmx serves the namenode's metrics (RPC
+// call counts per method). After StartNameNode the port may differ.
+func (c *Cluster) NameNodeHTTP() string { return c.namenodeHTTP }
+
+// PID returns the process id of the JVM that runs the cluster.
+func (c *Cluster) PID() int { return c.cmd.Process.Pid }
 
 // URL returns the storage URL of a root path on this cluster, as the origin
 // takes it: hdfs://127.0.0.1:PORT/root.

@@ -3,6 +3,7 @@ package hdfs
 import (
 	"context"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 )
@@ -30,6 +31,17 @@ func TestClusterLifecycle(t *testing.T) {
 	}
 	if err := dial(); err != nil {
 		t.Fatalf("namenode %s not reachable after READY: %v", c.NameNode(), err)
+	}
+	resp, err := http.Get("http://" + c.NameNodeHTTP() + "/jmx?qry=Hadoop:service=NameNode,name=NameNodeInfo")
+	if err != nil {
+		t.Fatalf("namenode web server at %s: %v", c.NameNodeHTTP(), err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("namenode /jmx at %s: %s", c.NameNodeHTTP(), resp.Status)
+	}
+	if c.PID() <= 0 {
+		t.Fatalf("PID() = %d", c.PID())
 	}
 
 	if err := c.StopNameNode(); err != nil {
