@@ -24,8 +24,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/expirable"
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
@@ -111,8 +111,8 @@ type Server struct {
 	manifests *lru.Cache[string, *cachedResponse]
 	// auth remembers the origin's recent yeses: blob sizes by
 	// (repository, digest, credentials) and repository reads (-1).
-	auth      *expirable.LRU[string, int64]
-	fetches   singleflight.Group
+	auth    *expirable.LRU[string, int64]
+	fetches singleflight.Group
 }
 
 // New returns a mirror of cfg.Origin.

@@ -56,7 +56,7 @@ type Config struct {
 	// AdvertiseAddr is the host:port of this agent's peer service, as
 	// announced to the tracker. An empty host (":7002") lets the tracker
 	// fill in the address the announce came from.
-	AdvertiseAddr string `yaml:"advertiseAddr"`
+	AdvertiseAddr string `yaml:"-"`
 	// Locality is an optional label (zone, rack) sent with announces so the
 	// tracker hands out nearby peers first.
 	Locality string `yaml:"locality"`

@@ -1,0 +1,143 @@
+// Command peer-agent runs Shoal's per-host agent: a registry mirror that
+// dockerd (registry-mirrors) and containerd (hosts.toml) pull from, which
+// fetches blobs piece by piece from other agents and origin seeders and
+// serves the pieces it holds to other agents.
+//
+//	peer-agent --origin https://registry.example.com --origin-seeders origin-1:7003,origin-2:7003 \
+//	    --tracker tracker-1:7001,tracker-2:7001 --listen 127.0.0.1:5050 --peer-listen 0.0.0.0:7002 \
+//	    --cache-dir /var/cache/shoal-agent --cache-quota 50GiB
+//	peer-agent --config /etc/shoal/peer-agent.yaml
+//
+// See docs/agent.md and deploy/peer-agent.yaml.
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/shoal-dev/shoal/pkg/peer/agent"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "peer-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	cfg, err := parseConfig(args)
+	if err != nil {
+		return err
+	}
+	log, err := cfg.Log.Logger(os.Stderr)
+	if err != nil {
+		return err
+	}
+	a, err := agent.Listen(cfg, log)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+// parseConfig reads the config file, if any, then applies the flags given
+// on the command line over it.
+func parseConfig(args []string) (agent.Config, error) {
+	cfg := agent.DefaultConfig()
+	fs := flag.NewFlagSet("peer-agent", flag.ContinueOnError)
+	configPath := fs.String("config", "", "YAML config file (flags given on the command line override it)")
+	listen := fs.String("listen", "", "mirror HTTP address, also /metrics /healthz /readyz (default 127.0.0.1:5050)")
+	peerListen := fs.String("peer-listen", "", "gRPC address other agents fetch pieces from (default 127.0.0.1:7002)")
+	advertise := fs.String("advertise-addr", "", "peer address announced to the tracker (default: the bound --peer-listen address)")
+	origin := fs.String("origin", "", "base URL of the origin's registry API (required)")
+	seeders := fs.String("origin-seeders", "", "comma-separated gRPC addresses of origin seeders")
+	trackers := fs.String("tracker", "", "comma-separated tracker gRPC addresses (the same list on every agent)")
+	cacheDir := fs.String("cache-dir", "", "piece store directory (default /var/cache/shoal-agent)")
+	var quota, ingress, egress agent.ByteSize
+	fs.Var(&quota, "cache-quota", "piece store size limit, e.g. 50GiB (default 20GiB)")
+	fs.Var(&ingress, "ingress-limit", "bytes/s received from peers and seeders, e.g. 100MB; 0 = unlimited")
+	fs.Var(&egress, "egress-limit", "bytes/s sent to peers, e.g. 100MB; 0 = unlimited")
+	peerID := fs.String("peer-id", "", "peer id announced (default: hostname-random)")
+	locality := fs.String("locality", "", "locality label (zone, rack) sent to the tracker")
+	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
+	logFormat := fs.String("log-format", "", "text or json (default text)")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *configPath != "" {
+		if err := loadConfig(*configPath, &cfg); err != nil {
+			return cfg, err
+		}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	str := func(name string, dst *string, v string) {
+		if set[name] {
+			*dst = v
+		}
+	}
+	list := func(name string, dst *[]string, v string) {
+		if set[name] {
+			*dst = splitList(v)
+		}
+	}
+	size := func(name string, dst *agent.ByteSize, v agent.ByteSize) {
+		if set[name] {
+			*dst = v
+		}
+	}
+	str("listen", &cfg.Listen, *listen)
+	str("peer-listen", &cfg.PeerListen, *peerListen)
+	str("advertise-addr", &cfg.AdvertiseAddr, *advertise)
+	str("origin", &cfg.Origin, *origin)
+	list("origin-seeders", &cfg.OriginSeeders, *seeders)
+	list("tracker", &cfg.Tracker.Trackers, *trackers)
+	str("cache-dir", &cfg.CacheDir, *cacheDir)
+	size("cache-quota", &cfg.CacheQuota, quota)
+	size("ingress-limit", &cfg.IngressLimit, ingress)
+	size("egress-limit", &cfg.EgressLimit, egress)
+	str("peer-id", &cfg.Swarm.PeerID, *peerID)
+	str("locality", &cfg.Swarm.Locality, *locality)
+	str("log-level", &cfg.Log.Level, *logLevel)
+	str("log-format", &cfg.Log.Format, *logFormat)
+	return cfg, cfg.Validate()
+}
+
+// loadConfig overlays the YAML file at path on cfg, rejecting unknown
+// fields so that a misspelt setting is an error rather than the default.
+func loadConfig(path string, cfg *agent.Config) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

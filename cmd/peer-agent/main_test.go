@@ -1,0 +1,41 @@
+package main
+
+import (
+	"path/filepath"
+	"runtime"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestDeployConfigParses(t *testing.T) {
+	_, file, _, _ := runtime.Caller(0)
+	path := filepath.Join(filepath.Dir(file), "..", "..", "deploy", "peer-agent.yaml")
+	cfg, err := parseConfig([]string{"--config", path})
+	if err != nil {
+		t.Fatalf("deploy/peer-agent.yaml: %v", err)
+	}
+	if cfg.CacheQuota != 20<<30 || cfg.Swarm.PieceTimeout != 20*time.Second || len(cfg.Tracker.Trackers) != 2 {
+		t.Errorf("deploy/peer-agent.yaml read as quota %d, piece timeout %s, trackers %v", cfg.CacheQuota, cfg.Swarm.PieceTimeout, cfg.Tracker.Trackers)
+	}
+}
+
+func TestFlagsOverrideTheFile(t *testing.T) {
+	_, file, _, _ := runtime.Caller(0)
+	path := filepath.Join(filepath.Dir(file), "..", "..", "deploy", "peer-agent.yaml")
+	cfg, err := parseConfig([]string{"--config", path, "--origin", "http://127.0.0.1:5000",
+		"--origin-seeders", "a:1, b:2", "--tracker", "t:1", "--cache-quota", "1.5GiB", "--egress-limit", "100MB"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Origin != "http://127.0.0.1:5000" || !slices.Equal(cfg.OriginSeeders, []string{"a:1", "b:2"}) ||
+		!slices.Equal(cfg.Tracker.Trackers, []string{"t:1"}) || cfg.CacheQuota != 3<<29 || cfg.EgressLimit != 100e6 {
+		t.Errorf("flags not applied: %+v", cfg)
+	}
+}
+
+func TestOriginIsRequired(t *testing.T) {
+	if _, err := parseConfig(nil); err == nil {
+		t.Fatal("no origin: want an error")
+	}
+}
