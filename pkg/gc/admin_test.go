@@ -142,8 +142,8 @@ func TestCancelStopsARun(t *testing.T) {
 	if err == nil || len(rep.Blobs) != 0 {
 		t.Fatalf("canceled run: err %v, deleted %d blobs", err, len(rep.Blobs))
 	}
-	if m := markersIn(t, drv); len(m) > 0 {
-		t.Errorf("canceled run left markers: %v", m)
+	if m := pendingSetsIn(t, drv); len(m) > 0 {
+		t.Errorf("canceled run left its pending set: %v", m)
 	}
 	if rec, _, _ := ReadLease(context.Background(), drv); time.Now().Before(rec.Expires) {
 		t.Errorf("canceled run did not release its lease: %+v", rec)

@@ -299,8 +299,8 @@ func TestConcurrentPushesNeverLoseABlob(t *testing.T) {
 	if len(unmarked) > 0 {
 		t.Errorf("after the final gc (%d deleted) %d unreferenced blobs remain: %v", len(final.Blobs), len(unmarked), unmarked)
 	}
-	if m := markersIn(t, drv); len(m) > 0 {
-		t.Errorf("markers left behind: %v", m)
+	if m := pendingSetsIn(t, drv); len(m) > 0 {
+		t.Errorf("pending sets left behind: %v", m)
 	}
 	var _ storage.Driver = drv
 }

@@ -11,6 +11,6 @@
 //
 // Deletions are safe while pushes go on, provided the origin follows the
 // write order described in docs/gc.md: blob data, then the link, then
-// CheckReferences; GC writes a pending-deletion marker, then re-reads the
-// links, then deletes.
+// Guard.Check before acknowledging; GC writes its pending-deletion set,
+// then re-reads the links, then deletes, then removes the set.
 package gc

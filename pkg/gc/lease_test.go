@@ -144,7 +144,7 @@ func TestTwoRunnersOnlyOneCollects(t *testing.T) {
 }
 
 // stealingDriver hands the lease to another node when the sweep writes its
-// first pending-deletion marker, as if this node had been paused past its
+// pending-deletion set, as if this node had been paused past its
 // lease's expiry and another had taken over.
 type stealingDriver struct {
 	*agedDriver

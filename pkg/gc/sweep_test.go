@@ -173,8 +173,8 @@ func TestMarkAndSweepKeepsExactlyTheReachableBlobs(t *testing.T) {
 					}
 				}
 			}
-			if m := markersIn(t, drv); len(m) > 0 {
-				t.Errorf("markers left behind: %v", m)
+			if m := pendingSetsIn(t, drv); len(m) > 0 {
+				t.Errorf("pending sets left behind: %v", m)
 			}
 			last, err := newTestRunner(t, drv, testConfig(), "node-2").LastReport(ctx)
 			if err != nil || last == nil || last.Token != rep.Token {
@@ -250,7 +250,7 @@ func TestRetentionSkipsTagMovedAfterPlanning(t *testing.T) {
 	}
 }
 
-func markersIn(t testing.TB, drv storage.Driver) []string {
+func pendingSetsIn(t testing.TB, drv storage.Driver) []string {
 	t.Helper()
 	var out []string
 	if err := walkFiles(context.Background(), drv, pendingRoot, func(fi storage.FileInfo) error {

@@ -54,7 +54,7 @@ func TestRunnerKilledMidSweepIsTakenOverAfterExpiry(t *testing.T) {
 	f := buildSweepFixture(t, aged)
 	clk := &clock{t: time.Now()}
 
-	// Node 1 dies right after deleting its first blob: markers and the
+	// Node 1 dies right after deleting its first blob: its pending set and the
 	// lease stay behind.
 	deletes := 0
 	dying := &dyingDriver{}
@@ -71,8 +71,8 @@ func TestRunnerKilledMidSweepIsTakenOverAfterExpiry(t *testing.T) {
 	if _, err := r1.Run(ctx, RunOptions{}); !errors.Is(err, errKilled) {
 		t.Fatalf("node 1 should have died mid-sweep, got %v", err)
 	}
-	if len(markersIn(t, aged)) == 0 {
-		t.Fatal("the killed node left no markers; the test does not exercise the takeover")
+	if len(pendingSetsIn(t, aged)) == 0 {
+		t.Fatal("the killed node left no pending set; the test does not exercise the takeover")
 	}
 	// Between the two runs the store is consistent for clients: every tag pulls.
 	for repo, tag := range map[string]string{"a": "v1", "b/nested": "latest", "multi": "1.0"} {
@@ -112,7 +112,7 @@ func TestRunnerKilledMidSweepIsTakenOverAfterExpiry(t *testing.T) {
 			t.Errorf("dangling layer link %s survived: %v", l, err)
 		}
 	}
-	if m := markersIn(t, aged); len(m) > 0 {
-		t.Errorf("markers left after the takeover run: %v", m)
+	if m := pendingSetsIn(t, aged); len(m) > 0 {
+		t.Errorf("pending sets left after the takeover run: %v", m)
 	}
 }

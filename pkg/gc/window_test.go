@@ -56,9 +56,9 @@ func (h *hookDriver) Delete(ctx context.Context, p string) error {
 // repository and pushes a manifest that uses it, at each point of the
 // sweep where a push could slip in. Whatever the interleaving, the push is
 // either refused (and the client uploads again) or its blob survives; in
-// the windows after the markers are written it must be refused.
+// the windows after the pending set is written it must be refused.
 func TestPushInEveryWindowOfTheSweep(t *testing.T) {
-	markerWritten := func() func(op, p string) bool {
+	setWritten := func() func(op, p string) bool {
 		armed := false
 		return func(op, p string) bool {
 			if op == "put" && strings.HasPrefix(p, pendingRoot) {
@@ -74,14 +74,14 @@ func TestPushInEveryWindowOfTheSweep(t *testing.T) {
 		match       func(op, path string) bool
 		wantRefused bool
 	}{
-		{"before the markers are written", func(op, p string) bool {
+		{"before the pending set is written", func(op, p string) bool {
 			return op == "put" && strings.HasPrefix(p, pendingRoot)
 		}, false},
-		{"after the markers, before the re-check", markerWritten(), true},
+		{"after the pending set, before the re-check", setWritten(), true},
 		{"right before the blob is deleted", func(op, p string) bool {
 			return op == "delete" && strings.HasPrefix(p, blobsRoot)
 		}, true},
-		{"right before the marker is removed", func(op, p string) bool {
+		{"right before the pending set is removed", func(op, p string) bool {
 			return op == "delete" && strings.HasPrefix(p, pendingRoot)
 		}, true},
 	}
