@@ -198,3 +198,67 @@ func TestRunnerThatLostItsLeaseDeletesNothing(t *testing.T) {
 		}
 	}
 }
+
+// holderCheckingDriver is one node's view of the shared store: before each
+// blob deletion it checks that this node is the lease holder.
+type holderCheckingDriver struct {
+	*agedDriver
+	holder  string
+	t       *testing.T
+	deletes *atomic.Int32
+}
+
+func (h *holderCheckingDriver) Delete(ctx context.Context, p string) error {
+	if len(p) > len(blobsRoot) && p[:len(blobsRoot)] == blobsRoot {
+		rec, _, err := ReadLease(ctx, h.agedDriver)
+		if err != nil || rec.Holder != h.holder || !time.Now().Before(rec.Expires) {
+			h.t.Errorf("%s deletes %s while the lease is %+v (%v)", h.holder, p, rec, err)
+		}
+		h.deletes.Add(1)
+	}
+	return h.agedDriver.Delete(ctx, p)
+}
+
+func TestOnlyTheLeaseHolderEverDeletes(t *testing.T) {
+	ctx := context.Background()
+	aged := newAged(48 * time.Hour)
+	var deletes atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 3 {
+		holder := fmt.Sprintf("node-%d", i)
+		drv := &holderCheckingDriver{agedDriver: aged, holder: holder, t: t, deletes: &deletes}
+		r, err := NewRunner(drv, testConfig(), RunnerOptions{Holder: holder, LeaseSettle: 10 * time.Millisecond, Logger: discard()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := pusher{drv: aged}
+			for j := range 10 {
+				// Fresh garbage for whoever collects next.
+				if _, err := p.blob(ctx, "r", fmt.Appendf(nil, "garbage %d/%d", i, j)); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := r.Run(ctx, RunOptions{}); err != nil && !errors.Is(err, ErrLeaseHeld) && !errors.Is(err, ErrLeaseLost) {
+					t.Errorf("%s: %v", holder, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if deletes.Load() == 0 {
+		t.Fatal("no runner deleted anything: the test exercised nothing")
+	}
+	if left := len(blobsIn(t, aged)); left != 0 {
+		// A last run by one node collects whatever the others left.
+		r, _ := NewRunner(aged, testConfig(), RunnerOptions{Holder: "final", LeaseSettle: time.Millisecond, Logger: discard()})
+		if _, err := r.Run(ctx, RunOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if left := len(blobsIn(t, aged)); left != 0 {
+			t.Errorf("%d garbage blobs survived", left)
+		}
+	}
+}
