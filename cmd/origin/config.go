@@ -11,6 +11,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/shoal-dev/shoal/pkg/origin"
+	"github.com/shoal-dev/shoal/pkg/origin/seeder"
 )
 
 // Config is the origin's YAML config file. Every field has a working
@@ -32,6 +33,8 @@ type Config struct {
 	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
 	// Registry tunes the registry API; see origin.Config.
 	Registry origin.Config `yaml:"registry"`
+	// Seeder makes the node a P2P seeder in an origin cluster; see seeder.Config.
+	Seeder seeder.Config `yaml:"seeder"`
 }
 
 // LogConfig selects the log level and format.
@@ -48,6 +51,7 @@ func DefaultConfig() Config {
 		Log:           LogConfig{Level: "info", Format: "text"},
 		ShutdownGrace: 30 * time.Second,
 		Registry:      origin.DefaultConfig(),
+		Seeder:        seeder.DefaultConfig(),
 	}
 }
 

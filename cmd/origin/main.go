@@ -44,6 +44,7 @@ func run(args []string) error {
 	tlsKey := fs.String("tls-key", "", "TLS key file (PEM)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
 	logFormat := fs.String("log-format", "", "text or json (default text)")
+	applySeederFlags := seederFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -92,6 +93,11 @@ func run(args []string) error {
 		return err
 	}
 	srv.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	stopSeeder, err := startSeeder(&cfg.Seeder, applySeederFlags, d, log, reg, cfg.ShutdownGrace)
+	if err != nil {
+		return err
+	}
+	defer stopSeeder()
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -279,6 +279,11 @@ func (w *logWriter) Write(p []byte) (int, error) {
 			break
 		}
 	}
+	// Gossip that races Shutdown fails on the closed socket; that is
+	// expected, not an error.
+	if level > slog.LevelDebug && bytes.Contains(line, []byte("use of closed network connection")) {
+		level = slog.LevelDebug
+	}
 	w.log.Log(context.Background(), level, string(bytes.TrimPrefix(line, []byte("memberlist: "))))
 	return len(p), nil
 }

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	sockaddr "github.com/hashicorp/go-sockaddr"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	"github.com/shoal-dev/shoal/pkg/cluster"
+	"github.com/shoal-dev/shoal/pkg/origin/seeder"
+	"github.com/shoal-dev/shoal/pkg/storage"
+	"github.com/shoal-dev/shoal/pkg/tracker"
+	"github.com/shoal-dev/shoal/proto/peerpb"
+)
+
+// seederFlags registers the seeder's flags on fs. The returned function
+// applies those given on the command line over the config file's values.
+func seederFlags(fs *flag.FlagSet) func(*seeder.Config) error {
+	listen := fs.String("seeder-listen", "", "gRPC address of the P2P seeder (shoal.peer.v1.Peer); empty: seeder and cluster membership off")
+	trackers := fs.String("tracker", "", "tracker gRPC addresses (host:port, comma-separated) that owned blobs are announced to")
+	bind := fs.String("cluster-bind", "", "host:port for origin cluster gossip, UDP and TCP (default 127.0.0.1:7946)")
+	join := fs.String("cluster-join", "", "host:port of origin nodes to join, comma-separated (empty: start a new cluster)")
+	name := fs.String("cluster-name", "", "this node's name in the origin cluster, unique and stable across restarts (default: the host name)")
+	cacheDir := fs.String("cache-dir", "", "directory for the seeder's local copies of owned blobs (default /var/cache/shoal/origin)")
+	return func(c *seeder.Config) error {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if set["seeder-listen"] {
+			c.Listen = *listen
+		}
+		if set["tracker"] {
+			c.Tracker.Trackers = splitList(*trackers)
+		}
+		if set["cluster-bind"] {
+			host, port, err := net.SplitHostPort(*bind)
+			if err != nil {
+				return fmt.Errorf("--cluster-bind %q: %w", *bind, err)
+			}
+			p, err := net.LookupPort("tcp", port)
+			if err != nil {
+				return fmt.Errorf("--cluster-bind %q: %w", *bind, err)
+			}
+			c.Cluster.BindAddr, c.Cluster.BindPort = host, p
+		}
+		if set["cluster-name"] {
+			c.Cluster.NodeName = *name
+		}
+		if set["cluster-join"] {
+			c.Cluster.Join = splitList(*join)
+		}
+		if set["cache-dir"] {
+			c.CacheDir = *cacheDir
+		}
+		return nil
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// startSeeder starts the P2P seeder when cfg.Listen is set: cluster
+// membership, the tracker client and the gRPC listener. The returned stop
+// function shuts them down, waiting up to grace for streams in flight.
+func startSeeder(cfg *seeder.Config, flags func(*seeder.Config) error, d storage.Driver, log *slog.Logger, reg prometheus.Registerer, grace time.Duration) (stop func(), err error) {
+	if err := flags(cfg); err != nil {
+		return nil, err
+	}
+	if cfg.Listen == "" {
+		log.Info("seeder off (no --seeder-listen)")
+		return func() {}, nil
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	log = log.With("component", "seeder")
+	var cleanup []func()
+	undo := func() {
+		for i := len(cleanup) - 1; i >= 0; i-- {
+			cleanup[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			undo()
+		}
+	}()
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("seeder: %w", err)
+	}
+	cleanup = append(cleanup, func() { _ = ln.Close() })
+	advertise, err := advertiseAddr(*cfg, ln.Addr().String(), log)
+	if err != nil {
+		return nil, err
+	}
+
+	cc := cfg.Cluster
+	cc.Meta = advertise
+	members, err := cluster.Start(cc, log)
+	if err != nil {
+		return nil, err
+	}
+	cleanup = append(cleanup, func() {
+		if err := members.Close(2 * time.Second); err != nil {
+			log.Warn("leaving the origin cluster", "err", err)
+		}
+	})
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "shoal_origin_cluster_members", Help: "Live origin nodes this node sees, itself included.",
+	}, func() float64 { return float64(len(members.Members())) }))
+
+	dial, err := cfg.TLS.DialOption()
+	if err != nil {
+		return nil, err
+	}
+	opts := seeder.Options{Log: log, Registerer: reg, Members: members, Dial: []grpc.DialOption{dial}, Advertise: advertise}
+	if len(cfg.Tracker.Trackers) > 0 {
+		tcfg := cfg.Tracker
+		tcfg.DialOptions = []grpc.DialOption{dial}
+		tc, err := tracker.NewClient(tcfg)
+		if err != nil {
+			return nil, err
+		}
+		cleanup = append(cleanup, func() { _ = tc.Close() })
+		opts.Announcer = tc
+	}
+	s, err := seeder.New(*cfg, d, opts)
+	if err != nil {
+		return nil, err
+	}
+	cleanup = append(cleanup, func() {
+		if err := s.Close(); err != nil {
+			log.Warn("closing seeder", "err", err)
+		}
+	})
+
+	creds, err := cfg.TLS.ServerOption()
+	if err != nil {
+		return nil, err
+	}
+	gs := grpc.NewServer(creds)
+	peerpb.RegisterPeerServer(gs, s)
+	go func() {
+		if err := gs.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			log.Error("seeder gRPC server stopped", "err", err)
+		}
+	}()
+	// The listener is the server's now; stopping the server closes it.
+	cleanup[0] = func() { gracefulStop(gs, grace) }
+	log.Info("seeder serving", "addr", ln.Addr().String(), "advertise", advertise, "tls", cfg.TLS.Enabled(),
+		"cluster", members.LocalAddr(), "join", cfg.Cluster.Join, "trackers", cfg.Tracker.Trackers, "cacheDir", cfg.CacheDir)
+	return undo, nil
+}
+
+// gracefulStop lets streams in flight finish for up to grace.
+func gracefulStop(gs *grpc.Server, grace time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		gs.GracefulStop()
+		close(done)
+	}()
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		gs.Stop()
+	}
+}
+
+// advertiseAddr is the seeder address published to the cluster and the
+// trackers: cfg.Advertise; else the listener's address if its host is
+// specified; else its port on the cluster's advertise address, on the
+// cluster's bind address unless that is loopback, or on the host's private
+// IP (what memberlist itself advertises). With none of those, the host
+// stays unspecified: trackers fill in the address announces come from,
+// but other origin nodes cannot reach this one to ask for metainfo (they
+// compute it themselves).
+func advertiseAddr(cfg seeder.Config, listening string, log *slog.Logger) (string, error) {
+	if cfg.Advertise != "" {
+		return cfg.Advertise, nil
+	}
+	host, _, err := net.SplitHostPort(listening)
+	if err != nil {
+		return "", fmt.Errorf("seeder: listen address %q: %w", listening, err)
+	}
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return listening, nil
+	}
+	if ip := net.ParseIP(cfg.Cluster.AdvertiseAddr); ip != nil && !ip.IsUnspecified() {
+		return seeder.FillHost(listening, ip), nil
+	}
+	if ip := net.ParseIP(cfg.Cluster.BindAddr); ip != nil && !ip.IsUnspecified() && !ip.IsLoopback() {
+		return seeder.FillHost(listening, ip), nil
+	}
+	if priv, err := sockaddr.GetPrivateIP(); err == nil && priv != "" {
+		return seeder.FillHost(listening, net.ParseIP(priv)), nil
+	}
+	log.Warn("seeder: no address to advertise found; set seeder.advertise so that other origin nodes can reach this one", "listen", listening)
+	return listening, nil
+}
