@@ -1,6 +1,7 @@
 package gc
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path"
@@ -200,6 +201,28 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 
 // MarshalYAML writes the Go spelling.
 func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// MarshalJSON writes the Go spelling, so that reports read "1.5s".
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON accepts what MarshalJSON writes, or a number of nanoseconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		var ns int64
+		if err := json.Unmarshal(b, &ns); err != nil {
+			return fmt.Errorf("duration must be a string or nanoseconds: %s", b)
+		}
+		*d = Duration(ns)
+		return nil
+	}
+	v, err := ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = v
+	return nil
+}
 
 // ParseDuration parses "30d", "2w", any time.ParseDuration string, or a
 // plain number of seconds.

@@ -1,6 +1,7 @@
 package gc
 
 import (
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -223,5 +224,20 @@ rules:
 	}
 	if err := func() error { c := DefaultConfig(); return c.Validate() }(); err != nil {
 		t.Errorf("default config invalid: %v", err)
+	}
+}
+
+func TestDurationJSONRoundTrip(t *testing.T) {
+	in := map[Phase]Duration{PhaseMark: Duration(1500 * time.Millisecond)}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != `{"mark":"1.5s"}` {
+		t.Errorf("marshalled %s", b)
+	}
+	var out map[Phase]Duration
+	if err := json.Unmarshal(b, &out); err != nil || out[PhaseMark] != in[PhaseMark] {
+		t.Errorf("round trip: %v, %v", out, err)
 	}
 }
