@@ -29,7 +29,7 @@ import (
 // Config configures one node's membership.
 type Config struct {
 	// NodeName is unique in the cluster; ownership is hashed on it, so keep
-	// it stable across restarts (default: the host name).
+	// it stable across restarts (default, or when empty: the host name).
 	NodeName string `yaml:"nodeName"`
 	// BindAddr is the address gossip listens on, UDP and TCP (default
 	// 127.0.0.1: a single node needs no network; set it to the node's LAN
@@ -79,13 +79,9 @@ type Config struct {
 // DefaultConfig returns a single-node configuration with memberlist's LAN
 // timings (see the fields for the reason behind each number).
 func DefaultConfig() Config {
-	name, err := os.Hostname()
-	if err != nil || name == "" {
-		name = "origin"
-	}
 	lan := memberlist.DefaultLANConfig()
 	return Config{
-		NodeName:         name,
+		NodeName:         hostname(),
 		BindAddr:         "127.0.0.1",
 		BindPort:         7946,
 		RejoinInterval:   10 * time.Second,
@@ -97,11 +93,18 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports the first unusable field.
+func hostname() string {
+	name, err := os.Hostname()
+	if err != nil || name == "" {
+		return "origin"
+	}
+	return name
+}
+
+// Validate reports the first unusable field. An empty NodeName is allowed:
+// Start uses the host name.
 func (c Config) Validate() error {
 	switch {
-	case c.NodeName == "":
-		return errors.New("cluster: nodeName is empty")
 	case c.BindPort < 0 || c.BindPort > 65535:
 		return fmt.Errorf("cluster: bindPort %d out of range", c.BindPort)
 	case c.ProbeInterval <= 0 || c.ProbeTimeout <= 0 || c.GossipInterval <= 0 || c.PushPullInterval <= 0:
@@ -135,6 +138,9 @@ type Cluster struct {
 func Start(cfg Config, logger *slog.Logger) (*Cluster, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.NodeName == "" {
+		cfg.NodeName = hostname()
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)

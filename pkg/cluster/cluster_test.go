@@ -108,7 +108,6 @@ func TestJoinRetriesUntilAMemberIsUp(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	for name, mut := range map[string]func(*Config){
-		"no name":        func(c *Config) { c.NodeName = "" },
 		"bad port":       func(c *Config) { c.BindPort = 70000 },
 		"zero probe":     func(c *Config) { c.ProbeInterval = 0 },
 		"zero suspicion": func(c *Config) { c.SuspicionMult = 0 },
