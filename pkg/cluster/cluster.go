@@ -10,6 +10,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -48,6 +49,12 @@ type Config struct {
 	// Empty: start a new cluster. A failed join does not stop the node: it
 	// keeps retrying every RejoinInterval while it is alone.
 	Join []string `yaml:"join"`
+	// KeyFile holds the gossip encryption key, base64 of 16, 24 or 32
+	// bytes (AES-128/192/256), the same on every node: gossip is then
+	// encrypted and messages without the key are dropped, so an outsider
+	// can neither read the membership nor join. Empty: plaintext gossip, for
+	// a trusted network only.
+	KeyFile string `yaml:"keyFile"`
 	// RejoinInterval is how often a node that is alone retries Join (10s).
 	RejoinInterval time.Duration `yaml:"rejoinInterval"`
 	// Meta is published to the other nodes: the node's seeder gRPC address.
@@ -162,6 +169,13 @@ func Start(cfg Config, logger *slog.Logger) (*Cluster, error) {
 	mc.PushPullInterval = cfg.PushPullInterval
 	mc.SuspicionMult = cfg.SuspicionMult
 	mc.Delegate = meta(cfg.Meta)
+	if cfg.KeyFile != "" {
+		key, err := readKey(cfg.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		mc.SecretKey = key
+	}
 	mc.Logger = log.New(&logWriter{log: logger.With("component", "memberlist")}, "", 0)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -174,6 +188,21 @@ func Start(cfg Config, logger *slog.Logger) (*Cluster, error) {
 		go c.rejoin()
 	}
 	return c, nil
+}
+
+func readKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: reading gossip key: %w", err)
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: gossip key %s is not base64: %w", path, err)
+	}
+	if n := len(key); n != 16 && n != 24 && n != 32 {
+		return nil, fmt.Errorf("cluster: gossip key %s is %d bytes, want 16, 24 or 32", path, n)
+	}
+	return key, nil
 }
 
 func (c *Cluster) join() {

@@ -1,7 +1,10 @@
 package cluster
 
 import (
+	"encoding/base64"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -122,5 +125,50 @@ func TestValidate(t *testing.T) {
 	}
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
+	}
+}
+
+func writeKey(t *testing.T, key string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "gossip.key")
+	if err := os.WriteFile(p, []byte(key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// With a gossip key, nodes that share it form a cluster and a node with
+// another key cannot join.
+func TestGossipKey(t *testing.T) {
+	key := writeKey(t, base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef")))
+	other := writeKey(t, base64.StdEncoding.EncodeToString([]byte("fedcba9876543210")))
+
+	acfg := testConfig("node-a", "")
+	acfg.KeyFile = key
+	a := start(t, acfg)
+	bcfg := testConfig("node-b", "")
+	bcfg.KeyFile, bcfg.Join = key, []string{a.LocalAddr()}
+	b := start(t, bcfg)
+	waitMembers(t, a, 2)
+	waitMembers(t, b, 2)
+
+	ccfg := testConfig("node-c", "")
+	ccfg.KeyFile, ccfg.Join = other, []string{a.LocalAddr()}
+	c := start(t, ccfg)
+	time.Sleep(300 * time.Millisecond)
+	if got := c.Members(); len(got) != 1 {
+		t.Fatalf("node with another key joined: %v", got)
+	}
+	if got := a.Members(); len(got) != 2 {
+		t.Fatalf("node-a sees %v, want node-a and node-b only", got)
+	}
+
+	for _, bad := range []string{writeKey(t, "not base64!"), writeKey(t, base64.StdEncoding.EncodeToString([]byte("short")))} {
+		cfg := testConfig("node-d", "")
+		cfg.KeyFile = bad
+		if c, err := Start(cfg, nil); err == nil {
+			_ = c.Close(time.Second)
+			t.Errorf("Start accepted the bad key file %s", bad)
+		}
 	}
 }
