@@ -1,14 +1,27 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/shoal-dev/shoal/pkg/origin/seeder"
+	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
+	"github.com/shoal-dev/shoal/pkg/tracker"
+	"github.com/shoal-dev/shoal/proto/peerpb"
+	"github.com/shoal-dev/shoal/proto/trackerpb"
 )
 
 func TestSeederFlagsOverrideConfig(t *testing.T) {
@@ -94,5 +107,94 @@ func TestAdvertiseAddr(t *testing.T) {
 	got, err := advertiseAddr(seeder.DefaultConfig(), "0.0.0.0:7002", log)
 	if err != nil || got == "127.0.0.1:7002" {
 		t.Errorf("advertiseAddr with loopback cluster bind = %q, %v; want a non-loopback address", got, err)
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// The wiring serves the seeder on --seeder-listen, in a one-node cluster,
+// announcing to the --tracker, and stops cleanly.
+func TestStartSeederServesAndAnnounces(t *testing.T) {
+	ts, err := tracker.NewServer(tracker.DefaultConfig(), tracker.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgs := grpc.NewServer()
+	trackerpb.RegisterTrackerServer(tgs, ts)
+	go func() { _ = tgs.Serve(tln) }()
+	defer tgs.Stop()
+
+	d := inmemory.New()
+	blob := []byte("wired")
+	dg := digest.FromBytes(blob)
+	if err := d.PutContent(context.Background(), "/docker/registry/v2/blobs/sha256/"+dg.Encoded()[:2]+"/"+dg.Encoded()+"/data", blob); err != nil {
+		t.Fatal(err)
+	}
+	addr := freePort(t)
+	fs := flag.NewFlagSet("origin", flag.ContinueOnError)
+	apply := seederFlags(fs)
+	if err := fs.Parse([]string{"--seeder-listen", addr, "--tracker", tln.Addr().String(), "--cluster-bind", "127.0.0.1:0",
+		"--cluster-name", "wired", "--cache-dir", t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := seeder.DefaultConfig()
+	stop, err := startSeeder(&cfg, apply, d, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			stop()
+		}
+	}()
+
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var hdr metadata.MD
+	if _, err := peerpb.NewPeerClient(conn).GetMetainfo(context.Background(), &peerpb.GetMetainfoRequest{Digest: dg.String()}, grpc.Header(&hdr)); err != nil {
+		t.Fatalf("GetMetainfo through the wired seeder: %v", err)
+	}
+	if got := hdr.Get(seeder.OwnersHeader); len(got) != 1 || got[0] != addr {
+		t.Errorf("owners header = %v, want [%s]", got, addr)
+	}
+	tc, err := tracker.NewClient(tracker.ClientConfig{Trackers: []string{tln.Addr().String()}, Timeout: time.Second, Cooldown: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := tc.Announce(context.Background(), &trackerpb.AnnounceRequest{Digest: dg.String(), PeerId: "agent", Addr: "127.0.0.1:9", Bitfield: []byte{0}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := resp.GetPeers(); len(p) == 1 && p[0].GetAddr() == addr && p[0].GetIsOrigin() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tracker never handed out the origin seeder: %v", resp.GetPeers())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	stopped = true
+	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		t.Error("seeder still listening after stop")
 	}
 }
