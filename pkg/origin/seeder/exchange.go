@@ -48,7 +48,7 @@ func (s *Server) Exchange(stream peerpb.Peer_ExchangeServer) error {
 	if err != nil {
 		return err
 	}
-	m, err := s.metainfo(ctx, d)
+	m, err := s.metainfo(ctx, d, true)
 	if err != nil {
 		return toStatus(err).Err()
 	}

@@ -438,3 +438,44 @@ func TestCorruptBlobInStorageIsNotServed(t *testing.T) {
 		t.Error("corrupt blob stayed in the cache")
 	}
 }
+
+// Two nodes that briefly disagree on the owner (each thinks the other owns
+// the blob) do not wait on each other: the node asked on another's behalf
+// computes the metainfo itself.
+func TestDisagreeingOwnersDoNotDeadlock(t *testing.T) {
+	d := inmemory.New()
+	blob, _ := randomBlob(t, 1<<20)
+	dg := putBlob(t, d, blob)
+	var mu sync.Mutex
+	addrs := map[string]string{}
+	// Each node's view has only the other node as a member with an address.
+	viewOf := func(self string) func() []cluster.Member {
+		return func() []cluster.Member {
+			mu.Lock()
+			defer mu.Unlock()
+			other := map[string]string{"a": "b", "b": "a"}[self]
+			return []cluster.Member{{Name: other, Addr: addrs[other]}}
+		}
+	}
+	start := func(name string) *testSeeder {
+		return startSeeder(t, d, func(c *Config, o *Options, addr string) {
+			mu.Lock()
+			addrs[name] = addr
+			mu.Unlock()
+			c.Replicas = 1
+			o.Members = dynamicMembers{self: name, list: viewOf(name)}
+		})
+	}
+	a, b := start("a"), start("b")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := a.client().GetMetainfo(ctx, &peerpb.GetMetainfoRequest{Digest: dg.String()}); err != nil {
+		t.Fatalf("GetMetainfo with disagreeing owners: %v", err)
+	}
+	if n := counter(t, b.m.metainfoComputed); n != 1 {
+		t.Errorf("node asked on another's behalf computed %.0f times, want 1", n)
+	}
+	if n := counter(t, a.m.metainfoComputed); n != 0 {
+		t.Errorf("asking node computed %.0f times, want 0 (the other answered)", n)
+	}
+}

@@ -51,6 +51,10 @@ const chunkSize = 1 << 20
 // that reached a non-owner (or has no tracker) exchanges pieces with these.
 const OwnersHeader = "shoal-owners"
 
+// proxiedHeader marks a GetMetainfo that one origin node sends to another
+// (an owner); its value is the sender's peer id.
+const proxiedHeader = "shoal-origin-proxied"
+
 // askOwnerTimeout bounds asking an owner for metainfo. Long enough for the
 // owner to read and hash a large blob; an owner that is down fails at once
 // (connection refused) and this node computes the metainfo itself.
@@ -239,7 +243,12 @@ func (s *Server) GetMetainfo(ctx context.Context, req *peerpb.GetMetainfoRequest
 		s.m.metainfoRequests.WithLabelValues("invalid").Inc()
 		return nil, err
 	}
-	m, err := s.metainfo(ctx, d)
+	// A request another node sent on to this one is never sent on again:
+	// two nodes whose views of the cluster briefly differ could otherwise
+	// each wait on the other.
+	md, _ := metadata.FromIncomingContext(ctx)
+	proxied := len(md.Get(proxiedHeader)) > 0
+	m, err := s.metainfo(ctx, d, !proxied)
 	if err != nil {
 		st := toStatus(err)
 		switch st.Code() {
@@ -307,7 +316,7 @@ func (s *Server) blobSize(ctx context.Context, d digest.Digest) (int64, error) {
 // metainfo returns the blob's metainfo, loading it from storage, asking an
 // owner, or computing and storing it. Concurrent calls for one blob share
 // one resolution; a caller that gives up does not cancel it for the others.
-func (s *Server) metainfo(ctx context.Context, d digest.Digest) (*metainfo.Metainfo, error) {
+func (s *Server) metainfo(ctx context.Context, d digest.Digest, mayAskOwner bool) (*metainfo.Metainfo, error) {
 	if m, ok := s.meta.Get(d); ok {
 		// The blob may have been deleted since (GC); a cached copy is proof
 		// enough while this node holds it, storage is asked otherwise.
@@ -319,8 +328,14 @@ func (s *Server) metainfo(ctx context.Context, d digest.Digest) (*metainfo.Metai
 		}
 		return m, nil
 	}
-	ch := s.flight.DoChan("metainfo:"+d.String(), func() (any, error) {
-		return s.resolveMetainfo(context.WithoutCancel(ctx), d)
+	// Requests that may not ask an owner resolve apart, so that they never
+	// wait on a resolution that is asking one.
+	key := "metainfo:" + d.String()
+	if !mayAskOwner {
+		key = "metainfo-here:" + d.String()
+	}
+	ch := s.flight.DoChan(key, func() (any, error) {
+		return s.resolveMetainfo(context.WithoutCancel(ctx), d, mayAskOwner)
 	})
 	select {
 	case r := <-ch:
@@ -333,7 +348,7 @@ func (s *Server) metainfo(ctx context.Context, d digest.Digest) (*metainfo.Metai
 	}
 }
 
-func (s *Server) resolveMetainfo(ctx context.Context, d digest.Digest) (*metainfo.Metainfo, error) {
+func (s *Server) resolveMetainfo(ctx context.Context, d digest.Digest, mayAskOwner bool) (*metainfo.Metainfo, error) {
 	size, err := s.blobSize(ctx, d)
 	if err != nil {
 		return nil, err
@@ -348,7 +363,7 @@ func (s *Server) resolveMetainfo(ctx context.Context, d digest.Digest) (*metainf
 	case !isNotFound(err):
 		return nil, err
 	}
-	if !s.owns(d) {
+	if mayAskOwner && !s.owns(d) {
 		if m, err := s.metainfoFromOwner(ctx, d, size); err == nil {
 			s.meta.Add(d, m)
 			return m, nil
@@ -428,6 +443,7 @@ func (s *Server) askOwner(ctx context.Context, addr string, d digest.Digest) (*m
 	// long: it then computes the metainfo itself.
 	ctx, cancel := context.WithTimeout(ctx, askOwnerTimeout)
 	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, proxiedHeader, s.peerID)
 	p, err := peerpb.NewPeerClient(conn).GetMetainfo(ctx, &peerpb.GetMetainfoRequest{Digest: d.String()})
 	if err != nil {
 		return nil, err
