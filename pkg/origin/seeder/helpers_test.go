@@ -29,7 +29,7 @@ import (
 	"github.com/shoal-dev/shoal/proto/peerpb"
 )
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -67,7 +67,7 @@ func (c *countingDriver) readsOf(d digest.Digest) int {
 	return c.reads[blobDataPath(d)]
 }
 
-func randomBlob(t *testing.T, size int) ([]byte, digest.Digest) {
+func randomBlob(t testing.TB, size int) ([]byte, digest.Digest) {
 	t.Helper()
 	b := make([]byte, size)
 	if _, err := rand.Read(b); err != nil {
@@ -77,7 +77,7 @@ func randomBlob(t *testing.T, size int) ([]byte, digest.Digest) {
 }
 
 // putBlob writes a blob straight into the registry:2 layout.
-func putBlob(t *testing.T, d storage.Driver, b []byte) digest.Digest {
+func putBlob(t testing.TB, d storage.Driver, b []byte) digest.Digest {
 	t.Helper()
 	dg := digest.FromBytes(b)
 	if err := d.PutContent(context.Background(), blobDataPath(dg), b); err != nil {
@@ -87,7 +87,7 @@ func putBlob(t *testing.T, d storage.Driver, b []byte) digest.Digest {
 }
 
 // pushBlob uploads a blob through the origin's registry API.
-func pushBlob(t *testing.T, d storage.Driver, b []byte) digest.Digest {
+func pushBlob(t testing.TB, d storage.Driver, b []byte) digest.Digest {
 	t.Helper()
 	reg, err := origin.New(d, origin.DefaultConfig(), testLogger(t), nil)
 	if err != nil {
@@ -119,7 +119,7 @@ func (ts *testSeeder) client() peerpb.PeerClient { return peerpb.NewPeerClient(t
 // startSeeder serves a seeder over gRPC on 127.0.0.1. mutate may change the
 // config and options; the listener is bound before, so opts.Advertise and
 // membership can name it.
-func startSeeder(t *testing.T, d storage.Driver, mutate func(*Config, *Options, string)) *testSeeder {
+func startSeeder(t testing.TB, d storage.Driver, mutate func(*Config, *Options, string)) *testSeeder {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -158,7 +158,7 @@ func startSeeder(t *testing.T, d storage.Driver, mutate func(*Config, *Options, 
 	return &testSeeder{Server: s, addr: ln.Addr().String(), reg: reg, conn: conn}
 }
 
-func getMetainfo(t *testing.T, c peerpb.PeerClient, d digest.Digest) *metainfo.Metainfo {
+func getMetainfo(t testing.TB, c peerpb.PeerClient, d digest.Digest) *metainfo.Metainfo {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -175,7 +175,7 @@ func getMetainfo(t *testing.T, c peerpb.PeerClient, d digest.Digest) *metainfo.M
 
 // fetchAll downloads every piece over one Exchange, pipelining all the
 // requests, verifies each piece and returns the blob.
-func fetchAll(t *testing.T, c peerpb.PeerClient, m *metainfo.Metainfo) []byte {
+func fetchAll(t testing.TB, c peerpb.PeerClient, m *metainfo.Metainfo) []byte {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -227,7 +227,7 @@ func fetchAll(t *testing.T, c peerpb.PeerClient, m *metainfo.Metainfo) []byte {
 	return bytes.Join(pieces, nil)
 }
 
-func handshake(t *testing.T, stream peerpb.Peer_ExchangeClient, d digest.Digest) *peerpb.Handshake {
+func handshake(t testing.TB, stream peerpb.Peer_ExchangeClient, d digest.Digest) *peerpb.Handshake {
 	t.Helper()
 	if err := stream.Send(&peerpb.Message{Msg: &peerpb.Message_Handshake{Handshake: &peerpb.Handshake{
 		Digest: d.String(), PeerId: "test-agent", Bitfield: nil,
@@ -245,7 +245,7 @@ func handshake(t *testing.T, stream peerpb.Peer_ExchangeClient, d digest.Digest)
 	return hs
 }
 
-func counter(t *testing.T, c prometheus.Collector) float64 {
+func counter(t testing.TB, c prometheus.Collector) float64 {
 	t.Helper()
 	return testutil.ToFloat64(c)
 }
@@ -262,7 +262,7 @@ func (s staticMembers) Owners(d string, r int) []cluster.Member {
 }
 
 // digestOwnedBy returns a blob whose first owner among members is name.
-func blobOwnedBy(t *testing.T, members []cluster.Member, name string, size int) ([]byte, digest.Digest) {
+func blobOwnedBy(t testing.TB, members []cluster.Member, name string, size int) ([]byte, digest.Digest) {
 	t.Helper()
 	for range 100 {
 		b, d := randomBlob(t, size)
