@@ -1,6 +1,7 @@
 package seeder
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/shoal-dev/shoal/pkg/cluster"
+	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
 	"github.com/shoal-dev/shoal/pkg/tracker"
 	"github.com/shoal-dev/shoal/proto/trackerpb"
@@ -198,5 +200,60 @@ func TestAgentFindsOriginThroughTracker(t *testing.T) {
 			t.Fatalf("tracker never handed out the origin: %v", resp.GetPeers())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A non-owner asked for a blob whose metainfo is already stored wakes the
+// owner, which caches and announces it, so the swarm is sent to the owner.
+func TestNonOwnerWakesOwner(t *testing.T) {
+	d := inmemory.New()
+	var mu sync.Mutex
+	addrs := map[string]string{}
+	list := func() []cluster.Member {
+		mu.Lock()
+		defer mu.Unlock()
+		return []cluster.Member{{Name: "a", Addr: addrs["a"]}, {Name: "b", Addr: addrs["b"]}}
+	}
+	blob, _ := blobOwnedBy(t, []cluster.Member{{Name: "a"}, {Name: "b"}}, "a", 2<<20)
+	dg := putBlob(t, d, blob)
+	rec := &recorder{interval: time.Minute}
+	start := func(name string, ann Announcer) *testSeeder {
+		return startSeeder(t, d, func(c *Config, o *Options, addr string) {
+			mu.Lock()
+			addrs[name] = addr
+			mu.Unlock()
+			c.Replicas = 1
+			o.Members = dynamicMembers{self: name, list: list}
+			if ann != nil {
+				o.Announcer = ann
+			}
+		})
+	}
+	m, err := metainfo.Compute(bytes.NewReader(blob), dg, int64(len(blob)), metainfo.PieceLengthFor(int64(len(blob))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := metainfo.Store(context.Background(), d, m); err != nil {
+		t.Fatal(err)
+	}
+	a := start("a", rec)
+	b := start("b", nil)
+	before := len(rec.requests())
+
+	getMetainfo(t, b.client(), dg)
+	if n := counter(t, b.m.metainfoProxied.WithLabelValues("ok")); n != 0 {
+		t.Fatalf("b asked the owner for stored metainfo (%.0f times)", n)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !a.cache.has(dg) || len(rec.requests()) == before {
+		if time.Now().After(deadline) {
+			t.Fatalf("owner not woken: cached %v, announces %d (before %d)", a.cache.has(dg), len(rec.requests()), before)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Asking again within the announce interval does not wake it again.
+	getMetainfo(t, b.client(), dg)
+	if n := counter(t, a.m.metainfoRequests.WithLabelValues("ok")); n != 1 {
+		t.Errorf("owner got %.0f metainfo requests, want 1 (one wake-up)", n)
 	}
 }

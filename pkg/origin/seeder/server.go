@@ -105,6 +105,8 @@ type Server struct {
 
 	cache    *cache
 	meta     *lru.Cache[digest.Digest, *metainfo.Metainfo]
+	wokenMu  sync.Mutex // woken's check-then-add
+	woken    *lru.Cache[digest.Digest, time.Time]
 	flight   singleflight.Group
 	uploads  chan struct{} // semaphore: one token per piece being sent
 	streams  chan struct{} // semaphore: one token per open Exchange
@@ -143,9 +145,14 @@ func New(cfg Config, d storage.Driver, opts Options) (*Server, error) {
 		cancel()
 		return nil, fmt.Errorf("seeder: metainfo cache: %w", err)
 	}
+	woken, err := lru.New[digest.Digest, time.Time](cfg.MetainfoEntries)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("seeder: owner wake-up cache: %w", err)
+	}
 	s := &Server{
 		cfg: cfg, driver: d, log: log, m: m, members: opts.Members, announcer: opts.Announcer,
-		dialOpts: opts.Dial, cache: c, meta: meta,
+		dialOpts: opts.Dial, cache: c, meta: meta, woken: woken,
 		uploads: make(chan struct{}, cfg.MaxUploads), streams: make(chan struct{}, cfg.MaxStreams),
 		ctx: ctx, cancel: cancel, announce: map[digest.Digest]*announceState{}, conns: map[string]*grpc.ClientConn{},
 	}
@@ -275,6 +282,8 @@ func (s *Server) GetMetainfo(ctx context.Context, req *peerpb.GetMetainfoRequest
 		// into the cache now and tell the trackers this node seeds it.
 		s.prefetch(d, m.Size)
 		s.track(d)
+	} else if !proxied {
+		s.wakeOwners(d)
 	}
 	return m.Proto(), nil
 }
@@ -424,6 +433,10 @@ func (s *Server) metainfoFromOwner(ctx context.Context, d digest.Digest, size in
 		}
 		if err == nil {
 			s.m.metainfoProxied.WithLabelValues("ok").Inc()
+			// The owner now caches and announces the blob: no need to wake it.
+			s.wokenMu.Lock()
+			s.woken.Add(d, time.Now())
+			s.wokenMu.Unlock()
 			return m, nil
 		}
 		s.m.metainfoProxied.WithLabelValues("error").Inc()
@@ -509,6 +522,40 @@ func (r *countingReader) Read(p []byte) (int, error) {
 }
 
 func (r *countingReader) Close() error { return r.rc.Close() }
+
+// wakeOwners tells the owners of a blob that a non-owner was asked for,
+// by asking them for its metainfo in the background, at most once per
+// announce interval per blob: they then cache and announce it, and the
+// swarm's origin traffic goes to them rather than to whichever node an
+// agent reached first.
+func (s *Server) wakeOwners(d digest.Digest) {
+	now := time.Now()
+	s.wokenMu.Lock()
+	if last, ok := s.woken.Get(d); ok && now.Sub(last) < s.cfg.AnnounceInterval {
+		s.wokenMu.Unlock()
+		return
+	}
+	s.woken.Add(d, now)
+	s.wokenMu.Unlock()
+	s.annMu.Lock()
+	defer s.annMu.Unlock()
+	if s.ctx.Err() != nil {
+		return
+	}
+	s.tasks.Add(1)
+	go func() {
+		defer s.tasks.Done()
+		self := s.members.Self().Name
+		for _, o := range s.owners(d) {
+			if o.Name == self || o.Addr == "" {
+				continue
+			}
+			if _, err := s.askOwner(s.ctx, o.Addr, d); err != nil {
+				s.log.Debug("seeder: waking owner failed", "digest", d, "owner", o.Name, "err", err)
+			}
+		}
+	}()
+}
 
 // prefetch starts reading an owned blob into the cache, if it is not there.
 func (s *Server) prefetch(d digest.Digest, size int64) {
