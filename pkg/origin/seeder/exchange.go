@@ -116,7 +116,6 @@ func (s *Server) receive(stream peerpb.Peer_ExchangeServer, m *metainfo.Metainfo
 // send answers queued requests until the queue is closed and drained, so
 // that requests sent before the peer closed its side are still answered.
 func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m *metainfo.Metainfo, src pieceSource, q *requestQueue) error {
-	buf := make([]byte, chunkSize)
 	for {
 		it, ok := q.next(ctx)
 		if !ok {
@@ -138,7 +137,11 @@ func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m 
 			continue
 		}
 		s.m.uploads.Inc()
-		err := s.sendPiece(ctx, stream, m, src, q, int(it.index), buf)
+		// One chunk buffer per piece being sent, not per stream: memory is
+		// bounded by maxUploads, however many streams are open.
+		buf := s.chunks.Get().(*[]byte)
+		err := s.sendPiece(ctx, stream, m, src, q, int(it.index), *buf)
+		s.chunks.Put(buf)
 		s.m.uploads.Dec()
 		<-s.uploads
 		q.done(it.index)

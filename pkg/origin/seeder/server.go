@@ -109,6 +109,7 @@ type Server struct {
 	woken    *lru.Cache[digest.Digest, time.Time]
 	flight   singleflight.Group
 	uploads  chan struct{} // semaphore: one token per piece being sent
+	chunks   sync.Pool     // *[]byte of chunkSize
 	streams  chan struct{} // semaphore: one token per open Exchange
 	limiter  *rate.Limiter // nil: egress unlimited
 	ctx      context.Context
@@ -155,6 +156,10 @@ func New(cfg Config, d storage.Driver, opts Options) (*Server, error) {
 		dialOpts: opts.Dial, cache: c, meta: meta, woken: woken,
 		uploads: make(chan struct{}, cfg.MaxUploads), streams: make(chan struct{}, cfg.MaxStreams),
 		ctx: ctx, cancel: cancel, announce: map[digest.Digest]*announceState{}, conns: map[string]*grpc.ClientConn{},
+	}
+	s.chunks.New = func() any {
+		b := make([]byte, chunkSize)
+		return &b
 	}
 	s.advertise = firstNonEmpty(opts.Advertise, cfg.Advertise, cfg.Listen)
 	s.peerID = "origin"
