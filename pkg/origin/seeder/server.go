@@ -280,7 +280,9 @@ func (s *Server) GetMetainfo(ctx context.Context, req *peerpb.GetMetainfoRequest
 				addrs = append(addrs, o.Addr)
 			}
 		}
-		_ = grpc.SetHeader(ctx, metadata.Pairs(OwnersHeader, strings.Join(addrs, ",")))
+		if len(addrs) > 0 {
+			_ = grpc.SetHeader(ctx, metadata.Pairs(OwnersHeader, strings.Join(addrs, ",")))
+		}
 	}
 	if s.owns(d) {
 		// The agent asks for metainfo first, then for pieces: read the blob
