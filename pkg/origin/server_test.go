@@ -2,6 +2,7 @@ package origin
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha512"
 	"encoding/hex"
 	"encoding/json"
@@ -313,4 +314,40 @@ func TestReferrers(t *testing.T) {
 	if resp.Header.Get("OCI-Filters-Applied") != "artifactType" || strings.Contains(string(body), "example.sig") {
 		t.Fatalf("filtered referrers %s", body)
 	}
+}
+
+// outageDriver is an in-memory driver whose writes fail as an unreachable
+// backend's do.
+type outageDriver struct{ storage.Driver }
+
+type outageWriter struct{ storage.FileWriter }
+
+func (w outageWriter) Write([]byte) (int, error) {
+	return 0, fmt.Errorf("writing: %w", storage.ErrUnavailable)
+}
+
+func (d outageDriver) Writer(ctx context.Context, p string, append bool) (storage.FileWriter, error) {
+	w, err := d.Driver.Writer(ctx, p, append)
+	if err != nil {
+		return nil, err
+	}
+	return outageWriter{w}, nil
+}
+
+func TestStorageOutageDuringChunkIs503AndVisibleNowhere(t *testing.T) {
+	d := outageDriver{inmemory.New()}
+	s, err := New(d, DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(s)
+	defer ts.Close()
+	e := exchange{t, ts.URL}
+	content := []byte("never stored")
+	dg := digest.FromBytes(content)
+	resp := e.do("POST", "/v2/r/blobs/uploads/?digest="+dg.String(), content)
+	if code := errorCode(t, e.expect(resp, http.StatusServiceUnavailable)); code != codeUnavailable {
+		t.Fatalf("outage answered %s, want %s", code, codeUnavailable)
+	}
+	e.expect(e.do("HEAD", "/v2/r/blobs/"+dg.String(), nil), http.StatusNotFound)
 }

@@ -162,7 +162,8 @@ func (s *Server) appendChunk(ctx context.Context, name, id string, st *uploadSta
 		}
 		fw, newPart = w, true
 	}
-	n, err := copyBuffered(io.MultiWriter(fw, h), body)
+	src := &readErrRecorder{r: body}
+	n, err := copyBuffered(io.MultiWriter(fw, h), src)
 	if err == nil && want >= 0 && n != want {
 		err = &apiError{Status: http.StatusBadRequest, Code: codeBlobUploadInvalid,
 			Message: fmt.Sprintf("chunk body had %d bytes, Content-Length/Content-Range said %d", n, want)}
@@ -185,8 +186,12 @@ func (s *Server) appendChunk(ctx context.Context, name, id string, st *uploadSta
 		if errors.As(err, &ae) {
 			return err
 		}
+		if src.err == nil {
+			// Storage failed, not the client: an outage becomes 503.
+			return fmt.Errorf("upload %s: storing chunk after %d bytes (the upload is still at %d bytes): %w", id, n, st.Size, err)
+		}
 		return &apiError{Status: http.StatusBadRequest, Code: codeBlobUploadInvalid,
-			Message: fmt.Sprintf("chunk not stored: reading or writing it failed after %d bytes; the upload is still at %d bytes, resume from there", n, st.Size), cause: err}
+			Message: fmt.Sprintf("chunk not stored: reading the request body failed after %d bytes; the upload is still at %d bytes, resume from there", n, st.Size), cause: err}
 	}
 	if err := fw.Commit(ctx); err != nil {
 		return fmt.Errorf("upload %s: committing chunk: %w", id, err)
@@ -203,6 +208,21 @@ func (s *Server) appendChunk(ctx context.Context, name, id string, st *uploadSta
 		return err
 	}
 	return s.saveUploadState(ctx, name, id, st)
+}
+
+// readErrRecorder remembers a read error, to tell a client that went away
+// from a storage failure.
+type readErrRecorder struct {
+	r   io.Reader
+	err error
+}
+
+func (r *readErrRecorder) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
+	return n, err
 }
 
 type storageWriter interface {
