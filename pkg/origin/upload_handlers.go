@@ -63,7 +63,7 @@ func (s *Server) handleUploads(w http.ResponseWriter, r *http.Request, rt route)
 		}
 		id := newUploadID()
 		st := &uploadState{}
-		err = s.appendChunk(ctx, rt.name, id, st, r.Body, r.ContentLength)
+		err = s.writeChunk(ctx, rt.name, id, st, r.Body, r.ContentLength)
 		if err == nil {
 			err = s.finishUpload(ctx, rt.name, id, st, d)
 		}

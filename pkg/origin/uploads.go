@@ -127,9 +127,19 @@ func copyBuffered(dst io.Writer, src io.Reader) (int64, error) {
 	return io.CopyBuffer(dst, src, *bp)
 }
 
-// appendChunk writes body at the end of the upload and commits st.
+// appendChunk writes body at the end of the upload and saves st.
 // want is the chunk's length from the request, or -1 when unknown.
 func (s *Server) appendChunk(ctx context.Context, name, id string, st *uploadState, body io.Reader, want int64) error {
+	if err := s.writeChunk(ctx, name, id, st, body, want); err != nil {
+		return err
+	}
+	return s.saveUploadState(ctx, name, id, st)
+}
+
+// writeChunk writes body at the end of the upload and updates st in
+// memory only: a monolithic upload, finished in the same request, never
+// needs its state in storage.
+func (s *Server) writeChunk(ctx context.Context, name, id string, st *uploadState, body io.Reader, want int64) error {
 	h, err := restoreSHA256(st.SHA256, st.Size)
 	if err != nil {
 		return fmt.Errorf("upload %s: %w", id, err)
@@ -204,10 +214,8 @@ func (s *Server) appendChunk(ctx context.Context, name, id string, st *uploadSta
 	}
 	st.Size += n
 	s.metrics.bytesIn.WithLabelValues(routeUpload).Add(float64(n))
-	if st.SHA256, err = h.(encoding.BinaryMarshaler).MarshalBinary(); err != nil {
-		return err
-	}
-	return s.saveUploadState(ctx, name, id, st)
+	st.SHA256, err = h.(encoding.BinaryMarshaler).MarshalBinary()
+	return err
 }
 
 // readErrRecorder remembers a read error, to tell a client that went away
