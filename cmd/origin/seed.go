@@ -12,6 +12,7 @@ import (
 	sockaddr "github.com/hashicorp/go-sockaddr"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/shoal-dev/shoal/pkg/cluster"
 	"github.com/shoal-dev/shoal/pkg/origin/seeder"
@@ -153,7 +154,14 @@ func startSeeder(cfg *seeder.Config, flags func(*seeder.Config) error, d storage
 	if err != nil {
 		return nil, err
 	}
-	gs := grpc.NewServer(creds)
+	gs := grpc.NewServer(creds,
+		// Pings find connections to hosts that vanished, so their streams
+		// (and the upload slots and cache pins they hold) are released.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// Agents may ping as often as every 10s, idle or not, without being
+		// disconnected for it (gRPC's default minimum is 5 minutes).
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
 	peerpb.RegisterPeerServer(gs, s)
 	go func() {
 		if err := gs.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
