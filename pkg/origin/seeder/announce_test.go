@@ -82,8 +82,8 @@ func TestOwnerAnnouncesAndReannounces(t *testing.T) {
 			want = trackerpb.Event_EVENT_COMPLETED
 		}
 		if r.GetDigest() != dg.String() || !r.GetIsOrigin() || !r.GetComplete() || r.GetAddr() != "origin-a.example:7002" ||
-			r.GetPeerId() != "origin-a" || r.GetEvent() != want {
-			t.Fatalf("announce %d = %v; want %s complete origin origin-a at origin-a.example:7002, event %s", i, r, dg, want)
+			r.GetPeerId() != "origin-a@origin-a.example:7002" || r.GetEvent() != want {
+			t.Fatalf("announce %d = %v; want %s complete origin origin-a@origin-a.example:7002, event %s", i, r, dg, want)
 		}
 	}
 	// More metainfo requests do not start more announce loops.

@@ -51,6 +51,9 @@ const chunkSize = 1 << 20
 // that reached a non-owner (or has no tracker) exchanges pieces with these.
 const OwnersHeader = "shoal-owners"
 
+// maxPeerID is the tracker's limit on peer ids.
+const maxPeerID = 128
+
 // proxiedHeader marks a GetMetainfo that one origin node sends to another
 // (an owner); its value is the sender's peer id.
 const proxiedHeader = "shoal-origin-proxied"
@@ -162,9 +165,14 @@ func New(cfg Config, d storage.Driver, opts Options) (*Server, error) {
 		return &b
 	}
 	s.advertise = firstNonEmpty(opts.Advertise, cfg.Advertise, cfg.Listen)
-	s.peerID = "origin"
+	// The tracker keys entries by peer id: the address keeps two nodes
+	// that share a name (separate clusters on one host) apart.
+	s.peerID = "origin@" + s.advertise
 	if s.members != nil {
-		s.peerID = "origin-" + s.members.Self().Name
+		s.peerID = "origin-" + s.members.Self().Name + "@" + s.advertise
+	}
+	if len(s.peerID) > maxPeerID {
+		s.peerID = s.peerID[:maxPeerID]
 	}
 	if cfg.EgressBytesPerSecond > 0 {
 		// The burst is one chunk: WaitN cannot take more than the burst,
