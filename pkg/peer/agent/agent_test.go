@@ -96,7 +96,9 @@ func TestPullThroughMirrorFromSeeder(t *testing.T) {
 		t.Errorf("the origin's registry API served %d blob GETs; blobs must come through the seeder", n)
 	}
 
-	// Cached now: served without the seeder.
+	// Cached once the download has checked the whole blob: served without
+	// the seeder.
+	waitFor(t, "the download to complete", 5*time.Second, func() bool { return a.metric("shoal_agent_downloads_total", "result", "completed") == 1 })
 	seeder.srv.Stop()
 	resp, body = a.get("GET", "/v2/library/app/blobs/"+layerD.String())
 	expectStatus(t, "GET cached blob", resp, body, http.StatusOK)

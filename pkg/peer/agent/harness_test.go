@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/time/rate"
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -113,11 +115,18 @@ type testSeeder struct {
 	t        testing.TB
 	id       string
 	corrupt  bool
+	// mute: handshakes, then never answers a request.
+	mute bool
+	// limit, if set, paces the piece data of all streams together, like
+	// an origin whose link is the bottleneck. Set with setRate.
+	limit    *rate.Limiter
 	pieceLen int64
 	addr     string
 	srv      *grpc.Server
-	// sent counts piece bytes sent: the origin's egress.
-	sent atomic.Int64
+	// sent counts piece bytes sent: the origin's egress; aborted the
+	// pieces cut short by a Cancel, cancelled the requests withdrawn before
+	// they were served.
+	sent, aborted, cancelled, requests atomic.Int64
 
 	mu    sync.Mutex
 	blobs map[digest.Digest][]byte
@@ -138,6 +147,11 @@ func startSeeder(t testing.TB, id string, pieceLen int64, corrupt bool) *testSee
 	go func() { _ = s.srv.Serve(ln) }()
 	t.Cleanup(s.srv.Stop)
 	return s
+}
+
+// setRate limits the seeder's total piece egress to bytesPerSec.
+func (s *testSeeder) setRate(bytesPerSec int) {
+	s.limit = rate.NewLimiter(rate.Limit(bytesPerSec), 32<<10)
 }
 
 func (s *testSeeder) add(content []byte) *metainfo.Metainfo {
@@ -198,28 +212,88 @@ func (s *testSeeder) Exchange(st grpc.BidiStreamingServer[peerpb.Message, peerpb
 		Digest: d.String(), PeerId: s.id, Complete: true}}}); err != nil {
 		return err
 	}
+	var streamSent int64
+	defer func() {
+		if os.Getenv("SHOAL_TEST_SEEDER_LOG") != "" {
+			s.t.Logf("seeder stream to %s ended: %d bytes", first.GetHandshake().GetPeerId(), streamSent)
+		}
+	}()
+	// Requests are queued by a reader goroutine and served in order by this
+	// one; a Cancel drops a queued request or cuts the piece being sent,
+	// as a real seeder does.
+	var mu sync.Mutex
+	var queue []int
+	current, abort := -1, false
+	wake := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			msg, err := st.Recv()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			switch {
+			case msg.GetRequest() != nil && !s.mute:
+				s.requests.Add(1)
+				queue = append(queue, int(msg.GetRequest().GetIndex()))
+			case msg.GetCancel() != nil:
+				i := int(msg.GetCancel().GetIndex())
+				n := len(queue)
+				queue = slices.DeleteFunc(queue, func(q int) bool { return q == i })
+				s.cancelled.Add(int64(n - len(queue)))
+				if current == i {
+					abort = true
+				}
+			}
+			mu.Unlock()
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		}
+	}()
 	for {
-		msg, err := st.Recv()
-		if err != nil {
-			return nil
+		mu.Lock()
+		if len(queue) == 0 {
+			mu.Unlock()
+			select {
+			case <-wake:
+				continue
+			case <-done:
+				return nil
+			}
 		}
-		req := msg.GetRequest()
-		if req == nil {
-			continue
-		}
-		i := int(req.GetIndex())
+		i := queue[0]
+		queue = queue[1:]
+		current, abort = i, false
+		mu.Unlock()
 		off := m.PieceOffset(i)
 		piece := append([]byte(nil), content[off:off+m.PieceSize(i)]...)
 		if s.corrupt {
 			piece[len(piece)/2] ^= 0xff
 		}
 		for o := 0; o < len(piece); o += 32 << 10 {
+			mu.Lock()
+			stop := abort
+			mu.Unlock()
+			if stop {
+				s.aborted.Add(1)
+				break
+			}
 			end := min(o+32<<10, len(piece))
 			if err := st.Send(&peerpb.Message{Msg: &peerpb.Message_Chunk{Chunk: &peerpb.PieceChunk{
 				Index: uint32(i), Offset: int64(o), Data: piece[o:end]}}}); err != nil {
 				return nil
 			}
 			s.sent.Add(int64(end - o))
+			streamSent += int64(end - o)
+			if s.limit != nil {
+				if err := s.limit.WaitN(st.Context(), end-o); err != nil {
+					return nil
+				}
+			}
 		}
 	}
 }
@@ -265,13 +339,13 @@ func testConfig(t testing.TB, originURL string, seeders []string, trackers []str
 	cfg.Origin = originURL
 	cfg.OriginSeeders = seeders
 	cfg.Tracker.Trackers = trackers
-	cfg.Tracker.Timeout = 500 * time.Millisecond
+	cfg.Tracker.Timeout = 3 * time.Second
 	cfg.Tracker.Cooldown = 2 * time.Second
 	cfg.CacheDir = t.TempDir()
 	cfg.CacheQuota = 1 << 30
 	cfg.ShutdownGrace = 5 * time.Second
 	cfg.Swarm.DialTimeout = time.Second
-	cfg.Swarm.PieceTimeout = 2 * time.Second
+	cfg.Swarm.PieceTimeout = 5 * time.Second
 	cfg.Swarm.StallTimeout = 20 * time.Second
 	cfg.Swarm.DownloadAnnounceInterval = 200 * time.Millisecond
 	return cfg

@@ -60,6 +60,11 @@ type conn struct {
 	// of any other piece are discarded (cancelled, or never asked for).
 	requested  map[int]bool
 	assembling map[int][]byte
+	// continuing are origin pieces the scheduler cancelled after they
+	// started arriving, let finish; held are requests to the origin kept
+	// back until they have.
+	continuing map[int]bool
+	held       []int
 	control    []*peerpb.Message
 	// uploads are the peer's requests not yet being sent, in order;
 	// current is the one being sent (-1: none) and abort cancels it.
@@ -78,6 +83,7 @@ func newConn(s *Swarm, meta *metainfo.Metainfo, st stream, id string, remote *me
 		wake:       make(chan struct{}, 1),
 		requested:  make(map[int]bool),
 		assembling: make(map[int][]byte),
+		continuing: make(map[int]bool),
 		current:    -1,
 	}
 }
@@ -109,22 +115,65 @@ func (c *conn) queueLocked(m *peerpb.Message) {
 	c.signal()
 }
 
-// request asks the peer for piece i.
+// request asks the peer for piece i. Requests to an origin wait while a
+// piece the scheduler took back is still arriving from it (see
+// cancelRequest), so the origin sends one thing at a time as the scheduler
+// intends.
 func (c *conn) request(i int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.origin && len(c.continuing) > 0 {
+		c.held = append(c.held, i)
+		return
+	}
 	c.requested[i] = true
 	c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Request{Request: &peerpb.Request{Index: uint32(i)}}})
 }
 
 // cancelRequest withdraws the request of piece i; chunks of it still in
-// flight are discarded.
+// flight are discarded. An origin piece at least half received is let
+// finish instead: the scheduler takes an origin request back as soon as an
+// agent announces the piece, and cutting the transfer throws away what the
+// origin already sent (with 8 agents and a slow origin, always cutting
+// wasted about one layer of origin egress; never cutting, about as much in
+// duplicates, since the freed slot starts another origin piece). Finishing
+// the pieces past half way bounds the loss per take-back at half a piece.
+// The late piece reaches the scheduler as a duplicate, which it expects;
+// requests to the origin are held back meanwhile (see request).
 func (c *conn) cancelRequest(i int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if k := slices.Index(c.held, i); k >= 0 {
+		c.held = slices.Delete(c.held, k, k+1)
+		return
+	}
+	if buf, started := c.assembling[i]; started && c.origin && 2*int64(len(buf)) >= c.meta.PieceSize(i) {
+		c.continuing[i] = true
+		return
+	}
 	delete(c.requested, i)
 	delete(c.assembling, i)
 	c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Cancel{Cancel: &peerpb.Cancel{Index: uint32(i)}}})
+}
+
+// pieceEndedLocked notes that piece i is no longer on the wire (received,
+// rejected or broken) and sends the held requests once no piece the
+// scheduler took back is still arriving.
+func (c *conn) pieceEndedLocked(i int) {
+	delete(c.requested, i)
+	delete(c.assembling, i)
+	if !c.continuing[i] {
+		return
+	}
+	delete(c.continuing, i)
+	if len(c.continuing) > 0 {
+		return
+	}
+	for _, j := range c.held {
+		c.requested[j] = true
+		c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Request{Request: &peerpb.Request{Index: uint32(j)}}})
+	}
+	c.held = c.held[:0]
 }
 
 // have tells the peer this side now holds piece i, unless it holds it too.
@@ -156,6 +205,8 @@ func (c *conn) detach() {
 	c.left = true
 	clear(c.requested)
 	clear(c.assembling)
+	clear(c.continuing)
+	c.held = nil
 }
 
 // remoteComplete reports whether the peer holds every piece.
@@ -348,9 +399,8 @@ func (c *conn) handle(m *peerpb.Message) error {
 			return fmt.Errorf("%w: reject of piece %d of %d", errProtocol, i, n)
 		}
 		c.mu.Lock()
-		asked := c.requested[i]
-		delete(c.requested, i)
-		delete(c.assembling, i)
+		asked := c.requested[i] && !c.continuing[i]
+		c.pieceEndedLocked(i)
 		dl := c.dl
 		if msg.Reject.GetReason() == peerpb.Reject_REASON_NOT_HELD {
 			c.remote.Clear(i)
@@ -382,7 +432,7 @@ func (c *conn) chunk(ch *peerpb.PieceChunk) error {
 	c.mu.Lock()
 	if !c.requested[i] {
 		c.mu.Unlock()
-		c.s.metrics.discarded.Add(float64(len(data)))
+		c.s.metrics.discarded.WithLabelValues(c.source()).Add(float64(len(data)))
 		return nil
 	}
 	size := c.meta.PieceSize(i)
@@ -392,8 +442,7 @@ func (c *conn) chunk(ch *peerpb.PieceChunk) error {
 	}
 	if ch.GetOffset() != int64(len(buf)) || int64(len(buf)+len(data)) > size {
 		dl := c.dl
-		delete(c.assembling, i)
-		delete(c.requested, i)
+		c.pieceEndedLocked(i)
 		c.mu.Unlock()
 		// A piece that cannot be assembled is as bad as one that does not
 		// verify.
@@ -409,8 +458,7 @@ func (c *conn) chunk(ch *peerpb.PieceChunk) error {
 		c.mu.Unlock()
 		return nil
 	}
-	delete(c.assembling, i)
-	delete(c.requested, i)
+	c.pieceEndedLocked(i)
 	dl := c.dl
 	c.mu.Unlock()
 	if dl == nil {

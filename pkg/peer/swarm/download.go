@@ -94,20 +94,32 @@ type download struct {
 	cands        map[string]*candidate
 	dialing      int
 	lastProgress time.Time
+	// readers are the streaming clients' positions. They steer the
+	// scheduler (streaming) only while no other agent is joined: agents
+	// pulling together all read from offset 0, so favouring the pieces at
+	// the readers would send every one of them to the origin for the same
+	// pieces (measured: each agent took the whole layer from the origin),
+	// while rarest first spreads the origin's pieces over the swarm.
+	readers      map[int]int64
+	streaming    bool
+	agents       int
 	announcing   bool
 	startedSent  bool
+	started      time.Time
+	firstAnswer  bool
 	nextAnnounce time.Time
 }
 
 func newDownload(s *Swarm, bs *blobState) *download {
 	return &download{
 		s: s, bs: bs, d: bs.d,
-		log:    s.log.With("digest", bs.d),
-		events: make(chan any, 256),
-		ready:  make(chan struct{}),
-		done:   make(chan struct{}),
-		peers:  make(map[scheduler.PeerID]*conn),
-		cands:  make(map[string]*candidate),
+		log:     s.log.With("digest", bs.d),
+		events:  make(chan any, 256),
+		ready:   make(chan struct{}),
+		done:    make(chan struct{}),
+		peers:   make(map[scheduler.PeerID]*conn),
+		cands:   make(map[string]*candidate),
+		readers: make(map[int]int64),
 	}
 }
 
@@ -145,6 +157,8 @@ func (dl *download) run() {
 	close(dl.ready)
 	now := time.Now()
 	dl.lastProgress = now
+	dl.started = now
+	dl.streaming = true
 	for _, addr := range s.cfg.Seeders {
 		dl.cands[addr] = &candidate{addr: addr, origin: true}
 	}
@@ -242,7 +256,14 @@ func (dl *download) handle(now time.Time, ev any) error {
 	case evPiece:
 		return dl.piece(now, ev)
 	case evReader:
-		_ = dl.sched.Handle(now, scheduler.ReaderAt{Reader: ev.id, Offset: ev.off})
+		if ev.off < 0 {
+			delete(dl.readers, ev.id)
+		} else {
+			dl.readers[ev.id] = ev.off
+		}
+		if dl.streaming {
+			_ = dl.sched.Handle(now, scheduler.ReaderAt{Reader: ev.id, Offset: ev.off})
+		}
 	case evAnnounced:
 		dl.announced(now, ev)
 	default:
@@ -290,6 +311,10 @@ func (dl *download) join(now time.Time, c *conn) {
 		return
 	}
 	dl.peers[scheduler.PeerID(c.id)] = c
+	if !c.origin {
+		dl.agents++
+		dl.steer(now)
+	}
 	dl.log.Debug("peer joined", "peer", c.id, "origin", c.origin, "direction", c.direction())
 }
 
@@ -298,10 +323,35 @@ func (dl *download) leave(now time.Time, c *conn) {
 	if dl.peers[scheduler.PeerID(c.id)] != c {
 		return
 	}
-	delete(dl.peers, scheduler.PeerID(c.id))
+	dl.forget(now, c)
 	_ = dl.sched.Handle(now, scheduler.PeerLeft{Peer: scheduler.PeerID(c.id)})
 	if cand, ok := dl.cands[c.addr]; ok && c.outgoing {
 		dl.retry(now, cand)
+	}
+}
+
+// forget removes c from the joined peers.
+func (dl *download) forget(now time.Time, c *conn) {
+	delete(dl.peers, scheduler.PeerID(c.id))
+	if !c.origin {
+		dl.agents--
+		dl.steer(now)
+	}
+}
+
+// steer turns reader steering on while no agent is joined and off once
+// one is (see download.readers).
+func (dl *download) steer(now time.Time) {
+	on := dl.agents == 0
+	if on == dl.streaming {
+		return
+	}
+	dl.streaming = on
+	for id, off := range dl.readers {
+		if !on {
+			off = -1
+		}
+		_ = dl.sched.Handle(now, scheduler.ReaderAt{Reader: id, Offset: off})
 	}
 }
 
@@ -379,7 +429,7 @@ func (dl *download) act(now time.Time) bool {
 		if !ok {
 			continue
 		}
-		delete(dl.peers, b.Peer)
+		dl.forget(now, c)
 		delete(dl.cands, c.addr)
 		dl.log.Warn("peer blacklisted", "peer", b.Peer, "reason", b.Reason.String())
 		c.detach()
@@ -395,6 +445,7 @@ func (dl *download) act(now time.Time) bool {
 			c.request(r.Piece)
 		}
 	}
+
 	return a.Done
 }
 
@@ -405,8 +456,13 @@ func (dl *download) maintain(now time.Time) {
 	for _, c := range dl.peers {
 		agents += boolInt(!c.origin)
 	}
+	// With a tracker, origins are dialed once the first announce has
+	// answered (or failed, or DialTimeout passed): agents that start
+	// together then meet each other before asking the origin, instead of
+	// all pulling the same first pieces from it while alone.
+	waitOrigins := s.tracker != nil && !dl.firstAnswer && now.Sub(dl.started) < s.cfg.DialTimeout
 	for _, cand := range dl.cands {
-		if cand.state != candIdle || now.Before(cand.retryAt) {
+		if cand.state != candIdle || now.Before(cand.retryAt) || (cand.origin && waitOrigins) {
 			continue
 		}
 		if cand.id != "" {
@@ -450,6 +506,7 @@ func (dl *download) maintain(now time.Time) {
 func (dl *download) announced(now time.Time, ev evAnnounced) {
 	s := dl.s
 	dl.announcing = false
+	dl.firstAnswer = true
 	next := s.cfg.DownloadAnnounceInterval
 	if ev.err != nil {
 		dl.nextAnnounce = now.Add(next)

@@ -10,7 +10,7 @@ type metrics struct {
 	downloaded       *prometheus.CounterVec
 	uploaded         prometheus.Counter
 	duplicate        prometheus.Counter
-	discarded        prometheus.Counter
+	discarded        *prometheus.CounterVec
 	piecesVerified   *prometheus.CounterVec
 	piecesRejected   *prometheus.CounterVec
 	blacklisted      *prometheus.CounterVec
@@ -38,10 +38,10 @@ func newMetrics(reg prometheus.Registerer, store *piecestore.Store) *metrics {
 			Name: "shoal_agent_duplicate_bytes_total",
 			Help: "Verified piece bytes received for pieces already held (endgame duplicates).",
 		}),
-		discarded: prometheus.NewCounter(prometheus.CounterOpts{
+		discarded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_agent_discarded_bytes_total",
-			Help: "Chunk bytes received for pieces not (or no longer) requested, discarded unread.",
-		}),
+			Help: "Chunk bytes received for pieces not (or no longer) requested, discarded unread, by source.",
+		}, []string{"source"}),
 		piecesVerified: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_agent_pieces_verified_total",
 			Help: "Pieces received that verified against their SHA-256, by source.",
