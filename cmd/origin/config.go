@@ -10,6 +10,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/shoal-dev/shoal/pkg/gc"
 	"github.com/shoal-dev/shoal/pkg/origin"
 	"github.com/shoal-dev/shoal/pkg/origin/seeder"
 )
@@ -31,6 +32,12 @@ type Config struct {
 	// ShutdownGrace is how long SIGTERM waits for requests in flight (a
 	// layer upload can take a while) before closing connections.
 	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
+	// AdminListen is the address of the admin API (/admin/v1/gc); empty,
+	// the default, turns it off. The admin API has no authentication yet:
+	// give it a loopback address, never an exposed one.
+	AdminListen string `yaml:"adminListen"`
+	// GC is garbage collection and retention; see gc.Config.
+	GC gc.Config `yaml:"gc"`
 	// Registry tunes the registry API; see origin.Config.
 	Registry origin.Config `yaml:"registry"`
 	// Seeder makes the node a P2P seeder in an origin cluster; see seeder.Config.
@@ -51,6 +58,7 @@ func DefaultConfig() Config {
 		Log:           LogConfig{Level: "info", Format: "text"},
 		ShutdownGrace: 30 * time.Second,
 		Registry:      origin.DefaultConfig(),
+		GC:            gc.DefaultConfig(),
 		Seeder:        seeder.DefaultConfig(),
 	}
 }
@@ -77,6 +85,9 @@ func (c *Config) validate() error {
 	}
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
 		return errors.New("config: TLS needs both cert and key")
+	}
+	if err := c.GC.Validate(); err != nil {
+		return fmt.Errorf("config: gc: %w", err)
 	}
 	if c.ShutdownGrace <= 0 {
 		return errors.New("config: shutdownGrace must be positive")

@@ -44,6 +44,7 @@ func run(args []string) error {
 	tlsKey := fs.String("tls-key", "", "TLS key file (PEM)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
 	logFormat := fs.String("log-format", "", "text or json (default text)")
+	adminListen := fs.String("admin-listen", "", "address of the admin API, /admin/v1/gc, e.g. 127.0.0.1:5001 (default off; it has no authentication: keep it on loopback)")
 	applySeederFlags := seederFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -70,6 +71,7 @@ func run(args []string) error {
 	override("tls-key", &cfg.TLS.Key, *tlsKey)
 	override("log-level", &cfg.Log.Level, *logLevel)
 	override("log-format", &cfg.Log.Format, *logFormat)
+	override("admin-listen", &cfg.AdminListen, *adminListen)
 	if err := cfg.validate(); err != nil {
 		return err
 	}
@@ -93,6 +95,11 @@ func run(args []string) error {
 		return err
 	}
 	srv.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	stopGC, err := startGC(ctx, &cfg, d, srv, log, reg)
+	if err != nil {
+		return err
+	}
+	defer stopGC()
 	stopSeeder, err := startSeeder(&cfg.Seeder, applySeederFlags, d, log, reg, cfg.ShutdownGrace)
 	if err != nil {
 		return err

@@ -12,6 +12,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/shoal-dev/shoal/pkg/gc"
 )
 
 // cachedManifest is a manifest's content, cached by digest: content never
@@ -152,7 +154,8 @@ func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, rt route) e
 	if err != nil {
 		return err
 	}
-	if err := s.checkReferences(ctx, rt.name, m, mt); err != nil {
+	present, err := s.checkReferences(ctx, rt.name, m, mt)
+	if err != nil {
 		return err
 	}
 
@@ -167,6 +170,12 @@ func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, rt route) e
 	}
 	if err := s.writeLink(ctx, revisionLinkPath(rt.name, d), d); err != nil {
 		return err
+	}
+	if err := s.checkGuard(ctx, rt.name, nil, append(present, d)); err != nil {
+		if derr := s.driver.Delete(ctx, path0(revisionLinkPath(rt.name, d))); derr != nil && !isNotFound(derr) {
+			s.log.Warn("removing the revision link of a refused manifest", "digest", d, "err", derr)
+		}
+		return guardError(err, codeManifestBlobUnknown, d)
 	}
 	if m.Subject != nil {
 		desc, _ := json.Marshal(referrerDescriptor(m, mt, d, int64(len(body))))
@@ -199,11 +208,10 @@ func (s *Server) tag(ctx context.Context, name, tag string, d digest.Digest) err
 // checkReferences makes sure that what a manifest references is in the
 // repository, so that no pull of it can fail on a missing blob. Foreign
 // layers and descriptors that embed their content (data) are exempt. Sparse
-// manifests (AllowSparseManifests) skip the check.
-func (s *Server) checkReferences(ctx context.Context, name string, m *manifest, mt string) error {
-	if s.cfg.AllowSparseManifests {
-		return nil
-	}
+// manifests (AllowSparseManifests) may miss anything. It returns the
+// digests that are present, for the GC guard.
+func (s *Server) checkReferences(ctx context.Context, name string, m *manifest, mt string) ([]digest.Digest, error) {
+	var present []digest.Digest
 	var missing []ocispec.Descriptor
 	if isImageType(mt) {
 		for _, d := range append([]ocispec.Descriptor{*m.Config}, m.Layers...) {
@@ -212,32 +220,50 @@ func (s *Server) checkReferences(ctx context.Context, name string, m *manifest, 
 			}
 			if _, err := s.repoBlobSize(ctx, name, d.Digest); err != nil {
 				if !isAPIError(err) {
-					return err
+					return nil, err
 				}
 				missing = append(missing, d)
+				continue
 			}
+			present = append(present, d.Digest)
 		}
 	} else {
 		for _, d := range m.Manifests {
 			ok, err := s.linked(ctx, revisionLinkPath(name, d.Digest))
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if !ok {
 				missing = append(missing, d)
+				continue
 			}
+			present = append(present, d.Digest)
 		}
 	}
-	if len(missing) == 0 {
-		return nil
+	if len(missing) == 0 || s.cfg.AllowSparseManifests {
+		return present, nil
 	}
 	digests := make([]string, len(missing))
 	for i, d := range missing {
 		digests[i] = d.Digest.String()
 	}
-	return &apiError{Status: http.StatusBadRequest, Code: codeManifestBlobUnknown,
+	return nil, &apiError{Status: http.StatusBadRequest, Code: codeManifestBlobUnknown,
 		Message: fmt.Sprintf("manifest references %d blob(s) or manifest(s) not pushed to %s first, e.g. %s", len(missing), name, missing[0].Digest),
 		Detail:  map[string]any{"digests": digests}}
+}
+
+// guardError answers a push that the GC guard refused. A blob being
+// collected is the client's to upload again; anything else is the storage's.
+func guardError(err error, code string, d digest.Digest) error {
+	if !errors.Is(err, gc.ErrBeingCollected) {
+		return err
+	}
+	status := http.StatusNotFound
+	if code == codeManifestBlobUnknown {
+		status = http.StatusBadRequest
+	}
+	return &apiError{Status: status, Code: code,
+		Message: fmt.Sprintf("garbage collection is removing content this push needs (%s); push it again", d), cause: err}
 }
 
 func (s *Server) deleteManifest(w http.ResponseWriter, r *http.Request, rt route) error {

@@ -65,6 +65,7 @@ type Server struct {
 	manifests   *lru.Cache[digest.Digest, *cachedManifest]
 	uploadLocks uploadLocks
 	mux         *http.ServeMux
+	guard       ReferenceGuard
 
 	readyMu  sync.Mutex
 	readyAt  time.Time
@@ -96,6 +97,25 @@ func New(driver storage.Driver, cfg Config, log *slog.Logger, reg prometheus.Reg
 	})
 	s.mux.HandleFunc("/readyz", s.serveReady)
 	return s, nil
+}
+
+// ReferenceGuard is what keeps a push from losing a blob to a concurrent
+// garbage collection (gc.Guard implements it). The origin calls Check after
+// writing the links of a push and before acknowledging it; an error wrapping
+// gc.ErrBeingCollected makes the client upload again.
+type ReferenceGuard interface {
+	Check(ctx context.Context, repo string, linked, referenced []digest.Digest) error
+}
+
+// SetReferenceGuard installs the guard of the node's garbage collector. Call
+// it before serving.
+func (s *Server) SetReferenceGuard(g ReferenceGuard) { s.guard = g }
+
+func (s *Server) checkGuard(ctx context.Context, repo string, linked, referenced []digest.Digest) error {
+	if s.guard == nil {
+		return nil
+	}
+	return s.guard.Check(ctx, repo, linked, referenced)
 }
 
 // Handle mounts an extra handler (metrics, admin API) beside the registry API.

@@ -108,7 +108,15 @@ func (s *Server) mountBlob(r *http.Request, name, from string, d digest.Digest) 
 		}
 		return false, err
 	}
-	return true, s.linkBlob(ctx, name, d)
+	if err := s.linkBlob(ctx, name, d); err != nil {
+		return false, err
+	}
+	if err := s.checkGuard(ctx, name, []digest.Digest{d}, []digest.Digest{d}); err != nil {
+		// Being collected: let the client upload it instead.
+		s.log.Info("mount refused: blob is being collected", "digest", d, "err", err)
+		return false, nil
+	}
+	return true, nil
 }
 
 // handleUpload answers GET, PATCH, PUT and DELETE on one upload session.

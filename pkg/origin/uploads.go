@@ -311,6 +311,9 @@ func (s *Server) finishUpload(ctx context.Context, name, id string, st *uploadSt
 	if err := s.linkBlob(ctx, name, want); err != nil {
 		return err
 	}
+	if err := s.checkGuard(ctx, name, []digest.Digest{want}, []digest.Digest{want}); err != nil {
+		return guardError(err, codeBlobUnknown, want)
+	}
 	if err := s.driver.Delete(ctx, uploadPath(name, id)); err != nil && !isNotFound(err) {
 		s.log.Warn("removing finished upload", "upload", id, "err", err)
 	}
