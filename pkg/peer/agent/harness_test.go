@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	"golang.org/x/time/rate"
 	dto "github.com/prometheus/client_model/go"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -112,9 +112,9 @@ func (o *testOrigin) pushManifest(name, ref, mediaType string, body []byte) dige
 // flips a byte of every piece it sends (a malicious agent).
 type testSeeder struct {
 	peerpb.UnimplementedPeerServer
-	t        testing.TB
-	id       string
-	corrupt  bool
+	t       testing.TB
+	id      string
+	corrupt bool
 	// mute: handshakes, then never answers a request.
 	mute bool
 	// limit, if set, paces the piece data of all streams together, like
