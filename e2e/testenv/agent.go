@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -46,6 +47,9 @@ type AgentServer struct {
 func StartAgent(ctx context.Context, opts AgentOptions) (*AgentServer, error) {
 	if opts.Origin == "" {
 		return nil, fmt.Errorf("starting peer-agent: no origin URL")
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("starting peer-agent: %w", err)
 	}
 	suffix := ""
 	if opts.Name != "" {

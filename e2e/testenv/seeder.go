@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -47,6 +48,9 @@ type SeedingOriginServer struct {
 func StartSeedingOrigin(ctx context.Context, opts SeedingOriginOptions) (*SeedingOriginServer, error) {
 	if opts.Name == "" {
 		return nil, fmt.Errorf("starting seeding origin: no cluster name")
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("starting seeding origin: %w", err)
 	}
 	// The cluster port is probed with TCP only although memberlist also
 	// binds UDP on it; a clash there shows as a start failure with the

@@ -1,0 +1,409 @@
+// Package swarm_test runs Shoal's P2P distribution as separate processes
+// on loopback: a tracker, one or two origin nodes with their seeders, and
+// many peer-agents that all pull one layer through their mirror HTTP API
+// at once, with and without faults (agents killed mid-transfer, a peer
+// serving corrupt pieces, the tracker stopped, an origin owner killed, a
+// peer that never answers). Every test ends with every pull complete and
+// checked against the layer's digest.
+package swarm_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/e2e/testenv"
+)
+
+// pullTimeout bounds one agent's pull of the layer, faults included. The
+// agents are race-enabled binaries sharing two busy cores, hence generous.
+const pullTimeout = 4 * time.Minute
+
+// agentConfig shortens the agents' timeouts so that a dead or silent peer
+// costs seconds, not the production defaults' minutes, and makes
+// downloads re-announce often so that peers find each other quickly.
+const agentConfig = `swarm:
+  dialTimeout: 2s
+  pieceTimeout: 5s
+  downloadAnnounceInterval: 1s
+tracker:
+  timeout: 1s
+  cooldown: 5s
+shutdownGrace: 5s
+`
+
+// binaries are built once per test binary run.
+type binaries struct{ origin, tracker, agent string }
+
+var (
+	bins     binaries
+	binsOnce sync.Once
+)
+
+func buildBinaries(t *testing.T) binaries {
+	t.Helper()
+	binsOnce.Do(func() {
+		bins = binaries{
+			origin:  testenv.Binary(t, "origin"),
+			tracker: testenv.Binary(t, "tracker"),
+			agent:   testenv.Binary(t, "peer-agent"),
+		}
+	})
+	if bins.agent == "" {
+		t.Fatal("building the binaries failed in an earlier test")
+	}
+	return bins
+}
+
+// cluster is one test's tracker, origin nodes and agents.
+type cluster struct {
+	t       *testing.T
+	bins    binaries
+	dir     string
+	tracker *testenv.TrackerServer
+	origins []*testenv.SeedingOriginServer
+	agents  []*testenv.AgentServer
+	// agentOpts start agents[i] again (same name and cache) after a kill.
+	agentOpts []testenv.AgentOptions
+}
+
+type clusterOptions struct {
+	origins int
+	agents  int
+	// agentArgs are extra peer-agent flags, e.g. an ingress limit that
+	// makes a pull last long enough to break something in the middle.
+	agentArgs []string
+}
+
+func startCluster(t *testing.T, opts clusterOptions) *cluster {
+	t.Helper()
+	c := &cluster{t: t, bins: buildBinaries(t), dir: t.TempDir()}
+	c.tracker = testenv.Tracker(t)
+	storage := "file://" + filepath.Join(c.dir, "storage")
+	for i := range opts.origins {
+		o := testenv.SeedingOrigin(t, testenv.SeedingOriginOptions{
+			Binary:   c.bins.origin,
+			Storage:  storage,
+			Name:     fmt.Sprintf("origin-%d", i+1),
+			Join:     clusterAddrs(c.origins),
+			Trackers: []string{c.tracker.GRPCAddr},
+			Dir:      filepath.Join(c.dir, fmt.Sprintf("origin-%d", i+1)),
+		})
+		c.origins = append(c.origins, o)
+	}
+	if len(c.origins) > 1 {
+		c.waitClusterMembers(len(c.origins))
+	}
+	config := filepath.Join(c.dir, "agent.yaml")
+	if err := os.WriteFile(config, []byte(agentConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var seeders []string
+	for _, o := range c.origins {
+		seeders = append(seeders, o.SeederAddr)
+	}
+	for i := range opts.agents {
+		c.agentOpts = append(c.agentOpts, testenv.AgentOptions{
+			Binary: c.bins.agent,
+			Name:   strconv.Itoa(i),
+			// Manifests and blob authorization go to the first origin's
+			// registry API (in production a load balancer in front of
+			// every node); pieces come from every seeder.
+			Origin:   c.origins[0].URL(),
+			Seeders:  seeders,
+			Trackers: []string{c.tracker.GRPCAddr},
+			Dir:      filepath.Join(c.dir, "agents"),
+			Args:     append([]string{"--config", config}, opts.agentArgs...),
+		})
+	}
+	if err := os.MkdirAll(filepath.Join(c.dir, "agents"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c.agents = make([]*testenv.AgentServer, opts.agents)
+	c.startAgents(allIndexes(opts.agents))
+	return c
+}
+
+func clusterAddrs(origins []*testenv.SeedingOriginServer) []string {
+	var addrs []string
+	for _, o := range origins {
+		addrs = append(addrs, o.ClusterAddr)
+	}
+	return addrs
+}
+
+func allIndexes(n int) []int {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	return idx
+}
+
+// startAgents starts the agents with the given indexes in parallel (each
+// takes a second or more to start under the race detector) and stops them
+// when the test ends.
+func (c *cluster) startAgents(indexes []int) {
+	c.t.Helper()
+	errs := make([]error, len(indexes))
+	var wg sync.WaitGroup
+	for k, i := range indexes {
+		wg.Go(func() {
+			a, err := testenv.StartAgent(c.t.Context(), c.agentOpts[i])
+			if err != nil {
+				errs[k] = err
+				return
+			}
+			c.agents[i] = a
+		})
+	}
+	wg.Wait()
+	for _, i := range indexes {
+		if a := c.agents[i]; a != nil {
+			c.t.Cleanup(func() {
+				if err := a.Stop(testenv.DefaultStopTimeout); err != nil {
+					c.t.Errorf("stopping %s: %v\n%s", a.Name, err, a.LogTail(20))
+				}
+			})
+		}
+	}
+	for _, err := range errs {
+		if err != nil {
+			c.t.Fatal(err)
+		}
+	}
+}
+
+// waitClusterMembers waits until every origin sees n members, so that
+// they agree on the owners of the layer before agents ask.
+func (c *cluster) waitClusterMembers(n int) {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ok := true
+		for _, o := range c.origins {
+			m, err := testenv.ScrapeMetrics(c.t.Context(), o.URL()+"/metrics")
+			if err != nil || m.Sum("shoal_origin_cluster_members") != float64(n) {
+				ok = false
+			}
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("origin nodes do not all see %d cluster members after 30s", n)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// layer is a blob pushed to the origin.
+type layer struct {
+	repo   string
+	digest digest.Digest
+	size   int64
+}
+
+// pushLayer uploads size random bytes to the origin as a blob of repo
+// (monolithic POST then PUT, as a client pushing a layer does).
+func (c *cluster) pushLayer(repo string, size int64) layer {
+	c.t.Helper()
+	data := make([]byte, size)
+	rng := rand.NewChaCha8([32]byte(seed()))
+	_, _ = rng.Read(data)
+	d := digest.FromBytes(data)
+	base := c.origins[0].URL()
+	resp, err := http.Post(base+"/v2/"+repo+"/blobs/uploads/", "application/octet-stream", nil)
+	if err != nil {
+		c.t.Fatalf("starting an upload: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		c.t.Fatalf("POST upload: %s", resp.Status)
+	}
+	loc, err := resp.Location()
+	if err != nil {
+		c.t.Fatalf("upload location: %v", err)
+	}
+	q := loc.Query()
+	q.Set("digest", d.String())
+	loc.RawQuery = q.Encode()
+	req, err := http.NewRequestWithContext(c.t.Context(), http.MethodPut, loc.String(), bytes.NewReader(data))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatalf("uploading the layer: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		c.t.Fatalf("PUT upload: %s", resp.Status)
+	}
+	return layer{repo: repo, digest: d, size: size}
+}
+
+func seed() []byte {
+	var b [32]byte
+	for i := range b {
+		b[i] = byte(rand.Uint32())
+	}
+	return b[:]
+}
+
+// pullResult is one agent's pull.
+type pullResult struct {
+	agent  int
+	bytes  int64
+	digest string
+	err    error
+	took   time.Duration
+}
+
+// pull GETs the layer from agent i's mirror and hashes what it streams.
+func (c *cluster) pull(ctx context.Context, i int, l layer) pullResult {
+	start := time.Now()
+	r := pullResult{agent: i}
+	ctx, cancel := context.WithTimeout(ctx, pullTimeout)
+	defer cancel()
+	url := c.agents[i].URL() + "/v2/" + l.repo + "/blobs/" + l.digest.String()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		r.err = err
+		return r
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		r.err = err
+		return r
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		r.err = fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
+		return r
+	}
+	h := sha256.New()
+	r.bytes, r.err = io.Copy(h, resp.Body)
+	r.digest = "sha256:" + hex.EncodeToString(h.Sum(nil))
+	r.took = time.Since(start)
+	return r
+}
+
+// pulls is a set of pulls running at once.
+type pulls struct {
+	results chan pullResult
+	n       int
+}
+
+// startPulls starts a pull on each of the given agents at once.
+func (c *cluster) startPulls(indexes []int, l layer) *pulls {
+	p := &pulls{results: make(chan pullResult, len(indexes)), n: len(indexes)}
+	for _, i := range indexes {
+		go func() { p.results <- c.pull(c.t.Context(), i, l) }()
+	}
+	return p
+}
+
+// wait collects the results, keyed by agent.
+func (p *pulls) wait() map[int]pullResult {
+	out := map[int]pullResult{}
+	for range p.n {
+		r := <-p.results
+		out[r.agent] = r
+	}
+	return out
+}
+
+// checkPulls fails the test for every pull that failed or returned other
+// bytes than the layer's.
+func (c *cluster) checkPulls(results map[int]pullResult, l layer) {
+	c.t.Helper()
+	var slowest time.Duration
+	for i, r := range results {
+		switch {
+		case r.err != nil:
+			c.t.Errorf("agent %d: pull failed after %s, %d bytes: %v\n%s", i, r.took, r.bytes, r.err, c.agents[i].LogTail(15))
+		case r.digest != l.digest.String() || r.bytes != l.size:
+			c.t.Errorf("agent %d served %d bytes with digest %s, want %d bytes with %s", i, r.bytes, r.digest, l.size, l.digest)
+		}
+		slowest = max(slowest, r.took)
+	}
+	c.t.Logf("%d pulls of %d MiB, slowest %s", len(results), l.size>>20, slowest.Round(time.Millisecond))
+}
+
+// egress is what the origins sent: by their seeders (P2P) and as blob
+// bodies of their registry API.
+type egress struct{ seeder, http float64 }
+
+func (e egress) total() float64 { return e.seeder + e.http }
+
+func (e egress) sub(o egress) egress { return egress{e.seeder - o.seeder, e.http - o.http} }
+
+// originEgress sums the egress counters of the origins still running.
+func (c *cluster) originEgress() egress {
+	c.t.Helper()
+	var sum egress
+	for _, o := range c.origins {
+		if o.Exited() {
+			continue
+		}
+		m, err := testenv.ScrapeMetrics(c.t.Context(), o.URL()+"/metrics")
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		sum.seeder += m.Sum("shoal_origin_seeder_egress_bytes_total")
+		sum.http += m.Sum("shoal_origin_http_response_bytes_total", "handler", "blob")
+	}
+	return sum
+}
+
+// agentSum sums a metric over the running agents.
+func (c *cluster) agentSum(name string, labels ...string) float64 {
+	c.t.Helper()
+	var sum float64
+	for _, a := range c.agents {
+		if a == nil || a.Exited() {
+			continue
+		}
+		m, err := testenv.ScrapeMetrics(c.t.Context(), a.URL()+"/metrics")
+		if err != nil {
+			continue // an agent being killed
+		}
+		sum += m.Sum(name, labels...)
+	}
+	return sum
+}
+
+// waitProgress waits until the running agents together have received
+// frac of n copies of the layer, so that a fault lands mid-transfer.
+func (c *cluster) waitProgress(l layer, n int, frac float64) {
+	c.t.Helper()
+	want := frac * float64(n) * float64(l.size)
+	deadline := time.Now().Add(pullTimeout)
+	for {
+		got := c.agentSum("shoal_agent_downloaded_bytes_total")
+		if got >= want {
+			c.t.Logf("fault after %.0f MiB received by the agents (%.0f%% of all pulls)", got/(1<<20), 100*got/(float64(n)*float64(l.size)))
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("agents received only %.0f of %.0f bytes before the deadline", got, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
