@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -308,15 +309,29 @@ func (c *cluster) pull(ctx context.Context, i int, l layer) pullResult {
 type pulls struct {
 	results chan pullResult
 	n       int
+	done    atomic.Int32
 }
 
 // startPulls starts a pull on each of the given agents at once.
 func (c *cluster) startPulls(indexes []int, l layer) *pulls {
 	p := &pulls{results: make(chan pullResult, len(indexes)), n: len(indexes)}
 	for _, i := range indexes {
-		go func() { p.results <- c.pull(c.t.Context(), i, l) }()
+		go func() {
+			r := c.pull(c.t.Context(), i, l)
+			p.done.Add(1)
+			p.results <- r
+		}()
 	}
 	return p
+}
+
+// checkStillRunning fails the test if a pull already ended: a fault
+// injected now would not be mid-transfer.
+func (p *pulls) checkStillRunning(t *testing.T) {
+	t.Helper()
+	if n := p.done.Load(); n > 0 {
+		t.Errorf("%d of %d pulls ended before the fault: it does not hit them mid-transfer", n, p.n)
+	}
 }
 
 // wait collects the results, keyed by agent.

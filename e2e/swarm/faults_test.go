@@ -1,0 +1,98 @@
+package swarm_test
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+)
+
+// slowAgents caps each agent's ingress so that a 32 MiB pull takes
+// seconds even on an idle machine: a fault injected at 20% progress then
+// lands while every pull is still running.
+var slowAgents = []string{"--ingress-limit", "8MiB"}
+
+func TestPullsCompleteWhenThirtyPercentOfAgentsAreKilledMidTransfer(t *testing.T) {
+	c := startCluster(t, clusterOptions{origins: 1, agents: faultAgents, agentArgs: slowAgents})
+	l := c.pushLayer("library/kill", faultLayerSize)
+
+	p := c.startPulls(allIndexes(faultAgents), l)
+	c.waitProgress(l, faultAgents, 0.2)
+	victims := rand.Perm(faultAgents)[:(faultAgents*3+9)/10] // 30%, rounded up
+	slices.Sort(victims)
+	p.checkStillRunning(t)
+	for _, i := range victims {
+		c.agents[i].Kill()
+	}
+	t.Logf("killed agents %v (SIGKILL)", victims)
+	results := p.wait()
+	for _, i := range victims {
+		delete(results, i) // their clients lost the connection with them
+	}
+	c.checkPulls(results, l)
+
+	// A killed host comes back with the pieces it had on disk and
+	// finishes its pull from the survivors.
+	c.startAgents(victims)
+	c.checkPulls(c.startPulls(victims, l).wait(), l)
+}
+
+func TestPullsCompleteDespiteAPeerServingCorruptPieces(t *testing.T) {
+	c := startCluster(t, clusterOptions{origins: 1, agents: faultAgents})
+	l := c.pushLayer("library/corrupt", faultLayerSize)
+	bad := &corruptPeer{id: "corrupt-peer", meta: getMetainfo(t, c.origins[0].SeederAddr, l)}
+	announceAsComplete(t, c.tracker.GRPCAddr, bad.id, startCorruptPeer(t, bad), l)
+
+	c.checkPulls(c.startPulls(allIndexes(faultAgents), l).wait(), l)
+
+	rejected := c.agentSum("shoal_agent_pieces_rejected_total")
+	blacklisted := c.agentSum("shoal_agent_peers_blacklisted_total", "reason", "corrupt")
+	t.Logf("the corrupt peer sent %d pieces; agents rejected %.0f and blacklisted it %.0f times", bad.served.Load(), rejected, blacklisted)
+	if bad.served.Load() == 0 {
+		t.Error("no agent asked the corrupt peer for a piece: the test proved nothing")
+	}
+	if rejected == 0 || blacklisted == 0 {
+		t.Errorf("agents rejected %.0f pieces and blacklisted %.0f peers as corrupt, want both > 0", rejected, blacklisted)
+	}
+}
+
+func TestPullsCompleteWhenTheTrackerStopsMidTransfer(t *testing.T) {
+	c := startCluster(t, clusterOptions{origins: 1, agents: faultAgents, agentArgs: slowAgents})
+	l := c.pushLayer("library/notracker", faultLayerSize)
+
+	p := c.startPulls(allIndexes(faultAgents), l)
+	c.waitProgress(l, faultAgents, 0.2)
+	p.checkStillRunning(t)
+	if err := c.tracker.Stop(5 * time.Second); err != nil {
+		t.Errorf("stopping the tracker: %v", err)
+	}
+	c.checkPulls(p.wait(), l)
+}
+
+func TestPullsCompleteWhenOneOfTwoOriginOwnersIsKilled(t *testing.T) {
+	c := startCluster(t, clusterOptions{origins: 2, agents: faultAgents, agentArgs: slowAgents})
+	l := c.pushLayer("library/owner", faultLayerSize)
+
+	p := c.startPulls(allIndexes(faultAgents), l)
+	c.waitProgress(l, faultAgents, 0.2)
+	p.checkStillRunning(t)
+	// The second node: the agents' registry API is the first one's (a
+	// load balancer's job in production), while both nodes own and seed
+	// the layer (two replicas).
+	c.origins[1].Kill()
+	t.Log("killed origin-2 (SIGKILL)")
+	c.checkPulls(p.wait(), l)
+}
+
+func TestPullsCompleteDespiteAPeerThatNeverAnswers(t *testing.T) {
+	c := startCluster(t, clusterOptions{origins: 1, agents: faultAgents})
+	l := c.pushLayer("library/silent", faultLayerSize)
+	addr, accepted := startSilentPeer(t)
+	announceAsComplete(t, c.tracker.GRPCAddr, "silent-peer", addr, l)
+
+	c.checkPulls(c.startPulls(allIndexes(faultAgents), l).wait(), l)
+	t.Logf("the silent peer accepted %d connections", accepted.Load())
+	if accepted.Load() == 0 {
+		t.Error("no agent connected to the silent peer: the test proved nothing")
+	}
+}
