@@ -270,11 +270,18 @@ func (s *testSeeder) Exchange(st grpc.BidiStreamingServer[peerpb.Message, peerpb
 		current, abort = i, false
 		mu.Unlock()
 		off := m.PieceOffset(i)
-		piece := append([]byte(nil), content[off:off+m.PieceSize(i)]...)
+		piece := content[off : off+m.PieceSize(i)]
+		chunk := 256 << 10
+		if s.corrupt {
+			piece = append([]byte(nil), piece...)
+		}
 		if s.corrupt {
 			piece[len(piece)/2] ^= 0xff
 		}
-		for o := 0; o < len(piece); o += 32 << 10 {
+		if s.limit != nil {
+			chunk = 32 << 10 // the limiter's burst
+		}
+		for o := 0; o < len(piece); o += chunk {
 			mu.Lock()
 			stop := abort
 			mu.Unlock()
@@ -282,7 +289,7 @@ func (s *testSeeder) Exchange(st grpc.BidiStreamingServer[peerpb.Message, peerpb
 				s.aborted.Add(1)
 				break
 			}
-			end := min(o+32<<10, len(piece))
+			end := min(o+chunk, len(piece))
 			if err := st.Send(&peerpb.Message{Msg: &peerpb.Message_Chunk{Chunk: &peerpb.PieceChunk{
 				Index: uint32(i), Offset: int64(o), Data: piece[o:end]}}}); err != nil {
 				return nil

@@ -86,8 +86,8 @@ func (b *Blob) Close() error {
 func (b *Blob) NewReader(ctx context.Context, offset int64) (io.ReadCloser, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	if b.dl != nil {
+		// A failed download wakes the reader; Close ends the watch.
 		dl := b.dl
-		stop := context.AfterFunc(ctx, func() {})
 		go func() {
 			select {
 			case <-dl.done:
@@ -96,7 +96,6 @@ func (b *Blob) NewReader(ctx context.Context, offset int64) (io.ReadCloser, erro
 				}
 			case <-ctx.Done():
 			}
-			stop()
 		}()
 	}
 	r, err := b.s.store.Reader(ctx, b.d, offset)

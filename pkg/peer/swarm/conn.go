@@ -50,6 +50,8 @@ type conn struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 	wake      chan struct{}
+	// verifying bounds the pieces being verified and written at once.
+	verifying chan struct{}
 
 	mu   sync.Mutex
 	dl   *download // nil while not attached
@@ -81,6 +83,7 @@ func newConn(s *Swarm, meta *metainfo.Metainfo, st stream, id string, remote *me
 		log:        s.log.With("peer", id),
 		closed:     make(chan struct{}),
 		wake:       make(chan struct{}, 1),
+		verifying:  make(chan struct{}, 2),
 		requested:  make(map[int]bool),
 		assembling: make(map[int][]byte),
 		continuing: make(map[int]bool),
@@ -438,7 +441,7 @@ func (c *conn) chunk(ch *peerpb.PieceChunk) error {
 	size := c.meta.PieceSize(i)
 	buf, started := c.assembling[i]
 	if !started {
-		buf = make([]byte, 0, size)
+		buf = c.s.getBuffer(size)
 	}
 	if ch.GetOffset() != int64(len(buf)) || int64(len(buf)+len(data)) > size {
 		dl := c.dl
@@ -464,7 +467,20 @@ func (c *conn) chunk(ch *peerpb.PieceChunk) error {
 	if dl == nil {
 		return nil
 	}
-	err := c.s.store.WritePiece(c.bs.d, i, buf)
-	dl.post(evPiece{c: c, piece: i, size: len(buf), err: err}, c.closed)
+	// Verifying and writing a 4 MiB piece takes longer than receiving it;
+	// done here, it would stall the stream (flow control) for each piece.
+	// Up to cap(c.verifying) pieces are checked while the next arrive.
+	select {
+	case c.verifying <- struct{}{}:
+	case <-c.closed:
+		c.s.putBuffer(buf)
+		return nil
+	}
+	go func() {
+		defer func() { <-c.verifying }()
+		err := c.s.store.WritePiece(c.bs.d, i, buf)
+		c.s.putBuffer(buf) // the store keeps no reference to it
+		dl.post(evPiece{c: c, piece: i, size: len(buf), err: err}, c.closed)
+	}()
 	return nil
 }

@@ -185,6 +185,9 @@ type Swarm struct {
 
 	// readerIDs numbers streaming readers for the scheduler.
 	readerIDs atomic.Int64
+	// buffers recycles piece assembly buffers: a fresh 4 MiB buffer per
+	// piece costs zeroing and garbage at the rate of the download.
+	buffers sync.Pool
 
 	mu        sync.Mutex
 	blobs     map[digest.Digest]*blobState
@@ -328,6 +331,20 @@ func (s *Swarm) announceSeeded(now time.Time) {
 			s.mu.Unlock()
 		}()
 	}
+}
+
+// getBuffer returns an empty buffer with room for size bytes.
+func (s *Swarm) getBuffer(size int64) []byte {
+	if p, ok := s.buffers.Get().(*[]byte); ok && int64(cap(*p)) >= size {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, size)
+}
+
+// putBuffer returns a buffer from getBuffer for reuse.
+func (s *Swarm) putBuffer(b []byte) {
+	b = b[:0]
+	s.buffers.Put(&b)
 }
 
 // blobLocked returns the state of d, creating it.
