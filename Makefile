@@ -66,3 +66,11 @@ clean:
 .PHONY: bench-hdfs
 bench-hdfs:
 	$(GO) run ./e2e/hdfsbench
+
+# GC over 10,000 manifests and ~50,000 blobs on the filesystem driver, and its
+# effect on concurrent pull latency (docs/gc.md). Prints wall time, storage
+# calls and p99 pull latency with and without a run.
+.PHONY: bench-gc
+bench-gc:
+	GC_BENCH_MANIFESTS=10000 $(GO) test -run '^$$' -bench Collect -benchtime 1x -timeout 30m ./pkg/gc/
+	GC_BENCH_MANIFESTS=10000 $(GO) test -run '^$$' -bench PullLatency -benchtime 1x -timeout 30m ./e2e/gccompat/
