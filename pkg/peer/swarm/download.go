@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -88,6 +89,9 @@ type download struct {
 	err  error
 	meta *metainfo.Metainfo
 
+	// owners are the blob's owners named by the seeder that gave the
+	// metainfo: origins holding it on local disk.
+	owners       []string
 	sched        *scheduler.Scheduler
 	release      func()
 	peers        map[scheduler.PeerID]*conn
@@ -159,7 +163,7 @@ func (dl *download) run() {
 	dl.lastProgress = now
 	dl.started = now
 	dl.streaming = true
-	for _, addr := range s.cfg.Seeders {
+	for _, addr := range append(slices.Clone(s.cfg.Seeders), dl.owners...) {
 		dl.cands[addr] = &candidate{addr: addr, origin: true}
 	}
 	if dl.sched.Done() {
@@ -206,7 +210,7 @@ func (dl *download) prepare() error {
 	s := dl.s
 	meta, err := s.store.Metainfo(dl.d)
 	if err != nil {
-		meta, err = s.fetchMetainfo(s.ctx, dl.d)
+		meta, dl.owners, err = s.fetchMetainfo(s.ctx, dl.d)
 		if err != nil {
 			return err
 		}

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/pkg/metainfo"
@@ -245,47 +247,62 @@ func (s *Swarm) openStream(dl *download, addr string, origin bool) (*conn, error
 	return c, nil
 }
 
+// ownersHeader is the GetMetainfo response header in which an origin
+// seeder lists the seeder addresses of the blob's owners (comma-separated;
+// pkg/origin/seeder.OwnersHeader). Those hold the blob on local disk: the
+// download adds them to the origins it exchanges pieces with.
+const ownersHeader = "shoal-owners"
+
 // fetchMetainfo asks the seeders, in rendezvous order for d so that
 // agents agree on which seeder computes a new blob's metainfo, and checks
-// that the answer describes d.
-func (s *Swarm) fetchMetainfo(ctx context.Context, d digest.Digest) (*metainfo.Metainfo, error) {
+// that the answer describes d. It also returns the owners the seeder named.
+func (s *Swarm) fetchMetainfo(ctx context.Context, d digest.Digest) (*metainfo.Metainfo, []string, error) {
 	if len(s.cfg.Seeders) == 0 {
-		return nil, errors.New("no origin seeders configured to take metainfo from")
+		return nil, nil, errors.New("no origin seeders configured to take metainfo from")
 	}
 	var errs []error
 	for _, addr := range tracker.Rank(d.String(), s.cfg.Seeders) {
-		m, err := s.metainfoFrom(ctx, addr, d)
+		m, owners, err := s.metainfoFrom(ctx, addr, d)
 		if err == nil {
-			return m, nil
+			return m, owners, nil
 		}
 		errs = append(errs, err)
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	return nil, fmt.Errorf("getting metainfo of %s: %w", d, errors.Join(errs...))
+	return nil, nil, fmt.Errorf("getting metainfo of %s: %w", d, errors.Join(errs...))
 }
 
-func (s *Swarm) metainfoFrom(ctx context.Context, addr string, d digest.Digest) (*metainfo.Metainfo, error) {
+func (s *Swarm) metainfoFrom(ctx context.Context, addr string, d digest.Digest) (*metainfo.Metainfo, []string, error) {
 	cc, release, err := s.pool.get(addr)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer release()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.MetainfoTimeout)
 	defer cancel()
-	p, err := peerpb.NewPeerClient(cc).GetMetainfo(ctx, &peerpb.GetMetainfoRequest{Digest: d.String()})
+	var hdr metadata.MD
+	p, err := peerpb.NewPeerClient(cc).GetMetainfo(ctx, &peerpb.GetMetainfoRequest{Digest: d.String()}, grpc.Header(&hdr))
 	if err != nil {
-		return nil, fmt.Errorf("seeder %s: %w", addr, err)
+		return nil, nil, fmt.Errorf("seeder %s: %w", addr, err)
 	}
 	m, err := metainfo.FromProto(p)
 	if err != nil {
-		return nil, fmt.Errorf("seeder %s: %w", addr, err)
+		return nil, nil, fmt.Errorf("seeder %s: %w", addr, err)
 	}
 	if m.Digest != d {
-		return nil, fmt.Errorf("seeder %s: metainfo of %s returned for %s", addr, m.Digest, d)
+		return nil, nil, fmt.Errorf("seeder %s: metainfo of %s returned for %s", addr, m.Digest, d)
 	}
-	return m, nil
+	var owners []string
+	for _, v := range hdr.Get(ownersHeader) {
+		for _, a := range strings.Split(v, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				owners = append(owners, a)
+			}
+		}
+	}
+	return m, owners, nil
 }
 
 // isNotFound reports a piece store miss.
