@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/pkg/metainfo"
@@ -104,8 +105,22 @@ type download struct {
 	// the readers would send every one of them to the origin for the same
 	// pieces (measured: each agent took the whole layer from the origin),
 	// while rarest first spreads the origin's pieces over the swarm.
-	readers      map[int]int64
-	streaming    bool
+	readers   map[int]int64
+	streaming bool
+	// deferred are origin requests held back, with when they were (see
+	// fetcher); swarmProgress is when an agent last announced a piece.
+	swarmProgress time.Time
+	deferred      map[deferKey]time.Time
+	// sent are the requests sent to origins, for originPieceTime, a moving
+	// average of how long an origin takes to deliver a piece.
+	sent            map[deferKey]time.Time
+	originPieceTime time.Duration
+	// stats are logged when the download completes.
+	stats struct {
+		fromPeers, fromOrigins                    int
+		originRequests, deferred, deferredDropped int
+		firstAgent                                time.Duration
+	}
 	agents       int
 	announcing   bool
 	startedSent  bool
@@ -117,13 +132,15 @@ type download struct {
 func newDownload(s *Swarm, bs *blobState) *download {
 	return &download{
 		s: s, bs: bs, d: bs.d,
-		log:     s.log.With("digest", bs.d),
-		events:  make(chan any, 256),
-		ready:   make(chan struct{}),
-		done:    make(chan struct{}),
-		peers:   make(map[scheduler.PeerID]*conn),
-		cands:   make(map[string]*candidate),
-		readers: make(map[int]int64),
+		log:      s.log.With("digest", bs.d),
+		events:   make(chan any, 256),
+		ready:    make(chan struct{}),
+		done:     make(chan struct{}),
+		peers:    make(map[scheduler.PeerID]*conn),
+		cands:    make(map[string]*candidate),
+		readers:  make(map[int]int64),
+		deferred: make(map[deferKey]time.Time),
+		sent:     make(map[deferKey]time.Time),
 	}
 }
 
@@ -192,10 +209,12 @@ func (dl *download) run() {
 				return
 			}
 			dl.maintain(now)
+			dl.sendDeferred(now)
 		case <-s.ctx.Done():
 			dl.finish(errors.New("agent shutting down"))
 			return
 		}
+		dl.steer(now)
 		if dl.act(now) {
 			dl.complete()
 			return
@@ -248,6 +267,9 @@ func (dl *download) handle(now time.Time, ev any) error {
 		}
 		dl.log.Debug("dialing peer failed", "addr", ev.addr, "err", ev.err)
 	case evHave:
+		if !ev.c.origin {
+			dl.swarmProgress = time.Now()
+		}
 		if dl.peers[scheduler.PeerID(ev.c.id)] == ev.c {
 			_ = dl.sched.Handle(now, scheduler.PeerHave{Peer: scheduler.PeerID(ev.c.id), Piece: ev.piece})
 		}
@@ -316,6 +338,9 @@ func (dl *download) join(now time.Time, c *conn) {
 	}
 	dl.peers[scheduler.PeerID(c.id)] = c
 	if !c.origin {
+		if dl.stats.firstAgent == 0 {
+			dl.stats.firstAgent = now.Sub(dl.started)
+		}
 		dl.agents++
 		dl.steer(now)
 	}
@@ -337,16 +362,26 @@ func (dl *download) leave(now time.Time, c *conn) {
 // forget removes c from the joined peers.
 func (dl *download) forget(now time.Time, c *conn) {
 	delete(dl.peers, scheduler.PeerID(c.id))
+	if c.origin {
+		for k := range dl.sent {
+			if k.c == c {
+				delete(dl.sent, k)
+			}
+		}
+	}
 	if !c.origin {
 		dl.agents--
 		dl.steer(now)
 	}
 }
 
-// steer turns reader steering on while no agent is joined and off once
-// one is (see download.readers).
+// crowded reports whether other agents are joined or being dialed.
+func (dl *download) crowded() bool { return dl.agents > 0 || dl.dialing > 0 }
+
+// steer turns reader steering on while no agent is joined or being dialed
+// and off otherwise (see download.readers).
 func (dl *download) steer(now time.Time) {
-	on := dl.agents == 0
+	on := !dl.crowded()
 	if on == dl.streaming {
 		return
 	}
@@ -380,6 +415,17 @@ func (dl *download) piece(now time.Time, ev evPiece) error {
 	if dl.peers[scheduler.PeerID(c.id)] != c {
 		return nil
 	}
+	if at, ok := dl.sent[deferKey{c, ev.piece}]; ok {
+		delete(dl.sent, deferKey{c, ev.piece})
+		if ev.err == nil {
+			took := now.Sub(at)
+			if dl.originPieceTime == 0 {
+				dl.originPieceTime = took
+			} else {
+				dl.originPieceTime = (3*dl.originPieceTime + took) / 4
+			}
+		}
+	}
 	switch {
 	case ev.err == nil:
 		fresh := !dl.sched.Have().Has(ev.piece)
@@ -389,6 +435,11 @@ func (dl *download) piece(now time.Time, ev evPiece) error {
 		s.metrics.piecesVerified.WithLabelValues(c.source()).Inc()
 		s.metrics.downloaded.WithLabelValues(c.source()).Add(float64(ev.size))
 		if fresh {
+			if c.origin {
+				dl.stats.fromOrigins++
+			} else {
+				dl.stats.fromPeers++
+			}
 			dl.lastProgress = now
 			dl.broadcastHave(c, ev.piece)
 		} else {
@@ -440,17 +491,123 @@ func (dl *download) act(now time.Time) bool {
 		c.close(fmt.Errorf("blacklisted: %s", b.Reason))
 	}
 	for _, x := range a.Cancels {
-		if c, ok := dl.peers[x.Peer]; ok {
-			c.cancelRequest(x.Piece)
+		c, ok := dl.peers[x.Peer]
+		if !ok {
+			continue
 		}
+		k := deferKey{c, x.Piece}
+		delete(dl.sent, k)
+		if _, deferred := dl.deferred[k]; deferred {
+			dl.stats.deferredDropped++
+			delete(dl.deferred, k) // never sent: nothing to withdraw
+			continue
+		}
+		c.cancelRequest(x.Piece)
 	}
 	for _, r := range a.Requests {
-		if c, ok := dl.peers[r.Peer]; ok {
-			c.request(r.Piece)
+		c, ok := dl.peers[r.Peer]
+		if !ok {
+			continue
+		}
+		if c.origin && dl.crowded() && s.cfg.OriginDeferral > 0 && !dl.fetcher() {
+			dl.deferred[deferKey{c, r.Piece}] = now
+			dl.stats.deferred++
+			continue
+		}
+		if c.origin {
+			dl.sent[deferKey{c, r.Piece}] = now
+			dl.stats.originRequests++
+		}
+		c.request(r.Piece)
+	}
+	dl.sendDeferred(now)
+	return a.Done
+}
+
+// deferKey is a request to an origin held back by the download.
+type deferKey struct {
+	c     *conn
+	piece int
+}
+
+// fetcher reports whether this agent is one of the OriginFetchers agents
+// that take pieces from the origin as soon as the scheduler asks: the
+// highest rendezvous scores of (peer id, blob) among itself and the agents
+// it knows (joined, or named by the tracker). Agents that pull together
+// know mostly the same agents, so they agree on the fetchers. The others
+// defer their origin requests (see sendDeferred); when a fetcher's piece
+// spreads meanwhile, the scheduler moves the request to an agent and the
+// deferred one is dropped without reaching the origin. Measured with 20
+// agents pulling a 16-piece layer from a fast origin: every agent asking
+// the origin for the pieces nobody held yet cost 4x the layer.
+func (dl *download) fetcher() bool {
+	key := dl.d.String()
+	mine := pieceScore(dl.s.cfg.PeerID, key)
+	above := 0
+	seen := map[string]bool{}
+	count := func(id string) {
+		if !seen[id] && pieceScore(id, key) > mine {
+			above++
+		}
+		seen[id] = true
+	}
+	for id, c := range dl.peers {
+		if !c.origin {
+			count(string(id))
 		}
 	}
+	for _, cand := range dl.cands {
+		if !cand.origin && cand.id != "" && cand.failures == 0 {
+			count(cand.id)
+		}
+	}
+	return above < dl.s.cfg.OriginFetchers
+}
 
-	return a.Done
+func pieceScore(id, key string) uint64 {
+	return xxhash.Sum64String(id + "\x00" + key)
+}
+
+// stallAfter is how long without a new piece makes deferred origin
+// requests go out: the configured OriginDeferral, or three times the
+// recent time an origin took to deliver a piece if that is longer.
+func (dl *download) stallAfter() time.Duration {
+	return max(dl.s.cfg.OriginDeferral, 3*dl.originPieceTime)
+}
+
+// sendDeferred sends the deferred origin requests once the swarm stops
+// making progress (no new piece here and no Have from an agent for
+// stallAfter) or no agent is joined or being dialed. A request deferred
+// for half the piece timeout while the swarm delivers is answered as
+// busy instead (the scheduler counts a request in flight from when it
+// asked, and drops an origin that lets requests time out).
+func (dl *download) sendDeferred(now time.Time) {
+	last := dl.lastProgress
+	if dl.swarmProgress.After(last) {
+		last = dl.swarmProgress
+	}
+	stalled := now.Sub(last) >= dl.stallAfter()
+	for k, at := range dl.deferred {
+		if dl.peers[scheduler.PeerID(k.c.id)] != k.c {
+			delete(dl.deferred, k)
+			continue
+		}
+		switch {
+		case !dl.crowded() || stalled:
+			delete(dl.deferred, k)
+			dl.sent[k] = now
+			dl.stats.originRequests++
+			k.c.request(k.piece)
+		case now.Sub(at) >= dl.s.cfg.PieceTimeout/2:
+			// The swarm is still delivering: answer the request for the
+			// origin with the busy reject a loaded seeder would send, so
+			// the scheduler neither times the origin out nor waits on it,
+			// and asks again after its busy backoff.
+			delete(dl.deferred, k)
+			dl.stats.deferredDropped++
+			_ = dl.sched.Handle(now, scheduler.RequestRejected{Peer: scheduler.PeerID(k.c.id), Piece: k.piece})
+		}
+	}
 }
 
 // maintain dials candidates while there is room, and announces when due.
@@ -566,7 +723,11 @@ func (dl *download) finish(err error) {
 		result = "failed"
 		dl.log.Warn("download failed", "err", err)
 	} else {
-		dl.log.Info("download complete", "size", dl.meta.Size, "peers", len(dl.peers))
+		st := dl.stats
+		dl.log.Info("download complete", "size", dl.meta.Size, "took", time.Since(dl.started).Round(time.Millisecond).String(),
+			"peers", len(dl.peers), "piecesFromPeers", st.fromPeers, "piecesFromOrigins", st.fromOrigins,
+			"originRequests", st.originRequests, "originDeferred", st.deferred, "deferredDropped", st.deferredDropped,
+			"firstAgentAfter", st.firstAgent.Round(time.Millisecond).String())
 	}
 	s.metrics.downloads.WithLabelValues(result).Inc()
 	s.mu.Lock()

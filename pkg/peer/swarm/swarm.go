@@ -95,6 +95,16 @@ type Config struct {
 	// the tracker to learn of agents that started after it: 5s. Seeded
 	// blobs are re-announced at the interval the tracker asks for.
 	DownloadAnnounceInterval time.Duration `yaml:"downloadAnnounceInterval"`
+	// OriginFetchers is how many of the agents pulling a blob together
+	// take pieces from the origin at once (chosen by rendezvous hashing of
+	// peer id and blob, so they agree). The others defer their origin
+	// requests while pieces keep arriving from agents: 4.
+	OriginFetchers int `yaml:"originFetchers"`
+	// OriginDeferral is how long without a new piece makes an agent that
+	// is not a fetcher send its deferred origin requests (at least three
+	// origin piece times, at most half PieceTimeout after the request).
+	// 0 turns deferral off: every agent asks the origin at once. 1s.
+	OriginDeferral time.Duration `yaml:"originDeferral"`
 	// NumWant is the number of peers asked of the tracker (0: its default).
 	NumWant int `yaml:"numWant"`
 	// IngressLimit and EgressLimit cap the piece bytes per second this
@@ -119,6 +129,8 @@ func DefaultConfig() Config {
 		MetainfoTimeout:          2 * time.Minute,
 		StallTimeout:             2 * time.Minute,
 		DownloadAnnounceInterval: 5 * time.Second,
+		OriginFetchers:           4,
+		OriginDeferral:           time.Second,
 		BlacklistTTL:             10 * time.Minute,
 	}
 }
@@ -136,6 +148,8 @@ func (c Config) Validate() error {
 		return errors.New("swarm: maxQueuedUploads must be positive")
 	case c.DialTimeout <= 0, c.PieceTimeout <= 0, c.MetainfoTimeout <= 0, c.StallTimeout <= 0, c.DownloadAnnounceInterval <= 0:
 		return errors.New("swarm: timeouts and intervals must be positive")
+	case c.OriginDeferral < 0 || c.OriginDeferral >= c.PieceTimeout:
+		return errors.New("swarm: originDeferral must be in [0, pieceTimeout)")
 	case c.IngressLimit < 0 || c.EgressLimit < 0:
 		return errors.New("swarm: bandwidth limits must not be negative")
 	}
