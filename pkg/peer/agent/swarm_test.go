@@ -69,12 +69,11 @@ func TestSwarmPullsAtOnce(t *testing.T) {
 	t.Logf("seeder: %d requests, %d cancelled while queued, %d pieces cut short", seeder.requests.Load(), seeder.cancelled.Load(), seeder.aborted.Load())
 	t.Logf("%d agents, %d-byte layer: seeder sent %.2fx the layer; agents got %.0f bytes from peers, %.0f from the origin",
 		agents, len(layer), float64(seeder.sent.Load())/float64(len(layer)), fromPeers, fromOrigin)
-	// This seeder serves every request (no upload slots, no BUSY), so
-	// agents that pick the same rare piece at once both get it from the
-	// origin: measured 1.7-2.3x here. The bound catches regressions such
-	// as every agent streaming the same pieces from the origin (7x).
-	if sent := seeder.sent.Load(); sent > int64(3*len(layer)) {
-		t.Errorf("the origin seeder sent %.2fx the layer to %d agents; want ≤ 3x", float64(sent)/float64(len(layer)), agents)
+	// This seeder serves every request (no upload slots, no BUSY); the
+	// agents' own policy (a few fetchers, the others deferring) keeps the
+	// origin's egress near 1x: measured 1.1-1.3x.
+	if sent := seeder.sent.Load(); sent > int64(2*len(layer)) {
+		t.Errorf("the origin seeder sent %.2fx the layer to %d agents; want ≤ 2x", float64(sent)/float64(len(layer)), agents)
 	}
 }
 
