@@ -314,3 +314,24 @@ func TestSilentPeerDoesNotStallThePull(t *testing.T) {
 		t.Errorf("pull took %s with a silent peer; the dial timeout is 1s", d)
 	}
 }
+
+// TestIngressLimit: the token bucket paces what an agent receives, with
+// chunks as large as the protocol allows (1 MiB, above a tenth of a
+// second's worth at this rate).
+func TestIngressLimit(t *testing.T) {
+	o := startOrigin(t)
+	layer := randomBytes(3<<20, 12)
+	layerD := o.pushBlob("team/app", layer)
+	seeder := startSeeder(t, "origin-1", 1<<20, false)
+	seeder.chunk = 1 << 20
+	seeder.add(layer)
+	cfg := testConfig(t, o.URL, []string{seeder.addr}, nil)
+	cfg.IngressLimit = 2 << 20
+	a := startAgent(t, cfg)
+	start := time.Now()
+	pullBlob(t, a, "team/app", layerD)
+	// 3 MiB at 2 MiB/s with a 1 MiB burst: at least a second.
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Errorf("3 MiB pulled in %s under a 2 MiB/s ingress limit", d)
+	}
+}

@@ -119,7 +119,9 @@ type testSeeder struct {
 	mute bool
 	// limit, if set, paces the piece data of all streams together, like
 	// an origin whose link is the bottleneck. Set with setRate.
-	limit    *rate.Limiter
+	limit *rate.Limiter
+	// chunk is the PieceChunk size sent (default 256 KiB).
+	chunk    int
 	pieceLen int64
 	addr     string
 	srv      *grpc.Server
@@ -272,6 +274,9 @@ func (s *testSeeder) Exchange(st grpc.BidiStreamingServer[peerpb.Message, peerpb
 		off := m.PieceOffset(i)
 		piece := content[off : off+m.PieceSize(i)]
 		chunk := 256 << 10
+		if s.chunk > 0 {
+			chunk = s.chunk
+		}
 		if s.corrupt {
 			piece = append([]byte(nil), piece...)
 		}
@@ -279,7 +284,7 @@ func (s *testSeeder) Exchange(st grpc.BidiStreamingServer[peerpb.Message, peerpb
 			piece[len(piece)/2] ^= 0xff
 		}
 		if s.limit != nil {
-			chunk = 32 << 10 // the limiter's burst
+			chunk = min(chunk, 32<<10) // the limiter's burst
 		}
 		for o := 0; o < len(piece); o += chunk {
 			mu.Lock()

@@ -427,6 +427,9 @@ func (c *conn) handle(m *peerpb.Message) error {
 func (c *conn) chunk(ch *peerpb.PieceChunk) error {
 	i := int(ch.GetIndex())
 	data := ch.GetData()
+	if len(data) > maxChunk {
+		return fmt.Errorf("%w: a chunk of %d bytes, more than %d", errProtocol, len(data), maxChunk)
+	}
 	if c.s.ingress != nil {
 		if err := c.s.ingress.WaitN(c.stream.Context(), len(data)); err != nil {
 			return fmt.Errorf("waiting for ingress bandwidth: %w", err)

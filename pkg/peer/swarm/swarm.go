@@ -47,6 +47,10 @@ import (
 // keep the per-frame cost negligible.
 const chunkSize = 256 << 10
 
+// maxChunk is the largest PieceChunk the protocol allows (docs/p2p.md);
+// larger chunks are a protocol violation.
+const maxChunk = 1 << 20
+
 // Config tunes the engine. DefaultConfig returns working values; PeerID,
 // AdvertiseAddr and Seeders are set by the agent.
 type Config struct {
@@ -254,11 +258,13 @@ func New(cfg Config, dir string, quota int64, opts Options) (*Swarm, error) {
 	h := fnv.New64a()
 	_, _ = h.Write([]byte(cfg.PeerID))
 	s.sched.Seed = h.Sum64()
+	// The burst is a tenth of a second's worth, and at least the largest
+	// chunk the protocol allows (1 MiB), which is waited for in one go.
 	if cfg.IngressLimit > 0 {
-		s.ingress = rate.NewLimiter(rate.Limit(cfg.IngressLimit), max(chunkSize, int(cfg.IngressLimit/10)))
+		s.ingress = rate.NewLimiter(rate.Limit(cfg.IngressLimit), max(maxChunk, int(cfg.IngressLimit/10)))
 	}
 	if cfg.EgressLimit > 0 {
-		s.egress = rate.NewLimiter(rate.Limit(cfg.EgressLimit), max(chunkSize, int(cfg.EgressLimit/10)))
+		s.egress = rate.NewLimiter(rate.Limit(cfg.EgressLimit), max(maxChunk, int(cfg.EgressLimit/10)))
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	store, err := piecestore.Open(dir, quota, piecestore.WithLogger(log), piecestore.WithOnEvict(s.evicted))
