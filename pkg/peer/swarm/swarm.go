@@ -201,6 +201,9 @@ type Swarm struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	// announcing bounds the seeding and stopped announces in flight, so a
+	// cache of thousands of blobs does not open thousands at once.
+	announcing chan struct{}
 	// readerIDs numbers streaming readers for the scheduler.
 	readerIDs atomic.Int64
 	// buffers recycles piece assembly buffers: a fresh 4 MiB buffer per
@@ -244,12 +247,13 @@ func New(cfg Config, dir string, quota int64, opts Options) (*Swarm, error) {
 		log = slog.Default()
 	}
 	s := &Swarm{
-		cfg:       cfg,
-		tracker:   opts.Tracker,
-		log:       log,
-		blobs:     make(map[digest.Digest]*blobState),
-		blacklist: make(map[string]time.Time),
-		pool:      newClientPool(opts.DialOptions),
+		cfg:        cfg,
+		tracker:    opts.Tracker,
+		log:        log,
+		blobs:      make(map[digest.Digest]*blobState),
+		blacklist:  make(map[string]time.Time),
+		pool:       newClientPool(opts.DialOptions),
+		announcing: make(chan struct{}, 16),
 	}
 	s.sched = scheduler.DefaultConfig()
 	s.sched.MaxPeers = cfg.MaxPeersPerBlob
@@ -334,7 +338,9 @@ func (s *Swarm) announceSeeded(now time.Time) {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			s.announcing <- struct{}{}
 			resp, err := s.announce(s.ctx, j.bs.d, j.event, nil)
+			<-s.announcing
 			next := 10 * time.Second // retry soon after a failure
 			if err == nil {
 				next = resp.GetInterval().AsDuration()
@@ -457,7 +463,13 @@ func (s *Swarm) Close(ctx context.Context) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				select {
+				case s.announcing <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
 				_, _ = s.announce(ctx, d, trackerpb.Event_EVENT_STOPPED, nil)
+				<-s.announcing
 			}()
 		}
 		wg.Wait()
