@@ -41,6 +41,14 @@ type client struct {
 	slot     *slot
 	refs     int // guarded by slot.mu
 	retired  bool
+	// closeOnce: the library's Close panics when called twice, and both
+	// the pool's close and the last release of a retired client close it.
+	closeOnce sync.Once
+}
+
+// shut closes the client's connections once, whoever asks first.
+func (c *client) shut() {
+	c.closeOnce.Do(func() { _ = c.Client.Close() })
 }
 
 var errClosed = errors.New("driver is closed")
@@ -108,7 +116,7 @@ func (p *pool) release(c *client, retire bool) {
 		}
 	}
 	if c.retired && c.refs == 0 {
-		_ = c.Close()
+		c.shut()
 	}
 }
 
@@ -119,7 +127,7 @@ func (p *pool) close() error {
 		s.closed = true
 		if s.c != nil {
 			s.c.retired = true
-			_ = s.c.Close()
+			s.c.shut()
 			s.c = nil
 		}
 		s.mu.Unlock()
