@@ -31,7 +31,7 @@ import (
 
 // pullTimeout bounds one agent's pull of the layer, faults included. The
 // agents are race-enabled binaries sharing two busy cores, hence generous.
-const pullTimeout = 4 * time.Minute
+const pullTimeout = 3 * time.Minute
 
 // agentConfig shortens the agents' timeouts so that a dead or silent peer
 // costs seconds, not the production defaults' minutes, and makes
@@ -134,6 +134,9 @@ func startCluster(t *testing.T, opts clusterOptions) *cluster {
 		t.Fatal(err)
 	}
 	c.agents = make([]*testenv.AgentServer, opts.agents)
+	// Registered after the tracker's and origins' cleanups, so it runs
+	// before them: agents stop while their peers are still up.
+	t.Cleanup(c.stopAgents)
 	c.startAgents(allIndexes(opts.agents))
 	return c
 }
@@ -172,18 +175,34 @@ func (c *cluster) startAgents(indexes []int) {
 		})
 	}
 	wg.Wait()
-	for _, i := range indexes {
-		if a := c.agents[i]; a != nil {
-			c.t.Cleanup(func() {
-				if err := a.Stop(testenv.DefaultStopTimeout); err != nil {
-					c.t.Errorf("stopping %s: %v\n%s", a.Name, err, a.LogTail(20))
-				}
-			})
-		}
-	}
 	for _, err := range errs {
 		if err != nil {
 			c.t.Fatal(err)
+		}
+	}
+}
+
+// stopAgents stops every agent at once (one by one, a few stuck agents
+// would each take the full SIGTERM grace) and fails the test for any that
+// did not stop cleanly. An agent killed by the test, and started again or
+// not, counts as stopped.
+func (c *cluster) stopAgents() {
+	var wg sync.WaitGroup
+	errs := make([]error, len(c.agents))
+	for i, a := range c.agents {
+		if a == nil {
+			continue
+		}
+		wg.Go(func() {
+			if err := a.Stop(testenv.DefaultStopTimeout); err != nil {
+				errs[i] = fmt.Errorf("stopping %s: %w\n%s", a.Name, err, a.LogTail(20))
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			c.t.Error(err)
 		}
 	}
 }
