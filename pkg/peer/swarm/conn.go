@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"sync"
 
 	"github.com/shoal-dev/shoal/pkg/metainfo"
+	"github.com/shoal-dev/shoal/pkg/peer/piecestore"
 	"github.com/shoal-dev/shoal/proto/peerpb"
 )
 
@@ -268,9 +270,23 @@ func (c *conn) run() {
 
 func (c *conn) sendLoop() error {
 	ctx := c.stream.Context()
-	var piece []byte
+	// The piece being uploaded is read from the store a chunk at a time,
+	// so a stream holds 256 KiB rather than a whole piece.
+	var src *piecestore.Reader
+	defer func() {
+		if src != nil {
+			src.Close()
+		}
+	}()
 	idx := -1
-	off := 0
+	var off, size int64
+	stop := func() {
+		src.Close()
+		src = nil
+		c.mu.Lock()
+		c.current, c.abort = -1, false
+		c.mu.Unlock()
+	}
 	for {
 		select {
 		case <-c.closed:
@@ -289,56 +305,81 @@ func (c *conn) sendLoop() error {
 			}
 			continue
 		}
-		if piece != nil && c.abort {
-			piece, c.current, c.abort = nil, -1, false
-		}
-		if piece == nil {
-			if len(c.uploads) == 0 {
-				c.mu.Unlock()
-				select {
-				case <-c.wake:
-				case <-c.closed:
-					return nil
-				}
-				continue
+		abort := c.abort
+		if src == nil && len(c.uploads) == 0 {
+			c.mu.Unlock()
+			select {
+			case <-c.wake:
+			case <-c.closed:
+				return nil
 			}
+			continue
+		}
+		if src == nil {
 			idx = c.uploads[0]
 			c.uploads = c.uploads[1:]
 			c.current, c.abort = idx, false
-			c.mu.Unlock()
-			data, err := c.s.store.ReadPiece(c.bs.d, idx)
-			if err != nil {
-				c.mu.Lock()
-				c.current = -1
-				c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Reject{Reject: &peerpb.Reject{
-					Index: uint32(idx), Reason: peerpb.Reject_REASON_NOT_HELD}}})
-				c.mu.Unlock()
-				continue
-			}
-			piece, off = data, 0
-			continue
 		}
 		c.mu.Unlock()
-		end := min(off+chunkSize, len(piece))
+		if src != nil && abort {
+			stop()
+			continue
+		}
+		if src == nil {
+			r, err := c.openPiece(idx)
+			if err != nil {
+				c.reject(idx)
+				continue
+			}
+			src, off, size = r, 0, c.meta.PieceSize(idx)
+		}
+		n := min(chunkSize, size-off)
 		if c.s.egress != nil {
-			if err := c.s.egress.WaitN(ctx, end-off); err != nil {
+			if err := c.s.egress.WaitN(ctx, int(n)); err != nil {
 				return fmt.Errorf("waiting for egress bandwidth: %w", err)
 			}
 		}
+		// A fresh buffer per chunk: gRPC may keep the message after Send.
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(src, buf); err != nil {
+			c.log.Debug("reading a piece to upload", "piece", idx, "err", err)
+			stop()
+			c.reject(idx) // the peer drops what it assembled
+			continue
+		}
 		m := &peerpb.Message{Msg: &peerpb.Message_Chunk{Chunk: &peerpb.PieceChunk{
-			Index: uint32(idx), Offset: int64(off), Data: piece[off:end]}}}
+			Index: uint32(idx), Offset: off, Data: buf}}}
 		if err := c.stream.Send(m); err != nil {
 			return fmt.Errorf("sending piece %d to peer: %w", idx, err)
 		}
-		c.s.metrics.uploaded.Add(float64(end - off))
-		off = end
-		if off == len(piece) {
-			piece = nil
-			c.mu.Lock()
-			c.current = -1
-			c.mu.Unlock()
+		c.s.metrics.uploaded.Add(float64(n))
+		off += n
+		if off == size {
+			stop()
 		}
 	}
+}
+
+// openPiece returns a reader of piece i, which must be held: a reader of a
+// piece not held would wait for it.
+func (c *conn) openPiece(i int) (*piecestore.Reader, error) {
+	have, err := c.s.store.Have(c.bs.d)
+	if err != nil {
+		return nil, err
+	}
+	if !have.Has(i) {
+		return nil, piecestore.ErrPieceMissing
+	}
+	return c.s.store.Reader(c.s.ctx, c.bs.d, c.meta.PieceOffset(i))
+}
+
+// reject tells the peer piece i is not held here (evicted, or never).
+func (c *conn) reject(i int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.current = -1
+	c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Reject{Reject: &peerpb.Reject{
+		Index: uint32(i), Reason: peerpb.Reject_REASON_NOT_HELD}}})
 }
 
 func (c *conn) recvLoop() {

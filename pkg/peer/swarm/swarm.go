@@ -102,7 +102,10 @@ type Config struct {
 	// OriginFetchers is how many of the agents pulling a blob together
 	// take pieces from the origin at once (chosen by rendezvous hashing of
 	// peer id and blob, so they agree). The others defer their origin
-	// requests while pieces keep arriving from agents: 4.
+	// requests while pieces keep arriving from agents. 2: a fetcher keeps
+	// one request at the origin, so two put pieces into the swarm faster
+	// than 20 agents share them on loopback, and the fewer fetchers, the
+	// fewer pieces two of them fetch at once.
 	OriginFetchers int `yaml:"originFetchers"`
 	// OriginDeferral is how long without a new piece makes an agent that
 	// is not a fetcher send its deferred origin requests (at least three
@@ -133,7 +136,7 @@ func DefaultConfig() Config {
 		MetainfoTimeout:          2 * time.Minute,
 		StallTimeout:             2 * time.Minute,
 		DownloadAnnounceInterval: 5 * time.Second,
-		OriginFetchers:           4,
+		OriginFetchers:           2,
 		OriginDeferral:           time.Second,
 		BlacklistTTL:             10 * time.Minute,
 	}
