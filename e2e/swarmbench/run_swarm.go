@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The issue's goals for the swarm, meant for N=50 and S=256 MiB.
+const (
+	goalEgress = 1.1 // origin egress / S
+	goalP90    = 1.5 // p90 completion / (S/B)
+	goalN      = 50
+	goalSize   = 256 << 20
+)
+
+func runSwarm(ctx context.Context, c config, bins binaries, dir string) error {
+	var net *netns
+	if c.netns {
+		if err := removeLeftovers(ctx); err != nil {
+			return err
+		}
+		net = &netns{rate: c.rate}
+		// Deferred first so that it runs last, after the processes stopped.
+		defer net.teardown()
+	}
+	l := &launcher{bins: bins, dir: dir, net: net}
+	defer l.stopEverything()
+	if net != nil {
+		if err := net.setup(ctx); err != nil {
+			return err
+		}
+		for i := range c.n {
+			link := linkPrefix + strconv.Itoa(i)
+			if err := net.addHost(ctx, agentNS(i), link, agentIP(i)); err != nil {
+				return err
+			}
+			if err := net.shape(ctx, agentNS(i), link); err != nil {
+				return err
+			}
+		}
+	}
+	cl, err := l.startCore(ctx, "swarm")
+	if err != nil {
+		return err
+	}
+	pushStart := time.Now()
+	lay, err := pushImage(ctx, cl.originURL, "bench/swarm", c.size)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\n== Swarm: %d agents, one layer of %.0f MiB (pushed in %s)\n", c.n, mib(float64(c.size)), secs(time.Since(pushStart)))
+	// The origin's link is shaped after the push: the push is setup, not
+	// what is measured.
+	if net != nil {
+		if err := net.shape(ctx, originNS, linkPrefix+"o"); err != nil {
+			return err
+		}
+	}
+	if err := cl.startAgents(ctx, "swarm", c.n, c.agentConfig, nil); err != nil {
+		return err
+	}
+	bound := 0.0
+	if c.netns {
+		bound = float64(c.size) / c.rateBytes
+		fmt.Printf("links: every host %s both ways; physical bound S/B = %.1f s\n", c.rate, bound)
+	} else {
+		fmt.Println("links: loopback, no shaping (no physical bound; times are CPU-bound)")
+	}
+
+	before, err := cl.originEgress(ctx)
+	if err != nil {
+		return err
+	}
+	pids := make([]int, c.n)
+	urls := make([]string, c.n)
+	for i, a := range cl.agents {
+		pids[i] = a.proc.PID()
+		urls[i] = a.clientURL + "/v2/" + lay.repo + "/blobs/" + lay.digest
+	}
+	rss := sampleRSS(pids, 100*time.Millisecond)
+	start, results, err := pullAll(ctx, c.netns, urls, c.pullTimeout)
+	peaks := rss.finish()
+	if err != nil {
+		return err
+	}
+	after, err := cl.originEgress(ctx)
+	if err != nil {
+		return err
+	}
+	fromPeers := cl.agentSum(ctx, "shoal_agent_downloaded_bytes_total", "source", "peer")
+	fromOrigin := cl.agentSum(ctx, "shoal_agent_downloaded_bytes_total", "source", "origin")
+	discarded := cl.agentSum(ctx, "shoal_agent_discarded_bytes_total")
+	duplicate := cl.agentSum(ctx, "shoal_agent_duplicate_bytes_total")
+	cl.stopAgents()
+
+	st := summarize(lay, start, results)
+	egress := originEgress{after.seeder - before.seeder, after.http - before.http}
+	S := float64(lay.size)
+	fmt.Println("\nP2P, every host pulling through its agent (GET /v2/<name>/blobs/<digest> on the agent, digest checked by the client):")
+	printPulls(st, c.n, bound)
+	fmt.Printf("  origin egress: %.1f MiB = %.3f x S (seeder %.1f MiB, registry API blob bodies %.1f MiB)\n",
+		mib(egress.total()), egress.total()/S, mib(egress.seeder), mib(egress.http))
+	fmt.Printf("  agents received %.1f MiB from peers, %.1f MiB from the origin's seeder (duplicates %.1f MiB, discarded %.1f MiB)\n",
+		mib(fromPeers), mib(fromOrigin), mib(duplicate), mib(discarded))
+	printRSS(peaks)
+	fmt.Println("  goals (issue 4, N=50, S=256 MiB):")
+	note := ""
+	if c.n != goalN || c.size != goalSize {
+		note = fmt.Sprintf(" (this run: N=%d, S=%.0f MiB)", c.n, mib(S))
+	}
+	egressOK := st.ok == c.n && egress.total() <= goalEgress*S
+	fmt.Printf("    origin egress <= %.1f x S: %.3f x S  %s%s\n", goalEgress, egress.total()/S, verdict(egressOK), note)
+	if c.netns {
+		p90 := percentile(st.times, 90).Seconds() / bound
+		fmt.Printf("    p90 completion <= %.1f x S/B: %.2f x S/B  %s%s\n", goalP90, p90, verdict(st.ok == c.n && p90 <= goalP90), note)
+	} else {
+		fmt.Println("    p90 completion <= 1.5 x S/B: not measured in loopback mode (no link rate)")
+	}
+
+	// The same hosts, straight from the origin's registry API.
+	for i := range urls {
+		urls[i] = cl.originURL + "/v2/" + lay.repo + "/blobs/" + lay.digest
+	}
+	before, err = cl.originEgress(ctx)
+	if err != nil {
+		return err
+	}
+	start, results, err = pullAll(ctx, c.netns, urls, c.directTimeout)
+	if err != nil {
+		return err
+	}
+	after, err = cl.originEgress(ctx)
+	if err != nil {
+		return err
+	}
+	dst := summarize(lay, start, results)
+	egress = originEgress{after.seeder - before.seeder, after.http - before.http}
+	fmt.Printf("\nDirect, every host pulling from the origin's registry API (bounded to %s):\n", c.directTimeout)
+	printPulls(dst, c.n, bound)
+	fmt.Printf("  origin egress: %.1f MiB = %.3f x S\n", mib(egress.total()), egress.total()/S)
+	if dst.ok < c.n && dst.wall > 0 {
+		rate := float64(dst.bytes) / dst.wall.Seconds()
+		proj := time.Duration(float64(c.n) * S / rate * float64(time.Second))
+		fmt.Printf("  unfinished at the bound: %.1f MiB of %.1f MiB delivered at %.1f MiB/s in total; all %d pulls would end after about %s (projected, not measured)",
+			mib(float64(dst.bytes)), mib(float64(c.n)*S), mib(rate), c.n, secs(proj))
+		if bound > 0 {
+			fmt.Printf(" = %.1f x S/B", proj.Seconds()/bound)
+		}
+		fmt.Println()
+	}
+	if st.ok < c.n {
+		return fmt.Errorf("swarm: %d of %d P2P pulls failed or were wrong; first: %s", c.n-st.ok, c.n, st.firstErr)
+	}
+	return nil
+}
+
+func printPulls(st pullStats, n int, bound float64) {
+	fmt.Printf("  pulls: %d of %d complete and correct, %d failed, %d wrong bytes\n", st.ok, n, st.failed, st.wrong)
+	if st.firstErr != "" {
+		fmt.Printf("  first problem: %s\n", st.firstErr)
+	}
+	if len(st.times) == 0 {
+		return
+	}
+	row := func(name string, d time.Duration) string {
+		if bound > 0 {
+			return fmt.Sprintf("%s %s (%.2f x S/B)", name, secs(d), d.Seconds()/bound)
+		}
+		return fmt.Sprintf("%s %s", name, secs(d))
+	}
+	fmt.Printf("  completion: %s, %s, %s, %s\n", row("p50", percentile(st.times, 50)), row("p90", percentile(st.times, 90)),
+		row("max", st.times[len(st.times)-1]), row("wall", st.wall))
+}
+
+func printRSS(peaks []int64) {
+	if len(peaks) == 0 {
+		return
+	}
+	s := slices.Clone(peaks)
+	slices.Sort(s)
+	var all []string
+	for _, p := range peaks {
+		all = append(all, fmt.Sprintf("%.0f", mib(float64(p))))
+	}
+	fmt.Printf("  agent peak RSS: min %.0f MiB, median %.0f MiB, max %.0f MiB\n", mib(float64(s[0])), mib(float64(s[len(s)/2])), mib(float64(s[len(s)-1])))
+	fmt.Printf("  per agent (MiB, agent 0 first): %s\n", strings.Join(all, " "))
+}
