@@ -185,13 +185,18 @@ func parseRoute(p string) (route, bool) {
 	if name, ok := strings.CutSuffix(rest, "/tags/list"); ok {
 		return route{kind: "tags", name: name}, true
 	}
-	if i := strings.LastIndex(rest, "/manifests/"); i > 0 {
+	// The reference is the last path element: repository names may
+	// themselves contain "manifests" or "blobs" as a component.
+	if i := strings.LastIndex(rest, "/manifests/"); i > 0 && !strings.Contains(rest[i+len("/manifests/"):], "/") {
 		return route{kind: "manifest", name: rest[:i], ref: rest[i+len("/manifests/"):]}, true
 	}
-	if i := strings.Index(rest, "/blobs/uploads"); i > 0 {
+	if name, ok := strings.CutSuffix(rest, "/blobs/uploads"); ok {
+		return route{kind: "upload", name: name}, true
+	}
+	if i := strings.LastIndex(rest, "/blobs/uploads/"); i > 0 && !strings.Contains(rest[i+len("/blobs/uploads/"):], "/") {
 		return route{kind: "upload", name: rest[:i]}, true
 	}
-	if i := strings.LastIndex(rest, "/blobs/"); i > 0 {
+	if i := strings.LastIndex(rest, "/blobs/"); i > 0 && !strings.Contains(rest[i+len("/blobs/"):], "/") {
 		return route{kind: "blob", name: rest[:i], ref: rest[i+len("/blobs/"):]}, true
 	}
 	return route{kind: "other"}, true

@@ -1,0 +1,78 @@
+package mirror
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestParseRoute(t *testing.T) {
+	for _, c := range []struct {
+		path string
+		want route
+		ok   bool
+	}{
+		{"/v2/", route{kind: "ping"}, true},
+		{"/v2", route{kind: "ping"}, true},
+		{"/v3/", route{kind: "ping"}, false},
+		{"/v2/library/alpine/manifests/latest", route{kind: "manifest", name: "library/alpine", ref: "latest"}, true},
+		{"/v2/a/b/c/manifests/sha256:abc", route{kind: "manifest", name: "a/b/c", ref: "sha256:abc"}, true},
+		// A repository may itself be called "manifests" or "blobs".
+		{"/v2/x/manifests/manifests/v1", route{kind: "manifest", name: "x/manifests", ref: "v1"}, true},
+		{"/v2/x/blobs/blobs/sha256:abc", route{kind: "blob", name: "x/blobs", ref: "sha256:abc"}, true},
+		{"/v2/team/app/tags/list", route{kind: "tags", name: "team/app"}, true},
+		{"/v2/team/app/blobs/uploads/", route{kind: "upload", name: "team/app"}, true},
+		{"/v2/team/app/blobs/uploads/123", route{kind: "upload", name: "team/app"}, true},
+		{"/v2/team/manifests/blobs/sha256:abc", route{kind: "blob", name: "team/manifests", ref: "sha256:abc"}, true},
+		{"/v2/team/blobs/manifests/v1", route{kind: "manifest", name: "team/blobs", ref: "v1"}, true},
+		{"/v2/_catalog", route{kind: "other"}, true},
+		{"/v2/team/app/referrers/sha256:abc", route{kind: "other"}, true},
+	} {
+		got, ok := parseRoute(c.path)
+		if ok != c.ok || (ok && got != c.want) {
+			t.Errorf("parseRoute(%q) = %+v, %v; want %+v, %v", c.path, got, ok, c.want, c.ok)
+		}
+	}
+}
+
+func TestParseRange(t *testing.T) {
+	const size = 100
+	for _, c := range []struct {
+		header        string
+		first, last   int64
+		partial, fail bool
+	}{
+		{"", 0, 99, false, false},
+		{"bytes=0-", 0, 99, true, false},
+		{"bytes=10-19", 10, 19, true, false},
+		{"bytes=90-200", 90, 99, true, false}, // clipped to the end
+		{"bytes=-10", 90, 99, true, false},
+		{"bytes=-200", 0, 99, true, false},
+		{"bytes=100-", 0, 0, false, true}, // starts past the end
+		{"bytes=20-10", 0, 0, false, true},
+		{"bytes=-0", 0, 0, false, true},
+		{"bytes=x-", 0, 0, false, true},
+		{"bytes=0-1,5-6", 0, 99, false, false}, // several ranges: served whole
+		{"items=0-1", 0, 99, false, false},     // not bytes: ignored
+	} {
+		first, last, partial, err := parseRange(c.header, size)
+		if c.fail {
+			if !errors.Is(err, errRangeUnsatisfiable) {
+				t.Errorf("parseRange(%q): err %v, want unsatisfiable", c.header, err)
+			}
+			continue
+		}
+		if err != nil || first != c.first || last != c.last || partial != c.partial {
+			t.Errorf("parseRange(%q) = %d, %d, %v, %v; want %d, %d, %v", c.header, first, last, partial, err, c.first, c.last, c.partial)
+		}
+	}
+}
+
+func TestNewRejectsBadOrigins(t *testing.T) {
+	for _, o := range []string{"", "registry.example.com", "ftp://x", "http://"} {
+		cfg := DefaultConfig()
+		cfg.Origin = o
+		if _, err := New(cfg, Options{}); err == nil {
+			t.Errorf("origin %q accepted", o)
+		}
+	}
+}
