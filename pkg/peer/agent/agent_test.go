@@ -335,3 +335,63 @@ func TestIngressLimit(t *testing.T) {
 		t.Errorf("3 MiB pulled in %s under a 2 MiB/s ingress limit", d)
 	}
 }
+
+// TestCacheSurvivesRestart: a restarted agent serves what it cached
+// without any seeder, and announces it for seeding again.
+func TestCacheSurvivesRestart(t *testing.T) {
+	o := startOrigin(t)
+	tr := startTracker(t)
+	layer := randomBytes(500_000, 13)
+	layerD := o.pushBlob("team/app", layer)
+	seeder := startSeeder(t, "origin-1", testPieceLen, false)
+	seeder.add(layer)
+	cfg := testConfig(t, o.URL, []string{seeder.addr}, []string{tr.addr})
+	a := startAgent(t, cfg)
+	pullBlob(t, a, "team/app", layerD)
+	waitFor(t, "the download to complete", 5*time.Second, func() bool { return a.metric("shoal_agent_downloads_total", "result", "completed") == 1 })
+	a.shutdown()
+	seeder.srv.Stop()
+
+	b := startAgent(t, cfg)
+	pullBlob(t, b, "team/app", layerD)
+	if hits := b.metric("shoal_agent_cache_hits_total"); hits != 1 {
+		t.Errorf("cache hits after restart = %v, want 1", hits)
+	}
+	waitFor(t, "the restarted agent's completed announce", 5*time.Second, func() bool {
+		return b.metric("shoal_agent_announces_total", "event", "completed", "result", "ok") >= 1
+	})
+}
+
+// TestEvictionKeepsTheQuota: past the quota the least recently used blob
+// is evicted (and announced stopped); pulling it again downloads it again.
+func TestEvictionKeepsTheQuota(t *testing.T) {
+	o := startOrigin(t)
+	tr := startTracker(t)
+	seeder := startSeeder(t, "origin-1", testPieceLen, false)
+	var ds []digest.Digest
+	for i := range 2 {
+		layer := randomBytes(600_000, uint64(20+i))
+		ds = append(ds, o.pushBlob("team/app", layer))
+		seeder.add(layer)
+	}
+	cfg := testConfig(t, o.URL, []string{seeder.addr}, []string{tr.addr})
+	cfg.CacheQuota = 1_000_000 // room for one of the two
+	a := startAgent(t, cfg)
+	completed := func(n float64) func() bool {
+		return func() bool { return a.metric("shoal_agent_downloads_total", "result", "completed") == n }
+	}
+	pullBlob(t, a, "team/app", ds[0])
+	waitFor(t, "the first download", 5*time.Second, completed(1))
+	pullBlob(t, a, "team/app", ds[1])
+	waitFor(t, "the second download", 5*time.Second, completed(2))
+	if n := a.metric("shoal_agent_cache_blobs"); n != 1 {
+		t.Errorf("%v blobs cached with room for one", n)
+	}
+	waitFor(t, "the stopped announce of the evicted blob", 5*time.Second, func() bool {
+		return a.metric("shoal_agent_announces_total", "event", "stopped", "result", "ok") >= 1
+	})
+	pullBlob(t, a, "team/app", ds[0])
+	if n := a.metric("shoal_agent_cache_misses_total"); n != 3 {
+		t.Errorf("cache misses = %v, want 3 (the evicted blob downloaded again)", n)
+	}
+}
