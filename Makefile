@@ -74,3 +74,12 @@ bench-hdfs:
 bench-gc:
 	GC_BENCH_MANIFESTS=10000 $(GO) test -run '^$$' -bench Collect -benchtime 1x -timeout 30m ./pkg/gc/
 	GC_BENCH_MANIFESTS=10000 $(GO) test -run '^$$' -bench PullLatency -benchtime 1x -timeout 30m ./e2e/gccompat/
+
+# P2P swarm benchmark (issue 4; docs/benchmarks.md, "Swarm"): N agents pulling
+# one layer at once against the same hosts pulling straight from the origin,
+# one agent's cold/warm pulls, the tracker's announce rate. As root each host
+# gets its own network namespace with a tc-shaped link; otherwise loopback.
+# Knobs: SWARMBENCH_FLAGS='-n 10 -size 32MiB -rate 100mbit' (go run ./e2e/swarmbench -h).
+.PHONY: bench-swarm
+bench-swarm:
+	$(GO) run ./e2e/swarmbench $(SWARMBENCH_FLAGS)

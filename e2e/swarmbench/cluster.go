@@ -87,7 +87,7 @@ type cluster struct {
 	seeder        string
 	tracker       string
 	trackerHTTP   string
-	trackerProc      *testenv.Process
+	trackerProc   *testenv.Process
 	origin        *testenv.Process
 	agents        []*agent
 }

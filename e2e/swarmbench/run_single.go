@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/shoal-dev/shoal/proto/peerpb"
+)
+
+// The goals for one agent, meant for a 1 GiB layer on loopback.
+const (
+	goalColdRatio = 0.8 // cold pull through the agent / direct GET from the origin
+	goalWarm      = 1e9 // bytes/s from the agent's cache
+	goalRSS       = 150 << 20
+)
+
+// runSingle measures one agent on loopback without shaping: a cold pull of
+// a layer through it, warm pulls from its cache and its peak RSS, against
+// GETs of the same layer from the origin's registry API.
+func runSingle(ctx context.Context, c config, bins binaries, dir string) error {
+	l := &launcher{bins: bins, dir: dir}
+	defer l.stopEverything()
+	cl, err := l.startCore(ctx, "single")
+	if err != nil {
+		return err
+	}
+	lay, err := pushImage(ctx, cl.originURL, "bench/single", c.singleSize)
+	if err != nil {
+		return err
+	}
+	S := float64(lay.size)
+	fmt.Printf("\n== One agent, loopback, no shaping: one layer of %.0f MiB\n", mib(S))
+
+	// The seeder computes the metainfo (hashing the blob) and caches the
+	// blob on the first GetMetainfo: a one-time cost per blob at the
+	// origin, paid here so that the cold pull measures the agent.
+	t0 := time.Now()
+	if err := getMetainfo(ctx, cl.seeder, lay.digest); err != nil {
+		return err
+	}
+	fmt.Printf("  origin seeder: metainfo computed and blob cached in %s (once per blob, not in the figures below)\n", secs(time.Since(t0)))
+
+	client := &http.Client{Transport: &http.Transport{Proxy: nil}}
+	timed := func(url string) (float64, error) {
+		r := pull(ctx, client, url)
+		switch {
+		case r.Err != "":
+			return 0, fmt.Errorf("pulling %s: %s", url, r.Err)
+		case r.Digest != lay.digest || r.Bytes != lay.size:
+			return 0, fmt.Errorf("pulling %s: %d bytes with digest %s, want %d with %s", url, r.Bytes, r.Digest, lay.size, lay.digest)
+		}
+		return S / r.took().Seconds(), nil
+	}
+	median := func(url string, n int) (float64, []float64, error) {
+		var all []float64
+		for range n {
+			v, err := timed(url)
+			if err != nil {
+				return 0, nil, err
+			}
+			all = append(all, v)
+		}
+		s := slices.Clone(all)
+		slices.Sort(s)
+		return s[len(s)/2], all, nil
+	}
+	blobPath := "/v2/" + lay.repo + "/blobs/" + lay.digest
+	direct, directAll, err := median(cl.originURL+blobPath, 3)
+	if err != nil {
+		return err
+	}
+	if err := cl.startAgents(ctx, "single", 1, "", nil); err != nil {
+		return err
+	}
+	a := cl.agents[0]
+	rss := sampleRSS([]int{a.proc.PID()}, 20*time.Millisecond)
+	cold, err := timed(a.url + blobPath)
+	if err != nil {
+		rss.finish()
+		return err
+	}
+	coldPeak := rss.finish()[0]
+	rss = sampleRSS([]int{a.proc.PID()}, 20*time.Millisecond)
+	warm, warmAll, err := median(a.url+blobPath, 3)
+	warmPeak := rss.finish()[0]
+	if err != nil {
+		return err
+	}
+	mbs := func(v float64) string { return fmt.Sprintf("%.0f MB/s", v/1e6) }
+	fmt.Printf("  direct GET from the origin's registry API: %s (median of %s, %s, %s)\n", mbs(direct), mbs(directAll[0]), mbs(directAll[1]), mbs(directAll[2]))
+	fmt.Printf("  cold pull through the agent: %s = %.0f%% of direct  goal >= %.0f%%: %s\n", mbs(cold), 100*cold/direct, 100*goalColdRatio, verdict(cold >= goalColdRatio*direct))
+	fmt.Printf("  warm pull from the agent's cache: %s (median of %s, %s, %s)  goal >= 1 GB/s: %s\n", mbs(warm), mbs(warmAll[0]), mbs(warmAll[1]), mbs(warmAll[2]), verdict(warm >= goalWarm))
+	fmt.Printf("  agent peak RSS: cold pull %.0f MiB, warm pulls %.0f MiB  goal <= 150 MiB: %s\n", mib(float64(coldPeak)), mib(float64(warmPeak)), verdict(max(coldPeak, warmPeak) <= goalRSS))
+	return nil
+}
+
+func getMetainfo(ctx context.Context, seeder, digest string) error {
+	conn, err := grpc.NewClient(seeder, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("dialing the seeder: %w", err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	if _, err := peerpb.NewPeerClient(conn).GetMetainfo(ctx, &peerpb.GetMetainfoRequest{Digest: digest}); err != nil {
+		return fmt.Errorf("getting the metainfo of %s: %w", digest, err)
+	}
+	return nil
+}
