@@ -31,6 +31,12 @@ import (
 	"github.com/shoal-dev/shoal/pkg/tracker"
 )
 
+// Flow-control windows of peer connections (see Listen).
+const (
+	streamWindow = 4 << 20
+	connWindow   = 16 << 20
+)
+
 // Agent is a running peer-agent's parts, listeners bound.
 type Agent struct {
 	cfg     Config
@@ -72,9 +78,14 @@ func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
 		return nil, fmt.Errorf("listening for the mirror: %w", err)
 	}
 
-	dialOpts := []grpc.DialOption{grpc.WithKeepaliveParams(keepalive.ClientParameters{
-		Time: 30 * time.Second, Timeout: 10 * time.Second,
-	})}
+	dialOpts := []grpc.DialOption{
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// Pieces are 4 MiB: a stream window of one piece and a connection
+		// window of several keep a pipelined peer sending instead of
+		// waiting for window updates (gRPC's default starts at 64 KiB).
+		grpc.WithInitialWindowSize(streamWindow),
+		grpc.WithInitialConnWindowSize(connWindow),
+	}
 	if clientTLS != nil {
 		dialOpts = append(dialOpts, grpc.WithTransportCredentials(credentials.NewTLS(clientTLS)))
 	} else {
@@ -124,6 +135,8 @@ func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	}
 
 	gopts := []grpc.ServerOption{
+		grpc.InitialWindowSize(streamWindow),
+		grpc.InitialConnWindowSize(connWindow),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	}
