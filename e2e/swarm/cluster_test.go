@@ -41,7 +41,6 @@ const agentConfig = `swarm:
   pieceTimeout: 5s
   downloadAnnounceInterval: 1s
 tracker:
-  timeout: 1s
   cooldown: 5s
 shutdownGrace: 5s
 `
@@ -295,9 +294,10 @@ type pullResult struct {
 }
 
 // pull GETs the layer from agent i's mirror and hashes what it streams.
-func (c *cluster) pull(ctx context.Context, i int, l layer) pullResult {
+func (c *cluster) pull(ctx context.Context, i int, l layer) (r pullResult) {
 	start := time.Now()
-	r := pullResult{agent: i}
+	r.agent = i
+	defer func() { r.took = time.Since(start) }()
 	ctx, cancel := context.WithTimeout(ctx, pullTimeout)
 	defer cancel()
 	url := c.agents[i].URL() + "/v2/" + l.repo + "/blobs/" + l.digest.String()
@@ -320,7 +320,6 @@ func (c *cluster) pull(ctx context.Context, i int, l layer) pullResult {
 	h := sha256.New()
 	r.bytes, r.err = io.Copy(h, resp.Body)
 	r.digest = "sha256:" + hex.EncodeToString(h.Sum(nil))
-	r.took = time.Since(start)
 	return r
 }
 
@@ -328,29 +327,40 @@ func (c *cluster) pull(ctx context.Context, i int, l layer) pullResult {
 type pulls struct {
 	results chan pullResult
 	n       int
-	done    atomic.Int32
+	// ended[i] is set when agent i's pull has returned.
+	ended []atomic.Bool
 }
 
 // startPulls starts a pull on each of the given agents at once.
 func (c *cluster) startPulls(indexes []int, l layer) *pulls {
-	p := &pulls{results: make(chan pullResult, len(indexes)), n: len(indexes)}
+	p := &pulls{results: make(chan pullResult, len(indexes)), n: len(indexes), ended: make([]atomic.Bool, len(c.agents))}
 	for _, i := range indexes {
 		go func() {
 			r := c.pull(c.t.Context(), i, l)
-			p.done.Add(1)
+			p.ended[i].Store(true)
 			p.results <- r
 		}()
 	}
 	return p
 }
 
-// checkStillRunning fails the test if a pull already ended: a fault
-// injected now would not be mid-transfer.
-func (p *pulls) checkStillRunning(t *testing.T) {
+// running returns the agents whose pulls are still running, failing the
+// test when none is: a fault injected now would hit no transfer.
+func (p *pulls) running(t *testing.T) []int {
 	t.Helper()
-	if n := p.done.Load(); n > 0 {
-		t.Errorf("%d of %d pulls ended before the fault: it does not hit them mid-transfer", n, p.n)
+	var idx []int
+	for i := range p.ended {
+		if !p.ended[i].Load() {
+			idx = append(idx, i)
+		}
 	}
+	if len(idx) == 0 {
+		t.Fatal("every pull ended before the fault: it would hit no transfer")
+	}
+	if len(idx) < p.n {
+		t.Logf("%d of %d pulls ended before the fault", p.n-len(idx), p.n)
+	}
+	return idx
 }
 
 // wait collects the results, keyed by agent.
@@ -406,19 +416,28 @@ func (c *cluster) originEgress() egress {
 	return sum
 }
 
-// agentSum sums a metric over the running agents.
+// agentSum sums a metric over the running agents, scraping them all at
+// once (one by one takes seconds on a loaded machine, long enough for a
+// pull to end).
 func (c *cluster) agentSum(name string, labels ...string) float64 {
 	c.t.Helper()
-	var sum float64
-	for _, a := range c.agents {
+	sums := make([]float64, len(c.agents))
+	var wg sync.WaitGroup
+	for i, a := range c.agents {
 		if a == nil || a.Exited() {
 			continue
 		}
-		m, err := testenv.ScrapeMetrics(c.t.Context(), a.URL()+"/metrics")
-		if err != nil {
-			continue // an agent being killed
-		}
-		sum += m.Sum(name, labels...)
+		wg.Go(func() {
+			// An agent being killed does not answer; it counts as 0.
+			if m, err := testenv.ScrapeMetrics(c.t.Context(), a.URL()+"/metrics"); err == nil {
+				sums[i] = m.Sum(name, labels...)
+			}
+		})
+	}
+	wg.Wait()
+	var sum float64
+	for _, v := range sums {
+		sum += v
 	}
 	return sum
 }
@@ -438,6 +457,6 @@ func (c *cluster) waitProgress(l layer, n int, frac float64) {
 		if time.Now().After(deadline) {
 			c.t.Fatalf("agents received only %.0f of %.0f bytes before the deadline", got, want)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 }
