@@ -135,7 +135,7 @@ type testSeeder struct {
 	metas map[digest.Digest]*metainfo.Metainfo
 }
 
-func startSeeder(t testing.TB, id string, pieceLen int64, corrupt bool) *testSeeder {
+func startSeeder(t testing.TB, id string, pieceLen int64, corrupt bool, opts ...grpc.ServerOption) *testSeeder {
 	t.Helper()
 	s := &testSeeder{t: t, id: id, corrupt: corrupt, pieceLen: pieceLen,
 		blobs: map[digest.Digest][]byte{}, metas: map[digest.Digest]*metainfo.Metainfo{}}
@@ -144,7 +144,7 @@ func startSeeder(t testing.TB, id string, pieceLen int64, corrupt bool) *testSee
 		t.Fatal(err)
 	}
 	s.addr = ln.Addr().String()
-	s.srv = grpc.NewServer()
+	s.srv = grpc.NewServer(opts...)
 	peerpb.RegisterPeerServer(s.srv, s)
 	go func() { _ = s.srv.Serve(ln) }()
 	t.Cleanup(s.srv.Stop)
