@@ -128,7 +128,14 @@ func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
 		}}
 		client.Transport.(*http.Transport).TLSClientConfig.ServerName = ""
 	}
-	m, err := mirror.New(mc, mirror.Options{Blobs: blobSource{a.swarm}, Client: client, Logger: log, Registerer: a.reg})
+	var blobs mirror.Blobs = blobSource{a.swarm}
+	if len(cfg.OriginSeeders) == 0 {
+		// Nothing to take metainfo from, so nothing could be verified:
+		// a plain proxy at least serves the pulls.
+		log.Warn("no origin seeders configured: blobs are proxied from the origin's registry API, without P2P, cache or piece verification")
+		blobs = nil
+	}
+	m, err := mirror.New(mc, mirror.Options{Blobs: blobs, Client: client, Logger: log, Registerer: a.reg})
 	if err != nil {
 		_ = a.swarm.Close(context.Background())
 		return nil, err

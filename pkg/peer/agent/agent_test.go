@@ -395,3 +395,21 @@ func TestEvictionKeepsTheQuota(t *testing.T) {
 		t.Errorf("cache misses = %v, want 3 (the evicted blob downloaded again)", n)
 	}
 }
+
+// TestWithoutSeedersBlobsAreProxied: an agent configured without origin
+// seeders still serves pulls, straight from the origin's registry API.
+func TestWithoutSeedersBlobsAreProxied(t *testing.T) {
+	o := startOrigin(t)
+	layer := randomBytes(200_000, 40)
+	layerD := o.pushBlob("team/app", layer)
+	a := startAgent(t, testConfig(t, o.URL, nil, nil))
+	pullBlob(t, a, "team/app", layerD)
+	resp, body := a.get("GET", "/v2/team/app/blobs/"+layerD.String(), "Range", "bytes=100-")
+	expectStatus(t, "proxied range", resp, body, http.StatusPartialContent)
+	if string(body) != string(layer[100:]) {
+		t.Fatal("proxied range: wrong bytes")
+	}
+	if n := a.metric("shoal_agent_origin_proxy_bytes_total"); n < float64(len(layer)) {
+		t.Errorf("proxied bytes = %v, want ≥ %d", n, len(layer))
+	}
+}
