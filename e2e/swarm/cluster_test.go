@@ -33,10 +33,13 @@ import (
 // agents are race-enabled binaries sharing two busy cores, hence generous.
 const pullTimeout = 3 * time.Minute
 
-// agentConfig shortens the agents' timeouts so that a dead or silent peer
+// faultConfig shortens the agents' timeouts so that a dead or silent peer
 // costs seconds, not the production defaults' minutes, and makes
-// downloads re-announce often so that peers find each other quickly.
-const agentConfig = `swarm:
+// downloads re-announce often so that peers find each other again
+// quickly. The swarm test without faults runs the defaults: short piece
+// timeouts on a loaded machine send requests to the origin that the
+// swarm would have served.
+const faultConfig = `swarm:
   dialTimeout: 2s
   pieceTimeout: 5s
   downloadAnnounceInterval: 1s
@@ -83,6 +86,8 @@ type cluster struct {
 type clusterOptions struct {
 	origins int
 	agents  int
+	// agentConfig is the agents' YAML config file; empty: the defaults.
+	agentConfig string
 	// agentArgs are extra peer-agent flags, e.g. an ingress limit that
 	// makes a pull last long enough to break something in the middle.
 	agentArgs []string
@@ -107,9 +112,13 @@ func startCluster(t *testing.T, opts clusterOptions) *cluster {
 	if len(c.origins) > 1 {
 		c.waitClusterMembers(len(c.origins))
 	}
-	config := filepath.Join(c.dir, "agent.yaml")
-	if err := os.WriteFile(config, []byte(agentConfig), 0o644); err != nil {
-		t.Fatal(err)
+	args := opts.agentArgs
+	if opts.agentConfig != "" {
+		config := filepath.Join(c.dir, "agent.yaml")
+		if err := os.WriteFile(config, []byte(opts.agentConfig), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append([]string{"--config", config}, args...)
 	}
 	var seeders []string
 	for _, o := range c.origins {
@@ -126,7 +135,7 @@ func startCluster(t *testing.T, opts clusterOptions) *cluster {
 			Seeders:  seeders,
 			Trackers: []string{c.tracker.GRPCAddr},
 			Dir:      filepath.Join(c.dir, "agents"),
-			Args:     append([]string{"--config", config}, opts.agentArgs...),
+			Args:     args,
 		})
 	}
 	if err := os.MkdirAll(filepath.Join(c.dir, "agents"), 0o755); err != nil {

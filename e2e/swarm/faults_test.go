@@ -18,7 +18,7 @@ var slowAgents = []string{"--ingress-limit", "4MiB"}
 const faultAt = 0.1
 
 func TestPullsCompleteWhenThirtyPercentOfAgentsAreKilledMidTransfer(t *testing.T) {
-	c := startCluster(t, clusterOptions{origins: 1, agents: faultAgents, agentArgs: slowAgents})
+	c := startCluster(t, clusterOptions{origins: 1, agents: faultAgents, agentConfig: faultConfig, agentArgs: slowAgents})
 	l := c.pushLayer("library/kill", faultLayerSize)
 
 	p := c.startPulls(allIndexes(faultAgents), l)
@@ -45,7 +45,7 @@ func TestPullsCompleteWhenThirtyPercentOfAgentsAreKilledMidTransfer(t *testing.T
 }
 
 func TestPullsCompleteDespiteAPeerServingCorruptPieces(t *testing.T) {
-	c := startCluster(t, clusterOptions{origins: 1, agents: faultAgents})
+	c := startCluster(t, clusterOptions{origins: 1, agents: faultAgents, agentConfig: faultConfig})
 	l := c.pushLayer("library/corrupt", faultLayerSize)
 	bad := &corruptPeer{id: "corrupt-peer", meta: getMetainfo(t, c.origins[0].SeederAddr, l)}
 	announceAsComplete(t, c.tracker.GRPCAddr, bad.id, startCorruptPeer(t, bad), l)
@@ -64,7 +64,7 @@ func TestPullsCompleteDespiteAPeerServingCorruptPieces(t *testing.T) {
 }
 
 func TestPullsCompleteWhenTheTrackerStopsMidTransfer(t *testing.T) {
-	c := startCluster(t, clusterOptions{origins: 1, agents: faultAgents, agentArgs: slowAgents})
+	c := startCluster(t, clusterOptions{origins: 1, agents: faultAgents, agentConfig: faultConfig, agentArgs: slowAgents})
 	l := c.pushLayer("library/notracker", faultLayerSize)
 
 	p := c.startPulls(allIndexes(faultAgents), l)
@@ -77,7 +77,7 @@ func TestPullsCompleteWhenTheTrackerStopsMidTransfer(t *testing.T) {
 }
 
 func TestPullsCompleteWhenOneOfTwoOriginOwnersIsKilled(t *testing.T) {
-	c := startCluster(t, clusterOptions{origins: 2, agents: faultAgents, agentArgs: slowAgents})
+	c := startCluster(t, clusterOptions{origins: 2, agents: faultAgents, agentConfig: faultConfig, agentArgs: slowAgents})
 	l := c.pushLayer("library/owner", faultLayerSize)
 
 	p := c.startPulls(allIndexes(faultAgents), l)
@@ -92,7 +92,7 @@ func TestPullsCompleteWhenOneOfTwoOriginOwnersIsKilled(t *testing.T) {
 }
 
 func TestPullsCompleteDespiteAPeerThatNeverAnswers(t *testing.T) {
-	c := startCluster(t, clusterOptions{origins: 1, agents: faultAgents})
+	c := startCluster(t, clusterOptions{origins: 1, agents: faultAgents, agentConfig: faultConfig})
 	l := c.pushLayer("library/silent", faultLayerSize)
 	addr, accepted := startSilentPeer(t)
 	announceAsComplete(t, c.tracker.GRPCAddr, "silent-peer", addr, l)
