@@ -274,3 +274,37 @@ func uniqueName(prefix string) string {
 	_, _ = rand.Read(b)
 	return prefix + "-" + hex.EncodeToString(b)
 }
+
+func TestASecondHostsDockerPullsTheLayersFromTheFirstHostsAgent(t *testing.T) {
+	e := setup(t)
+	repo := uniqueName("second")
+	sizes := []int{4 << 20, 4 << 20}
+	pushed := buildAndPush(t, e, e.origin.Addr+"/library/"+repo+":v1", sizes)
+	// The first host pulls, so its agent holds and seeds every layer.
+	docker(t, e.puller, "pull", repo+":v1")
+
+	agent2 := testenv.Agent(t, testenv.AgentOptions{
+		Origin:   e.origin.URL(),
+		Seeders:  []string{e.origin.SeederAddr},
+		Trackers: []string{e.tracker.GRPCAddr},
+	})
+	host2 := testenv.Dockerd(t, testenv.DockerdOptions{Mirrors: []string{agent2.URL()}})
+	docker(t, host2, "pull", repo+":v1")
+
+	if got := inspect(t, host2, repo+":v1"); got.ID != pushed.imageID {
+		t.Errorf("second host pulled image ID %s, pushed %s", got.ID, pushed.imageID)
+	}
+	m, err := testenv.ScrapeMetrics(t.Context(), agent2.URL()+"/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := m.Sum("shoal_agent_downloaded_bytes_total", "source", "peer")
+	origin := m.Sum("shoal_agent_downloaded_bytes_total", "source", "origin")
+	t.Logf("second agent received %.0f bytes from peers, %.0f from origin seeders", peer, origin)
+	if peer == 0 {
+		t.Errorf("the second agent received nothing from the first, which held every layer: no P2P")
+	}
+	if peer+origin < float64(total(sizes)) {
+		t.Errorf("the second agent received %.0f bytes, want at least the %d bytes of layers", peer+origin, total(sizes))
+	}
+}
