@@ -23,6 +23,8 @@ type pullResult struct {
 	Start int64  `json:"start"`
 	End   int64  `json:"end"`
 	Err   string `json:"err,omitempty"`
+	// cpu is the client process's CPU time, filled in by its parent.
+	cpu time.Duration
 }
 
 func (r pullResult) took() time.Duration { return time.Duration(r.End - r.Start) }

@@ -82,7 +82,13 @@ func runSwarm(ctx context.Context, c config, bins binaries, dir string) error {
 		urls[i] = a.clientURL + "/v2/" + lay.repo + "/blobs/" + lay.digest
 	}
 	rss := sampleRSS(pids, 100*time.Millisecond)
+	cpu0 := cpuOf(pids...)
+	core0 := cpuOf(cl.origin.PID(), cl.trackerProc.PID())
+	busy0, total0 := machineCPU()
 	start, results, err := pullAll(ctx, c.netns, urls, c.pullTimeout)
+	busy1, total1 := machineCPU()
+	agentCPU := cpuOf(pids...) - cpu0
+	coreCPU := cpuOf(cl.origin.PID(), cl.trackerProc.PID()) - core0
 	peaks := rss.finish()
 	if err != nil {
 		return err
@@ -107,6 +113,7 @@ func runSwarm(ctx context.Context, c config, bins binaries, dir string) error {
 	fmt.Printf("  agents received %.1f MiB from peers, %.1f MiB from the origin's seeder (duplicates %.1f MiB, discarded %.1f MiB)\n",
 		mib(fromPeers), mib(fromOrigin), mib(duplicate), mib(discarded))
 	printRSS(peaks)
+	printCPU(st, agentCPU, coreCPU, busy1-busy0, total1-total0)
 	fmt.Println("  goals (issue 4, N=50, S=256 MiB):")
 	note := ""
 	if c.n != goalN || c.size != goalSize {
@@ -133,6 +140,9 @@ func runSwarm(ctx context.Context, c config, bins binaries, dir string) error {
 	if err != nil {
 		return err
 	}
+	// The origin counts a response's bytes as its handler returns; those
+	// of pulls cut at the bound return a moment after the clients left.
+	time.Sleep(2 * time.Second)
 	after, err = cl.originEgress(ctx)
 	if err != nil {
 		return err
@@ -141,7 +151,7 @@ func runSwarm(ctx context.Context, c config, bins binaries, dir string) error {
 	egress = originEgress{after.seeder - before.seeder, after.http - before.http}
 	fmt.Printf("\nDirect, every host pulling from the origin's registry API (bounded to %s):\n", c.directTimeout)
 	printPulls(dst, c.n, bound)
-	fmt.Printf("  origin egress: %.1f MiB = %.3f x S\n", mib(egress.total()), egress.total()/S)
+	fmt.Printf("  origin egress: %.1f MiB = %.3f x S (clients received %.1f MiB)\n", mib(egress.total()), egress.total()/S, mib(float64(dst.bytes)))
 	if dst.ok < c.n && dst.wall > 0 {
 		rate := float64(dst.bytes) / dst.wall.Seconds()
 		proj := time.Duration(float64(c.n) * S / rate * float64(time.Second))
@@ -188,4 +198,17 @@ func printRSS(peaks []int64) {
 	}
 	fmt.Printf("  agent peak RSS: min %.0f MiB, median %.0f MiB, max %.0f MiB\n", mib(float64(s[0])), mib(float64(s[len(s)/2])), mib(float64(s[len(s)-1])))
 	fmt.Printf("  per agent (MiB, agent 0 first): %s\n", strings.Join(all, " "))
+}
+
+// printCPU says where the machine's CPU went during the pulls: on two
+// shared cores it, rather than the links, may be what the times show.
+func printCPU(st pullStats, agents, core time.Duration, busy, total int64) {
+	fmt.Printf("  CPU during the pulls (wall %s): agents %.1f s, origin+tracker %.1f s", secs(st.wall), agents.Seconds(), core.Seconds())
+	if st.clientCPU > 0 {
+		fmt.Printf(", pull clients %.0f s", st.clientCPU.Seconds())
+	}
+	if total > 0 {
+		fmt.Printf("; machine busy %.0f%% of all cores (other users included)", 100*float64(busy)/float64(total))
+	}
+	fmt.Println()
 }

@@ -67,6 +67,7 @@ func pullInNS(ctx context.Context, self string, i int, url string, at time.Time,
 	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
 		r.Err = fmt.Sprintf("pull client in %s printed %q: %v", agentNS(i), stdout.String(), err)
 	}
+	r.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	return r
 }
 
@@ -79,6 +80,9 @@ type pullStats struct {
 	// wall: from the common start to the last byte of the last pull.
 	wall  time.Duration
 	bytes int64
+	// clientCPU is the pull clients' CPU time (netns mode only: there
+	// they are processes of their own).
+	clientCPU time.Duration
 }
 
 func summarize(l layer, start time.Time, results []pullResult) pullStats {
@@ -86,6 +90,7 @@ func summarize(l layer, start time.Time, results []pullResult) pullStats {
 	var last int64
 	for _, r := range results {
 		s.bytes += r.Bytes
+		s.clientCPU += r.cpu
 		last = max(last, r.End)
 		switch {
 		case r.Err != "":
@@ -128,4 +133,35 @@ func verdict(ok bool) string {
 		return "PASS"
 	}
 	return "MISS"
+}
+
+// machineCPU reads the first line of /proc/stat: busy and total jiffies of
+// all cores together.
+func machineCPU() (busy, total int64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		total += n
+		// idle and iowait
+		if i != 3 && i != 4 {
+			busy += n
+		}
+	}
+	return busy, total
+}
+
+// cpuOf sums the CPU time of processes by PID (0 for any that is gone).
+func cpuOf(pids ...int) time.Duration {
+	var sum time.Duration
+	for _, pid := range pids {
+		if d, err := procCPU(pid); err == nil {
+			sum += d
+		}
+	}
+	return sum
 }
