@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/shoal-dev/shoal/e2e/testenv"
 )
 
 // slowAgents caps each agent's ingress so that a 32 MiB pull takes at
@@ -83,11 +85,23 @@ func TestPullsCompleteWhenOneOfTwoOriginOwnersIsKilled(t *testing.T) {
 	p := c.startPulls(allIndexes(faultAgents), l)
 	c.waitProgress(l, faultAgents, faultAt)
 	p.running(t)
-	// The second node: the agents' registry API is the first one's (a
-	// load balancer's job in production), while both nodes own and seed
-	// the layer (two replicas).
-	c.origins[1].Kill()
-	t.Log("killed origin-2 (SIGKILL)")
+	// Kill the owner that has sent more so far: the one the pulls lean
+	// on. Both own the layer (two replicas). The agents' registry API is
+	// the first node's; the blobs already requested need only seeders.
+	sent := make([]float64, len(c.origins))
+	for i, o := range c.origins {
+		m, err := testenv.ScrapeMetrics(t.Context(), o.URL()+"/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent[i] = m.Sum("shoal_origin_seeder_egress_bytes_total")
+	}
+	victim := 0
+	if sent[1] > sent[0] {
+		victim = 1
+	}
+	c.origins[victim].Kill()
+	t.Logf("origin seeders had sent %.0f and %.0f MiB; killed origin-%d (SIGKILL)", sent[0]/(1<<20), sent[1]/(1<<20), victim+1)
 	c.checkPulls(p.wait(), l)
 }
 
