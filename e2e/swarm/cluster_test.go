@@ -48,27 +48,49 @@ tracker:
 shutdownGrace: 5s
 `
 
-// binaries are built once per test binary run.
+// binaries are built once per test binary run: race-enabled when the
+// test is (testenv.Binary), and plain.
 type binaries struct{ origin, tracker, agent string }
 
 var (
-	bins     binaries
-	binsOnce sync.Once
+	raceBins, plainBins         binaries
+	raceBinsOnce, plainBinsOnce sync.Once
 )
 
-func buildBinaries(t *testing.T) binaries {
+func buildBinaries(t *testing.T, plain bool) binaries {
 	t.Helper()
-	binsOnce.Do(func() {
-		bins = binaries{
-			origin:  testenv.Binary(t, "origin"),
-			tracker: testenv.Binary(t, "tracker"),
-			agent:   testenv.Binary(t, "peer-agent"),
+	if !plain {
+		raceBinsOnce.Do(func() {
+			raceBins = binaries{
+				origin:  testenv.Binary(t, "origin"),
+				tracker: testenv.Binary(t, "tracker"),
+				agent:   testenv.Binary(t, "peer-agent"),
+			}
+		})
+		if raceBins.agent == "" {
+			t.Fatal("building the binaries failed in an earlier test")
 		}
+		return raceBins
+	}
+	plainBinsOnce.Do(func() {
+		w := testenv.ForTest(t)
+		var b binaries
+		for _, x := range []struct {
+			name string
+			dst  *string
+		}{{"origin", &b.origin}, {"tracker", &b.tracker}, {"peer-agent", &b.agent}} {
+			bin, err := w.Build(t.Context(), x.name, testenv.BuildOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			*x.dst = bin
+		}
+		plainBins = b
 	})
-	if bins.agent == "" {
+	if plainBins.agent == "" {
 		t.Fatal("building the binaries failed in an earlier test")
 	}
-	return bins
+	return plainBins
 }
 
 // cluster is one test's tracker, origin nodes and agents.
@@ -84,8 +106,11 @@ type cluster struct {
 }
 
 type clusterOptions struct {
-	origins int
-	agents  int
+	// plainBinaries runs binaries built without the race detector even
+	// when the test has it.
+	plainBinaries bool
+	origins       int
+	agents        int
 	// agentConfig is the agents' YAML config file; empty: the defaults.
 	agentConfig string
 	// agentArgs are extra peer-agent flags, e.g. an ingress limit that
@@ -95,8 +120,17 @@ type clusterOptions struct {
 
 func startCluster(t *testing.T, opts clusterOptions) *cluster {
 	t.Helper()
-	c := &cluster{t: t, bins: buildBinaries(t), dir: t.TempDir()}
-	c.tracker = testenv.Tracker(t)
+	c := &cluster{t: t, bins: buildBinaries(t, opts.plainBinaries), dir: t.TempDir()}
+	tr, err := testenv.StartTracker(t.Context(), testenv.TrackerOptions{Binary: c.bins.tracker, Dir: filepath.Join(c.dir, "tracker")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := tr.Stop(testenv.DefaultStopTimeout); err != nil {
+			t.Errorf("stopping the tracker: %v", err)
+		}
+	})
+	c.tracker = tr
 	storage := "file://" + filepath.Join(c.dir, "storage")
 	for i := range opts.origins {
 		o := testenv.SeedingOrigin(t, testenv.SeedingOriginOptions{

@@ -2,6 +2,8 @@ package testenv
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 )
@@ -32,6 +34,9 @@ type TrackerServer struct {
 // StartTracker starts `tracker --listen <free> --metrics-listen <free>` on
 // 127.0.0.1 and waits until GET /readyz answers 200.
 func StartTracker(ctx context.Context, opts TrackerOptions) (*TrackerServer, error) {
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("starting tracker: %w", err)
+	}
 	var grpcAddr string
 	s, err := startServer(ctx, func(addr string) (Options, error) {
 		var err error
