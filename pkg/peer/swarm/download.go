@@ -108,7 +108,8 @@ type download struct {
 	readers   map[int]int64
 	streaming bool
 	// deferred are origin requests held back, with when they were (see
-	// fetcher); swarmProgress is when an agent last announced a piece.
+	// fetcher); swarmProgress is when an agent last announced a piece
+	// this one lacks.
 	swarmProgress time.Time
 	deferred      map[deferKey]time.Time
 	// sent are the requests sent to origins, for originPieceTime, a moving
@@ -267,7 +268,9 @@ func (dl *download) handle(now time.Time, ev any) error {
 		}
 		dl.log.Debug("dialing peer failed", "addr", ev.addr, "err", ev.err)
 	case evHave:
-		if !ev.c.origin {
+		if !ev.c.origin && !dl.sched.Have().Has(ev.piece) {
+			// An agent now holds a piece this one lacks: the swarm can
+			// still serve it without the origin.
 			dl.swarmProgress = time.Now()
 		}
 		if dl.peers[scheduler.PeerID(ev.c.id)] == ev.c {
@@ -576,8 +579,9 @@ func (dl *download) stallAfter() time.Duration {
 }
 
 // sendDeferred sends the deferred origin requests once the swarm stops
-// making progress (no new piece here and no Have from an agent for
-// stallAfter) or no agent is joined or being dialed. A request deferred
+// making progress for this agent (no new piece here and no Have of a
+// missing piece from an agent for stallAfter) or no agent is joined or
+// being dialed. A request deferred
 // for half the piece timeout while the swarm delivers is answered as
 // busy instead (the scheduler counts a request in flight from when it
 // asked, and drops an origin that lets requests time out).
