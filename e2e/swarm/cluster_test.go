@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -502,4 +503,25 @@ func (c *cluster) waitProgress(l layer, n int, frac float64) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// grepAgentLogs returns up to n log lines of the agents containing s,
+// for failure messages.
+func (c *cluster) grepAgentLogs(s string, n int) string {
+	var out []string
+	for _, a := range c.agents {
+		if a == nil {
+			continue
+		}
+		b, err := os.ReadFile(a.LogPath)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, s) && len(out) < n {
+				out = append(out, line)
+			}
+		}
+	}
+	return strings.Join(out, "\n")
 }

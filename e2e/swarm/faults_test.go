@@ -63,6 +63,16 @@ func TestPullsCompleteDespiteAPeerServingCorruptPieces(t *testing.T) {
 	if rejected == 0 || blacklisted == 0 {
 		t.Errorf("agents rejected %.0f pieces and blacklisted %.0f peers as corrupt, want both > 0", rejected, blacklisted)
 	}
+	// Every rejected piece must have come from the corrupt peer, and only
+	// it may be blacklisted (once per agent): more means an honest agent
+	// passed on bad bytes or sent a piece that does not verify.
+	if rejected > float64(bad.served.Load()) {
+		t.Errorf("agents rejected %.0f pieces but the corrupt peer sent only %d: honest agents sent pieces that failed verification\n%s",
+			rejected, bad.served.Load(), c.grepAgentLogs("corrupt piece", 8))
+	}
+	if blacklisted > faultAgents {
+		t.Errorf("%.0f corrupt-peer blacklistings by %d agents: honest agents were blacklisted too", blacklisted, faultAgents)
+	}
 }
 
 func TestPullsCompleteWhenTheTrackerStopsMidTransfer(t *testing.T) {
