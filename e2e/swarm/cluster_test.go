@@ -155,18 +155,22 @@ func startCluster(t *testing.T, opts clusterOptions) *cluster {
 		}
 		args = append([]string{"--config", config}, args...)
 	}
-	var seeders []string
+	var seeders, registries []string
 	for _, o := range c.origins {
 		seeders = append(seeders, o.SeederAddr)
+		registries = append(registries, o.URL())
+	}
+	registry := registries[0]
+	if len(registries) > 1 {
+		registry = startBalancer(t, registries)
 	}
 	for i := range opts.agents {
 		c.agentOpts = append(c.agentOpts, testenv.AgentOptions{
 			Binary: c.bins.agent,
 			Name:   strconv.Itoa(i),
-			// Manifests and blob authorization go to the first origin's
-			// registry API (in production a load balancer in front of
-			// every node); pieces come from every seeder.
-			Origin:   c.origins[0].URL(),
+			// The registry API of several nodes is behind a balancer,
+			// as in production; pieces come from every seeder.
+			Origin:   registry,
 			Seeders:  seeders,
 			Trackers: []string{c.tracker.GRPCAddr},
 			Dir:      filepath.Join(c.dir, "agents"),
