@@ -213,12 +213,21 @@ func (c *cluster) startAgents(indexes []int) {
 	var wg sync.WaitGroup
 	for k, i := range indexes {
 		wg.Go(func() {
-			a, err := testenv.StartAgent(c.t.Context(), c.agentOpts[i])
-			if err != nil {
-				errs[k] = err
-				return
+			// Twenty agents picking two free ports each at once can
+			// collide on one (a port is free only until someone binds
+			// it), and the agent then exits at start; so start again.
+			for attempt := 1; ; attempt++ {
+				a, err := testenv.StartAgent(c.t.Context(), c.agentOpts[i])
+				if err == nil {
+					c.agents[i] = a
+					return
+				}
+				if attempt == 3 || !strings.Contains(err.Error(), "exited before becoming ready") {
+					errs[k] = err
+					return
+				}
+				c.t.Logf("agent %d exited at start, starting it again: %v", i, err)
 			}
-			c.agents[i] = a
 		})
 	}
 	wg.Wait()
