@@ -41,7 +41,13 @@ func TestPullsCompleteWhenThirtyPercentOfAgentsAreKilledMidTransfer(t *testing.T
 	c.checkPulls(results, l)
 
 	// A killed host comes back with the pieces it had on disk and
-	// finishes its pull from the survivors.
+	// finishes its pull from the survivors. It comes back as a new peer
+	// id, as an agent with the default (host name and a random suffix)
+	// does.
+	for _, i := range victims {
+		o := &c.agentOpts[i]
+		o.Args = append(slices.Clip(o.Args), "--peer-id", "agent-"+o.Name+"-restarted")
+	}
 	c.startAgents(victims)
 	c.checkPulls(c.startPulls(victims, l).wait(), l)
 }
