@@ -484,6 +484,14 @@ func (c *conn) chunk(ch *peerpb.PieceChunk) error {
 	}
 	size := c.meta.PieceSize(i)
 	buf, started := c.assembling[i]
+	if !started && ch.GetOffset() != 0 {
+		// The tail of an earlier answer for this piece, cancelled and asked
+		// for again: a stream keeps order, so it comes before the new
+		// answer's first chunk. Late, not corrupt.
+		c.mu.Unlock()
+		c.s.metrics.discarded.WithLabelValues(c.source()).Add(float64(len(data)))
+		return nil
+	}
 	if !started {
 		buf = c.s.getBuffer(size)
 	}
