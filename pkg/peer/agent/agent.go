@@ -64,9 +64,12 @@ func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
 		return nil, err
 	}
 	a = &Agent{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	// The error returns set a to nil before this runs: close what was
+	// opened through its own variable.
+	built := a
 	defer func() {
 		if err != nil {
-			a.closeListeners()
+			built.closeListeners()
 		}
 	}()
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
