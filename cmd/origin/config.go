@@ -3,13 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
-	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
+	"github.com/shoal-dev/shoal/pkg/daemon"
 	"github.com/shoal-dev/shoal/pkg/gc"
 	"github.com/shoal-dev/shoal/pkg/origin"
 	"github.com/shoal-dev/shoal/pkg/origin/seeder"
@@ -28,7 +24,7 @@ type Config struct {
 		Cert string `yaml:"cert"`
 		Key  string `yaml:"key"`
 	} `yaml:"tls"`
-	Log LogConfig `yaml:"log"`
+	Log daemon.LogConfig `yaml:"log"`
 	// ShutdownGrace is how long SIGTERM waits for requests in flight (a
 	// layer upload can take a while) before closing connections.
 	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
@@ -44,18 +40,12 @@ type Config struct {
 	Seeder seeder.Config `yaml:"seeder"`
 }
 
-// LogConfig selects the log level and format.
-type LogConfig struct {
-	Level  string `yaml:"level"`
-	Format string `yaml:"format"`
-}
-
 // DefaultConfig is what `origin` runs with when given nothing.
 func DefaultConfig() Config {
 	return Config{
 		Listen:        "127.0.0.1:5000",
 		Storage:       "file:///var/lib/shoal",
-		Log:           LogConfig{Level: "info", Format: "text"},
+		Log:           daemon.LogConfig{Level: "info", Format: "text"},
 		ShutdownGrace: 30 * time.Second,
 		Registry:      origin.DefaultConfig(),
 		GC:            gc.DefaultConfig(),
@@ -63,18 +53,7 @@ func DefaultConfig() Config {
 	}
 }
 
-func (c *Config) load(path string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("reading config: %w", err)
-	}
-	dec := yaml.NewDecoder(strings.NewReader(string(b)))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
-	}
-	return nil
-}
+func (c *Config) load(path string) error { return daemon.LoadYAML(path, c) }
 
 func (c *Config) validate() error {
 	if c.Listen == "" {
@@ -93,19 +72,4 @@ func (c *Config) validate() error {
 		return errors.New("config: shutdownGrace must be positive")
 	}
 	return nil
-}
-
-func (l LogConfig) logger() (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(l.Level)); err != nil {
-		return nil, fmt.Errorf("config: log level %q: %w", l.Level, err)
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	switch l.Format {
-	case "text", "":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
-	}
-	return nil, fmt.Errorf("config: log format %q: want text or json", l.Format)
 }

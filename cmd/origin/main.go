@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/shoal-dev/shoal/pkg/daemon"
 	"github.com/shoal-dev/shoal/pkg/origin"
 	"github.com/shoal-dev/shoal/pkg/storage"
 	"github.com/shoal-dev/shoal/pkg/storage/drivers"
@@ -58,13 +59,7 @@ func run(args []string) error {
 			return err
 		}
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	override := func(name string, dst *string, v string) {
-		if set[name] {
-			*dst = v
-		}
-	}
+	override := daemon.Overrides(fs)
 	override("listen", &cfg.Listen, *listen)
 	override("storage", &cfg.Storage, *storageURL)
 	override("tls-cert", &cfg.TLS.Cert, *tlsCert)
@@ -75,7 +70,7 @@ func run(args []string) error {
 	if err := cfg.validate(); err != nil {
 		return err
 	}
-	log, err := cfg.Log.logger()
+	log, err := cfg.Log.Logger(os.Stderr)
 	if err != nil {
 		return err
 	}

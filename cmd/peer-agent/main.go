@@ -12,7 +12,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -21,8 +20,7 @@ import (
 	"strings"
 	"syscall"
 
-	"gopkg.in/yaml.v3"
-
+	"github.com/shoal-dev/shoal/pkg/daemon"
 	"github.com/shoal-dev/shoal/pkg/peer/agent"
 )
 
@@ -117,20 +115,8 @@ func parseConfig(args []string) (agent.Config, error) {
 	return cfg, cfg.Validate()
 }
 
-// loadConfig overlays the YAML file at path on cfg, rejecting unknown
-// fields so that a misspelt setting is an error rather than the default.
-func loadConfig(path string, cfg *agent.Config) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("reading config: %w", err)
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(cfg); err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
-	}
-	return nil
-}
+// loadConfig overlays the YAML file at path on cfg.
+func loadConfig(path string, cfg *agent.Config) error { return daemon.LoadYAML(path, cfg) }
 
 func splitList(s string) []string {
 	var out []string

@@ -1,17 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
+	"github.com/shoal-dev/shoal/pkg/daemon"
 	"github.com/shoal-dev/shoal/pkg/tracker"
 )
 
@@ -33,8 +30,8 @@ type Config struct {
 	// TLS, when cert and key are set, secures both listeners. With
 	// clientCA, gRPC clients must present a certificate signed by it (the
 	// cluster CA), so that only agents and origins can announce.
-	TLS TLSConfig `yaml:"tls"`
-	Log LogConfig `yaml:"log"`
+	TLS TLSConfig        `yaml:"tls"`
+	Log daemon.LogConfig `yaml:"log"`
 	// ShutdownGrace is how long SIGTERM waits for announces in flight.
 	// Announces take microseconds; the grace only covers slow clients.
 	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
@@ -49,19 +46,12 @@ type TLSConfig struct {
 	ClientCA string `yaml:"clientCA"`
 }
 
-// LogConfig selects the log level (debug, info, warn, error) and format
-// (text, json).
-type LogConfig struct {
-	Level  string `yaml:"level"`
-	Format string `yaml:"format"`
-}
-
 // DefaultConfig is what `tracker` runs with when given nothing.
 func DefaultConfig() Config {
 	return Config{
 		Listen:        "127.0.0.1:7001",
 		MetricsListen: "127.0.0.1:7081",
-		Log:           LogConfig{Level: "info", Format: "text"},
+		Log:           daemon.LogConfig{Level: "info", Format: "text"},
 		ShutdownGrace: 10 * time.Second,
 		Tracker:       tracker.DefaultConfig(),
 	}
@@ -69,18 +59,7 @@ func DefaultConfig() Config {
 
 // load overlays the YAML file at path on c, rejecting unknown fields so
 // that a misspelt setting is an error rather than silently the default.
-func (c *Config) load(path string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("reading config: %w", err)
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
-	}
-	return nil
-}
+func (c *Config) load(path string) error { return daemon.LoadYAML(path, c) }
 
 func (c *Config) validate() error {
 	if c.Listen == "" {
@@ -124,19 +103,4 @@ func (t TLSConfig) tlsConfig() (*tls.Config, error) {
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
 	}
 	return cfg, nil
-}
-
-func (l LogConfig) logger() (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(l.Level)); err != nil {
-		return nil, fmt.Errorf("config: log level %q: %w", l.Level, err)
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	switch l.Format {
-	case "text", "":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
-	}
-	return nil, fmt.Errorf("config: log format %q: want text or json", l.Format)
 }

@@ -31,6 +31,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/shoal-dev/shoal/pkg/daemon"
 	"github.com/shoal-dev/shoal/pkg/tracker"
 	"github.com/shoal-dev/shoal/proto/trackerpb"
 )
@@ -66,13 +67,7 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	override := func(name string, dst *string, v string) {
-		if set[name] {
-			*dst = v
-		}
-	}
+	override := daemon.Overrides(fs)
 	override("listen", &cfg.Listen, *listen)
 	override("metrics-listen", &cfg.MetricsListen, *metricsListen)
 	override("tls-cert", &cfg.TLS.Cert, *tlsCert)
@@ -83,7 +78,7 @@ func run(ctx context.Context, args []string) error {
 	if err := cfg.validate(); err != nil {
 		return err
 	}
-	log, err := cfg.Log.logger()
+	log, err := cfg.Log.Logger(os.Stderr)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/shoal-dev/shoal/pkg/daemon"
 	"github.com/shoal-dev/shoal/pkg/peer/mirror"
 	"github.com/shoal-dev/shoal/pkg/peer/swarm"
 	"github.com/shoal-dev/shoal/pkg/tracker"
@@ -71,10 +72,7 @@ type TLSConfig struct {
 
 // LogConfig selects the log level (debug, info, warn, error) and format
 // (text, json).
-type LogConfig struct {
-	Level  string `yaml:"level"`
-	Format string `yaml:"format"`
-}
+type LogConfig = daemon.LogConfig
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
