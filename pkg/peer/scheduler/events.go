@@ -285,7 +285,11 @@ func (s *Scheduler) expire(now time.Time) {
 			p.stats.Timeouts++
 			p.stats.ConsecutiveTimeouts++
 			s.cancels = append(s.cancels, Cancel{Peer: p.id, Piece: i})
-			if p.stats.ConsecutiveTimeouts == s.cfg.MaxTimeouts {
+			// An origin is never dropped as unresponsive: it is the source of
+			// last resort, and on a slow link its pieces are merely slow. A
+			// dead origin ends its stream, which the caller reports as
+			// PeerLeft.
+			if p.stats.ConsecutiveTimeouts == s.cfg.MaxTimeouts && !p.origin {
 				dead = append(dead, p)
 			}
 		}

@@ -11,7 +11,8 @@
 //
 //   - timeouts: a request that has seen no progress from its peer for
 //     Config.PieceTimeout is cancelled and counts against the peer; after
-//     Config.MaxTimeouts in a row the peer is blacklisted as unresponsive;
+//     Config.MaxTimeouts in a row an agent (never an origin, the source of
+//     last resort) is blacklisted as unresponsive;
 //   - pieces within Config.ReaderWindow pieces at or after a streaming
 //     reader's position come first, nearest first, so a client is served
 //     while the rest of the blob downloads;

@@ -508,3 +508,44 @@ func TestStats(t *testing.T) {
 		t.Fatalf("InFlight() = %v, want [%v]", fl, a.Requests[1])
 	}
 }
+
+// TestOriginIsNeverBlacklistedAsUnresponsive: on a slow link every origin
+// request can time out, again and again; the origin is still asked (it is
+// the last source), and the download completes when its pieces arrive.
+func TestOriginIsNeverBlacklistedAsUnresponsive(t *testing.T) {
+	s, err := New(layout(2), nil, testConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Handle(t0, origin("o")); err != nil {
+		t.Fatal(err)
+	}
+	a := s.Next(t0)
+	if len(a.Requests) != 2 {
+		t.Fatalf("first Next asked %+v, want both pieces from the origin", a.Requests)
+	}
+	for round := 1; round <= 4; round++ {
+		now := t0.Add(time.Duration(round) * 10 * time.Second)
+		a = s.Next(now)
+		if len(a.Blacklisted) > 0 {
+			t.Fatalf("round %d: the origin was blacklisted: %+v", round, a.Blacklisted)
+		}
+		if len(a.Requests) == 0 {
+			t.Fatalf("round %d: after its requests timed out the origin was not asked again (%+v)", round, a)
+		}
+		for _, r := range a.Requests {
+			if r.Peer != "o" {
+				t.Fatalf("round %d: request to %s, want the origin", round, r.Peer)
+			}
+		}
+	}
+	now := t0.Add(45 * time.Second)
+	for i := range 2 {
+		if err := s.Handle(now, got("o", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a = s.Next(now); !a.Done {
+		t.Fatalf("download not done after the origin delivered every piece: %+v", a)
+	}
+}
