@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/google/uuid"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -61,7 +62,7 @@ func (s *Server) handleUploads(w http.ResponseWriter, r *http.Request, rt route)
 		if err != nil {
 			return err
 		}
-		id := newUploadID()
+		id := uuid.NewString()
 		st := &uploadState{}
 		err = s.writeChunk(ctx, rt.name, id, st, r.Body, r.ContentLength)
 		if err == nil {

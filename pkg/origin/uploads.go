@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,7 +17,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/pkg/storage"
 )
 
 // An upload session lives in storage, so that any origin node can continue
@@ -53,16 +55,9 @@ type uploadPart struct {
 	Length int64  `json:"length"`
 }
 
+// uploadIDRegexp accepts only canonical lowercase UUIDs (what
+// uuid.NewString makes), since the id becomes part of a storage path.
 var uploadIDRegexp = regexp.MustCompile(`^[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}$`)
-
-func newUploadID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-}
 
 func uploadStatePath(name, id string) string { return path.Join(uploadPath(name, id), "state.json") }
 
@@ -82,7 +77,7 @@ func (l *uploadLocks) lock(id string) func() {
 }
 
 func (s *Server) startUpload(ctx context.Context, name string) (string, error) {
-	id := newUploadID()
+	id := uuid.NewString()
 	if err := s.driver.PutContent(ctx, path.Join(uploadPath(name, id), "startedat"),
 		[]byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
 		return "", err
@@ -145,7 +140,7 @@ func (s *Server) writeChunk(ctx context.Context, name, id string, st *uploadStat
 		return fmt.Errorf("upload %s: %w", id, err)
 	}
 	var (
-		fw      storageWriter
+		fw      storage.FileWriter
 		newPart bool
 		last    *uploadPart
 	)
@@ -231,14 +226,6 @@ func (r *readErrRecorder) Read(p []byte) (int, error) {
 		r.err = err
 	}
 	return n, err
-}
-
-type storageWriter interface {
-	io.Writer
-	Size() int64
-	Close() error
-	Cancel(context.Context) error
-	Commit(context.Context) error
 }
 
 func restoreSHA256(state []byte, size int64) (hash.Hash, error) {
