@@ -165,14 +165,30 @@ func TestOriginFinishesChunkInFlightOnSIGTERM(t *testing.T) {
 		err  error
 	}
 	done := make(chan result, 1)
+	// A connection of its own: a kept-alive one looks idle to the server
+	// until it reads the new request, and Shutdown closes idle ones.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	go func() {
-		r, err := http.DefaultClient.Do(req)
+		r, err := client.Do(req)
 		done <- result{r, err}
 	}()
 	if _, err := pw.Write(content[:len(content)/2]); err != nil {
 		t.Fatal(err)
 	}
-	// The first half has reached the server; now ask it to stop.
+	// Wait until the origin is storing the chunk, so that the request is
+	// in its hands when it is asked to stop.
+	parts := filepath.Join(strings.TrimPrefix(store, "file://"), "docker/registry/v2/repositories/graceful/_uploads/*/parts/*")
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if m, _ := filepath.Glob(parts); len(m) > 0 {
+			if fi, err := os.Stat(m[0]); err == nil && fi.Size() > 0 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the origin stored nothing of the chunk in 30 s\n%s", a.LogTail(20))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	stopped := make(chan error, 1)
 	go func() { stopped <- a.Stop(testenv.DefaultStopTimeout) }()
 	time.Sleep(200 * time.Millisecond) // let SIGTERM arrive while the body is incomplete
