@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -42,6 +43,10 @@ type Options struct {
 	Ready func(ctx context.Context) error
 	// ReadyTimeout bounds the wait for Ready; zero means DefaultReadyTimeout.
 	ReadyTimeout time.Duration
+	// ListenAddr, when set, is a TCP address the process must be listening
+	// on itself before it counts as ready: a probe alone could be answered
+	// by whichever process took the port first.
+	ListenAddr string
 }
 
 // Process is a started child process.
@@ -91,8 +96,35 @@ func Start(ctx context.Context, opts Options) (*Process, error) {
 	return p, nil
 }
 
+func (p *Process) ready(ctx context.Context, opts Options) error {
+	if opts.Ready != nil {
+		if err := opts.Ready(ctx); err != nil {
+			return err
+		}
+	}
+	if opts.ListenAddr == "" {
+		return nil
+	}
+	_, portStr, err := net.SplitHostPort(opts.ListenAddr)
+	if err != nil {
+		return err
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return fmt.Errorf("listen address %q: %w", opts.ListenAddr, err)
+	}
+	owned, err := listensOn(p.PID(), port)
+	if err != nil {
+		return err
+	}
+	if !owned {
+		return fmt.Errorf("%s answers but is not a listener of pid %d (another process took the port)", opts.ListenAddr, p.PID())
+	}
+	return nil
+}
+
 func (p *Process) waitReady(ctx context.Context, opts Options) error {
-	if opts.Ready == nil {
+	if opts.Ready == nil && opts.ListenAddr == "" {
 		return nil
 	}
 	timeout := opts.ReadyTimeout
@@ -105,7 +137,7 @@ func (p *Process) waitReady(ctx context.Context, opts Options) error {
 	defer tick.Stop()
 	var last error
 	for {
-		if last = opts.Ready(ctx); last == nil {
+		if last = p.ready(ctx, opts); last == nil {
 			return nil
 		}
 		select {
@@ -193,16 +225,35 @@ type Server struct {
 // URL returns the server's base URL, http://Addr.
 func (s *Server) URL() string { return "http://" + s.Addr }
 
+// handedOut holds the ports FreeAddr has returned, so that one test process
+// never hands the same port to two servers (the kernel may offer a port
+// again as soon as the probing listener closes).
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
 // FreeAddr returns a 127.0.0.1 address with a port that was free a moment
-// ago. Another process can take it before ours binds it; the Start
-// functions of servers retry when that happens.
+// ago and that this process has not returned before. Another process can
+// still take it before ours binds it; the Start functions of servers check
+// that the port is their child's and retry when it was taken.
 func FreeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("finding a free port: %w", err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", fmt.Errorf("finding a free port: %w", err)
+		}
+		addr := l.Addr().(*net.TCPAddr)
+		l.Close()
+		handedOut.Lock()
+		seen := handedOut.ports[addr.Port]
+		handedOut.ports[addr.Port] = true
+		handedOut.Unlock()
+		if !seen {
+			return addr.String(), nil
+		}
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return "", fmt.Errorf("finding a free port: the kernel kept offering ports already handed out")
 }
 
 // HTTPReady returns a readiness probe that wants 200 from GET url.
@@ -226,7 +277,10 @@ func HTTPReady(url string) func(ctx context.Context) error {
 }
 
 // startServer starts a server on a fresh port, retrying with another port
-// when the chosen one was taken in the meantime.
+// when the chosen one was taken in the meantime. The server is ready only
+// when its readiness probe passes and the listening socket on its port
+// belongs to the child: otherwise a probe could be answered by whichever
+// process took the port first.
 func startServer(ctx context.Context, opts func(addr string) (Options, error)) (*Server, error) {
 	var err error
 	for range 3 {
@@ -238,6 +292,7 @@ func startServer(ctx context.Context, opts func(addr string) (Options, error)) (
 		if o, err = opts(addr); err != nil {
 			return nil, err
 		}
+		o.ListenAddr = addr
 		var p *Process
 		if p, err = Start(ctx, o); err == nil {
 			return &Server{Process: p, Addr: addr}, nil
@@ -247,4 +302,47 @@ func startServer(ctx context.Context, opts func(addr string) (Options, error)) (
 		}
 	}
 	return nil, err
+}
+
+// listensOn reports whether pid holds a TCP socket listening on port,
+// from /proc/net/tcp{,6} and /proc/<pid>/fd.
+func listensOn(pid, port int) (bool, error) {
+	inodes := map[string]bool{}
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			return false, err
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+			fields := strings.Fields(line)
+			if len(fields) < 10 || fields[3] != "0A" { // 0A: LISTEN
+				continue
+			}
+			_, hexPort, ok := strings.Cut(fields[1], ":")
+			if !ok {
+				continue
+			}
+			if p, err := strconv.ParseInt(hexPort, 16, 32); err == nil && int(p) == port {
+				inodes["socket:["+fields[9]+"]"] = true
+			}
+		}
+	}
+	if len(inodes) == 0 {
+		return false, nil
+	}
+	fdDir := fmt.Sprintf("/proc/%d/fd", pid)
+	entries, err := os.ReadDir(fdDir)
+	if err != nil {
+		return false, err
+	}
+	for _, e := range entries {
+		if target, err := os.Readlink(fdDir + "/" + e.Name()); err == nil && inodes[target] {
+			return true, nil
+		}
+	}
+	return false, nil
 }

@@ -3,7 +3,10 @@ package testenv
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -107,5 +110,60 @@ func TestWorkspaceListsOnlyCommandsWithAMainPackage(t *testing.T) {
 	}
 	if _, err := w.Build(t.Context(), "no-such-command", BuildOptions{}); !errors.Is(err, ErrNoMain) {
 		t.Errorf("Build of a missing command: err = %v, want ErrNoMain", err)
+	}
+}
+
+// A server whose port another process took must not count as ready just
+// because that other process answers the probe.
+func TestStartDoesNotTakeAnotherProcesssListenerForTheChild(t *testing.T) {
+	squatter := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	defer squatter.Close()
+	addr := strings.TrimPrefix(squatter.URL, "http://")
+	_, err := Start(t.Context(), Options{
+		Name:         "loser",
+		Path:         "/bin/sh",
+		Args:         []string{"-c", "sleep 1; echo bind: address already in use; exit 1"},
+		LogPath:      filepath.Join(t.TempDir(), "log"),
+		Ready:        HTTPReady(squatter.URL),
+		ListenAddr:   addr,
+		ReadyTimeout: 20 * time.Second,
+	})
+	if err == nil {
+		t.Fatal("Start reported ready a process that never listened; the probe was answered by another listener")
+	}
+	if !strings.Contains(err.Error(), "address already in use") {
+		t.Errorf("Start error does not quote the child's bind failure:\n%v", err)
+	}
+}
+
+func TestListensOnFindsOnlyThisProcesssListener(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	if ok, err := listensOn(os.Getpid(), port); err != nil || !ok {
+		t.Errorf("listensOn(self, %d) = %v, %v; want true", port, ok, err)
+	}
+	if ok, err := listensOn(1, port); err != nil || ok {
+		t.Errorf("listensOn(pid 1, %d) = %v, %v; want false", port, ok, err)
+	}
+	l.Close()
+	if ok, err := listensOn(os.Getpid(), port); err != nil || ok {
+		t.Errorf("listensOn(self, %d) after Close = %v, %v; want false", port, ok, err)
+	}
+}
+
+func TestFreeAddrNeverRepeatsAPort(t *testing.T) {
+	seen := map[string]bool{}
+	for range 200 {
+		a, err := FreeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[a] {
+			t.Fatalf("FreeAddr returned %s twice", a)
+		}
+		seen[a] = true
 	}
 }

@@ -52,6 +52,23 @@ func StartSeedingOrigin(ctx context.Context, opts SeedingOriginOptions) (*Seedin
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("starting seeding origin: %w", err)
 	}
+	// The seeder and cluster ports are chosen here, outside StartOrigin's
+	// retry; a clash on one of them makes the origin exit, and the whole
+	// start is tried again with fresh ports.
+	var err error
+	for range 3 {
+		var s *SeedingOriginServer
+		if s, err = startSeedingOrigin(ctx, opts); err == nil {
+			return s, nil
+		}
+		if !strings.Contains(err.Error(), "address already in use") {
+			return nil, err
+		}
+	}
+	return nil, err
+}
+
+func startSeedingOrigin(ctx context.Context, opts SeedingOriginOptions) (*SeedingOriginServer, error) {
 	// The cluster port is probed with TCP only although memberlist also
 	// binds UDP on it; a clash there shows as a start failure with the
 	// port in the log.
