@@ -35,6 +35,11 @@ const (
 	Reject_REASON_NOT_HELD Reject_Reason = 1
 	// The sender is at its upload limit; retry later or elsewhere.
 	Reject_REASON_BUSY Reject_Reason = 2
+	// An origin seeder gave this piece to another agent moments ago: fetch
+	// it from the swarm, and ask this origin for it again only after
+	// retry_after_ms (superseeding, so that a layer leaves the origin about
+	// once however many agents ask for it at the same moment).
+	Reject_REASON_AT_PEERS Reject_Reason = 3
 )
 
 // Enum value maps for Reject_Reason.
@@ -43,11 +48,13 @@ var (
 		0: "REASON_UNSPECIFIED",
 		1: "REASON_NOT_HELD",
 		2: "REASON_BUSY",
+		3: "REASON_AT_PEERS",
 	}
 	Reject_Reason_value = map[string]int32{
 		"REASON_UNSPECIFIED": 0,
 		"REASON_NOT_HELD":    1,
 		"REASON_BUSY":        2,
+		"REASON_AT_PEERS":    3,
 	}
 )
 
@@ -560,9 +567,12 @@ func (x *Cancel) GetIndex() uint32 {
 
 // Reject declines a Request.
 type Reject struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Index         uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
-	Reason        Reject_Reason          `protobuf:"varint,2,opt,name=reason,proto3,enum=shoal.peer.v1.Reject_Reason" json:"reason,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Index  uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Reason Reject_Reason          `protobuf:"varint,2,opt,name=reason,proto3,enum=shoal.peer.v1.Reject_Reason" json:"reason,omitempty"`
+	// With REASON_AT_PEERS: how long until this origin would serve the piece
+	// to this agent. Zero: no hint.
+	RetryAfterMs  uint32 `protobuf:"varint,3,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -609,6 +619,13 @@ func (x *Reject) GetReason() Reject_Reason {
 		return x.Reason
 	}
 	return Reject_REASON_UNSPECIFIED
+}
+
+func (x *Reject) GetRetryAfterMs() uint32 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
 }
 
 // PieceChunk carries part of a piece. A piece is sent as consecutive chunks
@@ -707,14 +724,16 @@ const file_peer_v1_peer_proto_rawDesc = "" +
 	"\aRequest\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\"\x1e\n" +
 	"\x06Cancel\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\rR\x05index\"\x9c\x01\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\"\xd7\x01\n" +
 	"\x06Reject\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x124\n" +
-	"\x06reason\x18\x02 \x01(\x0e2\x1c.shoal.peer.v1.Reject.ReasonR\x06reason\"F\n" +
+	"\x06reason\x18\x02 \x01(\x0e2\x1c.shoal.peer.v1.Reject.ReasonR\x06reason\x12$\n" +
+	"\x0eretry_after_ms\x18\x03 \x01(\rR\fretryAfterMs\"[\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fREASON_NOT_HELD\x10\x01\x12\x0f\n" +
-	"\vREASON_BUSY\x10\x02\"N\n" +
+	"\vREASON_BUSY\x10\x02\x12\x13\n" +
+	"\x0fREASON_AT_PEERS\x10\x03\"N\n" +
 	"\n" +
 	"PieceChunk\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x16\n" +

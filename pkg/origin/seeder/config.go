@@ -40,6 +40,14 @@ type Config struct {
 	// MaxQueuedRequests bounds the pipelined requests waiting on one stream;
 	// beyond it requests are rejected as busy (64).
 	MaxQueuedRequests int `yaml:"maxQueuedRequests"`
+	// SuperseedWindow is how long, at least, a piece just sent to one agent
+	// is left to the swarm: other agents asking this node for it meanwhile
+	// are answered REASON_AT_PEERS and fetch it from agents (2s). The
+	// window is twice the time the piece took to send, clamped to
+	// [superseedWindow, superseedMaxWindow] (30s). 0 turns superseeding off:
+	// every request is served.
+	SuperseedWindow    time.Duration `yaml:"superseedWindow"`
+	SuperseedMaxWindow time.Duration `yaml:"superseedMaxWindow"`
 	// EgressBytesPerSecond caps piece data sent by this node (token bucket,
 	// burst of one 1 MiB chunk). 0: no cap.
 	EgressBytesPerSecond int64 `yaml:"egressBytesPerSecond"`
@@ -82,17 +90,19 @@ func (t TLSConfig) Enabled() bool { return t.Cert != "" }
 // DefaultConfig returns the documented defaults with the seeder off.
 func DefaultConfig() Config {
 	return Config{
-		CacheDir:          "/var/cache/shoal/origin",
-		CacheBytes:        10 << 30,
-		Replicas:          2,
-		MaxUploads:        32,
-		MaxStreams:        1024,
-		MaxQueuedRequests: 64,
-		AnnounceInterval:  30 * time.Second,
-		AnnounceIdle:      10 * time.Minute,
-		MetainfoEntries:   256,
-		Tracker:           tracker.DefaultClientConfig(),
-		Cluster:           cluster.DefaultConfig(),
+		CacheDir:           "/var/cache/shoal/origin",
+		CacheBytes:         10 << 30,
+		Replicas:           2,
+		MaxUploads:         32,
+		MaxStreams:         1024,
+		MaxQueuedRequests:  64,
+		SuperseedWindow:    2 * time.Second,
+		SuperseedMaxWindow: 30 * time.Second,
+		AnnounceInterval:   30 * time.Second,
+		AnnounceIdle:       10 * time.Minute,
+		MetainfoEntries:    256,
+		Tracker:            tracker.DefaultClientConfig(),
+		Cluster:            cluster.DefaultConfig(),
 	}
 }
 
@@ -108,6 +118,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("seeder: replicas must be positive, got %d", c.Replicas)
 	case c.MaxUploads <= 0 || c.MaxStreams <= 0 || c.MaxQueuedRequests <= 0:
 		return errors.New("seeder: maxUploads, maxStreams and maxQueuedRequests must be positive")
+	case c.SuperseedWindow < 0 || c.SuperseedMaxWindow < 0:
+		return errors.New("seeder: superseedWindow and superseedMaxWindow must not be negative")
+	case c.SuperseedWindow > 0 && c.SuperseedMaxWindow < c.SuperseedWindow:
+		return fmt.Errorf("seeder: superseedMaxWindow (%s) is shorter than superseedWindow (%s)", c.SuperseedMaxWindow, c.SuperseedWindow)
 	case c.EgressBytesPerSecond < 0:
 		return fmt.Errorf("seeder: egressBytesPerSecond must not be negative, got %d", c.EgressBytesPerSecond)
 	case c.AnnounceInterval <= 0 || c.AnnounceIdle <= 0:

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"google.golang.org/grpc/codes"
@@ -54,6 +56,12 @@ func (s *Server) Exchange(stream peerpb.Peer_ExchangeServer) error {
 	}
 	src := s.pieceSource(d, m.Size)
 	defer src.close()
+	grants := s.ledger.open(d, m.NumPieces())
+	defer s.ledger.close(d, grants)
+	peer := hs.GetPeerId()
+	if peer == "" {
+		peer = fmt.Sprintf("\x00stream-%d", s.anonStreams.Add(1))
+	}
 	if s.owns(d) {
 		s.track(d)
 	}
@@ -74,7 +82,7 @@ func (s *Server) Exchange(stream peerpb.Peer_ExchangeServer) error {
 		q.close()
 		recvErr <- err
 	}()
-	if err := s.send(ctx, stream, m, src, q); err != nil {
+	if err := s.send(ctx, stream, m, src, q, grants, peer); err != nil {
 		cancel()
 		return err
 	}
@@ -115,7 +123,7 @@ func (s *Server) receive(stream peerpb.Peer_ExchangeServer, m *metainfo.Metainfo
 
 // send answers queued requests until the queue is closed and drained, so
 // that requests sent before the peer closed its side are still answered.
-func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m *metainfo.Metainfo, src pieceSource, q *requestQueue) error {
+func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m *metainfo.Metainfo, src pieceSource, q *requestQueue, grants *blobLedger, peer string) error {
 	for {
 		it, ok := q.next(ctx)
 		if !ok {
@@ -127,9 +135,18 @@ func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m 
 			}
 			continue
 		}
+		i := int(it.index)
+		if wait := s.ledger.take(grants, i, peer, time.Now()); wait > 0 {
+			q.done(it.index)
+			if err := s.sendAtPeers(stream, it.index, wait); err != nil {
+				return err
+			}
+			continue
+		}
 		select {
 		case s.uploads <- struct{}{}:
 		default:
+			s.ledger.done(grants, i, peer, time.Now(), false)
 			q.done(it.index)
 			if err := s.sendReject(stream, it.index, peerpb.Reject_REASON_BUSY); err != nil {
 				return err
@@ -140,7 +157,8 @@ func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m 
 		// One chunk buffer per piece being sent, not per stream: memory is
 		// bounded by maxUploads, however many streams are open.
 		buf := s.chunks.Get().(*[]byte)
-		err := s.sendPiece(ctx, stream, m, src, q, int(it.index), *buf)
+		complete, err := s.sendPiece(ctx, stream, m, src, q, i, *buf)
+		s.ledger.done(grants, i, peer, time.Now(), complete)
 		s.chunks.Put(buf)
 		s.m.uploads.Dec()
 		<-s.uploads
@@ -149,6 +167,14 @@ func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m 
 			return err
 		}
 	}
+}
+
+// sendAtPeers answers a request for a piece just given to another agent.
+func (s *Server) sendAtPeers(stream peerpb.Peer_ExchangeServer, i uint32, wait time.Duration) error {
+	s.m.rejects.WithLabelValues("at_peers").Inc()
+	return stream.Send(&peerpb.Message{Msg: &peerpb.Message_Reject{Reject: &peerpb.Reject{
+		Index: i, Reason: peerpb.Reject_REASON_AT_PEERS, RetryAfterMs: uint32(min(wait.Milliseconds()+1, math.MaxUint32)),
+	}}})
 }
 
 func (s *Server) sendReject(stream peerpb.Peer_ExchangeServer, i uint32, reason peerpb.Reject_Reason) error {
@@ -160,33 +186,34 @@ func (s *Server) sendReject(stream peerpb.Peer_ExchangeServer, i uint32, reason 
 	return stream.Send(&peerpb.Message{Msg: &peerpb.Message_Reject{Reject: &peerpb.Reject{Index: i, Reason: reason}}})
 }
 
-// sendPiece streams piece i in chunks of at most chunkSize. A piece that
-// cannot be read is rejected as not held, so the peer asks elsewhere; only
-// errors of the stream itself end it.
-func (s *Server) sendPiece(ctx context.Context, stream peerpb.Peer_ExchangeServer, m *metainfo.Metainfo, src pieceSource, q *requestQueue, i int, buf []byte) error {
+// sendPiece streams piece i in chunks of at most chunkSize and reports
+// whether all of it went out. A piece that cannot be read is rejected as
+// not held, so the peer asks elsewhere; only errors of the stream itself
+// end it.
+func (s *Server) sendPiece(ctx context.Context, stream peerpb.Peer_ExchangeServer, m *metainfo.Metainfo, src pieceSource, q *requestQueue, i int, buf []byte) (bool, error) {
 	size := m.PieceSize(i)
 	r, source, err := src.open(ctx, m.PieceOffset(i), size)
 	if err != nil {
 		s.log.Warn("seeder: reading piece failed", "digest", m.Digest, "piece", i, "err", err)
-		return s.sendReject(stream, uint32(i), peerpb.Reject_REASON_NOT_HELD)
+		return false, s.sendReject(stream, uint32(i), peerpb.Reject_REASON_NOT_HELD)
 	}
 	defer r.Close()
 	var off int64
 	for off < size {
 		if q.cancelled(uint32(i)) {
-			return nil
+			return false, nil
 		}
 		n := min(int64(len(buf)), size-off)
 		if _, err := io.ReadFull(r, buf[:n]); err != nil {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return false, ctx.Err()
 			}
 			s.log.Warn("seeder: reading piece failed", "digest", m.Digest, "piece", i, "offset", off, "err", err)
-			return s.sendReject(stream, uint32(i), peerpb.Reject_REASON_NOT_HELD)
+			return false, s.sendReject(stream, uint32(i), peerpb.Reject_REASON_NOT_HELD)
 		}
 		if s.limiter != nil {
 			if err := s.limiter.WaitN(ctx, int(n)); err != nil {
-				return fmt.Errorf("waiting for egress budget: %w", err)
+				return false, fmt.Errorf("waiting for egress budget: %w", err)
 			}
 		}
 		// Send copies the message into gRPC's buffers before returning, so
@@ -194,14 +221,14 @@ func (s *Server) sendPiece(ctx context.Context, stream peerpb.Peer_ExchangeServe
 		if err := stream.Send(&peerpb.Message{Msg: &peerpb.Message_Chunk{Chunk: &peerpb.PieceChunk{
 			Index: uint32(i), Offset: off, Data: buf[:n],
 		}}}); err != nil {
-			return err
+			return false, err
 		}
 		s.m.egressBytes.Add(float64(n))
 		off += n
 	}
 	s.m.servedBytes.WithLabelValues(source).Add(float64(size))
 	s.m.piecesServed.WithLabelValues(source).Inc()
-	return nil
+	return true, nil
 }
 
 // pieceSource reads pieces of one blob for one stream.

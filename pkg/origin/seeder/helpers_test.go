@@ -229,8 +229,13 @@ func fetchAll(t testing.TB, c peerpb.PeerClient, m *metainfo.Metainfo) []byte {
 
 func handshake(t testing.TB, stream peerpb.Peer_ExchangeClient, d digest.Digest) *peerpb.Handshake {
 	t.Helper()
+	return handshakeAs(t, stream, d, "test-agent")
+}
+
+func handshakeAs(t testing.TB, stream peerpb.Peer_ExchangeClient, d digest.Digest, peerID string) *peerpb.Handshake {
+	t.Helper()
 	if err := stream.Send(&peerpb.Message{Msg: &peerpb.Message_Handshake{Handshake: &peerpb.Handshake{
-		Digest: d.String(), PeerId: "test-agent", Bitfield: nil,
+		Digest: d.String(), PeerId: peerID, Bitfield: nil,
 	}}}); err != nil {
 		t.Fatal(err)
 	}

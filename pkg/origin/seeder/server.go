@@ -23,6 +23,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -106,22 +107,26 @@ type Server struct {
 	peerID    string
 	dialOpts  []grpc.DialOption
 
-	cache    *cache
-	meta     *lru.Cache[digest.Digest, *metainfo.Metainfo]
-	wokenMu  sync.Mutex // woken's check-then-add
-	woken    *lru.Cache[digest.Digest, time.Time]
-	flight   singleflight.Group
-	uploads  chan struct{} // semaphore: one token per piece being sent
-	chunks   sync.Pool     // *[]byte of chunkSize
-	streams  chan struct{} // semaphore: one token per open Exchange
-	limiter  *rate.Limiter // nil: egress unlimited
-	ctx      context.Context
-	cancel   context.CancelFunc
-	tasks    sync.WaitGroup
-	annMu    sync.Mutex
-	announce map[digest.Digest]*announceState
-	connMu   sync.Mutex
-	conns    map[string]*grpc.ClientConn
+	cache   *cache
+	meta    *lru.Cache[digest.Digest, *metainfo.Metainfo]
+	wokenMu sync.Mutex // woken's check-then-add
+	woken   *lru.Cache[digest.Digest, time.Time]
+	flight  singleflight.Group
+	uploads chan struct{} // semaphore: one token per piece being sent
+	chunks  sync.Pool     // *[]byte of chunkSize
+	streams chan struct{} // semaphore: one token per open Exchange
+	limiter *rate.Limiter // nil: egress unlimited
+	ledger  *ledger       // nil: superseeding off
+	// anonStreams numbers streams whose handshake names no peer, so that
+	// each counts as its own agent in the ledger.
+	anonStreams atomic.Int64
+	ctx         context.Context
+	cancel      context.CancelFunc
+	tasks       sync.WaitGroup
+	annMu       sync.Mutex
+	announce    map[digest.Digest]*announceState
+	connMu      sync.Mutex
+	conns       map[string]*grpc.ClientConn
 
 	closeOnce sync.Once
 	closeErr  error
@@ -159,6 +164,7 @@ func New(cfg Config, d storage.Driver, opts Options) (*Server, error) {
 		dialOpts: opts.Dial, cache: c, meta: meta, woken: woken,
 		uploads: make(chan struct{}, cfg.MaxUploads), streams: make(chan struct{}, cfg.MaxStreams),
 		ctx: ctx, cancel: cancel, announce: map[digest.Digest]*announceState{}, conns: map[string]*grpc.ClientConn{},
+		ledger: newLedger(cfg.SuperseedWindow, cfg.SuperseedMaxWindow),
 	}
 	s.chunks.New = func() any {
 		b := make([]byte, chunkSize)

@@ -43,11 +43,15 @@ type PieceReceived struct {
 }
 
 // RequestRejected: Peer answered a request of Piece with Reject. NotHeld
-// is REASON_NOT_HELD; otherwise the peer was busy.
+// is REASON_NOT_HELD; AtPeers is REASON_AT_PEERS (an origin gave the piece
+// to another agent, and asks to be asked again for it only after
+// RetryAfter); otherwise the peer was busy.
 type RequestRejected struct {
-	Peer    PeerID
-	Piece   int
-	NotHeld bool
+	Peer       PeerID
+	Piece      int
+	NotHeld    bool
+	AtPeers    bool
+	RetryAfter time.Duration
 }
 
 // Tick: time passed. Handle expires timed out requests; Next does too, so a
@@ -107,6 +111,17 @@ func (s *Scheduler) Handle(now time.Time, ev Event) error {
 			return nil // cancelled or timed out meanwhile
 		}
 		p.stats.Rejects++
+		if ev.AtPeers {
+			// Not a failure of anyone: the piece is on its way into the
+			// swarm. Only this piece waits; the origin stays available
+			// for the others.
+			wait := ev.RetryAfter
+			if wait <= 0 {
+				wait = s.cfg.BusyBackoff
+			}
+			s.pieces[ev.Piece].originAfter = now.Add(wait)
+			return nil
+		}
 		s.pieces[ev.Piece].failures++
 		if ev.NotHeld {
 			if p.has.Has(ev.Piece) && !p.origin {

@@ -234,6 +234,14 @@ func (s *Scheduler) pick(now time.Time, i int, free []*peer) *peer {
 	if healthyHolders > 0 && s.pieces[i].failures < s.cfg.OriginAfterFailures {
 		return nil
 	}
+	if now.Before(s.pieces[i].originAfter) {
+		// An origin just sent it to another agent: wait for that agent's
+		// Have, or for the origin's retry time.
+		if healthyHolders == 0 {
+			return best
+		}
+		return nil
+	}
 	if o := s.bestOrigin(now); o != nil {
 		return o
 	}

@@ -226,6 +226,9 @@ type piece struct {
 	failures int
 	// prio breaks ties between equally rare pieces.
 	prio uint32
+	// originAfter: no origin is asked for the piece before this time (an
+	// origin answered REASON_AT_PEERS: it just gave it to another agent).
+	originAfter time.Time
 }
 
 type reader struct {

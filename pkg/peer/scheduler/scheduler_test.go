@@ -253,6 +253,31 @@ func TestRules(t *testing.T) {
 			},
 		},
 		{
+			name: "an origin's AT_PEERS Reject holds back that piece from origins until its retry time, not the origin", pieces: 2,
+			config: func(c *Config) { c.MaxInFlightPerPeer = 1 },
+			steps: []step{
+				ev(0, origin("o")), ev(0, ReaderAt{Reader: 1, Offset: 0}),
+				next(0, r("o", 0)),
+				ev(s, RequestRejected{Peer: "o", Piece: 0, AtPeers: true, RetryAfter: 3 * s}),
+				// The origin is not rested: piece 1 goes to it at once.
+				next(s, r("o", 1)),
+				ev(2*s, got("o", 1)),
+				next(2 * s),
+				next(4*s, r("o", 0)),
+			},
+		},
+		{
+			name: "after an origin's AT_PEERS Reject the piece comes from the agent that has it", pieces: 1,
+			steps: []step{
+				ev(0, origin("o")),
+				next(0, r("o", 0)),
+				ev(s, RequestRejected{Peer: "o", Piece: 0, AtPeers: true, RetryAfter: 30 * s}),
+				next(s),
+				ev(2*s, join("a", 1, 0)),
+				next(2*s, r("a", 0)),
+			},
+		},
+		{
 			name: "timeout: cancelled, penalized, re-requested from another holder", pieces: 1,
 			config: func(c *Config) { c.MaxTimeouts = 5 },
 			steps: []step{

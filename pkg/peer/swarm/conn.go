@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/pkg/peer/piecestore"
@@ -451,7 +452,15 @@ func (c *conn) handle(m *peerpb.Message) error {
 		}
 		c.mu.Unlock()
 		if dl != nil && asked {
-			dl.post(evRejected{c: c, piece: i, notHeld: msg.Reject.GetReason() == peerpb.Reject_REASON_NOT_HELD}, c.closed)
+			ev := evRejected{c: c, piece: i}
+			switch msg.Reject.GetReason() {
+			case peerpb.Reject_REASON_NOT_HELD:
+				ev.notHeld = true
+			case peerpb.Reject_REASON_AT_PEERS:
+				ev.atPeers = true
+				ev.retryAfter = time.Duration(msg.Reject.GetRetryAfterMs()) * time.Millisecond
+			}
+			dl.post(ev, c.closed)
 		}
 	case *peerpb.Message_Chunk:
 		return c.chunk(msg.Chunk)

@@ -43,6 +43,10 @@ type (
 		c       *conn
 		piece   int
 		notHeld bool
+		// atPeers: an origin gave the piece to another agent and will not
+		// serve it here for retryAfter (superseeding).
+		atPeers    bool
+		retryAfter time.Duration
 	}
 	evReader struct {
 		id  int
@@ -120,6 +124,7 @@ type download struct {
 	stats struct {
 		fromPeers, fromOrigins                    int
 		originRequests, deferred, deferredDropped int
+		atPeers                                   int // origin answers REASON_AT_PEERS
 		firstAgent                                time.Duration
 	}
 	agents       int
@@ -280,7 +285,12 @@ func (dl *download) handle(now time.Time, ev any) error {
 		dl.leave(now, ev.c)
 	case evRejected:
 		if dl.peers[scheduler.PeerID(ev.c.id)] == ev.c {
-			_ = dl.sched.Handle(now, scheduler.RequestRejected{Peer: scheduler.PeerID(ev.c.id), Piece: ev.piece, NotHeld: ev.notHeld})
+			if ev.atPeers {
+				dl.stats.atPeers++
+			}
+			delete(dl.sent, deferKey{ev.c, ev.piece})
+			_ = dl.sched.Handle(now, scheduler.RequestRejected{Peer: scheduler.PeerID(ev.c.id), Piece: ev.piece,
+				NotHeld: ev.notHeld, AtPeers: ev.atPeers, RetryAfter: ev.retryAfter})
 		}
 	case evPiece:
 		return dl.piece(now, ev)
@@ -731,6 +741,7 @@ func (dl *download) finish(err error) {
 		dl.log.Info("download complete", "size", dl.meta.Size, "took", time.Since(dl.started).Round(time.Millisecond).String(),
 			"peers", len(dl.peers), "piecesFromPeers", st.fromPeers, "piecesFromOrigins", st.fromOrigins,
 			"originRequests", st.originRequests, "originDeferred", st.deferred, "deferredDropped", st.deferredDropped,
+			"originAtPeers", st.atPeers,
 			"firstAgentAfter", st.firstAgent.Round(time.Millisecond).String())
 	}
 	s.metrics.downloads.WithLabelValues(result).Inc()

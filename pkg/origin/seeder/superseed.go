@@ -1,0 +1,124 @@
+package seeder
+
+import (
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// ledger is the seeder's superseeding record: per blob being served, which
+// agent each piece was last given to and when. A request for a piece that
+// is being sent to another agent, or was given to one within the piece's
+// window, is answered REASON_AT_PEERS with the time left: the agent fetches
+// it from the swarm instead, which the recipient is about to serve. So a
+// layer leaves an origin node about once even when every agent of a swarm
+// asks for the same pieces at the same moment, whatever the agents'
+// own deferral does.
+//
+// The window is twice the time the piece last took to send, clamped to
+// [minWindow, maxWindow]: long enough for the recipient to pass it on, and
+// short enough that a recipient that died or left is replaced by the next
+// agent that asks. An agent asking again for a piece it was given (a retry
+// after a cancel, a second stream) is always served.
+type ledger struct {
+	minWindow, maxWindow time.Duration
+
+	mu    sync.Mutex
+	blobs map[digest.Digest]*blobLedger
+}
+
+// blobLedger is one blob's grants, kept while streams for it are open.
+type blobLedger struct {
+	refs   int
+	grants []grant
+}
+
+type grant struct {
+	peer  string
+	start time.Time
+	end   time.Time     // zero while being sent
+	took  time.Duration // how long the last completed send took
+}
+
+// newLedger returns a ledger; minWindow 0 turns superseeding off (nil).
+func newLedger(minWindow, maxWindow time.Duration) *ledger {
+	if minWindow <= 0 {
+		return nil
+	}
+	return &ledger{minWindow: minWindow, maxWindow: max(minWindow, maxWindow), blobs: map[digest.Digest]*blobLedger{}}
+}
+
+// open returns the blob's record for a stream; release it with close.
+func (l *ledger) open(d digest.Digest, pieces int) *blobLedger {
+	if l == nil {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.blobs[d]
+	if b == nil {
+		b = &blobLedger{grants: make([]grant, pieces)}
+		l.blobs[d] = b
+	}
+	b.refs++
+	return b
+}
+
+func (l *ledger) close(d digest.Digest, b *blobLedger) {
+	if l == nil || b == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if b.refs--; b.refs == 0 {
+		delete(l.blobs, d)
+	}
+}
+
+// window is how long after a completed send of g the piece stays with the
+// swarm.
+func (l *ledger) window(g grant) time.Duration {
+	return min(max(2*g.took, l.minWindow), l.maxWindow)
+}
+
+// take asks to send piece i to peer at now. It returns 0 and records the
+// grant when the piece may be sent, or how long until it may.
+func (l *ledger) take(b *blobLedger, i int, peer string, now time.Time) time.Duration {
+	if l == nil || b == nil || i < 0 || i >= len(b.grants) {
+		return 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	g := &b.grants[i]
+	if g.peer != "" && g.peer != peer {
+		if g.end.IsZero() {
+			// Being sent to another agent: that send plus the window.
+			return l.window(*g)
+		}
+		if left := l.window(*g) - now.Sub(g.end); left > 0 {
+			return left
+		}
+	}
+	g.peer, g.start, g.end = peer, now, time.Time{}
+	return 0
+}
+
+// done records the end of a send granted by take. An incomplete send
+// (cancelled, failed) frees the piece for the next agent at once.
+func (l *ledger) done(b *blobLedger, i int, peer string, now time.Time, complete bool) {
+	if l == nil || b == nil || i < 0 || i >= len(b.grants) {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	g := &b.grants[i]
+	if g.peer != peer || !g.end.IsZero() {
+		return
+	}
+	if !complete {
+		*g = grant{}
+		return
+	}
+	g.end, g.took = now, now.Sub(g.start)
+}

@@ -1,0 +1,159 @@
+package seeder
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
+	"github.com/shoal-dev/shoal/proto/peerpb"
+)
+
+func TestLedgerGivesAPieceToOneAgentPerWindow(t *testing.T) {
+	l := newLedger(2*time.Second, 30*time.Second)
+	d := digest.FromString("blob")
+	b := l.open(d, 4)
+	t0 := time.Unix(1000, 0)
+
+	if w := l.take(b, 0, "a", t0); w != 0 {
+		t.Fatalf("first ask of piece 0: wait %s, want 0", w)
+	}
+	if w := l.take(b, 0, "b", t0.Add(time.Second)); w != 2*time.Second {
+		t.Errorf("piece 0 while it is being sent to a: wait %s, want the minimum window 2s", w)
+	}
+	if w := l.take(b, 1, "b", t0.Add(time.Second)); w != 0 {
+		t.Errorf("another piece for b: wait %s, want 0 (only the piece waits)", w)
+	}
+	// The send to a took 5s: the window is 2 x 5s.
+	l.done(b, 0, "a", t0.Add(5*time.Second), true)
+	if w := l.take(b, 0, "b", t0.Add(8*time.Second)); w != 7*time.Second {
+		t.Errorf("piece 0, 3s after a got it in 5s: wait %s, want 10s - 3s = 7s", w)
+	}
+	if w := l.take(b, 0, "a", t0.Add(8*time.Second)); w != 0 {
+		t.Errorf("a asking again for its own piece: wait %s, want 0", w)
+	}
+	l.done(b, 0, "a", t0.Add(9*time.Second), true) // took 1s: window 2s
+	if w := l.take(b, 0, "b", t0.Add(10*time.Second)); w != time.Second {
+		t.Errorf("piece 0, 1s after a got it in 1s: wait %s, want 2s - 1s = 1s", w)
+	}
+	if w := l.take(b, 0, "b", t0.Add(11*time.Second)); w != 0 {
+		t.Errorf("piece 0 after the window: wait %s, want 0", w)
+	}
+
+	// A send that did not complete frees the piece at once.
+	if w := l.take(b, 2, "a", t0); w != 0 {
+		t.Fatal(w)
+	}
+	l.done(b, 2, "a", t0.Add(time.Second), false)
+	if w := l.take(b, 2, "b", t0.Add(time.Second)); w != 0 {
+		t.Errorf("piece 2 after a's send was cancelled: wait %s, want 0", w)
+	}
+
+	// The window never exceeds the maximum.
+	if w := l.take(b, 3, "a", t0); w != 0 {
+		t.Fatal(w)
+	}
+	l.done(b, 3, "a", t0.Add(time.Hour), true)
+	if w := l.take(b, 3, "b", t0.Add(time.Hour)); w != 30*time.Second {
+		t.Errorf("piece 3 that took an hour: wait %s, want the maximum 30s", w)
+	}
+
+	// The record lives while streams for the blob are open.
+	b2 := l.open(d, 4)
+	l.close(d, b)
+	if b2 != b || len(l.blobs) != 1 {
+		t.Fatalf("second stream of the blob got another record")
+	}
+	l.close(d, b2)
+	if len(l.blobs) != 0 {
+		t.Errorf("%d blob records left after every stream closed", len(l.blobs))
+	}
+	if newLedger(0, time.Minute) != nil {
+		t.Error("superseedWindow 0 should turn superseeding off")
+	}
+}
+
+// Through real streams: while agent a is given piece 0, agent b asking for
+// it is told to get it from the swarm (with a retry time), yet is served
+// other pieces; a asking again is served; once the window has passed, b is
+// served piece 0 too.
+func TestSeederSendsOtherAgentsToTheSwarm(t *testing.T) {
+	d := inmemory.New()
+	blob, _ := randomBlob(t, 8<<20)
+	dg := putBlob(t, d, blob)
+	const window = 300 * time.Millisecond
+	s := startSeeder(t, d, func(c *Config, _ *Options, _ string) {
+		c.SuperseedWindow = window
+		c.SuperseedMaxWindow = window
+	})
+	m := getMetainfo(t, s.client(), dg)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	open := func(id string) peerpb.Peer_ExchangeClient {
+		st, err := s.client().Exchange(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		handshakeAs(t, st, dg, id)
+		return st
+	}
+	// receive reads one answer to a request: the whole piece, or a reject.
+	receive := func(st peerpb.Peer_ExchangeClient, i uint32) *peerpb.Reject {
+		t.Helper()
+		var got int64
+		for {
+			msg, err := st.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := msg.GetReject(); r != nil {
+				if r.Index != i {
+					t.Fatalf("reject of piece %d, want an answer about %d", r.Index, i)
+				}
+				return r
+			}
+			ch := msg.GetChunk()
+			if ch == nil || ch.Index != i {
+				t.Fatalf("got %v, want a chunk of piece %d", msg, i)
+			}
+			if got += int64(len(ch.Data)); got == m.PieceSize(int(i)) {
+				return nil
+			}
+		}
+	}
+
+	a, b := open("agent-a"), open("agent-b")
+	request(t, a, 0)
+	if r := receive(a, 0); r != nil {
+		t.Fatalf("first ask of piece 0 rejected: %v", r)
+	}
+	request(t, b, 0)
+	r := receive(b, 0)
+	if r.GetReason() != peerpb.Reject_REASON_AT_PEERS || r.RetryAfterMs == 0 || time.Duration(r.RetryAfterMs)*time.Millisecond > window+time.Millisecond {
+		t.Fatalf("b asking for piece 0 just sent to a: %v, want REASON_AT_PEERS with a retry time in (0, %s]", r, window)
+	}
+	request(t, b, 1)
+	if r := receive(b, 1); r != nil {
+		t.Fatalf("b asking for piece 1 after an AT_PEERS of piece 0: %v, want the piece", r)
+	}
+	request(t, a, 0)
+	if r := receive(a, 0); r != nil {
+		t.Fatalf("a asking again for its own piece: %v, want the piece", r)
+	}
+	for {
+		request(t, b, 0)
+		r := receive(b, 0)
+		if r == nil {
+			break
+		}
+		if r.GetReason() != peerpb.Reject_REASON_AT_PEERS {
+			t.Fatalf("b asking for piece 0 again: %v", r)
+		}
+		time.Sleep(time.Duration(r.RetryAfterMs) * time.Millisecond)
+	}
+	if n := counter(t, s.m.rejects.WithLabelValues("at_peers")); n < 1 {
+		t.Errorf("at_peers rejects = %.0f, want at least 1", n)
+	}
+}
