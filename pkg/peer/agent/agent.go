@@ -122,14 +122,11 @@ func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	mc.Origin = cfg.Origin
 	var client *http.Client
 	if clientTLS != nil {
-		client = &http.Client{Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			TLSClientConfig:       clientTLS.Clone(),
-			MaxIdleConnsPerHost:   64,
-			IdleConnTimeout:       90 * time.Second,
-			ResponseHeaderTimeout: mc.OriginTimeout,
-		}}
-		client.Transport.(*http.Transport).TLSClientConfig.ServerName = ""
+		// The origin's registry API is checked by its own name, not the
+		// peers' shared serverName.
+		originTLS := clientTLS.Clone()
+		originTLS.ServerName = ""
+		client = &http.Client{Transport: mirror.NewTransport(mc, originTLS)}
 	}
 	var blobs mirror.Blobs = blobSource{a.swarm}
 	if len(cfg.OriginSeeders) == 0 {
@@ -266,6 +263,16 @@ func (b blobSource) Open(ctx context.Context, d digest.Digest) (mirror.Blob, err
 		return nil, err
 	}
 	return blob, nil
+}
+
+// Local reports a blob complete in the piece store without starting a
+// download: the mirror serves it while the origin is unreachable.
+func (b blobSource) Local(d digest.Digest) (int64, bool) {
+	info, err := b.s.Store().Stat(d)
+	if err != nil || !info.Complete {
+		return 0, false
+	}
+	return info.Size, true
 }
 
 // configs returns the peer server's and the clients' TLS configurations,

@@ -45,7 +45,8 @@ type Config struct {
 	// unlimited.
 	IngressLimit ByteSize `yaml:"ingressLimit"`
 	EgressLimit  ByteSize `yaml:"egressLimit"`
-	// Mirror tunes the registry mirror (cache lifetimes, origin timeout).
+	// Mirror tunes the registry mirror (cache lifetimes, origin timeouts:
+	// originTimeout, originDialTimeout, originHeaderTimeout).
 	Mirror mirror.Config `yaml:"mirror"`
 	// Swarm tunes the P2P engine (peer id, limits, timeouts).
 	Swarm swarm.Config `yaml:"swarm"`

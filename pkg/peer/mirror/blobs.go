@@ -22,7 +22,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, name, ref str
 		s.writeError(w, r, newError(http.StatusBadRequest, codeDigestInvalid, "invalid blob digest %q", ref))
 		return
 	}
-	size, deny := s.authorizeBlob(r, name, d)
+	size, deny := s.blobSize(r, name, d)
 	if deny != nil {
 		s.writeError(w, r, deny)
 		return
@@ -105,6 +105,35 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, name, ref str
 	}
 }
 
+// blobSize authorizes the blob at the origin and returns its size. While
+// the origin is down (it could not be reached or answered 502/503/504,
+// now or within AuthTTL), a blob complete in the local cache is served
+// without its say: it is content addressed, and already on this host.
+func (s *Server) blobSize(r *http.Request, name string, d digest.Digest) (int64, *apiError) {
+	if s.originDown() {
+		if size, ok := s.localBlob(d); ok {
+			return size, nil
+		}
+	}
+	size, deny := s.authorizeBlob(r, name, d)
+	if deny != nil && deny.originDown {
+		if size, ok := s.localBlob(d); ok {
+			s.log.Warn("origin unavailable: blob served from the local cache", "name", name, "digest", d, "err", deny)
+			return size, nil
+		}
+	}
+	return size, deny
+}
+
+// localBlob returns the size of d if the Blobs source holds it complete.
+func (s *Server) localBlob(d digest.Digest) (int64, bool) {
+	lb, ok := s.blobs.(LocalBlobs)
+	if !ok {
+		return 0, false
+	}
+	return lb.Local(d)
+}
+
 // authorizeBlob asks the origin, with the client's credentials, whether
 // the blob exists in the repository and may be read, and returns its size.
 // A yes is remembered for AuthTTL.
@@ -145,7 +174,11 @@ func (s *Server) authorizeBlob(r *http.Request, name string, d digest.Digest) (i
 			e.challenge = resp.Header.Values("WWW-Authenticate")
 			return answer{deny: e}, nil
 		default:
-			return answer{deny: newError(http.StatusBadGateway, codeUnavailable, "the origin answered %d to HEAD of blob %s", resp.StatusCode, d)}, nil
+			if originUnavailableStatus(resp.StatusCode) {
+				return answer{deny: s.errOriginStatus(resp, http.MethodHead, "blob "+d.String())}, nil
+			}
+			return answer{deny: newError(http.StatusBadGateway, codeUnavailable, "the origin registry %s answered %q to HEAD of blob %s",
+				s.origin.Redacted(), resp.Status, d)}, nil
 		}
 	})
 	a := v.(answer)
@@ -161,10 +194,17 @@ func (s *Server) proxyBlob(w http.ResponseWriter, r *http.Request, name string, 
 	}
 	resp, err := s.originRequest(r.Context(), http.MethodGet, "/v2/"+name+"/blobs/"+d.String(), nil, r, extra)
 	if err != nil {
+		if r.Context().Err() != nil {
+			return // the client went away
+		}
 		s.writeError(w, r, s.errOrigin(err))
 		return
 	}
 	defer resp.Body.Close()
+	if originUnavailableStatus(resp.StatusCode) {
+		s.writeError(w, r, s.errOriginStatus(resp, http.MethodGet, "blob "+d.String()))
+		return
+	}
 	s.metrics.blobCache.WithLabelValues("origin").Inc()
 	copyRelayed(w.Header(), resp.Header)
 	w.WriteHeader(resp.StatusCode)

@@ -30,6 +30,11 @@ type apiError struct {
 	challenge []string
 	// cause is logged, never sent.
 	cause error
+	// originDown marks an origin that could not be reached or answered
+	// 502/503/504: content cached by digest may be served instead.
+	originDown bool
+	// retryAfter is the origin's Retry-After on a 503, relayed.
+	retryAfter string
 }
 
 func (e *apiError) Error() string {
@@ -66,6 +71,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, e *apiError)
 	h := w.Header()
 	for _, c := range e.challenge {
 		h.Add("WWW-Authenticate", c)
+	}
+	if e.retryAfter != "" {
+		h.Set("Retry-After", e.retryAfter)
 	}
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", fmt.Sprint(len(body)))

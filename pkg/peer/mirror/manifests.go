@@ -48,17 +48,20 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, name, ref
 	cred := credentialKey(r)
 	accept := strings.Join(r.Header.Values("Accept"), ",")
 	var key string
+	var cached *cachedResponse
 	if byDigest {
 		// Content never changes for a digest, so it is kept for good; but
 		// the origin still decides who may read the repository, at most
-		// AuthTTL ago.
+		// AuthTTL ago. While the origin is down it cannot decide: what is
+		// cached is served rather than failing the pull.
 		key = name + "@" + dgst.String()
 		if c, ok := s.manifests.Get(key); ok {
-			if _, ok := s.auth.Get(repoAuthKey(name, cred)); ok {
+			if _, ok := s.auth.Get(repoAuthKey(name, cred)); ok || s.originDown() {
 				s.metrics.manifestCache.WithLabelValues("hit").Inc()
 				c.write(w, r)
 				return
 			}
+			cached = c
 		}
 	} else {
 		key = name + ":" + ref + "|" + accept + "|" + cred
@@ -73,7 +76,13 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, name, ref
 		return s.fetchManifest(r, name, ref, dgst, byDigest)
 	})
 	if err != nil {
-		s.writeError(w, r, asAPIError(err, s))
+		ae := asAPIError(err, s)
+		if cached != nil && ae.originDown {
+			s.log.Warn("origin unavailable: manifest served from the mirror's cache", "name", name, "digest", dgst, "err", ae)
+			cached.write(w, r)
+			return
+		}
+		s.writeError(w, r, ae)
 		return
 	}
 	c := v.(*cachedResponse)
@@ -97,6 +106,9 @@ func (s *Server) fetchManifest(r *http.Request, name, ref string, dgst digest.Di
 		return nil, s.errOrigin(err)
 	}
 	defer resp.Body.Close()
+	if originUnavailableStatus(resp.StatusCode) {
+		return nil, s.errOriginStatus(resp, http.MethodGet, "manifest "+name+":"+ref)
+	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
 	if err != nil {
 		return nil, s.errOrigin(fmt.Errorf("reading manifest %s:%s: %w", name, ref, err))
@@ -150,6 +162,9 @@ func (s *Server) serveTags(w http.ResponseWriter, r *http.Request, name string) 
 			return nil, s.errOrigin(err)
 		}
 		defer resp.Body.Close()
+		if originUnavailableStatus(resp.StatusCode) {
+			return nil, s.errOriginStatus(resp, http.MethodGet, "the tag list of "+name)
+		}
 		body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize))
 		if err != nil {
 			return nil, s.errOrigin(fmt.Errorf("reading tag list of %s: %w", name, err))

@@ -9,6 +9,9 @@
 // credentials, the decision cached briefly) and then served from a Blobs
 // source, the P2P engine, which streams verified pieces as they arrive.
 // Without a Blobs source the mirror proxies blobs from the origin directly.
+// Requests to the origin are bounded (dial, response headers), so a dead
+// origin is a prompt 502/503 naming it; while it is down, content cached
+// by digest is still served.
 // Pushes are refused with an error naming the origin to push to.
 package mirror
 
@@ -22,6 +25,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -55,6 +59,15 @@ type Config struct {
 	// OriginTimeout bounds one request to the origin for a manifest, a tag
 	// list or a blob authorization (not blob bodies): 30s.
 	OriginTimeout time.Duration `yaml:"originTimeout"`
+	// OriginDialTimeout bounds connecting to the origin: the TCP connect,
+	// and the TLS handshake for an https origin, each: 5s. Without it a
+	// host that drops packets costs the kernel's SYN retries, about 2m.
+	OriginDialTimeout time.Duration `yaml:"originDialTimeout"`
+	// OriginHeaderTimeout bounds the wait for the origin's response
+	// headers once a request is sent, for every request including blobs
+	// proxied from the origin (whose bodies then stream for as long as they
+	// take): 30s.
+	OriginHeaderTimeout time.Duration `yaml:"originHeaderTimeout"`
 }
 
 // DefaultConfig returns the defaults, with no origin.
@@ -65,6 +78,8 @@ func DefaultConfig() Config {
 		ManifestCacheEntries: 4096,
 		MaxCachedManifest:    1 << 20,
 		OriginTimeout:        30 * time.Second,
+		OriginDialTimeout:    5 * time.Second,
+		OriginHeaderTimeout:  30 * time.Second,
 	}
 }
 
@@ -73,6 +88,14 @@ type Blobs interface {
 	// Open starts or joins the download of d and returns once its size is
 	// known. The caller must Close the blob.
 	Open(ctx context.Context, d digest.Digest) (Blob, error)
+}
+
+// LocalBlobs is implemented by a Blobs source that can tell, without
+// starting a download, whether it holds a blob complete. The mirror then
+// serves such a blob while the origin cannot be asked about it.
+type LocalBlobs interface {
+	// Local returns the size of d if it is complete in the local cache.
+	Local(d digest.Digest) (size int64, ok bool)
 }
 
 // Blob is one blob being served.
@@ -91,7 +114,9 @@ type Blob interface {
 type Options struct {
 	// Blobs serves blob content; nil proxies blobs from the origin.
 	Blobs Blobs
-	// Client talks to the origin (default: a client with sane timeouts).
+	// Client talks to the origin (default: one over NewTransport, with
+	// the configured dial and response-header timeouts). It must not have
+	// an overall Timeout: blob bodies stream for as long as they take.
 	Client *http.Client
 	Logger *slog.Logger
 	// Registerer receives the mirror's metrics when not nil.
@@ -113,6 +138,10 @@ type Server struct {
 	// (repository, digest, credentials) and repository reads (-1).
 	auth    *expirable.LRU[string, int64]
 	fetches singleflight.Group
+	// downUntil (unix nanoseconds) is set for AuthTTL when the origin
+	// could not be reached or answered 5xx: meanwhile content cached by
+	// digest is served without asking it (see serveCachedBlob).
+	downUntil atomic.Int64
 }
 
 // New returns a mirror of cfg.Origin.
@@ -128,8 +157,13 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if cfg.ManifestCacheEntries <= 0 {
 		cfg.ManifestCacheEntries = 1
 	}
-	if cfg.OriginTimeout <= 0 {
+	switch {
+	case cfg.OriginTimeout <= 0:
 		return nil, errors.New("mirror: originTimeout must be positive")
+	case cfg.OriginDialTimeout <= 0:
+		return nil, errors.New("mirror: originDialTimeout must be positive")
+	case cfg.OriginHeaderTimeout <= 0:
+		return nil, errors.New("mirror: originHeaderTimeout must be positive")
 	}
 	manifests, err := lru.New[string, *cachedResponse](cfg.ManifestCacheEntries)
 	if err != nil {
@@ -147,14 +181,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		metrics:   newMetrics(opts.Registerer),
 	}
 	if s.client == nil {
-		s.client = &http.Client{Transport: &http.Transport{
-			Proxy:               http.ProxyFromEnvironment,
-			MaxIdleConnsPerHost: 64,
-			IdleConnTimeout:     90 * time.Second,
-			// Blob bodies stream for as long as they take; only the wait
-			// for headers is bounded.
-			ResponseHeaderTimeout: cfg.OriginTimeout,
-		}}
+		s.client = &http.Client{Transport: NewTransport(cfg, nil)}
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -262,10 +289,17 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 	}
 	resp, err := s.originRequest(ctx, r.Method, path, upstreamQuery(r), r, nil)
 	if err != nil {
+		if r.Context().Err() != nil {
+			return // the client went away
+		}
 		s.writeError(w, r, s.errOrigin(err))
 		return
 	}
 	defer resp.Body.Close()
+	if originUnavailableStatus(resp.StatusCode) {
+		s.writeError(w, r, s.errOriginStatus(resp, r.Method, path))
+		return
+	}
 	s.relay(w, r, resp)
 }
 

@@ -3,12 +3,40 @@ package mirror
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"strings"
+	"syscall"
+	"time"
 )
+
+// NewTransport returns the transport the mirror talks to the origin over:
+// connecting (TCP, then TLS) is bounded by cfg.OriginDialTimeout and the
+// wait for response headers by cfg.OriginHeaderTimeout, so a dead or hung
+// origin is an error within seconds; bodies are not bounded, so blobs
+// proxied from the origin stream for as long as they take. tlsConfig is
+// the client TLS configuration for an https origin, nil for the defaults.
+func NewTransport(cfg Config, tlsConfig *tls.Config) *http.Transport {
+	dialer := &net.Dialer{Timeout: cfg.OriginDialTimeout, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           dialer.DialContext,
+		TLSClientConfig:       tlsConfig,
+		TLSHandshakeTimeout:   cfg.OriginDialTimeout,
+		ResponseHeaderTimeout: cfg.OriginHeaderTimeout,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		// As before the custom dialer: HTTP/2 to an https origin unless a
+		// client TLS configuration (mTLS) is given.
+		ForceAttemptHTTP2: tlsConfig == nil,
+	}
+}
 
 // relayedHeaders are the origin's response headers a client may need: the
 // content description, the auth challenge, paging, and the OCI extras.
@@ -47,10 +75,37 @@ func (s *Server) originRequest(ctx context.Context, method, path string, query u
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
+		if !errors.Is(ctx.Err(), context.Canceled) {
+			// Not the client going away: the origin failed.
+			s.markOriginDown()
+		}
 		return nil, fmt.Errorf("%s %s at the origin: %w", method, path, err)
+	}
+	if originUnavailableStatus(resp.StatusCode) {
+		s.markOriginDown()
+	} else {
+		s.downUntil.Store(0)
 	}
 	return resp, nil
 }
+
+// originUnavailableStatus reports the statuses meaning the origin is not
+// serving (what a load balancer in front of a dead registry answers), as
+// opposed to the registry's own answers, which are relayed.
+func originUnavailableStatus(code int) bool {
+	return code == http.StatusBadGateway || code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout
+}
+
+// markOriginDown remembers for AuthTTL (at least a second) that the origin
+// failed: content cached by digest is served meanwhile without waiting on
+// it again.
+func (s *Server) markOriginDown() {
+	s.downUntil.Store(time.Now().Add(max(s.cfg.AuthTTL, time.Second)).UnixNano())
+}
+
+// originDown reports whether the origin failed within AuthTTL and has not
+// answered since.
+func (s *Server) originDown() bool { return time.Now().UnixNano() < s.downUntil.Load() }
 
 // copyRelayed copies the relayed headers of an origin response to dst.
 func copyRelayed(dst, src http.Header) {
@@ -74,12 +129,62 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, resp *http.Respon
 	}
 }
 
-// errOrigin is the answer when the origin cannot be reached: the client
-// (dockerd) then tries its next endpoint.
+// errOrigin is the answer when the origin cannot be reached: 502 with a
+// message naming the origin and why, so the person reading the client's
+// output knows where to look; the client (dockerd) tries its next endpoint.
 func (s *Server) errOrigin(err error) *apiError {
-	e := newError(http.StatusBadGateway, codeUnavailable, "the origin registry %s is unreachable", s.origin.Redacted())
+	e := newError(http.StatusBadGateway, codeUnavailable, "the origin registry %s is unreachable: %s",
+		s.origin.Redacted(), s.describeOriginError(err))
 	e.cause = err
+	e.originDown = true
 	return e
+}
+
+// errOriginStatus is the answer when the origin (or the load balancer in
+// front of it) answered 502, 503 or 504: 503 stays 503 with its
+// Retry-After, the others are 502.
+func (s *Server) errOriginStatus(resp *http.Response, method, what string) *apiError {
+	status := http.StatusBadGateway
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		status = http.StatusServiceUnavailable
+	}
+	e := newError(status, codeUnavailable, "the origin registry %s is unavailable: it answered %q to %s of %s",
+		s.origin.Redacted(), resp.Status, method, what)
+	e.retryAfter = resp.Header.Get("Retry-After")
+	e.originDown = true
+	return e
+}
+
+// describeOriginError says in a few words why a request to the origin
+// failed, naming the setting that bounded it when it timed out.
+func (s *Server) describeOriginError(err error) string {
+	var dnsErr *net.DNSError
+	var opErr *net.OpError
+	var netErr net.Error
+	var urlErr *url.Error
+	switch {
+	case errors.As(err, &dnsErr):
+		return fmt.Sprintf("DNS lookup of %s failed (%s)", dnsErr.Name, dnsErr.Err)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused (is the registry running?)"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset by the origin"
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return "no route to the origin host"
+	case errors.As(err, &opErr) && opErr.Op == "dial" && opErr.Timeout():
+		return fmt.Sprintf("no connection within %s (mirror.originDialTimeout)", s.cfg.OriginDialTimeout)
+	case strings.Contains(err.Error(), "TLS handshake timeout"):
+		return fmt.Sprintf("TLS handshake not finished within %s (mirror.originDialTimeout)", s.cfg.OriginDialTimeout)
+	case strings.Contains(err.Error(), "timeout awaiting response headers"):
+		return fmt.Sprintf("no response within %s (mirror.originHeaderTimeout)", s.cfg.OriginHeaderTimeout)
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return fmt.Sprintf("no complete answer within %s (mirror.originTimeout)", s.cfg.OriginTimeout)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "the origin closed the connection without answering"
+	case errors.As(err, &urlErr):
+		return urlErr.Err.Error()
+	}
+	return err.Error()
 }
 
 // credentialKey identifies the client's credentials in cache keys without
