@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -100,7 +101,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, listening func(grp
 		return err
 	}
 
-	var gopts []grpc.ServerOption
+	// Announces are short and many: a pool of stream workers serves them on
+	// goroutines whose stacks have already grown, instead of a new goroutine
+	// (and its stack growth, ~7% of the tracker's CPU in profiles) per call.
+	gopts := []grpc.ServerOption{grpc.NumStreamWorkers(uint32(max(64, 16*runtime.GOMAXPROCS(0))))}
 	if tlsCfg != nil {
 		gopts = append(gopts, grpc.Creds(credentials.NewTLS(tlsCfg)))
 	}

@@ -1,6 +1,8 @@
 package tracker
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -9,6 +11,29 @@ import (
 type metrics struct {
 	announces *prometheus.CounterVec
 	duration  prometheus.Histogram
+	// counts caches announces' children by event and result, so that an
+	// announce does not hash label values. A child is created on first use,
+	// as WithLabelValues would, so that /metrics shows the same series.
+	counts [numEvents][numResults]atomic.Pointer[prometheus.Counter]
+}
+
+const (
+	resultOK = iota
+	resultInvalid
+	numResults
+)
+
+var resultLabels = [numResults]string{resultOK: "ok", resultInvalid: "invalid"}
+
+// count returns the announces counter for an event label index and result.
+func (m *metrics) count(event, result int) prometheus.Counter {
+	if c := m.counts[event][result].Load(); c != nil {
+		return *c
+	}
+	// Concurrent first uses get the same child from WithLabelValues.
+	c := m.announces.WithLabelValues(eventLabels[event], resultLabels[result])
+	m.counts[event][result].Store(&c)
+	return c
 }
 
 func newMetrics(reg prometheus.Registerer, t *Table) (*metrics, error) {

@@ -9,8 +9,8 @@
 package tracker
 
 import (
-	"cmp"
 	"math"
+	"math/bits"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -55,25 +55,40 @@ type Policy struct {
 // Nearby reports whether p is near the asker: when both carry a locality
 // label, the labels decide; otherwise both addresses must fall in the same
 // IPv4 or IPv6 prefix.
-func (pol Policy) Nearby(a Asker, p Peer) bool { return pol.nearTo(a)(p) }
+func (pol Policy) Nearby(a Asker, p Peer) bool {
+	n := pol.nearTo(a)
+	return n.peer(p)
+}
 
-// nearTo returns Nearby for a fixed asker, with the asker's prefix computed
+// nearAsker is Nearby for a fixed asker, with the asker's prefix computed
 // once rather than for every peer.
-func (pol Policy) nearTo(a Asker) func(Peer) bool {
+type nearAsker struct {
+	locality string
+	ip       netip.Addr // unmapped
+	prefix   netip.Prefix
+	prefixOK bool
+}
+
+func (pol Policy) nearTo(a Asker) nearAsker {
 	ai := a.IP.Unmap()
 	bits := pol.IPv6PrefixBits
 	if ai.Is4() {
 		bits = pol.IPv4PrefixBits
 	}
 	ap, err := ai.Prefix(bits)
-	prefixOK := err == nil
-	return func(p Peer) bool {
-		if a.Locality != "" && p.Locality != "" {
-			return a.Locality == p.Locality
-		}
-		pi := p.IP.Unmap()
-		return prefixOK && pi.IsValid() && pi.Is4() == ai.Is4() && ap.Contains(pi)
+	return nearAsker{locality: a.Locality, ip: ai, prefix: ap, prefixOK: err == nil}
+}
+
+func (n *nearAsker) peer(p Peer) bool {
+	if n.locality != "" && p.Locality != "" {
+		return n.locality == p.Locality
 	}
+	return n.sameNetwork(p.IP)
+}
+
+func (n *nearAsker) sameNetwork(ip netip.Addr) bool {
+	pi := ip.Unmap()
+	return n.prefixOK && pi.IsValid() && pi.Is4() == n.ip.Is4() && n.prefix.Contains(pi)
 }
 
 // Groups, best first. See Select for why.
@@ -84,6 +99,94 @@ const (
 	groupPartialFar
 	groupOrigin
 )
+
+// groupOf is a candidate's group if it is near the asker; the caller adds
+// one for an agent that is not (nearness does not matter for origins).
+func groupOf(origin, complete bool) uint8 {
+	switch {
+	case origin:
+		return groupOrigin
+	case complete:
+		return groupCompleteNear
+	default:
+		return groupPartialNear
+	}
+}
+
+// Candidates are ranked as plain uint64 keys, so that ranking is a sort of
+// pointer-free integers (no comparison callbacks, no write barriers): the
+// group in the top 3 bits, then for partial agents the piece count inverted
+// (most pieces first), then a random tie-breaker, then the candidate's index
+// in the low idxBits bits, which makes keys distinct and leads back to the
+// candidate.
+const (
+	keyGroupShift  = 61
+	keyPiecesShift = 29
+	keyLowBits     = 29 // tie-breaker and index
+)
+
+// keyIndexBits is the number of low key bits that hold indexes below n.
+// n is bounded by memory long before it reaches 2^29.
+func keyIndexBits(n int) uint { return uint(min(bits.Len(uint(n)), keyLowBits)) }
+
+func rankKey(group uint8, pieces int, tie uint64, idx int, idxBits uint) uint64 {
+	k := uint64(group) << keyGroupShift
+	if group == groupPartialNear || group == groupPartialFar {
+		k |= uint64(math.MaxUint32-uint32(min(max(pieces, 0), math.MaxUint32))) << keyPiecesShift
+	}
+	// A shift by 64 or more yields 0: no tie bits when the index needs all.
+	k |= tie >> (64 - (keyLowBits - idxBits)) << idxBits
+	return k | uint64(idx)
+}
+
+// ranking keeps, of the candidates' keys it is given, the best limit
+// agents and the best limit origins, each sorted best first, and counts
+// them all: enough for pick. A full sort of every candidate is not needed
+// for a list of a few dozen.
+type ranking struct {
+	limit            int
+	agents, origins  int
+	agentTop, orgTop []uint64
+}
+
+// add ranks one candidate and reports whether it is among the best so far
+// (the caller keeps the candidate only then).
+func (r *ranking) add(group uint8, key uint64) bool {
+	if group == groupOrigin {
+		r.origins++
+		return keepTop(&r.orgTop, r.limit, key)
+	}
+	r.agents++
+	return keepTop(&r.agentTop, r.limit, key)
+}
+
+// keepTop inserts key into top, kept sorted and at most limit long, unless
+// limit keys are already smaller.
+func keepTop(top *[]uint64, limit int, key uint64) bool {
+	t := *top
+	if len(t) == limit {
+		if limit == 0 || key >= t[limit-1] {
+			return false
+		}
+		t = t[:limit-1]
+	}
+	i := len(t)
+	for i > 0 && t[i-1] > key {
+		i--
+	}
+	t = slices.Insert(t, i, key)
+	*top = t
+	return true
+}
+
+// pick returns the keys handed out: the best agents, then the best origins,
+// MinOrigins of which are kept even when agents would fill the list.
+func (pol Policy) pick(r *ranking) (agentKeys, originKeys []uint64) {
+	keepOrigins := min(pol.MinOrigins, r.origins, pol.Limit)
+	nAgents := min(r.agents, pol.Limit-keepOrigins)
+	nOrigins := min(r.origins, pol.Limit-nAgents)
+	return r.agentTop[:nAgents], r.orgTop[:nOrigins]
+}
 
 // Select returns at most Limit peers for the asker, best first, never the
 // asker itself: complete nearby agents, complete far agents, partial nearby
@@ -101,62 +204,27 @@ func (pol Policy) Select(peers []Peer, a Asker, rnd *rand.Rand) []Peer {
 	if pol.Limit <= 0 {
 		return nil
 	}
-	// Rank small pointer-free keys rather than moving Peers around: the
-	// sort then costs no write barriers, which dominated in profiles.
-	type key struct {
-		group  uint8
-		pieces int32
-		tie    uint32 // random: breaks ties between equal peers
-		i      int32
-	}
 	near := pol.nearTo(a)
-	keys := make([]key, 0, len(peers))
-	agents := 0
+	idxBits := keyIndexBits(len(peers))
+	r := ranking{limit: pol.Limit}
 	for i, p := range peers {
 		if p.ID == a.ID {
 			continue
 		}
-		var g uint8
-		switch {
-		case p.Origin:
-			g = groupOrigin
-		case p.Complete:
-			g = groupCompleteNear
-		default:
-			g = groupPartialNear
+		g := groupOf(p.Origin, p.Complete)
+		if g != groupOrigin && !near.peer(p) {
+			g++
 		}
-		if g != groupOrigin {
-			agents++
-			if !near(p) {
-				g++
-			}
-		}
-		k := key{group: g, tie: rnd.Uint32(), i: int32(i)}
-		if g == groupPartialNear || g == groupPartialFar {
-			k.pieces = int32(min(p.Pieces, math.MaxInt32))
-		}
-		keys = append(keys, k)
+		r.add(g, rankKey(g, p.Pieces, rnd.Uint64(), i, idxBits))
 	}
-	slices.SortFunc(keys, func(x, y key) int {
-		if c := cmp.Compare(x.group, y.group); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(y.pieces, x.pieces); c != 0 {
-			return c
-		}
-		return cmp.Compare(x.tie, y.tie)
-	})
-
-	origins := len(keys) - agents
-	keepOrigins := min(pol.MinOrigins, origins, pol.Limit)
-	nAgents := min(agents, pol.Limit-keepOrigins)
-	nOrigins := min(origins, pol.Limit-nAgents)
-	out := make([]Peer, 0, nAgents+nOrigins)
-	for _, k := range keys[:nAgents] {
-		out = append(out, peers[k.i])
+	agentKeys, originKeys := pol.pick(&r)
+	mask := uint64(1)<<idxBits - 1
+	out := make([]Peer, 0, len(agentKeys)+len(originKeys))
+	for _, k := range agentKeys {
+		out = append(out, peers[k&mask])
 	}
-	for _, k := range keys[agents : agents+nOrigins] {
-		out = append(out, peers[k.i])
+	for _, k := range originKeys {
+		out = append(out, peers[k&mask])
 	}
 	return out
 }

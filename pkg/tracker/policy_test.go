@@ -1,6 +1,7 @@
 package tracker
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -239,5 +240,64 @@ func TestSelectIsDeterministicForASeed(t *testing.T) {
 	b := ids(pol.Select(slices.Clone(peers), Asker{ID: "me"}, rand.New(rand.NewPCG(7, 7))))
 	if a != b {
 		t.Fatalf("same seed gave %q then %q", a, b)
+	}
+}
+
+// TestSelectMatchesFullRanking checks Select, which keeps only the best
+// candidates as it goes, against ranking every candidate: the groups and
+// piece counts of its list must be those of the best Limit by the rules
+// (random ties may pick different peers of equal rank).
+func TestSelectMatchesFullRanking(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(3, 4))
+	asker := Asker{ID: "me", IP: netip.MustParseAddr("10.0.1.1")}
+	for round := range 500 {
+		pol := testPolicy()
+		pol.Limit = 1 + rnd.IntN(12)
+		pol.MinOrigins = rnd.IntN(3)
+		var peers []Peer
+		for i := range rnd.IntN(40) {
+			ip := "10.0.1.9"
+			if rnd.IntN(2) == 0 {
+				ip = "10.7.0.9"
+			}
+			switch rnd.IntN(4) {
+			case 0:
+				peers = append(peers, origin(fmt.Sprintf("o%d", i), ip))
+			case 1:
+				peers = append(peers, peer(fmt.Sprintf("c%d", i), ip, true, 0))
+			default:
+				peers = append(peers, peer(fmt.Sprintf("p%d", i), ip, false, rnd.IntN(5)))
+			}
+		}
+		rank := func(p Peer) string {
+			g := groupOf(p.Origin, p.Complete)
+			if g != groupOrigin && !pol.Nearby(asker, p) {
+				g++
+			}
+			if g == groupPartialNear || g == groupPartialFar {
+				return fmt.Sprintf("%d/%03d", g, 100-p.Pieces)
+			}
+			return fmt.Sprintf("%d", g)
+		}
+		var agents, origins []string
+		for _, p := range peers {
+			if p.Origin {
+				origins = append(origins, rank(p))
+			} else {
+				agents = append(agents, rank(p))
+			}
+		}
+		slices.Sort(agents)
+		keep := min(pol.MinOrigins, len(origins), pol.Limit)
+		nAgents := min(len(agents), pol.Limit-keep)
+		want := append(agents[:nAgents], origins[:min(len(origins), pol.Limit-nAgents)]...)
+		got := pol.Select(peers, asker, rnd)
+		gotRanks := make([]string, len(got))
+		for i, p := range got {
+			gotRanks[i] = rank(p)
+		}
+		if !slices.Equal(gotRanks, want) {
+			t.Fatalf("round %d (limit %d, min origins %d): ranks %v, want %v", round, pol.Limit, pol.MinOrigins, gotRanks, want)
+		}
 	}
 }

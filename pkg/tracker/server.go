@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -113,14 +114,19 @@ func (s *Server) Sweep(ctx context.Context) {
 // Announce implements shoal.tracker.v1.Tracker/Announce.
 func (s *Server) Announce(ctx context.Context, req *trackerpb.AnnounceRequest) (*trackerpb.AnnounceResponse, error) {
 	start := time.Now()
-	event := eventLabel(req.GetEvent())
+	event := eventIndex(req.GetEvent())
 	p, err := peerFromRequest(ctx, req)
 	if err != nil {
-		s.metrics.announces.WithLabelValues(event, "invalid").Inc()
+		s.metrics.count(event, resultInvalid).Inc()
 		s.log.Debug("rejected announce", "peer_id", req.GetPeerId(), "digest", req.GetDigest(), "err", err)
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	resp := &trackerpb.AnnounceResponse{Interval: durationpb.New(s.cfg.AnnounceInterval)}
+	// The response and its interval in one allocation.
+	a := &answer{interval: durationpb.Duration{
+		Seconds: int64(s.cfg.AnnounceInterval / time.Second),
+		Nanos:   int32(s.cfg.AnnounceInterval % time.Second),
+	}}
+	a.resp.Interval = &a.interval
 	if req.GetEvent() == trackerpb.Event_EVENT_STOPPED {
 		s.table.Remove(req.GetDigest(), p.ID)
 	} else {
@@ -129,34 +135,61 @@ func (s *Server) Announce(ctx context.Context, req *trackerpb.AnnounceRequest) (
 		if n := int(req.GetNumWant()); n > 0 {
 			pol.Limit = min(n, s.cfg.MaxPeers)
 		}
-		peers := s.table.Announce(req.GetDigest(), p, s.cfg.PeerTTL, s.now(), pol)
-		resp.Peers = make([]*trackerpb.PeerInfo, len(peers))
-		for i, q := range peers {
-			resp.Peers[i] = &trackerpb.PeerInfo{
-				PeerId:     q.ID,
-				Addr:       q.Addr,
-				Complete:   q.Complete,
-				IsOrigin:   q.Origin,
-				PieceCount: uint32(q.Pieces),
+		var infos []trackerpb.PeerInfo
+		s.table.announce(req.GetDigest(), p, s.cfg.PeerTTL, s.now(), pol, func(i, n int, id string, e *entry) {
+			if i == 0 {
+				// Two allocations for the whole list rather than one per
+				// peer.
+				infos = make([]trackerpb.PeerInfo, n)
+				a.resp.Peers = make([]*trackerpb.PeerInfo, n)
 			}
-		}
+			pi := &infos[i]
+			pi.PeerId = id
+			pi.Addr = e.addr
+			pi.Complete = e.complete
+			pi.IsOrigin = e.origin
+			pi.PieceCount = e.pieces
+			a.resp.Peers[i] = pi
+		})
 	}
-	s.metrics.announces.WithLabelValues(event, "ok").Inc()
+	s.metrics.count(event, resultOK).Inc()
 	s.metrics.duration.Observe(time.Since(start).Seconds())
-	return resp, nil
+	return &a.resp, nil
 }
 
-func eventLabel(e trackerpb.Event) string {
+// answer is an AnnounceResponse with room for its interval.
+type answer struct {
+	resp     trackerpb.AnnounceResponse
+	interval durationpb.Duration
+}
+
+// Event labels of shoal_tracker_announces_total, by eventIndex.
+const (
+	eventNone = iota
+	eventStarted
+	eventCompleted
+	eventStopped
+	numEvents
+)
+
+var eventLabels = [numEvents]string{
+	eventNone:      "none",
+	eventStarted:   "started",
+	eventCompleted: "completed",
+	eventStopped:   "stopped",
+}
+
+func eventIndex(e trackerpb.Event) int {
 	switch e {
 	case trackerpb.Event_EVENT_STARTED:
-		return "started"
+		return eventStarted
 	case trackerpb.Event_EVENT_COMPLETED:
-		return "completed"
+		return eventCompleted
 	case trackerpb.Event_EVENT_STOPPED:
-		return "stopped"
+		return eventStopped
 	default:
 		// Periodic re-announces, and event numbers from a newer client.
-		return "none"
+		return eventNone
 	}
 }
 
@@ -164,8 +197,10 @@ func eventLabel(e trackerpb.Event) string {
 // The peer's IP, used for locality, is the one in addr when addr names an
 // IP, else the address the announce came from.
 func peerFromRequest(ctx context.Context, req *trackerpb.AnnounceRequest) (Peer, error) {
-	if _, err := digest.Parse(req.GetDigest()); err != nil {
-		return Peer{}, fmt.Errorf("invalid digest %q: %w", req.GetDigest(), err)
+	if !isSHA256Digest(req.GetDigest()) {
+		if _, err := digest.Parse(req.GetDigest()); err != nil {
+			return Peer{}, fmt.Errorf("invalid digest %q: %w", req.GetDigest(), err)
+		}
 	}
 	id := req.GetPeerId()
 	if id == "" || len(id) > maxPeerIDLen {
@@ -185,29 +220,39 @@ func peerFromRequest(ctx context.Context, req *trackerpb.AnnounceRequest) (Peer,
 		return Peer{}, fmt.Errorf("addr %q has an invalid port", req.GetAddr())
 	}
 
-	var remote netip.Addr
-	if pr, ok := grpcpeer.FromContext(ctx); ok && pr.Addr != nil {
-		if ap, err := netip.ParseAddrPort(pr.Addr.String()); err == nil {
-			remote = ap.Addr().Unmap()
+	// The address the announce came from, only when needed: turning the
+	// connection's address into a netip.Addr costs a string per announce.
+	remote := func() netip.Addr {
+		if pr, ok := grpcpeer.FromContext(ctx); ok && pr.Addr != nil {
+			if ap, err := netip.ParseAddrPort(pr.Addr.String()); err == nil {
+				return ap.Addr().Unmap()
+			}
 		}
+		return netip.Addr{}
 	}
+	addr := req.GetAddr()
 	ip, err := netip.ParseAddr(host)
 	switch {
 	case host == "" || err == nil && ip.IsUnspecified():
-		if !remote.IsValid() {
+		ip = remote()
+		if !ip.IsValid() {
 			return Peer{}, fmt.Errorf("addr %q has no host and the announce's source address is unknown", req.GetAddr())
 		}
-		ip = remote
 		host = ip.String()
+		addr = net.JoinHostPort(host, port)
 	case err != nil:
 		// A host name: keep it for peers to dial, judge locality by the
 		// address the announce came from.
-		ip = remote
+		ip = remote()
+		addr = net.JoinHostPort(host, port)
+	case !isHostPort(addr, host, port):
+		// Normalized, e.g. "[1.2.3.4]:80" to "1.2.3.4:80".
+		addr = net.JoinHostPort(host, port)
 	}
 
 	p := Peer{
 		ID:       id,
-		Addr:     net.JoinHostPort(host, port),
+		Addr:     addr,
 		IP:       ip.Unmap(),
 		Locality: req.GetLocality(),
 		Complete: req.GetComplete(),
@@ -218,3 +263,32 @@ func peerFromRequest(ctx context.Context, req *trackerpb.AnnounceRequest) (Peer,
 	}
 	return p, nil
 }
+
+// isHostPort reports whether addr is exactly net.JoinHostPort(host, port),
+// so that the common announce keeps its addr string instead of building an
+// equal one.
+func isHostPort(addr, host, port string) bool {
+	if strings.IndexByte(host, ':') >= 0 {
+		return len(addr) == len(host)+len(port)+3 && addr[0] == '[' && addr[1:1+len(host)] == host &&
+			addr[1+len(host):3+len(host)] == "]:" && addr[3+len(host):] == port
+	}
+	return len(addr) == len(host)+len(port)+1 && addr[:len(host)] == host && addr[len(host)] == ':' && addr[len(host)+1:] == port
+}
+
+// isSHA256Digest reports whether d is a valid sha256 digest, the common
+// case, without digest.Parse's regular expression. Other digests go through
+// digest.Parse.
+func isSHA256Digest(d string) bool {
+	const prefix = "sha256:"
+	if len(d) != len(prefix)+64 || d[:len(prefix)] != prefix || !sha256Available {
+		return false
+	}
+	for i := len(prefix); i < len(d); i++ {
+		if c := d[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+var sha256Available = digest.SHA256.Available()

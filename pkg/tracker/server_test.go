@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
@@ -273,5 +274,30 @@ func TestClientDoesNotRetryInvalidAnnounces(t *testing.T) {
 	}
 	if after := c.Order(blobA); after[0] != before[0] {
 		t.Fatalf("an invalid announce put tracker %s in cooldown", before[0])
+	}
+}
+
+func TestIsHostPortMatchesJoinHostPort(t *testing.T) {
+	for _, addr := range []string{"10.0.0.1:7002", "[::1]:7002", "[1.2.3.4]:80", "[fe80::1%eth0]:1", "host:07", "a:1", "[::1]:", ":80"} {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			t.Fatalf("SplitHostPort(%q): %v", addr, err)
+		}
+		if got, want := isHostPort(addr, host, port), net.JoinHostPort(host, port) == addr; got != want {
+			t.Errorf("isHostPort(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+func TestIsSHA256DigestAgreesWithDigestParse(t *testing.T) {
+	valid := "sha256:" + strings.Repeat("0123456789abcdef", 4)
+	for _, d := range []string{valid, strings.ToUpper(valid), valid[:len(valid)-1], valid + "0", "sha512:" + valid[7:], "sha256:" + strings.Repeat("g", 64)} {
+		_, err := digest.Parse(d)
+		if isSHA256Digest(d) && err != nil {
+			t.Errorf("isSHA256Digest(%q) but digest.Parse: %v", d, err)
+		}
+		if d == valid && !isSHA256Digest(d) {
+			t.Errorf("isSHA256Digest(%q) = false", d)
+		}
 	}
 }

@@ -31,9 +31,16 @@ type shard struct {
 	// rnd is only used under mu: a rand.Rand is not safe for concurrent use,
 	// and one per shard avoids a global lock.
 	rnd *rand.Rand
-	// buf is reused under mu to hand the policy a slice without allocating
-	// on every announce.
-	buf []Peer
+	// cands and rank are reused under mu so that ranking an announce's
+	// candidates allocates nothing.
+	cands []cand
+	rank  ranking
+}
+
+// cand is an entry copied out of a swarm while an announce ranks it.
+type cand struct {
+	id string
+	e  entry
 }
 
 type swarm struct {
@@ -89,6 +96,20 @@ func (t *Table) shard(digest string) *shard {
 // A complete asker gets no peers: it only uploads, and seeders re-announce
 // every cached blob, so answering them would be wasted work.
 func (t *Table) Announce(digest string, p Peer, ttl time.Duration, now time.Time, pol Policy) []Peer {
+	var out []Peer
+	t.announce(digest, p, ttl, now, pol, func(_, n int, id string, e *entry) {
+		if out == nil {
+			out = make([]Peer, 0, n)
+		}
+		out = append(out, e.peer(id))
+	})
+	return out
+}
+
+// announce is Announce handing the selected peers, best first, to visit
+// (i of n, under the shard lock) rather than building a slice, so that the
+// server can turn them straight into its answer.
+func (t *Table) announce(digest string, p Peer, ttl time.Duration, now time.Time, pol Policy, visit func(i, n int, id string, e *entry)) {
 	s := t.shard(digest)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -97,15 +118,18 @@ func (t *Table) Announce(digest string, p Peer, ttl time.Duration, now time.Time
 		sw = &swarm{peers: make(map[string]entry, 1)}
 		s.blobs[digest] = sw
 	}
-	if _, ok := sw.peers[p.ID]; !ok {
-		t.entries.Add(1)
-	}
 	var loc unique.Handle[string]
 	if p.Locality != "" {
 		loc = unique.Make(p.Locality)
 	}
-	sw.peers[p.ID] = entry{
-		addr:     p.Addr,
+	// The entry's id (its map key) and address share one allocation, so that
+	// handing the peer out reads one cache line rather than two (those reads
+	// miss the cache in a large table), and the GC has one object fewer to
+	// mark per entry. The request's strings are short-lived.
+	idAddr := p.ID + p.Addr
+	myID := idAddr[:len(p.ID)]
+	mine := entry{
+		addr:     idAddr[len(p.ID):],
 		ip:       p.IP,
 		locality: loc,
 		expires:  now.Add(ttl).UnixNano(),
@@ -114,12 +138,33 @@ func (t *Table) Announce(digest string, p Peer, ttl time.Duration, now time.Time
 		origin:   p.Origin,
 	}
 	if p.Complete {
-		return nil
+		if _, ok := sw.peers[p.ID]; !ok {
+			t.entries.Add(1)
+		}
+		sw.peers[myID] = mine
+		return
 	}
 
+	// The asker's own entry is out of the map while the others are ranked,
+	// so that the loop needs no comparison of ids: each would read a key
+	// string that is rarely in cache, and those reads were the costliest
+	// part of an announce.
+	n := len(sw.peers)
+	delete(sw.peers, p.ID)
+	existed := len(sw.peers) < n
 	nowNano := now.UnixNano()
+	switch live := mine.expires > nowNano; {
+	case live && !existed:
+		t.entries.Add(1)
+	case !live && existed:
+		t.entries.Add(-1)
+	}
+
 	maxCandidates := max(candidatesPerSlot*pol.Limit, minCandidates)
-	cands := s.buf[:0]
+	near := pol.nearTo(Asker{ID: p.ID, IP: p.IP, Locality: p.Locality})
+	idxBits := keyIndexBits(len(sw.peers))
+	cands, r := s.cands[:0], &s.rank
+	*r = ranking{limit: max(pol.Limit, 0), agentTop: r.agentTop[:0], orgTop: r.orgTop[:0]}
 	for id, e := range sw.peers {
 		if e.expires <= nowNano {
 			// Expired entries never reach an asker even if the sweep
@@ -128,22 +173,51 @@ func (t *Table) Announce(digest string, p Peer, ttl time.Duration, now time.Time
 			t.entries.Add(-1)
 			continue
 		}
-		if id == p.ID {
-			continue
-		}
 		// In a swarm of thousands, ranking everyone on every announce is
 		// wasted work: past a multiple of the limit, candidates are a
 		// sample (map iteration starts at a random point) plus every
 		// origin, which MinOrigins needs.
-		if len(cands) < maxCandidates || e.origin {
-			cands = append(cands, e.peer(id))
+		if r.agents+r.origins >= maxCandidates && !e.origin || pol.Limit <= 0 {
+			continue
+		}
+		g := groupOf(e.origin, e.complete)
+		if g != groupOrigin && !near.entry(&e, loc) {
+			g++
+		}
+		// Only candidates that rank among the best so far are copied out.
+		if r.add(g, rankKey(g, int(e.pieces), s.rnd.Uint64(), len(cands), idxBits)) {
+			cands = append(cands, cand{id: id, e: e})
 		}
 	}
-	out := pol.Select(cands, Asker{ID: p.ID, IP: p.IP, Locality: p.Locality}, s.rnd)
+	if mine.expires > nowNano {
+		sw.peers[myID] = mine
+	}
 	// Keep the grown buffer for the next announce; Sweep clears it so that
 	// it does not pin the strings of departed peers.
-	s.buf = cands[:0]
-	return out
+	s.cands = cands[:0]
+	if pol.Limit <= 0 {
+		return
+	}
+	agentKeys, originKeys := pol.pick(r)
+	mask := uint64(1)<<idxBits - 1
+	total := len(agentKeys) + len(originKeys)
+	for i, k := range agentKeys {
+		c := &cands[k&mask]
+		visit(i, total, c.id, &c.e)
+	}
+	for i, k := range originKeys {
+		c := &cands[k&mask]
+		visit(len(agentKeys)+i, total, c.id, &c.e)
+	}
+}
+
+// entry is nearAsker.peer for a table entry; loc is the asker's interned
+// locality label.
+func (n *nearAsker) entry(e *entry, loc unique.Handle[string]) bool {
+	if n.locality != "" && e.locality != (unique.Handle[string]{}) {
+		return e.locality == loc
+	}
+	return n.sameNetwork(e.ip)
 }
 
 func (e entry) peer(id string) Peer {
@@ -210,7 +284,7 @@ func (t *Table) Sweep(now time.Time) int {
 			}
 		}
 		// Drop the reuse buffer's references so swept strings can be freed.
-		clear(s.buf[:cap(s.buf)])
+		clear(s.cands[:cap(s.cands)])
 		s.mu.Unlock()
 	}
 	t.entries.Add(int64(-removed))
