@@ -42,6 +42,9 @@ func runSwarm(ctx context.Context, c config, bins binaries, dir string) error {
 				return err
 			}
 		}
+		if err := net.staticNeighbours(ctx); err != nil {
+			return err
+		}
 	}
 	cl, err := l.startCore(ctx, "swarm")
 	if err != nil {
