@@ -25,6 +25,8 @@ type launcher struct {
 	dir  string
 	// net is nil in loopback mode.
 	net *netns
+	// originConfig is extra origin arguments ("--config", path) or none.
+	originConfig []string
 
 	mu    sync.Mutex
 	procs []*testenv.Process
@@ -130,7 +132,7 @@ func (l *launcher) startCore(ctx context.Context, name string) (*cluster, error)
 		return nil, err
 	}
 	dir := filepath.Join(l.dir, name+"-origin")
-	c.origin, err = l.start(ctx, originNS, name+"-origin", l.bins.origin, []string{
+	c.origin, err = l.start(ctx, originNS, name+"-origin", l.bins.origin, append([]string{
 		"--listen", originAddr,
 		"--storage", "file://" + filepath.Join(dir, "storage"),
 		"--seeder-listen", c.seeder,
@@ -139,7 +141,7 @@ func (l *launcher) startCore(ctx context.Context, name string) (*cluster, error)
 		"--cache-dir", filepath.Join(dir, "seeder-cache"),
 		"--tracker", c.tracker,
 		"--log-format", "json",
-	}, c.originURL+"/readyz")
+	}, l.originConfig...), c.originURL+"/readyz")
 	if err != nil {
 		return nil, err
 	}

@@ -45,6 +45,7 @@ type config struct {
 	trackerDuration time.Duration
 	only            string
 	agentConfig     string
+	originConfig    string
 	keep            bool
 }
 
@@ -67,6 +68,7 @@ func main() {
 	flag.Var(&single, "single-size", "layer size of the single-agent figures")
 	flag.DurationVar(&c.trackerDuration, "tracker-duration", 5*time.Second, "duration of the timed tracker announce load")
 	flag.StringVar(&c.only, "only", "", "run one part: swarm, single or tracker (default all)")
+	flag.StringVar(&c.originConfig, "origin-config", "", "origin YAML config for the swarm (default: production defaults); the bench's flags override its addresses")
 	flag.StringVar(&c.agentConfig, "agent-config", "", "peer-agent YAML config for the swarm (default: production defaults, shutdownGrace 5s)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (storage, caches, logs)")
 	flag.Parse()

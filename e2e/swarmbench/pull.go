@@ -81,12 +81,22 @@ func copyHashing(h hash.Hash, src io.Reader) (int64, error) {
 	var err error
 	for {
 		b := <-free
-		k, rerr := io.ReadFull(src, b)
+		// Fill b, but not with io.ReadFull: its io.ErrUnexpectedEOF for a
+		// short last buffer would hide the body's own io.ErrUnexpectedEOF
+		// (a response cut before its Content-Length), and a cut pull
+		// would count as "wrong bytes" instead of failed.
+		k := 0
+		var rerr error
+		for k < len(b) && rerr == nil {
+			var m int
+			m, rerr = src.Read(b[k:])
+			k += m
+		}
 		n += int64(k)
 		if k > 0 {
 			full <- b[:k]
 		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+		if rerr == io.EOF {
 			break
 		}
 		if rerr != nil {

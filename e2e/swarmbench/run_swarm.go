@@ -28,6 +28,9 @@ func runSwarm(ctx context.Context, c config, bins binaries, dir string) error {
 		defer net.teardown()
 	}
 	l := &launcher{bins: bins, dir: dir, net: net}
+	if c.originConfig != "" {
+		l.originConfig = []string{"--config", c.originConfig}
+	}
 	defer l.stopEverything()
 	if net != nil {
 		if err := net.setup(ctx); err != nil {

@@ -136,7 +136,12 @@ func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m 
 			continue
 		}
 		i := int(it.index)
-		if wait := s.ledger.take(grants, i, peer, time.Now()); wait > 0 {
+		wait, again := s.ledger.take(grants, i, peer, time.Now())
+		if again {
+			s.m.piecesAgain.Inc()
+			s.log.Debug("seeder: sending a piece again", "digest", m.Digest, "piece", i, "peer", peer)
+		}
+		if wait > 0 {
 			q.done(it.index)
 			if err := s.sendAtPeers(stream, it.index, wait); err != nil {
 				return err

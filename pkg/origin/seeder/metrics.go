@@ -7,6 +7,7 @@ type metrics struct {
 	egressBytes       prometheus.Counter
 	servedBytes       *prometheus.CounterVec
 	piecesServed      *prometheus.CounterVec
+	piecesAgain       prometheus.Counter
 	rejects           *prometheus.CounterVec
 	metainfoComputed  prometheus.Counter
 	metainfoRequests  *prometheus.CounterVec
@@ -32,8 +33,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Bytes of pieces sent whole, by where they were read from (cache: the local copy; storage: read directly)."}, []string{"source"}),
 		piecesServed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "pieces_served_total",
 			Help: "Pieces sent whole, by where they were read from."}, []string{"source"}),
+		piecesAgain: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "pieces_sent_again_total",
+			Help: "Piece sends started for a piece of a blob already sent (or being sent) while streams for the blob stayed open: after the superseeding window, after a cancelled send, or to the same agent again."}),
 		rejects: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rejects_total",
-			Help: "Piece requests rejected, by reason (busy, not_held)."}, []string{"reason"}),
+			Help: "Piece requests rejected, by reason (busy, not_held, at_peers)."}, []string{"reason"}),
 		metainfoComputed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "metainfo_computed_total",
 			Help: "Blobs whose metainfo this node computed and stored (once per blob in the cluster, barring races)."}),
 		metainfoRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "metainfo_requests_total",
@@ -62,7 +65,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Blobs this node currently announces as an origin seeder."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.egressBytes, m.servedBytes, m.piecesServed, m.rejects, m.metainfoComputed, m.metainfoRequests,
+		reg.MustRegister(m.egressBytes, m.servedBytes, m.piecesServed, m.piecesAgain, m.rejects, m.metainfoComputed, m.metainfoRequests,
 			m.metainfoProxied, m.cacheHits, m.cacheMisses, m.cacheEvictions, m.cacheBytes, m.storageReadBytes, m.streams,
 			m.streamsRefused, m.uploads, m.announces, m.announcedBlobsNow)
 	}

@@ -35,6 +35,7 @@ type blobLedger struct {
 }
 
 type grant struct {
+	given bool // sent (or being sent) at least once, to anyone
 	peer  string
 	start time.Time
 	end   time.Time     // zero while being sent
@@ -83,10 +84,12 @@ func (l *ledger) window(g grant) time.Duration {
 }
 
 // take asks to send piece i to peer at now. It returns 0 and records the
-// grant when the piece may be sent, or how long until it may.
-func (l *ledger) take(b *blobLedger, i int, peer string, now time.Time) time.Duration {
+// grant when the piece may be sent, or how long until it may. again
+// reports a piece given before (to this or another agent), for the
+// seeder's debug log and metrics.
+func (l *ledger) take(b *blobLedger, i int, peer string, now time.Time) (wait time.Duration, again bool) {
 	if l == nil || b == nil || i < 0 || i >= len(b.grants) {
-		return 0
+		return 0, false
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -94,14 +97,15 @@ func (l *ledger) take(b *blobLedger, i int, peer string, now time.Time) time.Dur
 	if g.peer != "" && g.peer != peer {
 		if g.end.IsZero() {
 			// Being sent to another agent: that send plus the window.
-			return l.window(*g)
+			return l.window(*g), false
 		}
 		if left := l.window(*g) - now.Sub(g.end); left > 0 {
-			return left
+			return left, false
 		}
 	}
-	g.peer, g.start, g.end = peer, now, time.Time{}
-	return 0
+	again = g.given
+	g.peer, g.start, g.end, g.given = peer, now, time.Time{}, true
+	return 0, again
 }
 
 // done records the end of a send granted by take. An incomplete send
@@ -117,7 +121,7 @@ func (l *ledger) done(b *blobLedger, i int, peer string, now time.Time, complete
 		return
 	}
 	if !complete {
-		*g = grant{}
+		g.peer, g.start, g.end = "", time.Time{}, time.Time{}
 		return
 	}
 	g.end, g.took = now, now.Sub(g.start)

@@ -13,50 +13,54 @@ import (
 
 func TestLedgerGivesAPieceToOneAgentPerWindow(t *testing.T) {
 	l := newLedger(2*time.Second, 30*time.Second)
+	take := func(b *blobLedger, i int, peer string, now time.Time) time.Duration {
+		w, _ := l.take(b, i, peer, now)
+		return w
+	}
 	d := digest.FromString("blob")
 	b := l.open(d, 4)
 	t0 := time.Unix(1000, 0)
 
-	if w := l.take(b, 0, "a", t0); w != 0 {
+	if w := take(b, 0, "a", t0); w != 0 {
 		t.Fatalf("first ask of piece 0: wait %s, want 0", w)
 	}
-	if w := l.take(b, 0, "b", t0.Add(time.Second)); w != 2*time.Second {
+	if w := take(b, 0, "b", t0.Add(time.Second)); w != 2*time.Second {
 		t.Errorf("piece 0 while it is being sent to a: wait %s, want the minimum window 2s", w)
 	}
-	if w := l.take(b, 1, "b", t0.Add(time.Second)); w != 0 {
+	if w := take(b, 1, "b", t0.Add(time.Second)); w != 0 {
 		t.Errorf("another piece for b: wait %s, want 0 (only the piece waits)", w)
 	}
 	// The send to a took 5s: the window is 2 x 5s.
 	l.done(b, 0, "a", t0.Add(5*time.Second), true)
-	if w := l.take(b, 0, "b", t0.Add(8*time.Second)); w != 7*time.Second {
+	if w := take(b, 0, "b", t0.Add(8*time.Second)); w != 7*time.Second {
 		t.Errorf("piece 0, 3s after a got it in 5s: wait %s, want 10s - 3s = 7s", w)
 	}
-	if w := l.take(b, 0, "a", t0.Add(8*time.Second)); w != 0 {
+	if w := take(b, 0, "a", t0.Add(8*time.Second)); w != 0 {
 		t.Errorf("a asking again for its own piece: wait %s, want 0", w)
 	}
 	l.done(b, 0, "a", t0.Add(9*time.Second), true) // took 1s: window 2s
-	if w := l.take(b, 0, "b", t0.Add(10*time.Second)); w != time.Second {
+	if w := take(b, 0, "b", t0.Add(10*time.Second)); w != time.Second {
 		t.Errorf("piece 0, 1s after a got it in 1s: wait %s, want 2s - 1s = 1s", w)
 	}
-	if w := l.take(b, 0, "b", t0.Add(11*time.Second)); w != 0 {
+	if w := take(b, 0, "b", t0.Add(11*time.Second)); w != 0 {
 		t.Errorf("piece 0 after the window: wait %s, want 0", w)
 	}
 
 	// A send that did not complete frees the piece at once.
-	if w := l.take(b, 2, "a", t0); w != 0 {
+	if w := take(b, 2, "a", t0); w != 0 {
 		t.Fatal(w)
 	}
 	l.done(b, 2, "a", t0.Add(time.Second), false)
-	if w := l.take(b, 2, "b", t0.Add(time.Second)); w != 0 {
+	if w := take(b, 2, "b", t0.Add(time.Second)); w != 0 {
 		t.Errorf("piece 2 after a's send was cancelled: wait %s, want 0", w)
 	}
 
 	// The window never exceeds the maximum.
-	if w := l.take(b, 3, "a", t0); w != 0 {
+	if w := take(b, 3, "a", t0); w != 0 {
 		t.Fatal(w)
 	}
 	l.done(b, 3, "a", t0.Add(time.Hour), true)
-	if w := l.take(b, 3, "b", t0.Add(time.Hour)); w != 30*time.Second {
+	if w := take(b, 3, "b", t0.Add(time.Hour)); w != 30*time.Second {
 		t.Errorf("piece 3 that took an hour: wait %s, want the maximum 30s", w)
 	}
 
@@ -70,6 +74,15 @@ func TestLedgerGivesAPieceToOneAgentPerWindow(t *testing.T) {
 	if len(l.blobs) != 0 {
 		t.Errorf("%d blob records left after every stream closed", len(l.blobs))
 	}
+	b3 := l.open(d, 1)
+	if _, again := l.take(b3, 0, "a", t0); again {
+		t.Error("first send of a piece reported as a send again")
+	}
+	l.done(b3, 0, "a", t0.Add(time.Second), true)
+	if _, again := l.take(b3, 0, "b", t0.Add(time.Minute)); !again {
+		t.Error("second send of a piece, after the window, not reported as a send again")
+	}
+	l.close(d, b3)
 	if newLedger(0, time.Minute) != nil {
 		t.Error("superseedWindow 0 should turn superseeding off")
 	}
