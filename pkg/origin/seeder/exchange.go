@@ -137,10 +137,6 @@ func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m 
 		}
 		i := int(it.index)
 		wait, again := s.ledger.take(grants, i, peer, time.Now())
-		if again {
-			s.m.piecesAgain.Inc()
-			s.log.Debug("seeder: sending a piece again", "digest", m.Digest, "piece", i, "peer", peer)
-		}
 		if wait > 0 {
 			q.done(it.index)
 			if err := s.sendAtPeers(stream, it.index, wait); err != nil {
@@ -151,12 +147,16 @@ func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m 
 		select {
 		case s.uploads <- struct{}{}:
 		default:
-			s.ledger.done(grants, i, peer, time.Now(), false)
+			s.ledger.undo(grants, i, peer)
 			q.done(it.index)
 			if err := s.sendReject(stream, it.index, peerpb.Reject_REASON_BUSY); err != nil {
 				return err
 			}
 			continue
+		}
+		if again {
+			s.m.piecesAgain.Inc()
+			s.log.Debug("seeder: sending a piece again", "digest", m.Digest, "piece", i, "peer", peer)
 		}
 		s.m.uploads.Inc()
 		// One chunk buffer per piece being sent, not per stream: memory is

@@ -35,6 +35,12 @@ type blobLedger struct {
 }
 
 type grant struct {
+	grantRecord
+	// prev is the record before the last take, for undo.
+	prev grantRecord
+}
+
+type grantRecord struct {
 	given bool // sent (or being sent) at least once, to anyone
 	peer  string
 	start time.Time
@@ -79,7 +85,7 @@ func (l *ledger) close(d digest.Digest, b *blobLedger) {
 
 // window is how long after a completed send of g the piece stays with the
 // swarm.
-func (l *ledger) window(g grant) time.Duration {
+func (l *ledger) window(g grantRecord) time.Duration {
 	return min(max(2*g.took, l.minWindow), l.maxWindow)
 }
 
@@ -97,15 +103,30 @@ func (l *ledger) take(b *blobLedger, i int, peer string, now time.Time) (wait ti
 	if g.peer != "" && g.peer != peer {
 		if g.end.IsZero() {
 			// Being sent to another agent: that send plus the window.
-			return l.window(*g), false
+			return l.window(g.grantRecord), false
 		}
-		if left := l.window(*g) - now.Sub(g.end); left > 0 {
+		if left := l.window(g.grantRecord) - now.Sub(g.end); left > 0 {
 			return left, false
 		}
 	}
 	again = g.given
+	g.prev = g.grantRecord
 	g.peer, g.start, g.end, g.given = peer, now, time.Time{}, true
 	return 0, again
+}
+
+// undo withdraws a grant of take that was not acted on (no upload slot):
+// the piece's record is as before.
+func (l *ledger) undo(b *blobLedger, i int, peer string) {
+	if l == nil || b == nil || i < 0 || i >= len(b.grants) {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	g := &b.grants[i]
+	if g.peer == peer && g.end.IsZero() {
+		g.grantRecord = g.prev
+	}
 }
 
 // done records the end of a send granted by take. An incomplete send

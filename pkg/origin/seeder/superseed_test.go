@@ -82,6 +82,15 @@ func TestLedgerGivesAPieceToOneAgentPerWindow(t *testing.T) {
 	if _, again := l.take(b3, 0, "b", t0.Add(time.Minute)); !again {
 		t.Error("second send of a piece, after the window, not reported as a send again")
 	}
+	// A grant withdrawn (no upload slot) leaves the record as it was.
+	l.undo(b3, 0, "b")
+	if w, again := l.take(b3, 0, "c", t0.Add(time.Minute)); w != 0 || !again {
+		t.Errorf("after an undone grant: wait %s, again %v; want the record of a's send (0, true)", w, again)
+	}
+	l.undo(b3, 0, "c")
+	if w, _ := l.take(b3, 0, "d", t0.Add(time.Minute+time.Second)); w != 0 {
+		t.Errorf("undo kept a grant: wait %s", w)
+	}
 	l.close(d, b3)
 	if newLedger(0, time.Minute) != nil {
 		t.Error("superseedWindow 0 should turn superseeding off")
