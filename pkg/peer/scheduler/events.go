@@ -21,6 +21,12 @@ type PeerJoined struct {
 	// Origin marks an origin seeder (is_origin in the tracker's answer): it
 	// holds every piece and is used only as the fallback.
 	Origin bool
+	// Incarnation identifies the peer's process (a random id it sends
+	// with its handshake); empty when unknown. A peer blacklisted as
+	// Unresponsive that joins again with a different, non-empty
+	// incarnation is a restarted process and is taken back; a Corrupt
+	// one never is.
+	Incarnation string
 }
 
 // PeerHave: Peer sent Have{Piece}.
@@ -142,8 +148,11 @@ func (s *Scheduler) Handle(now time.Time, ev Event) error {
 }
 
 func (s *Scheduler) peerJoined(now time.Time, ev PeerJoined) error {
-	if r, ok := s.blacklist[ev.Peer]; ok {
-		return fmt.Errorf("peer %q joining: %w (%s)", ev.Peer, ErrBlacklisted, r)
+	if b, ok := s.blacklist[ev.Peer]; ok {
+		if !b.forgives(ev.Incarnation) {
+			return fmt.Errorf("peer %q joining: %w (%s)", ev.Peer, ErrBlacklisted, b.reason)
+		}
+		delete(s.blacklist, ev.Peer)
 	}
 	if _, ok := s.byID[ev.Peer]; ok {
 		return fmt.Errorf("peer %q joining: %w", ev.Peer, ErrDuplicatePeer)
@@ -164,7 +173,7 @@ func (s *Scheduler) peerJoined(now time.Time, ev PeerJoined) error {
 	default:
 		has, _ = metainfo.ParseBitfield(ev.Bitfield.Bytes(), n)
 	}
-	p := &peer{id: ev.Peer, origin: ev.Origin, has: has, lastProgress: now}
+	p := &peer{id: ev.Peer, origin: ev.Origin, incarnation: ev.Incarnation, has: has, lastProgress: now}
 	s.peers = append(s.peers, p)
 	s.byID[p.id] = p
 	if !p.origin {
@@ -268,7 +277,7 @@ func (s *Scheduler) remove(p *peer) {
 
 func (s *Scheduler) blacklistPeer(p *peer, why Reason) {
 	s.remove(p)
-	s.blacklist[p.id] = why
+	s.blacklist[p.id] = ban{reason: why, incarnation: p.incarnation}
 	s.blacklisted = append(s.blacklisted, Blacklisting{Peer: p.id, Reason: why})
 }
 

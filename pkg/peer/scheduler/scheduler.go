@@ -33,7 +33,11 @@
 //     arrives the others are cancelled. Endgame never duplicates onto an
 //     origin, whose egress is the thing being saved;
 //   - a peer whose piece fails verification is blacklisted at once and never
-//     asked again; a Reject frees the request (NOT_HELD also forgets that
+//     asked again. One blacklisted as unresponsive is refused too, unless it
+//     joins again as another process (a different PeerJoined.Incarnation):
+//     an agent restarted under the same peer id (a DaemonSet's stable id) is
+//     not the process that hung;
+//   - a Reject frees the request (NOT_HELD also forgets that
 //     the peer has the piece, BUSY rests the peer for Config.BusyBackoff).
 package scheduler
 
@@ -121,7 +125,8 @@ func DefaultConfig() Config {
 var (
 	// ErrTooManyPeers: PeerJoined beyond Config.MaxPeers.
 	ErrTooManyPeers = errors.New("too many peers for this blob")
-	// ErrBlacklisted: PeerJoined for a blacklisted peer.
+	// ErrBlacklisted: PeerJoined for a blacklisted peer (and, for one
+	// blacklisted as Unresponsive, the same incarnation or an unknown one).
 	ErrBlacklisted = errors.New("peer is blacklisted")
 	// ErrDuplicatePeer: PeerJoined for a peer already joined.
 	ErrDuplicatePeer = errors.New("peer already joined")
@@ -138,7 +143,8 @@ type Reason int
 const (
 	// Corrupt: the peer sent a piece that failed verification.
 	Corrupt Reason = iota + 1
-	// Unresponsive: the peer let Config.MaxTimeouts requests in a row time out.
+	// Unresponsive: the peer let Config.MaxTimeouts requests in a row time
+	// out. Forgiven when the peer joins as a new incarnation (a restart).
 	Unresponsive
 )
 
@@ -150,6 +156,22 @@ func (r Reason) String() string {
 		return "unresponsive"
 	}
 	return "unknown"
+}
+
+// ban is a blacklist entry: why, and the incarnation of the peer's process
+// then (empty if unknown).
+type ban struct {
+	reason      Reason
+	incarnation string
+}
+
+// forgives reports whether a peer joining as incarnation inc is no longer
+// the one banned: only an unresponsive peer, and only when it is known to
+// be another process. A ban of an unknown incarnation (a peer that sends
+// none) is lifted by any known one: such a peer never sends one, so the
+// process sending one is new.
+func (b ban) forgives(inc string) bool {
+	return b.reason == Unresponsive && inc != "" && inc != b.incarnation
 }
 
 // Request asks Peer for Piece.
@@ -197,11 +219,12 @@ type Stats struct {
 }
 
 type peer struct {
-	id        PeerID
-	origin    bool
-	has       *metainfo.Bitfield
-	inFlight  int
-	busyUntil time.Time
+	id          PeerID
+	origin      bool
+	incarnation string
+	has         *metainfo.Bitfield
+	inFlight    int
+	busyUntil   time.Time
 	// lastProgress is when the peer last delivered a piece, joined, or had a
 	// request cancelled because another copy arrived (it may have been busy
 	// sending that one): the piece timeout runs from here or from the
@@ -250,7 +273,7 @@ type Scheduler struct {
 	peers     []*peer
 	byID      map[PeerID]*peer
 	nonOrigin int
-	blacklist map[PeerID]Reason
+	blacklist map[PeerID]ban
 	readers   []reader
 
 	originInFlight int
@@ -287,7 +310,7 @@ func New(m *metainfo.Metainfo, have *metainfo.Bitfield, cfg Config) (*Scheduler,
 		missing:     n - own.Count(),
 		pieces:      make([]piece, n),
 		byID:        make(map[PeerID]*peer),
-		blacklist:   make(map[PeerID]Reason),
+		blacklist:   make(map[PeerID]ban),
 		candidates:  make([]candidate, 0, n),
 	}
 	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15))
@@ -318,10 +341,11 @@ func (s *Scheduler) PeerStats(id PeerID) (Stats, bool) {
 	return st, true
 }
 
-// Blacklisted reports whether id is blacklisted, and why.
+// Blacklisted reports whether id is blacklisted, and why. A peer
+// blacklisted as Unresponsive may still join as a new incarnation.
 func (s *Scheduler) Blacklisted(id PeerID) (Reason, bool) {
-	r, ok := s.blacklist[id]
-	return r, ok
+	b, ok := s.blacklist[id]
+	return b.reason, ok
 }
 
 // NumPeers returns the number of joined peers, origins included.

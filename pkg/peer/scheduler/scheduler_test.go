@@ -71,6 +71,9 @@ func r(p PeerID, i int) Request               { return Request{Peer: p, Piece: i
 func join(p PeerID, n int, pieces ...int) Event {
 	return PeerJoined{Peer: p, Bitfield: bits(n, pieces...)}
 }
+func joinAs(p PeerID, inc string, n int, pieces ...int) Event {
+	return PeerJoined{Peer: p, Incarnation: inc, Bitfield: bits(n, pieces...)}
+}
 func origin(p PeerID) Event { return PeerJoined{Peer: p, Origin: true} }
 func got(p PeerID, i int) Event {
 	return PieceReceived{Peer: p, Piece: i, OK: true}
@@ -323,6 +326,35 @@ func TestRules(t *testing.T) {
 			},
 		},
 		{
+			name: "an unresponsive peer is taken back as a new incarnation, never as the same", pieces: 2,
+			steps: []step{
+				ev(0, joinAs("a", "boot-1", 2, 0, 1)),
+				next(0, r("a", 0), r("a", 1)),
+				ev(10*s, Tick{}),
+				nextDo(10*s, Actions{Blacklisted: []Blacklisting{{Peer: "a", Reason: Unresponsive}}}),
+				fails(joinAs("a", "boot-1", 2, 0, 1), ErrBlacklisted),
+				fails(join("a", 2, 0, 1), ErrBlacklisted),
+				// Restarted, with only piece 1 left in its cache: its new
+				// handshake is what it holds.
+				ev(11*s, joinAs("a", "boot-2", 2, 1)),
+				next(11*s, r("a", 1)),
+				ev(12*s, got("a", 1)),
+				next(12 * s),
+			},
+		},
+		{
+			name: "a peer that sent no incarnation is taken back by a known one", pieces: 2,
+			steps: []step{
+				ev(0, join("a", 2, 0, 1)),
+				next(0, r("a", 0), r("a", 1)),
+				ev(10*s, Tick{}),
+				nextDo(10*s, Actions{Blacklisted: []Blacklisting{{Peer: "a", Reason: Unresponsive}}}),
+				fails(join("a", 2, 0, 1), ErrBlacklisted),
+				ev(11*s, joinAs("a", "boot-2", 2, 0, 1)),
+				next(11*s, r("a", 0), r("a", 1)),
+			},
+		},
+		{
 			name: "a delivery resets the run of timeouts", pieces: 3,
 			config: func(c *Config) { c.MaxInFlightPerPeer = 1 },
 			steps: []step{
@@ -346,6 +378,8 @@ func TestRules(t *testing.T) {
 				ev(2*s, got("b", 0)),
 				next(2*s, r("b", 1)),
 				fails(join("a", 2, 0, 1), ErrBlacklisted),
+				// Restarting does not clear a corrupt peer.
+				fails(joinAs("a", "boot-2", 2, 0, 1), ErrBlacklisted),
 			},
 		},
 		{

@@ -44,6 +44,10 @@ type conn struct {
 	addr     string // dialed address; empty for incoming streams
 	origin   bool
 	outgoing bool
+	// incarnation is the peer's process id, from its stream's metadata
+	// (incarnationHeader); empty when it sent none (an origin, an older
+	// agent).
+	incarnation string
 	// cancel ends a client stream; nil on the server side, whose stream
 	// ends when the handler returns.
 	cancel  context.CancelFunc

@@ -329,7 +329,7 @@ func (dl *download) join(now time.Time, c *conn) {
 	}
 	if refuse == nil {
 		bf := c.attach(dl)
-		refuse = dl.sched.Handle(now, scheduler.PeerJoined{Peer: scheduler.PeerID(c.id), Bitfield: bf, Origin: c.origin})
+		refuse = dl.sched.Handle(now, scheduler.PeerJoined{Peer: scheduler.PeerID(c.id), Bitfield: bf, Origin: c.origin, Incarnation: c.incarnation})
 		if refuse != nil {
 			c.detach()
 		}
@@ -339,11 +339,18 @@ func (dl *download) join(now time.Time, c *conn) {
 		if c.outgoing {
 			// Incoming streams stay open: the peer may still download
 			// from this agent.
-			if cand, ok := dl.cands[c.addr]; ok && !errors.Is(refuse, scheduler.ErrTooManyPeers) {
+			// Dropped as unresponsive, it is dialed again after a piece
+			// timeout: the process there may be a restarted one.
+			unresponsive := errors.Is(refuse, scheduler.ErrBlacklisted) && !dl.banned(c.id)
+			if cand, ok := dl.cands[c.addr]; ok && !errors.Is(refuse, scheduler.ErrTooManyPeers) && !unresponsive {
 				delete(dl.cands, cand.addr)
 			} else if ok {
 				cand.state = candIdle
 				cand.retryAt = now.Add(5 * time.Second)
+				if unresponsive {
+					cand.retryAt = now.Add(s.cfg.PieceTimeout)
+					cand.failures = max(cand.failures, 1) // not a fetcher (see fetcher)
+				}
 			}
 			c.close(refuse)
 		}
@@ -367,7 +374,7 @@ func (dl *download) leave(now time.Time, c *conn) {
 	}
 	dl.forget(now, c)
 	_ = dl.sched.Handle(now, scheduler.PeerLeft{Peer: scheduler.PeerID(c.id)})
-	if cand, ok := dl.cands[c.addr]; ok && c.outgoing {
+	if cand, ok := dl.cands[c.addr]; ok && c.outgoing && cand.state == candConnected {
 		dl.retry(now, cand)
 	}
 }
@@ -644,7 +651,7 @@ func (dl *download) maintain(now time.Time) {
 			if _, joined := dl.peers[scheduler.PeerID(cand.id)]; joined {
 				continue
 			}
-			if _, bad := dl.sched.Blacklisted(scheduler.PeerID(cand.id)); bad || s.blacklisted(cand.id) {
+			if dl.banned(cand.id) {
 				delete(dl.cands, cand.addr)
 				continue
 			}
@@ -700,7 +707,7 @@ func (dl *download) announced(now time.Time, ev evAnnounced) {
 		if _, joined := dl.peers[scheduler.PeerID(id)]; joined {
 			continue
 		}
-		if _, bad := dl.sched.Blacklisted(scheduler.PeerID(id)); bad || s.blacklisted(id) {
+		if dl.banned(id) {
 			continue
 		}
 		if cand, ok := dl.cands[addr]; ok {

@@ -85,10 +85,17 @@ func (p *peerService) Exchange(st grpc.BidiStreamingServer[peerpb.Message, peerp
 	if err != nil {
 		return status.Errorf(codes.NotFound, "blob %s not held", d)
 	}
+	// The incarnation goes out with the handshake reply (the first
+	// message carries the response header).
+	if err := st.SetHeader(metadata.Pairs(incarnationHeader, s.incarnation)); err != nil {
+		return err
+	}
 	if err := st.Send(handshakeMessage(d, s.cfg.PeerID, sent)); err != nil {
 		return err
 	}
 	c := newConn(s, meta, st, hs.GetPeerId(), remote)
+	md, _ := metadata.FromIncomingContext(st.Context())
+	c.incarnation = incarnationOf(md)
 	dl, err := s.register(c, d, sent)
 	if err != nil {
 		return status.Error(codes.Unavailable, err.Error())
@@ -103,6 +110,14 @@ func (p *peerService) Exchange(st grpc.BidiStreamingServer[peerpb.Message, peerp
 // register adds c to its blob's streams and queues Haves for the pieces
 // that arrived since sent (the bitfield in this side's handshake), so the
 // peer misses none. It returns the blob's running download, if any.
+//
+// Streams of the same peer id from another incarnation are closed first:
+// that process is gone (restarted), and a stream to it that has not
+// broken yet (a host that rebooted without closing its connections) would
+// only hold requests until they time out, an upload slot, and the peer's
+// place in the download, which would refuse the new process as a
+// duplicate. Closing posts their PeerLeft to the download before the
+// caller posts c's join.
 func (s *Swarm) register(c *conn, d digest.Digest, sent *metainfo.Bitfield) (*download, error) {
 	s.mu.Lock()
 	if s.closed {
@@ -110,12 +125,25 @@ func (s *Swarm) register(c *conn, d digest.Digest, sent *metainfo.Bitfield) (*do
 		return nil, errors.New("agent shutting down")
 	}
 	bs := s.blobLocked(d)
+	var stale []*conn
+	if c.incarnation != "" {
+		for o := range bs.conns {
+			if o.id == c.id && o.incarnation != c.incarnation {
+				stale = append(stale, o)
+			}
+		}
+	}
 	c.bs = bs
 	c.log = c.log.With("digest", d)
 	bs.conns[c] = struct{}{}
 	if !c.outgoing {
 		bs.incoming++
 	}
+	s.mu.Unlock()
+	for _, o := range stale {
+		o.close(fmt.Errorf("peer restarted (incarnation %q, now %q)", o.incarnation, c.incarnation))
+	}
+	s.mu.Lock()
 	dl := bs.dl
 	s.mu.Unlock()
 	s.metrics.connections.WithLabelValues(c.direction()).Inc()
@@ -150,6 +178,16 @@ func remoteBitfield(hs *peerpb.Handshake, meta *metainfo.Metainfo) (*metainfo.Bi
 		return metainfo.NewBitfield(n), nil
 	}
 	return metainfo.ParseBitfield(hs.GetBitfield(), n)
+}
+
+// incarnationOf returns the peer's incarnation from its stream metadata,
+// empty if it sent none or an unusable one.
+func incarnationOf(md metadata.MD) string {
+	v := md.Get(incarnationHeader)
+	if len(v) == 0 || len(v[0]) > maxIncarnation {
+		return ""
+	}
+	return v[0]
 }
 
 // recvTimeout receives one message, giving up after d: a peer that opens a
@@ -211,7 +249,7 @@ func (s *Swarm) openStream(dl *download, addr string, origin bool) (*conn, error
 		return nil, err
 	}
 	timer := time.AfterFunc(s.cfg.DialTimeout, cancel)
-	st, err := peerpb.NewPeerClient(cc).Exchange(ctx)
+	st, err := peerpb.NewPeerClient(cc).Exchange(metadata.AppendToOutgoingContext(ctx, incarnationHeader, s.incarnation))
 	if err != nil {
 		return fail(fmt.Errorf("opening a stream to %s: %w", addr, err))
 	}
@@ -239,6 +277,9 @@ func (s *Swarm) openStream(dl *download, addr string, origin bool) (*conn, error
 	}
 	c := newConn(s, dl.meta, st, hs.GetPeerId(), remote)
 	c.addr, c.origin, c.outgoing = addr, origin, true
+	if hdr, err := st.Header(); err == nil {
+		c.incarnation = incarnationOf(hdr)
+	}
 	c.cancel = cancel
 	c.release = release
 	if _, err := s.register(c, dl.d, sent); err != nil {

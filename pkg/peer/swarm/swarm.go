@@ -54,8 +54,11 @@ const maxChunk = 1 << 20
 // Config tunes the engine. DefaultConfig returns working values; PeerID,
 // AdvertiseAddr and Seeders are set by the agent.
 type Config struct {
-	// PeerID identifies this agent to trackers and peers; unique per
-	// process. Default: hostname and a random suffix.
+	// PeerID identifies this agent to trackers and peers. Default:
+	// hostname and a random suffix. A fixed one (stable per host) is
+	// fine: each process also sends a random incarnation with its
+	// handshakes, so a restarted agent is not held to what its
+	// predecessor did (see incarnationHeader).
 	PeerID string `yaml:"peerID"`
 	// AdvertiseAddr is the host:port of this agent's peer service, as
 	// announced to the tracker. An empty host (":7002") lets the tracker
@@ -121,7 +124,7 @@ type Config struct {
 	IngressLimit int64 `yaml:"-"`
 	EgressLimit  int64 `yaml:"-"`
 	// BlacklistTTL is how long a peer caught sending a bad piece is not
-	// dialed for any blob: 10m.
+	// dialed for any blob: 10m. Timeouts never put a peer here.
 	BlacklistTTL time.Duration `yaml:"blacklistTTL"`
 }
 
@@ -176,6 +179,25 @@ func DefaultPeerID() string {
 	return host + "-" + hex.EncodeToString(b[:])
 }
 
+// incarnationHeader is the Exchange metadata key (request header from the
+// dialer, response header from the server) carrying the sender's
+// incarnation: a random id per process. Peer ids are stable per host when
+// configured (a DaemonSet), so a restarted agent comes back under the id
+// of the process the others may have dropped as unresponsive; its new
+// incarnation tells them it is another process (see
+// scheduler.PeerJoined.Incarnation and Swarm.register). Metadata rather
+// than a handshake field: peers and origins that do not know it ignore it.
+const incarnationHeader = "shoal-incarnation"
+
+// maxIncarnation bounds the incarnation accepted from a peer.
+const maxIncarnation = 64
+
+func newIncarnation() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
 // Options are the engine's collaborators.
 type Options struct {
 	// Tracker announces and finds peers; nil runs origin-only.
@@ -205,6 +227,10 @@ type Swarm struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	// incarnation identifies this process among those that ran with its
+	// peer id: random per start, sent with every handshake (see
+	// incarnationHeader).
+	incarnation string
 	// announcing bounds the seeding and stopped announces in flight, so a
 	// cache of thousands of blobs does not open thousands at once.
 	announcing chan struct{}
@@ -259,6 +285,7 @@ func New(cfg Config, dir string, quota int64, opts Options) (*Swarm, error) {
 		pool:       newClientPool(opts.DialOptions),
 		announcing: make(chan struct{}, 16),
 	}
+	s.incarnation = newIncarnation()
 	s.sched = scheduler.DefaultConfig()
 	s.sched.MaxPeers = cfg.MaxPeersPerBlob
 	s.sched.MaxInFlightPerPeer = cfg.MaxInFlightPerPeer
@@ -418,7 +445,21 @@ func (s *Swarm) evicted(d digest.Digest) {
 	}
 }
 
-// blacklisted reports whether a peer is on the swarm-wide blacklist.
+// banned reports whether a download must not dial or take back the peer
+// id: it sent a corrupt piece, to this download or to any within
+// BlacklistTTL. A peer the download dropped as unresponsive is not banned:
+// it is dialed again at most every PieceTimeout, and taken back only as a
+// new incarnation (a restarted process).
+func (dl *download) banned(id string) bool {
+	if r, bad := dl.sched.Blacklisted(scheduler.PeerID(id)); bad && r != scheduler.Unresponsive {
+		return true
+	}
+	return dl.s.blacklisted(id)
+}
+
+// blacklisted reports whether a peer is on the swarm-wide blacklist: it
+// sent a corrupt piece (or broke the protocol) within BlacklistTTL. Only
+// that earns it; timeouts are the download's business and end with it.
 func (s *Swarm) blacklisted(id string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
