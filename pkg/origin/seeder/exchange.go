@@ -84,9 +84,18 @@ func (s *Server) Exchange(stream peerpb.Peer_ExchangeServer) error {
 	}()
 	if err := s.send(ctx, stream, m, src, q, grants, peer); err != nil {
 		cancel()
+		s.ledger.release(grants, peer)
 		return err
 	}
-	return <-recvErr
+	err = <-recvErr
+	if err != nil {
+		// The agent vanished (killed, network gone): the pieces it was
+		// given may never reach the swarm, so the next agent asking gets
+		// them at once instead of after their window. A clean close (its
+		// download is done) keeps the windows: it is seeding them.
+		s.ledger.release(grants, peer)
+	}
+	return err
 }
 
 // receive reads the peer's messages until it closes its side.

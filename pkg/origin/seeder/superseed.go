@@ -18,8 +18,9 @@ import (
 //
 // The window is twice the time the piece last took to send, clamped to
 // [minWindow, maxWindow]: long enough for the recipient to pass it on, and
-// short enough that a recipient that died or left is replaced by the next
-// agent that asks. An agent asking again for a piece it was given (a retry
+// short enough that a recipient that left quietly is replaced by the next
+// agent that asks. A recipient whose stream breaks (killed, network gone)
+// frees its pieces at once. An agent asking again for a piece it was given (a retry
 // after a cancel, a second stream) is always served.
 type ledger struct {
 	minWindow, maxWindow time.Duration
@@ -113,6 +114,21 @@ func (l *ledger) take(b *blobLedger, i int, peer string, now time.Time) (wait ti
 	g.prev = g.grantRecord
 	g.peer, g.start, g.end, g.given = peer, now, time.Time{}, true
 	return 0, again
+}
+
+// release frees the pieces given to peer, whose stream broke: the next
+// agent asking for one is served at once.
+func (l *ledger) release(b *blobLedger, peer string) {
+	if l == nil || b == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := range b.grants {
+		if g := &b.grants[i]; g.peer == peer {
+			g.peer, g.start, g.end = "", time.Time{}, time.Time{}
+		}
+	}
 }
 
 // undo withdraws a grant of take that was not acted on (no upload slot):

@@ -179,3 +179,75 @@ func TestSeederSendsOtherAgentsToTheSwarm(t *testing.T) {
 		t.Errorf("at_peers rejects = %.0f, want at least 1", n)
 	}
 }
+
+func TestLedgerReleasesTheGrantsOfABrokenStream(t *testing.T) {
+	l := newLedger(time.Minute, time.Minute)
+	d := digest.FromString("blob")
+	b := l.open(d, 2)
+	t0 := time.Unix(1000, 0)
+	l.take(b, 0, "a", t0)
+	l.done(b, 0, "a", t0.Add(time.Second), true)
+	l.take(b, 1, "a", t0.Add(time.Second))
+	l.release(b, "a")
+	for i := range 2 {
+		if w, again := l.take(b, i, "b", t0.Add(2*time.Second)); w != 0 || !again {
+			t.Errorf("piece %d after a's stream broke: wait %s, again %v; want 0, true", i, w, again)
+		}
+	}
+}
+
+// Through real streams: an agent given a piece vanishes (its stream is
+// cancelled); the next agent asking is served without waiting out the
+// one-minute window.
+func TestSeederFreesThePiecesOfAVanishedAgent(t *testing.T) {
+	d := inmemory.New()
+	blob, _ := randomBlob(t, 4<<20)
+	dg := putBlob(t, d, blob)
+	s := startSeeder(t, d, func(c *Config, _ *Options, _ string) {
+		c.SuperseedWindow = time.Minute
+		c.SuperseedMaxWindow = time.Minute
+	})
+	m := getMetainfo(t, s.client(), dg)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	actx, acancel := context.WithCancel(ctx)
+	a, err := s.client().Exchange(actx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	handshakeAs(t, a, dg, "agent-a")
+	request(t, a, 0)
+	var got int64
+	for got < m.PieceSize(0) {
+		msg, err := a.Recv()
+		if err != nil || msg.GetChunk() == nil {
+			t.Fatalf("agent a: %v, %v; want chunks of piece 0", msg, err)
+		}
+		got += int64(len(msg.GetChunk().Data))
+	}
+	acancel() // a vanishes without closing its side
+
+	b, err := s.client().Exchange(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	handshakeAs(t, b, dg, "agent-b")
+	for {
+		request(t, b, 0)
+		msg, err := b.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.GetChunk() != nil {
+			break // served: a's grant was released
+		}
+		r := msg.GetReject()
+		if r.GetReason() != peerpb.Reject_REASON_AT_PEERS {
+			t.Fatalf("agent b: %v", msg)
+		}
+		// The server notices a's cancellation asynchronously; until then
+		// b is sent to the swarm. Well before the minute is up it must
+		// be served.
+		time.Sleep(100 * time.Millisecond)
+	}
+}
