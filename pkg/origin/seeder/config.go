@@ -51,6 +51,13 @@ type Config struct {
 	// still spreading them (1.13-1.24 x the layer); 15s, 1.03 x.
 	SuperseedWindow    time.Duration `yaml:"superseedWindow"`
 	SuperseedMaxWindow time.Duration `yaml:"superseedMaxWindow"`
+	// MaxUploadWait turns away (BUSY) a piece request that this node, at
+	// the rate it has been sending while busy, would not finish sending
+	// within this long behind what it already accepted (10s, half an
+	// agent's default pieceTimeout): on a slow link, accepting everything
+	// made every piece crawl past the agents' timeouts, to be cancelled and
+	// sent again. 0: no such limit (maxUploads alone).
+	MaxUploadWait time.Duration `yaml:"maxUploadWait"`
 	// EgressBytesPerSecond caps piece data sent by this node (token bucket,
 	// burst of one 1 MiB chunk). 0: no cap.
 	EgressBytesPerSecond int64 `yaml:"egressBytesPerSecond"`
@@ -100,6 +107,7 @@ func DefaultConfig() Config {
 		MaxStreams:         1024,
 		MaxQueuedRequests:  64,
 		SuperseedWindow:    15 * time.Second,
+		MaxUploadWait:      10 * time.Second,
 		SuperseedMaxWindow: 30 * time.Second,
 		AnnounceInterval:   30 * time.Second,
 		AnnounceIdle:       10 * time.Minute,
@@ -121,6 +129,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("seeder: replicas must be positive, got %d", c.Replicas)
 	case c.MaxUploads <= 0 || c.MaxStreams <= 0 || c.MaxQueuedRequests <= 0:
 		return errors.New("seeder: maxUploads, maxStreams and maxQueuedRequests must be positive")
+	case c.MaxUploadWait < 0:
+		return fmt.Errorf("seeder: maxUploadWait must not be negative, got %s", c.MaxUploadWait)
 	case c.SuperseedWindow < 0 || c.SuperseedMaxWindow < 0:
 		return errors.New("seeder: superseedWindow and superseedMaxWindow must not be negative")
 	case c.SuperseedWindow > 0 && c.SuperseedMaxWindow < c.SuperseedWindow:

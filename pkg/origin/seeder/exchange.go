@@ -153,6 +153,17 @@ func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m 
 			}
 			continue
 		}
+		size := m.PieceSize(i)
+		if s.cfg.MaxUploadWait > 0 && s.up.Wait(size) > s.cfg.MaxUploadWait {
+			// This node's link would not send it in time: the agent asks
+			// another holder, or here again after its busy backoff.
+			s.ledger.undo(grants, i, peer)
+			q.done(it.index)
+			if err := s.sendReject(stream, it.index, peerpb.Reject_REASON_BUSY); err != nil {
+				return err
+			}
+			continue
+		}
 		select {
 		case s.uploads <- struct{}{}:
 		default:
@@ -171,7 +182,9 @@ func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m 
 		// One chunk buffer per piece being sent, not per stream: memory is
 		// bounded by maxUploads, however many streams are open.
 		buf := s.chunks.Get().(*[]byte)
-		complete, err := s.sendPiece(ctx, stream, m, src, q, i, *buf)
+		s.up.Add(size)
+		sent, complete, err := s.sendPiece(ctx, stream, m, src, q, i, *buf)
+		s.up.Add(-(size - sent)) // the chunks sent were taken off as they went
 		s.ledger.done(grants, i, peer, time.Now(), complete)
 		s.chunks.Put(buf)
 		s.m.uploads.Dec()
@@ -201,33 +214,33 @@ func (s *Server) sendReject(stream peerpb.Peer_ExchangeServer, i uint32, reason 
 }
 
 // sendPiece streams piece i in chunks of at most chunkSize and reports
-// whether all of it went out. A piece that cannot be read is rejected as
+// how many bytes and whether all of it went out. A piece that cannot be read is rejected as
 // not held, so the peer asks elsewhere; only errors of the stream itself
 // end it.
-func (s *Server) sendPiece(ctx context.Context, stream peerpb.Peer_ExchangeServer, m *metainfo.Metainfo, src pieceSource, q *requestQueue, i int, buf []byte) (bool, error) {
+func (s *Server) sendPiece(ctx context.Context, stream peerpb.Peer_ExchangeServer, m *metainfo.Metainfo, src pieceSource, q *requestQueue, i int, buf []byte) (int64, bool, error) {
 	size := m.PieceSize(i)
 	r, source, err := src.open(ctx, m.PieceOffset(i), size)
 	if err != nil {
 		s.log.Warn("seeder: reading piece failed", "digest", m.Digest, "piece", i, "err", err)
-		return false, s.sendReject(stream, uint32(i), peerpb.Reject_REASON_NOT_HELD)
+		return 0, false, s.sendReject(stream, uint32(i), peerpb.Reject_REASON_NOT_HELD)
 	}
 	defer r.Close()
 	var off int64
 	for off < size {
 		if q.cancelled(uint32(i)) {
-			return false, nil
+			return off, false, nil
 		}
 		n := min(int64(len(buf)), size-off)
 		if _, err := io.ReadFull(r, buf[:n]); err != nil {
 			if ctx.Err() != nil {
-				return false, ctx.Err()
+				return off, false, ctx.Err()
 			}
 			s.log.Warn("seeder: reading piece failed", "digest", m.Digest, "piece", i, "offset", off, "err", err)
-			return false, s.sendReject(stream, uint32(i), peerpb.Reject_REASON_NOT_HELD)
+			return off, false, s.sendReject(stream, uint32(i), peerpb.Reject_REASON_NOT_HELD)
 		}
 		if s.limiter != nil {
 			if err := s.limiter.WaitN(ctx, int(n)); err != nil {
-				return false, fmt.Errorf("waiting for egress budget: %w", err)
+				return off, false, fmt.Errorf("waiting for egress budget: %w", err)
 			}
 		}
 		// Send copies the message into gRPC's buffers before returning, so
@@ -235,14 +248,16 @@ func (s *Server) sendPiece(ctx context.Context, stream peerpb.Peer_ExchangeServe
 		if err := stream.Send(&peerpb.Message{Msg: &peerpb.Message_Chunk{Chunk: &peerpb.PieceChunk{
 			Index: uint32(i), Offset: off, Data: buf[:n],
 		}}}); err != nil {
-			return false, err
+			return off, false, err
 		}
 		s.m.egressBytes.Add(float64(n))
+		s.up.Sent(n, time.Now())
+		s.up.Add(-n)
 		off += n
 	}
 	s.m.servedBytes.WithLabelValues(source).Add(float64(size))
 	s.m.piecesServed.WithLabelValues(source).Inc()
-	return true, nil
+	return off, true, nil
 }
 
 // pieceSource reads pieces of one blob for one stream.

@@ -39,6 +39,7 @@ import (
 	"github.com/shoal-dev/shoal/pkg/cluster"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/pkg/storage"
+	"github.com/shoal-dev/shoal/pkg/uplink"
 	"github.com/shoal-dev/shoal/proto/peerpb"
 	"github.com/shoal-dev/shoal/proto/trackerpb"
 )
@@ -117,6 +118,7 @@ type Server struct {
 	streams chan struct{} // semaphore: one token per open Exchange
 	limiter *rate.Limiter // nil: egress unlimited
 	ledger  *ledger       // nil: superseeding off
+	up      uplink.Meter  // piece bytes accepted and not sent, and the send rate
 	// anonStreams numbers streams whose handshake names no peer, so that
 	// each counts as its own agent in the ledger.
 	anonStreams atomic.Int64

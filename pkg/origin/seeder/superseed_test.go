@@ -251,3 +251,45 @@ func TestSeederFreesThePiecesOfAVanishedAgent(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// A node whose link is slower than what it accepted answers BUSY for a
+// piece it would not send within maxUploadWait.
+func TestSeederRefusesWhatItsLinkWouldNotSendInTime(t *testing.T) {
+	d := inmemory.New()
+	blob, _ := randomBlob(t, 16<<20)
+	dg := putBlob(t, d, blob)
+	s := startSeeder(t, d, func(c *Config, _ *Options, _ string) {
+		c.EgressBytesPerSecond = 2 << 20
+		c.MaxUploadWait = 2 * time.Second
+	})
+	m := getMetainfo(t, s.client(), dg)
+	if m.NumPieces() < 4 {
+		t.Fatalf("%d pieces, the test needs 4", m.NumPieces())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	a, err := s.client().Exchange(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	handshakeAs(t, a, dg, "agent-a")
+	for i := range 3 {
+		request(t, a, uint32(i))
+	}
+	// Three seconds of sending at 2 MiB/s measure the rate.
+	for k := 0; k < 6; k++ {
+		if msg, err := a.Recv(); err != nil || msg.GetChunk() == nil {
+			t.Fatalf("agent a: %v, %v; want chunks", msg, err)
+		}
+	}
+	b, err := s.client().Exchange(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	handshakeAs(t, b, dg, "agent-b")
+	request(t, b, 3)
+	msg, err := b.Recv()
+	if err != nil || msg.GetReject().GetReason() != peerpb.Reject_REASON_BUSY || msg.GetReject().GetIndex() != 3 {
+		t.Fatalf("agent b asking for a 4 MiB piece behind ~6 MiB at 2 MiB/s, with maxUploadWait 2s: %v, %v; want Reject{3, BUSY}", msg, err)
+	}
+}

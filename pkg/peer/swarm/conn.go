@@ -80,6 +80,9 @@ type conn struct {
 	uploads []int
 	current int
 	abort   bool
+	// pending is the bytes of uploads accepted and not yet sent (queued
+	// pieces and the rest of the current one), counted in Swarm.up.
+	pending int64
 }
 
 // newConn returns a conn after the handshakes; Swarm.register adds it to
@@ -240,6 +243,7 @@ func (c *conn) close(why error) {
 		c.dl = nil
 		tell := dl != nil && !c.left
 		c.left = true
+		c.addPendingLocked(-c.pending)
 		c.mu.Unlock()
 		c.s.mu.Lock()
 		registered := false
@@ -290,6 +294,7 @@ func (c *conn) sendLoop() error {
 		src = nil
 		c.mu.Lock()
 		c.current, c.abort = -1, false
+		c.addPendingLocked(-(size - off))
 		c.mu.Unlock()
 	}
 	for {
@@ -333,6 +338,9 @@ func (c *conn) sendLoop() error {
 		if src == nil {
 			r, err := c.openPiece(idx)
 			if err != nil {
+				c.mu.Lock()
+				c.addPendingLocked(-c.meta.PieceSize(idx))
+				c.mu.Unlock()
 				c.reject(idx)
 				continue
 			}
@@ -358,6 +366,10 @@ func (c *conn) sendLoop() error {
 			return fmt.Errorf("sending piece %d to peer: %w", idx, err)
 		}
 		c.s.metrics.uploaded.Add(float64(n))
+		c.s.up.Sent(n, time.Now())
+		c.mu.Lock()
+		c.addPendingLocked(-n)
+		c.mu.Unlock()
 		off += n
 		if off == size {
 			stop()
@@ -415,18 +427,27 @@ func (c *conn) handle(m *peerpb.Message) error {
 		defer c.mu.Unlock()
 		switch {
 		case c.current == i || slices.Contains(c.uploads, i):
-		case len(c.uploads) >= c.s.cfg.MaxQueuedUploads:
+		case len(c.uploads) >= c.s.cfg.MaxQueuedUploads,
+			c.s.up.Wait(c.meta.PieceSize(i)) > c.s.cfg.PieceTimeout/2:
+			// A full queue, or more accepted than this host's uplink
+			// sends before the requester would time out (see
+			// addPendingLocked).
+			c.s.metrics.uploadsRefused.Inc()
 			c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Reject{Reject: &peerpb.Reject{
 				Index: uint32(i), Reason: peerpb.Reject_REASON_BUSY}}})
 		default:
 			c.uploads = append(c.uploads, i)
+			c.addPendingLocked(c.meta.PieceSize(i))
 			c.signal()
 		}
 	case *peerpb.Message_Cancel:
 		i := int(msg.Cancel.GetIndex())
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		c.uploads = slices.DeleteFunc(c.uploads, func(u int) bool { return u == i })
+		if slices.Contains(c.uploads, i) {
+			c.uploads = slices.DeleteFunc(c.uploads, func(u int) bool { return u == i })
+			c.addPendingLocked(-c.meta.PieceSize(i))
+		}
 		if c.current == i {
 			c.abort = true
 		}

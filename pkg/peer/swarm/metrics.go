@@ -9,6 +9,7 @@ import (
 type metrics struct {
 	downloaded       *prometheus.CounterVec
 	uploaded         prometheus.Counter
+	uploadsRefused   prometheus.Counter
 	duplicate        prometheus.Counter
 	discarded        *prometheus.CounterVec
 	piecesVerified   *prometheus.CounterVec
@@ -33,6 +34,10 @@ func newMetrics(reg prometheus.Registerer, store *piecestore.Store) *metrics {
 		uploaded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_agent_uploaded_bytes_total",
 			Help: "Piece bytes sent to other agents.",
+		}),
+		uploadsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_agent_uploads_refused_total",
+			Help: "Piece requests from other agents answered BUSY: the stream's queue was full, or this host's uplink would not send the piece within half the piece timeout.",
 		}),
 		duplicate: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_agent_duplicate_bytes_total",
@@ -89,7 +94,7 @@ func newMetrics(reg prometheus.Registerer, store *piecestore.Store) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.downloaded, m.uploaded, m.duplicate, m.discarded, m.piecesVerified, m.piecesRejected,
+		reg.MustRegister(m.downloaded, m.uploaded, m.uploadsRefused, m.duplicate, m.discarded, m.piecesVerified, m.piecesRejected,
 			m.blacklisted, m.connections, m.dials, m.announces, m.announceDuration, m.downloads, m.downloadsActive,
 			m.cacheHits, m.cacheMisses,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{

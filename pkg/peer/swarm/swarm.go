@@ -38,6 +38,7 @@ import (
 	"github.com/shoal-dev/shoal/pkg/peer/piecestore"
 	"github.com/shoal-dev/shoal/pkg/peer/scheduler"
 	"github.com/shoal-dev/shoal/pkg/tracker"
+	"github.com/shoal-dev/shoal/pkg/uplink"
 	"github.com/shoal-dev/shoal/proto/trackerpb"
 )
 
@@ -221,6 +222,7 @@ type Swarm struct {
 	pool    *clientPool
 	ingress *rate.Limiter
 	egress  *rate.Limiter
+	up      uplink.Meter
 
 	// ctx ends when the swarm closes; downloads and streams run under it.
 	ctx    context.Context

@@ -1,0 +1,35 @@
+package uplink
+
+import (
+	"testing"
+	"time"
+)
+
+func TestMeterMeasuresTheRateWhileBusy(t *testing.T) {
+	var u Meter
+	t0 := time.Unix(1000, 0)
+	if w := u.Wait(4 << 20); w != 0 {
+		t.Fatalf("wait before any send = %s, want 0 (rate unknown)", w)
+	}
+	// 1 MiB every 0.5 s for 2 s: 2 MiB/s.
+	for k := range 5 {
+		u.Sent(1<<20, t0.Add(time.Duration(k)*500*time.Millisecond))
+	}
+	u.Add(6 << 20)
+	if w := u.Wait(4 << 20); w < 4900*time.Millisecond || w > 5100*time.Millisecond {
+		t.Errorf("wait for 4 MiB behind 6 MiB at 2 MiB/s = %s, want 5s", w)
+	}
+	// A long idle gap is not counted: after it, 1 MiB every 0.25 s is 4 MiB/s
+	// and the estimate moves towards it.
+	t1 := t0.Add(time.Hour)
+	for k := range 9 {
+		u.Sent(1<<20, t1.Add(time.Duration(k)*250*time.Millisecond))
+	}
+	if w := u.Wait(4 << 20); w < 3300*time.Millisecond || w > 3400*time.Millisecond {
+		t.Errorf("wait after a faster busy period = %s, want 10 MiB at 3 MiB/s (the mean of 2 and 4) = 3.33s", w)
+	}
+	u.Add(-6 << 20)
+	if b := u.Backlog(); b != 0 {
+		t.Errorf("backlog = %d, want 0", b)
+	}
+}
