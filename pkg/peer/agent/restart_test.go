@@ -21,9 +21,7 @@ import (
 // dropped its predecessor must take it back: it gets pieces from it while
 // its own download still runs.
 func TestRestartedAgentRejoinsTheSwarm(t *testing.T) {
-	if testing.Short() {
-		t.Skip("swarm test")
-	}
+	skipSwarmInShort(t)
 	o := startOrigin(t)
 	tr := startTracker(t)
 	layer := randomBytes(8<<20, 21)

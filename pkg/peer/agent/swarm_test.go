@@ -14,9 +14,7 @@ import (
 // slow origin seeder trade pieces, so the seeder sends the layer about
 // once; one agent killed mid-transfer does not disturb the others.
 func TestSwarmPullsAtOnce(t *testing.T) {
-	if testing.Short() {
-		t.Skip("swarm test")
-	}
+	skipSwarmInShort(t)
 	const agents = 8
 	o := startOrigin(t)
 	tr := startTracker(t)
