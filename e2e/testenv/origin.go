@@ -26,15 +26,28 @@ type OriginOptions struct {
 // StartOrigin starts `origin --listen 127.0.0.1:<free> --storage URL` and
 // waits until GET /readyz answers 200.
 func StartOrigin(ctx context.Context, opts OriginOptions) (*Server, error) {
+	return startOrigin(ctx, opts, nil)
+}
+
+// startOrigin is StartOrigin with more flags chosen afresh for each attempt
+// (extra ports, taken again when a port clash makes startServer retry).
+func startOrigin(ctx context.Context, opts OriginOptions, perAttempt func() ([]string, error)) (*Server, error) {
 	if opts.Storage == "" {
 		return nil, fmt.Errorf("starting origin: no storage URL")
 	}
 	return startServer(ctx, func(addr string) (Options, error) {
-		args := append([]string{"--listen", addr, "--storage", opts.Storage}, opts.Args...)
+		args := []string{"--listen", addr, "--storage", opts.Storage}
+		if perAttempt != nil {
+			more, err := perAttempt()
+			if err != nil {
+				return Options{}, err
+			}
+			args = append(args, more...)
+		}
 		return Options{
 			Name:         "origin " + addr,
 			Path:         opts.Binary,
-			Args:         args,
+			Args:         append(args, opts.Args...),
 			Env:          opts.Env,
 			LogPath:      filepath.Join(opts.Dir, "origin.log"),
 			Ready:        HTTPReady("http://" + addr + "/readyz"),

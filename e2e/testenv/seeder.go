@@ -52,37 +52,7 @@ func StartSeedingOrigin(ctx context.Context, opts SeedingOriginOptions) (*Seedin
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("starting seeding origin: %w", err)
 	}
-	// The seeder and cluster ports are chosen here, outside StartOrigin's
-	// retry; a clash on one of them makes the origin exit, and the whole
-	// start is tried again with fresh ports.
-	var err error
-	for range 3 {
-		var s *SeedingOriginServer
-		if s, err = startSeedingOrigin(ctx, opts); err == nil {
-			return s, nil
-		}
-		if !strings.Contains(err.Error(), "address already in use") {
-			return nil, err
-		}
-	}
-	return nil, err
-}
-
-func startSeedingOrigin(ctx context.Context, opts SeedingOriginOptions) (*SeedingOriginServer, error) {
-	// The cluster port is probed with TCP only although memberlist also
-	// binds UDP on it; a clash there shows as a start failure with the
-	// port in the log.
-	seeder, err := FreeAddr()
-	if err != nil {
-		return nil, err
-	}
-	cluster, err := FreeAddr()
-	if err != nil {
-		return nil, err
-	}
 	args := []string{
-		"--seeder-listen", seeder,
-		"--cluster-bind", cluster,
 		"--cluster-name", opts.Name,
 		"--cache-dir", filepath.Join(opts.Dir, "seeder-cache"),
 	}
@@ -92,13 +62,28 @@ func startSeedingOrigin(ctx context.Context, opts SeedingOriginOptions) (*Seedin
 	if len(opts.Trackers) > 0 {
 		args = append(args, "--tracker", strings.Join(opts.Trackers, ","))
 	}
-	s, err := StartOrigin(ctx, OriginOptions{
+	// The seeder and cluster ports are taken with the registry port, for
+	// each attempt: a clash on any of them makes the origin exit and the
+	// start is retried with fresh ones. The cluster port is probed with
+	// TCP only although memberlist also binds UDP on it; a clash there
+	// shows the same way.
+	var seeder, cluster string
+	s, err := startOrigin(ctx, OriginOptions{
 		Binary:       opts.Binary,
 		Storage:      opts.Storage,
 		Dir:          opts.Dir,
 		Args:         append(args, opts.Args...),
 		Env:          opts.Env,
 		ReadyTimeout: opts.ReadyTimeout,
+	}, func() ([]string, error) {
+		var err error
+		if seeder, err = FreeAddr(); err != nil {
+			return nil, err
+		}
+		if cluster, err = FreeAddr(); err != nil {
+			return nil, err
+		}
+		return []string{"--seeder-listen", seeder, "--cluster-bind", cluster}, nil
 	})
 	if err != nil {
 		return nil, err

@@ -154,19 +154,10 @@ func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m 
 			continue
 		}
 		size := m.PieceSize(i)
-		if s.cfg.MaxUploadWait > 0 && s.up.Wait(size) > s.cfg.MaxUploadWait {
-			// This node's link would not send it in time: the agent asks
-			// another holder, or here again after its busy backoff.
-			s.ledger.undo(grants, i, peer)
-			q.done(it.index)
-			if err := s.sendReject(stream, it.index, peerpb.Reject_REASON_BUSY); err != nil {
-				return err
-			}
-			continue
-		}
-		select {
-		case s.uploads <- struct{}{}:
-		default:
+		if !s.takeUploadSlot(size) {
+			// At maxUploads, or this node's link would not send it within
+			// maxUploadWait: the agent asks another holder, or here again
+			// after its busy backoff.
 			s.ledger.undo(grants, i, peer)
 			q.done(it.index)
 			if err := s.sendReject(stream, it.index, peerpb.Reject_REASON_BUSY); err != nil {
@@ -193,6 +184,22 @@ func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m 
 		if err != nil {
 			return err
 		}
+	}
+}
+
+// takeUploadSlot takes one of the maxUploads slots for a piece of size
+// bytes, unless none is free or the node's link, at the rate measured while
+// busy, would not send it within maxUploadWait. Release it with
+// <-s.uploads.
+func (s *Server) takeUploadSlot(size int64) bool {
+	if s.cfg.MaxUploadWait > 0 && s.up.Wait(size) > s.cfg.MaxUploadWait {
+		return false
+	}
+	select {
+	case s.uploads <- struct{}{}:
+		return true
+	default:
+		return false
 	}
 }
 
