@@ -60,7 +60,8 @@ func (s *Store) removeLocked(b *blob) *blob {
 	s.used -= b.meta.Size
 	b.notifyLocked()
 	if b.refs == 0 {
-		_ = b.f.Close()
+		_ = b.close()
+		s.dropRecent(b)
 	}
 	return b
 }

@@ -90,7 +90,12 @@ func (r *Reader) Read(p []byte) (int, error) {
 		}
 		r.avail = m.PieceOffset(last) + m.PieceSize(last)
 	}
-	n, err := r.b.f.ReadAt(p[:min(int64(len(p)), r.avail-r.off)], r.off)
+	p = p[:min(int64(len(p)), r.avail-r.off)]
+	if n, ok := r.b.readRecent(p, r.off); ok {
+		r.off += int64(n)
+		return n, nil
+	}
+	n, err := r.b.f.ReadAt(p, r.off)
 	r.off += int64(n)
 	if err == io.EOF {
 		err = nil // the file is pre-sized: a short read is a racing Close

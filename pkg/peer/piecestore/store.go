@@ -75,6 +75,12 @@ func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.log = l } }
 // EVENT_STOPPED for it. It must not block for long.
 func WithOnEvict(f func(digest.Digest)) Option { return func(s *Store) { s.onEvict = f } }
 
+// WithDigestCheck makes Complete hash the assembled blob against its
+// digest. Without it Complete trusts the pieces, each verified against the
+// metainfo when written: enough when the metainfo itself was computed from
+// the blob with its digest checked, as origin seeders do.
+func WithDigestCheck() Option { return func(s *Store) { s.checkDigest = true } }
+
 // Store is a disk cache of blobs. It is safe for concurrent use; piece I/O
 // and hashing run outside its lock.
 type Store struct {
@@ -82,6 +88,8 @@ type Store struct {
 	quota   int64
 	log     *slog.Logger
 	onEvict func(digest.Digest)
+	// checkDigest: Complete hashes the whole blob (WithDigestCheck).
+	checkDigest bool
 
 	mu    sync.Mutex
 	blobs map[digest.Digest]*blob
@@ -91,6 +99,7 @@ type Store struct {
 	used     int64  // sum of the sizes of the blobs held, complete or not
 	clock    uint64 // advances on every use; orders the LRU without reading a clock
 	closed   bool
+	bufs     buffers
 }
 
 // blob is one cached blob. Its fields are guarded by Store.mu, except
@@ -98,6 +107,11 @@ type Store struct {
 type blob struct {
 	meta *metainfo.Metainfo
 	f    *os.File
+	// recent holds the newest pieces in memory (recent.go).
+	recent recent
+	// direct writes pieces with O_DIRECT (nil where unsupported, and once
+	// the blob is complete and unused). Used only under a reference.
+	direct *os.File
 	// dir is the blob's current directory; it moves on completion.
 	dir        string
 	have       *metainfo.Bitfield
@@ -147,7 +161,7 @@ func (s *Store) Close() error {
 	s.closed = true
 	var errs []error
 	for d, b := range s.blobs {
-		if err := b.f.Close(); err != nil {
+		if err := b.close(); err != nil {
 			errs = append(errs, fmt.Errorf("closing %s: %w", d, err))
 		}
 		b.removed = true
@@ -267,8 +281,24 @@ func (s *Store) releaseLocked(b *blob) {
 	b.refs--
 	if b.refs == 0 && b.removed && !s.closed {
 		// Dropped while in use: the last user closes the file.
-		_ = b.f.Close()
+		_ = b.close()
+		s.dropRecent(b)
 	}
+	if b.refs == 0 && b.complete && b.direct != nil {
+		// Nothing is written to a complete blob, and its readers are gone.
+		_ = b.direct.Close()
+		b.direct = nil
+		s.dropRecent(b)
+	}
+}
+
+// close closes the blob's descriptors.
+func (b *blob) close() error {
+	if b.direct != nil {
+		_ = b.direct.Close()
+		b.direct = nil
+	}
+	return b.f.Close()
 }
 
 func (s *Store) touchLocked(b *blob) {

@@ -77,7 +77,7 @@ func (s *Store) Create(m *metainfo.Metainfo) error {
 	}
 	if s.closed {
 		s.used -= m.Size
-		_ = b.f.Close()
+		_ = b.close()
 		return fmt.Errorf("creating %s: %w", m.Digest, ErrClosed)
 	}
 	s.blobs[m.Digest] = b
@@ -107,37 +107,47 @@ func (s *Store) createFiles(dir string, m *metainfo.Metainfo, enc []byte) (*blob
 		_ = f.Close()
 		return nil, err
 	}
-	return &blob{meta: m, f: f, dir: dir, have: have, changed: make(chan struct{})}, nil
+	return &blob{meta: m, f: f, direct: openDirect(f.Name()), dir: dir, have: have, changed: make(chan struct{})}, nil
 }
 
 // WritePiece stores piece i of d. It verifies data against the metainfo
 // first, whatever the caller checked: a bad piece is never written. A piece
-// already held is not written again.
+// already held is not written again. The store keeps no reference to data
+// (WritePieceBuffer hands a buffer over instead).
 func (s *Store) WritePiece(d digest.Digest, i int, data []byte) error {
 	b, err := s.acquire(d)
 	if err != nil {
 		return fmt.Errorf("writing piece %d of %s: %w", i, d, err)
 	}
 	defer s.release(b)
+	_, err = s.writePiece(b, d, i, data, false)
+	return err
+}
+
+// writePiece verifies and writes piece i to b, on which the caller holds a
+// reference; written is false if the piece was already held. With keep,
+// a written piece's buffer joins b's recent pieces before readers are
+// woken, so that they read it from memory.
+func (s *Store) writePiece(b *blob, d digest.Digest, i int, data []byte, keep bool) (written bool, err error) {
 	if err := b.meta.Verify(i, data); err != nil {
-		return fmt.Errorf("writing piece: %w", err)
+		return false, fmt.Errorf("writing piece: %w", err)
 	}
 	s.mu.Lock()
 	held := b.have.Has(i)
 	s.mu.Unlock()
 	if held {
-		return nil
+		return false, nil
 	}
 	// Concurrent writers of different pieces touch disjoint ranges; two
 	// writers of the same piece write the same verified bytes.
-	if _, err := b.f.WriteAt(data, b.meta.PieceOffset(i)); err != nil {
-		return fmt.Errorf("writing piece %d of %s: %w", i, d, err)
+	if err := b.writeAt(data, b.meta.PieceOffset(i)); err != nil {
+		return false, fmt.Errorf("writing piece %d of %s: %w", i, d, err)
 	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if b.removed || b.have.Has(i) {
-		return nil
+		return false, nil
 	}
 	b.have.Set(i)
 	// The bitfield is not synced: after a crash, reload re-verifies every
@@ -145,11 +155,14 @@ func (s *Store) WritePiece(d digest.Digest, i int, data []byte) error {
 	if !b.complete {
 		if _, err := b.bitfieldWriteLocked(); err != nil {
 			b.have.Clear(i)
-			return fmt.Errorf("writing piece %d of %s: recording it: %w", i, d, err)
+			return false, fmt.Errorf("writing piece %d of %s: recording it: %w", i, d, err)
 		}
 	}
+	if keep {
+		s.keepRecent(b, i, data)
+	}
 	b.notifyLocked()
-	return nil
+	return true, nil
 }
 
 func (b *blob) bitfieldWriteLocked() (int, error) {
@@ -189,7 +202,10 @@ func (s *Store) Complete(d digest.Digest) error {
 	b.refs++
 	s.mu.Unlock()
 
-	err := checkDigest(b)
+	var err error
+	if s.checkDigest {
+		err = checkDigest(b)
+	}
 	if err == nil {
 		err = b.f.Sync()
 	}

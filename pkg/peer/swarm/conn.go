@@ -527,7 +527,7 @@ func (c *conn) chunk(ch *peerpb.PieceChunk) error {
 		return nil
 	}
 	if !started {
-		buf = c.s.getBuffer(size)
+		buf = c.s.store.PieceBuffer(size)
 	}
 	if ch.GetOffset() != int64(len(buf)) || int64(len(buf)+len(data)) > size {
 		dl := c.dl
@@ -559,14 +559,16 @@ func (c *conn) chunk(ch *peerpb.PieceChunk) error {
 	select {
 	case c.verifying <- struct{}{}:
 	case <-c.closed:
-		c.s.putBuffer(buf)
+		c.s.store.PutPieceBuffer(buf)
 		return nil
 	}
 	go func() {
 		defer func() { <-c.verifying }()
-		err := c.s.store.WritePiece(c.bs.d, i, buf)
-		c.s.putBuffer(buf) // the store keeps no reference to it
-		dl.post(evPiece{c: c, piece: i, size: len(buf), err: err}, c.closed)
+		n := len(buf)
+		// The store owns buf from here: it keeps the newest pieces in
+		// memory for readers and uploads.
+		err := c.s.store.WritePieceBuffer(c.bs.d, i, buf)
+		dl.post(evPiece{c: c, piece: i, size: n, err: err}, c.closed)
 	}()
 	return nil
 }

@@ -1,0 +1,141 @@
+package piecestore
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// The store keeps the last few pieces written to each blob in memory, in
+// the buffers they were verified in, and serves reads from there: a client
+// streaming a blob as it downloads, and peers asking for the pieces this
+// agent just got (the ones they lack), read them without touching the disk
+// or the page cache. On the machines we measured, filling fresh page-cache
+// pages costs more CPU than hashing the bytes (docs/agent.md), so with
+// O_DIRECT writes (direct.go) a cold pull never fills any.
+
+const (
+	// recentPerBlob is how many pieces a blob keeps in memory: the
+	// streaming reader trails the newest piece by about one, and peers ask
+	// for the newest pieces first.
+	recentPerBlob = 4
+	// recentBudget bounds the bytes held in memory by all blobs together
+	// (16 blobs' worth of 4 MiB pieces at recentPerBlob, 64 MiB).
+	recentBudget = 64 << 20
+)
+
+// recent is a blob's in-memory tail of pieces.
+type recent struct {
+	mu     sync.Mutex
+	pieces []recentPiece // oldest first
+}
+
+type recentPiece struct {
+	index int
+	off   int64
+	data  []byte
+}
+
+// buffers recycles piece buffers, aligned for O_DIRECT.
+type buffers struct {
+	pool sync.Pool
+	held atomic.Int64 // bytes held by all blobs' recent pieces
+}
+
+// PieceBuffer returns an empty buffer with room for size bytes, for
+// assembling a piece to hand to WritePieceBuffer (or back with
+// PutPieceBuffer if it is not written).
+func (s *Store) PieceBuffer(size int64) []byte {
+	if p, ok := s.bufs.pool.Get().(*[]byte); ok && int64(cap(*p)) >= size {
+		return (*p)[:0]
+	}
+	// Aligned so that the piece can be written with O_DIRECT.
+	raw := make([]byte, size+directAlign)
+	skip := 0
+	if r := alignOf(raw); r != 0 {
+		skip = directAlign - r
+	}
+	return raw[skip : skip : skip+int(size)]
+}
+
+// PutPieceBuffer returns a buffer from PieceBuffer that was not handed to
+// WritePieceBuffer.
+func (s *Store) PutPieceBuffer(b []byte) {
+	if cap(b) == 0 {
+		return
+	}
+	b = b[:0]
+	s.bufs.pool.Put(&b)
+}
+
+// WritePieceBuffer is WritePiece taking ownership of data, a buffer from
+// PieceBuffer: the store keeps the piece in memory for readers while it is
+// among the blob's newest, and recycles the buffer afterwards (at once when
+// the write fails or the piece was already held). The caller must not use
+// data after the call.
+func (s *Store) WritePieceBuffer(d digest.Digest, i int, data []byte) error {
+	b, err := s.acquire(d)
+	if err != nil {
+		s.PutPieceBuffer(data)
+		return fmt.Errorf("writing piece %d of %s: %w", i, d, err)
+	}
+	defer s.release(b)
+	written, err := s.writePiece(b, d, i, data, true)
+	if err != nil || !written {
+		s.PutPieceBuffer(data)
+	}
+	return err
+}
+
+// keepRecent adds piece i (its buffer now owned by the store) to b's
+// recent pieces, recycling the oldest beyond recentPerBlob or the store's
+// budget. Called with s.mu held (lock order: s.mu, then recent.mu).
+func (s *Store) keepRecent(b *blob, i int, data []byte) {
+	size := int64(len(data))
+	b.recent.mu.Lock()
+	defer b.recent.mu.Unlock()
+	for len(b.recent.pieces) > 0 &&
+		(len(b.recent.pieces) >= recentPerBlob || s.bufs.held.Load()+size > recentBudget) {
+		s.dropOldestLocked(b)
+	}
+	if s.bufs.held.Load()+size > recentBudget || b.removed {
+		s.PutPieceBuffer(data)
+		return
+	}
+	s.bufs.held.Add(size)
+	b.recent.pieces = append(b.recent.pieces, recentPiece{index: i, off: b.meta.PieceOffset(i), data: data})
+}
+
+func (s *Store) dropOldestLocked(b *blob) {
+	p := b.recent.pieces[0]
+	b.recent.pieces[0] = recentPiece{}
+	b.recent.pieces = b.recent.pieces[1:]
+	s.bufs.held.Add(-int64(len(p.data)))
+	s.PutPieceBuffer(p.data)
+}
+
+// dropRecent recycles every recent piece of b: when it is removed, or
+// complete and no longer in use.
+func (s *Store) dropRecent(b *blob) {
+	b.recent.mu.Lock()
+	defer b.recent.mu.Unlock()
+	for len(b.recent.pieces) > 0 {
+		s.dropOldestLocked(b)
+	}
+	b.recent.pieces = nil
+}
+
+// readRecent copies into p the bytes at off from a recent piece of b, if
+// one holds off; ok is false if none does.
+func (b *blob) readRecent(p []byte, off int64) (n int, ok bool) {
+	b.recent.mu.Lock()
+	defer b.recent.mu.Unlock()
+	for _, rp := range b.recent.pieces {
+		if off >= rp.off && off < rp.off+int64(len(rp.data)) {
+			return copy(p, rp.data[off-rp.off:]), true
+		}
+	}
+	return 0, false
+}
