@@ -60,7 +60,7 @@ func (s *Store) removeLocked(b *blob) *blob {
 	s.used -= b.meta.Size
 	b.notifyLocked()
 	if b.refs == 0 {
-		_ = b.close()
+		_ = b.f.Close()
 		s.dropRecent(b)
 	}
 	return b

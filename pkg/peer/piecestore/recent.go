@@ -11,10 +11,10 @@ import (
 // The store keeps the last few pieces written to each blob in memory, in
 // the buffers they were verified in, and serves reads from there: a client
 // streaming a blob as it downloads, and peers asking for the pieces this
-// agent just got (the ones they lack), read them without touching the disk
-// or the page cache. On the machines we measured, filling fresh page-cache
-// pages costs more CPU than hashing the bytes (docs/agent.md), so with
-// O_DIRECT writes (direct.go) a cold pull never fills any.
+// agent just got (the ones they lack), read them without a pread and its
+// copy. Writes still go through the page cache, which serves the older
+// pieces to peers (O_DIRECT writes were measured and dropped: see
+// docs/agent.md).
 
 const (
 	// recentPerBlob is how many pieces a blob keeps in memory: the
@@ -38,7 +38,8 @@ type recentPiece struct {
 	data  []byte
 }
 
-// buffers recycles piece buffers, aligned for O_DIRECT.
+// buffers recycles piece buffers: a fresh 4 MiB buffer per piece costs
+// zeroing and garbage at the rate of the download.
 type buffers struct {
 	pool sync.Pool
 	held atomic.Int64 // bytes held by all blobs' recent pieces
@@ -51,13 +52,7 @@ func (s *Store) PieceBuffer(size int64) []byte {
 	if p, ok := s.bufs.pool.Get().(*[]byte); ok && int64(cap(*p)) >= size {
 		return (*p)[:0]
 	}
-	// Aligned so that the piece can be written with O_DIRECT.
-	raw := make([]byte, size+directAlign)
-	skip := 0
-	if r := alignOf(raw); r != 0 {
-		skip = directAlign - r
-	}
-	return raw[skip : skip : skip+int(size)]
+	return make([]byte, 0, size)
 }
 
 // PutPieceBuffer returns a buffer from PieceBuffer that was not handed to

@@ -14,9 +14,8 @@ import (
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 )
 
-// alignedBlob is a blob whose pieces (8 KiB) can be written with O_DIRECT,
-// with a last piece of 100 bytes that cannot.
-func alignedBlob(t *testing.T, seed uint64) ([]byte, *metainfo.Metainfo) {
+// bigPieceBlob is a blob of 8 KiB pieces and a last one of 100 bytes.
+func bigPieceBlob(t *testing.T, seed uint64) ([]byte, *metainfo.Metainfo) {
 	t.Helper()
 	data, _ := testBlob(t, seed, 10*8192+100)
 	m, err := metainfo.Compute(bytes.NewReader(data), digest.FromBytes(data), int64(len(data)), 8192)
@@ -31,9 +30,6 @@ func alignedBlob(t *testing.T, seed uint64) ([]byte, *metainfo.Metainfo) {
 func handOver(t *testing.T, s *Store, data []byte, m *metainfo.Metainfo, i int) error {
 	t.Helper()
 	buf := s.PieceBuffer(m.PieceSize(i))
-	if alignOf(buf) != 0 {
-		t.Fatalf("PieceBuffer at %d bytes past an O_DIRECT boundary", alignOf(buf))
-	}
 	return s.WritePieceBuffer(m.Digest, i, append(buf, piece(data, m, i)...))
 }
 
@@ -51,12 +47,9 @@ func (s *Store) blobForTest(t *testing.T, d digest.Digest) *blob {
 func TestHandedOverPiecesAreReadFromMemoryAndOnDisk(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir, 1<<20)
-	data, m := alignedBlob(t, 21)
+	data, m := bigPieceBlob(t, 21)
 	if err := s.Create(m); err != nil {
 		t.Fatal(err)
-	}
-	if b := s.blobForTest(t, m.Digest); b.direct == nil {
-		t.Logf("%s refuses O_DIRECT: pieces are written through the page cache", dir)
 	}
 	r, err := s.Reader(context.Background(), m.Digest, 0)
 	if err != nil {
@@ -91,7 +84,7 @@ func TestHandedOverPiecesAreReadFromMemoryAndOnDisk(t *testing.T) {
 	if err := s.Complete(m.Digest); err != nil {
 		t.Fatal(err)
 	}
-	// The file holds the same bytes, whichever way each range was written.
+	// The file holds the same bytes.
 	final, _ := s.blobDir(m.Digest, true)
 	onDisk, err := os.ReadFile(filepath.Join(final, dataFile))
 	if err != nil || !bytes.Equal(onDisk, data) {
@@ -101,12 +94,12 @@ func TestHandedOverPiecesAreReadFromMemoryAndOnDisk(t *testing.T) {
 		t.Fatal("no piece held in memory while a reader is open")
 	}
 	r.Close()
-	// Complete and unused: the memory and the O_DIRECT descriptor go.
+	// Complete and unused: the memory goes.
 	if held := s.bufs.held.Load(); held != 0 {
 		t.Fatalf("%d bytes still held in memory for a complete blob nobody reads", held)
 	}
-	if b := s.blobForTest(t, m.Digest); b.direct != nil || b.recent.pieces != nil {
-		t.Fatal("complete, unused blob keeps its O_DIRECT descriptor or its recent pieces")
+	if b := s.blobForTest(t, m.Digest); b.recent.pieces != nil {
+		t.Fatal("complete, unused blob keeps its recent pieces")
 	}
 	r2, err := s.Reader(context.Background(), m.Digest, 0)
 	if err != nil {
@@ -120,7 +113,7 @@ func TestHandedOverPiecesAreReadFromMemoryAndOnDisk(t *testing.T) {
 
 func TestHandedOverBadPieceIsNotKept(t *testing.T) {
 	s := open(t, t.TempDir(), 1<<20)
-	data, m := alignedBlob(t, 22)
+	data, m := bigPieceBlob(t, 22)
 	if err := s.Create(m); err != nil {
 		t.Fatal(err)
 	}
@@ -148,36 +141,10 @@ func TestHandedOverBadPieceIsNotKept(t *testing.T) {
 	}
 }
 
-func TestUnalignedPieceBufferIsWrittenBuffered(t *testing.T) {
+func TestHandedOverPiecesSurviveReload(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir, 1<<20)
-	data, m := alignedBlob(t, 23)
-	if err := s.Create(m); err != nil {
-		t.Fatal(err)
-	}
-	for i := range m.NumPieces() {
-		// One byte past an aligned address: O_DIRECT would refuse it.
-		raw := make([]byte, m.PieceSize(i)+directAlign+1)
-		skip := (directAlign - alignOf(raw)) % directAlign
-		p := raw[skip+1 : skip+1+int(m.PieceSize(i))]
-		copy(p, piece(data, m, i))
-		if err := s.WritePiece(m.Digest, i, p); err != nil {
-			t.Fatalf("piece %d: %v", i, err)
-		}
-	}
-	// Reload re-verifies every piece from the file.
-	s.Close()
-	s2 := open(t, dir, 1<<20)
-	have, err := s2.Have(m.Digest)
-	if err != nil || !have.Complete() {
-		t.Fatalf("after reload: %v, %d of %d pieces", err, have.Count(), m.NumPieces())
-	}
-}
-
-func TestDirectWritesSurviveReload(t *testing.T) {
-	dir := t.TempDir()
-	s := open(t, dir, 1<<20)
-	data, m := alignedBlob(t, 24)
+	data, m := bigPieceBlob(t, 24)
 	if err := s.Create(m); err != nil {
 		t.Fatal(err)
 	}

@@ -113,9 +113,6 @@ func loadBlob(dir string, d digest.Digest, complete bool) (*blob, error) {
 		_ = f.Close()
 		return nil, err
 	}
-	if !complete {
-		b.direct = openDirect(f.Name())
-	}
 	return b, nil
 }
 

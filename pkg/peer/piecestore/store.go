@@ -109,9 +109,6 @@ type blob struct {
 	f    *os.File
 	// recent holds the newest pieces in memory (recent.go).
 	recent recent
-	// direct writes pieces with O_DIRECT (nil where unsupported, and once
-	// the blob is complete and unused). Used only under a reference.
-	direct *os.File
 	// dir is the blob's current directory; it moves on completion.
 	dir        string
 	have       *metainfo.Bitfield
@@ -161,7 +158,7 @@ func (s *Store) Close() error {
 	s.closed = true
 	var errs []error
 	for d, b := range s.blobs {
-		if err := b.close(); err != nil {
+		if err := b.f.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("closing %s: %w", d, err))
 		}
 		b.removed = true
@@ -281,24 +278,13 @@ func (s *Store) releaseLocked(b *blob) {
 	b.refs--
 	if b.refs == 0 && b.removed && !s.closed {
 		// Dropped while in use: the last user closes the file.
-		_ = b.close()
+		_ = b.f.Close()
 		s.dropRecent(b)
 	}
-	if b.refs == 0 && b.complete && b.direct != nil {
-		// Nothing is written to a complete blob, and its readers are gone.
-		_ = b.direct.Close()
-		b.direct = nil
+	if b.refs == 0 && b.complete {
+		// Complete and no reader left: the pieces are read from the file.
 		s.dropRecent(b)
 	}
-}
-
-// close closes the blob's descriptors.
-func (b *blob) close() error {
-	if b.direct != nil {
-		_ = b.direct.Close()
-		b.direct = nil
-	}
-	return b.f.Close()
 }
 
 func (s *Store) touchLocked(b *blob) {

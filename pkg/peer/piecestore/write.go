@@ -77,7 +77,7 @@ func (s *Store) Create(m *metainfo.Metainfo) error {
 	}
 	if s.closed {
 		s.used -= m.Size
-		_ = b.close()
+		_ = b.f.Close()
 		return fmt.Errorf("creating %s: %w", m.Digest, ErrClosed)
 	}
 	s.blobs[m.Digest] = b
@@ -107,7 +107,7 @@ func (s *Store) createFiles(dir string, m *metainfo.Metainfo, enc []byte) (*blob
 		_ = f.Close()
 		return nil, err
 	}
-	return &blob{meta: m, f: f, direct: openDirect(f.Name()), dir: dir, have: have, changed: make(chan struct{})}, nil
+	return &blob{meta: m, f: f, dir: dir, have: have, changed: make(chan struct{})}, nil
 }
 
 // WritePiece stores piece i of d. It verifies data against the metainfo
@@ -140,7 +140,7 @@ func (s *Store) writePiece(b *blob, d digest.Digest, i int, data []byte, keep bo
 	}
 	// Concurrent writers of different pieces touch disjoint ranges; two
 	// writers of the same piece write the same verified bytes.
-	if err := b.writeAt(data, b.meta.PieceOffset(i)); err != nil {
+	if _, err := b.f.WriteAt(data, b.meta.PieceOffset(i)); err != nil {
 		return false, fmt.Errorf("writing piece %d of %s: %w", i, d, err)
 	}
 
