@@ -3,6 +3,7 @@ package agent
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/pkg/tracker"
 )
 
 const (
@@ -312,6 +315,46 @@ func TestSilentPeerDoesNotStallThePull(t *testing.T) {
 	pullBlob(t, a, "team/app", layerD)
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("pull took %s with a silent peer; the dial timeout is 1s", d)
+	}
+}
+
+// TestHungSeederIsHedged: the seeder first in rendezvous order for the
+// blob accepts GetMetainfo and never answers (an origin stuck on its
+// storage). The agent asks the next seeder after metainfoHedgeDelay
+// instead of waiting out metainfoTimeout, and gives up on the hung call.
+func TestHungSeederIsHedged(t *testing.T) {
+	o := startOrigin(t)
+	layer := randomBytes(1<<20, 7)
+	layerD := o.pushBlob("team/app", layer)
+	s1 := startSeeder(t, "origin-1", testPieceLen, false)
+	s2 := startSeeder(t, "origin-2", testPieceLen, false)
+	s1.add(layer)
+	s2.add(layer)
+	first := map[string]*testSeeder{s1.addr: s1, s2.addr: s2}[tracker.Rank(layerD.String(), []string{s1.addr, s2.addr})[0]]
+	first.hangMetainfo = true
+
+	cfg := testConfig(t, o.URL, []string{s1.addr, s2.addr}, nil)
+	cfg.Swarm.MetainfoTimeout = 10 * time.Minute
+	cfg.Swarm.MetainfoHedgeDelay = 200 * time.Millisecond
+	a := startAgent(t, cfg)
+	// Far below metainfoTimeout: without the hedge this request times out.
+	client := &http.Client{Timeout: 30 * time.Second}
+	resp, err := client.Get(a.url("/v2/team/app/blobs/" + layerD.String()))
+	if err != nil {
+		t.Fatalf("pull with the first seeder hung: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || digest.FromBytes(body) != layerD {
+		t.Fatalf("pull with the first seeder hung: status %d, %d bytes, %v", resp.StatusCode, len(body), err)
+	}
+	// The hung call was cancelled once the other seeder answered.
+	deadline := time.Now().Add(10 * time.Second)
+	for first.hungUp.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the hung GetMetainfo was never cancelled")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -126,6 +126,10 @@ type testSeeder struct {
 	corrupt bool
 	// mute: handshakes, then never answers a request.
 	mute bool
+	// hangMetainfo: GetMetainfo never answers; hungUp counts the calls
+	// whose caller gave up.
+	hangMetainfo bool
+	hungUp       atomic.Int64
 	// limit, if set, paces the piece data of all streams together, like
 	// an origin whose link is the bottleneck. Set with setRate.
 	limit *rate.Limiter
@@ -196,7 +200,12 @@ func (s *testSeeder) announce(trackerAddr string, d digest.Digest, isOrigin bool
 	}
 }
 
-func (s *testSeeder) GetMetainfo(_ context.Context, req *peerpb.GetMetainfoRequest) (*peerpb.Metainfo, error) {
+func (s *testSeeder) GetMetainfo(ctx context.Context, req *peerpb.GetMetainfoRequest) (*peerpb.Metainfo, error) {
+	if s.hangMetainfo {
+		<-ctx.Done()
+		s.hungUp.Add(1)
+		return nil, ctx.Err()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m, ok := s.metas[digest.Digest(req.GetDigest())]

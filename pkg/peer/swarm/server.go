@@ -297,19 +297,57 @@ const ownersHeader = "shoal-owners"
 // fetchMetainfo asks the seeders, in rendezvous order for d so that
 // agents agree on which seeder computes a new blob's metainfo, and checks
 // that the answer describes d. It also returns the owners the seeder named.
+// A seeder that fails is followed by the next at once; one that has not
+// answered after MetainfoHedgeDelay is joined by the next (a hedged
+// request), so a hung seeder costs that delay rather than
+// MetainfoTimeout. The first good answer wins and the others are
+// cancelled.
 func (s *Swarm) fetchMetainfo(ctx context.Context, d digest.Digest) (*metainfo.Metainfo, []string, error) {
 	if len(s.cfg.Seeders) == 0 {
 		return nil, nil, errors.New("no origin seeders configured to take metainfo from")
 	}
-	var errs []error
-	for _, addr := range tracker.Rank(d.String(), s.cfg.Seeders) {
-		m, owners, err := s.metainfoFrom(ctx, addr, d)
-		if err == nil {
-			return m, owners, nil
+	ranked := tracker.Rank(d.String(), s.cfg.Seeders)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type answer struct {
+		m      *metainfo.Metainfo
+		owners []string
+		err    error
+	}
+	answers := make(chan answer, len(ranked)) // never blocks a late sender
+	next, pending := 0, 0
+	ask := func() {
+		addr := ranked[next]
+		next++
+		pending++
+		go func() {
+			m, owners, err := s.metainfoFrom(ctx, addr, d)
+			answers <- answer{m, owners, err}
+		}()
+	}
+	var hedge <-chan time.Time
+	askNext := func() {
+		if next < len(ranked) && ctx.Err() == nil {
+			ask()
+			if s.cfg.MetainfoHedgeDelay > 0 && next < len(ranked) {
+				hedge = time.After(s.cfg.MetainfoHedgeDelay)
+			}
 		}
-		errs = append(errs, err)
-		if ctx.Err() != nil {
-			break
+	}
+	askNext()
+	var errs []error
+	for pending > 0 {
+		select {
+		case a := <-answers:
+			pending--
+			if a.err == nil {
+				return a.m, a.owners, nil
+			}
+			errs = append(errs, a.err)
+			askNext()
+		case <-hedge:
+			hedge = nil
+			askNext()
 		}
 	}
 	return nil, nil, fmt.Errorf("getting metainfo of %s: %w", d, errors.Join(errs...))

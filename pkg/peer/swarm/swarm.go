@@ -95,6 +95,12 @@ type Config struct {
 	// seeder computes the metainfo of a blob it has never seen, reading the
 	// whole blob once: 2m.
 	MetainfoTimeout time.Duration `yaml:"metainfoTimeout"`
+	// MetainfoHedgeDelay is how long a seeder may leave GetMetainfo
+	// unanswered before the next seeder in rendezvous order is asked too
+	// (the first good answer wins): 10s. A hung seeder costs this, not
+	// MetainfoTimeout; a seeder merely busy hashing a large new blob costs
+	// a second computation at the next owner. 0 asks one seeder at a time.
+	MetainfoHedgeDelay time.Duration `yaml:"metainfoHedgeDelay"`
 	// StallTimeout fails a download when no piece has arrived for that
 	// long (every peer and seeder unreachable or failing): 2m. Clients get
 	// an error and retry; pieces already verified are kept.
@@ -148,6 +154,7 @@ func DefaultConfig() Config {
 		DialTimeout:              5 * time.Second,
 		PieceTimeout:             20 * time.Second,
 		MetainfoTimeout:          2 * time.Minute,
+		MetainfoHedgeDelay:       10 * time.Second,
 		StallTimeout:             2 * time.Minute,
 		DownloadAnnounceInterval: 5 * time.Second,
 		OriginFetchers:           1,
@@ -169,6 +176,8 @@ func (c Config) Validate() error {
 		return errors.New("swarm: maxQueuedUploads must be positive")
 	case c.DialTimeout <= 0, c.PieceTimeout <= 0, c.MetainfoTimeout <= 0, c.StallTimeout <= 0, c.DownloadAnnounceInterval <= 0:
 		return errors.New("swarm: timeouts and intervals must be positive")
+	case c.MetainfoHedgeDelay < 0:
+		return errors.New("swarm: metainfoHedgeDelay must not be negative")
 	case c.OriginDeferral < 0 || c.OriginDeferral >= c.PieceTimeout:
 		return errors.New("swarm: originDeferral must be in [0, pieceTimeout)")
 	case c.IngressLimit < 0 || c.EgressLimit < 0:
