@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"os"
 	"time"
+
+	"github.com/shoal-dev/shoal/e2e/procstat"
 )
 
 const manifestRepo, blobRepo, tag = "bench/manifest", "bench/blob", "latest"
@@ -253,7 +255,7 @@ func (b *bench) blobs() error {
 	fanThroughput := map[*server]float64{}
 	fanHWM := map[*server]float64{}
 	b.both(fmt.Sprintf("%d concurrent GETs of it: peak server RSS", c.fanout), "MiB", target{targetBelow, c.rssTargetMiB}, func(s *server) (float64, error) {
-		sampler := startRSSSampler(s.PID(), 10*time.Millisecond)
+		sampler := procstat.StartSampler([]int{s.PID()}, 10*time.Millisecond)
 		start := time.Now()
 		cpu, getErr := serverCPU(s.PID(), func() error {
 			errs := make(chan error, c.fanout)
@@ -272,19 +274,19 @@ func (b *bench) blobs() error {
 			return firstErr
 		})
 		elapsed := time.Since(start)
-		peak, sampleErr := sampler.finish()
+		peak := sampler.Stop()[0]
 		if getErr != nil {
 			return 0, getErr
 		}
-		if sampleErr != nil {
-			return 0, sampleErr
+		if err := sampler.Err(); err != nil {
+			return 0, err
 		}
-		st, err := readProcStatus(s.PID())
+		st, err := procstat.ReadStatus(s.PID())
 		if err != nil {
 			return 0, err
 		}
 		fanThroughput[s] = float64(blobSize*int64(c.fanout)) / mib / elapsed.Seconds()
-		fanHWM[s] = float64(st.hwm) / mib
+		fanHWM[s] = float64(st.HWM) / mib
 		cpuPerGiB[s] = float64(cpu.Milliseconds()) / gib(blobSize*int64(c.fanout))
 		return float64(peak) / mib, nil
 	})

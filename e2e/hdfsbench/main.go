@@ -45,6 +45,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/e2e/hdfs"
+	"github.com/shoal-dev/shoal/e2e/procstat"
 	"github.com/shoal-dev/shoal/e2e/testenv"
 )
 
@@ -137,7 +138,7 @@ func run(ctx context.Context, cfg config) error {
 			slog.Warn("stopping origin", "err", err)
 		}
 	}()
-	idleRSS, err := rss(origin.PID())
+	idle, err := procstat.ReadStatus(origin.PID())
 	if err != nil {
 		return err
 	}
@@ -166,7 +167,7 @@ func run(ctx context.Context, cfg config) error {
 			}
 		}
 	}
-	f := figures{idleRSS: idleRSS, cliPut: cliPut, cliCat: cliCat, push: push, pull: pull}
+	f := figures{idleRSS: idle.RSS, cliPut: cliPut, cliCat: cliCat, push: push, pull: pull}
 	if nn != nil {
 		// A pass of its own: the counters need a pause before each
 		// reading, which must not be inside the timed runs.

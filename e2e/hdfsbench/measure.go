@@ -5,66 +5,11 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"time"
 )
-
-// rss returns a process's resident set size in bytes.
-func rss(pid int) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("parsing VmRSS %q: %w", v, err)
-			}
-			return kb << 10, nil
-		}
-	}
-	return 0, fmt.Errorf("/proc/%d/status has no VmRSS", pid)
-}
-
-// rssSampler records the highest RSS of a process until stopped.
-type rssSampler struct {
-	stopc chan struct{}
-	wg    sync.WaitGroup
-	peak  int64
-}
-
-func startRSSSampler(pid int, every time.Duration) *rssSampler {
-	s := &rssSampler{stopc: make(chan struct{})}
-	s.wg.Go(func() {
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		for {
-			if v, err := rss(pid); err == nil && v > s.peak {
-				s.peak = v
-			}
-			select {
-			case <-s.stopc:
-				return
-			case <-tick.C:
-			}
-		}
-	})
-	return s
-}
-
-func (s *rssSampler) stop() int64 {
-	close(s.stopc)
-	s.wg.Wait()
-	return s.peak
-}
 
 var storageCount = regexp.MustCompile(`^shoal_storage_operation_duration_seconds_count\{([^}]*)\} (\S+)$`)
 var operationLabel = regexp.MustCompile(`operation="([^"]*)"`)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/e2e/hdfs"
+	"github.com/shoal-dev/shoal/e2e/procstat"
 	"github.com/shoal-dev/shoal/e2e/testenv"
 )
 
@@ -211,7 +212,7 @@ func (b *bench) originTransfer(ctx context.Context, size int64, fn func() error)
 	if err != nil {
 		return t, err
 	}
-	sampler := startRSSSampler(b.origin.PID(), 20*time.Millisecond)
+	sampler := procstat.StartSampler([]int{b.origin.PID()}, 20*time.Millisecond)
 	var took time.Duration
 	t.rpcs, err = b.measured(ctx, func() error {
 		start := time.Now()
@@ -220,7 +221,7 @@ func (b *bench) originTransfer(ctx context.Context, size int64, fn func() error)
 		return err
 	})
 	t.took = took
-	t.peakRSS = sampler.stop()
+	t.peakRSS = sampler.Stop()[0]
 	if err != nil {
 		return t, err
 	}

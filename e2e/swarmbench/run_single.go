@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/shoal-dev/shoal/e2e/procstat"
+
 	"github.com/shoal-dev/shoal/proto/peerpb"
 )
 
@@ -79,16 +81,17 @@ func runSingle(ctx context.Context, c config, bins binaries, dir string) error {
 		return err
 	}
 	a := cl.agents[0]
-	rss := sampleRSS([]int{a.proc.PID()}, 20*time.Millisecond)
+	pids := []int{a.proc.PID()}
+	rss := procstat.StartSampler(pids, 20*time.Millisecond)
 	cold, err := timed(a.url + blobPath)
 	if err != nil {
-		rss.finish()
+		rss.Stop()
 		return err
 	}
-	coldPeak := rss.finish()[0]
-	rss = sampleRSS([]int{a.proc.PID()}, 20*time.Millisecond)
+	coldPeak := peakRSS(rss, pids)[0]
+	rss = procstat.StartSampler(pids, 20*time.Millisecond)
 	warm, warmAll, err := median(a.url+blobPath, 3)
-	warmPeak := rss.finish()[0]
+	warmPeak := peakRSS(rss, pids)[0]
 	if err != nil {
 		return err
 	}

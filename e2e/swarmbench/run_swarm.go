@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/shoal-dev/shoal/e2e/procstat"
 )
 
 // The goals for the swarm, meant for N=50 and S=256 MiB.
@@ -87,7 +89,7 @@ func runSwarm(ctx context.Context, c config, bins binaries, dir string) error {
 		pids[i] = a.proc.PID()
 		urls[i] = a.clientURL + "/v2/" + lay.repo + "/blobs/" + lay.digest
 	}
-	rss := sampleRSS(pids, 100*time.Millisecond)
+	rss := procstat.StartSampler(pids, 100*time.Millisecond)
 	cpu0 := cpuOf(pids...)
 	core0 := cpuOf(cl.origin.PID(), cl.trackerProc.PID())
 	busy0, total0 := machineCPU()
@@ -95,7 +97,7 @@ func runSwarm(ctx context.Context, c config, bins binaries, dir string) error {
 	busy1, total1 := machineCPU()
 	agentCPU := cpuOf(pids...) - cpu0
 	coreCPU := cpuOf(cl.origin.PID(), cl.trackerProc.PID()) - core0
-	peaks := rss.finish()
+	peaks := peakRSS(rss, pids)
 	if err != nil {
 		return err
 	}
@@ -190,6 +192,20 @@ func printPulls(st pullStats, n int, bound float64) {
 	}
 	fmt.Printf("  completion: %s, %s, %s, %s\n", row("p50", percentile(st.times, 50)), row("p90", percentile(st.times, 90)),
 		row("max", st.times[len(st.times)-1]), row("wall", st.wall))
+}
+
+// peakRSS stops s, which samples pids, and returns each one's peak RSS in
+// bytes, raised to the process's VmHWM (the kernel's own peak, which catches
+// spikes between samples) when that is readable. A process that has exited
+// keeps its sampled peak.
+func peakRSS(s *procstat.Sampler, pids []int) []int64 {
+	peaks := s.Stop()
+	for i, pid := range pids {
+		if st, err := procstat.ReadStatus(pid); err == nil {
+			peaks[i] = max(peaks[i], st.HWM)
+		}
+	}
+	return peaks
 }
 
 func printRSS(peaks []int64) {

@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"runtime/debug"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -22,6 +20,7 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/shoal-dev/shoal/e2e/procstat"
 	"github.com/shoal-dev/shoal/e2e/testenv"
 	"github.com/shoal-dev/shoal/proto/trackerpb"
 )
@@ -154,7 +153,7 @@ func runTracker(ctx context.Context, c config, bins binaries, dir string) error 
 
 	// Timed: re-announces of random existing entries, each answered with
 	// the tracker's default peer list, as downloading agents do.
-	cpuBefore, err := procCPU(p.PID())
+	cpuBefore, err := procstat.CPU(p.PID())
 	if err != nil {
 		return err
 	}
@@ -186,7 +185,7 @@ func runTracker(ctx context.Context, c config, bins binaries, dir string) error 
 	}
 	wg.Wait()
 	took := time.Since(start)
-	cpuAfter, err := procCPU(p.PID())
+	cpuAfter, err := procstat.CPU(p.PID())
 	if err != nil {
 		return err
 	}
@@ -212,29 +211,11 @@ func trackerMemory(ctx context.Context, metrics string, pid int) (heap, rss floa
 	if err != nil {
 		return 0, 0, err
 	}
-	r, err := statusKiB(pid, "VmRSS")
+	st, err := procstat.ReadStatus(pid)
 	if err != nil {
 		return 0, 0, err
 	}
-	return m.Sum("go_memstats_heap_inuse_bytes"), float64(r), nil
-}
-
-// procCPU is a process's user+system CPU time from /proc/<pid>/stat.
-func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the parenthesized command name; utime and stime are
-	// fields 14 and 15 of the whole line, in clock ticks (100 Hz on Linux).
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("parsing /proc/%d/stat", pid)
-	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(u+st) * 10 * time.Millisecond, nil
+	return m.Sum("go_memstats_heap_inuse_bytes"), float64(st.RSS), nil
 }
 
 func selfCPU() time.Duration {

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/shoal-dev/shoal/e2e/procstat"
 )
 
 // pullAll makes host i GET urls[i] at the same moment, in-process on
@@ -159,7 +161,7 @@ func machineCPU() (busy, total int64) {
 func cpuOf(pids ...int) time.Duration {
 	var sum time.Duration
 	for _, pid := range pids {
-		if d, err := procCPU(pid); err == nil {
+		if d, err := procstat.CPU(pid); err == nil {
 			sum += d
 		}
 	}
