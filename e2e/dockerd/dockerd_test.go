@@ -308,3 +308,33 @@ func TestASecondHostsDockerPullsTheLayersFromTheFirstHostsAgent(t *testing.T) {
 		t.Errorf("the second agent received %.0f bytes, want at least the %d bytes of layers", peer+origin, total(sizes))
 	}
 }
+
+// TestDockerPullsCachedImagesWhileTheOriginIsDown: a host pulls an image
+// through its agent, removes it, and pulls it again by tag after the origin
+// was stopped. dockerd pings /v2/ first (answered by the agent while the
+// origin is unreachable), resolves the tag (the agent's last answer for
+// it), then the manifest and blobs by digest (from the agent's caches).
+func TestDockerPullsCachedImagesWhileTheOriginIsDown(t *testing.T) {
+	e := setup(t)
+	origin := testenv.SeedingOrigin(t, testenv.SeedingOriginOptions{
+		Storage: "file://" + t.TempDir(),
+		Name:    "origin-down",
+	})
+	repo := uniqueName("offline")
+	pushed := buildAndPush(t, e, origin.Addr+"/library/"+repo+":v1", []int{2 << 20, 3 << 20})
+	agent := testenv.Agent(t, testenv.AgentOptions{
+		Origin:  origin.URL(),
+		Seeders: []string{origin.SeederAddr},
+	})
+	host := testenv.Dockerd(t, testenv.DockerdOptions{Mirrors: []string{agent.URL()}})
+	docker(t, host, "pull", repo+":v1")
+	docker(t, host, "rmi", repo+":v1")
+
+	if err := origin.Stop(testenv.DefaultStopTimeout); err != nil {
+		t.Fatalf("stopping the origin: %v", err)
+	}
+	docker(t, host, "pull", repo+":v1")
+	if got := inspect(t, host, repo+":v1"); got.ID != pushed.imageID {
+		t.Errorf("pulled image ID %s with the origin down, pushed %s", got.ID, pushed.imageID)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -46,7 +47,7 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, name, ref
 		return
 	}
 	cred := credentialKey(r)
-	accept := strings.Join(r.Header.Values("Accept"), ",")
+	accept := acceptKey(r.Header)
 	var key string
 	var cached *cachedResponse
 	if byDigest {
@@ -82,6 +83,14 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, name, ref
 			cached.write(w, r)
 			return
 		}
+		if !byDigest && ae.originDown && s.staleTags != nil {
+			if c, ok := s.staleTags.Get(key); ok {
+				s.metrics.manifestCache.WithLabelValues("stale").Inc()
+				s.log.Warn("origin unavailable: tag served from its last known manifest", "name", name, "tag", ref, "digest", c.header.Get("Docker-Content-Digest"), "err", ae)
+				c.write(w, r)
+				return
+			}
+		}
 		s.writeError(w, r, ae)
 		return
 	}
@@ -89,6 +98,9 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, name, ref
 	if c.status == http.StatusOK {
 		if !byDigest {
 			s.tags.Add(key, c)
+			if s.staleTags != nil {
+				s.staleTags.Add(key, c)
+			}
 		}
 	}
 	c.write(w, r)
@@ -138,6 +150,23 @@ func (s *Server) fetchManifest(r *http.Request, name, ref string, dgst digest.Di
 		s.manifests.Add(name+"@"+dgst.String(), c)
 	}
 	return c, nil
+}
+
+// acceptKey is the request's Accept list in a canonical form, for cache
+// keys: sorted and without duplicates. dockerd builds its list from a Go
+// map, so the same client sends the same types in a different order from
+// one pull to the next; registries do not weigh the order.
+func acceptKey(h http.Header) string {
+	var types []string
+	for _, v := range h.Values("Accept") {
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				types = append(types, t)
+			}
+		}
+	}
+	slices.Sort(types)
+	return strings.Join(slices.Compact(types), ",")
 }
 
 // repoAuthKey marks, in the short-lived cache, that the origin let these

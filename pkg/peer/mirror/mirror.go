@@ -47,6 +47,12 @@ type Config struct {
 	// the burst of a whole fleet resolving the same tag at once while a
 	// push is visible within seconds.
 	TagTTL time.Duration `yaml:"tagTTL"`
+	// StaleTagTTL is how long the last manifest the origin returned for a
+	// tag (per repository, Accept list and credentials) is kept to be
+	// served while the origin cannot be reached or answers 502/503/504:
+	// 24h. While the origin answers, tags always follow it. 0 turns this
+	// off: pulls by tag then fail while the origin is down.
+	StaleTagTTL time.Duration `yaml:"staleTagTTL"`
 	// AuthTTL is how long an origin's yes to "may these credentials read
 	// this blob" is reused. Revoking access takes effect after it: 10s.
 	AuthTTL time.Duration `yaml:"authTTL"`
@@ -74,6 +80,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		TagTTL:               5 * time.Second,
+		StaleTagTTL:          24 * time.Hour,
 		AuthTTL:              10 * time.Second,
 		ManifestCacheEntries: 4096,
 		MaxCachedManifest:    1 << 20,
@@ -134,6 +141,9 @@ type Server struct {
 
 	tags      *expirable.LRU[string, *cachedResponse]
 	manifests *lru.Cache[string, *cachedResponse]
+	// staleTags keeps the last good answer for a tag for StaleTagTTL, to
+	// serve while the origin is down; nil when off.
+	staleTags *expirable.LRU[string, *cachedResponse]
 	// auth remembers the origin's recent yeses: blob sizes by
 	// (repository, digest, credentials) and repository reads (-1).
 	auth    *expirable.LRU[string, int64]
@@ -164,6 +174,8 @@ func New(cfg Config, opts Options) (*Server, error) {
 		return nil, errors.New("mirror: originDialTimeout must be positive")
 	case cfg.OriginHeaderTimeout <= 0:
 		return nil, errors.New("mirror: originHeaderTimeout must be positive")
+	case cfg.StaleTagTTL < 0:
+		return nil, errors.New("mirror: staleTagTTL must not be negative")
 	}
 	manifests, err := lru.New[string, *cachedResponse](cfg.ManifestCacheEntries)
 	if err != nil {
@@ -179,6 +191,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 		manifests: manifests,
 		auth:      expirable.NewLRU[string, int64](16384, nil, max(cfg.AuthTTL, time.Nanosecond)),
 		metrics:   newMetrics(opts.Registerer),
+	}
+	if cfg.StaleTagTTL > 0 {
+		s.staleTags = expirable.NewLRU[string, *cachedResponse](cfg.ManifestCacheEntries, nil, cfg.StaleTagTTL)
 	}
 	if s.client == nil {
 		s.client = &http.Client{Transport: NewTransport(cfg, nil)}
@@ -292,15 +307,34 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 		if r.Context().Err() != nil {
 			return // the client went away
 		}
-		s.writeError(w, r, s.errOrigin(err))
+		s.originDownAnswer(w, r, path, s.errOrigin(err))
 		return
 	}
 	defer resp.Body.Close()
 	if originUnavailableStatus(resp.StatusCode) {
-		s.writeError(w, r, s.errOriginStatus(resp, r.Method, path))
+		s.originDownAnswer(w, r, path, s.errOriginStatus(resp, r.Method, path))
 		return
 	}
 	s.relay(w, r, resp)
+}
+
+// originDownAnswer answers a proxied request the origin could not. The
+// API root is answered here, 200: dockerd pings it before every pull and
+// gives up on a mirror whose ping fails, so without this it would not pull
+// even what this agent holds (manifests by digest, blobs, recent tags) while
+// the origin is down. Anything else gets the origin error.
+func (s *Server) originDownAnswer(w http.ResponseWriter, r *http.Request, path string, ae *apiError) {
+	if path != "/v2/" {
+		s.writeError(w, r, ae)
+		return
+	}
+	s.log.Warn("origin unavailable: /v2/ answered by the mirror so that cached content can be pulled", "err", ae)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", "2")
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = io.WriteString(w, "{}")
+	}
 }
 
 // upstreamQuery is the client's query without containerd's ns parameter,

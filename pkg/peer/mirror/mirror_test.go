@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"errors"
+	"net/http"
 	"testing"
 )
 
@@ -74,5 +75,23 @@ func TestNewRejectsBadOrigins(t *testing.T) {
 		if _, err := New(cfg, Options{}); err == nil {
 			t.Errorf("origin %q accepted", o)
 		}
+	}
+}
+
+func TestAcceptKeyIgnoresOrderAndSplitting(t *testing.T) {
+	a := http.Header{}
+	a.Add("Accept", "application/vnd.oci.image.index.v1+json")
+	a.Add("Accept", "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
+	b := http.Header{}
+	b.Add("Accept", "application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json")
+	b.Add("Accept", "application/vnd.docker.distribution.manifest.v2+json")
+	b.Add("Accept", "application/vnd.oci.image.index.v1+json")
+	if ka, kb := acceptKey(a), acceptKey(b); ka != kb {
+		t.Errorf("the same Accept types give keys %q and %q", ka, kb)
+	}
+	c := http.Header{}
+	c.Add("Accept", "application/vnd.oci.image.manifest.v1+json")
+	if acceptKey(a) == acceptKey(c) {
+		t.Error("different Accept types give the same key")
 	}
 }

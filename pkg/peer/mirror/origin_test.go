@@ -125,9 +125,9 @@ var (
 	otherDigest    = digest.FromString("not cached")
 )
 
-// originPaths are the requests that need the origin when nothing is cached.
+// originPaths are the requests that need the origin when nothing is cached
+// (the API root, answered by the mirror itself then, is checkPing's).
 var originPaths = []struct{ method, path string }{
-	{http.MethodGet, "/v2/"},
 	{http.MethodHead, "/v2/team/app/manifests/latest"},
 	{http.MethodGet, "/v2/team/app/manifests/latest"},
 	{http.MethodGet, "/v2/team/app/manifests/" + otherDigest.String()},
@@ -135,6 +135,24 @@ var originPaths = []struct{ method, path string }{
 	{http.MethodGet, "/v2/_catalog"},
 	{http.MethodHead, "/v2/team/app/blobs/" + otherDigest.String()},
 	{http.MethodGet, "/v2/team/app/blobs/" + otherDigest.String()},
+}
+
+// checkPing asserts that the mirror answers the API root itself while the
+// origin is down: dockerd pings it before pulling and gives up on a mirror
+// whose ping fails, cached content included.
+func checkPing(t *testing.T, srv *httptest.Server) {
+	t.Helper()
+	for _, m := range []string{http.MethodGet, http.MethodHead} {
+		a := get(t, srv, m, "/v2/", "")
+		want := "{}"
+		if m == http.MethodHead {
+			want = ""
+		}
+		if a.status != http.StatusOK || string(a.body) != want || a.header.Get("Docker-Distribution-API-Version") != "registry/2.0" {
+			t.Errorf("%s /v2/ with the origin down: %d %q (API version %q), want 200 %q", m, a.status, a.body,
+				a.header.Get("Docker-Distribution-API-Version"), want)
+		}
+	}
 }
 
 // closedAddr is a loopback address nothing listens on.
@@ -192,6 +210,7 @@ func TestOriginConnectionRefused(t *testing.T) {
 				a := get(t, srv, p.method, p.path, "")
 				checkOriginError(t, p.method, p.path, a, http.StatusBadGateway, origin, "connection refused")
 			}
+			checkPing(t, srv)
 		})
 	}
 }
@@ -208,6 +227,7 @@ func TestOriginHungIsBoundedByHeaderTimeout(t *testing.T) {
 				a := get(t, srv, p.method, p.path, "")
 				checkOriginError(t, p.method, p.path, a, http.StatusBadGateway, origin, "originHeaderTimeout")
 			}
+			checkPing(t, srv)
 		})
 	}
 }
@@ -298,6 +318,7 @@ func TestOriginKilled(t *testing.T) {
 		a := get(t, srv, p.method, p.path, "other credentials")
 		checkOriginError(t, p.method, p.path, a, http.StatusBadGateway, o.URL)
 	}
+	checkPing(t, srv)
 }
 
 func TestOriginUnavailableStatus(t *testing.T) {
@@ -316,6 +337,7 @@ func TestOriginUnavailableStatus(t *testing.T) {
 					t.Errorf("%s %s: Retry-After %q, want the origin's 7", p.method, p.path, got)
 				}
 			}
+			checkPing(t, srv)
 		})
 	}
 }
@@ -380,6 +402,54 @@ func TestCachedContentServedWhileOriginDown(t *testing.T) {
 	if a := get(t, srv, http.MethodGet, blobPath, "carol"); a.status != http.StatusUnauthorized {
 		t.Errorf("blob refused by the origin once back: %d, want 401", a.status)
 	}
+}
+
+func TestTagServedFromItsLastAnswerWhileOriginDown(t *testing.T) {
+	o := newFakeOrigin(t)
+	cfg := testConfig(o.URL)
+	cfg.TagTTL = time.Millisecond // every request by tag goes to the origin while it is up
+	srv := newTestMirror(t, cfg, &fakeBlobs{})
+	const tagPath = "/v2/team/app/manifests/latest"
+	if a := get(t, srv, http.MethodGet, tagPath, "alice"); a.status != http.StatusOK || !bytes.Equal(a.body, testManifest) {
+		t.Fatalf("tag with the origin up: %d %s", a.status, a.body)
+	}
+	o.down.Store(true)
+	time.Sleep(5 * time.Millisecond)
+	for _, m := range []string{http.MethodGet, http.MethodHead} {
+		a := get(t, srv, m, tagPath, "alice")
+		want := testManifest
+		if m == http.MethodHead {
+			want = nil
+		}
+		if a.status != http.StatusOK || !bytes.Equal(a.body, want) || a.header.Get("Docker-Content-Digest") != testManDigest.String() {
+			t.Errorf("%s tag with the origin down: %d %q digest %q, want the last answer", m, a.status, a.body, a.header.Get("Docker-Content-Digest"))
+		}
+	}
+	// Kept per credentials: bob never had the origin's answer.
+	a := get(t, srv, http.MethodGet, tagPath, "bob")
+	checkOriginError(t, http.MethodGet, tagPath, a, http.StatusServiceUnavailable, o.URL, "503")
+
+	// Up again: the origin answers, not the stale copy.
+	o.down.Store(false)
+	time.Sleep(5 * time.Millisecond)
+	before := o.requests.Load()
+	if a := get(t, srv, http.MethodGet, tagPath, "alice"); a.status != http.StatusOK {
+		t.Fatalf("tag with the origin back: %d %s", a.status, a.body)
+	}
+	if o.requests.Load() == before {
+		t.Error("tag answered without asking the origin once it was back")
+	}
+
+	// Off: pulls by tag fail while the origin is down.
+	cfg.StaleTagTTL = 0
+	off := newTestMirror(t, cfg, &fakeBlobs{})
+	if a := get(t, off, http.MethodGet, tagPath, "alice"); a.status != http.StatusOK {
+		t.Fatalf("tag with the origin up: %d", a.status)
+	}
+	o.down.Store(true)
+	time.Sleep(5 * time.Millisecond)
+	a = get(t, off, http.MethodGet, tagPath, "alice")
+	checkOriginError(t, http.MethodGet, tagPath, a, http.StatusServiceUnavailable, o.URL, "503")
 }
 
 func TestCachedContentServedWhileOriginRefuses(t *testing.T) {
