@@ -60,6 +60,14 @@ type RequestRejected struct {
 	RetryAfter time.Duration
 }
 
+// PeerProgress: Peer is delivering bytes of a piece requested from it,
+// not yet the whole piece. Its requests' PieceTimeout counts from now: on
+// a slow link a peer sending a piece for longer than PieceTimeout is slow,
+// not unresponsive, and cutting it off throws away what it sent.
+type PeerProgress struct {
+	Peer PeerID
+}
+
 // Tick: time passed. Handle expires timed out requests; Next does too, so a
 // loop that calls Next after every event only needs Tick to notice
 // timeouts while nothing else happens.
@@ -76,6 +84,7 @@ type ReaderAt struct {
 func (PeerJoined) event()      {}
 func (PeerHave) event()        {}
 func (PeerLeft) event()        {}
+func (PeerProgress) event()    {}
 func (PieceReceived) event()   {}
 func (RequestRejected) event() {}
 func (Tick) event()            {}
@@ -89,6 +98,14 @@ func (s *Scheduler) Handle(now time.Time, ev Event) error {
 	switch ev := ev.(type) {
 	case PeerJoined:
 		return s.peerJoined(now, ev)
+	case PeerProgress:
+		p, ok := s.byID[ev.Peer]
+		if !ok {
+			return fmt.Errorf("handling progress: %w: %q", ErrUnknownPeer, ev.Peer)
+		}
+		p.lastProgress = now
+		p.stats.ConsecutiveTimeouts = 0
+		return nil
 	case PeerHave:
 		p, err := s.peer(ev.Peer, ev.Piece)
 		if err != nil {

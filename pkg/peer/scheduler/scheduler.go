@@ -9,7 +9,8 @@
 //
 // The rules, in the order Next applies them:
 //
-//   - timeouts: a request that has seen no progress from its peer for
+//   - timeouts: a request that has seen no progress from its peer (a
+//     piece delivered, or bytes of one: PeerProgress) for
 //     Config.PieceTimeout is cancelled and counts against the peer; after
 //     Config.MaxTimeouts in a row an agent (never an origin, the source of
 //     last resort) is blacklisted as unresponsive;
@@ -74,9 +75,11 @@ type Config struct {
 	// the fallback must always be reachable.
 	MaxPeers int
 	// PieceTimeout is how long a request may go without its peer delivering
-	// anything (this piece or any other) before it is cancelled. It is
-	// measured from the later of the request and the peer's last delivered
-	// piece, so a deep pipeline at a steady peer does not time out.
+	// anything (this piece or any other, whole or a part reported with
+	// PeerProgress) before it is cancelled. It is measured from the later
+	// of the request and the peer's last progress, so a deep pipeline at a
+	// steady peer, or a piece that takes longer than this on a slow link
+	// while its bytes keep coming, does not time out.
 	PieceTimeout time.Duration
 	// MaxTimeouts is the number of timeouts in a row (no delivery in
 	// between) after which a peer is blacklisted as unresponsive.

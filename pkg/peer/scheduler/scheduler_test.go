@@ -315,6 +315,20 @@ func TestRules(t *testing.T) {
 			},
 		},
 		{
+			name: "a peer still sending bytes of a slow piece does not time out", pieces: 1,
+			config: func(c *Config) { c.MaxTimeouts = 5 },
+			steps: []step{
+				ev(0, join("a", 1, 0)), ev(0, join("b", 1, 0)),
+				next(0, r("a", 0)),
+				ev(8*s, PeerProgress{Peer: "a"}),
+				ev(16*s, PeerProgress{Peer: "a"}),
+				next(25 * s), // sent at 0, but bytes came at 16s: no cancel yet
+				// Then nothing for PieceTimeout: cancelled, asked of b.
+				nextDo(26*s, Actions{Cancels: []Cancel{{Peer: "a", Piece: 0}}, Requests: []Request{r("b", 0)}}),
+				fails(PeerProgress{Peer: "z"}, ErrUnknownPeer),
+			},
+		},
+		{
 			name: "MaxTimeouts in a row blacklist the peer as unresponsive", pieces: 2,
 			steps: []step{
 				ev(0, join("a", 2, 0, 1)),

@@ -69,6 +69,9 @@ type conn struct {
 	// of any other piece are discarded (cancelled, or never asked for).
 	requested  map[int]bool
 	assembling map[int][]byte
+	// progressAt is when the download was last told that chunks arrive
+	// (at most every progressEvery).
+	progressAt time.Time
 	// continuing are origin pieces the scheduler cancelled after they
 	// started arriving, let finish; held are requests to the origin kept
 	// back until they have.
@@ -544,7 +547,15 @@ func (c *conn) chunk(ch *peerpb.PieceChunk) error {
 	buf = append(buf, data...)
 	if int64(len(buf)) < size {
 		c.assembling[i] = buf
+		dl, now := c.dl, time.Now()
+		report := dl != nil && now.Sub(c.progressAt) >= progressEvery
+		if report {
+			c.progressAt = now
+		}
 		c.mu.Unlock()
+		if report {
+			dl.progress(c)
+		}
 		return nil
 	}
 	c.pieceEndedLocked(i)

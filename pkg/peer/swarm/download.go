@@ -31,8 +31,10 @@ type (
 		c     *conn
 		piece int
 	}
-	evLeft  struct{ c *conn }
-	evPiece struct {
+	evLeft struct{ c *conn }
+	// evProgress: c is delivering bytes of a piece requested from it.
+	evProgress struct{ c *conn }
+	evPiece    struct {
 		c           *conn
 		piece, size int
 		// err is nil when the piece verified and was stored; it wraps
@@ -163,6 +165,16 @@ func (dl *download) post(ev any, stop <-chan struct{}) bool {
 	}
 }
 
+// progress reports that c is delivering bytes; dropped when the loop is
+// busy (the stream is not held up for it, and the next chunk reports
+// again).
+func (dl *download) progress(c *conn) {
+	select {
+	case dl.events <- evProgress{c: c}:
+	default:
+	}
+}
+
 // readerAt reports a streaming client's position; dropped when the loop is
 // busy, since the next read reports again.
 func (dl *download) readerAt(id int, off int64) {
@@ -283,6 +295,10 @@ func (dl *download) handle(now time.Time, ev any) error {
 		}
 	case evLeft:
 		dl.leave(now, ev.c)
+	case evProgress:
+		if dl.peers[scheduler.PeerID(ev.c.id)] == ev.c {
+			_ = dl.sched.Handle(now, scheduler.PeerProgress{Peer: scheduler.PeerID(ev.c.id)})
+		}
 	case evRejected:
 		if dl.peers[scheduler.PeerID(ev.c.id)] == ev.c {
 			if ev.atPeers {

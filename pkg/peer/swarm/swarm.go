@@ -52,6 +52,11 @@ const chunkSize = 256 << 10
 // larger chunks are a protocol violation.
 const maxChunk = 1 << 20
 
+// progressEvery is how often a stream receiving chunks of an unfinished
+// piece tells the scheduler (scheduler.PeerProgress), which then does not
+// time the peer's requests out: far below any sensible pieceTimeout.
+const progressEvery = 500 * time.Millisecond
+
 // Config tunes the engine. DefaultConfig returns working values; PeerID,
 // AdvertiseAddr and Seeders are set by the agent.
 type Config struct {
