@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
 	"time"
 
@@ -72,22 +73,45 @@ func runSingle(ctx context.Context, c config, bins binaries, dir string) error {
 		slices.Sort(s)
 		return s[len(s)/2], all, nil
 	}
+	// CPU seconds per GiB pulled, by process: where a pull's time goes on
+	// two shared cores.
+	self := os.Getpid()
+	cpuOf := func(pid int) time.Duration {
+		if pid == 0 {
+			return 0
+		}
+		d, _ := procstat.CPU(pid)
+		return d
+	}
+	type cpuSnap struct{ origin, agent, client time.Duration }
+	agentPID := 0
+	snap := func() cpuSnap { return cpuSnap{cpuOf(cl.origin.PID()), cpuOf(agentPID), cpuOf(self)} }
+	perGiB := func(a, b cpuSnap, bytes float64) string {
+		g := bytes / (1 << 30)
+		f := func(d time.Duration) float64 { return d.Seconds() / g }
+		return fmt.Sprintf("origin %.2f, agent %.2f, client %.2f", f(b.origin-a.origin), f(b.agent-a.agent), f(b.client-a.client))
+	}
 	blobPath := "/v2/" + lay.repo + "/blobs/" + lay.digest
+	c0 := snap()
 	direct, directAll, err := median(cl.originURL+blobPath, 3)
 	if err != nil {
 		return err
 	}
+	directCPU := perGiB(c0, snap(), 3*S)
 	if err := cl.startAgents(ctx, "single", 1, "", nil); err != nil {
 		return err
 	}
 	a := cl.agents[0]
-	pids := []int{a.proc.PID()}
+	agentPID = a.proc.PID()
+	pids := []int{agentPID}
 	rss := procstat.StartSampler(pids, 20*time.Millisecond)
+	c0 = snap()
 	cold, err := timed(a.url + blobPath)
 	if err != nil {
 		rss.Stop()
 		return err
 	}
+	coldCPU := perGiB(c0, snap(), S)
 	coldPeak := peakRSS(rss, pids)[0]
 	rss = procstat.StartSampler(pids, 20*time.Millisecond)
 	warm, warmAll, err := median(a.url+blobPath, 3)
@@ -99,6 +123,7 @@ func runSingle(ctx context.Context, c config, bins binaries, dir string) error {
 	fmt.Printf("  direct GET from the origin's registry API: %s (median of %s, %s, %s)\n", mbs(direct), mbs(directAll[0]), mbs(directAll[1]), mbs(directAll[2]))
 	fmt.Printf("  cold pull through the agent: %s = %.0f%% of direct  goal >= %.0f%%: %s\n", mbs(cold), 100*cold/direct, 100*goalColdRatio, verdict(cold >= goalColdRatio*direct))
 	fmt.Printf("  warm pull from the agent's cache: %s (median of %s, %s, %s)  goal >= 1 GB/s: %s\n", mbs(warm), mbs(warmAll[0]), mbs(warmAll[1]), mbs(warmAll[2]), verdict(warm >= goalWarm))
+	fmt.Printf("  CPU-s per GiB pulled: direct: %s; cold through the agent: %s\n", directCPU, coldCPU)
 	fmt.Printf("  agent peak RSS: cold pull %.0f MiB, warm pulls %.0f MiB  goal <= 150 MiB: %s\n", mib(float64(coldPeak)), mib(float64(warmPeak)), verdict(max(coldPeak, warmPeak) <= goalRSS))
 	return nil
 }
