@@ -63,6 +63,13 @@ func (m *Meter) Sent(n int64, now time.Time) {
 	}
 }
 
+// Rate returns the bytes per second measured while busy, 0 until known.
+func (m *Meter) Rate() float64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.rate
+}
+
 // Wait estimates how long a new request of size bytes would take to be
 // sent: 0 while the rate is unknown.
 func (m *Meter) Wait(size int64) time.Duration {

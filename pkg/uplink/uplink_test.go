@@ -8,12 +8,15 @@ import (
 func TestMeterMeasuresTheRateWhileBusy(t *testing.T) {
 	var u Meter
 	t0 := time.Unix(1000, 0)
-	if w := u.Wait(4 << 20); w != 0 {
-		t.Fatalf("wait before any send = %s, want 0 (rate unknown)", w)
+	if w, r := u.Wait(4<<20), u.Rate(); w != 0 || r != 0 {
+		t.Fatalf("before any send: wait %s, rate %v; want 0, 0 (rate unknown)", w, r)
 	}
 	// 1 MiB every 0.5 s for 2 s: 2 MiB/s.
 	for k := range 5 {
 		u.Sent(1<<20, t0.Add(time.Duration(k)*500*time.Millisecond))
+	}
+	if r := u.Rate(); r < 1.95*(1<<20) || r > 2.05*(1<<20) {
+		t.Errorf("rate = %.0f bytes/s, want 2 MiB/s", r)
 	}
 	u.Add(6 << 20)
 	if w := u.Wait(4 << 20); w < 4900*time.Millisecond || w > 5100*time.Millisecond {

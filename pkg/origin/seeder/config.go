@@ -43,12 +43,15 @@ type Config struct {
 	// SuperseedWindow is how long, at least, a piece just sent to one agent
 	// is left to the swarm: other agents asking this node for it meanwhile
 	// are answered REASON_AT_PEERS and fetch it from agents (15s). The
-	// window is twice the time the piece took to send, clamped to
-	// [superseedWindow, superseedMaxWindow] (30s); it ends at once when the
-	// recipient's stream breaks. 0 turns superseeding off: every request is
-	// served. Measured (docs/benchmarks.md, 50 agents on 100 Mbit/s links
-	// and two busy cores): 2s let pieces go out again while the swarm was
-	// still spreading them (1.13-1.24 x the layer); 15s, 1.03 x.
+	// window is the longer of twice the time the piece took to send and
+	// the time this node's link, at its measured rate, takes to send the
+	// whole blob once, clamped to [superseedWindow, superseedMaxWindow]
+	// (2m); it ends at once when the recipient's stream breaks. 0 turns
+	// superseeding off: every request is served. Measured
+	// (docs/benchmarks.md, 50 agents and two busy cores): on 100 Mbit/s
+	// links a 2s floor let pieces go out again while the swarm was still
+	// spreading them (1.13-1.24 x the layer), 15s gave 1.03 x; on 10 Mbit/s
+	// links the piece's send time alone gave 2.5 x.
 	SuperseedWindow    time.Duration `yaml:"superseedWindow"`
 	SuperseedMaxWindow time.Duration `yaml:"superseedMaxWindow"`
 	// MaxUploadWait turns away (BUSY) a piece request that this node, at
@@ -108,7 +111,7 @@ func DefaultConfig() Config {
 		MaxQueuedRequests:  64,
 		SuperseedWindow:    15 * time.Second,
 		MaxUploadWait:      10 * time.Second,
-		SuperseedMaxWindow: 30 * time.Second,
+		SuperseedMaxWindow: 2 * time.Minute,
 		AnnounceInterval:   30 * time.Second,
 		AnnounceIdle:       10 * time.Minute,
 		MetainfoEntries:    256,

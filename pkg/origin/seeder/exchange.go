@@ -56,7 +56,7 @@ func (s *Server) Exchange(stream peerpb.Peer_ExchangeServer) error {
 	}
 	src := s.pieceSource(d, m.Size)
 	defer src.close()
-	grants := s.ledger.open(d, m.NumPieces())
+	grants := s.ledger.open(d, m.NumPieces(), m.Size)
 	defer s.ledger.close(d, grants)
 	peer := hs.GetPeerId()
 	if peer == "" {

@@ -166,8 +166,8 @@ func New(cfg Config, d storage.Driver, opts Options) (*Server, error) {
 		dialOpts: opts.Dial, cache: c, meta: meta, woken: woken,
 		uploads: make(chan struct{}, cfg.MaxUploads), streams: make(chan struct{}, cfg.MaxStreams),
 		ctx: ctx, cancel: cancel, announce: map[digest.Digest]*announceState{}, conns: map[string]*grpc.ClientConn{},
-		ledger: newLedger(cfg.SuperseedWindow, cfg.SuperseedMaxWindow),
 	}
+	s.ledger = newLedger(cfg.SuperseedWindow, cfg.SuperseedMaxWindow, s.up.Rate)
 	s.chunks.New = func() any {
 		b := make([]byte, chunkSize)
 		return &b

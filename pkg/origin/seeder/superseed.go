@@ -16,14 +16,20 @@ import (
 // asks for the same pieces at the same moment, whatever the agents'
 // own deferral does.
 //
-// The window is twice the time the piece last took to send, clamped to
-// [minWindow, maxWindow]: long enough for the recipient to pass it on, and
-// short enough that a recipient that left quietly is replaced by the next
-// agent that asks. A recipient whose stream breaks (killed, network gone)
+// The window is the longer of twice the time the piece last took to send
+// and the time this node's link, at the rate it has been sending, takes to
+// send the whole blob once, clamped to [minWindow, maxWindow]: a swarm of
+// agents with links like the origin's spreads a piece over about that
+// long, so the piece should not go out again before; and short enough that
+// a recipient that left quietly is replaced by the next agent that asks.
+// (With the piece's send time alone, 50 agents on 10 Mbit/s links got the
+// layer 2.5 times from the origin; docs/benchmarks.md.) A recipient whose stream breaks (killed, network gone)
 // frees its pieces at once. An agent asking again for a piece it was given (a retry
 // after a cancel, a second stream) is always served.
 type ledger struct {
 	minWindow, maxWindow time.Duration
+	// rate returns the node's send rate in bytes per second (0: unknown).
+	rate func() float64
 
 	mu    sync.Mutex
 	blobs map[digest.Digest]*blobLedger
@@ -32,6 +38,7 @@ type ledger struct {
 // blobLedger is one blob's grants, kept while streams for it are open.
 type blobLedger struct {
 	refs   int
+	size   int64 // the blob's size
 	grants []grant
 }
 
@@ -50,15 +57,17 @@ type grantRecord struct {
 }
 
 // newLedger returns a ledger; minWindow 0 turns superseeding off (nil).
-func newLedger(minWindow, maxWindow time.Duration) *ledger {
+// rate reports the node's send rate (nil: the piece's send time alone).
+func newLedger(minWindow, maxWindow time.Duration, rate func() float64) *ledger {
 	if minWindow <= 0 {
 		return nil
 	}
-	return &ledger{minWindow: minWindow, maxWindow: max(minWindow, maxWindow), blobs: map[digest.Digest]*blobLedger{}}
+	return &ledger{minWindow: minWindow, maxWindow: max(minWindow, maxWindow), rate: rate, blobs: map[digest.Digest]*blobLedger{}}
 }
 
-// open returns the blob's record for a stream; release it with close.
-func (l *ledger) open(d digest.Digest, pieces int) *blobLedger {
+// open returns the record of a blob of size bytes for a stream; release it
+// with close.
+func (l *ledger) open(d digest.Digest, pieces int, size int64) *blobLedger {
 	if l == nil {
 		return nil
 	}
@@ -66,7 +75,7 @@ func (l *ledger) open(d digest.Digest, pieces int) *blobLedger {
 	defer l.mu.Unlock()
 	b := l.blobs[d]
 	if b == nil {
-		b = &blobLedger{grants: make([]grant, pieces)}
+		b = &blobLedger{size: size, grants: make([]grant, pieces)}
 		l.blobs[d] = b
 	}
 	b.refs++
@@ -84,10 +93,16 @@ func (l *ledger) close(d digest.Digest, b *blobLedger) {
 	}
 }
 
-// window is how long after a completed send of g the piece stays with the
-// swarm.
-func (l *ledger) window(g grantRecord) time.Duration {
-	return min(max(2*g.took, l.minWindow), l.maxWindow)
+// window is how long after a completed send of g, a piece of b, the piece
+// stays with the swarm.
+func (l *ledger) window(b *blobLedger, g grantRecord) time.Duration {
+	w := 2 * g.took
+	if l.rate != nil {
+		if r := l.rate(); r > 0 {
+			w = max(w, time.Duration(float64(b.size)/r*float64(time.Second)))
+		}
+	}
+	return min(max(w, l.minWindow), l.maxWindow)
 }
 
 // take asks to send piece i to peer at now. It returns 0 and records the
@@ -104,9 +119,9 @@ func (l *ledger) take(b *blobLedger, i int, peer string, now time.Time) (wait ti
 	if g.peer != "" && g.peer != peer {
 		if g.end.IsZero() {
 			// Being sent to another agent: that send plus the window.
-			return l.window(g.grantRecord), false
+			return l.window(b, g.grantRecord), false
 		}
-		if left := l.window(g.grantRecord) - now.Sub(g.end); left > 0 {
+		if left := l.window(b, g.grantRecord) - now.Sub(g.end); left > 0 {
 			return left, false
 		}
 	}

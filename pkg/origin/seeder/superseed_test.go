@@ -12,13 +12,13 @@ import (
 )
 
 func TestLedgerGivesAPieceToOneAgentPerWindow(t *testing.T) {
-	l := newLedger(2*time.Second, 30*time.Second)
+	l := newLedger(2*time.Second, 30*time.Second, nil)
 	take := func(b *blobLedger, i int, peer string, now time.Time) time.Duration {
 		w, _ := l.take(b, i, peer, now)
 		return w
 	}
 	d := digest.FromString("blob")
-	b := l.open(d, 4)
+	b := l.open(d, 4, 4<<20)
 	t0 := time.Unix(1000, 0)
 
 	if w := take(b, 0, "a", t0); w != 0 {
@@ -65,7 +65,7 @@ func TestLedgerGivesAPieceToOneAgentPerWindow(t *testing.T) {
 	}
 
 	// The record lives while streams for the blob are open.
-	b2 := l.open(d, 4)
+	b2 := l.open(d, 4, 4<<20)
 	l.close(d, b)
 	if b2 != b || len(l.blobs) != 1 {
 		t.Fatalf("second stream of the blob got another record")
@@ -74,7 +74,7 @@ func TestLedgerGivesAPieceToOneAgentPerWindow(t *testing.T) {
 	if len(l.blobs) != 0 {
 		t.Errorf("%d blob records left after every stream closed", len(l.blobs))
 	}
-	b3 := l.open(d, 1)
+	b3 := l.open(d, 1, 1<<20)
 	if _, again := l.take(b3, 0, "a", t0); again {
 		t.Error("first send of a piece reported as a send again")
 	}
@@ -92,9 +92,40 @@ func TestLedgerGivesAPieceToOneAgentPerWindow(t *testing.T) {
 		t.Errorf("undo kept a grant: wait %s", w)
 	}
 	l.close(d, b3)
-	if newLedger(0, time.Minute) != nil {
+	if newLedger(0, time.Minute, nil) != nil {
 		t.Error("superseedWindow 0 should turn superseeding off")
 	}
+}
+
+func TestLedgerWindowCoversSendingTheBlobOnce(t *testing.T) {
+	var rate float64 // bytes per second; 0 while unmeasured
+	l := newLedger(2*time.Second, 2*time.Minute, func() float64 { return rate })
+	d := digest.FromString("blob")
+	b := l.open(d, 64, 64<<20) // 64 MiB
+	t0 := time.Unix(1000, 0)
+	if w, _ := l.take(b, 0, "a", t0); w != 0 {
+		t.Fatal(w)
+	}
+	l.done(b, 0, "a", t0.Add(3*time.Second), true) // took 3s
+	if w, _ := l.take(b, 0, "b", t0.Add(3*time.Second)); w != 6*time.Second {
+		t.Errorf("rate unknown: wait %s, want twice the send time, 6s", w)
+	}
+	// At 1 MiB/s the node needs 64s to send the blob once.
+	rate = 1 << 20
+	if w, _ := l.take(b, 0, "b", t0.Add(3*time.Second)); w != 64*time.Second {
+		t.Errorf("64 MiB blob at 1 MiB/s: wait %s, want 64s", w)
+	}
+	// At 100 MiB/s that is under a second: twice the send time again.
+	rate = 100 << 20
+	if w, _ := l.take(b, 0, "b", t0.Add(3*time.Second)); w != 6*time.Second {
+		t.Errorf("64 MiB blob at 100 MiB/s: wait %s, want 6s", w)
+	}
+	// Never beyond the maximum.
+	rate = 1 << 10
+	if w, _ := l.take(b, 0, "b", t0.Add(3*time.Second)); w != 2*time.Minute {
+		t.Errorf("64 MiB blob at 1 KiB/s: wait %s, want the maximum 2m", w)
+	}
+	l.close(d, b)
 }
 
 // Through real streams: while agent a is given piece 0, agent b asking for
@@ -181,9 +212,9 @@ func TestSeederSendsOtherAgentsToTheSwarm(t *testing.T) {
 }
 
 func TestLedgerReleasesTheGrantsOfABrokenStream(t *testing.T) {
-	l := newLedger(time.Minute, time.Minute)
+	l := newLedger(time.Minute, time.Minute, nil)
 	d := digest.FromString("blob")
-	b := l.open(d, 2)
+	b := l.open(d, 2, 2<<20)
 	t0 := time.Unix(1000, 0)
 	l.take(b, 0, "a", t0)
 	l.done(b, 0, "a", t0.Add(time.Second), true)
