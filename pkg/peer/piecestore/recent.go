@@ -33,9 +33,8 @@ type recent struct {
 }
 
 type recentPiece struct {
-	index int
-	off   int64
-	data  []byte
+	off  int64
+	data []byte
 }
 
 // buffers recycles piece buffers: a fresh 4 MiB buffer per piece costs
@@ -100,7 +99,7 @@ func (s *Store) keepRecent(b *blob, i int, data []byte) {
 		return
 	}
 	s.bufs.held.Add(size)
-	b.recent.pieces = append(b.recent.pieces, recentPiece{index: i, off: b.meta.PieceOffset(i), data: data})
+	b.recent.pieces = append(b.recent.pieces, recentPiece{off: b.meta.PieceOffset(i), data: data})
 }
 
 func (s *Store) dropOldestLocked(b *blob) {
