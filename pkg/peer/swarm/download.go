@@ -31,10 +31,8 @@ type (
 		c     *conn
 		piece int
 	}
-	evLeft struct{ c *conn }
-	// evProgress: c is delivering bytes of a piece requested from it.
-	evProgress struct{ c *conn }
-	evPiece    struct {
+	evLeft  struct{ c *conn }
+	evPiece struct {
 		c           *conn
 		piece, size int
 		// err is nil when the piece verified and was stored; it wraps
@@ -54,6 +52,8 @@ type (
 		id  int
 		off int64
 	}
+	// evProgress: c is delivering bytes of a piece requested from it.
+	evProgress  struct{ c *conn }
 	evAnnounced struct {
 		resp *trackerpb.AnnounceResponse
 		err  error
