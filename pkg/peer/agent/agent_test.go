@@ -358,6 +358,33 @@ func TestHungSeederIsHedged(t *testing.T) {
 	}
 }
 
+// TestSlowPiecesAreNeitherTimedOutNorStalled: the only seeder sends a
+// piece in about 4 s, longer than pieceTimeout and stallTimeout, but its
+// bytes keep coming. The agent neither cancels the request nor gives the
+// download up: timeouts count from the last bytes, not the last piece.
+func TestSlowPiecesAreNeitherTimedOutNorStalled(t *testing.T) {
+	o := startOrigin(t)
+	layer := randomBytes(2*testPieceLen, 8) // two 64 KiB pieces
+	layerD := o.pushBlob("team/app", layer)
+	seeder := startSeeder(t, "origin-1", testPieceLen, false)
+	seeder.add(layer)
+	seeder.setRate(16 << 10) // 16 KiB/s in 8 KiB chunks: 4 s a piece
+	seeder.chunk = 8 << 10
+
+	cfg := testConfig(t, o.URL, []string{seeder.addr}, nil)
+	cfg.Swarm.PieceTimeout = 1500 * time.Millisecond
+	cfg.Swarm.StallTimeout = 2 * time.Second
+	cfg.Swarm.OriginDeferral = 0
+	a := startAgent(t, cfg)
+	pullBlob(t, a, "team/app", layerD)
+	if n := seeder.aborted.Load(); n != 0 {
+		t.Errorf("%d pieces cancelled mid-transfer while their bytes kept coming", n)
+	}
+	if n := seeder.requests.Load(); n != 2 {
+		t.Errorf("the seeder was asked %d times for a 2-piece blob, want 2 (no re-request after a timeout)", n)
+	}
+}
+
 // TestIngressLimit: the token bucket paces what an agent receives, with
 // chunks as large as the protocol allows (1 MiB, above a tenth of a
 // second's worth at this rate).

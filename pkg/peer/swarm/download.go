@@ -105,6 +105,10 @@ type download struct {
 	cands        map[string]*candidate
 	dialing      int
 	lastProgress time.Time
+	// lastBytes is when a stream last reported bytes of an unfinished
+	// piece (evProgress): a download on a slow link is not stalled while
+	// they come, even if no piece completes for StallTimeout.
+	lastBytes time.Time
 	// readers are the streaming clients' positions. They steer the
 	// scheduler (streaming) only while no other agent is joined: agents
 	// pulling together all read from offset 0, so favouring the pieces at
@@ -221,8 +225,8 @@ func (dl *download) run() {
 				dl.finish(err)
 				return
 			}
-			if now.Sub(dl.lastProgress) > s.cfg.StallTimeout {
-				dl.finish(fmt.Errorf("no piece arrived for %s (%d peers connected, %d addresses known)",
+			if now.Sub(dl.lastProgress) > s.cfg.StallTimeout && now.Sub(dl.lastBytes) > s.cfg.StallTimeout {
+				dl.finish(fmt.Errorf("no piece, and no byte of one, arrived for %s (%d peers connected, %d addresses known)",
 					s.cfg.StallTimeout, len(dl.peers), len(dl.cands)))
 				return
 			}
@@ -296,6 +300,7 @@ func (dl *download) handle(now time.Time, ev any) error {
 	case evLeft:
 		dl.leave(now, ev.c)
 	case evProgress:
+		dl.lastBytes = now
 		if dl.peers[scheduler.PeerID(ev.c.id)] == ev.c {
 			_ = dl.sched.Handle(now, scheduler.PeerProgress{Peer: scheduler.PeerID(ev.c.id)})
 		}

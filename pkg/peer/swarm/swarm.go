@@ -106,8 +106,9 @@ type Config struct {
 	// MetainfoTimeout; a seeder merely busy hashing a large new blob costs
 	// a second computation at the next owner. 0 asks one seeder at a time.
 	MetainfoHedgeDelay time.Duration `yaml:"metainfoHedgeDelay"`
-	// StallTimeout fails a download when no piece has arrived for that
-	// long (every peer and seeder unreachable or failing): 2m. Clients get
+	// StallTimeout fails a download when no piece, and no byte of one, has
+	// arrived for that long (every peer and seeder unreachable or
+	// failing): 2m. Clients get
 	// an error and retry; pieces already verified are kept.
 	StallTimeout time.Duration `yaml:"stallTimeout"`
 	// DownloadAnnounceInterval is how often a running download announces to
