@@ -33,7 +33,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"handler"}),
 		manifestCache: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_agent_manifest_cache_requests_total",
-			Help: "Manifest requests answered from memory (hit) or by asking the origin (miss).",
+			Help: "Manifest requests answered from memory (hit), by asking the origin (miss), or with a tag's last answer while the origin is down (stale).",
 		}, []string{"result"}),
 		blobCache: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_agent_blob_cache_requests_total",
