@@ -167,11 +167,11 @@ func TestHandedOverPiecesSurviveReload(t *testing.T) {
 	}
 }
 
-func TestCompleteTrustsVerifiedPiecesByDefault(t *testing.T) {
-	s := open(t, t.TempDir(), 1<<20)
+func TestCompleteWithoutDigestCheckTrustsVerifiedPieces(t *testing.T) {
+	s := open(t, t.TempDir(), 1<<20, WithoutDigestCheck())
 	data, m := testBlob(t, 25, 3*pieceLen)
 	// Pieces hash right, the digest names other bytes: only the whole-blob
-	// check (WithDigestCheck) notices; by default the metainfo is trusted.
+	// check notices, and it is off.
 	wrong := *m
 	wrong.Digest = digest.FromString("another blob")
 	fill(t, s, data, &wrong)

@@ -75,11 +75,11 @@ func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.log = l } }
 // EVENT_STOPPED for it. It must not block for long.
 func WithOnEvict(f func(digest.Digest)) Option { return func(s *Store) { s.onEvict = f } }
 
-// WithDigestCheck makes Complete hash the assembled blob against its
-// digest. Without it Complete trusts the pieces, each verified against the
-// metainfo when written: enough when the metainfo itself was computed from
-// the blob with its digest checked, as origin seeders do.
-func WithDigestCheck() Option { return func(s *Store) { s.checkDigest = true } }
+// WithoutDigestCheck makes Complete trust the pieces, each verified
+// against the metainfo when written, instead of hashing the assembled blob
+// against its digest once more: enough when the metainfo itself was
+// computed from the blob with its digest checked, as origin seeders do.
+func WithoutDigestCheck() Option { return func(s *Store) { s.skipDigestCheck = true } }
 
 // Store is a disk cache of blobs. It is safe for concurrent use; piece I/O
 // and hashing run outside its lock.
@@ -88,8 +88,9 @@ type Store struct {
 	quota   int64
 	log     *slog.Logger
 	onEvict func(digest.Digest)
-	// checkDigest: Complete hashes the whole blob (WithDigestCheck).
-	checkDigest bool
+	// skipDigestCheck: Complete does not hash the whole blob
+	// (WithoutDigestCheck).
+	skipDigestCheck bool
 
 	mu    sync.Mutex
 	blobs map[digest.Digest]*blob

@@ -162,7 +162,7 @@ func TestCorruptPieceRejected(t *testing.T) {
 }
 
 func TestCompleteDropsBlobNotMatchingDigest(t *testing.T) {
-	s := open(t, t.TempDir(), 1<<20, WithDigestCheck())
+	s := open(t, t.TempDir(), 1<<20)
 	data, m := testBlob(t, 3, 2*pieceLen)
 	// Pieces hash right but the digest names other bytes: a wrong metainfo.
 	wrong := *m

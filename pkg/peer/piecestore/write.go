@@ -203,7 +203,7 @@ func (s *Store) Complete(d digest.Digest) error {
 	s.mu.Unlock()
 
 	var err error
-	if s.checkDigest {
+	if !s.skipDigestCheck {
 		err = checkDigest(b)
 	}
 	if err == nil {
