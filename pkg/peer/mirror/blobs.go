@@ -108,15 +108,18 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, name, ref str
 // blobSize authorizes the blob at the origin and returns its size. While
 // the origin is down (it could not be reached or answered 502/503/504,
 // now or within AuthTTL), a blob complete in the local cache is served
-// without its say: it is content addressed, and already on this host.
+// without its say to credentials it let read the repository within
+// OfflineTTL: content addressed, already on this host, and the access
+// decision the origin's own, only older.
 func (s *Server) blobSize(r *http.Request, name string, d digest.Digest) (int64, *apiError) {
-	if s.originDown() {
+	cred := credentialKey(r)
+	if s.originDown() && s.mayReadOffline(name, cred) {
 		if size, ok := s.localBlob(d); ok {
 			return size, nil
 		}
 	}
 	size, deny := s.authorizeBlob(r, name, d)
-	if deny != nil && deny.originDown {
+	if deny != nil && deny.originDown && s.mayReadOffline(name, cred) {
 		if size, ok := s.localBlob(d); ok {
 			s.log.Warn("origin unavailable: blob served from the local cache", "name", name, "digest", d, "err", deny)
 			return size, nil
@@ -163,6 +166,7 @@ func (s *Server) authorizeBlob(r *http.Request, name string, d digest.Digest) (i
 				return answer{deny: newError(http.StatusBadGateway, codeUnknown, "the origin gave blob %s no size", d)}, nil
 			}
 			s.auth.Add(key, size)
+			s.noteYes(name, cred)
 			return answer{size: size}, nil
 		case http.StatusNotFound:
 			return answer{deny: newError(http.StatusNotFound, codeBlobUnknown, "blob %s unknown to the origin in repository %s", d, name)}, nil

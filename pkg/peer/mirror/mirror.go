@@ -47,12 +47,15 @@ type Config struct {
 	// the burst of a whole fleet resolving the same tag at once while a
 	// push is visible within seconds.
 	TagTTL time.Duration `yaml:"tagTTL"`
-	// StaleTagTTL is how long the last manifest the origin returned for a
-	// tag (per repository, Accept list and credentials) is kept to be
-	// served while the origin cannot be reached or answers 502/503/504:
-	// 24h. While the origin answers, tags always follow it. 0 turns this
-	// off: pulls by tag then fail while the origin is down.
-	StaleTagTTL time.Duration `yaml:"staleTagTTL"`
+	// OfflineTTL is how long the origin's last answers are used while it
+	// cannot be reached or answers 502/503/504: its yes to "may these
+	// credentials read this repository", which lets them read what this
+	// agent holds of it (manifests by digest, complete blobs), and the
+	// manifest it last returned for a tag (per repository, Accept list and
+	// credentials): 24h. While the origin answers, it decides and tags
+	// follow it. 0 turns this off: nothing is served while the origin is
+	// down.
+	OfflineTTL time.Duration `yaml:"offlineTTL"`
 	// AuthTTL is how long an origin's yes to "may these credentials read
 	// this blob" is reused. Revoking access takes effect after it: 10s.
 	AuthTTL time.Duration `yaml:"authTTL"`
@@ -80,7 +83,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		TagTTL:               5 * time.Second,
-		StaleTagTTL:          24 * time.Hour,
+		OfflineTTL:           24 * time.Hour,
 		AuthTTL:              10 * time.Second,
 		ManifestCacheEntries: 4096,
 		MaxCachedManifest:    1 << 20,
@@ -141,9 +144,11 @@ type Server struct {
 
 	tags      *expirable.LRU[string, *cachedResponse]
 	manifests *lru.Cache[string, *cachedResponse]
-	// staleTags keeps the last good answer for a tag for StaleTagTTL, to
-	// serve while the origin is down; nil when off.
+	// Kept for OfflineTTL, for while the origin is down (nil when off):
+	// staleTags the last good answer for a tag, lastYes the origin's last
+	// yes to (repository, credentials) (repoAuthKey).
 	staleTags *expirable.LRU[string, *cachedResponse]
+	lastYes   *expirable.LRU[string, struct{}]
 	// auth remembers the origin's recent yeses: blob sizes by
 	// (repository, digest, credentials) and repository reads (-1).
 	auth    *expirable.LRU[string, int64]
@@ -174,8 +179,8 @@ func New(cfg Config, opts Options) (*Server, error) {
 		return nil, errors.New("mirror: originDialTimeout must be positive")
 	case cfg.OriginHeaderTimeout <= 0:
 		return nil, errors.New("mirror: originHeaderTimeout must be positive")
-	case cfg.StaleTagTTL < 0:
-		return nil, errors.New("mirror: staleTagTTL must not be negative")
+	case cfg.OfflineTTL < 0:
+		return nil, errors.New("mirror: offlineTTL must not be negative")
 	}
 	manifests, err := lru.New[string, *cachedResponse](cfg.ManifestCacheEntries)
 	if err != nil {
@@ -192,8 +197,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 		auth:      expirable.NewLRU[string, int64](16384, nil, max(cfg.AuthTTL, time.Nanosecond)),
 		metrics:   newMetrics(opts.Registerer),
 	}
-	if cfg.StaleTagTTL > 0 {
-		s.staleTags = expirable.NewLRU[string, *cachedResponse](cfg.ManifestCacheEntries, nil, cfg.StaleTagTTL)
+	if cfg.OfflineTTL > 0 {
+		s.staleTags = expirable.NewLRU[string, *cachedResponse](cfg.ManifestCacheEntries, nil, cfg.OfflineTTL)
+		s.lastYes = expirable.NewLRU[string, struct{}](16384, nil, cfg.OfflineTTL)
 	}
 	if s.client == nil {
 		s.client = &http.Client{Transport: NewTransport(cfg, nil)}

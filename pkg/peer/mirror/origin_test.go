@@ -345,7 +345,9 @@ func TestOriginUnavailableStatus(t *testing.T) {
 func TestCachedContentServedWhileOriginDown(t *testing.T) {
 	o := newFakeOrigin(t)
 	blobs := &fakeBlobs{local: map[digest.Digest][]byte{testBlobDigest: testBlob}}
-	srv := newTestMirror(t, testConfig(o.URL), blobs)
+	cfg := testConfig(o.URL)
+	cfg.AuthTTL = time.Millisecond // the origin's yes is not reused: only OfflineTTL's record is
+	srv := newTestMirror(t, cfg, blobs)
 	manPath := "/v2/team/app/manifests/" + testManDigest.String()
 	blobPath := "/v2/team/app/blobs/" + testBlobDigest.String()
 	if a := get(t, srv, http.MethodGet, manPath, "alice"); a.status != http.StatusOK {
@@ -361,9 +363,11 @@ func TestCachedContentServedWhileOriginDown(t *testing.T) {
 	}
 	o.deny.Store(false)
 
-	// Down: new credentials, so nothing the origin said is cached for them
-	// and the mirror has to ask it, and finds it down.
+	// Down, past AuthTTL: the mirror has to ask the origin and finds it
+	// down. alice, whom the origin let read team/app, is served what this
+	// agent holds of it.
 	o.down.Store(true)
+	time.Sleep(5 * time.Millisecond) // past AuthTTL
 	before := o.requests.Load()
 	for _, c := range []struct {
 		method, path string
@@ -374,7 +378,7 @@ func TestCachedContentServedWhileOriginDown(t *testing.T) {
 		{http.MethodGet, blobPath, testBlob},
 		{http.MethodHead, blobPath, nil},
 	} {
-		a := get(t, srv, c.method, c.path, "bob")
+		a := get(t, srv, c.method, c.path, "alice")
 		if a.status != http.StatusOK || !bytes.Equal(a.body, c.want) || a.elapsed > quickly {
 			t.Errorf("%s %s with the origin down: %d %q after %v, want 200 %q", c.method, c.path, a.status, a.body, a.elapsed, c.want)
 		}
@@ -387,9 +391,17 @@ func TestCachedContentServedWhileOriginDown(t *testing.T) {
 	if n := o.requests.Load() - before; n != 1 {
 		t.Errorf("origin asked %d times while down, want 1", n)
 	}
+	// bob never had the origin's yes for team/app, mallory had its no: the
+	// cached bytes are not theirs to read while it cannot be asked.
+	for _, who := range []string{"bob", "mallory"} {
+		for _, p := range []string{manPath, blobPath} {
+			a := get(t, srv, http.MethodGet, p, who)
+			checkOriginError(t, http.MethodGet, p, a, http.StatusServiceUnavailable, o.URL)
+		}
+	}
 	// What is not cached still fails, with the origin's status.
 	for _, p := range []string{"/v2/team/app/blobs/" + otherDigest.String(), "/v2/team/app/manifests/latest"} {
-		a := get(t, srv, http.MethodGet, p, "bob")
+		a := get(t, srv, http.MethodGet, p, "alice")
 		checkOriginError(t, http.MethodGet, p, a, http.StatusServiceUnavailable, o.URL)
 	}
 
@@ -441,7 +453,7 @@ func TestTagServedFromItsLastAnswerWhileOriginDown(t *testing.T) {
 	}
 
 	// Off: pulls by tag fail while the origin is down.
-	cfg.StaleTagTTL = 0
+	cfg.OfflineTTL = 0
 	off := newTestMirror(t, cfg, &fakeBlobs{})
 	if a := get(t, off, http.MethodGet, tagPath, "alice"); a.status != http.StatusOK {
 		t.Fatalf("tag with the origin up: %d", a.status)

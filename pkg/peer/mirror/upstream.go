@@ -103,6 +103,26 @@ func (s *Server) markOriginDown() {
 	s.downUntil.Store(time.Now().Add(max(s.cfg.AuthTTL, time.Second)).UnixNano())
 }
 
+// noteYes records that the origin let cred read repository name: while
+// it is down, what this agent holds of the repository is served to cred
+// for OfflineTTL.
+func (s *Server) noteYes(name, cred string) {
+	if s.lastYes != nil {
+		s.lastYes.Add(repoAuthKey(name, cred), struct{}{})
+	}
+}
+
+// mayReadOffline reports whether cred may be served cached content of
+// repository name without asking the origin, which is down: the origin
+// said yes to them within OfflineTTL. The access rules stay the origin's.
+func (s *Server) mayReadOffline(name, cred string) bool {
+	if s.lastYes == nil {
+		return false
+	}
+	_, ok := s.lastYes.Get(repoAuthKey(name, cred))
+	return ok
+}
+
 // originDown reports whether the origin failed within AuthTTL and has not
 // answered since.
 func (s *Server) originDown() bool { return time.Now().UnixNano() < s.downUntil.Load() }
