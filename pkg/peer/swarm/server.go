@@ -294,14 +294,20 @@ func (s *Swarm) openStream(dl *download, addr string, origin bool) (*conn, error
 // download adds them to the origins it exchanges pieces with.
 const ownersHeader = "shoal-owners"
 
+// maxMetainfoAsks bounds the GetMetainfo calls in flight for one blob: a
+// seeder asked about a blob it has never seen reads the whole blob from
+// storage to compute the metainfo, so hedging to every seeder of a large
+// cluster would read a new large layer once per node.
+const maxMetainfoAsks = 2
+
 // fetchMetainfo asks the seeders, in rendezvous order for d so that
 // agents agree on which seeder computes a new blob's metainfo, and checks
 // that the answer describes d. It also returns the owners the seeder named.
 // A seeder that fails is followed by the next at once; one that has not
 // answered after MetainfoHedgeDelay is joined by the next (a hedged
-// request), so a hung seeder costs that delay rather than
-// MetainfoTimeout. The first good answer wins and the others are
-// cancelled.
+// request; at most maxMetainfoAsks in flight), so a hung seeder costs
+// that delay rather than MetainfoTimeout. The first good answer wins and
+// the others are cancelled.
 func (s *Swarm) fetchMetainfo(ctx context.Context, d digest.Digest) (*metainfo.Metainfo, []string, error) {
 	if len(s.cfg.Seeders) == 0 {
 		return nil, nil, errors.New("no origin seeders configured to take metainfo from")
@@ -347,7 +353,9 @@ func (s *Swarm) fetchMetainfo(ctx context.Context, d digest.Digest) (*metainfo.M
 			askNext()
 		case <-hedge:
 			hedge = nil
-			askNext()
+			if pending < maxMetainfoAsks {
+				askNext()
+			}
 		}
 	}
 	return nil, nil, fmt.Errorf("getting metainfo of %s: %w", d, errors.Join(errs...))

@@ -102,7 +102,7 @@ type Config struct {
 	MetainfoTimeout time.Duration `yaml:"metainfoTimeout"`
 	// MetainfoHedgeDelay is how long a seeder may leave GetMetainfo
 	// unanswered before the next seeder in rendezvous order is asked too
-	// (the first good answer wins): 10s. A hung seeder costs this, not
+	// (at most two at once; the first good answer wins): 10s. A hung seeder costs this, not
 	// MetainfoTimeout; a seeder merely busy hashing a large new blob costs
 	// a second computation at the next owner. 0 asks one seeder at a time.
 	MetainfoHedgeDelay time.Duration `yaml:"metainfoHedgeDelay"`
