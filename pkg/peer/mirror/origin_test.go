@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // quickly is how long an answer about a dead origin may take in these
@@ -420,7 +421,8 @@ func TestTagServedFromItsLastAnswerWhileOriginDown(t *testing.T) {
 	o := newFakeOrigin(t)
 	cfg := testConfig(o.URL)
 	cfg.TagTTL = time.Millisecond // every request by tag goes to the origin while it is up
-	srv := newTestMirror(t, cfg, &fakeBlobs{})
+	reg := prometheus.NewRegistry()
+	srv := newTestMirrorWith(t, cfg, Options{Blobs: &fakeBlobs{}, Registerer: reg})
 	const tagPath = "/v2/team/app/manifests/latest"
 	if a := get(t, srv, http.MethodGet, tagPath, "alice"); a.status != http.StatusOK || !bytes.Equal(a.body, testManifest) {
 		t.Fatalf("tag with the origin up: %d %s", a.status, a.body)
@@ -436,6 +438,9 @@ func TestTagServedFromItsLastAnswerWhileOriginDown(t *testing.T) {
 		if a.status != http.StatusOK || !bytes.Equal(a.body, want) || a.header.Get("Docker-Content-Digest") != testManDigest.String() {
 			t.Errorf("%s tag with the origin down: %d %q digest %q, want the last answer", m, a.status, a.body, a.header.Get("Docker-Content-Digest"))
 		}
+	}
+	if n := counterValue(t, reg, "shoal_agent_manifest_cache_requests_total", "result", "stale"); n != 2 {
+		t.Errorf("stale manifest answers counted %v, want 2", n)
 	}
 	// Kept per credentials: bob never had the origin's answer.
 	a := get(t, srv, http.MethodGet, tagPath, "bob")
@@ -582,4 +587,26 @@ func TestDescribeOriginError(t *testing.T) {
 			t.Errorf("describeOriginError(%v) = %q, want %q", c.err, got, c.want)
 		}
 	}
+}
+
+// counterValue returns the value of the counter name whose label has value.
+func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label && lp.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
