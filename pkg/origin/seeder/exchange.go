@@ -220,10 +220,10 @@ func (s *Server) sendReject(stream peerpb.Peer_ExchangeServer, i uint32, reason 
 	return stream.Send(&peerpb.Message{Msg: &peerpb.Message_Reject{Reject: &peerpb.Reject{Index: i, Reason: reason}}})
 }
 
-// sendPiece streams piece i in chunks of at most chunkSize and reports
-// how many bytes and whether all of it went out. A piece that cannot be read is rejected as
-// not held, so the peer asks elsewhere; only errors of the stream itself
-// end it.
+// sendPiece streams piece i in chunks of at most chunkSize and reports how
+// many bytes and whether all of it went out. A piece that cannot be read
+// is rejected as not held, so the peer asks elsewhere; only errors of the
+// stream itself end it.
 func (s *Server) sendPiece(ctx context.Context, stream peerpb.Peer_ExchangeServer, m *metainfo.Metainfo, src pieceSource, q *requestQueue, i int, buf []byte) (int64, bool, error) {
 	size := m.PieceSize(i)
 	r, source, err := src.open(ctx, m.PieceOffset(i), size)

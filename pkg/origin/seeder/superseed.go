@@ -23,9 +23,10 @@ import (
 // long, so the piece should not go out again before; and short enough that
 // a recipient that left quietly is replaced by the next agent that asks.
 // (With the piece's send time alone, 50 agents on 10 Mbit/s links got the
-// layer 2.5 times from the origin; docs/benchmarks.md.) A recipient whose stream breaks (killed, network gone)
-// frees its pieces at once. An agent asking again for a piece it was given (a retry
-// after a cancel, a second stream) is always served.
+// layer 2.5 times from the origin; docs/benchmarks.md.) A recipient whose
+// stream breaks (killed, network gone) frees its pieces at once. An agent
+// asking again for a piece it was given (a retry after a cancel, a second
+// stream) is always served.
 type ledger struct {
 	minWindow, maxWindow time.Duration
 	// rate returns the node's send rate in bytes per second (0: unknown).

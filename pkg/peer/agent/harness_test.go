@@ -33,15 +33,6 @@ import (
 	"github.com/shoal-dev/shoal/proto/trackerpb"
 )
 
-// skipSwarmInShort skips a multi-agent swarm test under -short, except in
-// CI (CI=true), where no test may be skipped.
-func skipSwarmInShort(t *testing.T) {
-	t.Helper()
-	if testing.Short() && os.Getenv("CI") != "true" {
-		t.Skip("multi-agent swarm test: not run with -short outside CI")
-	}
-}
-
 // testLogger logs to the test output only when SHOAL_TEST_LOG is set: a
 // swarm of agents is noisy.
 func testLogger(t testing.TB) *slog.Logger {

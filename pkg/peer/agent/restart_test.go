@@ -21,7 +21,6 @@ import (
 // dropped its predecessor must take it back: it gets pieces from it while
 // its own download still runs.
 func TestRestartedAgentRejoinsTheSwarm(t *testing.T) {
-	skipSwarmInShort(t)
 	o := startOrigin(t)
 	tr := startTracker(t)
 	layer := randomBytes(8<<20, 21)

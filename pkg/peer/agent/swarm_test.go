@@ -14,7 +14,6 @@ import (
 // slow origin seeder trade pieces, so the seeder sends the layer about
 // once; one agent killed mid-transfer does not disturb the others.
 func TestSwarmPullsAtOnce(t *testing.T) {
-	skipSwarmInShort(t)
 	const agents = 8
 	o := startOrigin(t)
 	tr := startTracker(t)

@@ -322,7 +322,11 @@ func (s *Swarm) fetchMetainfo(ctx context.Context, d digest.Digest) (*metainfo.M
 	}
 	answers := make(chan answer, len(ranked)) // never blocks a late sender
 	next, pending := 0, 0
-	ask := func() {
+	var hedge <-chan time.Time
+	askNext := func() {
+		if next == len(ranked) || ctx.Err() != nil {
+			return
+		}
 		addr := ranked[next]
 		next++
 		pending++
@@ -330,14 +334,8 @@ func (s *Swarm) fetchMetainfo(ctx context.Context, d digest.Digest) (*metainfo.M
 			m, owners, err := s.metainfoFrom(ctx, addr, d)
 			answers <- answer{m, owners, err}
 		}()
-	}
-	var hedge <-chan time.Time
-	askNext := func() {
-		if next < len(ranked) && ctx.Err() == nil {
-			ask()
-			if s.cfg.MetainfoHedgeDelay > 0 && next < len(ranked) {
-				hedge = time.After(s.cfg.MetainfoHedgeDelay)
-			}
+		if s.cfg.MetainfoHedgeDelay > 0 && next < len(ranked) {
+			hedge = time.After(s.cfg.MetainfoHedgeDelay)
 		}
 	}
 	askNext()

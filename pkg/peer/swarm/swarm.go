@@ -102,14 +102,15 @@ type Config struct {
 	MetainfoTimeout time.Duration `yaml:"metainfoTimeout"`
 	// MetainfoHedgeDelay is how long a seeder may leave GetMetainfo
 	// unanswered before the next seeder in rendezvous order is asked too
-	// (at most two at once; the first good answer wins): 10s. A hung seeder costs this, not
-	// MetainfoTimeout; a seeder merely busy hashing a large new blob costs
-	// a second computation at the next owner. 0 asks one seeder at a time.
+	// (at most two at once; the first good answer wins): 10s. A hung
+	// seeder costs this, not MetainfoTimeout; a seeder merely busy hashing
+	// a large new blob costs a second computation at the next owner. 0
+	// asks one seeder at a time.
 	MetainfoHedgeDelay time.Duration `yaml:"metainfoHedgeDelay"`
 	// StallTimeout fails a download when no piece, and no byte of one, has
 	// arrived for that long (every peer and seeder unreachable or
-	// failing): 2m. Clients get
-	// an error and retry; pieces already verified are kept.
+	// failing): 2m. Clients get an error and retry; pieces already
+	// verified are kept.
 	StallTimeout time.Duration `yaml:"stallTimeout"`
 	// DownloadAnnounceInterval is how often a running download announces to
 	// the tracker to learn of agents that started after it: 5s. Seeded
