@@ -108,18 +108,24 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, name, ref str
 // blobSize authorizes the blob at the origin and returns its size. While
 // the origin is down (it could not be reached or answered 502/503/504,
 // now or within AuthTTL), a blob complete in the local cache is served
-// without its say to credentials it let read the repository within
-// OfflineTTL: content addressed, already on this host, and the access
-// decision the origin's own, only older.
+// without its say, within OfflineTTL of the origin's last word, to
+// credentials it let read the repository, and only if it confirmed that
+// the blob is in that repository: the piece store is shared by every
+// repository, so holding the digest says nothing about where it may be
+// read. Content addressed, already on this host, and the access decision
+// the origin's own, only older.
 func (s *Server) blobSize(r *http.Request, name string, d digest.Digest) (int64, *apiError) {
 	cred := credentialKey(r)
-	if s.originDown() && s.mayReadOffline(name, cred) {
+	if s.originDown() && s.mayReadOffline(name, d, cred) {
 		if size, ok := s.localBlob(d); ok {
 			return size, nil
 		}
 	}
 	size, deny := s.authorizeBlob(r, name, d)
-	if deny != nil && deny.originDown && s.mayReadOffline(name, cred) {
+	if deny == nil {
+		s.notePresent(name, d)
+	}
+	if deny != nil && deny.originDown && s.mayReadOffline(name, d, cred) {
 		if size, ok := s.localBlob(d); ok {
 			s.log.Warn("origin unavailable: blob served from the local cache", "name", name, "digest", d, "err", deny)
 			return size, nil

@@ -57,7 +57,7 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, name, ref
 		// cached is served rather than failing the pull.
 		key = name + "@" + dgst.String()
 		if c, ok := s.manifests.Get(key); ok {
-			if _, ok := s.auth.Get(repoAuthKey(name, cred)); ok || (s.originDown() && s.mayReadOffline(name, cred)) {
+			if _, ok := s.auth.Get(repoAuthKey(name, cred)); ok || (s.originDown() && s.mayReadOffline(name, dgst, cred)) {
 				s.metrics.manifestCache.WithLabelValues("hit").Inc()
 				c.write(w, r)
 				return
@@ -78,7 +78,7 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, name, ref
 	})
 	if err != nil {
 		ae := asAPIError(err, s)
-		if cached != nil && ae.originDown && s.mayReadOffline(name, cred) {
+		if cached != nil && ae.originDown && s.mayReadOffline(name, dgst, cred) {
 			s.log.Warn("origin unavailable: manifest served from the mirror's cache", "name", name, "digest", dgst, "err", ae)
 			cached.write(w, r)
 			return
@@ -147,6 +147,7 @@ func (s *Server) fetchManifest(r *http.Request, name, ref string, dgst digest.Di
 	c.header.Set("Docker-Content-Digest", dgst.String())
 	s.auth.Add(repoAuthKey(name, credentialKey(r)), -1)
 	s.noteYes(name, credentialKey(r))
+	s.notePresent(name, dgst)
 	if int64(len(body)) <= s.cfg.MaxCachedManifest {
 		s.manifests.Add(name+"@"+dgst.String(), c)
 	}

@@ -146,9 +146,11 @@ type Server struct {
 	manifests *lru.Cache[string, *cachedResponse]
 	// Kept for OfflineTTL, for while the origin is down (nil when off):
 	// staleTags the last good answer for a tag, lastYes the origin's last
-	// yes to (repository, credentials) (repoAuthKey).
+	// yes to (repository, credentials) (repoAuthKey), present the digests
+	// it served or authorized in a repository (presentKey).
 	staleTags *expirable.LRU[string, *cachedResponse]
 	lastYes   *expirable.LRU[string, struct{}]
+	present   *expirable.LRU[string, struct{}]
 	// auth remembers the origin's recent yeses: blob sizes by
 	// (repository, digest, credentials) and repository reads (-1).
 	auth    *expirable.LRU[string, int64]
@@ -200,6 +202,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if cfg.OfflineTTL > 0 {
 		s.staleTags = expirable.NewLRU[string, *cachedResponse](cfg.ManifestCacheEntries, nil, cfg.OfflineTTL)
 		s.lastYes = expirable.NewLRU[string, struct{}](16384, nil, cfg.OfflineTTL)
+		s.present = expirable.NewLRU[string, struct{}](65536, nil, cfg.OfflineTTL)
 	}
 	if s.client == nil {
 		s.client = &http.Client{Transport: NewTransport(cfg, nil)}

@@ -351,8 +351,10 @@ func TestCachedContentServedWhileOriginDown(t *testing.T) {
 	srv := newTestMirror(t, cfg, blobs)
 	manPath := "/v2/team/app/manifests/" + testManDigest.String()
 	blobPath := "/v2/team/app/blobs/" + testBlobDigest.String()
-	if a := get(t, srv, http.MethodGet, manPath, "alice"); a.status != http.StatusOK {
-		t.Fatalf("manifest by digest with the origin up: %d %s", a.status, a.body)
+	for _, p := range []string{manPath, blobPath} {
+		if a := get(t, srv, http.MethodGet, p, "alice"); a.status != http.StatusOK {
+			t.Fatalf("GET %s with the origin up: %d %s", p, a.status, a.body)
+		}
 	}
 
 	// Up, the origin still decides: its 401 is not overridden by the cache.
@@ -476,8 +478,11 @@ func TestCachedContentServedWhileOriginRefuses(t *testing.T) {
 	cfg.AuthTTL = time.Millisecond // the origin's yes is forgotten at once
 	srv := newTestMirror(t, cfg, blobs)
 	manPath := "/v2/team/app/manifests/" + testManDigest.String()
-	if a := get(t, srv, http.MethodGet, manPath, ""); a.status != http.StatusOK {
-		t.Fatalf("manifest by digest with the origin up: %d %s", a.status, a.body)
+	blobPath := "/v2/team/app/blobs/" + testBlobDigest.String()
+	for _, p := range []string{manPath, blobPath} {
+		if a := get(t, srv, http.MethodGet, p, ""); a.status != http.StatusOK {
+			t.Fatalf("GET %s with the origin up: %d %s", p, a.status, a.body)
+		}
 	}
 	o.CloseClientConnections()
 	o.Close()
@@ -485,7 +490,7 @@ func TestCachedContentServedWhileOriginRefuses(t *testing.T) {
 	for _, c := range []struct {
 		path string
 		want []byte
-	}{{manPath, testManifest}, {"/v2/team/app/blobs/" + testBlobDigest.String(), testBlob}} {
+	}{{manPath, testManifest}, {blobPath, testBlob}} {
 		a := get(t, srv, http.MethodGet, c.path, "")
 		if a.status != http.StatusOK || !bytes.Equal(a.body, c.want) || a.elapsed > quickly {
 			t.Errorf("GET %s with the origin gone: %d %q after %v, want 200 %q", c.path, a.status, a.body, a.elapsed, c.want)

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // NewTransport returns the transport the mirror talks to the origin over:
@@ -104,24 +106,40 @@ func (s *Server) markOriginDown() {
 }
 
 // noteYes records that the origin let cred read repository name: while
-// it is down, what this agent holds of the repository is served to cred
-// for OfflineTTL.
+// it is down, what this agent holds of the repository (and the origin
+// confirmed to be in it, notePresent) is served to cred for OfflineTTL.
 func (s *Server) noteYes(name, cred string) {
 	if s.lastYes != nil {
 		s.lastYes.Add(repoAuthKey(name, cred), struct{}{})
 	}
 }
 
-// mayReadOffline reports whether cred may be served cached content of
-// repository name without asking the origin, which is down: the origin
-// said yes to them within OfflineTTL. The access rules stay the origin's.
-func (s *Server) mayReadOffline(name, cred string) bool {
-	if s.lastYes == nil {
+// notePresent records that the origin served (or authorized) d under
+// repository name: while it is down, d is served under that name only.
+func (s *Server) notePresent(name string, d digest.Digest) {
+	if s.present != nil {
+		s.present.Add(presentKey(name, d), struct{}{})
+	}
+}
+
+// mayReadOffline reports whether cred may be served cached d under
+// repository name without asking the origin, which is down: within
+// OfflineTTL the origin said yes to cred for the repository and confirmed
+// that d is in it. The access rules (per repository) stay the origin's,
+// and content cached for one repository is not served under another's name.
+func (s *Server) mayReadOffline(name string, d digest.Digest, cred string) bool {
+	if s.lastYes == nil || s.present == nil {
+		return false
+	}
+	if _, ok := s.present.Get(presentKey(name, d)); !ok {
 		return false
 	}
 	_, ok := s.lastYes.Get(repoAuthKey(name, cred))
 	return ok
 }
+
+// presentKey names d in repository name in the offline record.
+func presentKey(name string, d digest.Digest) string { return "have|" + name + "|" + d.String() }
 
 // originDown reports whether the origin failed within AuthTTL and has not
 // answered since.
