@@ -1,6 +1,8 @@
 // Package testpki issues throwaway certificates for tests: a CA and
 // certificates for 127.0.0.1 signed by it, as PEM, and writes them to
-// files. It is for tests only; nothing here is fit for real keys.
+// files. Cluster members' certificates (IssuePeer) follow the cluster
+// profile of pkg/auth, the one `shoalctl certs issue` writes. It is for
+// tests only; nothing here is fit for real keys.
 package testpki
 
 import (
@@ -12,10 +14,13 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/shoal-dev/shoal/pkg/auth"
 )
 
 // CA is a test certificate authority valid for an hour either side of now.
@@ -48,13 +53,14 @@ func NewCA(t testing.TB, name string) *CA {
 
 // Issue returns a PEM certificate and key with common name cn for the IP
 // address 127.0.0.1, for the given extended key usages (server and client
-// when none are given).
+// when none are given). It carries no peer identity: use it for listeners
+// outside the cluster profile (the origin's registry API), IssuePeer for
+// origins, agents and trackers.
 func (ca *CA) Issue(t testing.TB, cn string, serial int64, usages ...x509.ExtKeyUsage) (certPEM, keyPEM []byte) {
 	t.Helper()
 	if len(usages) == 0 {
 		usages = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
 	}
-	key := newKey(t)
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
@@ -62,6 +68,13 @@ func (ca *CA) Issue(t testing.TB, cn string, serial int64, usages ...x509.ExtKey
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: usages,
 	}
+	return ca.sign(t, tmpl)
+}
+
+// sign signs tmpl with a new key and returns both as PEM.
+func (ca *CA) sign(t testing.TB, tmpl *x509.Certificate) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key := newKey(t)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
 		t.Fatal(err)
@@ -71,6 +84,20 @@ func (ca *CA) Issue(t testing.TB, cn string, serial int64, usages ...x509.ExtKey
 		t.Fatal(err)
 	}
 	return encode("CERTIFICATE", der), encode("EC PRIVATE KEY", kder)
+}
+
+// IssuePeer returns a PEM certificate and key in the cluster profile
+// (auth.PeerTemplate): shoal://<role>/<id>, for 127.0.0.1 and localhost,
+// server and client use.
+func (ca *CA) IssuePeer(t testing.TB, role auth.Role, id string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	tmpl, err := auth.PeerTemplate(auth.Identity{
+		Role: role, ID: id, IPs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, DNSNames: []string{"localhost"},
+	}, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca.sign(t, tmpl)
 }
 
 // Pool returns a certificate pool trusting the CA.
