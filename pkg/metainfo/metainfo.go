@@ -43,6 +43,13 @@ type Metainfo struct {
 	PieceLength int64
 	// PieceHashes holds the SHA-256 of each piece, in order.
 	PieceHashes [][HashSize]byte
+	// Signature is the origin's Ed25519 signature over the fields above
+	// (auth.Key.SignMetainfo), and KeyID names the key that made it. They
+	// travel with GetMetainfo answers only: stored and cached forms leave
+	// them out, since the origin signs what it serves and an agent checks
+	// it on receipt (auth.Verifier.VerifyMetainfo).
+	Signature []byte
+	KeyID     string
 }
 
 // NumPieces returns how many pieces a blob of size bytes has with the given

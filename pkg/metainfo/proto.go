@@ -14,18 +14,21 @@ func (m *Metainfo) Proto() *peerpb.Metainfo {
 	for _, h := range m.PieceHashes {
 		hashes = append(hashes, h[:]...)
 	}
-	return &peerpb.Metainfo{Digest: string(m.Digest), Size: m.Size, PieceLength: m.PieceLength, PieceHashes: hashes}
+	return &peerpb.Metainfo{Digest: string(m.Digest), Size: m.Size, PieceLength: m.PieceLength, PieceHashes: hashes,
+		Signature: m.Signature, KeyId: m.KeyID}
 }
 
 // FromProto converts a GetMetainfo answer and validates it. Callers should
-// also check that the digest is the one they asked for.
+// also check that the digest is the one they asked for, and the origin's
+// signature (auth.Verifier.VerifyMetainfo): validation says the fields are
+// consistent, not that the origin computed them.
 func FromProto(p *peerpb.Metainfo) (*Metainfo, error) {
 	raw := p.GetPieceHashes()
 	if len(raw)%HashSize != 0 {
 		return nil, fmt.Errorf("decoding metainfo for %s: %d bytes of piece hashes is not a multiple of %d", p.GetDigest(), len(raw), HashSize)
 	}
 	m := &Metainfo{Digest: digest.Digest(p.GetDigest()), Size: p.GetSize(), PieceLength: p.GetPieceLength(),
-		PieceHashes: make([][HashSize]byte, len(raw)/HashSize)}
+		PieceHashes: make([][HashSize]byte, len(raw)/HashSize), Signature: p.GetSignature(), KeyID: p.GetKeyId()}
 	for i := range m.PieceHashes {
 		copy(m.PieceHashes[i][:], raw[i*HashSize:])
 	}

@@ -142,7 +142,15 @@ type Metainfo struct {
 	// except the last, which holds the remainder.
 	PieceLength int64 `protobuf:"varint,3,opt,name=piece_length,json=pieceLength,proto3" json:"piece_length,omitempty"`
 	// SHA-256 of every piece, concatenated: 32 bytes per piece, in order.
-	PieceHashes   []byte `protobuf:"bytes,4,opt,name=piece_hashes,json=pieceHashes,proto3" json:"piece_hashes,omitempty"`
+	PieceHashes []byte `protobuf:"bytes,4,opt,name=piece_hashes,json=pieceHashes,proto3" json:"piece_hashes,omitempty"`
+	// Ed25519 signature by the origin over the canonical encoding of
+	// (digest, size, piece_length, SHA-256 of piece_hashes) (docs/p2p.md,
+	// pkg/auth/metainfo.go). Agents use metainfo only if it verifies with an
+	// origin public key: it is what makes pieces from untrusted peers
+	// verifiable, so no seeder or peer may substitute its own.
+	Signature []byte `protobuf:"bytes,5,opt,name=signature,proto3" json:"signature,omitempty"`
+	// Id of the origin key that made signature (auth.KeyID).
+	KeyId         string `protobuf:"bytes,6,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -203,6 +211,20 @@ func (x *Metainfo) GetPieceHashes() []byte {
 		return x.PieceHashes
 	}
 	return nil
+}
+
+func (x *Metainfo) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *Metainfo) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
 }
 
 // Message is one frame of an Exchange stream.
@@ -700,12 +722,14 @@ const file_peer_v1_peer_proto_rawDesc = "" +
 	"\n" +
 	"\x12peer/v1/peer.proto\x12\rshoal.peer.v1\",\n" +
 	"\x12GetMetainfoRequest\x12\x16\n" +
-	"\x06digest\x18\x01 \x01(\tR\x06digest\"|\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\"\xb1\x01\n" +
 	"\bMetainfo\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12!\n" +
 	"\fpiece_length\x18\x03 \x01(\x03R\vpieceLength\x12!\n" +
-	"\fpiece_hashes\x18\x04 \x01(\fR\vpieceHashes\"\xbe\x02\n" +
+	"\fpiece_hashes\x18\x04 \x01(\fR\vpieceHashes\x12\x1c\n" +
+	"\tsignature\x18\x05 \x01(\fR\tsignature\x12\x15\n" +
+	"\x06key_id\x18\x06 \x01(\tR\x05keyId\"\xbe\x02\n" +
 	"\aMessage\x128\n" +
 	"\thandshake\x18\x01 \x01(\v2\x18.shoal.peer.v1.HandshakeH\x00R\thandshake\x12)\n" +
 	"\x04have\x18\x02 \x01(\v2\x13.shoal.peer.v1.HaveH\x00R\x04have\x122\n" +

@@ -34,15 +34,20 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type PeerClient interface {
 	// GetMetainfo returns the piece layout and per-piece hashes of a blob.
-	// Origin seeders serve it from the metainfo they computed and stored;
-	// agents may serve it for blobs they hold. Fails with NOT_FOUND when the
-	// server does not know the blob.
+	// Origin seeders serve it from the metainfo they computed and stored,
+	// signed; agents may serve it for blobs they hold. The caller presents a
+	// capability for the blob in metadata "shoal-capability" (issued by the
+	// origin); without a valid one the call fails with PERMISSION_DENIED.
+	// Fails with NOT_FOUND when the server does not know the blob.
 	GetMetainfo(ctx context.Context, in *GetMetainfoRequest, opts ...grpc.CallOption) (*Metainfo, error)
 	// Exchange is one connection between two peers about one blob. Both sides
 	// first send a Handshake (the caller first), then either side may send
 	// Have, Request, Cancel, Reject and PieceChunk messages in any order: the
 	// protocol is symmetric, so piece data flows both ways on one stream.
 	// Requests may be pipelined; the server answers them in any order.
+	// The caller presents a capability for the blob in metadata
+	// "shoal-capability"; without a valid one the server answers the
+	// handshake with PERMISSION_DENIED, telling nothing of what it holds.
 	Exchange(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Message, Message], error)
 }
 
@@ -82,15 +87,20 @@ type Peer_ExchangeClient = grpc.BidiStreamingClient[Message, Message]
 // for forward compatibility.
 type PeerServer interface {
 	// GetMetainfo returns the piece layout and per-piece hashes of a blob.
-	// Origin seeders serve it from the metainfo they computed and stored;
-	// agents may serve it for blobs they hold. Fails with NOT_FOUND when the
-	// server does not know the blob.
+	// Origin seeders serve it from the metainfo they computed and stored,
+	// signed; agents may serve it for blobs they hold. The caller presents a
+	// capability for the blob in metadata "shoal-capability" (issued by the
+	// origin); without a valid one the call fails with PERMISSION_DENIED.
+	// Fails with NOT_FOUND when the server does not know the blob.
 	GetMetainfo(context.Context, *GetMetainfoRequest) (*Metainfo, error)
 	// Exchange is one connection between two peers about one blob. Both sides
 	// first send a Handshake (the caller first), then either side may send
 	// Have, Request, Cancel, Reject and PieceChunk messages in any order: the
 	// protocol is symmetric, so piece data flows both ways on one stream.
 	// Requests may be pipelined; the server answers them in any order.
+	// The caller presents a capability for the blob in metadata
+	// "shoal-capability"; without a valid one the server answers the
+	// handshake with PERMISSION_DENIED, telling nothing of what it holds.
 	Exchange(grpc.BidiStreamingServer[Message, Message]) error
 	mustEmbedUnimplementedPeerServer()
 }
