@@ -117,13 +117,16 @@ func LoadOrCreateKey(ctx context.Context, d storage.Driver, settle time.Duration
 	b, err := d.GetContent(ctx, KeyPath)
 	var notFound storage.PathNotFoundError
 	if errors.As(err, &notFound) {
-		k, err := GenerateKey()
-		if err != nil {
-			return nil, err
+		// The new key's own errors use their own names: err must stay the
+		// one of the read below, or a first start would fail on the
+		// not-found that brought it here.
+		k, genErr := GenerateKey()
+		if genErr != nil {
+			return nil, genErr
 		}
-		pemBytes, err := k.MarshalPEM()
-		if err != nil {
-			return nil, err
+		pemBytes, pemErr := k.MarshalPEM()
+		if pemErr != nil {
+			return nil, pemErr
 		}
 		if err := d.PutContent(ctx, KeyPath, pemBytes); err != nil {
 			return nil, fmt.Errorf("storing the signing key at %s: %w", KeyPath, err)

@@ -4,13 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/shoal-dev/shoal/internal/glob"
 )
 
 // Config is the `gc:` section of the origin configuration.
@@ -42,7 +43,8 @@ type Config struct {
 // Rule is a retention rule for the repositories its pattern matches.
 type Rule struct {
 	// Repositories is a glob over the repository name ("team/*", "**"):
-	// path.Match syntax, plus "**" matching any number of components.
+	// path.Match syntax within a component, plus "**" matching any number
+	// of components (internal/glob, as access rules use).
 	Repositories string `yaml:"repositories"`
 	// KeepLast keeps the N most recently pushed tags (by the time their
 	// current link was written), whatever their age. 0: no count limit.
@@ -125,8 +127,8 @@ func (r *Rule) compile() error {
 	if r.Repositories == "" {
 		return errors.New("repositories pattern is empty")
 	}
-	if _, err := path.Match(strings.ReplaceAll(r.Repositories, "**", "*"), ""); err != nil {
-		return fmt.Errorf("repositories pattern %q: %w", r.Repositories, err)
+	if err := glob.Validate(r.Repositories); err != nil {
+		return fmt.Errorf("repositories: %w", err)
 	}
 	if r.KeepLast < 0 {
 		return fmt.Errorf("keepLast must not be negative, got %d", r.KeepLast)
@@ -147,7 +149,7 @@ func (r *Rule) compile() error {
 
 // matchesRepo reports whether the rule applies to a repository.
 func (r *Rule) matchesRepo(repo string) bool {
-	return globMatch(strings.Split(r.Repositories, "/"), strings.Split(repo, "/"))
+	return glob.Match(r.Repositories, repo)
 }
 
 // keepsTag reports whether a KeepTags pattern protects the tag.
@@ -158,28 +160,6 @@ func (r *Rule) keepsTag(tag string) bool {
 		}
 	}
 	return false
-}
-
-// globMatch matches path components, "**" standing for zero or more of them.
-func globMatch(pattern, name []string) bool {
-	for len(pattern) > 0 {
-		if pattern[0] == "**" {
-			for i := 0; i <= len(name); i++ {
-				if globMatch(pattern[1:], name[i:]) {
-					return true
-				}
-			}
-			return false
-		}
-		if len(name) == 0 {
-			return false
-		}
-		if ok, _ := path.Match(pattern[0], name[0]); !ok {
-			return false
-		}
-		pattern, name = pattern[1:], name[1:]
-	}
-	return len(name) == 0
 }
 
 // Duration is a time.Duration that YAML spells as Go does ("90m", "1h30m")
