@@ -19,9 +19,12 @@ var specsVersioned = ocispecs.Versioned{SchemaVersion: 2}
 // maxPageSize bounds n in paginated lists.
 const maxPageSize = 10000
 
-// paginate applies the spec's n and last parameters to a sorted list. It
-// returns the page and whether more entries follow.
-func paginate(all []string, q url.Values) ([]string, int, bool, error) {
+// paginate applies the spec's n and last parameters to a sorted list,
+// keeping only the names keep accepts (every name when keep is nil). It
+// returns the page, the page size asked for, and whether more kept names
+// follow. Filtering while paging, rather than paging a filtered copy, asks
+// keep only about the names up to the end of the page.
+func paginate(all []string, q url.Values, keep func(string) bool) ([]string, int, bool, error) {
 	n := -1
 	if ns := q.Get("n"); ns != "" {
 		v, err := strconv.Atoi(ns)
@@ -38,10 +41,17 @@ func paginate(all []string, q url.Values) ([]string, int, bool, error) {
 		}
 		all = all[i:]
 	}
-	if n >= 0 && len(all) > n {
-		return all[:n], n, true, nil
+	page := []string{}
+	for _, name := range all {
+		if keep != nil && !keep(name) {
+			continue
+		}
+		if n >= 0 && len(page) == n {
+			return page, n, true, nil
+		}
+		page = append(page, name)
 	}
-	return all, n, false, nil
+	return page, n, false, nil
 }
 
 func setNextLink(w http.ResponseWriter, base string, page []string, n int) {
@@ -72,7 +82,7 @@ func (s *Server) handleTags(w http.ResponseWriter, r *http.Request, rt route) er
 		}
 		tags = []string{}
 	}
-	page, n, more, err := paginate(tags, r.URL.Query())
+	page, n, more, err := paginate(tags, r.URL.Query(), nil)
 	if err != nil {
 		return err
 	}
@@ -93,7 +103,9 @@ func (s *Server) handleCatalog(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	page, n, more, err := paginate(repos, r.URL.Query())
+	// With access control on, the catalog lists only what the caller may
+	// pull; n and last count the listed names, not the hidden ones.
+	page, n, more, err := paginate(repos, r.URL.Query(), s.pullFilter(r))
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,8 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 	bytesOut *prometheus.CounterVec
 	bytesIn  *prometheus.CounterVec
+	// authDenied counts requests access control refused.
+	authDenied *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -33,9 +35,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_origin_http_request_bytes_total",
 			Help: "Body bytes received for uploads and manifests, by handler.",
 		}, []string{"handler"}),
+		authDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_origin_auth_denied_total",
+			Help: "Registry API requests refused by access control, by action (pull, push, delete, login, catalog) and reason (anonymous, bad_credentials, insufficient_scope, forbidden).",
+		}, []string{"action", "reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.bytesOut, m.bytesIn)
+		reg.MustRegister(m.requests, m.duration, m.bytesOut, m.bytesIn, m.authDenied)
 	}
 	return m
 }

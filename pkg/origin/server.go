@@ -19,6 +19,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/storage"
 )
 
@@ -66,6 +67,7 @@ type Server struct {
 	uploadLocks uploadLocks
 	mux         *http.ServeMux
 	guard       ReferenceGuard
+	authz       *auth.Authorizer // nil: access control off (SetAuthorizer)
 
 	readyMu  sync.Mutex
 	readyAt  time.Time
@@ -167,7 +169,12 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	var err error
+	ar, err := s.authorize(rec, r, rt)
+	if err != nil {
+		s.writeError(rec, r, err)
+		return
+	}
+	r = ar
 	switch rt.kind {
 	case routeBase:
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {

@@ -87,11 +87,16 @@ func (s *Server) handleUploads(w http.ResponseWriter, r *http.Request, rt route)
 
 // mountBlob links blob d from repository from into name. Without from, a
 // blob that exists anywhere is mounted (the spec's anonymous mount): the
-// digest is proof enough of having the content.
+// digest is proof enough of having the content. With access control on, the
+// caller must be allowed to pull from (push on name was checked before),
+// and anonymous mounts are refused: they would link a blob out of
+// repositories the caller cannot read. A refusal is not an error: the
+// caller gets an ordinary upload, exactly as when the blob does not exist,
+// so a mount never tells whether a private repository holds a digest.
 func (s *Server) mountBlob(r *http.Request, name, from string, d digest.Digest) (bool, error) {
 	ctx := r.Context()
 	if from != "" {
-		if validateName(from) != nil {
+		if validateName(from) != nil || !s.mayPull(r, from) {
 			return false, nil
 		}
 		if _, err := s.repoBlobSize(ctx, from, d); err != nil {
@@ -100,7 +105,7 @@ func (s *Server) mountBlob(r *http.Request, name, from string, d digest.Digest) 
 			}
 			return false, err
 		}
-	} else if !s.cfg.AnonymousMount {
+	} else if !s.cfg.AnonymousMount || s.authz != nil {
 		return false, nil
 	}
 	if _, err := s.blobSize(ctx, d); err != nil {
