@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -115,8 +116,15 @@ func (c *ContainerdDaemon) Ctr(ctx context.Context, args ...string) ([]byte, err
 // runTool runs a client program and returns its combined output; the error
 // quotes the output, which is where such programs say what went wrong.
 func runTool(ctx context.Context, env []string, bin string, args ...string) ([]byte, error) {
+	return runToolInput(ctx, env, nil, bin, args...)
+}
+
+// runToolInput is runTool with stdin (nil: none), for clients that read
+// a secret there (docker login --password-stdin).
+func runToolInput(ctx context.Context, env []string, stdin io.Reader, bin string, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdin = stdin
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -184,13 +185,19 @@ func unixHTTPClient(sock string) *http.Client {
 // client config directory (no credentials or contexts from the host) and
 // the classic builder (BuildKit would need more than FROM scratch needs).
 func (d *DockerDaemon) Docker(ctx context.Context, args ...string) ([]byte, error) {
+	return d.DockerInput(ctx, nil, args...)
+}
+
+// DockerInput is Docker with stdin, for `docker login --password-stdin`.
+// Credentials it stores stay in this daemon's own client config.
+func (d *DockerDaemon) DockerInput(ctx context.Context, stdin io.Reader, args ...string) ([]byte, error) {
 	env := []string{
 		"DOCKER_HOST=unix://" + d.Socket,
 		"DOCKER_CONFIG=" + filepath.Join(d.Dir, "client"),
 		"DOCKER_BUILDKIT=0",
 		"DOCKER_CONTEXT=",
 	}
-	return runTool(ctx, env, d.docker, args...)
+	return runToolInput(ctx, env, stdin, d.docker, args...)
 }
 
 // Stop stops dockerd (SIGTERM, then SIGKILL after timeout), then its

@@ -54,6 +54,7 @@ type Process struct {
 	Name    string
 	LogPath string
 
+	opts Options // what Restart starts again
 	cmd  *exec.Cmd
 	log  *os.File
 	done chan struct{} // closed when the process has exited
@@ -68,9 +69,19 @@ type Process struct {
 // not become ready in time, Start returns an error that quotes the end of
 // its log.
 func Start(ctx context.Context, opts Options) (*Process, error) {
+	p := &Process{Name: opts.Name, LogPath: opts.LogPath, opts: opts}
+	if err := p.start(ctx); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// start runs p.opts's command and waits until it is ready.
+func (p *Process) start(ctx context.Context) error {
+	opts := p.opts
 	log, err := os.OpenFile(opts.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("starting %s: opening log: %w", opts.Name, err)
+		return fmt.Errorf("starting %s: opening log: %w", opts.Name, err)
 	}
 	cmd := exec.Command(opts.Path, opts.Args...)
 	cmd.Env = append(os.Environ(), opts.Env...)
@@ -81,19 +92,33 @@ func Start(ctx context.Context, opts Options) (*Process, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		log.Close()
-		return nil, fmt.Errorf("starting %s: %w", opts.Name, err)
+		return fmt.Errorf("starting %s: %w", opts.Name, err)
 	}
-	p := &Process{Name: opts.Name, LogPath: opts.LogPath, cmd: cmd, log: log, done: make(chan struct{})}
+	p.cmd, p.log, p.done, p.waitErr = cmd, log, make(chan struct{}), nil
+	done := p.done
 	go func() {
 		p.waitErr = cmd.Wait()
 		log.Close()
-		close(p.done)
+		close(done)
 	}()
 	if err := p.waitReady(ctx, opts); err != nil {
 		_ = p.Stop(DefaultStopTimeout)
-		return nil, fmt.Errorf("starting %s: %w\n%s", opts.Name, err, p.LogTail(30))
+		return fmt.Errorf("starting %s: %w\n%s", opts.Name, err, p.LogTail(30))
 	}
-	return p, nil
+	return nil
+}
+
+// Restart starts a process that was stopped or killed again, with the same
+// command line, environment, log (appended) and readiness check: a server
+// comes back on the ports it had, as a restarted daemon would, and the
+// cleanup registered for it stops the new run. Restarting a process that
+// is still running is an error.
+func (p *Process) Restart(ctx context.Context) error {
+	if !p.Exited() {
+		return fmt.Errorf("restarting %s: still running (pid %d)", p.Name, p.PID())
+	}
+	p.stopOnce, p.stopErr = sync.Once{}, nil
+	return p.start(ctx)
 }
 
 func (p *Process) ready(ctx context.Context, opts Options) error {

@@ -167,3 +167,44 @@ func TestFreeAddrNeverRepeatsAPort(t *testing.T) {
 		seen[a] = true
 	}
 }
+
+func TestRestartRunsAKilledProcessAgainWithTheSameLogAndAFreshStop(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "log")
+	runs := 1 // the run Ready waits for
+	p, err := Start(t.Context(), Options{
+		Name:    "phoenix",
+		Path:    "/bin/sh",
+		Args:    []string{"-c", `echo run; exec sleep 30`},
+		LogPath: log,
+		Ready: func(context.Context) error {
+			if b, _ := os.ReadFile(log); strings.Count(string(b), "run") < runs {
+				return errors.New("not started")
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Restart(t.Context()); err == nil {
+		t.Error("Restart of a running process succeeded, want an error")
+	}
+	first := p.PID()
+	p.Kill()
+	runs = 2
+	if err := p.Restart(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if p.Exited() || p.PID() == first {
+		t.Fatalf("after Restart: exited %v, pid %d (was %d), want a new running process", p.Exited(), p.PID(), first)
+	}
+	// sleep dies of SIGTERM, which Stop reports as unclean; what matters
+	// is that this Stop acted on the new run, not the killed one.
+	_ = p.Stop(5 * time.Second)
+	if !p.Exited() {
+		t.Error("Stop after Restart left the new run running: the stop of the killed run was returned again")
+	}
+	if b, _ := os.ReadFile(log); strings.Count(string(b), "run") != 2 {
+		t.Errorf("log holds %q, want both runs' output appended", b)
+	}
+}
