@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,6 +24,18 @@ type cachedResponse struct {
 	status int
 	header http.Header
 	body   []byte
+}
+
+// size is the memory the answer holds, for the caches' byte budgets.
+func (c *cachedResponse) size() int64 {
+	n := int64(len(c.body))
+	for k, vs := range c.header {
+		n += int64(len(k))
+		for _, v := range vs {
+			n += int64(len(v))
+		}
+	}
+	return n
 }
 
 func (c *cachedResponse) write(w http.ResponseWriter, r *http.Request) {
@@ -47,7 +60,7 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, name, ref
 		return
 	}
 	cred := credentialKey(r)
-	accept := acceptKey(r.Header)
+	accept := manifestAccept(r.Header)
 	var key string
 	var cached *cachedResponse
 	if byDigest {
@@ -74,7 +87,7 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, name, ref
 	}
 	s.metrics.manifestCache.WithLabelValues("miss").Inc()
 	v, err, _ := s.fetches.Do("manifest|"+name+"|"+ref+"|"+accept+"|"+cred, func() (any, error) {
-		return s.fetchManifest(r, name, ref, dgst, byDigest)
+		return s.fetchManifest(r, name, ref, accept, dgst, byDigest)
 	})
 	if err != nil {
 		ae := asAPIError(err, s)
@@ -107,13 +120,16 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, name, ref
 }
 
 // fetchManifest GETs a manifest from the origin and caches a good answer.
-func (s *Server) fetchManifest(r *http.Request, name, ref string, dgst digest.Digest, byDigest bool) (*cachedResponse, error) {
+// The origin is sent accept, the client's Accept reduced to the manifest
+// types (manifestAccept): what the answer is cached under must be all that
+// could have shaped it.
+func (s *Server) fetchManifest(r *http.Request, name, ref, accept string, dgst digest.Digest, byDigest bool) (*cachedResponse, error) {
 	// Not the client's context: the result is shared with the requests
 	// coalesced onto this one, which must not fail because the first
 	// client went away.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.OriginTimeout)
 	defer cancel()
-	resp, err := s.originRequest(ctx, http.MethodGet, "/v2/"+name+"/manifests/"+ref, nil, r, nil)
+	resp, err := s.originRequest(ctx, http.MethodGet, "/v2/"+name+"/manifests/"+ref, nil, r, http.Header{"Accept": {accept}})
 	if err != nil {
 		return nil, s.errOrigin(err)
 	}
@@ -154,21 +170,40 @@ func (s *Server) fetchManifest(r *http.Request, name, ref string, dgst digest.Di
 	return c, nil
 }
 
-// acceptKey is the request's Accept list in a canonical form, for cache
-// keys: sorted and without duplicates. dockerd builds its list from a Go
-// map, so the same client sends the same types in a different order from
-// one pull to the next; registries do not weigh the order.
-func acceptKey(h http.Header) string {
+// manifestMediaTypes are the manifest types a registry chooses between by
+// the Accept header: OCI and Docker, single-platform and multi-platform,
+// and Docker's old schema 1.
+var manifestMediaTypes = map[string]bool{
+	"application/vnd.oci.image.manifest.v1+json":                true,
+	"application/vnd.oci.image.index.v1+json":                   true,
+	"application/vnd.docker.distribution.manifest.v2+json":      true,
+	"application/vnd.docker.distribution.manifest.list.v2+json": true,
+	"application/vnd.docker.distribution.manifest.v1+json":      true,
+	"application/vnd.docker.distribution.manifest.v1+prettyjws": true,
+}
+
+// manifestAccept is the request's Accept list reduced to what can change a
+// registry's manifest answer: the known manifest media types, lower case,
+// without parameters (q=), sorted and without duplicates, joined by ", ".
+// It is both the cache key and what the origin is sent, so a client
+// varying the header (junk types, order, repeats) can neither grow the
+// caches nor get an answer cached for another Accept list. dockerd builds
+// its list from a Go map, so the same client sends the same types in a
+// different order from one pull to the next; registries do not weigh the
+// order. "" when the client named no known type, which the origin treats
+// as no Accept header at all.
+func manifestAccept(h http.Header) string {
 	var types []string
 	for _, v := range h.Values("Accept") {
 		for _, t := range strings.Split(v, ",") {
-			if t = strings.TrimSpace(t); t != "" {
+			t, _, _ = strings.Cut(t, ";")
+			if t = strings.ToLower(strings.TrimSpace(t)); manifestMediaTypes[t] {
 				types = append(types, t)
 			}
 		}
 	}
 	slices.Sort(types)
-	return strings.Join(slices.Compact(types), ",")
+	return strings.Join(slices.Compact(types), ", ")
 }
 
 // repoAuthKey marks, in the short-lived cache, that the origin let these
@@ -176,9 +211,15 @@ func acceptKey(h http.Header) string {
 func repoAuthKey(name, cred string) string { return "auth|" + name + "|" + cred }
 
 // serveTags answers the tag list, cached for TagTTL per query and
-// credentials.
+// credentials. Only the query parameters of the distribution spec (n,
+// last) are passed on and make the key, each once.
 func (s *Server) serveTags(w http.ResponseWriter, r *http.Request, name string) {
-	q := upstreamQuery(r)
+	q := url.Values{}
+	for _, k := range []string{"n", "last"} {
+		if v := r.URL.Query().Get(k); v != "" {
+			q.Set(k, v)
+		}
+	}
 	cred := credentialKey(r)
 	key := "tags|" + name + "?" + q.Encode() + "|" + cred
 	if c, ok := s.tags.Get(key); ok && c != nil {

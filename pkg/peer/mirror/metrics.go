@@ -16,7 +16,33 @@ type metrics struct {
 	originBytes   prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// cacheSizer is a cache whose size the metrics report.
+type cacheSizer interface {
+	Len() int
+	Bytes() int64
+}
+
+// cacheCollector reports the mirror's in-memory caches when scraped.
+type cacheCollector struct {
+	caches         map[string]cacheSizer
+	entries, bytes *prometheus.Desc
+}
+
+func (c *cacheCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.entries
+	ch <- c.bytes
+}
+
+func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
+	for name, cache := range c.caches {
+		ch <- prometheus.MustNewConstMetric(c.entries, prometheus.GaugeValue, float64(cache.Len()), name)
+		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(cache.Bytes()), name)
+	}
+}
+
+// newMetrics returns the mirror's metrics, registered with reg when not
+// nil, caches among them by the name they are reported under.
+func newMetrics(reg prometheus.Registerer, caches map[string]cacheSizer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_agent_http_requests_total",
@@ -44,8 +70,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Blob bytes proxied from the origin's registry API without P2P (only when no P2P engine is configured).",
 		}),
 	}
+	cc := &cacheCollector{
+		caches: caches,
+		entries: prometheus.NewDesc("shoal_agent_mirror_cache_entries",
+			"Entries in the mirror's in-memory caches: tags (manifests by tag and tag lists, tagTTL), manifests (by digest), auth (the origin's yeses, authTTL), offline_tags and offline_auth (kept offlineTTL for while the origin is down).",
+			[]string{"cache"}, nil),
+		bytes: prometheus.NewDesc("shoal_agent_mirror_cache_bytes",
+			"Bytes held by the mirror's in-memory caches (keys, bodies and headers, and a fixed overhead per entry), by cache as in shoal_agent_mirror_cache_entries.",
+			[]string{"cache"}, nil),
+	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.responseBytes, m.manifestCache, m.blobCache, m.originBytes)
+		reg.MustRegister(m.requests, m.duration, m.responseBytes, m.manifestCache, m.blobCache, m.originBytes, cc)
 	}
 	return m
 }

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -28,8 +29,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	lru "github.com/hashicorp/golang-lru/v2"
-	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
@@ -47,6 +46,17 @@ type Config struct {
 	// the burst of a whole fleet resolving the same tag at once while a
 	// push is visible within seconds.
 	TagTTL time.Duration `yaml:"tagTTL"`
+	// TagCacheBytes bounds the memory of the answers kept TagTTL
+	// (manifests by tag, tag lists), keys included: 16 MiB, thousands of
+	// typical manifests. Entries are keyed by repository, tag, the known
+	// manifest media types of the Accept header and a hash of the
+	// credentials, so junk headers cannot multiply them; past the budget
+	// the oldest go first.
+	TagCacheBytes int64 `yaml:"tagCacheBytes"`
+	// OfflineTagCacheBytes bounds the memory of the tags' last manifests
+	// kept OfflineTTL for while the origin is down: 32 MiB, more than
+	// TagCacheBytes because they are kept for a day, not seconds.
+	OfflineTagCacheBytes int64 `yaml:"offlineTagCacheBytes"`
 	// OfflineTTL is how long the origin's last answers are used while it
 	// cannot be reached or answers 502/503/504: its yes to "may these
 	// credentials read this repository", which lets them read what this
@@ -59,10 +69,11 @@ type Config struct {
 	// AuthTTL is how long an origin's yes to "may these credentials read
 	// this blob" is reused. Revoking access takes effect after it: 10s.
 	AuthTTL time.Duration `yaml:"authTTL"`
-	// ManifestCacheEntries bounds the manifests kept by digest (content
-	// addressed, so kept until evicted). Only manifests up to
-	// MaxCachedManifest bytes are kept.
-	ManifestCacheEntries int `yaml:"manifestCacheEntries"`
+	// ManifestCacheBytes bounds the memory of the manifests kept by digest
+	// (content addressed, so kept until evicted, least recently used
+	// first): 64 MiB, the manifests of thousands of images. Only manifests
+	// up to MaxCachedManifest bytes are kept.
+	ManifestCacheBytes int64 `yaml:"manifestCacheBytes"`
 	// MaxCachedManifest is the largest manifest kept in memory: 1 MiB.
 	MaxCachedManifest int64 `yaml:"maxCachedManifest"`
 	// OriginTimeout bounds one request to the origin for a manifest, a tag
@@ -83,9 +94,11 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		TagTTL:               5 * time.Second,
+		TagCacheBytes:        16 << 20,
+		OfflineTagCacheBytes: 32 << 20,
 		OfflineTTL:           24 * time.Hour,
 		AuthTTL:              10 * time.Second,
-		ManifestCacheEntries: 4096,
+		ManifestCacheBytes:   64 << 20,
 		MaxCachedManifest:    1 << 20,
 		OriginTimeout:        30 * time.Second,
 		OriginDialTimeout:    5 * time.Second,
@@ -131,7 +144,25 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives the mirror's metrics when not nil.
 	Registerer prometheus.Registerer
+	// Now is the clock of every TTL (default time.Now); tests advance
+	// their own instead of sleeping.
+	Now func() time.Time
 }
+
+// The origin's decisions are small fixed-size records (a key of repository,
+// digest and a credential hash, at most a few hundred bytes, and a number),
+// so their caches are bounded by count: decisionEntries of AuthTTL's yeses
+// (far more than one host pulls at once), offlineEntries of OfflineTTL's
+// (the repositories and digests one host pulled in a day).
+const (
+	decisionEntries    = 16384
+	offlineEntries     = 65536
+	decisionEntryBytes = 1 << 10
+)
+
+// sizeOfDecision is what a decision's value adds to its key: nothing worth
+// counting.
+func sizeOfDecision[V any](V) int64 { return 0 }
 
 // Server is the mirror. It is an http.Handler for /v2/.
 type Server struct {
@@ -142,18 +173,21 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 
-	tags      *expirable.LRU[string, *cachedResponse]
-	manifests *lru.Cache[string, *cachedResponse]
+	now func() time.Time
+
+	// tags holds manifests by tag and tag lists for TagTTL; manifests
+	// the manifests by digest, for good.
+	tags      *ttlCache[*cachedResponse]
+	manifests *ttlCache[*cachedResponse]
 	// Kept for OfflineTTL, for while the origin is down (nil when off):
-	// staleTags the last good answer for a tag, lastYes the origin's last
-	// yes to (repository, credentials) (repoAuthKey), present the digests
-	// it served or authorized in a repository (presentKey).
-	staleTags *expirable.LRU[string, *cachedResponse]
-	lastYes   *expirable.LRU[string, struct{}]
-	present   *expirable.LRU[string, struct{}]
-	// auth remembers the origin's recent yeses: blob sizes by
+	// staleTags the last good answer for a tag, offline the origin's last
+	// yes to (repository, credentials) (repoAuthKey) and the digests it
+	// served or authorized in a repository (presentKey).
+	staleTags *ttlCache[*cachedResponse]
+	offline   *ttlCache[struct{}]
+	// auth remembers the origin's recent yeses for AuthTTL: blob sizes by
 	// (repository, digest, credentials) and repository reads (-1).
-	auth    *expirable.LRU[string, int64]
+	auth    *ttlCache[int64]
 	fetches singleflight.Group
 	// downUntil (unix nanoseconds) is set for AuthTTL when the origin
 	// could not be reached or answered 5xx: meanwhile content cached by
@@ -171,9 +205,6 @@ func New(cfg Config, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("mirror: origin %q is not an http(s) URL", cfg.Origin)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
-	if cfg.ManifestCacheEntries <= 0 {
-		cfg.ManifestCacheEntries = 1
-	}
 	switch {
 	case cfg.OriginTimeout <= 0:
 		return nil, errors.New("mirror: originTimeout must be positive")
@@ -183,10 +214,12 @@ func New(cfg Config, opts Options) (*Server, error) {
 		return nil, errors.New("mirror: originHeaderTimeout must be positive")
 	case cfg.OfflineTTL < 0:
 		return nil, errors.New("mirror: offlineTTL must not be negative")
+	case cfg.TagCacheBytes <= 0, cfg.OfflineTagCacheBytes <= 0, cfg.ManifestCacheBytes <= 0:
+		return nil, errors.New("mirror: tagCacheBytes, offlineTagCacheBytes and manifestCacheBytes must be positive")
 	}
-	manifests, err := lru.New[string, *cachedResponse](cfg.ManifestCacheEntries)
-	if err != nil {
-		return nil, fmt.Errorf("mirror: %w", err)
+	now := opts.Now
+	if now == nil {
+		now = time.Now
 	}
 	s := &Server{
 		cfg:       cfg,
@@ -194,16 +227,20 @@ func New(cfg Config, opts Options) (*Server, error) {
 		client:    opts.Client,
 		blobs:     opts.Blobs,
 		log:       opts.Logger,
-		tags:      expirable.NewLRU[string, *cachedResponse](cfg.ManifestCacheEntries, nil, max(cfg.TagTTL, time.Nanosecond)),
-		manifests: manifests,
-		auth:      expirable.NewLRU[string, int64](16384, nil, max(cfg.AuthTTL, time.Nanosecond)),
-		metrics:   newMetrics(opts.Registerer),
+		now:       now,
+		tags:      newTTLCache(max(cfg.TagTTL, time.Nanosecond), math.MaxInt, cfg.TagCacheBytes, (*cachedResponse).size, now),
+		manifests: newTTLCache(0, math.MaxInt, cfg.ManifestCacheBytes, (*cachedResponse).size, now),
+		auth:      newTTLCache(max(cfg.AuthTTL, time.Nanosecond), decisionEntries, decisionEntries*decisionEntryBytes, sizeOfDecision[int64], now),
 	}
 	if cfg.OfflineTTL > 0 {
-		s.staleTags = expirable.NewLRU[string, *cachedResponse](cfg.ManifestCacheEntries, nil, cfg.OfflineTTL)
-		s.lastYes = expirable.NewLRU[string, struct{}](16384, nil, cfg.OfflineTTL)
-		s.present = expirable.NewLRU[string, struct{}](65536, nil, cfg.OfflineTTL)
+		s.staleTags = newTTLCache(cfg.OfflineTTL, math.MaxInt, cfg.OfflineTagCacheBytes, (*cachedResponse).size, now)
+		s.offline = newTTLCache(cfg.OfflineTTL, offlineEntries, offlineEntries*decisionEntryBytes, sizeOfDecision[struct{}], now)
 	}
+	caches := map[string]cacheSizer{"tags": s.tags, "manifests": s.manifests, "auth": s.auth}
+	if cfg.OfflineTTL > 0 {
+		caches["offline_tags"], caches["offline_auth"] = s.staleTags, s.offline
+	}
+	s.metrics = newMetrics(opts.Registerer, caches)
 	if s.client == nil {
 		s.client = &http.Client{Transport: NewTransport(cfg, nil)}
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -46,6 +47,9 @@ func newTestMirror(t *testing.T, cfg Config, blobs Blobs) *httptest.Server {
 
 func newTestMirrorWith(t *testing.T, cfg Config, opts Options) *httptest.Server {
 	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
 	m, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -66,6 +70,16 @@ type answer struct {
 // auth is not empty.
 func get(t *testing.T, srv *httptest.Server, method, path, auth string) answer {
 	t.Helper()
+	h := http.Header{}
+	if auth != "" {
+		h.Set("Authorization", auth)
+	}
+	return getWith(t, srv, method, path, h)
+}
+
+// getWith sends method path to the mirror with header.
+func getWith(t *testing.T, srv *httptest.Server, method, path string, header http.Header) answer {
+	t.Helper()
 	// A bound, so that a regression fails the test instead of hanging it.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -73,8 +87,8 @@ func get(t *testing.T, srv *httptest.Server, method, path, auth string) answer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if auth != "" {
-		req.Header.Set("Authorization", auth)
+	for k, vs := range header {
+		req.Header[k] = vs
 	}
 	start := time.Now()
 	resp, err := srv.Client().Do(req)
@@ -265,12 +279,16 @@ type fakeOrigin struct {
 	*httptest.Server
 	down, deny atomic.Bool
 	requests   atomic.Int64
+	accept     atomic.Value // string: the Accept header of the last request
 }
+
+func (o *fakeOrigin) lastAccept() string { s, _ := o.accept.Load().(string); return s }
 
 func newFakeOrigin(t *testing.T) *fakeOrigin {
 	o := &fakeOrigin{}
 	o.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		o.requests.Add(1)
+		o.accept.Store(strings.Join(r.Header.Values("Accept"), ","))
 		switch {
 		case o.down.Load():
 			w.Header().Set("Retry-After", "7")
@@ -347,8 +365,8 @@ func TestCachedContentServedWhileOriginDown(t *testing.T) {
 	o := newFakeOrigin(t)
 	blobs := &fakeBlobs{local: map[digest.Digest][]byte{testBlobDigest: testBlob}}
 	cfg := testConfig(o.URL)
-	cfg.AuthTTL = time.Millisecond // the origin's yes is not reused: only OfflineTTL's record is
-	srv := newTestMirror(t, cfg, blobs)
+	clock := newFakeClock()
+	srv := newTestMirrorWith(t, cfg, Options{Blobs: blobs, Now: clock.Now})
 	manPath := "/v2/team/app/manifests/" + testManDigest.String()
 	blobPath := "/v2/team/app/blobs/" + testBlobDigest.String()
 	for _, p := range []string{manPath, blobPath} {
@@ -370,7 +388,7 @@ func TestCachedContentServedWhileOriginDown(t *testing.T) {
 	// down. alice, whom the origin let read team/app, is served what this
 	// agent holds of it.
 	o.down.Store(true)
-	time.Sleep(5 * time.Millisecond) // past AuthTTL
+	clock.Advance(cfg.AuthTTL + 1) // alice's yes is not reused: only OfflineTTL's record is
 	before := o.requests.Load()
 	for _, c := range []struct {
 		method, path string
@@ -422,15 +440,15 @@ func TestCachedContentServedWhileOriginDown(t *testing.T) {
 func TestTagServedFromItsLastAnswerWhileOriginDown(t *testing.T) {
 	o := newFakeOrigin(t)
 	cfg := testConfig(o.URL)
-	cfg.TagTTL = time.Millisecond // every request by tag goes to the origin while it is up
+	clock := newFakeClock()
 	reg := prometheus.NewRegistry()
-	srv := newTestMirrorWith(t, cfg, Options{Blobs: &fakeBlobs{}, Registerer: reg})
+	srv := newTestMirrorWith(t, cfg, Options{Blobs: &fakeBlobs{}, Registerer: reg, Now: clock.Now})
 	const tagPath = "/v2/team/app/manifests/latest"
 	if a := get(t, srv, http.MethodGet, tagPath, "alice"); a.status != http.StatusOK || !bytes.Equal(a.body, testManifest) {
 		t.Fatalf("tag with the origin up: %d %s", a.status, a.body)
 	}
 	o.down.Store(true)
-	time.Sleep(5 * time.Millisecond)
+	clock.Advance(cfg.TagTTL + 1) // the tag's answer is no longer fresh: the origin must be asked
 	for _, m := range []string{http.MethodGet, http.MethodHead} {
 		a := get(t, srv, m, tagPath, "alice")
 		want := testManifest
@@ -450,7 +468,6 @@ func TestTagServedFromItsLastAnswerWhileOriginDown(t *testing.T) {
 
 	// Up again: the origin answers, not the stale copy.
 	o.down.Store(false)
-	time.Sleep(5 * time.Millisecond)
 	before := o.requests.Load()
 	if a := get(t, srv, http.MethodGet, tagPath, "alice"); a.status != http.StatusOK {
 		t.Fatalf("tag with the origin back: %d %s", a.status, a.body)
@@ -461,12 +478,12 @@ func TestTagServedFromItsLastAnswerWhileOriginDown(t *testing.T) {
 
 	// Off: pulls by tag fail while the origin is down.
 	cfg.OfflineTTL = 0
-	off := newTestMirror(t, cfg, &fakeBlobs{})
+	off := newTestMirrorWith(t, cfg, Options{Blobs: &fakeBlobs{}, Now: clock.Now})
 	if a := get(t, off, http.MethodGet, tagPath, "alice"); a.status != http.StatusOK {
 		t.Fatalf("tag with the origin up: %d", a.status)
 	}
 	o.down.Store(true)
-	time.Sleep(5 * time.Millisecond)
+	clock.Advance(cfg.TagTTL + 1)
 	a = get(t, off, http.MethodGet, tagPath, "alice")
 	checkOriginError(t, http.MethodGet, tagPath, a, http.StatusServiceUnavailable, o.URL, "503")
 }
@@ -475,8 +492,8 @@ func TestCachedContentServedWhileOriginRefuses(t *testing.T) {
 	o := newFakeOrigin(t)
 	blobs := &fakeBlobs{local: map[digest.Digest][]byte{testBlobDigest: testBlob}}
 	cfg := testConfig(o.URL)
-	cfg.AuthTTL = time.Millisecond // the origin's yes is forgotten at once
-	srv := newTestMirror(t, cfg, blobs)
+	clock := newFakeClock()
+	srv := newTestMirrorWith(t, cfg, Options{Blobs: blobs, Now: clock.Now})
 	manPath := "/v2/team/app/manifests/" + testManDigest.String()
 	blobPath := "/v2/team/app/blobs/" + testBlobDigest.String()
 	for _, p := range []string{manPath, blobPath} {
@@ -486,7 +503,7 @@ func TestCachedContentServedWhileOriginRefuses(t *testing.T) {
 	}
 	o.CloseClientConnections()
 	o.Close()
-	time.Sleep(10 * time.Millisecond)
+	clock.Advance(cfg.AuthTTL + 1) // the origin's yes is not reused: it must be asked
 	for _, c := range []struct {
 		path string
 		want []byte

@@ -55,7 +55,8 @@ var relayedHeaders = []string{
 var forwardedHeaders = []string{"Authorization", "Accept", "User-Agent"}
 
 // originRequest sends method to the origin's path (already escaped) with
-// query, carrying the client's credentials and Accept headers from in.
+// query, carrying the client's credentials and Accept headers from in
+// (or what extra says instead).
 func (s *Server) originRequest(ctx context.Context, method, path string, query url.Values, in *http.Request, extra http.Header) (*http.Response, error) {
 	u := s.origin.JoinPath(path)
 	u.RawQuery = query.Encode()
@@ -70,9 +71,14 @@ func (s *Server) originRequest(ctx context.Context, method, path string, query u
 			}
 		}
 	}
+	// extra replaces what was forwarded under the same name; an empty
+	// value removes it.
 	for k, vs := range extra {
+		req.Header.Del(k)
 		for _, v := range vs {
-			req.Header.Add(k, v)
+			if v != "" {
+				req.Header.Add(k, v)
+			}
 		}
 	}
 	resp, err := s.client.Do(req)
@@ -102,23 +108,23 @@ func originUnavailableStatus(code int) bool {
 // failed: content cached by digest is served meanwhile without waiting on
 // it again.
 func (s *Server) markOriginDown() {
-	s.downUntil.Store(time.Now().Add(max(s.cfg.AuthTTL, time.Second)).UnixNano())
+	s.downUntil.Store(s.now().Add(max(s.cfg.AuthTTL, time.Second)).UnixNano())
 }
 
 // noteYes records that the origin let cred read repository name: while
 // it is down, what this agent holds of the repository (and the origin
 // confirmed to be in it, notePresent) is served to cred for OfflineTTL.
 func (s *Server) noteYes(name, cred string) {
-	if s.lastYes != nil {
-		s.lastYes.Add(repoAuthKey(name, cred), struct{}{})
+	if s.offline != nil {
+		s.offline.Add(repoAuthKey(name, cred), struct{}{})
 	}
 }
 
 // notePresent records that the origin served (or authorized) d under
 // repository name: while it is down, d is served under that name only.
 func (s *Server) notePresent(name string, d digest.Digest) {
-	if s.present != nil {
-		s.present.Add(presentKey(name, d), struct{}{})
+	if s.offline != nil {
+		s.offline.Add(presentKey(name, d), struct{}{})
 	}
 }
 
@@ -128,13 +134,13 @@ func (s *Server) notePresent(name string, d digest.Digest) {
 // that d is in it. The access rules (per repository) stay the origin's,
 // and content cached for one repository is not served under another's name.
 func (s *Server) mayReadOffline(name string, d digest.Digest, cred string) bool {
-	if s.lastYes == nil || s.present == nil {
+	if s.offline == nil {
 		return false
 	}
-	if _, ok := s.present.Get(presentKey(name, d)); !ok {
+	if _, ok := s.offline.Get(presentKey(name, d)); !ok {
 		return false
 	}
-	_, ok := s.lastYes.Get(repoAuthKey(name, cred))
+	_, ok := s.offline.Get(repoAuthKey(name, cred))
 	return ok
 }
 
@@ -143,7 +149,7 @@ func presentKey(name string, d digest.Digest) string { return "have|" + name + "
 
 // originDown reports whether the origin failed within AuthTTL and has not
 // answered since.
-func (s *Server) originDown() bool { return time.Now().UnixNano() < s.downUntil.Load() }
+func (s *Server) originDown() bool { return s.now().UnixNano() < s.downUntil.Load() }
 
 // copyRelayed copies the relayed headers of an origin response to dst.
 func copyRelayed(dst, src http.Header) {
@@ -225,13 +231,15 @@ func (s *Server) describeOriginError(err error) string {
 	return err.Error()
 }
 
-// credentialKey identifies the client's credentials in cache keys without
-// keeping them in plain text.
+// credentialKey identifies the client's credentials in cache keys: the
+// SHA-256 of its Authorization header, so that no credential is kept in
+// memory in plain text and every key has the same small size however long
+// the header; "-" for none.
 func credentialKey(r *http.Request) string {
-	auth := r.Header.Get("Authorization")
-	if auth == "" {
+	auth := r.Header.Values("Authorization")
+	if len(auth) == 0 {
 		return "-"
 	}
-	sum := sha256.Sum256([]byte(auth))
-	return hex.EncodeToString(sum[:16])
+	sum := sha256.Sum256([]byte(strings.Join(auth, "\n")))
+	return hex.EncodeToString(sum[:])
 }
