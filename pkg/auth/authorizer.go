@@ -19,6 +19,8 @@ import (
 // Such a request gets a 401, never anonymous access.
 var ErrBadCredentials = errors.New("bad credentials")
 
+var errNoHtpasswd = errors.New("no htpasswd file is configured")
+
 // Options are an Authorizer's collaborators.
 type Options struct {
 	// Key signs the tokens the token endpoint issues and verifies them
@@ -157,7 +159,7 @@ func (a *Authorizer) Authenticate(r *http.Request) (Subject, error) {
 // checkPassword checks a user's password against the htpasswd file.
 func (a *Authorizer) checkPassword(user, pass string) error {
 	if a.users == nil {
-		return fmt.Errorf("user %q: no htpasswd file is configured: %w", user, ErrBadCredentials)
+		return fmt.Errorf("user %q: %w: %w", user, errNoHtpasswd, ErrBadCredentials)
 	}
 	return a.users.check(user, pass)
 }
@@ -211,9 +213,9 @@ func (a *Authorizer) Check(user string, addr netip.Addr, certNames []string, rep
 // scope: `Bearer realm="...",service="...",scope="repository:NAME:pull,push"`.
 func (a *Authorizer) Challenge(r *http.Request, scope []Access, insufficient bool) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Bearer realm=%q,service=%q", a.realm(r), a.cfg.Token.Service)
+	b.WriteString("Bearer realm=" + quote(a.realm(r)) + ",service=" + quote(a.cfg.Token.Service))
 	if len(scope) > 0 {
-		fmt.Fprintf(&b, ",scope=%q", formatScopes(scope))
+		b.WriteString(",scope=" + quote(formatScopes(scope)))
 	}
 	if insufficient {
 		b.WriteString(`,error="insufficient_scope"`)
@@ -231,6 +233,11 @@ func (a *Authorizer) realm(r *http.Request) string {
 
 // TokenPath is where the origin serves TokenHandler on its registry listener.
 const TokenPath = "/auth/token"
+
+// quote makes s an RFC 9110 quoted-string.
+func quote(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
 
 // formatScopes writes accesses in the scope grammar, space-separated.
 func formatScopes(scope []Access) string {

@@ -1,22 +1,260 @@
 package auth
 
 import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"fmt"
+	"os"
+	"slices"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
-// tokens issues and verifies registry bearer tokens.
+// tokenLeeway is the clock skew tolerated on exp, nbf and iat: origin nodes
+// and external issuers keep time with NTP, which holds them far closer.
+const tokenLeeway = 30 * time.Second
+
+// acceptedAlgs are the only signature algorithms a token may name. Not
+// "none", and no HMAC: with HMAC a verifier holding a public key could be
+// fooled into using it as the shared secret. Each key further pins its own
+// family (keyAlgs).
+var acceptedAlgs = []string{"EdDSA", "ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+
+// tokens issues and verifies registry bearer tokens and refresh tokens.
 type tokens struct {
-	cfg TokenConfig
-	key *Key
-	now func() time.Time
+	cfg     TokenConfig
+	key     *Key
+	now     func() time.Time
+	issuers map[string][]issuerKey // external issuers' keys by iss
+	parser  *jwt.Parser
+}
+
+// issuerKey is an external issuer's public key and the algorithms it may
+// sign with.
+type issuerKey struct {
+	key  crypto.PublicKey
+	algs []string
+}
+
+// tokenClaims are the claims of the tokens issued and accepted. Audience
+// is read as a string or a list, as RFC 7519 allows.
+type tokenClaims struct {
+	jwt.RegisteredClaims
+	Access []Access `json:"access"`
+	// Fingerprint is on refresh tokens only: the user's password entry
+	// they were issued against (htpasswd.fingerprint).
+	Fingerprint string `json:"pwh,omitempty"`
 }
 
 func newTokens(cfg TokenConfig, key *Key, now func() time.Time) (*tokens, error) {
-	return &tokens{cfg: cfg, key: key, now: now}, nil
+	t := &tokens{cfg: cfg, key: key, now: now, issuers: map[string][]issuerKey{}}
+	for i, is := range cfg.Issuers {
+		keys, err := loadIssuerKeys(is.PublicKey)
+		if err != nil {
+			return nil, fmt.Errorf("token.issuers[%d] (%s): %w", i, is.Issuer, err)
+		}
+		t.issuers[is.Issuer] = append(t.issuers[is.Issuer], keys...)
+	}
+	t.parser = jwt.NewParser(
+		jwt.WithValidMethods(acceptedAlgs),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(tokenLeeway),
+		jwt.WithTimeFunc(now),
+	)
+	return t, nil
 }
 
-// verify checks a bearer token and returns its claims.
+// loadIssuerKeys reads the PEM public keys (or certificates) in a file;
+// several let an issuer rotate its key.
+func loadIssuerKeys(path string) ([]issuerKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading public key: %w", err)
+	}
+	var keys []issuerKey
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		if block == nil {
+			break
+		}
+		var pub crypto.PublicKey
+		switch block.Type {
+		case "PUBLIC KEY":
+			pub, err = x509.ParsePKIXPublicKey(block.Bytes)
+		case "RSA PUBLIC KEY":
+			pub, err = x509.ParsePKCS1PublicKey(block.Bytes)
+		case "CERTIFICATE":
+			var cert *x509.Certificate
+			if cert, err = x509.ParseCertificate(block.Bytes); err == nil {
+				pub = cert.PublicKey
+			}
+		default:
+			return nil, fmt.Errorf("%s: PEM block %q is no public key (want PUBLIC KEY or CERTIFICATE)", path, block.Type)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		algs, err := keyAlgs(pub)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		keys = append(keys, issuerKey{key: pub, algs: algs})
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%s: no PEM public key in it", path)
+	}
+	return keys, nil
+}
+
+// keyAlgs pins the algorithms a key verifies: its own family, and for
+// ECDSA the one its curve is defined for.
+func keyAlgs(pub crypto.PublicKey) ([]string, error) {
+	switch k := pub.(type) {
+	case ed25519.PublicKey:
+		return []string{"EdDSA"}, nil
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return []string{"ES256"}, nil
+		case elliptic.P384():
+			return []string{"ES384"}, nil
+		case elliptic.P521():
+			return []string{"ES512"}, nil
+		}
+		return nil, fmt.Errorf("ECDSA curve %s is not one of P-256, P-384, P-521", k.Curve.Params().Name)
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return nil, fmt.Errorf("RSA key of %d bits is too weak (want at least 2048)", k.N.BitLen())
+		}
+		return []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}, nil
+	}
+	return nil, fmt.Errorf("%T is not an Ed25519, ECDSA or RSA public key", pub)
+}
+
+// issue signs an access token for sub granting access.
+func (t *tokens) issue(sub string, access []Access) (string, time.Time, error) {
+	now := t.now()
+	if access == nil {
+		access = []Access{}
+	}
+	raw, err := t.sign(jwt.MapClaims{
+		"iss":    t.cfg.Issuer,
+		"sub":    sub,
+		"aud":    t.cfg.Service,
+		"exp":    now.Add(t.cfg.TTL).Unix(),
+		"nbf":    now.Unix(),
+		"iat":    now.Unix(),
+		"jti":    tokenID(),
+		"access": access,
+	})
+	return raw, now, err
+}
+
+// refreshAudience is the audience of refresh tokens: not the service, so
+// that a refresh token is never accepted as an access token, nor an access
+// token as a refresh token.
+func (t *tokens) refreshAudience() string { return t.cfg.Service + "#refresh" }
+
+// issueRefresh signs a refresh token for user, bound to the fingerprint of
+// their password entry.
+func (t *tokens) issueRefresh(user, fingerprint string) (string, error) {
+	now := t.now()
+	return t.sign(jwt.MapClaims{
+		"iss": t.cfg.Issuer,
+		"sub": user,
+		"aud": t.refreshAudience(),
+		"exp": now.Add(t.cfg.RefreshTTL).Unix(),
+		"iat": now.Unix(),
+		"jti": tokenID(),
+		"pwh": fingerprint,
+	})
+}
+
+func (t *tokens) sign(claims jwt.MapClaims) (string, error) {
+	tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
+	tok.Header["kid"] = t.key.ID()
+	raw, err := tok.SignedString(t.key.Private())
+	if err != nil {
+		return "", fmt.Errorf("signing a token: %w", err)
+	}
+	return raw, nil
+}
+
+// tokenID is a token's unique jti.
+func tokenID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// verify checks an access token: signed by the origin's key or a
+// configured issuer's, for this service, within its lifetime.
 func (t *tokens) verify(raw string) (*Claims, error) {
-	return nil, fmt.Errorf("token: %w", ErrBadCredentials)
+	c, err := t.parse(raw, t.cfg.Service, true)
+	if err != nil {
+		return nil, err
+	}
+	return &Claims{Issuer: c.Issuer, Subject: c.Subject, Audience: t.cfg.Service, Access: c.Access}, nil
+}
+
+// verifyRefresh checks a refresh token the origin issued and returns it
+// claims.
+func (t *tokens) verifyRefresh(raw string) (*tokenClaims, error) {
+	return t.parse(raw, t.refreshAudience(), false)
+}
+
+func (t *tokens) parse(raw, audience string, external bool) (*tokenClaims, error) {
+	var c tokenClaims
+	_, err := t.parser.ParseWithClaims(raw, &c, func(tok *jwt.Token) (any, error) {
+		return t.verificationKey(tok, &c, external)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bearer token: %w: %w", err, ErrBadCredentials)
+	}
+	// Checked here rather than with jwt.WithAudience, so that the error
+	// names the audience.
+	if !slices.Contains(c.Audience, audience) {
+		return nil, fmt.Errorf("bearer token: audience %q, want %q: %w", []string(c.Audience), audience, ErrBadCredentials)
+	}
+	return &c, nil
+}
+
+// verificationKey picks the key a token must verify with, from its issuer:
+// the origin's own key, or (when external is allowed) a configured
+// issuer's keys that may sign with the token's algorithm.
+func (t *tokens) verificationKey(tok *jwt.Token, c *tokenClaims, external bool) (any, error) {
+	alg := tok.Method.Alg()
+	if c.Issuer == t.cfg.Issuer {
+		if alg != jwt.SigningMethodEdDSA.Alg() {
+			return nil, fmt.Errorf("algorithm %s: the origin signs with EdDSA", alg)
+		}
+		if kid, _ := tok.Header["kid"].(string); kid != t.key.ID() {
+			return nil, fmt.Errorf("key id %q is not the origin's key %s", kid, t.key.ID())
+		}
+		return t.key.Public().Key, nil
+	}
+	keys := t.issuers[c.Issuer]
+	if !external || len(keys) == 0 {
+		return nil, fmt.Errorf("issuer %q is not trusted", c.Issuer)
+	}
+	var set jwt.VerificationKeySet
+	for _, k := range keys {
+		if slices.Contains(k.algs, alg) {
+			set.Keys = append(set.Keys, k.key)
+		}
+	}
+	if len(set.Keys) == 0 {
+		return nil, fmt.Errorf("algorithm %s: issuer %q has no key of that kind", alg, c.Issuer)
+	}
+	return set, nil
 }
