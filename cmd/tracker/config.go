@@ -28,8 +28,11 @@ type Config struct {
 	// MetricsListen is the HTTP address of /metrics, /healthz and /readyz.
 	MetricsListen string `yaml:"metricsListen"`
 	// TLS, when cert and key are set, secures both listeners. With
-	// clientCA, gRPC clients must present a certificate signed by it (the
-	// cluster CA), so that only agents and origins can announce.
+	// clientCA (the cluster CA), gRPC clients must present a certificate
+	// signed by it, and announces answer to it (see tracker.Options.
+	// RequireIdentity); /debug/peers on the HTTP listener wants one too.
+	// Without clientCA, announces are not authenticated: trusted networks
+	// only.
 	TLS TLSConfig        `yaml:"tls"`
 	Log daemon.LogConfig `yaml:"log"`
 	// ShutdownGrace is how long SIGTERM waits for announces in flight.
@@ -39,10 +42,15 @@ type Config struct {
 	Tracker tracker.Config `yaml:"tracker"`
 }
 
-// TLSConfig names PEM files.
+// TLSConfig names PEM files; see docs/certificates.md for making them.
 type TLSConfig struct {
-	Cert     string `yaml:"cert"`
-	Key      string `yaml:"key"`
+	// Cert is the tracker's certificate (a tracker certificate of the
+	// cluster profile, or any server certificate its clients trust).
+	Cert string `yaml:"cert"`
+	// Key is Cert's private key.
+	Key string `yaml:"key"`
+	// ClientCA is the cluster CA, or a bundle of the old and new CA while
+	// rotating: it turns on mTLS. Empty: no client certificates.
 	ClientCA string `yaml:"clientCA"`
 }
 

@@ -32,6 +32,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/daemon"
 	"github.com/shoal-dev/shoal/pkg/tracker"
 	"github.com/shoal-dev/shoal/proto/trackerpb"
@@ -96,9 +97,15 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, listening func(grp
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv, err := tracker.NewServer(cfg.Tracker, tracker.Options{Registerer: reg, Logger: log})
+	// Client certificates verified against the cluster CA (mTLS) are what
+	// announces answer to; without them the tracker trusts what it is told.
+	mtls := tlsCfg != nil && tlsCfg.ClientCAs != nil
+	srv, err := tracker.NewServer(cfg.Tracker, tracker.Options{Registerer: reg, Logger: log, RequireIdentity: mtls})
 	if err != nil {
 		return err
+	}
+	if !mtls {
+		log.Warn("no tls.clientCA: announces are not authenticated, anyone who reaches the tracker can list itself as any peer or an origin; run this way on trusted networks only")
 	}
 
 	// Announces are short and many: a pool of stream workers serves them on
@@ -133,7 +140,15 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, listening func(grp
 	})
 	mux.HandleFunc("GET /debug/peers", func(w http.ResponseWriter, r *http.Request) {
 		// What the tracker knows about one blob, for operators and e2e
-		// tests that check agents announced.
+		// tests that check agents announced. Which hosts hold which blob
+		// is for the cluster only: with mTLS, only to a cluster
+		// certificate.
+		if mtls {
+			if _, err := auth.PeerFromTLS(r.TLS); err != nil {
+				http.Error(w, "/debug/peers needs a cluster client certificate (see docs/certificates.md): "+err.Error(), http.StatusForbidden)
+				return
+			}
+		}
 		d := r.URL.Query().Get("digest")
 		if _, err := digest.Parse(d); err != nil {
 			http.Error(w, fmt.Sprintf("digest query parameter: %v", err), http.StatusBadRequest)
@@ -162,9 +177,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, listening func(grp
 	}
 	if tlsCfg != nil {
 		// The HTTP side serves scrapers and probes, which do not carry
-		// cluster client certificates.
+		// cluster client certificates; a certificate, when given, is
+		// verified, for /debug/peers.
 		httpTLS := tlsCfg.Clone()
 		httpTLS.ClientAuth = tls.NoClientCert
+		if mtls {
+			httpTLS.ClientAuth = tls.VerifyClientCertIfGiven
+		}
 		hln = tls.NewListener(hln, httpTLS)
 	}
 	hs := &http.Server{

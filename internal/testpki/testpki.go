@@ -91,9 +91,16 @@ func (ca *CA) sign(t testing.TB, tmpl *x509.Certificate) (certPEM, keyPEM []byte
 // server and client use.
 func (ca *CA) IssuePeer(t testing.TB, role auth.Role, id string) (certPEM, keyPEM []byte) {
 	t.Helper()
-	tmpl, err := auth.PeerTemplate(auth.Identity{
+	return ca.IssueIdentity(t, auth.Identity{
 		Role: role, ID: id, IPs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, DNSNames: []string{"localhost"},
-	}, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	})
+}
+
+// IssueIdentity returns a PEM certificate and key in the cluster profile
+// for id, addresses included as given.
+func (ca *CA) IssueIdentity(t testing.TB, id auth.Identity) (certPEM, keyPEM []byte) {
+	t.Helper()
+	tmpl, err := auth.PeerTemplate(id, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}

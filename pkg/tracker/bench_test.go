@@ -144,7 +144,7 @@ func BenchmarkTableBytesPerEntry(b *testing.B) {
 		runtime.GC()
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
-		tab := NewTable(DefaultConfig().Shards, nil)
+		tab := NewTable(DefaultConfig().Shards, Limits{}, nil)
 		now := time.Now()
 		pol := Policy{Limit: 30}
 		for blob := range blobs {

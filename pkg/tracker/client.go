@@ -80,9 +80,12 @@ func (c *Client) Order(digest string) []string {
 }
 
 // Announce sends req to the trackers in Order until one answers. A tracker
-// that rejects the request as invalid is not retried elsewhere: the others
-// would reject it too. When every tracker fails, the error joins each
-// failure; the caller carries on with the origin alone.
+// that rejects the request as invalid, or refuses it to this peer's
+// certificate (PERMISSION_DENIED), is not retried elsewhere: the others
+// would answer the same. A tracker whose table is full (RESOURCE_EXHAUSTED)
+// is up: the next one is tried, without the cooldown of a failed tracker.
+// When every tracker fails, the error joins each failure; the caller
+// carries on with the origin alone.
 func (c *Client) Announce(ctx context.Context, req *trackerpb.AnnounceRequest) (*trackerpb.AnnounceResponse, error) {
 	var errs []error
 	for _, t := range c.Order(req.GetDigest()) {
@@ -93,8 +96,12 @@ func (c *Client) Announce(ctx context.Context, req *trackerpb.AnnounceRequest) (
 			c.mu.Unlock()
 			return resp, nil
 		}
-		if status.Code(err) == codes.InvalidArgument {
+		switch status.Code(err) {
+		case codes.InvalidArgument, codes.PermissionDenied:
 			return nil, fmt.Errorf("announcing %s to tracker %s: %w", req.GetDigest(), t, err)
+		case codes.ResourceExhausted:
+			errs = append(errs, fmt.Errorf("tracker %s: %w", t, err))
+			continue
 		}
 		errs = append(errs, fmt.Errorf("tracker %s: %w", t, err))
 		if ctx.Err() != nil {

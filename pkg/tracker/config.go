@@ -40,6 +40,23 @@ type Config struct {
 	// 64 makes lock contention negligible at tens of thousands of announces
 	// per second while costing a few KiB.
 	Shards int `yaml:"shards"`
+	// MaxPeersPerBlob caps one blob's entries; origin seeders are not
+	// counted. An agent announcing into a full swarm still gets peers but
+	// is not listed itself (counted in shoal_tracker_shed_total{reason=
+	// "blob_full"}). 10,000: more hosts than one swarm needs to spread a
+	// blob, since an announce only ranks a sample of a large swarm anyway.
+	MaxPeersPerBlob int `yaml:"maxPeersPerBlob"`
+	// MaxBlobs caps the blobs in the table. An announce for a new blob
+	// beyond it is refused with RESOURCE_EXHAUSTED, and the agent tries
+	// its next tracker ({reason="blobs"}). 200,000: the layers a large
+	// cluster's hosts hold at once, with room to spare.
+	MaxBlobs int `yaml:"maxBlobs"`
+	// MaxEntries caps the (peer, blob) entries of the table, bounding its
+	// memory (~160 bytes an entry: 2,000,000 is ~320 MiB, twice a fleet of
+	// 5,000 hosts holding 200 layers each). Beyond it, a new entry for a
+	// known blob is answered but not recorded, one for a new blob is
+	// refused with RESOURCE_EXHAUSTED ({reason="entries"}).
+	MaxEntries int `yaml:"maxEntries"`
 }
 
 // DefaultConfig returns a configuration that works out of the box.
@@ -54,7 +71,15 @@ func DefaultConfig() Config {
 		IPv4PrefixBits:   24,
 		IPv6PrefixBits:   64,
 		Shards:           64,
+		MaxPeersPerBlob:  10_000,
+		MaxBlobs:         200_000,
+		MaxEntries:       2_000_000,
 	}
+}
+
+// limits returns the table's limits.
+func (c Config) limits() Limits {
+	return Limits{PeersPerBlob: c.MaxPeersPerBlob, Blobs: c.MaxBlobs, Entries: c.MaxEntries}
 }
 
 // Validate reports the first setting that cannot work.
@@ -78,6 +103,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("tracker config: ipv6PrefixBits must be in [0, 128], got %d", c.IPv6PrefixBits)
 	case c.Shards < 1:
 		return fmt.Errorf("tracker config: shards must be at least 1, got %d", c.Shards)
+	case c.MaxPeersPerBlob < 1:
+		return fmt.Errorf("tracker config: maxPeersPerBlob must be at least 1, got %d", c.MaxPeersPerBlob)
+	case c.MaxBlobs < 1:
+		return fmt.Errorf("tracker config: maxBlobs must be at least 1, got %d", c.MaxBlobs)
+	case c.MaxEntries < 1:
+		return fmt.Errorf("tracker config: maxEntries must be at least 1, got %d", c.MaxEntries)
 	}
 	return nil
 }

@@ -15,15 +15,26 @@ type metrics struct {
 	// announce does not hash label values. A child is created on first use,
 	// as WithLabelValues would, so that /metrics shows the same series.
 	counts [numEvents][numResults]atomic.Pointer[prometheus.Counter]
+	// shed counts entries the table's limits kept out, by ShedReason
+	// (NotShed's slot unused). Every reason's series exists from the start,
+	// at 0, so that alerts on it need no absent().
+	shed [numShedReasons]prometheus.Counter
 }
 
 const (
 	resultOK = iota
 	resultInvalid
+	resultDenied
+	resultExhausted
 	numResults
 )
 
-var resultLabels = [numResults]string{resultOK: "ok", resultInvalid: "invalid"}
+var resultLabels = [numResults]string{
+	resultOK:        "ok",
+	resultInvalid:   "invalid",
+	resultDenied:    "denied",
+	resultExhausted: "exhausted",
+}
 
 // count returns the announces counter for an event label index and result.
 func (m *metrics) count(event, result int) prometheus.Counter {
@@ -40,7 +51,7 @@ func newMetrics(reg prometheus.Registerer, t *Table) (*metrics, error) {
 	m := &metrics{
 		announces: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_tracker_announces_total",
-			Help: "Announces received, by event and result (ok, invalid).",
+			Help: "Announces received, by event and result (ok, invalid, denied: refused by the certificate checks of mTLS, exhausted: refused by a full table).",
 		}, []string{"event", "result"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "shoal_tracker_announce_duration_seconds",
@@ -56,9 +67,16 @@ func newMetrics(reg prometheus.Registerer, t *Table) (*metrics, error) {
 	}, func() float64 { return float64(t.Len()) })
 	blobs := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "shoal_tracker_blobs",
-		Help: "Blobs with at least one entry in the table.",
+		Help: "Blobs in the table, including those whose entries all expired but are not swept yet.",
 	}, func() float64 { return float64(t.Blobs()) })
-	for _, c := range []prometheus.Collector{m.announces, m.duration, peers, blobs} {
+	shed := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "shoal_tracker_shed_total",
+		Help: "New entries the table's limits kept out, by limit (blob_full: answered, not listed; entries: answered, not listed, or refused for a new blob; blobs: refused).",
+	}, []string{"reason"})
+	for r := NotShed + 1; r < numShedReasons; r++ {
+		m.shed[r] = shed.WithLabelValues(r.String())
+	}
+	for _, c := range []prometheus.Collector{m.announces, m.duration, peers, blobs, shed} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

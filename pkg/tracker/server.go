@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/proto/trackerpb"
 )
@@ -44,6 +45,15 @@ type Options struct {
 	// Rand supplies each table shard's random source, for reproducible
 	// hand-out order in tests.
 	Rand func() *rand.Rand
+	// RequireIdentity makes announces answer to the cluster certificate of
+	// the connection they come on (auth.PeerFromContext): set it when the
+	// gRPC listener requires and verifies client certificates (mTLS). An
+	// announce is then refused unless its peer_id is the certificate's
+	// peer id, is_origin comes with an origin certificate, and its address
+	// is the connection's source address or one the certificate names.
+	// Without it, announces are taken at their word: for trusted networks
+	// only.
+	RequireIdentity bool
 }
 
 // Server is the shoal.tracker.v1.Tracker gRPC service. Register it with
@@ -57,6 +67,8 @@ type Server struct {
 	metrics *metrics
 	log     *slog.Logger
 	now     func() time.Time
+	// requireIdentity is Options.RequireIdentity.
+	requireIdentity bool
 }
 
 // NewServer returns a tracker with an empty table.
@@ -73,7 +85,7 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	t := NewTable(cfg.Shards, opts.Rand)
+	t := NewTable(cfg.Shards, cfg.limits(), opts.Rand)
 	m, err := newMetrics(opts.Registerer, t)
 	if err != nil {
 		return nil, fmt.Errorf("registering tracker metrics: %w", err)
@@ -85,10 +97,11 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 			IPv4PrefixBits: cfg.IPv4PrefixBits,
 			IPv6PrefixBits: cfg.IPv6PrefixBits,
 		},
-		table:   t,
-		metrics: m,
-		log:     opts.Logger,
-		now:     opts.Now,
+		table:           t,
+		metrics:         m,
+		log:             opts.Logger,
+		now:             opts.Now,
+		requireIdentity: opts.RequireIdentity,
 	}, nil
 }
 
@@ -121,6 +134,13 @@ func (s *Server) Announce(ctx context.Context, req *trackerpb.AnnounceRequest) (
 		s.log.Debug("rejected announce", "peer_id", req.GetPeerId(), "digest", req.GetDigest(), "err", err)
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	if s.requireIdentity {
+		if err := authorize(ctx, p); err != nil {
+			s.metrics.count(event, resultDenied).Inc()
+			s.log.Warn("refused announce", "peer_id", p.ID, "addr", p.Addr, "is_origin", p.Origin, "err", err)
+			return nil, err
+		}
+	}
 	// The response and its interval in one allocation.
 	a := &answer{interval: durationpb.Duration{
 		Seconds: int64(s.cfg.AnnounceInterval / time.Second),
@@ -136,7 +156,7 @@ func (s *Server) Announce(ctx context.Context, req *trackerpb.AnnounceRequest) (
 			pol.Limit = min(n, s.cfg.MaxPeers)
 		}
 		var infos []trackerpb.PeerInfo
-		s.table.announce(req.GetDigest(), p, s.cfg.PeerTTL, s.now(), pol, func(i, n int, id string, e *entry) {
+		shed, refused := s.table.announce(req.GetDigest(), p, s.cfg.PeerTTL, s.now(), pol, func(i, n int, id string, e *entry) {
 			if i == 0 {
 				// Two allocations for the whole list rather than one per
 				// peer.
@@ -151,6 +171,15 @@ func (s *Server) Announce(ctx context.Context, req *trackerpb.AnnounceRequest) (
 			pi.PieceCount = e.pieces
 			a.resp.Peers[i] = pi
 		})
+		if shed != NotShed {
+			s.metrics.shed[shed].Inc()
+			s.log.Debug("table limit reached: entry not recorded", "limit", shed.String(), "peer_id", p.ID, "digest", req.GetDigest(), "refused", refused)
+		}
+		if refused {
+			s.metrics.count(event, resultExhausted).Inc()
+			return nil, status.Errorf(codes.ResourceExhausted,
+				"tracker table full (%s limit): blob %s is not tracked here, try the next tracker", shed, req.GetDigest())
+		}
 	}
 	s.metrics.count(event, resultOK).Inc()
 	s.metrics.duration.Observe(time.Since(start).Seconds())
@@ -222,14 +251,7 @@ func peerFromRequest(ctx context.Context, req *trackerpb.AnnounceRequest) (Peer,
 
 	// The address the announce came from, only when needed: turning the
 	// connection's address into a netip.Addr costs a string per announce.
-	remote := func() netip.Addr {
-		if pr, ok := grpcpeer.FromContext(ctx); ok && pr.Addr != nil {
-			if ap, err := netip.ParseAddrPort(pr.Addr.String()); err == nil {
-				return ap.Addr().Unmap()
-			}
-		}
-		return netip.Addr{}
-	}
+	remote := func() netip.Addr { return sourceAddr(ctx) }
 	addr := req.GetAddr()
 	ip, err := netip.ParseAddr(host)
 	switch {
@@ -262,6 +284,52 @@ func peerFromRequest(ctx context.Context, req *trackerpb.AnnounceRequest) (Peer,
 		p.Pieces = metainfo.CountBits(req.GetBitfield())
 	}
 	return p, nil
+}
+
+// sourceAddr returns the address a call came from, or the zero Addr.
+func sourceAddr(ctx context.Context) netip.Addr {
+	if pr, ok := grpcpeer.FromContext(ctx); ok && pr.Addr != nil {
+		if ap, err := netip.ParseAddrPort(pr.Addr.String()); err == nil {
+			return ap.Addr().Unmap()
+		}
+	}
+	return netip.Addr{}
+}
+
+// authorize checks an announce, turned into p, against the verified
+// cluster certificate of the connection it came on, and returns the gRPC
+// status error that refuses it. The table is keyed by peer id, so requiring
+// the certificate's id is what lets a peer change or remove only its own
+// entries. The id must be the certificate's rather than being replaced by
+// it: a peer that announces one id and handshakes with another would be
+// two peers to the swarm, and a refusal says at once what is misconfigured.
+func authorize(ctx context.Context, p Peer) error {
+	id, err := auth.AuthenticatePeer(ctx)
+	if err != nil {
+		return status.Errorf(codes.Unauthenticated,
+			"this tracker takes announces only from cluster certificates (a shoal://<role>/<peer-id> URI, see docs/certificates.md): %v", err)
+	}
+	switch {
+	case id.Role == auth.RoleTracker:
+		return status.Errorf(codes.PermissionDenied, "%s is a tracker certificate: only origins and agents announce", id)
+	case p.ID != id.ID:
+		return status.Errorf(codes.PermissionDenied, "peer_id %q is not the peer id of this connection's certificate %s: announce as %q", p.ID, id, id.ID)
+	case p.Origin && id.Role != auth.RoleOrigin:
+		return status.Errorf(codes.PermissionDenied, "is_origin needs an origin certificate, and %s is an %s certificate", id, id.Role)
+	}
+	host, _, err := net.SplitHostPort(p.Addr)
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "addr %q is not host:port: %v", p.Addr, err)
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip = ip.Unmap(); ip != sourceAddr(ctx) && !id.HasIP(ip) {
+			return status.Errorf(codes.PermissionDenied,
+				"addr %s: %s is neither the address this announce came from (%s) nor an IP address of certificate %s", p.Addr, ip, sourceAddr(ctx), id)
+		}
+	} else if !id.HasDNSName(host) {
+		return status.Errorf(codes.PermissionDenied, "addr %s: %s is not a DNS name of certificate %s", p.Addr, host, id)
+	}
+	return nil
 }
 
 // isHostPort reports whether addr is exactly net.JoinHostPort(host, port),

@@ -49,14 +49,20 @@ type testTracker struct {
 // startTracker runs a tracker on 127.0.0.1 with a fake clock.
 func startTracker(t *testing.T) *testTracker {
 	t.Helper()
+	return startTrackerWith(t, DefaultConfig(), Options{})
+}
+
+// startTrackerWith runs a tracker with cfg, opts (its registry, logger,
+// clock and random source set here) and the gRPC server options gopts.
+func startTrackerWith(t *testing.T, cfg Config, opts Options, gopts ...grpc.ServerOption) *testTracker {
+	t.Helper()
 	clock := &fakeClock{now: time.Unix(1_000_000, 0)}
 	reg := prometheus.NewRegistry()
-	srv, err := NewServer(DefaultConfig(), Options{
-		Registerer: reg,
-		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Now:        clock.Now,
-		Rand:       seeded,
-	})
+	opts.Registerer = reg
+	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	opts.Now = clock.Now
+	opts.Rand = seeded
+	srv, err := NewServer(cfg, opts)
 	if err != nil {
 		t.Fatalf("NewServer: %v", err)
 	}
@@ -64,7 +70,7 @@ func startTracker(t *testing.T) *testTracker {
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
-	g := grpc.NewServer()
+	g := grpc.NewServer(gopts...)
 	trackerpb.RegisterTrackerServer(g, srv)
 	done := make(chan struct{})
 	go func() {

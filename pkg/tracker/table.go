@@ -20,10 +20,50 @@ import (
 // a fleet of 5,000 hosts caching 200 layers each is a million entries.
 type Table struct {
 	shards []shard
-	// entries counts live entries across shards, for the peers gauge,
-	// without taking every shard lock.
+	limits Limits
+	// entries and blobs count entries and blobs across shards, for the
+	// gauges and the limits, without taking every shard lock. Shards
+	// check the limits against them without a global lock, so concurrent
+	// announces may overshoot a limit by a few entries, never more.
 	entries atomic.Int64
+	blobs   atomic.Int64
 }
+
+// Limits cap the table, so that announces (forged ones included, on a
+// tracker without mTLS) cannot grow it without bound. Zero means no limit.
+// Only new entries are kept out: re-announces of an entry, and removals,
+// always go through.
+type Limits struct {
+	// PeersPerBlob caps the entries of one blob. Origin seeders are not
+	// counted against it: they are few, and the source of every piece.
+	PeersPerBlob int
+	// Blobs caps the number of blobs in the table.
+	Blobs int
+	// Entries caps the (peer, blob) entries of the whole table.
+	Entries int
+}
+
+// ShedReason is the limit that kept an announce's new entry out of the
+// table, the reason label of shoal_tracker_shed_total.
+type ShedReason uint8
+
+// What the limits did to an announce.
+const (
+	// NotShed: recorded, or a re-announce of a recorded entry.
+	NotShed ShedReason = iota
+	// ShedBlobFull: the blob has Limits.PeersPerBlob entries.
+	ShedBlobFull
+	// ShedEntries: the table has Limits.Entries entries.
+	ShedEntries
+	// ShedBlobs: the blob is new and the table has Limits.Blobs blobs.
+	ShedBlobs
+	numShedReasons
+)
+
+var shedLabels = [numShedReasons]string{NotShed: "", ShedBlobFull: "blob_full", ShedEntries: "entries", ShedBlobs: "blobs"}
+
+// String is the reason's metric label.
+func (r ShedReason) String() string { return shedLabels[r] }
 
 type shard struct {
 	mu    sync.Mutex
@@ -66,16 +106,16 @@ const (
 )
 
 // NewTable returns an empty table with the given number of shards (at
-// least 1). newRand, if not nil, supplies each shard's random source, for
-// tests that need a reproducible hand-out order.
-func NewTable(shards int, newRand func() *rand.Rand) *Table {
+// least 1) and limits. newRand, if not nil, supplies each shard's random
+// source, for tests that need a reproducible hand-out order.
+func NewTable(shards int, limits Limits, newRand func() *rand.Rand) *Table {
 	if shards < 1 {
 		shards = 1
 	}
 	if newRand == nil {
 		newRand = func() *rand.Rand { return rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())) }
 	}
-	t := &Table{shards: make([]shard, shards)}
+	t := &Table{shards: make([]shard, shards), limits: limits}
 	for i := range t.shards {
 		t.shards[i].blobs = make(map[string]*swarm)
 		t.shards[i].rnd = newRand()
@@ -95,29 +135,55 @@ func (t *Table) shard(digest string) *shard {
 // work however popular the blob.
 // A complete asker gets no peers: it only uploads, and seeders re-announce
 // every cached blob, so answering them would be wasted work.
-func (t *Table) Announce(digest string, p Peer, ttl time.Duration, now time.Time, pol Policy) []Peer {
-	var out []Peer
-	t.announce(digest, p, ttl, now, pol, func(_, n int, id string, e *entry) {
-		if out == nil {
-			out = make([]Peer, 0, n)
+//
+// A new entry that the limits keep out is not recorded (shed says which
+// limit); the asker is still answered from the blob's entries, since the
+// swarm it wants to join exists. When the blob itself is new and the table
+// is full, there is nothing to answer with: refused is set, and the caller
+// should send the asker elsewhere.
+func (t *Table) Announce(digest string, p Peer, ttl time.Duration, now time.Time, pol Policy) (peers []Peer, shed ShedReason, refused bool) {
+	shed, refused = t.announce(digest, p, ttl, now, pol, func(_, n int, id string, e *entry) {
+		if peers == nil {
+			peers = make([]Peer, 0, n)
 		}
-		out = append(out, e.peer(id))
+		peers = append(peers, e.peer(id))
 	})
-	return out
+	return peers, shed, refused
+}
+
+// admit returns the limit that keeps a new entry for p out of sw (nil for a
+// new blob), or NotShed. Called under sw's shard lock.
+func (t *Table) admit(sw *swarm, p *Peer) ShedReason {
+	switch {
+	case sw == nil && t.limits.Blobs > 0 && t.blobs.Load() >= int64(t.limits.Blobs):
+		return ShedBlobs
+	case t.limits.Entries > 0 && t.entries.Load() >= int64(t.limits.Entries):
+		return ShedEntries
+	case sw != nil && !p.Origin && t.limits.PeersPerBlob > 0 && len(sw.peers) >= t.limits.PeersPerBlob:
+		return ShedBlobFull
+	}
+	return NotShed
 }
 
 // announce is Announce handing the selected peers, best first, to visit
 // (i of n, under the shard lock) rather than building a slice, so that the
 // server can turn them straight into its answer.
-func (t *Table) announce(digest string, p Peer, ttl time.Duration, now time.Time, pol Policy, visit func(i, n int, id string, e *entry)) {
+func (t *Table) announce(digest string, p Peer, ttl time.Duration, now time.Time, pol Policy, visit func(i, n int, id string, e *entry)) (shed ShedReason, refused bool) {
 	s := t.shard(digest)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sw := s.blobs[digest]
+	if sw == nil || !sw.has(p.ID) {
+		if shed = t.admit(sw, &p); shed != NotShed && sw == nil {
+			return shed, true
+		}
+	}
 	if sw == nil {
 		sw = &swarm{peers: make(map[string]entry, 1)}
 		s.blobs[digest] = sw
+		t.blobs.Add(1)
 	}
+	record := shed == NotShed
 	var loc unique.Handle[string]
 	if p.Locality != "" {
 		loc = unique.Make(p.Locality)
@@ -138,11 +204,14 @@ func (t *Table) announce(digest string, p Peer, ttl time.Duration, now time.Time
 		origin:   p.Origin,
 	}
 	if p.Complete {
+		if !record {
+			return shed, false
+		}
 		if _, ok := sw.peers[p.ID]; !ok {
 			t.entries.Add(1)
 		}
 		sw.peers[myID] = mine
-		return
+		return shed, false
 	}
 
 	// The asker's own entry is out of the map while the others are ranked,
@@ -153,7 +222,7 @@ func (t *Table) announce(digest string, p Peer, ttl time.Duration, now time.Time
 	delete(sw.peers, p.ID)
 	existed := len(sw.peers) < n
 	nowNano := now.UnixNano()
-	switch live := mine.expires > nowNano; {
+	switch live := record && mine.expires > nowNano; {
 	case live && !existed:
 		t.entries.Add(1)
 	case !live && existed:
@@ -189,14 +258,14 @@ func (t *Table) announce(digest string, p Peer, ttl time.Duration, now time.Time
 			cands = append(cands, cand{id: id, e: e})
 		}
 	}
-	if mine.expires > nowNano {
+	if record && mine.expires > nowNano {
 		sw.peers[myID] = mine
 	}
 	// Keep the grown buffer for the next announce; Sweep clears it so that
 	// it does not pin the strings of departed peers.
 	s.cands = cands[:0]
 	if pol.Limit <= 0 {
-		return
+		return shed, false
 	}
 	agentKeys, originKeys := pol.pick(r)
 	mask := uint64(1)<<idxBits - 1
@@ -209,6 +278,12 @@ func (t *Table) announce(digest string, p Peer, ttl time.Duration, now time.Time
 		c := &cands[k&mask]
 		visit(len(agentKeys)+i, total, c.id, &c.e)
 	}
+	return shed, false
+}
+
+func (sw *swarm) has(id string) bool {
+	_, ok := sw.peers[id]
+	return ok
 }
 
 // entry is nearAsker.peer for a table entry; loc is the asker's interned
@@ -243,6 +318,7 @@ func (t *Table) Remove(digest, peerID string) {
 	}
 	if len(sw.peers) == 0 {
 		delete(s.blobs, digest)
+		t.blobs.Add(-1)
 	}
 }
 
@@ -268,7 +344,7 @@ func (t *Table) Peers(digest string, now time.Time) []Peer {
 // returns the number of entries removed.
 func (t *Table) Sweep(now time.Time) int {
 	nowNano := now.UnixNano()
-	removed := 0
+	removed, emptied := 0, 0
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
@@ -281,6 +357,7 @@ func (t *Table) Sweep(now time.Time) int {
 			}
 			if len(sw.peers) == 0 {
 				delete(s.blobs, d)
+				emptied++
 			}
 		}
 		// Drop the reuse buffer's references so swept strings can be freed.
@@ -288,6 +365,7 @@ func (t *Table) Sweep(now time.Time) int {
 		s.mu.Unlock()
 	}
 	t.entries.Add(int64(-removed))
+	t.blobs.Add(int64(-emptied))
 	return removed
 }
 
@@ -295,14 +373,6 @@ func (t *Table) Sweep(now time.Time) int {
 // not yet swept.
 func (t *Table) Len() int { return int(t.entries.Load()) }
 
-// Blobs returns the number of blobs with at least one entry.
-func (t *Table) Blobs() int {
-	n := 0
-	for i := range t.shards {
-		s := &t.shards[i]
-		s.mu.Lock()
-		n += len(s.blobs)
-		s.mu.Unlock()
-	}
-	return n
-}
+// Blobs returns the number of blobs in the table, including blobs whose
+// entries have all expired but not been swept.
+func (t *Table) Blobs() int { return int(t.blobs.Load()) }
