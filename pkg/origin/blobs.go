@@ -153,6 +153,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, d digest.Dige
 		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, size))
 	}
 	h.Set("Content-Length", fmt.Sprint(length))
+	s.setCapability(h, d)
 	if r.Method == http.MethodHead {
 		w.WriteHeader(status)
 		return nil

@@ -69,6 +69,9 @@ type Server struct {
 	guard       ReferenceGuard
 	authz       *auth.Authorizer // nil: access control off (SetAuthorizer)
 
+	// p2p signs P2P capabilities; nil: none handed out (SetSigningKey).
+	p2p *p2pSigner
+
 	readyMu  sync.Mutex
 	readyAt  time.Time
 	readyErr error
