@@ -210,6 +210,23 @@ func PeerFromContext(ctx context.Context) (Identity, bool) {
 	return id, err == nil
 }
 
+// OwnIdentity returns the identity in a component's own certificate, so
+// that an agent or origin node takes its peer id from it: with mTLS,
+// trackers accept no other.
+func OwnIdentity(c *tls.Certificate) (Identity, error) {
+	leaf := c.Leaf
+	if leaf == nil {
+		if len(c.Certificate) == 0 {
+			return Identity{}, errors.New("no certificate")
+		}
+		var err error
+		if leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
+			return Identity{}, fmt.Errorf("parsing own certificate: %w", err)
+		}
+	}
+	return PeerIdentity(leaf)
+}
+
 // PeerTemplate returns the template of a certificate in the cluster profile
 // for id, valid from notBefore to notAfter, with a random 128-bit serial
 // number. Sign it with the cluster CA (x509.CreateCertificate).

@@ -236,3 +236,27 @@ func TestPeerFromContextReadsTheVerifiedClientCertificate(t *testing.T) {
 		t.Fatalf("PeerFromContext on an unverified certificate = %+v, want no identity", id)
 	}
 }
+
+func TestOwnIdentity(t *testing.T) {
+	ca := testpki.NewCA(t, "cluster CA")
+	certPEM, keyPEM := ca.IssuePeer(t, auth.RoleAgent, "node-17")
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, leaf := range []bool{true, false} {
+		if !leaf {
+			pair.Leaf = nil
+		}
+		if id, err := auth.OwnIdentity(&pair); err != nil || id.ID != "node-17" || id.Role != auth.RoleAgent {
+			t.Fatalf("OwnIdentity (leaf parsed: %t) = %+v, %v; want agent node-17", leaf, id, err)
+		}
+	}
+	certPEM, keyPEM = ca.Issue(t, "plain", 5)
+	if pair, err = tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := auth.OwnIdentity(&pair); !errors.Is(err, auth.ErrNoPeerIdentity) {
+		t.Fatalf("OwnIdentity of a certificate outside the profile: %v, want ErrNoPeerIdentity", err)
+	}
+}
