@@ -36,6 +36,11 @@ func Validate(pattern string) error {
 func match(pattern, name []string) bool {
 	for len(pattern) > 0 {
 		if pattern[0] == "**" {
+			// "**/**" means what "**" does; folding them keeps the
+			// backtracking linear in the name's components.
+			for len(pattern) > 1 && pattern[1] == "**" {
+				pattern = pattern[1:]
+			}
 			for i := 0; i <= len(name); i++ {
 				if match(pattern[1:], name[i:]) {
 					return true
