@@ -137,3 +137,18 @@ func TestServeAnswersAndShutsDown(t *testing.T) {
 		t.Fatal("serve did not return within 15s of shutdown")
 	}
 }
+
+// TestDeployedConfigIsTheDefault keeps deploy/tracker.yaml, which documents
+// every key with its default, true to the code.
+func TestDeployedConfigIsTheDefault(t *testing.T) {
+	cfg := DefaultConfig()
+	if err := cfg.load("../../deploy/tracker.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg != DefaultConfig() {
+		t.Errorf("deploy/tracker.yaml differs from DefaultConfig:\n file: %+v\n code: %+v", cfg, DefaultConfig())
+	}
+}
