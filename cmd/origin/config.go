@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/daemon"
 	"github.com/shoal-dev/shoal/pkg/gc"
 	"github.com/shoal-dev/shoal/pkg/origin"
@@ -23,15 +24,38 @@ type Config struct {
 	TLS     struct {
 		Cert string `yaml:"cert"`
 		Key  string `yaml:"key"`
+		// ClientCA is a PEM file of the CAs whose client certificates
+		// name machines for the access rules' cert:NAME subjects. A
+		// certificate is verified when a client presents one and never
+		// required, so that anonymous pulls still work. Needs cert and key.
+		ClientCA string `yaml:"clientCA"`
 	} `yaml:"tls"`
 	Log daemon.LogConfig `yaml:"log"`
 	// ShutdownGrace is how long SIGTERM waits for requests in flight (a
 	// layer upload can take a while) before closing connections.
 	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
-	// AdminListen is the address of the admin API (/admin/v1/gc); empty,
-	// the default, turns it off. The admin API has no authentication yet:
-	// give it a loopback address, never an exposed one.
+	// AdminListen is the address of the admin API (/admin/v1/gc,
+	// /admin/v1/auth/check); empty, the default, turns it off. With access
+	// control on, every admin request needs credentials allowed the admin
+	// action; without it, anyone who reaches the address is an admin, so
+	// keep it on loopback.
 	AdminListen string `yaml:"adminListen"`
+	// AdminHosts are further Host values the admin API answers to
+	// ("host" or "host:port"; without a port, the listener's). It always
+	// answers to its own address, and to localhost, 127.0.0.1 and [::1] when
+	// it listens on loopback; any other Host or Origin is refused, which
+	// keeps web pages (DNS rebinding, cross-site forms) out of it.
+	AdminHosts []string `yaml:"adminHosts"`
+	// SigningKey is a PEM file with the Ed25519 key (PKCS #8, as `openssl
+	// genpkey -algorithm ed25519` writes) that signs registry tokens, P2P
+	// capabilities and piece metainfo. Empty, the default: the key kept in
+	// storage at /shoal/v1/auth/signing-key.pem, created by the first node
+	// to start and shared by every node on that storage.
+	SigningKey string `yaml:"signingKey"`
+	// Auth is access control (docs/auth.md). Without users or rules, the
+	// default, the origin is open to anyone who can reach it. The
+	// --auth-config file, when given, replaces this section.
+	Auth auth.Config `yaml:"auth"`
 	// GC is garbage collection and retention; see gc.Config.
 	GC gc.Config `yaml:"gc"`
 	// Registry tunes the registry API; see origin.Config.
@@ -47,6 +71,7 @@ func DefaultConfig() Config {
 		Storage:       "file:///var/lib/shoal",
 		Log:           daemon.LogConfig{Level: "info", Format: "text"},
 		ShutdownGrace: 30 * time.Second,
+		Auth:          auth.DefaultConfig(),
 		Registry:      origin.DefaultConfig(),
 		GC:            gc.DefaultConfig(),
 		Seeder:        seeder.DefaultConfig(),
@@ -64,6 +89,12 @@ func (c *Config) validate() error {
 	}
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
 		return errors.New("config: TLS needs both cert and key")
+	}
+	if c.TLS.ClientCA != "" && c.TLS.Cert == "" {
+		return errors.New("config: tls.clientCA needs tls.cert and tls.key: client certificates come only over TLS")
+	}
+	if err := c.Auth.Validate(); err != nil {
+		return fmt.Errorf("config: auth: %w", err)
 	}
 	if err := c.GC.Validate(); err != nil {
 		return fmt.Errorf("config: gc: %w", err)

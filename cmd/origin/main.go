@@ -4,6 +4,7 @@
 //	origin                                   # 127.0.0.1:5000, file:///var/lib/shoal
 //	origin --listen :5000 --storage hdfs://nn1:8020,nn2:8020/shoal?user=shoal
 //	origin --config /etc/shoal/origin.yaml
+//	origin --auth-config /etc/shoal/auth.yaml  # access control (docs/auth.md); open without it
 package main
 
 import (
@@ -23,8 +24,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/daemon"
+	"github.com/shoal-dev/shoal/pkg/gc"
 	"github.com/shoal-dev/shoal/pkg/origin"
+	"github.com/shoal-dev/shoal/pkg/origin/seeder"
 	"github.com/shoal-dev/shoal/pkg/storage"
 	"github.com/shoal-dev/shoal/pkg/storage/drivers"
 )
@@ -37,37 +41,8 @@ func main() {
 }
 
 func run(args []string) error {
-	fs := flag.NewFlagSet("origin", flag.ContinueOnError)
-	configPath := fs.String("config", "", "YAML config file (flags given on the command line override it)")
-	listen := fs.String("listen", "", "address to serve the registry API on (default 127.0.0.1:5000)")
-	storageURL := fs.String("storage", "", "storage URL: file:///dir, inmemory://, hdfs://nn1:8020,nn2:8020/root?user=u (default file:///var/lib/shoal)")
-	tlsCert := fs.String("tls-cert", "", "TLS certificate file (PEM); serves HTTPS when set with --tls-key")
-	tlsKey := fs.String("tls-key", "", "TLS key file (PEM)")
-	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
-	logFormat := fs.String("log-format", "", "text or json (default text)")
-	adminListen := fs.String("admin-listen", "", "address of the admin API, /admin/v1/gc, e.g. 127.0.0.1:5001 (default off; it has no authentication: keep it on loopback)")
-	applySeederFlags := seederFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	cfg := DefaultConfig()
-	if *configPath != "" {
-		if err := cfg.load(*configPath); err != nil {
-			return err
-		}
-	}
-	override := daemon.Overrides(fs)
-	override("listen", &cfg.Listen, *listen)
-	override("storage", &cfg.Storage, *storageURL)
-	override("tls-cert", &cfg.TLS.Cert, *tlsCert)
-	override("tls-key", &cfg.TLS.Key, *tlsKey)
-	override("log-level", &cfg.Log.Level, *logLevel)
-	override("log-format", &cfg.Log.Format, *logFormat)
-	override("admin-listen", &cfg.AdminListen, *adminListen)
-	if err := cfg.validate(); err != nil {
+	cfg, applySeederFlags, err := parseConfig(args)
+	if err != nil {
 		return err
 	}
 	log, err := cfg.Log.Logger(os.Stderr)
@@ -90,11 +65,29 @@ func run(args []string) error {
 		return err
 	}
 	srv.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	stopGC, err := startGC(ctx, &cfg, d, srv, log, reg)
+	// signingKey is the origin cluster's Ed25519 key: it signs the registry
+	// tokens the authorizer issues, and is the key for the seeder's P2P
+	// capabilities and metainfo signatures. Loaded whether or not access
+	// control is on, so that every node of a cluster signs alike.
+	signingKey, err := loadSigningKey(ctx, cfg.SigningKey, d, keySettle)
+	if err != nil {
+		return err
+	}
+	authz, err := newAuthorizer(cfg.Auth, signingKey, log, reg)
+	if err != nil {
+		return err
+	}
+	srv.SetAuthorizer(authz)
+	runner, stopGC, err := startGC(ctx, &cfg, d, srv, log, reg)
 	if err != nil {
 		return err
 	}
 	defer stopGC()
+	stopAdmin, err := startAdmin(&cfg, gc.NewAdminHandler(runner), authz, log)
+	if err != nil {
+		return err
+	}
+	defer stopAdmin()
 	stopSeeder, err := startSeeder(&cfg.Seeder, applySeederFlags, d, log, reg, cfg.ShutdownGrace)
 	if err != nil {
 		return err
@@ -105,8 +98,13 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	tlsConfig, err := serverTLS(cfg.TLS.ClientCA)
+	if err != nil {
+		return err
+	}
 	hs := &http.Server{
 		Handler:           srv,
+		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -115,7 +113,8 @@ func run(args []string) error {
 	if cfg.TLS.Cert != "" {
 		scheme = "https"
 	}
-	log.Info("origin serving", "addr", scheme+"://"+ln.Addr().String(), "storage", cfg.Storage, "driver", d.Name())
+	log.Info("origin serving", "addr", scheme+"://"+ln.Addr().String(), "storage", cfg.Storage, "driver", d.Name(),
+		"auth", authz != nil, "clientCA", cfg.TLS.ClientCA, "signingKey", signingKey.ID())
 	errc := make(chan error, 1)
 	go func() {
 		if cfg.TLS.Cert != "" {
@@ -137,4 +136,54 @@ func run(args []string) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// parseConfig reads the command line: the config file, the flags over it,
+// and the auth file over its auth: section. The seeder's flags come back
+// unapplied; startSeeder applies them.
+func parseConfig(args []string) (Config, func(*seeder.Config) error, error) {
+	fs := flag.NewFlagSet("origin", flag.ContinueOnError)
+	configPath := fs.String("config", "", "YAML config file (flags given on the command line override it)")
+	listen := fs.String("listen", "", "address to serve the registry API on (default 127.0.0.1:5000)")
+	storageURL := fs.String("storage", "", "storage URL: file:///dir, inmemory://, hdfs://nn1:8020,nn2:8020/root?user=u (default file:///var/lib/shoal)")
+	tlsCert := fs.String("tls-cert", "", "TLS certificate file (PEM); serves HTTPS when set with --tls-key")
+	tlsKey := fs.String("tls-key", "", "TLS key file (PEM)")
+	tlsClientCA := fs.String("tls-client-ca", "", "CA file (PEM) for client certificates: verified when a client presents one (machines for cert:NAME rules), never required")
+	authConfig := fs.String("auth-config", "", "access control file (YAML: htpasswd, groups, rules, token; docs/auth.md); replaces the config's auth: section. Without either the origin is open")
+	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
+	logFormat := fs.String("log-format", "", "text or json (default text)")
+	adminListen := fs.String("admin-listen", "", "address of the admin API, /admin/v1/..., e.g. 127.0.0.1:5001 (default off; without access control anyone reaching it is an admin: keep it on loopback)")
+	applySeederFlags := seederFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return Config{}, nil, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	cfg := DefaultConfig()
+	if *configPath != "" {
+		if err := cfg.load(*configPath); err != nil {
+			return Config{}, nil, err
+		}
+	}
+	override := daemon.Overrides(fs)
+	override("listen", &cfg.Listen, *listen)
+	override("storage", &cfg.Storage, *storageURL)
+	override("tls-cert", &cfg.TLS.Cert, *tlsCert)
+	override("tls-key", &cfg.TLS.Key, *tlsKey)
+	override("tls-client-ca", &cfg.TLS.ClientCA, *tlsClientCA)
+	override("log-level", &cfg.Log.Level, *logLevel)
+	override("log-format", &cfg.Log.Format, *logFormat)
+	override("admin-listen", &cfg.AdminListen, *adminListen)
+	if *authConfig != "" {
+		ac, err := auth.LoadConfig(*authConfig)
+		if err != nil {
+			return Config{}, nil, err
+		}
+		cfg.Auth = ac
+	}
+	if err := cfg.validate(); err != nil {
+		return Config{}, nil, err
+	}
+	return cfg, applySeederFlags, nil
 }
