@@ -129,8 +129,11 @@ func LoadConfig(path string) (Config, error) {
 }
 
 // Enabled reports whether the config turns access control on: it names
-// users or rules. Without either, the origin is open.
-func (c Config) Enabled() bool { return c.Htpasswd != "" || len(c.Rules) > 0 }
+// users, rules or external token issuers (a site may leave every grant to
+// its own token service). Without any, the origin is open.
+func (c Config) Enabled() bool {
+	return c.Htpasswd != "" || len(c.Rules) > 0 || len(c.Token.Issuers) > 0
+}
 
 // Validate checks the config and says what is wrong with each rule by its
 // index.

@@ -94,6 +94,9 @@ func TestEnabled(t *testing.T) {
 	if !(Config{Htpasswd: "/x"}).Enabled() {
 		t.Error("a config with only users is not Enabled")
 	}
+	if !(Config{Token: TokenConfig{Issuers: []ExternalIssuer{{Issuer: "i", PublicKey: "k"}}}}).Enabled() {
+		t.Error("a config with only an external issuer is not Enabled: its tokens would be moot on an open origin")
+	}
 }
 
 func TestNewFillsZeroTokenSettings(t *testing.T) {
