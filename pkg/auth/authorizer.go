@@ -54,19 +54,7 @@ type Authorizer struct {
 // the origin at start rather than locking everyone out later. A zero
 // token section takes DefaultConfig's values.
 func New(cfg Config, opts Options) (*Authorizer, error) {
-	def := DefaultConfig().Token
-	if cfg.Token.Service == "" {
-		cfg.Token.Service = def.Service
-	}
-	if cfg.Token.Issuer == "" {
-		cfg.Token.Issuer = def.Issuer
-	}
-	if cfg.Token.TTL == 0 {
-		cfg.Token.TTL = def.TTL
-	}
-	if cfg.Token.RefreshTTL == 0 {
-		cfg.Token.RefreshTTL = max(def.RefreshTTL, cfg.Token.TTL)
-	}
+	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("auth config: %w", err)
 	}

@@ -136,7 +136,7 @@ func (c Config) Enabled() bool {
 }
 
 // Validate checks the config and says what is wrong with each rule by its
-// index.
+// index. Token settings left zero stand for their defaults.
 func (c Config) Validate() error {
 	var errs []error
 	if _, err := parseProxies(c.TrustedProxies); err != nil {
@@ -157,8 +157,27 @@ func (c Config) Validate() error {
 			errs = append(errs, err)
 		}
 	}
-	errs = append(errs, c.Token.validate()...)
+	errs = append(errs, c.withDefaults().Token.validate()...)
 	return errors.Join(errs...)
+}
+
+// withDefaults fills the token settings left zero with DefaultConfig's, as
+// when an `auth:` section is decoded over a zero Config.
+func (c Config) withDefaults() Config {
+	def := DefaultConfig().Token
+	if c.Token.Service == "" {
+		c.Token.Service = def.Service
+	}
+	if c.Token.Issuer == "" {
+		c.Token.Issuer = def.Issuer
+	}
+	if c.Token.TTL == 0 {
+		c.Token.TTL = def.TTL
+	}
+	if c.Token.RefreshTTL == 0 {
+		c.Token.RefreshTTL = max(def.RefreshTTL, c.Token.TTL)
+	}
+	return c
 }
 
 func (t TokenConfig) validate() []error {

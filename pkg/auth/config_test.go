@@ -100,8 +100,12 @@ func TestEnabled(t *testing.T) {
 }
 
 func TestNewFillsZeroTokenSettings(t *testing.T) {
-	// An `auth:` section in origin.yaml decodes over a zero Config.
-	a := newTestAuthorizer(t, Config{Rules: policyConfig().Rules[1:2]}, nil)
+	// An `auth:` section in origin.yaml may decode over a zero Config.
+	zero := Config{Rules: policyConfig().Rules[1:2]}
+	if err := zero.Validate(); err != nil {
+		t.Errorf("Validate of a config with zero token settings: %v", err)
+	}
+	a := newTestAuthorizer(t, zero, nil)
 	if !reflect.DeepEqual(a.cfg.Token, DefaultConfig().Token) {
 		t.Errorf("token settings %+v, want the defaults %+v", a.cfg.Token, DefaultConfig().Token)
 	}
