@@ -154,8 +154,6 @@ func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	a.swarm.Register(a.grpc)
 
 	mux := http.NewServeMux()
-	mux.Handle("/v2/", m)
-	mux.Handle("/v2", m)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -168,11 +166,27 @@ func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
 		fmt.Fprintln(w, "ok")
 	})
 	a.http = &http.Server{
-		Handler:           mux,
+		Handler:           mirrorFirst(m, mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	return a, nil
+}
+
+// mirrorFirst hands every request but the agent's own endpoints to the
+// mirror as the client sent it. Behind a ServeMux pattern, a path with dot
+// segments or doubled slashes would get a 301 to the cleaned path before
+// the mirror saw it, and the cleaned path may name another repository; the
+// mirror refuses such a path with a 400 instead.
+func mirrorFirst(mirror, own http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/metrics", "/healthz", "/readyz":
+			own.ServeHTTP(w, r)
+		default:
+			mirror.ServeHTTP(w, r)
+		}
+	})
 }
 
 func (a *Agent) closeListeners() {

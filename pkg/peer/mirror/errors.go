@@ -11,6 +11,7 @@ import (
 const (
 	codeBlobUnknown     = "BLOB_UNKNOWN"
 	codeDigestInvalid   = "DIGEST_INVALID"
+	codeManifestInvalid = "MANIFEST_INVALID"
 	codeManifestUnknown = "MANIFEST_UNKNOWN"
 	codeNameInvalid     = "NAME_INVALID"
 	codeRangeInvalid    = "RANGE_INVALID"

@@ -53,12 +53,9 @@ func (c *cachedResponse) write(w http.ResponseWriter, r *http.Request) {
 // origin is asked with GET in both cases, so the answer can be cached and
 // serve the GET that follows dockerd's HEAD.
 func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, name, ref string) {
+	// ref is a valid tag or digest (route.validate).
 	dgst, err := digest.Parse(ref)
 	byDigest := err == nil
-	if !byDigest && !tagRE.MatchString(ref) {
-		s.writeError(w, r, newError(http.StatusNotFound, codeManifestUnknown, "invalid manifest reference %q", ref))
-		return
-	}
 	cred := credentialKey(r)
 	accept := manifestAccept(r.Header)
 	var key string

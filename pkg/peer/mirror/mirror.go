@@ -24,7 +24,6 @@ import (
 	"math"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -250,50 +249,13 @@ func New(cfg Config, opts Options) (*Server, error) {
 	return s, nil
 }
 
-// route is a parsed /v2/ path.
-type route struct {
-	kind string // ping, manifest, blob, tags, upload, other
-	name string
-	ref  string // tag or digest (manifest), digest (blob)
-}
-
-// Repository names as the distribution spec defines them. Checked before a
-// name goes into a URL to the origin.
-var nameRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
-var tagRE = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
-
-func parseRoute(p string) (route, bool) {
-	rest, ok := strings.CutPrefix(p, "/v2/")
-	if !ok {
-		return route{kind: "ping"}, p == "/v2"
-	}
-	if rest == "" {
-		return route{kind: "ping"}, true
-	}
-	if name, ok := strings.CutSuffix(rest, "/tags/list"); ok {
-		return route{kind: "tags", name: name}, true
-	}
-	// The reference is the last path element: repository names may
-	// themselves contain "manifests" or "blobs" as a component.
-	if i := strings.LastIndex(rest, "/manifests/"); i > 0 && !strings.Contains(rest[i+len("/manifests/"):], "/") {
-		return route{kind: "manifest", name: rest[:i], ref: rest[i+len("/manifests/"):]}, true
-	}
-	if name, ok := strings.CutSuffix(rest, "/blobs/uploads"); ok {
-		return route{kind: "upload", name: name}, true
-	}
-	if i := strings.LastIndex(rest, "/blobs/uploads/"); i > 0 && !strings.Contains(rest[i+len("/blobs/uploads/"):], "/") {
-		return route{kind: "upload", name: rest[:i]}, true
-	}
-	if i := strings.LastIndex(rest, "/blobs/"); i > 0 && !strings.Contains(rest[i+len("/blobs/"):], "/") {
-		return route{kind: "blob", name: rest[:i], ref: rest[i+len("/blobs/"):]}, true
-	}
-	return route{kind: "other"}, true
-}
-
-// ServeHTTP answers the registry API's pull side.
+// ServeHTTP answers the registry API's pull side. It must see the request
+// as the client sent it: behind net/http's ServeMux a path with dot
+// segments or doubled slashes would be answered with a redirect to the
+// cleaned path instead of the 400 parseRoute gives it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rt, ok := parseRoute(r.URL.Path)
+	rt, perr := parseRoute(r.URL.EscapedPath())
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 	defer func() {
 		// A panic (http.ErrAbortHandler on a stream cut short) is still
@@ -301,33 +263,31 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.metrics.observe(rt.kind, r.Method, rec.status, rec.bytes, time.Since(start))
 	}()
 	rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-	if !ok {
-		s.writeError(rec, r, newError(http.StatusNotFound, codeUnsupported, "not a registry API path"))
+	if perr != nil {
+		s.writeError(rec, r, perr)
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		s.writeError(rec, r, s.errPush(r.Method))
 		return
 	}
-	switch rt.kind {
-	case "upload":
+	if rt.kind == routeUpload {
 		s.writeError(rec, r, s.errPush(r.Method))
 		return
-	case "ping", "other":
-		s.proxy(rec, r)
-		return
 	}
-	if !nameRE.MatchString(rt.name) {
-		s.writeError(rec, r, newError(http.StatusBadRequest, codeNameInvalid, "invalid repository name %q", rt.name))
+	if err := rt.validate(); err != nil {
+		s.writeError(rec, r, err)
 		return
 	}
 	switch rt.kind {
-	case "tags":
+	case routeTags:
 		s.serveTags(rec, r, rt.name)
-	case "manifest":
+	case routeManifest:
 		s.serveManifest(rec, r, rt.name, rt.ref)
-	case "blob":
+	case routeBlob:
 		s.serveBlob(rec, r, rt.name, rt.ref)
+	default: // ping, catalog, referrers, other
+		s.proxy(rec, r)
 	}
 }
 

@@ -6,35 +6,6 @@ import (
 	"testing"
 )
 
-func TestParseRoute(t *testing.T) {
-	for _, c := range []struct {
-		path string
-		want route
-		ok   bool
-	}{
-		{"/v2/", route{kind: "ping"}, true},
-		{"/v2", route{kind: "ping"}, true},
-		{"/v3/", route{kind: "ping"}, false},
-		{"/v2/library/alpine/manifests/latest", route{kind: "manifest", name: "library/alpine", ref: "latest"}, true},
-		{"/v2/a/b/c/manifests/sha256:abc", route{kind: "manifest", name: "a/b/c", ref: "sha256:abc"}, true},
-		// A repository may itself be called "manifests" or "blobs".
-		{"/v2/x/manifests/manifests/v1", route{kind: "manifest", name: "x/manifests", ref: "v1"}, true},
-		{"/v2/x/blobs/blobs/sha256:abc", route{kind: "blob", name: "x/blobs", ref: "sha256:abc"}, true},
-		{"/v2/team/app/tags/list", route{kind: "tags", name: "team/app"}, true},
-		{"/v2/team/app/blobs/uploads/", route{kind: "upload", name: "team/app"}, true},
-		{"/v2/team/app/blobs/uploads/123", route{kind: "upload", name: "team/app"}, true},
-		{"/v2/team/manifests/blobs/sha256:abc", route{kind: "blob", name: "team/manifests", ref: "sha256:abc"}, true},
-		{"/v2/team/blobs/manifests/v1", route{kind: "manifest", name: "team/blobs", ref: "v1"}, true},
-		{"/v2/_catalog", route{kind: "other"}, true},
-		{"/v2/team/app/referrers/sha256:abc", route{kind: "other"}, true},
-	} {
-		got, ok := parseRoute(c.path)
-		if ok != c.ok || (ok && got != c.want) {
-			t.Errorf("parseRoute(%q) = %+v, %v; want %+v, %v", c.path, got, ok, c.want, c.ok)
-		}
-	}
-}
-
 func TestParseRange(t *testing.T) {
 	const size = 100
 	for _, c := range []struct {

@@ -1,0 +1,279 @@
+package mirror
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseRoute(t *testing.T) {
+	for _, c := range []struct {
+		path string
+		want route
+	}{
+		{"/v2/", route{kind: routePing}},
+		{"/v2", route{kind: routePing}},
+		{"/v2/_catalog", route{kind: routeCatalog}},
+		{"/v2/library/alpine/manifests/latest", route{kind: routeManifest, name: "library/alpine", ref: "latest"}},
+		{"/v2/a/b/c/manifests/sha256:abc", route{kind: routeManifest, name: "a/b/c", ref: "sha256:abc"}},
+		// A repository may itself be called "manifests" or "blobs".
+		{"/v2/x/manifests/manifests/v1", route{kind: routeManifest, name: "x/manifests", ref: "v1"}},
+		{"/v2/x/blobs/blobs/sha256:abc", route{kind: routeBlob, name: "x/blobs", ref: "sha256:abc"}},
+		{"/v2/team/app/tags/list", route{kind: routeTags, name: "team/app"}},
+		{"/v2/team/app/blobs/uploads/", route{kind: routeUpload, name: "team/app"}},
+		{"/v2/team/app/blobs/uploads", route{kind: routeUpload, name: "team/app"}},
+		{"/v2/team/app/blobs/uploads/123", route{kind: routeUpload, name: "team/app"}},
+		{"/v2/team/manifests/blobs/sha256:abc", route{kind: routeBlob, name: "team/manifests", ref: "sha256:abc"}},
+		{"/v2/team/blobs/manifests/v1", route{kind: routeManifest, name: "team/blobs", ref: "v1"}},
+		{"/v2/team/app/referrers/sha256:abc", route{kind: routeReferrers, name: "team/app", ref: "sha256:abc"}},
+		{"/v2/team/app/something/else", route{kind: routeOther}},
+		// Escapes of other characters are decoded: they cannot move a
+		// path component.
+		{"/v2/team/app/manifests/sha256%3Aabc", route{kind: routeManifest, name: "team/app", ref: "sha256:abc"}},
+	} {
+		got, err := parseRoute(c.path)
+		if err != nil || got != c.want {
+			t.Errorf("parseRoute(%q) = %+v, %v; want %+v", c.path, got, err, c.want)
+		}
+	}
+}
+
+func TestParseRouteRefusesPathsThatAreNotCanonical(t *testing.T) {
+	for _, p := range []string{
+		"/v2/team/../private/manifests/latest",
+		"/v2/team/./app/manifests/latest",
+		"/v2/team/app/manifests/..",
+		"/v2/../v2/team/app/tags/list",
+		"/v2/team/%2e%2e/private/blobs/sha256:abc",
+		"/v2/team/%2E%2E/private/blobs/sha256:abc",
+		"/v2/team/.%2e/private/blobs/sha256:abc",
+		"/v2/team%2fapp/manifests/latest",
+		"/v2/team%2Fapp/manifests/latest",
+		"/v2/team%5capp/manifests/latest",
+		"/v2/team\\app/manifests/latest",
+		"/v2//team/app/manifests/latest",
+		"/v2/team//app/manifests/latest",
+		"//v2/team/app/manifests/latest",
+		"/v2/team/app/manifests/%",
+		"/v2/team/app/manifests/%00",
+		"/v2/team/app%0a/manifests/latest",
+		"/v2/_catalog/..",
+	} {
+		rt, err := parseRoute(p)
+		if err == nil || err.Status != http.StatusBadRequest || err.Code != codeNameInvalid {
+			t.Errorf("parseRoute(%q) = %+v, %v; want 400 %s", p, rt, err, codeNameInvalid)
+		}
+	}
+	for _, p := range []string{"/", "/v3/", "/metrics", "/v2x"} {
+		if _, err := parseRoute(p); err == nil || err.Status != http.StatusNotFound {
+			t.Errorf("parseRoute(%q) = %v, want 404", p, err)
+		}
+	}
+}
+
+func TestRouteValidate(t *testing.T) {
+	d := "sha256:" + strings.Repeat("a", 64)
+	for _, c := range []struct {
+		path, code string
+	}{
+		{"/v2/team/app/manifests/latest", ""},
+		{"/v2/team/app/manifests/" + d, ""},
+		{"/v2/team/app/blobs/" + d, ""},
+		{"/v2/team/app/referrers/" + d, ""},
+		{"/v2/team/app/tags/list", ""},
+		{"/v2/Team/app/manifests/latest", codeNameInvalid},
+		{"/v2/team/-app/tags/list", codeNameInvalid},
+		{"/v2/" + strings.Repeat("a", 256) + "/manifests/latest", codeNameInvalid},
+		{"/v2/team/app/manifests/.hidden", codeManifestInvalid},
+		{"/v2/team/app/manifests/" + strings.Repeat("t", 129), codeManifestInvalid},
+		{"/v2/team/app/manifests/", codeManifestInvalid},
+		{"/v2/team/app/manifests/sha256:xyz", codeDigestInvalid},
+		{"/v2/team/app/manifests/sha256:" + strings.Repeat("A", 64), codeDigestInvalid},
+		{"/v2/team/app/blobs/latest", codeDigestInvalid},
+		{"/v2/team/app/blobs/md5:abc", codeDigestInvalid},
+		{"/v2/team/app/referrers/latest", codeDigestInvalid},
+	} {
+		rt, err := parseRoute(c.path)
+		if err != nil {
+			t.Errorf("parseRoute(%q): %v", c.path, err)
+			continue
+		}
+		verr := rt.validate()
+		switch {
+		case c.code == "" && verr != nil:
+			t.Errorf("%q refused: %v", c.path, verr)
+		case c.code != "" && (verr == nil || verr.Status != http.StatusBadRequest || verr.Code != c.code):
+			t.Errorf("%q: %v, want 400 %s", c.path, verr, c.code)
+		}
+	}
+}
+
+// FuzzParseRoute feeds the mirror's route parsing what a hostile local
+// client can send. Whatever it accepts is canonical: the path is rebuilt
+// exactly from the route, with no dot segment, empty component or encoded
+// separator left to be resolved differently by the origin.
+func FuzzParseRoute(f *testing.F) {
+	for _, p := range []string{
+		"/v2/", "/v2", "/v2/_catalog", "/v2/a/b/manifests/latest", "/v2/a/blobs/uploads/", "/v2/a/blobs/uploads/x",
+		"/v2/a/blobs/sha256:00", "/v2/a/tags/list", "/v2/a/referrers/sha256:00", "/v2/blobs/blobs/uploads/",
+		"/v2/a/%2e%2e/b/manifests/x", "/v2/a%2Fb/tags/list", "/v2//a/blobs/x", "/v2/a/./manifests/x",
+		"/v2/a/manifests/sha256%3A00", "/v2/a/b/x/y",
+	} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		rt, err := parseRoute(p)
+		if err != nil {
+			if err.Status != http.StatusBadRequest && err.Status != http.StatusNotFound {
+				t.Fatalf("parseRoute(%q) refused with status %d", p, err.Status)
+			}
+			return
+		}
+		decoded, uerr := url.PathUnescape(p)
+		if uerr != nil {
+			t.Fatalf("parseRoute(%q) accepted a path that does not unescape: %v", p, uerr)
+		}
+		if strings.Contains(decoded, "//") || strings.Contains(decoded, "\\") {
+			t.Fatalf("parseRoute(%q) accepted an empty component or a backslash", p)
+		}
+		for seg := range strings.SplitSeq(decoded, "/") {
+			if seg == "." || seg == ".." {
+				t.Fatalf("parseRoute(%q) accepted a dot segment", p)
+			}
+		}
+		if rt.validate() != nil {
+			return
+		}
+		var rebuilt string
+		switch rt.kind {
+		case routeTags:
+			rebuilt = "/v2/" + rt.name + "/tags/list"
+		case routeManifest:
+			rebuilt = "/v2/" + rt.name + "/manifests/" + rt.ref
+		case routeBlob:
+			rebuilt = "/v2/" + rt.name + "/blobs/" + rt.ref
+		case routeReferrers:
+			rebuilt = "/v2/" + rt.name + "/referrers/" + rt.ref
+		default:
+			return
+		}
+		if rebuilt != decoded {
+			t.Fatalf("parseRoute(%q) = %+v, which names %q", p, rt, rebuilt)
+		}
+		if len(rt.name) > maxNameLength || !nameRE.MatchString(rt.name) {
+			t.Fatalf("parseRoute(%q) accepted name %q", p, rt.name)
+		}
+	})
+}
+
+// rawRequest sends method and the request target exactly as given (no
+// client-side cleaning or re-escaping) to addr and returns the response.
+func rawRequest(t *testing.T, addr, method, target string) (*http.Response, []byte) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(time.Minute))
+	if _, err := io.WriteString(conn, method+" "+target+" HTTP/1.1\r\nHost: "+addr+"\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, target, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading the body: %v", method, target, err)
+	}
+	return resp, body
+}
+
+// nonCanonicalTargets are paths that a proxy or the origin would resolve
+// to another repository than the one they name, or to the public one.
+var nonCanonicalTargets = []string{
+	"/v2/public/app/../../private/app/manifests/latest",
+	"/v2/public/app/%2e%2e/%2e%2e/private/app/blobs/" + testBlobDigest.String(),
+	"/v2/public/app/%2E%2E/x/tags/list",
+	"/v2/team%2Fapp/manifests/latest",
+	"/v2/team/./app/manifests/latest",
+	"/v2//team/app/manifests/latest",
+	"/v2/team/app/..%2f..%2f_catalog",
+	"/v2/team/app/referrers/%2e%2e",
+	"//v2/team/app/manifests/latest",
+	"/v2/../metrics",
+}
+
+// TestNonCanonicalPathsAreRefused: the mirror answers 400 NAME_INVALID
+// with an OCI error body, never a redirect, and never asks the origin.
+func TestNonCanonicalPathsAreRefused(t *testing.T) {
+	o := newFakeOrigin(t)
+	srv := newTestMirror(t, testConfig(o.URL), &fakeBlobs{})
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	for _, target := range nonCanonicalTargets {
+		for _, m := range []string{http.MethodGet, http.MethodHead} {
+			resp, body := rawRequest(t, addr, m, target)
+			checkRefusal(t, m+" "+target, resp, body, http.StatusBadRequest, codeNameInvalid)
+		}
+	}
+	if n := o.requests.Load(); n != 0 {
+		t.Errorf("the origin was asked %d times for paths that are not canonical, want 0", n)
+	}
+}
+
+// TestInvalidReferencesAre400: malformed names, tags and digests are 400
+// with the spec's code, not a 404 or a question to the origin.
+func TestInvalidReferencesAre400(t *testing.T) {
+	o := newFakeOrigin(t)
+	srv := newTestMirror(t, testConfig(o.URL), &fakeBlobs{})
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	for _, c := range []struct{ target, code string }{
+		{"/v2/Team/App/manifests/latest", codeNameInvalid},
+		{"/v2/team/app/manifests/-bad", codeManifestInvalid},
+		{"/v2/team/app/manifests/", codeManifestInvalid},
+		{"/v2/team/app/manifests/sha256:nothex", codeDigestInvalid},
+		{"/v2/team/app/blobs/sha256:nothex", codeDigestInvalid},
+		{"/v2/team/app/blobs/latest", codeDigestInvalid},
+		{"/v2/team/app/referrers/latest", codeDigestInvalid},
+		{"/v2/-team/tags/list", codeNameInvalid},
+	} {
+		resp, body := rawRequest(t, addr, http.MethodGet, c.target)
+		checkRefusal(t, "GET "+c.target, resp, body, http.StatusBadRequest, c.code)
+	}
+	if n := o.requests.Load(); n != 0 {
+		t.Errorf("the origin was asked %d times for invalid references, want 0", n)
+	}
+}
+
+// checkRefusal asserts an error answer: status, no redirect, and for GET
+// an OCI error body with code.
+func checkRefusal(t *testing.T, what string, resp *http.Response, body []byte, status int, code string) {
+	t.Helper()
+	if loc := resp.Header.Get("Location"); loc != "" || (resp.StatusCode >= 300 && resp.StatusCode < 400) {
+		t.Errorf("%s: redirected (%d) to %q, want %d", what, resp.StatusCode, loc, status)
+		return
+	}
+	if resp.StatusCode != status {
+		t.Errorf("%s: status %d, want %d (body %s)", what, resp.StatusCode, status, body)
+		return
+	}
+	if resp.Request.Method == http.MethodHead {
+		return
+	}
+	var eb errorBody
+	if err := json.Unmarshal(body, &eb); err != nil || len(eb.Errors) != 1 {
+		t.Errorf("%s: not an OCI error body: %q", what, body)
+		return
+	}
+	if eb.Errors[0].Code != code || eb.Errors[0].Message == "" {
+		t.Errorf("%s: code %s (%q), want %s", what, eb.Errors[0].Code, eb.Errors[0].Message, code)
+	}
+}
