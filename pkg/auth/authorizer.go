@@ -88,7 +88,6 @@ func New(cfg Config, opts Options) (*Authorizer, error) {
 		}
 	}
 	a.proxies, _ = parseProxies(cfg.TrustedProxies) // validated above
-	a.metrics = newMetrics(opts.Registerer)
 	if cfg.Htpasswd != "" {
 		u, err := openHtpasswd(cfg.Htpasswd, a.now, a.log)
 		if err != nil {
@@ -101,6 +100,8 @@ func New(cfg Config, opts Options) (*Authorizer, error) {
 		return nil, err
 	}
 	a.tokens = t
+	// Last, so that a New that fails registers nothing and can be retried.
+	a.metrics = newMetrics(opts.Registerer)
 	return a, nil
 }
 

@@ -86,7 +86,7 @@ func (a *Authorizer) tokenGET(w http.ResponseWriter, r *http.Request) {
 		writeRegistryError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
 		return
 	}
-	resp.Token = resp.AccessToken
+	resp.Token, resp.Scope = resp.AccessToken, nil
 	if q.Get("offline_token") == "true" && s.User != "" {
 		if resp.RefreshToken, err = a.refreshToken(s.User); err != nil {
 			writeRegistryError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())

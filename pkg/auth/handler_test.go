@@ -111,6 +111,9 @@ func TestTokenGET(t *testing.T) {
 			if resp.RefreshToken != "" {
 				t.Error("a refresh token without offline_token=true")
 			}
+			if resp.Scope != nil {
+				t.Error("the GET answer carries the OAuth2 form's scope field")
+			}
 		})
 	}
 }

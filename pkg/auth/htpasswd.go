@@ -3,7 +3,6 @@ package auth
 import (
 	"bufio"
 	"bytes"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -43,7 +42,7 @@ type htpasswd struct {
 
 	mu        sync.Mutex
 	users     map[string][]byte // user -> bcrypt hash
-	decoy     []byte            // a hash at the users' cost that no password matches
+	decoy     []byte            // checked for unknown users (decoyHash)
 	stamp     fileStamp         // of the file last read, good or not
 	lastCheck time.Time
 	gen       uint64 // counts reloads; a check that saw another generation does not cache
@@ -224,24 +223,18 @@ func (h *htpasswd) reloadIfChanged(now time.Time) {
 	h.log.Info("htpasswd file reloaded", "path", h.path, "users", len(users))
 }
 
-// decoyHash is a bcrypt hash that no password matches, at the highest cost
-// among users, checked for unknown users so that they cost as much as
-// known ones (`htpasswd -B` uses cost 5, bcrypt.DefaultCost is 10: a
-// fixed cost would tell the two apart).
+// decoyHash is the hash unknown users' passwords are checked against, so
+// that they cost as much as known users' (` + "`htpasswd -B`" + ` uses cost 5,
+// bcrypt.DefaultCost is 10: a fixed cost would tell the two apart). It is
+// the costliest real entry; its result is thrown away, so that it may match
+// does not matter. Without users nobody exists to be told apart.
 func decoyHash(users map[string][]byte) []byte {
-	cost := bcrypt.MinCost
+	var decoy []byte
+	best := -1
 	for _, h := range users {
-		if c, err := bcrypt.Cost(h); err == nil && c > cost {
-			cost = c
+		if c, err := bcrypt.Cost(h); err == nil && c > best {
+			decoy, best = h, c
 		}
 	}
-	var secret [32]byte
-	_, _ = rand.Read(secret[:])
-	h, err := bcrypt.GenerateFromPassword(secret[:], cost)
-	if err != nil {
-		// Only an out-of-range cost fails, and the costs come from hashes
-		// bcrypt.Cost accepted.
-		panic(fmt.Sprintf("bcrypt decoy at cost %d: %v", cost, err))
-	}
-	return h
+	return decoy
 }

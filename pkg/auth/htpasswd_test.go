@@ -254,3 +254,13 @@ func TestHtpasswdConcurrentChecksDuringReloads(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestHtpasswdUnknownUsersCostABcryptToo(t *testing.T) {
+	h, compares, _ := openTestHtpasswd(t, writeHtpasswd(t, t.TempDir(), map[string]string{"alice": "pw"}), newTestClock())
+	if err := h.check("zed", "pw"); !errors.Is(err, ErrBadCredentials) {
+		t.Fatalf("unknown user: %v", err)
+	}
+	if n := compares.Load(); n != 1 {
+		t.Errorf("an unknown user cost %d bcrypts, want 1 like a known one: timing would tell who exists", n)
+	}
+}
