@@ -52,6 +52,14 @@ type Config struct {
 	// storage at /shoal/v1/auth/signing-key.pem, created by the first node
 	// to start and shared by every node on that storage.
 	SigningKey string `yaml:"signingKey"`
+	// CapabilityTTL is how long the P2P capability handed out with an
+	// authorized blob HEAD or GET stays valid (30m). Seeders and agents
+	// check it when a stream opens, not during one, but a long download
+	// keeps dialing peers it learns of late with the capability it got at
+	// its start, so it must outlive the slowest pull; the price is that a
+	// client whose access is revoked can fetch that blob's pieces for up
+	// to this long.
+	CapabilityTTL time.Duration `yaml:"capabilityTTL"`
 	// Auth is access control (docs/auth.md). Without users or rules, the
 	// default, the origin is open to anyone who can reach it. The
 	// --auth-config file, when given, replaces this section.
@@ -71,6 +79,7 @@ func DefaultConfig() Config {
 		Storage:       "file:///var/lib/shoal",
 		Log:           daemon.LogConfig{Level: "info", Format: "text"},
 		ShutdownGrace: 30 * time.Second,
+		CapabilityTTL: origin.DefaultCapabilityTTL,
 		Auth:          auth.DefaultConfig(),
 		Registry:      origin.DefaultConfig(),
 		GC:            gc.DefaultConfig(),
@@ -86,6 +95,9 @@ func (c *Config) validate() error {
 	}
 	if c.Storage == "" {
 		return errors.New("config: storage is empty")
+	}
+	if c.CapabilityTTL <= 0 {
+		return errors.New("config: capabilityTTL must be positive")
 	}
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
 		return errors.New("config: TLS needs both cert and key")

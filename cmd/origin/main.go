@@ -78,6 +78,7 @@ func run(args []string) error {
 		return err
 	}
 	srv.SetAuthorizer(authz)
+	srv.SetSigningKey(signingKey, cfg.CapabilityTTL)
 	runner, stopGC, err := startGC(ctx, &cfg, d, srv, log, reg)
 	if err != nil {
 		return err
@@ -88,7 +89,7 @@ func run(args []string) error {
 		return err
 	}
 	defer stopAdmin()
-	stopSeeder, err := startSeeder(&cfg.Seeder, applySeederFlags, d, log, reg, cfg.ShutdownGrace)
+	stopSeeder, err := startSeeder(&cfg.Seeder, applySeederFlags, d, signingKey, log, reg, cfg.ShutdownGrace)
 	if err != nil {
 		return err
 	}

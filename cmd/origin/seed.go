@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/cluster"
 	"github.com/shoal-dev/shoal/pkg/origin/seeder"
 	"github.com/shoal-dev/shoal/pkg/storage"
@@ -74,9 +75,11 @@ func splitList(s string) []string {
 }
 
 // startSeeder starts the P2P seeder when cfg.Listen is set: cluster
-// membership, the tracker client and the gRPC listener. The returned stop
+// membership, the tracker client and the gRPC listener. key is the origin
+// cluster's signing key: it signs the metainfo served and checks the
+// capabilities agents present. The returned stop
 // function shuts them down, waiting up to grace for streams in flight.
-func startSeeder(cfg *seeder.Config, flags func(*seeder.Config) error, d storage.Driver, log *slog.Logger, reg prometheus.Registerer, grace time.Duration) (stop func(), err error) {
+func startSeeder(cfg *seeder.Config, flags func(*seeder.Config) error, d storage.Driver, key *auth.Key, log *slog.Logger, reg prometheus.Registerer, grace time.Duration) (stop func(), err error) {
 	if err := flags(cfg); err != nil {
 		return nil, err
 	}
@@ -129,7 +132,7 @@ func startSeeder(cfg *seeder.Config, flags func(*seeder.Config) error, d storage
 	if err != nil {
 		return nil, err
 	}
-	opts := seeder.Options{Log: log, Registerer: reg, Members: members, Dial: []grpc.DialOption{dial}, Advertise: advertise}
+	opts := seeder.Options{Key: key, Log: log, Registerer: reg, Members: members, Dial: []grpc.DialOption{dial}, Advertise: advertise}
 	if len(cfg.Tracker.Trackers) > 0 {
 		tcfg := cfg.Tracker
 		tcfg.DialOptions = []grpc.DialOption{dial}

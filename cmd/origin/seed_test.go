@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/origin/seeder"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
 	"github.com/shoal-dev/shoal/pkg/tracker"
@@ -150,7 +151,11 @@ func TestStartSeederServesAndAnnounces(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := seeder.DefaultConfig()
-	stop, err := startSeeder(&cfg, apply, d, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), time.Second)
+	key, err := auth.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, err := startSeeder(&cfg, apply, d, key, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,8 +172,17 @@ func TestStartSeederServesAndAnnounces(t *testing.T) {
 	}
 	defer conn.Close()
 	var hdr metadata.MD
-	if _, err := peerpb.NewPeerClient(conn).GetMetainfo(context.Background(), &peerpb.GetMetainfoRequest{Digest: dg.String()}, grpc.Header(&hdr)); err != nil {
+	capability, err := key.IssueCapability(dg, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := metadata.AppendToOutgoingContext(context.Background(), auth.CapabilityMetadata, capability)
+	p, err := peerpb.NewPeerClient(conn).GetMetainfo(ctx, &peerpb.GetMetainfoRequest{Digest: dg.String()}, grpc.Header(&hdr))
+	if err != nil {
 		t.Fatalf("GetMetainfo through the wired seeder: %v", err)
+	}
+	if p.GetKeyId() != key.ID() || len(p.GetSignature()) == 0 {
+		t.Errorf("metainfo from the wired seeder signed by %q, want the origin's key %s", p.GetKeyId(), key.ID())
 	}
 	if got := hdr.Get(seeder.OwnersHeader); len(got) != 1 || got[0] != addr {
 		t.Errorf("owners header = %v, want [%s]", got, addr)

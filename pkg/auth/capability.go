@@ -49,10 +49,12 @@ var (
 // read the blob; seeders and agents serve the blob's metainfo and pieces
 // only against one.
 func (k *Key) IssueCapability(d digest.Digest, ttl time.Duration) (string, error) {
-	return k.issueCapability(d, time.Now(), ttl)
+	return k.IssueCapabilityAt(d, time.Now(), ttl)
 }
 
-func (k *Key) issueCapability(d digest.Digest, now time.Time, ttl time.Duration) (string, error) {
+// IssueCapabilityAt is IssueCapability on a clock of the caller's: the
+// capability is issued at now and expires at now + ttl.
+func (k *Key) IssueCapabilityAt(d digest.Digest, now time.Time, ttl time.Duration) (string, error) {
 	if err := d.Validate(); err != nil {
 		return "", fmt.Errorf("issuing a capability: %w", err)
 	}

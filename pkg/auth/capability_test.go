@@ -134,7 +134,7 @@ func TestCapabilityExpiresAfterItsTTL(t *testing.T) {
 	k := newTestKey(t)
 	d := digest.FromString("layer")
 	issued := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	tok, err := k.issueCapability(d, issued, 30*time.Minute)
+	tok, err := k.IssueCapabilityAt(d, issued, 30*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,8 +17,9 @@ import (
 	"github.com/shoal-dev/shoal/proto/peerpb"
 )
 
-// Exchange serves one peer's stream for one blob: the seeder answers the
-// handshake as a peer holding every piece and then serves Requests, in the
+// Exchange serves one peer's stream for one blob: to a peer presenting a
+// capability for the blob (PERMISSION_DENIED otherwise, before anything is
+// read), the seeder answers the handshake as a peer holding every piece and then serves Requests, in the
 // order they came, from the local cache (owners) or storage (other nodes).
 // It never asks for pieces. Requests beyond the node's upload limit are
 // rejected as busy; a Cancel stops a queued or half-sent piece.
@@ -48,6 +49,9 @@ func (s *Server) Exchange(stream peerpb.Peer_ExchangeServer) error {
 	}
 	d, err := parseDigest(hs.GetDigest())
 	if err != nil {
+		return err
+	}
+	if err := s.checkCapability(ctx, d, "exchange"); err != nil {
 		return err
 	}
 	m, err := s.metainfo(ctx, d, true)

@@ -3,6 +3,7 @@ package seeder
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
 	"io"
@@ -20,7 +21,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
+	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/cluster"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/pkg/origin"
@@ -112,9 +115,128 @@ type testSeeder struct {
 	addr string
 	reg  *prometheus.Registry
 	conn *grpc.ClientConn
+	raw  *grpc.ClientConn
 }
 
+// client calls the seeder as an authorized agent does: every call carries
+// a capability for its blob, minted with the cluster key.
 func (ts *testSeeder) client() peerpb.PeerClient { return peerpb.NewPeerClient(ts.conn) }
+
+// rawClient calls the seeder with only the metadata the test adds.
+func (ts *testSeeder) rawClient() peerpb.PeerClient { return peerpb.NewPeerClient(ts.raw) }
+
+// clusterKey is the origin cluster's signing key in these tests: every
+// node of a test cluster has the same, as with a key shared in storage.
+func clusterKey() *auth.Key {
+	return auth.NewKey(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize)))
+}
+
+// withCapability adds a capability for d, minted with k, to ctx.
+func withCapability(t testing.TB, ctx context.Context, k *auth.Key, d digest.Digest) context.Context {
+	t.Helper()
+	tok, err := k.IssueCapability(d, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return metadata.AppendToOutgoingContext(ctx, auth.CapabilityMetadata, tok)
+}
+
+// capabilityUnary adds a capability for the requested blob to GetMetainfo.
+func capabilityUnary(k *auth.Key) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if r, ok := req.(*peerpb.GetMetainfoRequest); ok {
+			if tok, err := k.IssueCapability(digest.Digest(r.GetDigest()), time.Hour); err == nil {
+				ctx = metadata.AppendToOutgoingContext(ctx, auth.CapabilityMetadata, tok)
+			}
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+}
+
+// capabilityStreams opens each Exchange when its first message is sent,
+// with a capability for the blob its handshake names: the blob is known
+// only then, and metadata goes with the stream's opening.
+func capabilityStreams(k *auth.Key) grpc.StreamClientInterceptor {
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		return &lazyStream{ctx: ctx, open: func(first any) (grpc.ClientStream, error) {
+			sctx := ctx
+			if m, ok := first.(*peerpb.Message); ok && m.GetHandshake() != nil {
+				if tok, err := k.IssueCapability(digest.Digest(m.GetHandshake().GetDigest()), time.Hour); err == nil {
+					sctx = metadata.AppendToOutgoingContext(ctx, auth.CapabilityMetadata, tok)
+				}
+			}
+			return streamer(sctx, desc, cc, method, opts...)
+		}, opened: make(chan struct{})}, nil
+	}
+}
+
+// lazyStream is a client stream opened by its first SendMsg (or CloseSend).
+type lazyStream struct {
+	ctx    context.Context
+	open   func(first any) (grpc.ClientStream, error)
+	once   sync.Once
+	opened chan struct{}
+	cs     grpc.ClientStream
+	err    error
+}
+
+func (l *lazyStream) start(first any) error {
+	l.once.Do(func() {
+		l.cs, l.err = l.open(first)
+		close(l.opened)
+	})
+	return l.err
+}
+
+func (l *lazyStream) wait() error {
+	select {
+	case <-l.opened:
+		return l.err
+	case <-l.ctx.Done():
+		return l.ctx.Err()
+	}
+}
+
+func (l *lazyStream) SendMsg(m any) error {
+	if err := l.start(m); err != nil {
+		return err
+	}
+	return l.cs.SendMsg(m)
+}
+
+func (l *lazyStream) RecvMsg(m any) error {
+	if err := l.wait(); err != nil {
+		return err
+	}
+	return l.cs.RecvMsg(m)
+}
+
+func (l *lazyStream) CloseSend() error {
+	if err := l.start(nil); err != nil {
+		return err
+	}
+	return l.cs.CloseSend()
+}
+
+func (l *lazyStream) Header() (metadata.MD, error) {
+	if err := l.wait(); err != nil {
+		return nil, err
+	}
+	return l.cs.Header()
+}
+
+func (l *lazyStream) Trailer() metadata.MD {
+	select {
+	case <-l.opened:
+		if l.cs != nil {
+			return l.cs.Trailer()
+		}
+	default:
+	}
+	return nil
+}
+
+func (l *lazyStream) Context() context.Context { return l.ctx }
 
 // startSeeder serves a seeder over gRPC on 127.0.0.1. mutate may change the
 // config and options; the listener is bound before, so opts.Advertise and
@@ -129,7 +251,7 @@ func startSeeder(t testing.TB, d storage.Driver, mutate func(*Config, *Options, 
 	cfg.Listen = ln.Addr().String()
 	cfg.CacheDir = t.TempDir()
 	reg := prometheus.NewRegistry()
-	opts := Options{Log: testLogger(t), Registerer: reg}
+	opts := Options{Log: testLogger(t), Registerer: reg, Key: clusterKey()}
 	if mutate != nil {
 		mutate(&cfg, &opts, ln.Addr().String())
 	}
@@ -144,18 +266,24 @@ func startSeeder(t testing.TB, d storage.Driver, mutate func(*Config, *Options, 
 	gs := grpc.NewServer(srvOpt)
 	peerpb.RegisterPeerServer(gs, s)
 	go func() { _ = gs.Serve(ln) }()
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithUnaryInterceptor(capabilityUnary(opts.Key)), grpc.WithStreamInterceptor(capabilityStreams(opts.Key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		raw.Close()
 		conn.Close()
 		gs.Stop()
 		if err := s.Close(); err != nil {
 			t.Errorf("closing seeder: %v", err)
 		}
 	})
-	return &testSeeder{Server: s, addr: ln.Addr().String(), reg: reg, conn: conn}
+	return &testSeeder{Server: s, addr: ln.Addr().String(), reg: reg, conn: conn, raw: raw}
 }
 
 func getMetainfo(t testing.TB, c peerpb.PeerClient, d digest.Digest) *metainfo.Metainfo {
@@ -248,6 +376,18 @@ func handshakeAs(t testing.TB, stream peerpb.Peer_ExchangeClient, d digest.Diges
 		t.Fatalf("first message from seeder is %v, want a Handshake", msg)
 	}
 	return hs
+}
+
+// eventually waits up to 10s for cond, failing with what otherwise.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal(what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func counter(t testing.TB, c prometheus.Collector) float64 {

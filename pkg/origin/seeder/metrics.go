@@ -22,6 +22,7 @@ type metrics struct {
 	metainfoProxied   *prometheus.CounterVec
 	streamsRefused    prometheus.Counter
 	announcedBlobsNow prometheus.Gauge
+	capabilityDenied  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -40,7 +41,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		metainfoComputed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "metainfo_computed_total",
 			Help: "Blobs whose metainfo this node computed and stored (once per blob in the cluster, barring races)."}),
 		metainfoRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "metainfo_requests_total",
-			Help: "GetMetainfo calls, by result (ok, not_found, invalid, error)."}, []string{"result"}),
+			Help: "GetMetainfo calls, by result (ok, not_found, invalid, denied, error)."}, []string{"result"}),
 		metainfoProxied: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "metainfo_proxied_total",
 			Help: "Missing metainfo asked of an owner node instead of computed here, by result (ok, error)."}, []string{"result"}),
 		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "cache_hits_total",
@@ -63,11 +64,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Announces of owned blobs to trackers, by result (ok, error)."}, []string{"result"}),
 		announcedBlobsNow: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "announced_blobs",
 			Help: "Blobs this node currently announces as an origin seeder."}),
+		capabilityDenied: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "capability_denied_total",
+			Help: "GetMetainfo calls and Exchange streams refused with PERMISSION_DENIED for want of a valid capability for the blob, by rpc (get_metainfo, exchange)."}, []string{"rpc"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.egressBytes, m.servedBytes, m.piecesServed, m.piecesAgain, m.rejects, m.metainfoComputed, m.metainfoRequests,
 			m.metainfoProxied, m.cacheHits, m.cacheMisses, m.cacheEvictions, m.cacheBytes, m.storageReadBytes, m.streams,
-			m.streamsRefused, m.uploads, m.announces, m.announcedBlobsNow)
+			m.streamsRefused, m.uploads, m.announces, m.announcedBlobsNow, m.capabilityDenied)
 	}
 	return m
 }

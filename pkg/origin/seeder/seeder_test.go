@@ -434,9 +434,9 @@ func TestCorruptBlobInStorageIsNotServed(t *testing.T) {
 	if status.Code(err) != codes.Internal {
 		t.Fatalf("GetMetainfo of a corrupt blob = %v, want Internal", err)
 	}
-	if s.cache.has(dg) {
-		t.Error("corrupt blob stayed in the cache")
-	}
+	// Computing the metainfo fails on the last byte, as the cache fill
+	// does; the fill drops the copy right after.
+	eventually(t, "corrupt blob stayed in the cache", func() bool { return !s.cache.has(dg) })
 }
 
 // Two nodes that briefly disagree on the owner (each thinks the other owns

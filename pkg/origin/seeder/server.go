@@ -36,6 +36,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/cluster"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/pkg/storage"
@@ -77,8 +78,16 @@ type Announcer interface {
 	Announce(ctx context.Context, req *trackerpb.AnnounceRequest) (*trackerpb.AnnounceResponse, error)
 }
 
-// Options are the seeder's collaborators. All may be nil.
+// Options are the seeder's collaborators. All but Key may be nil.
 type Options struct {
+	// Key is the origin cluster's signing key: it signs the metainfo
+	// served and checks the capabilities presented (issued by the
+	// origin's registry API with the same key), and mints the capabilities
+	// this node presents to other nodes. Required.
+	Key *auth.Key
+	// Keys are further public keys whose capabilities are accepted: the
+	// previous key during a rotation. Optional.
+	Keys       []auth.PublicKey
 	Log        *slog.Logger
 	Registerer prometheus.Registerer
 	// Members is the origin cluster. Nil: this node is alone and owns
@@ -107,6 +116,8 @@ type Server struct {
 	advertise string
 	peerID    string
 	dialOpts  []grpc.DialOption
+	key       *auth.Key
+	verifier  *auth.Verifier
 
 	cache   *cache
 	meta    *lru.Cache[digest.Digest, *metainfo.Metainfo]
@@ -140,6 +151,9 @@ func New(cfg Config, d storage.Driver, opts Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if opts.Key == nil {
+		return nil, errors.New("seeder: no signing key: the seeder signs the metainfo it serves and checks capabilities with the origin cluster's key")
+	}
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -164,6 +178,7 @@ func New(cfg Config, d storage.Driver, opts Options) (*Server, error) {
 	s := &Server{
 		cfg: cfg, driver: d, log: log, m: m, members: opts.Members, announcer: opts.Announcer,
 		dialOpts: opts.Dial, cache: c, meta: meta, woken: woken,
+		key: opts.Key, verifier: auth.NewVerifier(append([]auth.PublicKey{opts.Key.Public()}, opts.Keys...)...),
 		uploads: make(chan struct{}, cfg.MaxUploads), streams: make(chan struct{}, cfg.MaxStreams),
 		ctx: ctx, cancel: cancel, announce: map[digest.Digest]*announceState{}, conns: map[string]*grpc.ClientConn{},
 	}
@@ -263,12 +278,18 @@ func parseDigest(v string) (digest.Digest, error) {
 	return d, nil
 }
 
-// GetMetainfo returns the blob's metainfo, NOT_FOUND when the blob is not in
-// storage. The response header OwnersHeader lists the owners' addresses.
+// GetMetainfo returns the blob's metainfo, signed, to a caller presenting
+// a capability for the blob (PERMISSION_DENIED otherwise); NOT_FOUND when
+// the blob is not in storage. The response header OwnersHeader lists the
+// owners' addresses.
 func (s *Server) GetMetainfo(ctx context.Context, req *peerpb.GetMetainfoRequest) (*peerpb.Metainfo, error) {
 	d, err := parseDigest(req.GetDigest())
 	if err != nil {
 		s.m.metainfoRequests.WithLabelValues("invalid").Inc()
+		return nil, err
+	}
+	if err := s.checkCapability(ctx, d, "get_metainfo"); err != nil {
+		s.m.metainfoRequests.WithLabelValues("denied").Inc()
 		return nil, err
 	}
 	// A request another node sent on to this one is never sent on again:
@@ -388,8 +409,7 @@ func (s *Server) resolveMetainfo(ctx context.Context, d digest.Digest, mayAskOwn
 	m, err := metainfo.Load(ctx, s.driver, d)
 	switch {
 	case err == nil && m.Size == size:
-		s.meta.Add(d, m)
-		return m, nil
+		return s.remember(d, m)
 	case err == nil:
 		s.log.Warn("seeder: stored metainfo does not match the blob's size; computing it again", "digest", d, "stored", m.Size, "blob", size)
 	case !isNotFound(err):
@@ -397,8 +417,7 @@ func (s *Server) resolveMetainfo(ctx context.Context, d digest.Digest, mayAskOwn
 	}
 	if mayAskOwner && !s.owns(d) {
 		if m, err := s.metainfoFromOwner(ctx, d, size); err == nil {
-			s.meta.Add(d, m)
-			return m, nil
+			return s.remember(d, m)
 		}
 	}
 	m, err = s.compute(ctx, d, size)
@@ -410,8 +429,7 @@ func (s *Server) resolveMetainfo(ctx context.Context, d digest.Digest, mayAskOwn
 		s.log.Warn("seeder: storing metainfo failed", "digest", d, "err", err)
 	}
 	s.m.metainfoComputed.Inc()
-	s.meta.Add(d, m)
-	return m, nil
+	return s.remember(d, m)
 }
 
 func isNotFound(err error) bool {
@@ -480,6 +498,9 @@ func (s *Server) askOwner(ctx context.Context, addr string, d digest.Digest) (*m
 	ctx, cancel := context.WithTimeout(ctx, askOwnerTimeout)
 	defer cancel()
 	ctx = metadata.AppendToOutgoingContext(ctx, proxiedHeader, s.peerID)
+	if ctx, err = s.withOwnCapability(ctx, d); err != nil {
+		return nil, err
+	}
 	p, err := peerpb.NewPeerClient(conn).GetMetainfo(ctx, &peerpb.GetMetainfoRequest{Digest: d.String()})
 	if err != nil {
 		return nil, err

@@ -59,7 +59,7 @@ func TestMutualTLS(t *testing.T) {
 		defer conn.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_, err = peerpb.NewPeerClient(conn).GetMetainfo(ctx, &peerpb.GetMetainfoRequest{Digest: dg.String()})
+		_, err = peerpb.NewPeerClient(conn).GetMetainfo(withCapability(t, ctx, clusterKey(), dg), &peerpb.GetMetainfoRequest{Digest: dg.String()})
 		return err
 	}
 	good, err := TLSConfig{Cert: clientCert, Key: clientKey, CA: filepath.Join(ca.dir, "ca.pem")}.DialOption()
