@@ -61,6 +61,8 @@ func parseConfig(args []string) (agent.Config, error) {
 	origin := fs.String("origin", "", "base URL of the origin's registry API (required)")
 	seeders := fs.String("origin-seeders", "", "comma-separated gRPC addresses of origin seeders")
 	trackers := fs.String("tracker", "", "comma-separated tracker gRPC addresses (the same list on every agent)")
+	var originKeys listFlag
+	fs.Var(&originKeys, "origin-key", "PEM file of the origin's public key(s) that verify capabilities and metainfo; repeatable (default: fetched from the origin's /shoal/v1/keys)")
 	cacheDir := fs.String("cache-dir", "", "piece store directory (default /var/cache/shoal-agent)")
 	var quota, ingress, egress agent.ByteSize
 	fs.Var(&quota, "cache-quota", "piece store size limit, e.g. 50GiB (default 20GiB)")
@@ -104,6 +106,9 @@ func parseConfig(args []string) (agent.Config, error) {
 	str("origin", &cfg.Origin, *origin)
 	list("origin-seeders", &cfg.OriginSeeders, *seeders)
 	list("tracker", &cfg.Tracker.Trackers, *trackers)
+	if set["origin-key"] {
+		cfg.Swarm.OriginKeys = originKeys
+	}
 	str("cache-dir", &cfg.CacheDir, *cacheDir)
 	size("cache-quota", &cfg.CacheQuota, quota)
 	size("ingress-limit", &cfg.IngressLimit, ingress)
@@ -117,6 +122,17 @@ func parseConfig(args []string) (agent.Config, error) {
 
 // loadConfig overlays the YAML file at path on cfg.
 func loadConfig(path string, cfg *agent.Config) error { return daemon.LoadYAML(path, cfg) }
+
+// listFlag is a flag that may be given several times, each value also a
+// comma-separated list.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	*l = append(*l, splitList(v)...)
+	return nil
+}
 
 func splitList(s string) []string {
 	var out []string

@@ -24,12 +24,14 @@ func TestFlagsOverrideTheFile(t *testing.T) {
 	_, file, _, _ := runtime.Caller(0)
 	path := filepath.Join(filepath.Dir(file), "..", "..", "deploy", "peer-agent.yaml")
 	cfg, err := parseConfig([]string{"--config", path, "--origin", "http://127.0.0.1:5000",
-		"--origin-seeders", "a:1, b:2", "--tracker", "t:1", "--cache-quota", "1.5GiB", "--egress-limit", "100MB"})
+		"--origin-seeders", "a:1, b:2", "--tracker", "t:1", "--cache-quota", "1.5GiB", "--egress-limit", "100MB",
+		"--origin-key", "/etc/shoal/origin.pub", "--origin-key", "/etc/shoal/origin-next.pub"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Origin != "http://127.0.0.1:5000" || !slices.Equal(cfg.OriginSeeders, []string{"a:1", "b:2"}) ||
-		!slices.Equal(cfg.Tracker.Trackers, []string{"t:1"}) || cfg.CacheQuota != 3<<29 || cfg.EgressLimit != 100e6 {
+		!slices.Equal(cfg.Tracker.Trackers, []string{"t:1"}) || cfg.CacheQuota != 3<<29 || cfg.EgressLimit != 100e6 ||
+		!slices.Equal(cfg.Swarm.OriginKeys, []string{"/etc/shoal/origin.pub", "/etc/shoal/origin-next.pub"}) {
 		t.Errorf("flags not applied: %+v", cfg)
 	}
 }

@@ -45,6 +45,7 @@ type Agent struct {
 	httpLn  net.Listener
 	peerLn  net.Listener
 	swarm   *swarm.Swarm
+	keys    *originKeys
 	tracker *tracker.Client
 	grpc    *grpc.Server
 	http    *http.Server
@@ -102,22 +103,6 @@ func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
 		}
 	}
 
-	sc := cfg.Swarm
-	sc.Seeders = cfg.OriginSeeders
-	sc.IngressLimit = int64(cfg.IngressLimit)
-	sc.EgressLimit = int64(cfg.EgressLimit)
-	if cfg.AdvertiseAddr != "" {
-		sc.AdvertiseAddr = cfg.AdvertiseAddr
-	} else if sc.AdvertiseAddr == "" {
-		sc.AdvertiseAddr = a.peerLn.Addr().String()
-	}
-	a.swarm, err = swarm.New(sc, cfg.CacheDir, int64(cfg.CacheQuota), swarm.Options{
-		Tracker: a.tracker, DialOptions: dialOpts, Logger: log, Registerer: a.reg,
-	})
-	if err != nil {
-		return nil, err
-	}
-
 	mc := cfg.Mirror
 	mc.Origin = cfg.Origin
 	var client *http.Client
@@ -128,6 +113,30 @@ func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
 		originTLS.ServerName = ""
 		client = &http.Client{Transport: mirror.NewTransport(mc, originTLS)}
 	}
+	keysClient := client
+	if keysClient == nil {
+		keysClient = &http.Client{Transport: mirror.NewTransport(mc, nil)}
+	}
+	if a.keys, err = newOriginKeys(cfg.Swarm.OriginKeys, cfg.Origin, keysClient, log); err != nil {
+		return nil, err
+	}
+
+	sc := cfg.Swarm
+	sc.Seeders = cfg.OriginSeeders
+	sc.IngressLimit = int64(cfg.IngressLimit)
+	sc.EgressLimit = int64(cfg.EgressLimit)
+	if cfg.AdvertiseAddr != "" {
+		sc.AdvertiseAddr = cfg.AdvertiseAddr
+	} else if sc.AdvertiseAddr == "" {
+		sc.AdvertiseAddr = a.peerLn.Addr().String()
+	}
+	a.swarm, err = swarm.New(sc, cfg.CacheDir, int64(cfg.CacheQuota), swarm.Options{
+		Tracker: a.tracker, DialOptions: dialOpts, Keys: a.keys, Logger: log, Registerer: a.reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+
 	var blobs mirror.Blobs = blobSource{a.swarm}
 	if len(cfg.OriginSeeders) == 0 {
 		// Nothing to take metainfo from, so nothing could be verified:
@@ -228,6 +237,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	runCtx, stopRun := context.WithCancel(context.Background())
 	defer stopRun()
 	go a.swarm.Run(runCtx)
+	go a.keys.run(runCtx)
 	a.ready.Store(true)
 	a.log.Info("peer-agent serving", "mirror", a.MirrorAddr(), "peer", a.PeerAddr(), "peerID", a.PeerID(),
 		"origin", a.cfg.Origin, "seeders", a.cfg.OriginSeeders, "trackers", a.cfg.Tracker.Trackers)
@@ -271,8 +281,8 @@ func (a *Agent) Run(ctx context.Context) error {
 // blobSource adapts the swarm to the mirror's Blobs.
 type blobSource struct{ s *swarm.Swarm }
 
-func (b blobSource) Open(ctx context.Context, d digest.Digest) (mirror.Blob, error) {
-	blob, err := b.s.Open(ctx, d)
+func (b blobSource) Open(ctx context.Context, d digest.Digest, capability string) (mirror.Blob, error) {
+	blob, err := b.s.Open(ctx, d, capability)
 	if err != nil {
 		return nil, err
 	}

@@ -21,6 +21,7 @@ func TestCredentialsArePassedToTheOrigin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.SetSigningKey(testKey(), 0)
 	const challenge = `Basic realm="shoal"`
 	// private/... needs the credentials alice:secret; everything else is
 	// public.

@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -23,8 +24,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/pkg/origin"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
@@ -52,12 +55,20 @@ type testOrigin struct {
 	blobGETs atomic.Int64
 }
 
+// testKey is the origin cluster's signing key in these tests: the test
+// origin hands out capabilities signed by it and test seeders sign their
+// metainfo with it, as the nodes of one origin cluster share a key.
+func testKey() *auth.Key {
+	return auth.NewKey(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, ed25519.SeedSize)))
+}
+
 func startOrigin(t testing.TB) *testOrigin {
 	t.Helper()
 	s, err := origin.New(inmemory.New(), origin.DefaultConfig(), testLogger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.SetSigningKey(testKey(), 0)
 	o := &testOrigin{t: t}
 	o.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha") {
@@ -108,13 +119,20 @@ func (o *testOrigin) pushManifest(name, ref, mediaType string, body []byte) dige
 }
 
 // testSeeder serves shoal.peer.v1.Peer from blobs in memory, like an
-// origin seeder: GetMetainfo, and Exchange as a complete peer. corrupt
-// flips a byte of every piece it sends (a malicious agent).
+// origin seeder: GetMetainfo (signed with testKey), and Exchange as a
+// complete peer, both only against a capability for the blob signed with
+// testKey. corrupt flips a byte of every piece it sends (a malicious
+// agent).
 type testSeeder struct {
 	peerpb.UnimplementedPeerServer
 	t       testing.TB
 	id      string
 	corrupt bool
+	// signer signs the metainfo added from then on (default testKey; nil
+	// after unsigned(): a seeder that does not sign).
+	signer *auth.Key
+	// denied counts calls refused for want of a valid capability.
+	denied atomic.Int64
 	// mute: handshakes, then never answers a request.
 	mute bool
 	// hangMetainfo: GetMetainfo never answers; hungUp counts the calls
@@ -141,7 +159,7 @@ type testSeeder struct {
 
 func startSeeder(t testing.TB, id string, pieceLen int64, corrupt bool, opts ...grpc.ServerOption) *testSeeder {
 	t.Helper()
-	s := &testSeeder{t: t, id: id, corrupt: corrupt, pieceLen: pieceLen,
+	s := &testSeeder{t: t, id: id, corrupt: corrupt, pieceLen: pieceLen, signer: testKey(),
 		blobs: map[digest.Digest][]byte{}, metas: map[digest.Digest]*metainfo.Metainfo{}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -167,6 +185,18 @@ func (s *testSeeder) add(content []byte) *metainfo.Metainfo {
 	if err != nil {
 		s.t.Fatal(err)
 	}
+	return s.addAs(d, content, m)
+}
+
+// addAs serves content under d with metainfo m, signed with s.signer: a
+// seeder that lies, when m does not describe d.
+func (s *testSeeder) addAs(d digest.Digest, content []byte, m *metainfo.Metainfo) *metainfo.Metainfo {
+	s.t.Helper()
+	if s.signer != nil {
+		if err := s.signer.SignMetainfo(m); err != nil {
+			s.t.Fatal(err)
+		}
+	}
 	s.mu.Lock()
 	s.blobs[d], s.metas[d] = content, m
 	s.mu.Unlock()
@@ -191,7 +221,25 @@ func (s *testSeeder) announce(trackerAddr string, d digest.Digest, isOrigin bool
 	}
 }
 
+// checkCapability refuses a call without a valid capability for d, as an
+// origin seeder does.
+func (s *testSeeder) checkCapability(ctx context.Context, d digest.Digest) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	var tok string
+	if v := md.Get(auth.CapabilityMetadata); len(v) > 0 {
+		tok = v[0]
+	}
+	if err := auth.NewVerifier(testKey().Public()).VerifyCapability(tok, d); err != nil {
+		s.denied.Add(1)
+		return status.Error(codes.PermissionDenied, err.Error())
+	}
+	return nil
+}
+
 func (s *testSeeder) GetMetainfo(ctx context.Context, req *peerpb.GetMetainfoRequest) (*peerpb.Metainfo, error) {
+	if err := s.checkCapability(ctx, digest.Digest(req.GetDigest())); err != nil {
+		return nil, err
+	}
 	if s.hangMetainfo {
 		<-ctx.Done()
 		s.hungUp.Add(1)
@@ -212,6 +260,9 @@ func (s *testSeeder) Exchange(st grpc.BidiStreamingServer[peerpb.Message, peerpb
 		return err
 	}
 	d := digest.Digest(first.GetHandshake().GetDigest())
+	if err := s.checkCapability(st.Context(), d); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	content, ok := s.blobs[d]
 	m := s.metas[d]

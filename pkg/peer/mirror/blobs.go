@@ -9,6 +9,8 @@ import (
 	"strconv"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/pkg/auth"
 )
 
 // copyBufferSize is the chunk the mirror writes to a client at a time.
@@ -48,7 +50,8 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, name, ref str
 		s.proxyBlob(w, r, name, d)
 		return
 	}
-	blob, err := s.blobs.Open(r.Context(), d)
+	capability, _ := s.capabilities.Get(d.String())
+	blob, err := s.blobs.Open(r.Context(), d, capability)
 	if err != nil {
 		if r.Context().Err() != nil {
 			return // the client went away
@@ -145,7 +148,8 @@ func (s *Server) localBlob(d digest.Digest) (int64, bool) {
 
 // authorizeBlob asks the origin, with the client's credentials, whether
 // the blob exists in the repository and may be read, and returns its size.
-// A yes is remembered for AuthTTL.
+// A yes is remembered for AuthTTL, with the P2P capability the origin gave
+// with it (auth.CapabilityHeader), which goes to the Blobs source on Open.
 func (s *Server) authorizeBlob(r *http.Request, name string, d digest.Digest) (int64, *apiError) {
 	cred := credentialKey(r)
 	key := "blob|" + name + "|" + d.String() + "|" + cred
@@ -172,6 +176,9 @@ func (s *Server) authorizeBlob(r *http.Request, name string, d digest.Digest) (i
 				return answer{deny: newError(http.StatusBadGateway, codeUnknown, "the origin gave blob %s no size", d)}, nil
 			}
 			s.auth.Add(key, size)
+			if tok := resp.Header.Get(auth.CapabilityHeader); tok != "" {
+				s.capabilities.Add(d.String(), tok)
+			}
 			s.noteYes(name, cred)
 			return answer{size: size}, nil
 		case http.StatusNotFound:

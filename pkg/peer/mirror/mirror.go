@@ -108,8 +108,10 @@ func DefaultConfig() Config {
 // Blobs is where the mirror takes blob content from: the P2P engine.
 type Blobs interface {
 	// Open starts or joins the download of d and returns once its size is
-	// known. The caller must Close the blob.
-	Open(ctx context.Context, d digest.Digest) (Blob, error)
+	// known. capability is the P2P capability the origin returned with the
+	// blob's authorization (empty if none): seeders and peers serve the
+	// blob only against one. The caller must Close the blob.
+	Open(ctx context.Context, d digest.Digest, capability string) (Blob, error)
 }
 
 // LocalBlobs is implemented by a Blobs source that can tell, without
@@ -192,6 +194,10 @@ type Server struct {
 	// could not be reached or answered 5xx: meanwhile content cached by
 	// digest is served without asking it (see serveCachedBlob).
 	downUntil atomic.Int64
+
+	// capabilities are the P2P capabilities the origin returned with its
+	// recent yeses to blob HEADs, by digest, for AuthTTL.
+	capabilities *ttlCache[string]
 }
 
 // New returns a mirror of cfg.Origin.
@@ -231,6 +237,8 @@ func New(cfg Config, opts Options) (*Server, error) {
 		manifests: newTTLCache(0, math.MaxInt, cfg.ManifestCacheBytes, (*cachedResponse).size, now),
 		auth:      newTTLCache(max(cfg.AuthTTL, time.Nanosecond), decisionEntries, decisionEntries*decisionEntryBytes, sizeOfDecision[int64], now),
 	}
+	s.capabilities = newTTLCache(max(cfg.AuthTTL, time.Nanosecond), decisionEntries, decisionEntries*decisionEntryBytes,
+		func(tok string) int64 { return int64(len(tok)) }, now)
 	if cfg.OfflineTTL > 0 {
 		s.staleTags = newTTLCache(cfg.OfflineTTL, math.MaxInt, cfg.OfflineTagCacheBytes, (*cachedResponse).size, now)
 		s.offline = newTTLCache(cfg.OfflineTTL, offlineEntries, offlineEntries*decisionEntryBytes, sizeOfDecision[struct{}], now)

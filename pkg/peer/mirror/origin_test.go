@@ -459,7 +459,7 @@ func TestTagServedFromItsLastAnswerWhileOriginDown(t *testing.T) {
 			t.Errorf("%s tag with the origin down: %d %q digest %q, want the last answer", m, a.status, a.body, a.header.Get("Docker-Content-Digest"))
 		}
 	}
-	if n := counterValue(t, reg, "shoal_agent_manifest_cache_requests_total", "result", "stale"); n != 2 {
+	if n := metricValue(t, reg, "shoal_agent_manifest_cache_requests_total", "result", "stale"); n != 2 {
 		t.Errorf("stale manifest answers counted %v, want 2", n)
 	}
 	// Kept per credentials: bob never had the origin's answer.
@@ -562,7 +562,7 @@ type fakeBlobs struct {
 	local map[digest.Digest][]byte
 }
 
-func (f *fakeBlobs) Open(_ context.Context, d digest.Digest) (Blob, error) {
+func (f *fakeBlobs) Open(_ context.Context, d digest.Digest, _ string) (Blob, error) {
 	b, ok := f.local[d]
 	if !ok {
 		return nil, errors.New("no peers and no origin seeders in this test")
@@ -611,8 +611,9 @@ func TestDescribeOriginError(t *testing.T) {
 	}
 }
 
-// counterValue returns the value of the counter name whose label has value.
-func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
+// metricValue returns the value of the counter or gauge name whose label
+// has value, 0 if there is none.
+func metricValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -625,7 +626,8 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value str
 		for _, m := range mf.GetMetric() {
 			for _, lp := range m.GetLabel() {
 				if lp.GetName() == label && lp.GetValue() == value {
-					return m.GetCounter().GetValue()
+					// The one of the two it is not reads 0.
+					return m.GetCounter().GetValue() + m.GetGauge().GetValue()
 				}
 			}
 		}

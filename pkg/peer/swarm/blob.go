@@ -22,12 +22,16 @@ type Blob struct {
 }
 
 // Open returns d from the cache when complete, else starts (or joins) its
-// download and returns once the metainfo is known. Close the blob after
-// use: a cached blob is not evicted while open.
-func (s *Swarm) Open(ctx context.Context, d digest.Digest) (*Blob, error) {
+// download and returns once the metainfo is known. capability is the one
+// the origin returned with the blob's authorization (auth.CapabilityHeader):
+// the newest valid one is kept and presented to seeders and peers, which
+// serve the blob only against one. Close the blob after use: a cached blob
+// is not evicted while open.
+func (s *Swarm) Open(ctx context.Context, d digest.Digest, capability string) (*Blob, error) {
 	if err := d.Validate(); err != nil {
 		return nil, fmt.Errorf("opening blob: %w", err)
 	}
+	s.grant(d, capability)
 	for {
 		if info, err := s.store.Stat(d); err == nil && info.Complete {
 			release, err := s.store.Acquire(d)
@@ -103,7 +107,10 @@ func (b *Blob) NewReader(ctx context.Context, offset int64) (io.ReadCloser, erro
 		cancel(nil)
 		return nil, err
 	}
-	br := &blobReader{r: r, ctx: ctx, cancel: cancel, dl: b.dl, id: int(b.s.readerIDs.Add(1)), lastPiece: -1}
+	br := &blobReader{r: r, ctx: ctx, cancel: cancel, dl: b.dl, id: int(b.s.readerIDs.Add(1)), lastPiece: -1, size: b.size}
+	if b.dl != nil {
+		br.verified = b.dl.verified
+	}
 	if b.dl != nil && b.dl.meta != nil {
 		br.pieceLength = b.dl.meta.PieceLength
 		br.report()
@@ -119,17 +126,46 @@ type blobReader struct {
 	id          int
 	pieceLength int64
 	lastPiece   int64
+	size        int64
+	// verified is the download's (nil for a blob complete when opened, or
+	// once closed): the blob's last byte waits for it.
+	verified <-chan struct{}
 }
 
 func (r *blobReader) Read(p []byte) (int, error) {
+	if r.verified != nil {
+		// The last byte goes out only once the assembled blob matched its
+		// digest: a mismatch must leave the client with a broken
+		// response, not a complete one (digest.go).
+		off, last := r.r.Offset(), r.size-1
+		switch {
+		case off >= r.size:
+		case off == last:
+			select {
+			case <-r.verified:
+				r.verified = nil
+			case <-r.ctx.Done():
+				return 0, r.cause()
+			}
+		case int64(len(p)) > last-off:
+			p = p[:last-off]
+		}
+	}
 	n, err := r.r.Read(p)
 	if err != nil && err != io.EOF && r.ctx.Err() != nil {
-		if cause := context.Cause(r.ctx); cause != nil {
-			err = cause
-		}
+		err = r.cause()
 	}
 	r.report()
 	return n, err
+}
+
+// cause says why the reader's context ended: the download's failure when
+// that is why.
+func (r *blobReader) cause() error {
+	if cause := context.Cause(r.ctx); cause != nil {
+		return cause
+	}
+	return r.ctx.Err()
 }
 
 // report tells the download where the reader is, once per piece.

@@ -95,6 +95,15 @@ type download struct {
 	done chan struct{}
 	err  error
 	meta *metainfo.Metainfo
+	// verified is closed once the assembled blob is known to match its
+	// digest (digest.go): readers hold the blob's last byte back until
+	// then. hashed receives the digest check's result; hashDone is set
+	// once it passed (or with the check off).
+	verified       chan struct{}
+	verifiedClosed bool
+	hashed         chan error
+	hashDone       bool
+	stopHash       context.CancelFunc
 
 	// owners are the blob's owners named by the seeder that gave the
 	// metainfo: origins holding it on local disk.
@@ -148,6 +157,8 @@ func newDownload(s *Swarm, bs *blobState) *download {
 		events:   make(chan any, 256),
 		ready:    make(chan struct{}),
 		done:     make(chan struct{}),
+		verified: make(chan struct{}),
+		hashed:   make(chan error, 1),
 		peers:    make(map[scheduler.PeerID]*conn),
 		cands:    make(map[string]*candidate),
 		readers:  make(map[int]int64),
@@ -198,6 +209,7 @@ func (dl *download) run() {
 		return
 	}
 	close(dl.ready)
+	dl.startDigestCheck()
 	now := time.Now()
 	dl.lastProgress = now
 	dl.started = now
@@ -206,6 +218,10 @@ func (dl *download) run() {
 		dl.cands[addr] = &candidate{addr: addr, origin: true}
 	}
 	if dl.sched.Done() {
+		if err := dl.awaitDigest(); err != nil {
+			dl.finish(err)
+			return
+		}
 		dl.complete()
 		return
 	}
@@ -232,12 +248,19 @@ func (dl *download) run() {
 			}
 			dl.maintain(now)
 			dl.sendDeferred(now)
+		case err := <-dl.hashed:
+			if err := dl.digestChecked(err); err != nil {
+				dl.finish(err)
+				return
+			}
 		case <-s.ctx.Done():
 			dl.finish(errors.New("agent shutting down"))
 			return
 		}
 		dl.steer(now)
-		if dl.act(now) {
+		// Every piece held is not enough: the blob is complete once its
+		// digest matched too.
+		if dl.act(now) && dl.hashDone {
 			dl.complete()
 			return
 		}
@@ -249,6 +272,9 @@ func (dl *download) run() {
 // scheduler.
 func (dl *download) prepare() error {
 	s := dl.s
+	if s.capability(dl.d) == "" {
+		return fmt.Errorf("no capability for %s: the origin handed none out with the blob's authorization, and seeders and peers serve a blob only against one", dl.d)
+	}
 	meta, err := s.store.Metainfo(dl.d)
 	if err != nil {
 		meta, dl.owners, err = s.fetchMetainfo(s.ctx, dl.d)
@@ -740,8 +766,10 @@ func (dl *download) announced(now time.Time, ev evAnnounced) {
 	dl.maintain(now)
 }
 
-// complete checks the assembled blob and ends the download.
+// complete ends a download whose blob is verified: every piece, and the
+// digest unless VerifyBlobDigest is off.
 func (dl *download) complete() {
+	dl.markVerified()
 	if err := dl.s.store.Complete(dl.d); err != nil {
 		dl.finish(fmt.Errorf("completing %s: %w", dl.d, err))
 		return
@@ -755,6 +783,9 @@ func (dl *download) complete() {
 func (dl *download) finish(err error) {
 	s := dl.s
 	dl.err = err
+	if dl.stopHash != nil {
+		dl.stopHash()
+	}
 	select {
 	case <-dl.ready:
 	default:

@@ -23,6 +23,9 @@ type metrics struct {
 	downloadsActive  prometheus.Gauge
 	cacheHits        prometheus.Counter
 	cacheMisses      prometheus.Counter
+	capabilityDenied *prometheus.CounterVec
+	metainfoRejected prometheus.Counter
+	digestMismatches prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, store *piecestore.Store) *metrics {
@@ -92,11 +95,23 @@ func newMetrics(reg prometheus.Registerer, store *piecestore.Store) *metrics {
 			Name: "shoal_agent_cache_misses_total",
 			Help: "Blob opens that started or joined a download.",
 		}),
+		capabilityDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_agent_capability_denied_total",
+			Help: "GetMetainfo calls and Exchange streams from peers refused with PERMISSION_DENIED for want of a valid capability for the blob, by rpc (get_metainfo, exchange).",
+		}, []string{"rpc"}),
+		metainfoRejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_agent_metainfo_rejected_total",
+			Help: "Metainfo answers from seeders refused because the origin's signature did not verify (a forged or misconfigured seeder).",
+		}),
+		digestMismatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_agent_blob_digest_mismatches_total",
+			Help: "Downloads whose assembled blob, every piece verified, did not hash to its digest: the clients' responses were cut before their last byte and the blob dropped.",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.downloaded, m.uploaded, m.uploadsRefused, m.duplicate, m.discarded, m.piecesVerified, m.piecesRejected,
 			m.blacklisted, m.connections, m.dials, m.announces, m.announceDuration, m.downloads, m.downloadsActive,
-			m.cacheHits, m.cacheMisses,
+			m.cacheHits, m.cacheMisses, m.capabilityDenied, m.metainfoRejected, m.digestMismatches,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "shoal_agent_cache_used_bytes",
 				Help: "Bytes the blobs in the piece store occupy (reserved), complete or not.",

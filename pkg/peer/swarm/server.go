@@ -29,12 +29,16 @@ type peerService struct {
 	s *Swarm
 }
 
-// GetMetainfo serves the metainfo of a blob held, complete or not. Agents
-// take metainfo from origin seeders only; this is for tools and tests.
-func (p *peerService) GetMetainfo(_ context.Context, req *peerpb.GetMetainfoRequest) (*peerpb.Metainfo, error) {
+// GetMetainfo serves the metainfo of a blob held, complete or not, to a
+// peer presenting a capability for it. Agents take metainfo from origin
+// seeders only (it is unsigned here); this is for tools and tests.
+func (p *peerService) GetMetainfo(ctx context.Context, req *peerpb.GetMetainfoRequest) (*peerpb.Metainfo, error) {
 	d, err := digest.Parse(req.GetDigest())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "digest %q: %v", req.GetDigest(), err)
+	}
+	if err := p.s.checkCapability(ctx, d, "get_metainfo"); err != nil {
+		return nil, err
 	}
 	m, err := p.s.store.Metainfo(d)
 	if err != nil {
@@ -43,9 +47,10 @@ func (p *peerService) GetMetainfo(_ context.Context, req *peerpb.GetMetainfoRequ
 	return m.Proto(), nil
 }
 
-// Exchange serves a stream opened by another agent: pieces held are
-// uploaded, and while this agent downloads the same blob the peer joins
-// the download too.
+// Exchange serves a stream opened by another agent presenting a
+// capability for the blob (PERMISSION_DENIED and no handshake otherwise):
+// pieces held are uploaded, and while this agent downloads the same blob
+// the peer joins the download too.
 func (p *peerService) Exchange(st grpc.BidiStreamingServer[peerpb.Message, peerpb.Message]) error {
 	s := p.s
 	first, err := recvTimeout(st, s.cfg.DialTimeout)
@@ -62,6 +67,9 @@ func (p *peerService) Exchange(st grpc.BidiStreamingServer[peerpb.Message, peerp
 	}
 	if hs.GetPeerId() == "" || len(hs.GetPeerId()) > 128 {
 		return status.Error(codes.InvalidArgument, "handshake peer_id must be 1 to 128 bytes")
+	}
+	if err := s.checkCapability(st.Context(), d, "exchange"); err != nil {
+		return err
 	}
 	meta, err := s.store.Metainfo(d)
 	if err != nil {
@@ -249,7 +257,7 @@ func (s *Swarm) openStream(dl *download, addr string, origin bool) (*conn, error
 		return nil, err
 	}
 	timer := time.AfterFunc(s.cfg.DialTimeout, cancel)
-	st, err := peerpb.NewPeerClient(cc).Exchange(metadata.AppendToOutgoingContext(ctx, incarnationHeader, s.incarnation))
+	st, err := peerpb.NewPeerClient(cc).Exchange(metadata.AppendToOutgoingContext(s.withCapability(ctx, dl.d), incarnationHeader, s.incarnation))
 	if err != nil {
 		return fail(fmt.Errorf("opening a stream to %s: %w", addr, err))
 	}
@@ -368,7 +376,7 @@ func (s *Swarm) metainfoFrom(ctx context.Context, addr string, d digest.Digest) 
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.MetainfoTimeout)
 	defer cancel()
 	var hdr metadata.MD
-	p, err := peerpb.NewPeerClient(cc).GetMetainfo(ctx, &peerpb.GetMetainfoRequest{Digest: d.String()}, grpc.Header(&hdr))
+	p, err := peerpb.NewPeerClient(cc).GetMetainfo(s.withCapability(ctx, d), &peerpb.GetMetainfoRequest{Digest: d.String()}, grpc.Header(&hdr))
 	if err != nil {
 		return nil, nil, fmt.Errorf("seeder %s: %w", addr, err)
 	}
@@ -378,6 +386,9 @@ func (s *Swarm) metainfoFrom(ctx context.Context, addr string, d digest.Digest) 
 	}
 	if m.Digest != d {
 		return nil, nil, fmt.Errorf("seeder %s: metainfo of %s returned for %s", addr, m.Digest, d)
+	}
+	if err := s.verifyMetainfo(m); err != nil {
+		return nil, nil, fmt.Errorf("seeder %s: %w", addr, err)
 	}
 	var owners []string
 	for _, v := range hdr.Get(ownersHeader) {

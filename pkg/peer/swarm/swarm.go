@@ -77,6 +77,14 @@ type Config struct {
 	// metainfo and the fallback for pieces no peer delivers. Set by the
 	// agent from its originSeeders.
 	Seeders []string `yaml:"-"`
+	// OriginKeys are PEM files of the origin cluster's public keys
+	// ("PUBLIC KEY" blocks, several for a rotation), which verify the
+	// capabilities peers present and the metainfo seeders serve. Read by
+	// the agent. Empty (the default): the agent fetches them from the
+	// origin's GET /shoal/v1/keys, at start and again when it meets a key
+	// id it does not hold; given, nothing is fetched (an origin that
+	// cannot be asked, or keys pinned out of band).
+	OriginKeys []string `yaml:"originKeys"`
 	// MaxPeersPerBlob is how many agents one download takes pieces from at
 	// once (origins not counted): 16.
 	MaxPeersPerBlob int `yaml:"maxPeersPerBlob"`
@@ -139,15 +147,18 @@ type Config struct {
 	// unlimited. Set by the agent from its own settings.
 	IngressLimit int64 `yaml:"-"`
 	EgressLimit  int64 `yaml:"-"`
-	// VerifyBlobDigest hashes every completed blob once more against its
-	// digest before it counts as complete: true (DESIGN.md: agents verify
-	// every piece and the assembled blob). The pass costs a read and a
-	// SHA-256 of the whole blob, about 0.7 CPU-seconds per GiB on our
-	// machines, after the client has its bytes. It is implied by the
-	// pieces: each is checked against the metainfo before it is written,
-	// and the metainfo comes only from origin seeders, which compute it
-	// from the blob while checking the blob's digest (metainfo.Compute).
-	// false skips it, trusting the seeders' metainfo.
+	// VerifyBlobDigest hashes every downloaded blob against its digest,
+	// in piece order as the pieces arrive, and holds back the blob's last
+	// byte from clients until the hash matches: true (DESIGN.md: agents
+	// verify every piece and the assembled blob, and a mismatch ends the
+	// client's response broken, never as a complete-looking 200). The
+	// pass costs a SHA-256 of the whole blob, about 0.6 CPU-seconds per
+	// GiB on our machines, mostly while the download runs. It is implied
+	// by the pieces: each is checked against the metainfo before it is
+	// written, and the metainfo is used only if signed by the origin, which
+	// computes it from the blob while checking the blob's digest
+	// (metainfo.Compute). false skips it, trusting the origin's signed
+	// piece hashes.
 	VerifyBlobDigest bool `yaml:"verifyBlobDigest"`
 	// BlacklistTTL is how long a peer caught sending a bad piece is not
 	// dialed for any blob: 10m. Timeouts never put a peer here.
@@ -235,8 +246,11 @@ type Options struct {
 	// DialOptions are used for every connection to peers and seeders
 	// (mTLS credentials). Default: plaintext.
 	DialOptions []grpc.DialOption
-	Logger      *slog.Logger
-	Registerer  prometheus.Registerer
+	// Keys verifies the capabilities peers present and the metainfo
+	// seeders serve, with the origin's public keys. Required.
+	Keys       Keys
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 // Swarm is the engine. It serves shoal.peer.v1.Peer (Register) and opens
@@ -246,6 +260,7 @@ type Swarm struct {
 	sched   scheduler.Config
 	store   *piecestore.Store
 	tracker *tracker.Client
+	keys    Keys
 	log     *slog.Logger
 	metrics *metrics
 	pool    *clientPool
@@ -285,6 +300,9 @@ type blobState struct {
 	announced    bool // a completed announce was sent
 	announcing   bool
 	nextAnnounce time.Time
+	// capability is the newest valid capability the origin gave for the
+	// blob (grant): presented to seeders and peers.
+	capability string
 }
 
 // New opens the piece store in dir (quota in bytes) and returns the
@@ -299,6 +317,9 @@ func New(cfg Config, dir string, quota int64, opts Options) (*Swarm, error) {
 	if len(cfg.PeerID) > 128 {
 		return nil, fmt.Errorf("swarm: peer id longer than 128 bytes")
 	}
+	if opts.Keys == nil {
+		return nil, errors.New("swarm: no origin keys to verify capabilities and metainfo with")
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
@@ -306,6 +327,7 @@ func New(cfg Config, dir string, quota int64, opts Options) (*Swarm, error) {
 	s := &Swarm{
 		cfg:        cfg,
 		tracker:    opts.Tracker,
+		keys:       opts.Keys,
 		log:        log,
 		blobs:      make(map[digest.Digest]*blobState),
 		blacklist:  make(map[string]time.Time),
@@ -329,11 +351,10 @@ func New(cfg Config, dir string, quota int64, opts Options) (*Swarm, error) {
 		s.egress = rate.NewLimiter(rate.Limit(cfg.EgressLimit), max(maxChunk, int(cfg.EgressLimit/10)))
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	storeOpts := []piecestore.Option{piecestore.WithLogger(log), piecestore.WithOnEvict(s.evicted)}
-	if !cfg.VerifyBlobDigest {
-		storeOpts = append(storeOpts, piecestore.WithoutDigestCheck())
-	}
-	store, err := piecestore.Open(dir, quota, storeOpts...)
+	// Downloads check the assembled blob's digest themselves as its pieces
+	// arrive (digest.go), so that the check ends before a client gets the
+	// last byte; the store's own pass in Complete would only repeat it.
+	store, err := piecestore.Open(dir, quota, piecestore.WithLogger(log), piecestore.WithOnEvict(s.evicted), piecestore.WithoutDigestCheck())
 	if err != nil {
 		s.cancel()
 		return nil, fmt.Errorf("swarm: %w", err)
