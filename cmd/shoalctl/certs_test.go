@@ -259,3 +259,15 @@ func poolOf(t *testing.T, path string) *x509.CertPool {
 	pool.AddCert(readCert(t, path))
 	return pool
 }
+
+// `shoalctl certs` needs no admin API.
+func TestRunDispatchesCerts(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("SHOAL_ADMIN", "http://127.0.0.1:1")
+	if err := run(context.Background(), []string{"certs", "init", "--dir", dir}, io.Discard); err != nil {
+		t.Fatalf("shoalctl certs init: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ca.pem")); err != nil {
+		t.Fatalf("shoalctl certs init wrote no CA: %v", err)
+	}
+}

@@ -33,6 +33,7 @@ commands:
   auth check --user U --repository R --action pull|push|delete|admin [--addr IP] [--cert NAME] [--json]
                                   what the origin's rules decide, and which rule decides;
                                   exits 1 when denied (--user "" is anonymous)
+  certs init|issue ...            make the cluster CA and host certificates (shoalctl certs, docs/certificates.md)
 
 The origin serves its admin API when started with --admin-listen ADDR. With access
 control on, give --admin-user (or $SHOAL_ADMIN_USER) and the password in
@@ -63,6 +64,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	rest := fs.Args()
+	if len(rest) > 0 && rest[0] == "certs" {
+		return runCerts(rest[1:], out) // local files only: no admin API
+	}
 	if len(rest) < 2 || (rest[0] != "gc" && rest[0] != "auth") {
 		fs.Usage()
 		return errors.New("unknown command")
