@@ -126,13 +126,13 @@ func TestJunkAcceptHeadersDoNotGrowTheCache(t *testing.T) {
 			t.Fatalf("GET %s with Accept %q: %d %s", tagPath, accept(i), a.status, a.body)
 		}
 	}
-	if n := gaugeValue(t, reg, "shoal_agent_mirror_cache_entries", "tags"); n != 1 {
+	if n := metricValue(t, reg, "shoal_agent_mirror_cache_entries", "cache", "tags"); n != 1 {
 		t.Errorf("tag cache holds %v entries after 200 junk Accept headers, want 1", n)
 	}
 	if n := o.requests.Load(); n != 1 {
 		t.Errorf("origin asked %d times for the same tag and manifest types, want 1", n)
 	}
-	if b := gaugeValue(t, reg, "shoal_agent_mirror_cache_bytes", "tags"); b <= float64(len(testManifest)) || b > 4096 {
+	if b := metricValue(t, reg, "shoal_agent_mirror_cache_bytes", "cache", "tags"); b <= float64(len(testManifest)) || b > 4096 {
 		t.Errorf("tag cache reports %v bytes for one %d-byte manifest", b, len(testManifest))
 	}
 	// The origin was sent the reduced list, not the junk.
@@ -141,7 +141,7 @@ func TestJunkAcceptHeadersDoNotGrowTheCache(t *testing.T) {
 	}
 	// Past TagTTL the entry is gone, and so are its bytes.
 	clock.Advance(DefaultConfig().TagTTL)
-	if n, b := gaugeValue(t, reg, "shoal_agent_mirror_cache_entries", "tags"), gaugeValue(t, reg, "shoal_agent_mirror_cache_bytes", "tags"); n != 0 || b != 0 {
+	if n, b := metricValue(t, reg, "shoal_agent_mirror_cache_entries", "cache", "tags"), metricValue(t, reg, "shoal_agent_mirror_cache_bytes", "cache", "tags"); n != 0 || b != 0 {
 		t.Errorf("tag cache past its TTL: %v entries, %v bytes; want none", n, b)
 	}
 }
@@ -162,7 +162,7 @@ func TestTagCacheKeepsItsByteBudget(t *testing.T) {
 		}
 	}
 	for cache, limit := range map[string]int64{"tags": cfg.TagCacheBytes, "offline_tags": cfg.OfflineTagCacheBytes} {
-		b, n := gaugeValue(t, reg, "shoal_agent_mirror_cache_bytes", cache), gaugeValue(t, reg, "shoal_agent_mirror_cache_entries", cache)
+		b, n := metricValue(t, reg, "shoal_agent_mirror_cache_bytes", "cache", cache), metricValue(t, reg, "shoal_agent_mirror_cache_entries", "cache", cache)
 		if b > float64(limit) || n == 0 || n >= 100 {
 			t.Errorf("%s cache after 100 credentials: %v entries, %v bytes; want some, at most %d bytes", cache, n, b, limit)
 		}
@@ -184,27 +184,4 @@ func TestCredentialKeyIsAHash(t *testing.T) {
 	if credentialKey(r) == k {
 		t.Error("a second Authorization header does not change the key")
 	}
-}
-
-// gaugeValue returns the value of gauge name with label cache=cache.
-func gaugeValue(t *testing.T, reg *prometheus.Registry, name, cache string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == "cache" && lp.GetValue() == cache {
-					return m.GetGauge().GetValue()
-				}
-			}
-		}
-	}
-	t.Fatalf("no %s{cache=%q}", name, cache)
-	return 0
 }

@@ -1,15 +1,14 @@
 package mirror
 
 import (
-	"bufio"
 	"encoding/json"
 	"io"
-	"net"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestParseRoute(t *testing.T) {
@@ -172,29 +171,25 @@ func FuzzParseRoute(f *testing.F) {
 	})
 }
 
-// rawRequest sends method and the request target exactly as given (no
-// client-side cleaning or re-escaping) to addr and returns the response.
-func rawRequest(t *testing.T, addr, method, target string) (*http.Response, []byte) {
+// serveRaw has m answer method and the request target exactly as given,
+// as the server reads it off the wire: no client-side cleaning or
+// re-escaping.
+func serveRaw(m http.Handler, method, target string) *http.Response {
+	rec := httptest.NewRecorder()
+	m.ServeHTTP(rec, httptest.NewRequest(method, target, nil))
+	resp := rec.Result()
+	resp.Request = &http.Request{Method: method}
+	return resp
+}
+
+// newRawMirror returns a mirror of origin to call directly.
+func newRawMirror(t *testing.T, origin string) *Server {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	m, err := New(testConfig(origin), Options{Blobs: &fakeBlobs{}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(time.Minute))
-	if _, err := io.WriteString(conn, method+" "+target+" HTTP/1.1\r\nHost: "+addr+"\r\nConnection: close\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: method})
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, target, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: reading the body: %v", method, target, err)
-	}
-	return resp, body
+	return m
 }
 
 // nonCanonicalTargets are paths that a proxy or the origin would resolve
@@ -216,12 +211,10 @@ var nonCanonicalTargets = []string{
 // with an OCI error body, never a redirect, and never asks the origin.
 func TestNonCanonicalPathsAreRefused(t *testing.T) {
 	o := newFakeOrigin(t)
-	srv := newTestMirror(t, testConfig(o.URL), &fakeBlobs{})
-	addr := strings.TrimPrefix(srv.URL, "http://")
+	m := newRawMirror(t, o.URL)
 	for _, target := range nonCanonicalTargets {
-		for _, m := range []string{http.MethodGet, http.MethodHead} {
-			resp, body := rawRequest(t, addr, m, target)
-			checkRefusal(t, m+" "+target, resp, body, http.StatusBadRequest, codeNameInvalid)
+		for _, method := range []string{http.MethodGet, http.MethodHead} {
+			checkRefusal(t, method+" "+target, serveRaw(m, method, target), http.StatusBadRequest, codeNameInvalid)
 		}
 	}
 	if n := o.requests.Load(); n != 0 {
@@ -233,8 +226,7 @@ func TestNonCanonicalPathsAreRefused(t *testing.T) {
 // with the spec's code, not a 404 or a question to the origin.
 func TestInvalidReferencesAre400(t *testing.T) {
 	o := newFakeOrigin(t)
-	srv := newTestMirror(t, testConfig(o.URL), &fakeBlobs{})
-	addr := strings.TrimPrefix(srv.URL, "http://")
+	m := newRawMirror(t, o.URL)
 	for _, c := range []struct{ target, code string }{
 		{"/v2/Team/App/manifests/latest", codeNameInvalid},
 		{"/v2/team/app/manifests/-bad", codeManifestInvalid},
@@ -245,8 +237,7 @@ func TestInvalidReferencesAre400(t *testing.T) {
 		{"/v2/team/app/referrers/latest", codeDigestInvalid},
 		{"/v2/-team/tags/list", codeNameInvalid},
 	} {
-		resp, body := rawRequest(t, addr, http.MethodGet, c.target)
-		checkRefusal(t, "GET "+c.target, resp, body, http.StatusBadRequest, c.code)
+		checkRefusal(t, "GET "+c.target, serveRaw(m, http.MethodGet, c.target), http.StatusBadRequest, c.code)
 	}
 	if n := o.requests.Load(); n != 0 {
 		t.Errorf("the origin was asked %d times for invalid references, want 0", n)
@@ -255,8 +246,9 @@ func TestInvalidReferencesAre400(t *testing.T) {
 
 // checkRefusal asserts an error answer: status, no redirect, and for GET
 // an OCI error body with code.
-func checkRefusal(t *testing.T, what string, resp *http.Response, body []byte, status int, code string) {
+func checkRefusal(t *testing.T, what string, resp *http.Response, status int, code string) {
 	t.Helper()
+	body, _ := io.ReadAll(resp.Body)
 	if loc := resp.Header.Get("Location"); loc != "" || (resp.StatusCode >= 300 && resp.StatusCode < 400) {
 		t.Errorf("%s: redirected (%d) to %q, want %d", what, resp.StatusCode, loc, status)
 		return
