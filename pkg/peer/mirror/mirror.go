@@ -243,7 +243,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		s.staleTags = newTTLCache(cfg.OfflineTTL, math.MaxInt, cfg.OfflineTagCacheBytes, (*cachedResponse).size, now)
 		s.offline = newTTLCache(cfg.OfflineTTL, offlineEntries, offlineEntries*decisionEntryBytes, sizeOfDecision[struct{}], now)
 	}
-	caches := map[string]cacheSizer{"tags": s.tags, "manifests": s.manifests, "auth": s.auth}
+	caches := map[string]cacheSizer{"tags": s.tags, "manifests": s.manifests, "auth": s.auth, "capabilities": s.capabilities}
 	if cfg.OfflineTTL > 0 {
 		caches["offline_tags"], caches["offline_auth"] = s.staleTags, s.offline
 	}
