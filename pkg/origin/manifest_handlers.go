@@ -119,8 +119,14 @@ func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, rt route) e
 		return &apiError{Status: http.StatusRequestEntityTooLarge, Code: codeSizeInvalid,
 			Message: fmt.Sprintf("manifest of %d bytes is larger than the limit of %d bytes", r.ContentLength, s.cfg.MaxManifestSize)}
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, s.cfg.MaxManifestSize+1))
+	rb, done := s.watchBody(w, r, routeManifest)
+	body, err := io.ReadAll(io.LimitReader(rb, s.cfg.MaxManifestSize+1))
+	done()
 	if err != nil {
+		if errors.Is(err, errBodyStalled) {
+			return &apiError{Status: http.StatusRequestTimeout, Code: codeManifestInvalid,
+				Message: fmt.Sprintf("the manifest body sent nothing for %s; nothing was stored, push it again", s.cfg.BodyTimeout), cause: err}
+		}
 		return &apiError{Status: http.StatusBadRequest, Code: codeManifestInvalid, Message: "reading the manifest body failed", cause: err}
 	}
 	if int64(len(body)) > s.cfg.MaxManifestSize {

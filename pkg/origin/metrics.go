@@ -14,6 +14,11 @@ type metrics struct {
 	bytesIn  *prometheus.CounterVec
 	// authDenied counts requests access control refused.
 	authDenied *prometheus.CounterVec
+	// bodyTimeouts counts request bodies cut by the progress deadline.
+	bodyTimeouts *prometheus.CounterVec
+	// uploadConflicts counts chunks refused because another request was
+	// writing to the same session.
+	uploadConflicts prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -39,9 +44,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_origin_auth_denied_total",
 			Help: "Registry API requests refused by access control, by action (pull, push, delete, login, catalog) and reason (anonymous, bad_credentials, insufficient_scope, forbidden).",
 		}, []string{"action", "reason"}),
+		bodyTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_origin_body_timeouts_total",
+			Help: "Request bodies cut because the client sent nothing for bodyTimeout, by handler (upload, uploads, manifest).",
+		}, []string{"handler"}),
+		uploadConflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_origin_upload_conflicts_total",
+			Help: "Upload chunks refused (416) because another request was writing to the same session on this node.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.bytesOut, m.bytesIn, m.authDenied)
+		reg.MustRegister(m.requests, m.duration, m.bytesOut, m.bytesIn, m.authDenied, m.bodyTimeouts, m.uploadConflicts)
 	}
 	return m
 }

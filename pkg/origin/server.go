@@ -44,6 +44,14 @@ type Config struct {
 	// ManifestCacheEntries is how many manifests (each at most 64 KiB) are
 	// kept in memory by digest.
 	ManifestCacheEntries int `yaml:"manifestCacheEntries"`
+	// BodyTimeout cuts an upload or manifest body that sends nothing for
+	// this long (a progress deadline, pushed forward as bytes arrive, not a
+	// limit on the whole body). The chunk is not stored and the session
+	// stays where it was, so the client can resume. 60s, nginx's
+	// client_body_timeout: far longer than an honest client pauses, short
+	// enough that a stalled one does not hold a connection for good. 0
+	// turns it off.
+	BodyTimeout time.Duration `yaml:"bodyTimeout"`
 }
 
 // DefaultConfig returns the settings `origin` runs with when nothing is
@@ -54,20 +62,21 @@ func DefaultConfig() Config {
 		MaxManifestSize:      4 << 20,
 		AnonymousMount:       true,
 		ManifestCacheEntries: 1024,
+		BodyTimeout:          60 * time.Second,
 	}
 }
 
 // Server serves the registry API. It is an http.Handler.
 type Server struct {
-	driver      storage.Driver
-	cfg         Config
-	log         *slog.Logger
-	metrics     *metrics
-	manifests   *lru.Cache[digest.Digest, *cachedManifest]
-	uploadLocks uploadLocks
-	mux         *http.ServeMux
-	guard       ReferenceGuard
-	authz       *auth.Authorizer // nil: access control off (SetAuthorizer)
+	driver    storage.Driver
+	cfg       Config
+	log       *slog.Logger
+	metrics   *metrics
+	manifests *lru.Cache[digest.Digest, *cachedManifest]
+	uploads   uploadSessions
+	mux       *http.ServeMux
+	guard     ReferenceGuard
+	authz     *auth.Authorizer // nil: access control off (SetAuthorizer)
 
 	// p2p signs P2P capabilities; nil: none handed out (SetSigningKey).
 	p2p *p2pSigner

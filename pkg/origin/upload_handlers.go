@@ -64,7 +64,12 @@ func (s *Server) handleUploads(w http.ResponseWriter, r *http.Request, rt route)
 		}
 		id := uuid.NewString()
 		st := &uploadState{}
-		err = s.writeChunk(ctx, rt.name, id, st, r.Body, r.ContentLength)
+		body, done := s.watchBody(w, r, routeUploads)
+		c, err := s.writeChunk(ctx, rt.name, id, st, body, r.ContentLength)
+		done()
+		if err == nil && c != nil {
+			err = s.commitChunk(ctx, id, st, c)
+		}
 		if err == nil {
 			err = s.finishUpload(ctx, rt.name, id, st, d)
 		}
@@ -129,22 +134,17 @@ func (s *Server) mountBlob(r *http.Request, name, from string, d digest.Digest) 
 func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request, rt route) error {
 	ctx := r.Context()
 	id := rt.ref
-	defer s.uploadLocks.lock(id)()
-	st, err := s.loadUploadState(ctx, rt.name, id)
-	if err != nil {
-		return err
-	}
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
+		// state.json is replaced atomically: no lock needed to read it.
+		st, err := s.loadUploadState(ctx, rt.name, id)
+		if err != nil {
+			return err
+		}
 		writeUploadStatus(w, rt.name, id, st.Size, http.StatusNoContent)
 		return nil
 	case http.MethodDelete:
-		if err := s.driver.Delete(ctx, uploadPath(rt.name, id)); err != nil && !isNotFound(err) {
-			return err
-		}
-		w.Header().Set("Content-Length", "0")
-		w.WriteHeader(http.StatusNoContent)
-		return nil
+		return s.cancelUpload(w, r, rt)
 	case http.MethodPatch, http.MethodPut:
 	default:
 		return errMethod(r)
@@ -156,9 +156,26 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request, rt route) 
 		if ds == "" {
 			return newError(http.StatusBadRequest, codeDigestInvalid, "PUT to finish an upload needs ?digest=<algorithm>:<hex>")
 		}
+		var err error
 		if d, err = parseDigest(ds); err != nil {
 			return err
 		}
+	}
+	sess, release, ok := s.uploads.acquire(id, true)
+	if !ok {
+		st, err := s.loadUploadState(ctx, rt.name, id)
+		if err != nil {
+			return err
+		}
+		s.metrics.uploadConflicts.Inc()
+		writeRangeError(w, r, s, rt.name, id, st.Size,
+			fmt.Sprintf("another request is writing to upload %s on this node; when it ends, resume from the size GET on the upload's Location reports (%d bytes now)", id, st.Size))
+		return nil
+	}
+	defer release()
+	st, err := s.loadUploadState(ctx, rt.name, id)
+	if err != nil {
+		return err
 	}
 	want := r.ContentLength
 	if cr := r.Header.Get("Content-Range"); cr != "" {
@@ -174,7 +191,10 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request, rt route) 
 		want = end - start + 1
 	}
 	if want != 0 {
-		if err := s.appendChunk(ctx, rt.name, id, st, r.Body, want); err != nil {
+		body, done := s.watchBody(w, r, routeUpload)
+		err := s.appendChunk(ctx, sess, rt.name, id, st, body, want)
+		done()
+		if err != nil {
 			return err
 		}
 	}
@@ -182,10 +202,35 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request, rt route) 
 		writeUploadStatus(w, rt.name, id, st.Size, http.StatusAccepted)
 		return nil
 	}
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if sess.canceled {
+		return errUploadUnknown(id)
+	}
 	if err := s.finishUpload(ctx, rt.name, id, st, d); err != nil {
 		return err
 	}
 	writeBlobCreated(w, rt.name, d)
+	return nil
+}
+
+// cancelUpload answers DELETE on an upload session. It does not wait for a
+// chunk being written: that chunk is dropped when it comes to commit.
+func (s *Server) cancelUpload(w http.ResponseWriter, r *http.Request, rt route) error {
+	ctx := r.Context()
+	sess, release, _ := s.uploads.acquire(rt.ref, false)
+	defer release()
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if _, err := s.loadUploadState(ctx, rt.name, rt.ref); err != nil {
+		return err
+	}
+	if err := s.driver.Delete(ctx, uploadPath(rt.name, rt.ref)); err != nil && !isNotFound(err) {
+		return err
+	}
+	sess.canceled = true
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 

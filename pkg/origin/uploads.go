@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"hash/fnv"
 	"io"
 	"net/http"
 	"path"
@@ -65,15 +64,80 @@ func uploadPartPath(name, id, part string) string {
 	return path.Join(uploadPath(name, id), "parts", part)
 }
 
-// uploadLocks serialize requests to one upload session within this node.
-type uploadLocks [64]sync.Mutex
+// uploadSessions tracks the upload sessions this node is working on. At
+// most one request at a time writes a chunk to a session: another one gets
+// 416 at once, with the committed size, instead of waiting behind a client
+// that may never finish its body. A session's mu is held only to commit
+// (replace state.json, finish, cancel), never while a body is read, so a
+// slow client holds up nobody but itself. Across nodes nothing is locked:
+// a client sends one session's chunks one after the other anyway.
+type uploadSessions struct {
+	mu sync.Mutex
+	m  map[string]*uploadSession // sessions with a request in flight
+}
 
-func (l *uploadLocks) lock(id string) func() {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(id))
-	m := &l[h.Sum32()%uint32(len(l))]
-	m.Lock()
-	return m.Unlock
+type uploadSession struct {
+	refs    int  // requests in flight; guarded by uploadSessions.mu
+	writing bool // a request is writing a chunk; guarded by uploadSessions.mu
+
+	// mu is the commit lock.
+	mu sync.Mutex
+	// canceled: DELETE removed the session while a chunk was being
+	// written; that chunk must not bring its state back. Guarded by mu.
+	canceled bool
+}
+
+// acquire returns session id's entry, for a request that writes a chunk
+// when write is set. ok is false when another request is writing one.
+// release must be called once the request is done with the session.
+func (u *uploadSessions) acquire(id string, write bool) (sess *uploadSession, release func(), ok bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.m == nil {
+		u.m = make(map[string]*uploadSession)
+	}
+	sess = u.m[id]
+	if sess == nil {
+		sess = &uploadSession{}
+		u.m[id] = sess
+	}
+	if write && sess.writing {
+		return nil, nil, false
+	}
+	sess.refs++
+	if write {
+		sess.writing = true
+	}
+	return sess, func() {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		if write {
+			sess.writing = false
+		}
+		if sess.refs--; sess.refs == 0 {
+			delete(u.m, id)
+		}
+	}, true
+}
+
+// entries returns how many sessions have requests in flight.
+func (u *uploadSessions) entries() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.m)
+}
+
+// writers returns how many sessions have a chunk being written.
+func (u *uploadSessions) writers() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	n := 0
+	for _, s := range u.m {
+		if s.writing {
+			n++
+		}
+	}
+	return n
 }
 
 func (s *Server) startUpload(ctx context.Context, name string) (string, error) {
@@ -122,30 +186,57 @@ func copyBuffered(dst io.Writer, src io.Reader) (int64, error) {
 	return io.CopyBuffer(dst, src, *bp)
 }
 
-// appendChunk writes body at the end of the upload and saves st.
-// want is the chunk's length from the request, or -1 when unknown.
-func (s *Server) appendChunk(ctx context.Context, name, id string, st *uploadState, body io.Reader, want int64) error {
-	if err := s.writeChunk(ctx, name, id, st, body, want); err != nil {
+// appendChunk writes body at the end of the upload, then commits it and
+// saves st under the session's commit lock. want is the chunk's length
+// from the request, or -1 when unknown.
+func (s *Server) appendChunk(ctx context.Context, sess *uploadSession, name, id string, st *uploadState, body io.Reader, want int64) error {
+	c, err := s.writeChunk(ctx, name, id, st, body, want)
+	if err != nil || c == nil {
+		return err
+	}
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if sess.canceled {
+		c.abort(context.WithoutCancel(ctx))
+		return errUploadUnknown(id)
+	}
+	if err := s.commitChunk(ctx, id, st, c); err != nil {
 		return err
 	}
 	return s.saveUploadState(ctx, name, id, st)
 }
 
-// writeChunk writes body at the end of the upload and updates st in
-// memory only: a monolithic upload, finished in the same request, never
-// needs its state in storage.
-func (s *Server) writeChunk(ctx context.Context, name, id string, st *uploadState, body io.Reader, want int64) error {
+// pendingChunk is a chunk written to storage but not committed: its bytes count
+// only once commitChunk has added them to the upload's state.
+type pendingChunk struct {
+	fw      storage.FileWriter
+	part    uploadPart // the part written to, Length as before the chunk
+	newPart bool
+	n       int64
+	hash    hash.Hash // over the upload up to the chunk's end
+}
+
+// abort gives up a chunk that will not be committed. A new part is
+// removed; an existing part keeps its committed prefix, and the bytes past
+// it are ignored (and make the next chunk start a new part).
+func (c *pendingChunk) abort(ctx context.Context) {
+	if c.newPart {
+		_ = c.fw.Cancel(ctx)
+	} else {
+		_ = c.fw.Close()
+	}
+}
+
+// writeChunk writes body at the end of the upload, without committing it.
+// It returns nil for an empty body. st is not changed.
+func (s *Server) writeChunk(ctx context.Context, name, id string, st *uploadState, body io.Reader, want int64) (*pendingChunk, error) {
 	h, err := restoreSHA256(st.SHA256, st.Size)
 	if err != nil {
-		return fmt.Errorf("upload %s: %w", id, err)
+		return nil, fmt.Errorf("upload %s: %w", id, err)
 	}
-	var (
-		fw      storage.FileWriter
-		newPart bool
-		last    *uploadPart
-	)
+	c := &pendingChunk{hash: h}
 	if n := len(st.Parts); n > 0 && st.Parts[n-1].Start+st.Parts[n-1].Length == st.Size {
-		last = &st.Parts[n-1]
+		last := st.Parts[n-1]
 		w, err := s.driver.Writer(ctx, uploadPartPath(name, id, last.Name), true)
 		switch {
 		case err != nil:
@@ -154,63 +245,70 @@ func (s *Server) writeChunk(ctx context.Context, name, id string, st *uploadStat
 			// A chunk that did not finish left bytes past the committed end.
 			_ = w.Close()
 		default:
-			fw = w
+			c.fw, c.part = w, last
 		}
 	}
-	if fw == nil {
+	if c.fw == nil {
 		var suffix [4]byte
 		_, _ = rand.Read(suffix[:])
-		last = &uploadPart{Name: fmt.Sprintf("%016x-%x", st.Size, suffix), Start: st.Size}
-		w, err := s.driver.Writer(ctx, uploadPartPath(name, id, last.Name), false)
+		c.part = uploadPart{Name: fmt.Sprintf("%016x-%x", st.Size, suffix), Start: st.Size}
+		w, err := s.driver.Writer(ctx, uploadPartPath(name, id, c.part.Name), false)
 		if err != nil {
-			return fmt.Errorf("upload %s: opening part: %w", id, err)
+			return nil, fmt.Errorf("upload %s: opening part: %w", id, err)
 		}
-		fw, newPart = w, true
+		c.fw, c.newPart = w, true
 	}
 	src := &readErrRecorder{r: body}
-	n, err := copyBuffered(io.MultiWriter(fw, h), src)
-	if err == nil && want >= 0 && n != want {
+	c.n, err = copyBuffered(io.MultiWriter(c.fw, h), src)
+	if err == nil && want >= 0 && c.n != want {
 		err = &apiError{Status: http.StatusBadRequest, Code: codeBlobUploadInvalid,
-			Message: fmt.Sprintf("chunk body had %d bytes, Content-Length/Content-Range said %d", n, want)}
+			Message: fmt.Sprintf("chunk body had %d bytes, Content-Length/Content-Range said %d", c.n, want)}
 	}
-	if err == nil && n == 0 {
-		if newPart {
-			_ = fw.Cancel(ctx)
-		} else {
-			_ = fw.Close()
-		}
-		return nil
+	if err == nil && c.n == 0 {
+		c.abort(ctx)
+		return nil, nil
 	}
 	if err != nil {
-		if newPart {
-			_ = fw.Cancel(context.WithoutCancel(ctx))
-		} else {
-			_ = fw.Close()
-		}
+		c.abort(context.WithoutCancel(ctx))
 		var ae *apiError
 		if errors.As(err, &ae) {
-			return err
+			return nil, err
 		}
 		if src.err == nil {
 			// Storage failed, not the client: an outage becomes 503.
-			return fmt.Errorf("upload %s: storing chunk after %d bytes (the upload is still at %d bytes): %w", id, n, st.Size, err)
+			return nil, fmt.Errorf("upload %s: storing chunk after %d bytes (the upload is still at %d bytes): %w", id, c.n, st.Size, err)
 		}
-		return &apiError{Status: http.StatusBadRequest, Code: codeBlobUploadInvalid,
-			Message: fmt.Sprintf("chunk not stored: reading the request body failed after %d bytes; the upload is still at %d bytes, resume from there", n, st.Size), cause: err}
+		if errors.Is(src.err, errBodyStalled) {
+			return nil, &apiError{Status: http.StatusRequestTimeout, Code: codeBlobUploadInvalid,
+				Message: fmt.Sprintf("chunk not stored: the request body sent nothing for %s after %d bytes; the upload is still at %d bytes, resume from there", s.cfg.BodyTimeout, c.n, st.Size),
+				cause:   src.err}
+		}
+		return nil, &apiError{Status: http.StatusBadRequest, Code: codeBlobUploadInvalid,
+			Message: fmt.Sprintf("chunk not stored: reading the request body failed after %d bytes; the upload is still at %d bytes, resume from there", c.n, st.Size), cause: err}
 	}
-	if err := fw.Commit(ctx); err != nil {
+	return c, nil
+}
+
+// commitChunk commits c and adds it to st, in memory only: a monolithic
+// upload, finished in the same request, never needs its state in storage.
+func (s *Server) commitChunk(ctx context.Context, id string, st *uploadState, c *pendingChunk) error {
+	if err := c.fw.Commit(ctx); err != nil {
 		return fmt.Errorf("upload %s: committing chunk: %w", id, err)
 	}
-	if newPart {
-		last.Length = n
-		st.Parts = append(st.Parts, *last)
-	} else {
-		last.Length += n
+	sum, err := c.hash.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		return err
 	}
-	st.Size += n
-	s.metrics.bytesIn.WithLabelValues(routeUpload).Add(float64(n))
-	st.SHA256, err = h.(encoding.BinaryMarshaler).MarshalBinary()
-	return err
+	c.part.Length += c.n
+	if c.newPart {
+		st.Parts = append(st.Parts, c.part)
+	} else {
+		st.Parts[len(st.Parts)-1] = c.part
+	}
+	st.Size += c.n
+	st.SHA256 = sum
+	s.metrics.bytesIn.WithLabelValues(routeUpload).Add(float64(c.n))
+	return nil
 }
 
 // readErrRecorder remembers a read error, to tell a client that went away
