@@ -230,11 +230,7 @@ func docker(t *testing.T, d *testenv.DockerDaemon, args ...string) []byte {
 
 func agentMetrics(t *testing.T, e *env) testenv.Metrics {
 	t.Helper()
-	m, err := testenv.ScrapeMetrics(t.Context(), e.agent.URL()+"/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return metricsOf(t, e.agent)
 }
 
 // assertLayersWentThroughP2P checks that between two scrapes the agent's

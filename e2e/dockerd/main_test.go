@@ -7,7 +7,9 @@
 // One origin, tracker and agent, a dockerd that pushes and a dockerd that
 // pulls are shared by the package's tests (started by the first test that
 // needs them, stopped by TestMain); every test uses its own repository and
-// random layers, so nothing a test pulls was cached by another.
+// random layers, so nothing a test pulls was cached by another. A second
+// origin runs with access control on (authConfig), with its own agent in
+// front of it, for the clients' logins, token dances and credentials.
 package dockerd_test
 
 import (
@@ -29,6 +31,10 @@ type env struct {
 	tracker *testenv.TrackerServer
 	origin  *testenv.SeedingOriginServer
 	agent   *testenv.AgentServer
+	// authOrigin serves with authConfig; authAgent is an agent in front
+	// of it. Both dockerds list both as insecure registries.
+	authOrigin *testenv.SeedingOriginServer
+	authAgent  *testenv.AgentServer
 	// pusher pushes to the origin; puller has the agent as its mirror and
 	// pulls only.
 	pusher, puller *testenv.DockerDaemon
@@ -120,13 +126,40 @@ func start(originBin, trackerBin, agentBin string) (e *env, err error) {
 		return e, err
 	}
 	e.procs = append(e.procs, e.agent.Process)
+	authConfig, err := writeAuthConfig(sub("auth"))
+	if err != nil {
+		return e, err
+	}
+	if e.authOrigin, err = testenv.StartSeedingOrigin(ctx, testenv.SeedingOriginOptions{
+		Binary:   originBin,
+		Storage:  "file://" + sub("auth-storage"),
+		Name:     "origin-auth",
+		Trackers: []string{e.tracker.GRPCAddr},
+		Dir:      sub("auth-origin"),
+		Args:     []string{"--auth-config", authConfig},
+	}); err != nil {
+		return e, err
+	}
+	e.procs = append(e.procs, e.authOrigin.Process)
+	if e.authAgent, err = testenv.StartAgent(ctx, testenv.AgentOptions{
+		Binary:   agentBin,
+		Name:     "auth",
+		Origin:   e.authOrigin.URL(),
+		Seeders:  []string{e.authOrigin.SeederAddr},
+		Trackers: []string{e.tracker.GRPCAddr},
+		Dir:      sub("auth-agent"),
+	}); err != nil {
+		return e, err
+	}
+	e.procs = append(e.procs, e.authAgent.Process)
+	insecure := []string{e.authOrigin.Addr, e.authAgent.Addr}
 	pusherDir, err := testenv.DockerdDir()
 	if err != nil {
 		return e, err
 	}
 	if e.pusher, err = testenv.StartDockerd(ctx, testenv.DockerdOptions{
 		Dir:                pusherDir,
-		InsecureRegistries: []string{e.origin.Addr},
+		InsecureRegistries: append([]string{e.origin.Addr}, insecure...),
 	}); err != nil {
 		_ = os.RemoveAll(pusherDir)
 		return e, err
@@ -138,7 +171,7 @@ func start(originBin, trackerBin, agentBin string) (e *env, err error) {
 	if e.puller, err = testenv.StartDockerd(ctx, testenv.DockerdOptions{
 		Dir:                pullerDir,
 		Mirrors:            []string{e.agent.URL()},
-		InsecureRegistries: []string{e.agent.Addr},
+		InsecureRegistries: append([]string{e.agent.Addr}, insecure...),
 	}); err != nil {
 		_ = os.RemoveAll(pullerDir)
 		return e, err
