@@ -26,6 +26,7 @@ const (
 	codeUnsupported         = "UNSUPPORTED"
 	codeRangeInvalid        = "RANGE_INVALID"
 	codeUnavailable         = "UNAVAILABLE"
+	codeTooManyRequests     = "TOOMANYREQUESTS"
 	codeUnknown             = "UNKNOWN"
 )
 

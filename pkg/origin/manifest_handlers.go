@@ -9,9 +9,11 @@ import (
 	"net/http"
 	"path"
 	"sort"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/shoal-dev/shoal/pkg/gc"
 )
@@ -116,6 +118,7 @@ func (s *Server) getManifest(w http.ResponseWriter, r *http.Request, rt route) e
 func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, rt route) error {
 	ctx := r.Context()
 	if r.ContentLength > s.cfg.MaxManifestSize {
+		s.metrics.limitRefusals.WithLabelValues(limitManifestSize).Inc()
 		return &apiError{Status: http.StatusRequestEntityTooLarge, Code: codeSizeInvalid,
 			Message: fmt.Sprintf("manifest of %d bytes is larger than the limit of %d bytes", r.ContentLength, s.cfg.MaxManifestSize)}
 	}
@@ -130,6 +133,7 @@ func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, rt route) e
 		return &apiError{Status: http.StatusBadRequest, Code: codeManifestInvalid, Message: "reading the manifest body failed", cause: err}
 	}
 	if int64(len(body)) > s.cfg.MaxManifestSize {
+		s.metrics.limitRefusals.WithLabelValues(limitManifestSize).Inc()
 		return &apiError{Status: http.StatusRequestEntityTooLarge, Code: codeSizeInvalid,
 			Message: fmt.Sprintf("manifest is larger than the limit of %d bytes", s.cfg.MaxManifestSize)}
 	}
@@ -159,6 +163,21 @@ func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, rt route) e
 	m, mt, err := parseManifest(body, r.Header.Get("Content-Type"))
 	if err != nil {
 		return err
+	}
+	if n := referenceCount(m); n > s.cfg.MaxManifestReferences {
+		s.metrics.limitRefusals.WithLabelValues(limitManifestReferences).Inc()
+		return &apiError{Status: http.StatusBadRequest, Code: codeManifestInvalid,
+			Message: fmt.Sprintf("manifest lists %d descriptors (config, layers or manifests); this registry accepts at most %d (maxManifestReferences)", n, s.cfg.MaxManifestReferences),
+			Detail:  map[string]int{"references": n, "limit": s.cfg.MaxManifestReferences}}
+	}
+	select {
+	case s.validations <- struct{}{}:
+		defer func() { <-s.validations }()
+	default:
+		s.metrics.limitRefusals.WithLabelValues(limitManifestValidations).Inc()
+		w.Header().Set("Retry-After", "1")
+		return &apiError{Status: http.StatusTooManyRequests, Code: codeTooManyRequests,
+			Message: fmt.Sprintf("this origin node is checking %d manifest pushes already (maxManifestValidations); retry in a second", cap(s.validations))}
 	}
 	present, err := s.checkReferences(ctx, rt.name, m, mt)
 	if err != nil {
@@ -211,51 +230,110 @@ func (s *Server) tag(ctx context.Context, name, tag string, d digest.Digest) err
 	return s.writeLink(ctx, tagCurrentPath(name, tag), d)
 }
 
+// referenceCount is how many descriptors a manifest lists, the number
+// MaxManifestReferences bounds.
+func referenceCount(m *manifest) int {
+	n := len(m.Layers) + len(m.Manifests)
+	if m.Config != nil {
+		n++
+	}
+	return n
+}
+
+// errReferenceMissing stops the checks of a manifest's references at the
+// first that is missing: the push fails anyway.
+var errReferenceMissing = errors.New("manifest reference missing")
+
 // checkReferences makes sure that what a manifest references is in the
 // repository, so that no pull of it can fail on a missing blob. Foreign
 // layers and descriptors that embed their content (data) are exempt. Sparse
 // manifests (AllowSparseManifests) may miss anything. It returns the
 // digests that are present, for the GC guard.
+//
+// Each digest is checked once, ManifestCheckConcurrency at a time, and the
+// checks stop at the first missing reference, so that a manifest listing
+// many unknown blobs costs a few storage calls, not two per blob.
 func (s *Server) checkReferences(ctx context.Context, name string, m *manifest, mt string) ([]digest.Digest, error) {
-	var present []digest.Digest
-	var missing []ocispec.Descriptor
-	if isImageType(mt) {
-		for _, d := range append([]ocispec.Descriptor{*m.Config}, m.Layers...) {
-			if foreign(d) || d.Data != nil {
-				continue
-			}
-			if _, err := s.repoBlobSize(ctx, name, d.Digest); err != nil {
-				if !isAPIError(err) {
-					return nil, err
-				}
-				missing = append(missing, d)
-				continue
-			}
-			present = append(present, d.Digest)
+	index := !isImageType(mt)
+	var refs []digest.Digest
+	seen := make(map[digest.Digest]bool)
+	add := func(d ocispec.Descriptor) {
+		if !seen[d.Digest] {
+			seen[d.Digest] = true
+			refs = append(refs, d.Digest)
+		}
+	}
+	if index {
+		for _, d := range m.Manifests {
+			add(d)
 		}
 	} else {
-		for _, d := range m.Manifests {
-			ok, err := s.linked(ctx, revisionLinkPath(name, d.Digest))
-			if err != nil {
-				return nil, err
+		for _, d := range append([]ocispec.Descriptor{*m.Config}, m.Layers...) {
+			if !foreign(d) && d.Data == nil {
+				add(d)
 			}
-			if !ok {
-				missing = append(missing, d)
-				continue
-			}
-			present = append(present, d.Digest)
 		}
 	}
+	found := make([]bool, len(refs))
+	var (
+		mu      sync.Mutex
+		missing []string
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(s.cfg.ManifestCheckConcurrency)
+	for i, d := range refs {
+		if gctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			ok, err := s.referencePresent(gctx, name, d, index)
+			if err != nil {
+				return err
+			}
+			if ok {
+				found[i] = true
+				return nil
+			}
+			mu.Lock()
+			missing = append(missing, d.String())
+			mu.Unlock()
+			if s.cfg.AllowSparseManifests {
+				return nil
+			}
+			return errReferenceMissing
+		})
+	}
+	if err := g.Wait(); err != nil && !errors.Is(err, errReferenceMissing) {
+		return nil, err
+	}
 	if len(missing) == 0 || s.cfg.AllowSparseManifests {
+		var present []digest.Digest
+		for i, d := range refs {
+			if found[i] {
+				present = append(present, d)
+			}
+		}
 		return present, nil
 	}
-	digests := make([]string, len(missing))
-	for i, d := range missing {
-		digests[i] = d.Digest.String()
-	}
+	sort.Strings(missing)
 	return nil, &apiError{Status: http.StatusBadRequest, Code: codeManifestBlobUnknown,
-		Message: fmt.Sprintf("manifest references %d blob(s) or manifest(s) not pushed to %s first, e.g. %s", len(missing), name, missing[0].Digest),
-		Detail:  map[string]any{"digests": digests}}
+		Message: fmt.Sprintf("manifest references blob(s) or manifest(s) not pushed to %s first, e.g. %s (checking stopped at the first missing)", name, missing[0]),
+		Detail:  map[string]any{"digests": missing}}
+}
+
+// referencePresent tells whether d is in repository name: a blob linked
+// there (image manifests) or a manifest (indexes).
+func (s *Server) referencePresent(ctx context.Context, name string, d digest.Digest, index bool) (bool, error) {
+	if index {
+		return s.linked(ctx, revisionLinkPath(name, d))
+	}
+	if _, err := s.repoBlobSize(ctx, name, d); err != nil {
+		if isAPIError(err) {
+			return false, nil
+		}
+		return false, err
+	}
+	return true, nil
 }
 
 // guardError answers a push that the GC guard refused. A blob being

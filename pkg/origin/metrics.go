@@ -19,6 +19,8 @@ type metrics struct {
 	// uploadConflicts counts chunks refused because another request was
 	// writing to the same session.
 	uploadConflicts prometheus.Counter
+	// limitRefusals counts requests refused by a configured limit.
+	limitRefusals *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -52,12 +54,25 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_origin_upload_conflicts_total",
 			Help: "Upload chunks refused (416) because another request was writing to the same session on this node.",
 		}),
+		limitRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_origin_limit_refusals_total",
+			Help: "Requests refused by a limit of the registry config, by limit (manifest_size, manifest_references, manifest_validations, blob_size).",
+		}, []string{"limit"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.bytesOut, m.bytesIn, m.authDenied, m.bodyTimeouts, m.uploadConflicts)
+		reg.MustRegister(m.requests, m.duration, m.bytesOut, m.bytesIn, m.authDenied, m.bodyTimeouts, m.uploadConflicts,
+			m.limitRefusals)
 	}
 	return m
 }
+
+// The limit label of shoal_origin_limit_refusals_total.
+const (
+	limitManifestSize        = "manifest_size"
+	limitManifestReferences  = "manifest_references"
+	limitManifestValidations = "manifest_validations"
+	limitBlobSize            = "blob_size"
+)
 
 func (m *metrics) observe(handler, method string, status int, d time.Duration) {
 	m.requests.WithLabelValues(handler, method, strconv.Itoa(status)).Inc()

@@ -52,6 +52,22 @@ type Config struct {
 	// enough that a stalled one does not hold a connection for good. 0
 	// turns it off.
 	BodyTimeout time.Duration `yaml:"bodyTimeout"`
+	// MaxManifestReferences is the most descriptors (config and layers, or
+	// child manifests) a manifest may list; beyond, it is refused before
+	// any storage call, since each reference costs storage calls to check.
+	// 1024: eight times the 128 layers an image can have at most (overlay's
+	// mount limit), room for large artifacts and indexes.
+	MaxManifestReferences int `yaml:"maxManifestReferences"`
+	// ManifestCheckConcurrency is how many of one manifest's references are
+	// checked in storage at once. 16: a manifest's checks take a few round
+	// trips instead of one per layer, and no push takes the storage's
+	// attention from everyone else's.
+	ManifestCheckConcurrency int `yaml:"manifestCheckConcurrency"`
+	// MaxManifestValidations is how many manifest pushes this node checks
+	// and stores at once; beyond, 429 TOOMANYREQUESTS with Retry-After.
+	// Each costs up to MaxManifestReferences storage calls, so this bounds
+	// the load manifest pushes put on storage. 64.
+	MaxManifestValidations int `yaml:"maxManifestValidations"`
 }
 
 // DefaultConfig returns the settings `origin` runs with when nothing is
@@ -63,6 +79,10 @@ func DefaultConfig() Config {
 		AnonymousMount:       true,
 		ManifestCacheEntries: 1024,
 		BodyTimeout:          60 * time.Second,
+
+		MaxManifestReferences:    1024,
+		ManifestCheckConcurrency: 16,
+		MaxManifestValidations:   64,
 	}
 }
 
@@ -74,9 +94,11 @@ type Server struct {
 	metrics   *metrics
 	manifests *lru.Cache[digest.Digest, *cachedManifest]
 	uploads   uploadSessions
-	mux       *http.ServeMux
-	guard     ReferenceGuard
-	authz     *auth.Authorizer // nil: access control off (SetAuthorizer)
+	// validations holds a token per manifest push being checked.
+	validations chan struct{}
+	mux         *http.ServeMux
+	guard       ReferenceGuard
+	authz       *auth.Authorizer // nil: access control off (SetAuthorizer)
 
 	// p2p signs P2P capabilities; nil: none handed out (SetSigningKey).
 	p2p *p2pSigner
@@ -98,11 +120,15 @@ func New(driver storage.Driver, cfg Config, log *slog.Logger, reg prometheus.Reg
 	if cfg.ManifestCacheEntries <= 0 {
 		cfg.ManifestCacheEntries = 1
 	}
+	if cfg.MaxManifestReferences <= 0 || cfg.ManifestCheckConcurrency <= 0 || cfg.MaxManifestValidations <= 0 {
+		return nil, errors.New("origin: maxManifestReferences, manifestCheckConcurrency and maxManifestValidations must be positive")
+	}
 	cache, err := lru.New[digest.Digest, *cachedManifest](cfg.ManifestCacheEntries)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{driver: driver, cfg: cfg, log: log, manifests: cache, metrics: newMetrics(reg)}
+	s := &Server{driver: driver, cfg: cfg, log: log, manifests: cache, metrics: newMetrics(reg),
+		validations: make(chan struct{}, cfg.MaxManifestValidations)}
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("/v2/", s.serveAPI)
 	s.mux.HandleFunc("/v2", s.serveAPI)
