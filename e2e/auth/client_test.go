@@ -28,6 +28,7 @@ type client struct {
 // answer is a response, read whole.
 type answer struct {
 	method, target string
+	authz          string // the Authorization sent
 	status         int
 	header         http.Header
 	body           []byte
@@ -90,7 +91,7 @@ func (c client) send(ctx context.Context, method, target, authz string, extra ..
 	if err != nil {
 		return answer{}, fmt.Errorf("reading the response body: %w", err)
 	}
-	return answer{method: method, target: target, status: resp.StatusCode, header: resp.Header, body: body}, nil
+	return answer{method: method, target: target, authz: authz, status: resp.StatusCode, header: resp.Header, body: body}, nil
 }
 
 // basic is the Basic Authorization value of user with their password.
@@ -264,5 +265,16 @@ func assertSameAnswer(t *testing.T, existing, missing answer, replace ...string)
 	if got, want := norm.Replace(shape(missing)), shape(existing); got != want {
 		t.Errorf("the refusal tells existing content from missing content:\nexisting %s %s:\n%s\nmissing %s %s:\n%s",
 			existing.method, existing.target, want, missing.method, missing.target, got)
+	}
+}
+
+// assertAnswersAsOrigin checks that the agent refused a request as the
+// origin (o) refuses the same one: same status, OCI code and challenge.
+func assertAnswersAsOrigin(t *testing.T, o client, who string, a answer) {
+	t.Helper()
+	want := o.do(t, a.method, a.target, a.authz)
+	if a.status != want.status || a.ociCode() != want.ociCode() || a.header.Get("WWW-Authenticate") != want.header.Get("WWW-Authenticate") {
+		t.Errorf("%s: the agent's refusal differs from the origin's:\nagent:  %v\n  WWW-Authenticate: %s\norigin: %v\n  WWW-Authenticate: %s",
+			who, a, a.header.Get("WWW-Authenticate"), want, want.header.Get("WWW-Authenticate"))
 	}
 }

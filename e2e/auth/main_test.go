@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -85,24 +84,9 @@ type env struct {
 	public, private, other *image
 }
 
-var (
-	shared     *env
-	sharedErr  error
-	sharedOnce sync.Once
-)
+var shared testenv.Shared[*env]
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if shared != nil {
-		if err := shared.stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "e2e/auth: stopping the shared setup:", err)
-			if code == 0 {
-				code = 1
-			}
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(shared.Main(m, "e2e/auth", (*env).stop)) }
 
 // setup returns the shared setup, starting it on first use. A binary that
 // does not build yet is Unavailable (skipped outside CI); anything else
@@ -112,13 +96,9 @@ func setup(t *testing.T) *env {
 	origin := testenv.Binary(t, "origin")
 	tracker := testenv.Binary(t, "tracker")
 	agent := testenv.Binary(t, "peer-agent")
-	sharedOnce.Do(func() {
-		shared, sharedErr = start(origin, tracker, agent)
+	return shared.Get(t, "the shared origin (with --auth-config), tracker and agent", func() (*env, error) {
+		return start(origin, tracker, agent)
 	})
-	if sharedErr != nil {
-		t.Fatalf("starting the shared origin (with --auth-config), tracker and agent: %v", sharedErr)
-	}
-	return shared
 }
 
 func start(originBin, trackerBin, agentBin string) (e *env, err error) {
@@ -211,17 +191,7 @@ func plantSigningKey(storageDir string) (*auth.Key, error) {
 // stop stops everything started, in reverse order, and removes the
 // directory unless KEEP_E2E_DIR is set.
 func (e *env) stop() error {
-	var errs []error
-	for i := len(e.procs) - 1; i >= 0; i-- {
-		p := e.procs[i]
-		if err := p.Stop(testenv.DefaultStopTimeout); err != nil {
-			errs = append(errs, fmt.Errorf("%w\n%s", err, p.LogTail(30)))
-		}
-	}
-	if os.Getenv("KEEP_E2E_DIR") == "" {
-		_ = os.RemoveAll(e.dir)
-	} else {
-		fmt.Fprintln(os.Stderr, "e2e/auth: kept", e.dir)
-	}
-	return errors.Join(errs...)
+	err := testenv.StopAll(e.procs)
+	testenv.RemoveDir("e2e/auth", e.dir)
+	return err
 }

@@ -131,18 +131,7 @@ func TestDockerPullsAPrivateImageThroughTheAgentWithCredentials(t *testing.T) {
 	// origin's /auth/token) and sends it to the agent, which passes it on.
 	login(t, e.puller, e.authAgent.Addr, "alice")
 	defer logout(t, e.puller, e.authAgent.Addr)
-	before := metricsOf(t, e.authAgent)
-	docker(t, e.puller, "pull", ref)
-	after := metricsOf(t, e.authAgent)
-
-	got := inspect(t, e.puller, ref)
-	if got.ID != pushed.imageID {
-		t.Errorf("pulled image ID %s, pushed %s", got.ID, pushed.imageID)
-	}
-	if !slices.Contains(got.RepoDigests, e.authAgent.Addr+"/"+repo+"@"+pushed.digest) {
-		t.Errorf("pulled image's RepoDigests %v lack the pushed manifest %s", got.RepoDigests, pushed.digest)
-	}
-	assertLayersWentThroughP2P(t, before, after, total(sizes))
+	pullByAgentAddress(t, e, e.authAgent, ref, pushed, sizes)
 }
 
 func TestDockerPullsAPublicImageAnonymouslyThroughTheAgent(t *testing.T) {
@@ -153,14 +142,7 @@ func TestDockerPullsAPublicImageAnonymouslyThroughTheAgent(t *testing.T) {
 	ref := e.authAgent.Addr + "/" + repo + ":v1"
 
 	logout(t, e.puller, e.authAgent.Addr)
-	before := metricsOf(t, e.authAgent)
-	docker(t, e.puller, "pull", ref)
-	after := metricsOf(t, e.authAgent)
-
-	if got := inspect(t, e.puller, ref); got.ID != pushed.imageID {
-		t.Errorf("pulled image ID %s, pushed %s", got.ID, pushed.imageID)
-	}
-	assertLayersWentThroughP2P(t, before, after, total(sizes))
+	pullByAgentAddress(t, e, e.authAgent, ref, pushed, sizes)
 }
 
 func TestCtrPullsAPrivateImageThroughTheAgentWithUser(t *testing.T) {

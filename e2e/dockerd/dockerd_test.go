@@ -122,16 +122,24 @@ func TestDockerPullsByTheAgentsOwnAddress(t *testing.T) {
 	sizes := []int{2 << 20, 1 << 20}
 	pushed := buildAndPush(t, e, e.origin.Addr+"/"+repo+":1.0", sizes)
 
-	before := agentMetrics(t, e)
-	ref := e.agent.Addr + "/" + repo + ":1.0"
+	pullByAgentAddress(t, e, e.agent, e.agent.Addr+"/"+repo+":1.0", pushed, sizes)
+}
+
+// pullByAgentAddress pulls ref (agent.Addr/repo:tag) on the puller and
+// checks that it is the pushed image and that its layers came through the
+// agent's P2P engine.
+func pullByAgentAddress(t *testing.T, e *env, agent *testenv.AgentServer, ref string, pushed pushedImage, sizes []int) {
+	t.Helper()
+	before := metricsOf(t, agent)
 	docker(t, e.puller, "pull", ref)
-	after := agentMetrics(t, e)
+	after := metricsOf(t, agent)
 
 	got := inspect(t, e.puller, ref)
 	if got.ID != pushed.imageID {
 		t.Errorf("pulled image ID %s, pushed %s", got.ID, pushed.imageID)
 	}
-	if !slices.Contains(got.RepoDigests, e.agent.Addr+"/"+repo+"@"+pushed.digest) {
+	repo := ref[:strings.LastIndex(ref, ":")]
+	if !slices.Contains(got.RepoDigests, repo+"@"+pushed.digest) {
 		t.Errorf("pulled image's RepoDigests %v lack the pushed manifest %s", got.RepoDigests, pushed.digest)
 	}
 	assertLayersWentThroughP2P(t, before, after, total(sizes))

@@ -15,10 +15,8 @@ package dockerd_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -42,24 +40,9 @@ type env struct {
 	procs []*testenv.Process
 }
 
-var (
-	shared     *env
-	sharedErr  error
-	sharedOnce sync.Once
-)
+var shared testenv.Shared[*env]
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if shared != nil {
-		if err := shared.stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "e2e/dockerd: stopping the shared setup:", err)
-			if code == 0 {
-				code = 1
-			}
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(shared.Main(m, "e2e/dockerd", (*env).stop)) }
 
 // setup returns the shared setup, starting it on first use. A missing
 // dockerd is Unavailable (skipped outside CI); anything else that fails to
@@ -72,13 +55,9 @@ func setup(t *testing.T) *env {
 	origin := testenv.Binary(t, "origin")
 	tracker := testenv.Binary(t, "tracker")
 	agent := testenv.Binary(t, "peer-agent")
-	sharedOnce.Do(func() {
-		shared, sharedErr = start(origin, tracker, agent)
+	return shared.Get(t, "the shared origins, tracker, agents and dockerds", func() (*env, error) {
+		return start(origin, tracker, agent)
 	})
-	if sharedErr != nil {
-		t.Fatalf("starting the shared origin, tracker, agent and dockerds: %v", sharedErr)
-	}
-	return shared
 }
 
 func start(originBin, trackerBin, agentBin string) (e *env, err error) {
@@ -190,20 +169,11 @@ func (e *env) stop() error {
 		if err := d.Stop(testenv.DefaultStopTimeout); err != nil {
 			errs = append(errs, err)
 		}
-		if os.Getenv("KEEP_E2E_DIR") == "" {
+		if !testenv.Kept() {
 			_ = d.Remove()
 		}
 	}
-	for i := len(e.procs) - 1; i >= 0; i-- {
-		p := e.procs[i]
-		if err := p.Stop(testenv.DefaultStopTimeout); err != nil {
-			errs = append(errs, fmt.Errorf("%w\n%s", err, p.LogTail(30)))
-		}
-	}
-	if os.Getenv("KEEP_E2E_DIR") == "" {
-		_ = os.RemoveAll(e.dir)
-	} else {
-		fmt.Fprintln(os.Stderr, "e2e/dockerd: kept", e.dir)
-	}
+	errs = append(errs, testenv.StopAll(e.procs))
+	testenv.RemoveDir("e2e/dockerd", e.dir)
 	return errors.Join(errs...)
 }

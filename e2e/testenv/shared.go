@@ -1,0 +1,79 @@
+package testenv
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+)
+
+// Shared is a setup the tests of one package share (servers that take long
+// to start): started by the first test that needs it, stopped once by
+// TestMain after every test has run.
+//
+//	var shared testenv.Shared[*env]
+//	func TestMain(m *testing.M) { os.Exit(shared.Main(m, "e2e/x", (*env).stop)) }
+//	func setup(t *testing.T) *env { return shared.Get(t, "the x setup", start) }
+type Shared[T any] struct {
+	once sync.Once
+	v    T
+	err  error
+	ran  bool // start has returned
+}
+
+// Get returns the setup, running start on first use. A start that failed
+// (and cleaned up after itself) fails every test that asks, with its error.
+func (s *Shared[T]) Get(t testing.TB, what string, start func() (T, error)) T {
+	t.Helper()
+	s.once.Do(func() {
+		s.v, s.err = start()
+		s.ran = true
+	})
+	if s.err != nil {
+		t.Fatalf("starting %s: %v", what, s.err)
+	}
+	return s.v
+}
+
+// Main runs the package's tests, then stop on the setup if a test started
+// it; a stop that fails fails the run. It returns the exit code for
+// os.Exit. pkg names the package in what it prints.
+func (s *Shared[T]) Main(m *testing.M, pkg string, stop func(T) error) int {
+	code := m.Run()
+	if s.ran && s.err == nil {
+		if err := stop(s.v); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: stopping the shared setup: %v\n", pkg, err)
+			if code == 0 {
+				code = 1
+			}
+		}
+	}
+	return code
+}
+
+// StopAll stops processes in reverse start order (the last started may
+// depend on the first), quoting the log of each that did not stop cleanly.
+func StopAll(procs []*Process) error {
+	var errs []error
+	for i := len(procs) - 1; i >= 0; i-- {
+		p := procs[i]
+		if err := p.Stop(DefaultStopTimeout); err != nil {
+			errs = append(errs, fmt.Errorf("%w\n%s", err, p.LogTail(30)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Kept reports whether KEEP_E2E_DIR is set: setups then leave their
+// directories (logs, storage) behind to be read after the run.
+func Kept() bool { return os.Getenv("KEEP_E2E_DIR") != "" }
+
+// RemoveDir removes a setup's directory, or says where it is when Kept.
+func RemoveDir(pkg, dir string) {
+	if Kept() {
+		fmt.Fprintln(os.Stderr, pkg+": kept", dir)
+		return
+	}
+	_ = os.RemoveAll(dir)
+}
