@@ -196,6 +196,7 @@ func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, rt route) e
 	if err := s.writeLink(ctx, revisionLinkPath(rt.name, d), d); err != nil {
 		return err
 	}
+	s.catalog.add(s, rt.name)
 	if err := s.checkGuard(ctx, rt.name, nil, append(present, d)); err != nil {
 		if derr := s.driver.Delete(ctx, path0(revisionLinkPath(rt.name, d))); derr != nil && !isNotFound(derr) {
 			s.log.Warn("removing the revision link of a refused manifest", "digest", d, "err", derr)

@@ -24,6 +24,7 @@ import (
 type countingDriver struct {
 	storage.Driver
 	calls atomic.Int64
+	walks atomic.Int64
 
 	mu       sync.Mutex
 	statGate chan struct{} // when not nil, Stat waits for it to close
@@ -68,6 +69,7 @@ func (d *countingDriver) Delete(ctx context.Context, p string) error {
 
 func (d *countingDriver) Walk(ctx context.Context, p string, f storage.WalkFn, opts ...func(*storage.WalkOptions)) error {
 	d.calls.Add(1)
+	d.walks.Add(1)
 	return d.Driver.Walk(ctx, p, f, opts...)
 }
 

@@ -68,6 +68,15 @@ type Config struct {
 	// Each costs up to MaxManifestReferences storage calls, so this bounds
 	// the load manifest pushes put on storage. 64.
 	MaxManifestValidations int `yaml:"maxManifestValidations"`
+	// CatalogTTL is how long the repository list that _catalog serves is
+	// kept before the repository tree is walked again. Walking costs a
+	// storage call per directory, so requests share one walk per TTL;
+	// repositories this node creates are listed at once, those created
+	// through other nodes within the TTL. 30s.
+	CatalogTTL time.Duration `yaml:"catalogTTL"`
+	// MaxCatalogEntries is the most repositories _catalog lists (and keeps
+	// in memory); the walk stops there and says so in the log. 100000.
+	MaxCatalogEntries int `yaml:"maxCatalogEntries"`
 }
 
 // DefaultConfig returns the settings `origin` runs with when nothing is
@@ -83,6 +92,8 @@ func DefaultConfig() Config {
 		MaxManifestReferences:    1024,
 		ManifestCheckConcurrency: 16,
 		MaxManifestValidations:   64,
+		CatalogTTL:               30 * time.Second,
+		MaxCatalogEntries:        100000,
 	}
 }
 
@@ -96,9 +107,12 @@ type Server struct {
 	uploads   uploadSessions
 	// validations holds a token per manifest push being checked.
 	validations chan struct{}
-	mux         *http.ServeMux
-	guard       ReferenceGuard
-	authz       *auth.Authorizer // nil: access control off (SetAuthorizer)
+	catalog     catalog
+	// now is the clock of TTLs: time.Now, or a test's.
+	now   func() time.Time
+	mux   *http.ServeMux
+	guard ReferenceGuard
+	authz *auth.Authorizer // nil: access control off (SetAuthorizer)
 
 	// p2p signs P2P capabilities; nil: none handed out (SetSigningKey).
 	p2p *p2pSigner
@@ -120,6 +134,9 @@ func New(driver storage.Driver, cfg Config, log *slog.Logger, reg prometheus.Reg
 	if cfg.ManifestCacheEntries <= 0 {
 		cfg.ManifestCacheEntries = 1
 	}
+	if cfg.MaxCatalogEntries <= 0 {
+		return nil, errors.New("origin: maxCatalogEntries must be positive")
+	}
 	if cfg.MaxManifestReferences <= 0 || cfg.ManifestCheckConcurrency <= 0 || cfg.MaxManifestValidations <= 0 {
 		return nil, errors.New("origin: maxManifestReferences, manifestCheckConcurrency and maxManifestValidations must be positive")
 	}
@@ -127,7 +144,7 @@ func New(driver storage.Driver, cfg Config, log *slog.Logger, reg prometheus.Reg
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{driver: driver, cfg: cfg, log: log, manifests: cache, metrics: newMetrics(reg),
+	s := &Server{driver: driver, cfg: cfg, log: log, manifests: cache, metrics: newMetrics(reg), now: time.Now,
 		validations: make(chan struct{}, cfg.MaxManifestValidations)}
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("/v2/", s.serveAPI)

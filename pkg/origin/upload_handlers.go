@@ -52,6 +52,7 @@ func (s *Server) handleUploads(w http.ResponseWriter, r *http.Request, rt route)
 			return err
 		}
 		if mounted {
+			s.catalog.add(s, rt.name)
 			writeBlobCreated(w, rt.name, d)
 			return nil
 		}
@@ -79,6 +80,7 @@ func (s *Server) handleUploads(w http.ResponseWriter, r *http.Request, rt route)
 			}
 			return err
 		}
+		s.catalog.add(s, rt.name)
 		writeBlobCreated(w, rt.name, d)
 		return nil
 	}

@@ -149,6 +149,7 @@ func (s *Server) startUpload(ctx context.Context, name string) (string, error) {
 	if err := s.saveUploadState(ctx, name, id, &uploadState{}); err != nil {
 		return "", err
 	}
+	s.catalog.add(s, name)
 	return id, nil
 }
 
