@@ -55,8 +55,19 @@ fuzz:
 	done; \
 	echo "fuzz: $$found targets run for $(FUZZTIME) each"
 
+# The origin against registry:2 (issue 2), then what access control costs
+# (bench-auth). docs/benchmarks.md has the method and today's figures.
 bench:
 	$(GO) run ./e2e/bench
+	$(GO) run ./e2e/authbench
+
+# Access control (issue 9; docs/benchmarks.md, "Access control"): manifest
+# GETs with auth on vs off, the agent's authorization calls under a storm of
+# blob requests, the CPU of P2P capability and signature checks per GiB.
+# Knobs: AUTHBENCH_FLAGS='-quick' or '-only origin|agent|p2p' (go run ./e2e/authbench -h).
+.PHONY: bench-auth
+bench-auth:
+	$(GO) run ./e2e/authbench $(AUTHBENCH_FLAGS)
 
 clean:
 	rm -rf bin .cache/e2e

@@ -141,9 +141,9 @@ func (b *bench) manifests() error {
 					elapsed time.Duration
 				)
 				var selfCPU time.Duration
-				serverCPUTime, err := serverCPU(s.PID(), func() error {
+				serverCPUTime, err := procstat.CPUDuring(s.PID(), func() error {
 					var err error
-					selfCPU, err = serverCPU(os.Getpid(), func() error {
+					selfCPU, err = procstat.CPUDuring(os.Getpid(), func() error {
 						n, elapsed, err = requestRate(ctx, hc, c.clients, c.duration, newReq)
 						return err
 					})
@@ -208,7 +208,7 @@ func (b *bench) blobs() error {
 	b.bothRounds(len(digests), pushFigure, "MiB/s", target{targetRatioAtLst, 1}, func(s *server) (float64, error) {
 		i := pushed[s]
 		start := time.Now()
-		cpu, err := serverCPU(s.PID(), func() error {
+		cpu, err := procstat.CPUDuring(s.PID(), func() error {
 			return b.clients[s].pushChunked(ctx, blobRepo, uint64(1000+i), blobSize, chunk, digests[i])
 		})
 		if err != nil {
@@ -235,7 +235,7 @@ func (b *bench) blobs() error {
 	got := map[*server]int{}
 	b.bothRounds(c.getReps, fmt.Sprintf("%d MiB blob GET, one client", c.blobMiB), "MiB/s", target{targetRatioAtLst, 1}, func(s *server) (float64, error) {
 		start := time.Now()
-		cpu, err := serverCPU(s.PID(), func() error {
+		cpu, err := procstat.CPUDuring(s.PID(), func() error {
 			_, err := b.clients[s].getBlob(ctx, blobRepo, blob)
 			return err
 		})
@@ -257,7 +257,7 @@ func (b *bench) blobs() error {
 	b.both(fmt.Sprintf("%d concurrent GETs of it: peak server RSS", c.fanout), "MiB", target{targetBelow, c.rssTargetMiB}, func(s *server) (float64, error) {
 		sampler := procstat.StartSampler([]int{s.PID()}, 10*time.Millisecond)
 		start := time.Now()
-		cpu, getErr := serverCPU(s.PID(), func() error {
+		cpu, getErr := procstat.CPUDuring(s.PID(), func() error {
 			errs := make(chan error, c.fanout)
 			for range c.fanout {
 				go func() {

@@ -30,10 +30,10 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strings"
 	"syscall"
 	"time"
 
+	"github.com/shoal-dev/shoal/e2e/procstat"
 	"github.com/shoal-dev/shoal/e2e/testenv"
 )
 
@@ -138,7 +138,7 @@ func run(ctx context.Context, c config) (err error) {
 	if err := c.validate(); err != nil {
 		return err
 	}
-	loadBefore := loadAvg()
+	loadBefore := procstat.LoadAvg()
 	workDir := c.workDir
 	if workDir == "" {
 		if workDir, err = os.MkdirTemp("", "shoal-bench-"); err != nil {
@@ -226,7 +226,7 @@ func printHeader(c config, shoalName, loadBefore string) {
 	host, _ := os.Hostname()
 	fmt.Printf("\nShoal benchmark  %s  host=%s  cpus=%d  %s/%s\n", time.Now().UTC().Format(time.RFC3339), host, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH)
 	// Other jobs on the machine skew every figure; the load average says how busy it was.
-	fmt.Printf("load average before the run: %s, after: %s\n", loadBefore, loadAvg())
+	fmt.Printf("load average before the run: %s, after: %s\n", loadBefore, procstat.LoadAvg())
 	refBin := testenv.ReferenceRegistry
 	if c.registryBin != "" {
 		refBin = c.registryBin
@@ -252,14 +252,4 @@ func countErrors(rows []row) int {
 		}
 	}
 	return n
-}
-
-// loadAvg returns the 1, 5 and 15 minute load averages from /proc/loadavg.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	return strings.Join(f[:min(3, len(f))], " ")
 }

@@ -9,8 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/shoal-dev/shoal/e2e/procstat"
 )
 
 // requestRate runs clients goroutines that repeat newReq until d has passed and returns the
@@ -68,21 +66,4 @@ func requestRate(ctx context.Context, hc *http.Client, clients int, d time.Durat
 		return 0, elapsed, err
 	}
 	return ok.Load(), elapsed, nil
-}
-
-// serverCPU runs fn and returns the CPU time process pid used meanwhile. fn's error wins over a
-// failure to read the CPU time.
-func serverCPU(pid int, fn func() error) (time.Duration, error) {
-	before, err := procstat.CPU(pid)
-	if err != nil {
-		return 0, err
-	}
-	if err := fn(); err != nil {
-		return 0, err
-	}
-	after, err := procstat.CPU(pid)
-	if err != nil {
-		return 0, err
-	}
-	return after - before, nil
 }

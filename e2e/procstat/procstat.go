@@ -1,7 +1,7 @@
 // Package procstat reads what the benchmarks measure of a Linux process from
 // /proc: its resident memory (VmRSS, VmHWM in /proc/<pid>/status) and its CPU
 // time (utime+stime in /proc/<pid>/stat), and samples the RSS peak of some
-// processes while a measurement runs.
+// processes while a measurement runs; and the machine's load average.
 package procstat
 
 import (
@@ -89,6 +89,35 @@ func CPU(pid int) (time.Duration, error) {
 		return 0, fmt.Errorf("parsing /proc/%d/stat: %w", pid, err)
 	}
 	return d, nil
+}
+
+// CPUDuring runs fn and returns the CPU time process pid used meanwhile.
+// fn's error wins over a failure to read the CPU time.
+func CPUDuring(pid int, fn func() error) (time.Duration, error) {
+	before, err := CPU(pid)
+	if err != nil {
+		return 0, err
+	}
+	if err := fn(); err != nil {
+		return 0, err
+	}
+	after, err := CPU(pid)
+	if err != nil {
+		return 0, err
+	}
+	return after - before, nil
+}
+
+// LoadAvg returns the 1, 5 and 15 minute load averages from /proc/loadavg
+// ("unknown" when unreadable). The benchmarks print it beside their figures:
+// on a shared machine other jobs take cores from the processes measured.
+func LoadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
 }
 
 // parseStat extracts utime+stime (fields 14 and 15) from a /proc/<pid>/stat

@@ -198,3 +198,35 @@ func TestSamplerKeepsThePeakOfAProcessThatExits(t *testing.T) {
 		t.Error("no error for the child that exited while sampled")
 	}
 }
+
+func TestCPUDuringCountsTheWorkAndPassesErrors(t *testing.T) {
+	self := os.Getpid()
+	got, err := CPUDuring(self, func() error {
+		// Spin until the kernel has counted 30 ms of this process's CPU.
+		start, err := CPU(self)
+		if err != nil {
+			return err
+		}
+		for now := start; now-start < 30*time.Millisecond; now, err = CPU(self) {
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("CPUDuring: %v", err)
+	}
+	if got < 30*time.Millisecond {
+		t.Errorf("CPUDuring a 30 ms spin = %s, want at least 30ms", got)
+	}
+	if _, err := CPUDuring(self, func() error { return io.ErrUnexpectedEOF }); err != io.ErrUnexpectedEOF {
+		t.Errorf("CPUDuring with a failing fn: error %v, want fn's own", err)
+	}
+}
+
+func TestLoadAvgHasThreeFigures(t *testing.T) {
+	if f := strings.Fields(LoadAvg()); len(f) != 3 {
+		t.Errorf("LoadAvg() = %q, want the 1, 5 and 15 minute averages", LoadAvg())
+	}
+}
