@@ -68,7 +68,7 @@ func parseConfig(args []string) (agent.Config, error) {
 	fs.Var(&quota, "cache-quota", "piece store size limit, e.g. 50GiB (default 20GiB)")
 	fs.Var(&ingress, "ingress-limit", "bytes/s received from peers and seeders, e.g. 100MB; 0 = unlimited")
 	fs.Var(&egress, "egress-limit", "bytes/s sent to peers, e.g. 100MB; 0 = unlimited")
-	peerID := fs.String("peer-id", "", "peer id announced (default: hostname-random)")
+	peerID := fs.String("peer-id", "", "peer id announced (default: the certificate's with mTLS, else hostname-random)")
 	locality := fs.String("locality", "", "locality label (zone, rack) sent to the tracker")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
 	logFormat := fs.String("log-format", "", "text or json (default text)")

@@ -62,7 +62,10 @@ func (s *Server) Exchange(stream peerpb.Peer_ExchangeServer) error {
 	defer src.close()
 	grants := s.ledger.open(d, m.NumPieces(), m.Size)
 	defer s.ledger.close(d, grants)
-	peer := hs.GetPeerId()
+	peer, err := s.streamPeer(ctx, hs.GetPeerId())
+	if err != nil {
+		return err
+	}
 	if peer == "" {
 		peer = fmt.Sprintf("\x00stream-%d", s.anonStreams.Add(1))
 	}

@@ -119,6 +119,10 @@ type Server struct {
 	key       *auth.Key
 	verifier  *auth.Verifier
 
+	// requireIdentity: agents are known by their verified certificates
+	// (mTLS), see streamPeer.
+	requireIdentity bool
+
 	cache   *cache
 	meta    *lru.Cache[digest.Digest, *metainfo.Metainfo]
 	wokenMu sync.Mutex // woken's check-then-add
@@ -153,6 +157,10 @@ func New(cfg Config, d storage.Driver, opts Options) (*Server, error) {
 	}
 	if opts.Key == nil {
 		return nil, errors.New("seeder: no signing key: the seeder signs the metainfo it serves and checks capabilities with the origin cluster's key")
+	}
+	self, err := cfg.TLS.identity()
+	if err != nil {
+		return nil, err
 	}
 	log := opts.Log
 	if log == nil {
@@ -196,6 +204,10 @@ func New(cfg Config, d storage.Driver, opts Options) (*Server, error) {
 	}
 	if len(s.peerID) > maxPeerID {
 		s.peerID = s.peerID[:maxPeerID]
+	}
+	if self.ID != "" {
+		// With mTLS, trackers and agents know this node by its certificate.
+		s.peerID, s.requireIdentity = self.ID, true
 	}
 	if cfg.EgressBytesPerSecond > 0 {
 		// The burst is one chunk: WaitN cannot take more than the burst,

@@ -5,14 +5,18 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/internal/testpki"
+	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
 	"github.com/shoal-dev/shoal/proto/peerpb"
 )
@@ -30,12 +34,12 @@ func newTestCA(t *testing.T) *testCA {
 	return ca
 }
 
-// issue writes a certificate for name (server and client use) and its key,
-// returning their paths.
-func (ca *testCA) issue(t *testing.T, name string, serial int64) (certPath, keyPath string) {
+// issue writes a cluster certificate for role and id (server and client
+// use) and its key, returning their paths.
+func (ca *testCA) issue(t *testing.T, role auth.Role, id string) (certPath, keyPath string) {
 	t.Helper()
-	cert, key := ca.Issue(t, name, serial)
-	return testpki.WriteFile(t, ca.dir, name+".pem", cert), testpki.WriteFile(t, ca.dir, name+"-key.pem", key)
+	cert, key := ca.IssuePeer(t, role, id)
+	return testpki.WriteFile(t, ca.dir, id+".pem", cert), testpki.WriteFile(t, ca.dir, id+"-key.pem", key)
 }
 
 // With a cluster CA, the seeder requires client certificates: a client
@@ -43,8 +47,8 @@ func (ca *testCA) issue(t *testing.T, name string, serial int64) (certPath, keyP
 // with a certificate from another CA, and a plaintext client do not.
 func TestMutualTLS(t *testing.T) {
 	ca := newTestCA(t)
-	serverCert, serverKey := ca.issue(t, "origin", 2)
-	clientCert, clientKey := ca.issue(t, "agent", 3)
+	serverCert, serverKey := ca.issue(t, auth.RoleOrigin, "origin-1")
+	clientCert, clientKey := ca.issue(t, auth.RoleAgent, "agent-1")
 	d := inmemory.New()
 	dg := putBlob(t, d, []byte("only for the cluster"))
 	s := startSeeder(t, d, func(c *Config, _ *Options, _ string) {
@@ -77,7 +81,7 @@ func TestMutualTLS(t *testing.T) {
 		t.Error("client without a certificate got metainfo")
 	}
 	other := newTestCA(t)
-	otherCert, otherKey := other.issue(t, "outsider", 4)
+	otherCert, otherKey := other.issue(t, auth.RoleAgent, "outsider")
 	outsider, err := TLSConfig{Cert: otherCert, Key: otherKey, CA: filepath.Join(ca.dir, "ca.pem")}.DialOption()
 	if err != nil {
 		t.Fatal(err)
@@ -109,5 +113,58 @@ func TestTLSConfigErrors(t *testing.T) {
 	cfg.TLS = TLSConfig{Cert: "c.pem"}
 	if err := cfg.Validate(); err == nil {
 		t.Error("Validate accepted a certificate without a key")
+	}
+}
+
+// With mTLS the node is who its certificate says (its peer id in
+// handshakes), and an agent is who its certificate says: a handshake
+// naming another agent is refused. A node whose certificate is not an
+// origin's does not start.
+func TestMutualTLSIdentities(t *testing.T) {
+	ca := newTestCA(t)
+	caFile := filepath.Join(ca.dir, "ca.pem")
+	serverCert, serverKey := ca.issue(t, auth.RoleOrigin, "origin-7")
+	d := inmemory.New()
+	dg := putBlob(t, d, []byte("only for the cluster"))
+	s := startSeeder(t, d, func(c *Config, _ *Options, _ string) {
+		c.TLS = TLSConfig{Cert: serverCert, Key: serverKey, CA: caFile}
+	})
+	clientCert, clientKey := ca.issue(t, auth.RoleAgent, "agent-1")
+	dial, err := TLSConfig{Cert: clientCert, Key: clientKey, CA: caFile}.DialOption()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(s.addr, dial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	handshakeAs := func(id string) (*peerpb.Handshake, error) {
+		ctx, cancel := context.WithTimeout(withCapability(t, context.Background(), clusterKey(), dg), 10*time.Second)
+		defer cancel()
+		st, err := peerpb.NewPeerClient(conn).Exchange(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := st.Send(&peerpb.Message{Msg: &peerpb.Message_Handshake{Handshake: &peerpb.Handshake{Digest: dg.String(), PeerId: id}}}); err != nil {
+			return nil, err
+		}
+		msg, err := st.Recv()
+		return msg.GetHandshake(), err
+	}
+	hs, err := handshakeAs("agent-1")
+	if err != nil || hs.GetPeerId() != "origin-7" {
+		t.Fatalf("handshake as agent-1: %v, %v; want the seeder's reply as origin-7, its certificate's id", hs, err)
+	}
+	if _, err := handshakeAs("agent-2"); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("agent-1's handshake as agent-2: %v, want PERMISSION_DENIED", err)
+	}
+
+	agentCert, agentKey := ca.issue(t, auth.RoleAgent, "not-an-origin")
+	cfg := DefaultConfig()
+	cfg.CacheDir = t.TempDir()
+	cfg.TLS = TLSConfig{Cert: agentCert, Key: agentKey, CA: caFile}
+	if _, err := New(cfg, d, Options{Key: clusterKey(), Log: testLogger(t)}); err == nil || !strings.Contains(err.Error(), "shoal://origin/") {
+		t.Fatalf("New with an agent certificate under mTLS: %v, want an error asking for an origin certificate", err)
 	}
 }

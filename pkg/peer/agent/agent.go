@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/peer/mirror"
 	"github.com/shoal-dev/shoal/pkg/peer/swarm"
 	"github.com/shoal-dev/shoal/pkg/tracker"
@@ -63,6 +64,12 @@ func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	serverTLS, clientTLS, err := cfg.TLS.configs()
 	if err != nil {
 		return nil, err
+	}
+	mtls := cfg.TLS.CA != ""
+	if mtls {
+		if cfg.Swarm.PeerID, err = certPeerID(&serverTLS.Certificates[0], cfg.Swarm.PeerID); err != nil {
+			return nil, err
+		}
 	}
 	a = &Agent{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	// The error returns set a to nil before this runs: close what was
@@ -131,7 +138,7 @@ func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
 		sc.AdvertiseAddr = a.peerLn.Addr().String()
 	}
 	a.swarm, err = swarm.New(sc, cfg.CacheDir, int64(cfg.CacheQuota), swarm.Options{
-		Tracker: a.tracker, DialOptions: dialOpts, Keys: a.keys, Logger: log, Registerer: a.reg,
+		Tracker: a.tracker, DialOptions: dialOpts, Keys: a.keys, Logger: log, Registerer: a.reg, RequireIdentity: mtls,
 	})
 	if err != nil {
 		return nil, err
@@ -297,6 +304,20 @@ func (b blobSource) Local(d digest.Digest) (int64, bool) {
 		return 0, false
 	}
 	return info.Size, true
+}
+
+// certPeerID returns the agent's peer id under mTLS: the one in its
+// certificate, the only one trackers and peers accept from it
+// (docs/certificates.md). A configured swarm.peerID must agree.
+func certPeerID(cert *tls.Certificate, configured string) (string, error) {
+	id, err := auth.OwnIdentity(cert)
+	if err != nil {
+		return "", fmt.Errorf("tls.cert: with tls.ca (mTLS) the agent's certificate must carry its identity, shoal://agent/<peer-id> (shoalctl certs issue --role agent, docs/certificates.md): %w", err)
+	}
+	if configured != "" && configured != id.ID {
+		return "", fmt.Errorf("swarm.peerID %q is not the peer id of the agent's certificate (%s), the only one trackers and peers accept: leave swarm.peerID empty", configured, id)
+	}
+	return id.ID, nil
 }
 
 // configs returns the peer server's and the clients' TLS configurations,

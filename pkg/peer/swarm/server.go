@@ -68,6 +68,10 @@ func (p *peerService) Exchange(st grpc.BidiStreamingServer[peerpb.Message, peerp
 	if hs.GetPeerId() == "" || len(hs.GetPeerId()) > 128 {
 		return status.Error(codes.InvalidArgument, "handshake peer_id must be 1 to 128 bytes")
 	}
+	peerID, _, err := s.peerIdentity(st.Context(), hs.GetPeerId(), false)
+	if err != nil {
+		return err
+	}
 	if err := s.checkCapability(st.Context(), d, "exchange"); err != nil {
 		return err
 	}
@@ -101,7 +105,7 @@ func (p *peerService) Exchange(st grpc.BidiStreamingServer[peerpb.Message, peerp
 	if err := st.Send(handshakeMessage(d, s.cfg.PeerID, sent)); err != nil {
 		return err
 	}
-	c := newConn(s, meta, st, hs.GetPeerId(), remote)
+	c := newConn(s, meta, st, peerID, remote)
 	md, _ := metadata.FromIncomingContext(st.Context())
 	c.incarnation = incarnationOf(md)
 	dl, err := s.register(c, d, sent)
@@ -283,7 +287,11 @@ func (s *Swarm) openStream(dl *download, addr string, origin bool) (*conn, error
 	if err != nil {
 		return fail(fmt.Errorf("handshake with %s: %w: %w", addr, errProtocol, err))
 	}
-	c := newConn(s, dl.meta, st, hs.GetPeerId(), remote)
+	peerID, origin, err := s.peerIdentity(st.Context(), hs.GetPeerId(), origin)
+	if err != nil {
+		return fail(fmt.Errorf("handshake with %s: %w", addr, err))
+	}
+	c := newConn(s, dl.meta, st, peerID, remote)
 	c.addr, c.origin, c.outgoing = addr, origin, true
 	if hdr, err := st.Header(); err == nil {
 		c.incarnation = incarnationOf(hdr)

@@ -61,7 +61,9 @@ const progressEvery = 500 * time.Millisecond
 // AdvertiseAddr and Seeders are set by the agent.
 type Config struct {
 	// PeerID identifies this agent to trackers and peers. Default:
-	// hostname and a random suffix. A fixed one (stable per host) is
+	// hostname and a random suffix; with mTLS the agent sets it to its
+	// certificate's peer id, the only one accepted then (pkg/peer/agent).
+	// A fixed one (stable per host) is
 	// fine: each process also sends a random incarnation with its
 	// handshakes, so a restarted agent is not held to what its
 	// predecessor did (see incarnationHeader).
@@ -251,6 +253,11 @@ type Options struct {
 	Keys       Keys
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+	// RequireIdentity: peers are known by their verified cluster
+	// certificates (mTLS), not by what their handshakes say (see
+	// peerIdentity). Set it when DialOptions and the peer listener require
+	// certificates of the cluster CA.
+	RequireIdentity bool
 }
 
 // Swarm is the engine. It serves shoal.peer.v1.Peer (Register) and opens
@@ -277,6 +284,8 @@ type Swarm struct {
 	// peer id: random per start, sent with every handshake (see
 	// incarnationHeader).
 	incarnation string
+	// requireIdentity is Options.RequireIdentity.
+	requireIdentity bool
 	// announcing bounds the seeding and stopped announces in flight, so a
 	// cache of thousands of blobs does not open thousands at once.
 	announcing chan struct{}
@@ -333,6 +342,8 @@ func New(cfg Config, dir string, quota int64, opts Options) (*Swarm, error) {
 		blacklist:  make(map[string]time.Time),
 		pool:       newClientPool(opts.DialOptions),
 		announcing: make(chan struct{}, 16),
+
+		requireIdentity: opts.RequireIdentity,
 	}
 	s.incarnation = newIncarnation()
 	s.sched = scheduler.DefaultConfig()
