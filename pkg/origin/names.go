@@ -2,6 +2,7 @@ package origin
 
 import (
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 
@@ -73,6 +74,71 @@ func parseRoute(path string) (route, bool) {
 		return route{kind: routeReferrers, name: strings.Join(parts[:n-2], "/"), ref: parts[n-1]}, true
 	}
 	return route{}, false
+}
+
+// canonicalPath refuses a request path (as sent, URL.EscapedPath) that is
+// not canonical: dot segments, percent-encoded '/', '.' or '\', empty
+// components (doubled slashes), backslashes and control characters. A
+// proxy, a storage path or a client resolving such a path may land on
+// another repository than the one access control checked, and answering it
+// with a redirect to the cleaned path (as net/http's ServeMux does) would
+// have the client's next request name that other repository. No registry
+// client sends any of them, so they are refused with 400 NAME_INVALID.
+func canonicalPath(escaped string) error {
+	lower := strings.ToLower(escaped)
+	for _, enc := range []string{"%2f", "%2e", "%5c"} {
+		if strings.Contains(lower, enc) {
+			return errNotCanonical(escaped, "a percent-encoded '/', '.' or '\\'")
+		}
+	}
+	p, err := url.PathUnescape(escaped)
+	if err != nil {
+		return errNotCanonical(escaped, "a malformed percent-encoding")
+	}
+	if strings.Contains(p, "//") {
+		return errNotCanonical(escaped, "an empty path component")
+	}
+	if strings.ContainsFunc(p, func(c rune) bool { return c < 0x20 || c == 0x7f || c == '\\' }) {
+		return errNotCanonical(escaped, "a backslash or control character")
+	}
+	for seg := range strings.SplitSeq(p, "/") {
+		if seg == "." || seg == ".." {
+			return errNotCanonical(escaped, "a dot segment")
+		}
+	}
+	return nil
+}
+
+func errNotCanonical(escaped, why string) *apiError {
+	return &apiError{Status: http.StatusBadRequest, Code: codeNameInvalid,
+		Message: "the request path " + quoteShort(escaped) + " is not canonical (it has " + why +
+			"): send repository names and references as they are, without dot segments, empty components or percent-encoded separators"}
+}
+
+// validate checks the route's repository name and reference, answering as
+// the distribution spec says, 400 and never a 404 that reads as "not pushed
+// yet": NAME_INVALID, DIGEST_INVALID for a malformed or unsupported digest,
+// MANIFEST_INVALID for a malformed tag. Upload ids are the registry's own,
+// and an unknown one is BLOB_UPLOAD_UNKNOWN whatever its shape.
+func (rt route) validate() error {
+	if rt.kind == routeBase || rt.kind == routeCatalog {
+		return nil
+	}
+	if err := validateName(rt.name); err != nil {
+		return err
+	}
+	switch rt.kind {
+	case routeManifest:
+		if !isDigestRef(rt.ref) {
+			return validateTag(rt.ref)
+		}
+		_, err := parseDigest(rt.ref)
+		return err
+	case routeBlob, routeReferrers:
+		_, err := parseDigest(rt.ref)
+		return err
+	}
+	return nil
 }
 
 // validateName checks a repository name against the distribution grammar.

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -147,8 +148,6 @@ func New(driver storage.Driver, cfg Config, log *slog.Logger, reg prometheus.Reg
 	s := &Server{driver: driver, cfg: cfg, log: log, manifests: cache, metrics: newMetrics(reg), now: time.Now,
 		validations: make(chan struct{}, cfg.MaxManifestValidations)}
 	s.mux = http.NewServeMux()
-	s.mux.HandleFunc("/v2/", s.serveAPI)
-	s.mux.HandleFunc("/v2", s.serveAPI)
 	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
@@ -178,7 +177,19 @@ func (s *Server) checkGuard(ctx context.Context, repo string, linked, referenced
 // Handle mounts an extra handler (metrics, admin API) beside the registry API.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// ServeHTTP hands the registry API, and every path that is not canonical,
+// to serveAPI as the client sent it: behind the ServeMux a path with dot
+// segments or doubled slashes would get a 301 to its cleaned form, which
+// may name another repository. The mux serves the rest (health, metrics,
+// the token endpoint, keys).
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	if p == "/v2" || strings.HasPrefix(p, "/v2/") || canonicalPath(r.URL.EscapedPath()) != nil {
+		s.serveAPI(w, r)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
 
 // serveReady answers 200 while storage answers. The probe result is kept
 // for a second so that probes cannot load the namenode.
@@ -205,24 +216,30 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	canonErr := canonicalPath(r.URL.EscapedPath())
 	rt, ok := parseRoute(r.URL.Path)
 	kind := rt.kind
-	if !ok {
+	switch {
+	case canonErr != nil:
+		kind = "invalid"
+	case !ok:
 		kind = "unknown"
 	}
 	defer func() {
 		s.metrics.observe(kind, r.Method, rec.status, time.Since(start))
 	}()
 	rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	if canonErr != nil {
+		s.writeError(rec, r, canonErr)
+		return
+	}
 	if !ok {
 		s.writeError(rec, r, newError(http.StatusNotFound, codeNameUnknown, "no registry API route for %s", quoteShort(r.URL.Path)))
 		return
 	}
-	if rt.name != "" {
-		if err := validateName(rt.name); err != nil {
-			s.writeError(rec, r, err)
-			return
-		}
+	if err := rt.validate(); err != nil {
+		s.writeError(rec, r, err)
+		return
 	}
 	ar, err := s.authorize(rec, r, rt)
 	if err != nil {

@@ -1,0 +1,175 @@
+package origin
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"testing"
+
+	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
+)
+
+// rawRequest sends target exactly as given (no client cleans or escapes
+// it) and returns the answer.
+func rawRequest(t *testing.T, addr, method, target string) (*http.Response, []byte) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := fmt.Fprintf(c, "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", method, target, addr); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, target, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, body
+}
+
+// nonCanonical are request targets that a path cleaner, a proxy or a
+// storage path could resolve to another repository.
+var nonCanonical = []string{
+	"/v2/a/../b/manifests/latest",
+	"/v2/a/./b/manifests/latest",
+	"/v2/a/%2e%2e/b/manifests/latest",
+	"/v2/%2E%2E/b/tags/list",
+	"/v2/a%2fb/manifests/latest",
+	"/v2/a%2Fb/blobs/uploads/",
+	"/v2//a/manifests/latest",
+	"/v2/a//b/manifests/latest",
+	"/v2/a/manifests//latest",
+	`/v2/a\b/manifests/latest`,
+	"/v2/a%5cb/manifests/latest",
+	"/v2/a/%2e/manifests/latest",
+	"/v2/_catalog/..",
+	"//v2/_catalog",
+	"/./v2/",
+	"/metrics/../v2/_catalog",
+	"/healthz/..",
+	"/v2/a/blobs/uploads/../../../x/blobs/uploads/",
+	"/v2/a/manifests/latest%00",
+	// A malformed escape (%zz) never reaches a handler: net/http answers
+	// its own plain 400.
+}
+
+// TestNonCanonicalPathsAre400NeverARedirect: every non-canonical path is
+// answered 400 NAME_INVALID with an OCI body, by every method, whether or
+// not access control is on (and before it), never with a 301 to the
+// cleaned path.
+func TestNonCanonicalPathsAre400NeverARedirect(t *testing.T) {
+	d := inmemory.New()
+	_, open := newServerOn(t, d)
+	open.pushBlob("b", []byte("content"))
+	authTS, _ := newAuthOrigin(t, d, newTestAuthorizer(t))
+	for _, base := range []string{open.base, authTS.URL} {
+		addr := strings.TrimPrefix(base, "http://")
+		for _, target := range nonCanonical {
+			for _, method := range []string{"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"} {
+				resp, body := rawRequest(t, addr, method, target)
+				if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" {
+					t.Errorf("%s %s: %d (Location %q), want 400 and no redirect", method, target, resp.StatusCode, resp.Header.Get("Location"))
+					continue
+				}
+				if method == "HEAD" {
+					continue
+				}
+				if !strings.HasPrefix(string(body), "{") {
+					t.Errorf("%s %s: body %q", method, target, body)
+					continue
+				}
+				if code := errorCode(t, body); code != codeNameInvalid {
+					t.Errorf("%s %s: code %s, want %s", method, target, code, codeNameInvalid)
+				}
+			}
+		}
+	}
+	// The canonical endpoints beside the API still answer.
+	addr := strings.TrimPrefix(open.base, "http://")
+	for _, p := range []string{"/healthz", "/readyz", "/v2/", "/v2", "/v2/b/tags/list"} {
+		if resp, body := rawRequest(t, addr, "GET", p); resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: %d %s, want 200", p, resp.StatusCode, body)
+		}
+	}
+}
+
+// TestInvalidReferencesAre400WithTheirCode: a malformed name, tag or digest
+// is a 400 with the spec's code on every route that takes one, not a 404
+// that reads as "not pushed yet".
+func TestInvalidReferencesAre400WithTheirCode(t *testing.T) {
+	_, e := newServerOn(t, inmemory.New())
+	sha384 := "sha384:" + strings.Repeat("a", 96)
+	cases := []struct {
+		method, path, code string
+	}{
+		{"GET", "/v2/Upper/manifests/latest", codeNameInvalid},
+		{"GET", "/v2/a_/tags/list", codeNameInvalid},
+		{"GET", "/v2/" + strings.Repeat("a", 256) + "/manifests/latest", codeNameInvalid},
+		{"POST", "/v2/a-/blobs/uploads/", codeNameInvalid},
+		{"GET", "/v2/a/manifests/-tag", codeManifestInvalid},
+		{"GET", "/v2/a/manifests/" + strings.Repeat("t", 129), codeManifestInvalid},
+		{"HEAD", "/v2/a/manifests/.tag", codeManifestInvalid},
+		{"DELETE", "/v2/a/manifests/.tag", codeManifestInvalid},
+		{"PUT", "/v2/a/manifests/ta%21g", codeManifestInvalid},
+		{"GET", "/v2/a/manifests/sha256:abc", codeDigestInvalid},
+		{"GET", "/v2/a/manifests/sha256:" + strings.Repeat("A", 64), codeDigestInvalid},
+		{"GET", "/v2/a/manifests/" + sha384, codeDigestInvalid},
+		{"DELETE", "/v2/a/manifests/md5:00", codeDigestInvalid},
+		{"GET", "/v2/a/blobs/latest", codeDigestInvalid},
+		{"HEAD", "/v2/a/blobs/sha256:zz", codeDigestInvalid},
+		{"DELETE", "/v2/a/blobs/sha256:", codeDigestInvalid},
+		{"GET", "/v2/a/referrers/notadigest", codeDigestInvalid},
+	}
+	for _, c := range cases {
+		resp := e.do(c.method, c.path, nil)
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s %s: %d, want 400 %s", c.method, c.path, resp.StatusCode, c.code)
+			continue
+		}
+		if c.method == "HEAD" {
+			continue
+		}
+		var eb errorBody
+		if err := json.Unmarshal(body, &eb); err != nil || len(eb.Errors) != 1 || eb.Errors[0].Code != c.code {
+			t.Errorf("%s %s: body %s, want one %s error", c.method, c.path, body, c.code)
+		}
+	}
+	// Well-formed references to nothing are still 404.
+	e.expect(e.do("GET", "/v2/a/manifests/latest", nil), http.StatusNotFound)
+	e.expect(e.do("GET", "/v2/a/blobs/sha256:"+strings.Repeat("0", 64), nil), http.StatusNotFound)
+}
+
+// FuzzCanonicalPath: a path canonicalPath accepts is its own clean form
+// (but for a trailing slash), so no cleaner between the client and the
+// storage can make it name anything else.
+func FuzzCanonicalPath(f *testing.F) {
+	for _, p := range append(nonCanonical, "/v2/", "/v2/a/b/manifests/latest", "/v2/a/blobs/uploads/", "/v2/a%41/tags/list") {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, escaped string) {
+		if !strings.HasPrefix(escaped, "/") || canonicalPath(escaped) != nil {
+			return
+		}
+		p, err := url.PathUnescape(escaped)
+		if err != nil {
+			t.Fatalf("accepted %q, which does not unescape: %v", escaped, err)
+		}
+		clean := path.Clean(p)
+		if strings.HasSuffix(p, "/") && p != "/" {
+			clean += "/"
+		}
+		if clean != p {
+			t.Fatalf("accepted %q, which cleans to %q", escaped, clean)
+		}
+	})
+}
