@@ -20,6 +20,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoal-dev/shoal/internal/glob"
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/storage"
 )
@@ -78,6 +79,39 @@ type Config struct {
 	// MaxCatalogEntries is the most repositories _catalog lists (and keeps
 	// in memory); the walk stops there and says so in the log. 100000.
 	MaxCatalogEntries int `yaml:"maxCatalogEntries"`
+	// BlobSizeLimits cap the size of the blobs pushed to some repositories.
+	// The first rule with a pattern matching the repository decides; none:
+	// no limit. An upload is refused with 413 SIZE_INVALID as soon as its
+	// Content-Length, Content-Range or the bytes received go past the
+	// limit. Empty by default: how much a repository may hold is the
+	// operator's decision.
+	BlobSizeLimits []BlobSizeLimit `yaml:"blobSizeLimits"`
+}
+
+// BlobSizeLimit caps the size of the blobs pushed to the repositories its
+// patterns match.
+type BlobSizeLimit struct {
+	// Repositories are glob patterns over repository names, as in access
+	// and retention rules: `*` within a path component, `**` across them.
+	Repositories []string `yaml:"repositories"`
+	// MaxBlobSize is the largest blob an upload to them may make, in bytes.
+	MaxBlobSize int64 `yaml:"maxBlobSize"`
+}
+
+// Validate reports a rule that cannot be applied.
+func (l BlobSizeLimit) Validate() error {
+	if len(l.Repositories) == 0 {
+		return errors.New("a blobSizeLimits rule has no repositories")
+	}
+	for _, p := range l.Repositories {
+		if err := glob.Validate(p); err != nil {
+			return fmt.Errorf("blobSizeLimits: %w", err)
+		}
+	}
+	if l.MaxBlobSize <= 0 {
+		return fmt.Errorf("blobSizeLimits %v: maxBlobSize must be positive", l.Repositories)
+	}
+	return nil
 }
 
 // DefaultConfig returns the settings `origin` runs with when nothing is
@@ -134,6 +168,11 @@ func New(driver storage.Driver, cfg Config, log *slog.Logger, reg prometheus.Reg
 	}
 	if cfg.ManifestCacheEntries <= 0 {
 		cfg.ManifestCacheEntries = 1
+	}
+	for _, l := range cfg.BlobSizeLimits {
+		if err := l.Validate(); err != nil {
+			return nil, fmt.Errorf("origin: %w", err)
+		}
 	}
 	if cfg.MaxCatalogEntries <= 0 {
 		return nil, errors.New("origin: maxCatalogEntries must be positive")

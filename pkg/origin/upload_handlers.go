@@ -63,6 +63,11 @@ func (s *Server) handleUploads(w http.ResponseWriter, r *http.Request, rt route)
 		if err != nil {
 			return err
 		}
+		if r.ContentLength >= 0 {
+			if err := s.checkBlobSize(rt.name, r.ContentLength); err != nil {
+				return err
+			}
+		}
 		id := uuid.NewString()
 		st := &uploadState{}
 		body, done := s.watchBody(w, r, routeUploads)
@@ -191,6 +196,11 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request, rt route) 
 			return nil
 		}
 		want = end - start + 1
+	}
+	if want > 0 {
+		if err := s.checkBlobSize(rt.name, st.Size+want); err != nil {
+			return err
+		}
 	}
 	if want != 0 {
 		body, done := s.watchBody(w, r, routeUpload)

@@ -19,6 +19,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/internal/glob"
 	"github.com/shoal-dev/shoal/pkg/storage"
 )
 
@@ -259,6 +260,11 @@ func (s *Server) writeChunk(ctx context.Context, name, id string, st *uploadStat
 		}
 		c.fw, c.newPart = w, true
 	}
+	if limit, pattern := s.blobSizeLimit(name); limit >= 0 {
+		body = &sizeCap{r: body, left: limit - st.Size, refuse: func() error {
+			return s.errBlobTooLarge(name, limit, pattern, "went past it")
+		}}
+	}
 	src := &readErrRecorder{r: body}
 	c.n, err = copyBuffered(io.MultiWriter(c.fw, h), src)
 	if err == nil && want >= 0 && c.n != want {
@@ -310,6 +316,58 @@ func (s *Server) commitChunk(ctx context.Context, id string, st *uploadState, c 
 	st.SHA256 = sum
 	s.metrics.bytesIn.WithLabelValues(routeUpload).Add(float64(c.n))
 	return nil
+}
+
+// blobSizeLimit returns the largest blob repository name accepts and the
+// pattern of the rule that says so, or -1 when no rule limits it.
+func (s *Server) blobSizeLimit(name string) (int64, string) {
+	for _, l := range s.cfg.BlobSizeLimits {
+		for _, p := range l.Repositories {
+			if glob.Match(p, name) {
+				return l.MaxBlobSize, p
+			}
+		}
+	}
+	return -1, ""
+}
+
+// checkBlobSize refuses an upload to repository name that will have size
+// bytes, when that is past the repository's limit.
+func (s *Server) checkBlobSize(name string, size int64) error {
+	if limit, pattern := s.blobSizeLimit(name); limit >= 0 && size > limit {
+		return s.errBlobTooLarge(name, limit, pattern, fmt.Sprintf("would have %d bytes", size))
+	}
+	return nil
+}
+
+func (s *Server) errBlobTooLarge(name string, limit int64, pattern, what string) *apiError {
+	s.metrics.limitRefusals.WithLabelValues(limitBlobSize).Inc()
+	return &apiError{Status: http.StatusRequestEntityTooLarge, Code: codeSizeInvalid,
+		Message: fmt.Sprintf("repository %s accepts blobs of at most %d bytes (blobSizeLimits, %s); this upload %s, and its last chunk was not stored",
+			quoteShort(name), limit, quoteShort(pattern), what),
+		Detail: map[string]any{"limit": limit}}
+}
+
+// sizeCap reads at most left bytes from r; one more is refused. It reads
+// no further than that, so the refusal comes as early as the bytes allow.
+type sizeCap struct {
+	r      io.Reader
+	left   int64
+	refuse func() error
+}
+
+func (c *sizeCap) Read(p []byte) (int, error) {
+	if int64(len(p)) > c.left+1 {
+		p = p[:max(c.left+1, 0)]
+	}
+	if len(p) == 0 {
+		return 0, c.refuse()
+	}
+	n, err := c.r.Read(p)
+	if c.left -= int64(n); c.left < 0 {
+		return 0, c.refuse()
+	}
+	return n, err
 }
 
 // readErrRecorder remembers a read error, to tell a client that went away
