@@ -100,6 +100,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", fmt.Sprint(len(body)))
+	if ae.Status == http.StatusServiceUnavailable && h.Get("Retry-After") == "" {
+		h.Set("Retry-After", "1") // the storage breaker tries again every second
+	}
 	w.WriteHeader(ae.Status)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body)

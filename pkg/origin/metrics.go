@@ -21,6 +21,13 @@ type metrics struct {
 	uploadConflicts prometheus.Counter
 	// limitRefusals counts requests refused by a configured limit.
 	limitRefusals *prometheus.CounterVec
+	// storageUp is 0 while the storage breaker is open.
+	storageUp prometheus.Gauge
+	// storageRefusals counts storage calls failed without trying while
+	// storage was out.
+	storageRefusals prometheus.Counter
+	// storageTimeouts counts storage calls given up after storageTimeout.
+	storageTimeouts *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -58,10 +65,23 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_origin_limit_refusals_total",
 			Help: "Requests refused by a limit of the registry config, by limit (manifest_size, manifest_references, manifest_validations, blob_size).",
 		}, []string{"limit"}),
+		storageUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_origin_storage_up",
+			Help: "1 while storage answers, 0 while the origin fails its calls fast after an outage.",
+		}),
+		storageRefusals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_origin_storage_refusals_total",
+			Help: "Storage calls failed at once, without trying, while storage was out (each a 503 to a request).",
+		}),
+		storageTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_origin_storage_timeouts_total",
+			Help: "Storage calls given up after storageTimeout, by operation.",
+		}, []string{"operation"}),
 	}
+	m.storageUp.Set(1)
 	if reg != nil {
 		reg.MustRegister(m.requests, m.duration, m.bytesOut, m.bytesIn, m.authDenied, m.bodyTimeouts, m.uploadConflicts,
-			m.limitRefusals)
+			m.limitRefusals, m.storageUp, m.storageRefusals, m.storageTimeouts)
 	}
 	return m
 }

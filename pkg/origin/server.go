@@ -86,6 +86,15 @@ type Config struct {
 	// limit. Empty by default: how much a repository may hold is the
 	// operator's decision.
 	BlobSizeLimits []BlobSizeLimit `yaml:"blobSizeLimits"`
+	// StorageTimeout bounds a metadata call to storage (stat, list, small
+	// reads and writes, delete, opening a stream). A call without an answer
+	// by then counts as an outage: the request gets 503, readiness turns
+	// red, and calls fail at once, but for one probe a second, until
+	// storage answers again. 10s: far beyond what these calls take on a
+	// working HDFS or disk, and a namenode failover is over by then or
+	// worth a 503. Streams and moves (an object store copies the blob) are
+	// not timed, only failed fast while storage is out. 0 turns it off.
+	StorageTimeout time.Duration `yaml:"storageTimeout"`
 }
 
 // BlobSizeLimit caps the size of the blobs pushed to the repositories its
@@ -129,6 +138,7 @@ func DefaultConfig() Config {
 		MaxManifestValidations:   64,
 		CatalogTTL:               30 * time.Second,
 		MaxCatalogEntries:        100000,
+		StorageTimeout:           10 * time.Second,
 	}
 }
 
@@ -143,6 +153,8 @@ type Server struct {
 	// validations holds a token per manifest push being checked.
 	validations chan struct{}
 	catalog     catalog
+	// health is the storage breaker of driver (a guardedDriver).
+	health *storageHealth
 	// now is the clock of TTLs: time.Now, or a test's.
 	now   func() time.Time
 	mux   *http.ServeMux
@@ -184,8 +196,11 @@ func New(driver storage.Driver, cfg Config, log *slog.Logger, reg prometheus.Reg
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{driver: driver, cfg: cfg, log: log, manifests: cache, metrics: newMetrics(reg), now: time.Now,
+	s := &Server{cfg: cfg, log: log, manifests: cache, metrics: newMetrics(reg), now: time.Now,
 		validations: make(chan struct{}, cfg.MaxManifestValidations)}
+	s.health = &storageHealth{driver: driver.Name(), timeout: cfg.StorageTimeout, now: func() time.Time { return s.now() },
+		log: log, metrics: s.metrics}
+	s.driver = &guardedDriver{Driver: driver, h: s.health}
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
@@ -231,25 +246,40 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveReady answers 200 while storage answers. The probe result is kept
-// for a second so that probes cannot load the namenode.
+// for a second so that probes cannot load the namenode. While writes are
+// failing the probe is a write, so that readiness comes back only once
+// pushes can work again.
 func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 	s.readyMu.Lock()
-	if time.Since(s.readyAt) > time.Second {
-		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-		_, err := s.driver.List(ctx, "/")
-		cancel()
-		if isNotFound(err) {
-			err = nil
-		}
-		s.readyAt, s.readyErr = time.Now(), err
+	if now := s.now(); now.Sub(s.readyAt) >= time.Second || now.Before(s.readyAt) {
+		s.readyErr = s.probeStorage(withProbe(r.Context()))
+		s.readyAt = now
 	}
 	err := s.readyErr
 	s.readyMu.Unlock()
 	if err != nil {
+		w.Header().Set("Retry-After", "1")
 		http.Error(w, fmt.Sprintf("storage %s not ready: %v", s.driver.Name(), err), http.StatusServiceUnavailable)
 		return
 	}
 	_, _ = w.Write([]byte("ready\n"))
+}
+
+// readinessProbePath is the file the readiness probe writes while writes
+// are failing, in Shoal's own prefix; every node writes the same one.
+const readinessProbePath = shoalPrefix + "/readiness-probe"
+
+func (s *Server) probeStorage(ctx context.Context) error {
+	writesDown, _ := s.health.state()
+	if writesDown {
+		if err := s.driver.PutContent(ctx, readinessProbePath, []byte(s.now().UTC().Format(time.RFC3339))); err != nil {
+			return err
+		}
+	} else if _, err := s.driver.List(ctx, "/"); err != nil && !isNotFound(err) {
+		return err
+	}
+	_, err := s.health.state()
+	return err
 }
 
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
