@@ -63,14 +63,20 @@ func newTokens(cfg TokenConfig, key *Key, now func() time.Time) (*tokens, error)
 		}
 		t.issuers[is.Issuer] = append(t.issuers[is.Issuer], keys...)
 	}
-	t.parser = jwt.NewParser(
-		jwt.WithValidMethods(acceptedAlgs),
+	t.parser = tokenParser(acceptedAlgs, now)
+	return t, nil
+}
+
+// tokenParser reads tokens as the origin does, wherever they are checked:
+// one of algs, exp required, iat checked, tokenLeeway of clock skew.
+func tokenParser(algs []string, now func() time.Time) *jwt.Parser {
+	return jwt.NewParser(
+		jwt.WithValidMethods(algs),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(tokenLeeway),
 		jwt.WithTimeFunc(now),
 	)
-	return t, nil
 }
 
 // loadIssuerKeys reads the PEM public keys (or certificates) in a file;
@@ -221,12 +227,45 @@ func (t *tokens) parse(raw, audience string, external bool) (*tokenClaims, error
 	if err != nil {
 		return nil, fmt.Errorf("bearer token: %w: %w", err, ErrBadCredentials)
 	}
-	// Checked here rather than with jwt.WithAudience, so that the error
-	// names the audience.
-	if !slices.Contains(c.Audience, audience) {
-		return nil, fmt.Errorf("bearer token: audience %q, want %q: %w", []string(c.Audience), audience, ErrBadCredentials)
+	if err := checkAudience(&c, audience); err != nil {
+		return nil, err
 	}
 	return &c, nil
+}
+
+// checkAudience refuses a token not meant for audience. Checked here
+// rather than with jwt.WithAudience, so that the error names the audience.
+func checkAudience(c *tokenClaims, audience string) error {
+	if !slices.Contains(c.Audience, audience) {
+		return fmt.Errorf("bearer token: audience %q, want %q: %w", []string(c.Audience), audience, ErrBadCredentials)
+	}
+	return nil
+}
+
+// VerifyToken checks raw as the origin checks an access token it issued:
+// signed with EdDSA by one of the keys held (named by its kid), for
+// audience service, within its lifetime (the origin's leeway for clock
+// skew). Agents use it to tell whose a token is while the origin cannot be
+// asked; what the token may do stays the origin's to decide. Refusals wrap
+// ErrBadCredentials, and ErrUnknownKey when the kid is not held. Tokens of
+// external issuers are refused: only the origin's keys are held.
+func (v *Verifier) VerifyToken(raw, service string) (*Claims, error) {
+	var c tokenClaims
+	_, err := tokenParser([]string{jwt.SigningMethodEdDSA.Alg()}, v.now).ParseWithClaims(raw, &c, func(tok *jwt.Token) (any, error) {
+		kid, _ := tok.Header["kid"].(string)
+		k, ok := v.key(kid)
+		if !ok {
+			return nil, fmt.Errorf("key id %q: %w", kid, ErrUnknownKey)
+		}
+		return k, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bearer token: %w: %w", err, ErrBadCredentials)
+	}
+	if err := checkAudience(&c, service); err != nil {
+		return nil, err
+	}
+	return &Claims{Issuer: c.Issuer, Subject: c.Subject, Audience: service, Access: c.Access}, nil
 }
 
 // verificationKey picks the key a token must verify with, from its issuer:

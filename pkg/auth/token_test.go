@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/opencontainers/go-digest"
 )
 
 // bearer authenticates a request carrying token.
@@ -325,5 +326,69 @@ func TestExternalIssuerKeyFiles(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "token.issuers[0]") {
 			t.Errorf("issuer key %s: New = %v, want an error naming token.issuers[0] and containing %q", c.file, err, c.want)
 		}
+	}
+}
+
+// TestVerifierVerifyToken: an agent holding the origin's public keys
+// reads the origin's access tokens as the origin does (subject, access,
+// the same expiry leeway) and refuses what the origin would refuse as an
+// access token: another service, a refresh token, a capability, another
+// key, a tampered or an expired token.
+func TestVerifierVerifyToken(t *testing.T) {
+	clock := newTestClock()
+	a := newTestAuthorizer(t, policyConfig(), clock)
+	v := NewVerifier(a.tokens.key.Public())
+	v.SetClock(clock.Now)
+	raw, _, err := a.tokens.issue("alice", []Access{pullPath2()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := v.VerifyToken(raw, "shoal")
+	if err != nil {
+		t.Fatalf("the origin's token for alice: %v", err)
+	}
+	if c.Subject != "alice" || !c.Allows("path2/app", Pull) || c.Allows("path2/other", Pull) {
+		t.Errorf("claims %+v: want alice, pull on path2/app only", c)
+	}
+
+	other, err := GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	refresh, err := a.tokens.issueRefresh("alice", "fingerprint")
+	if err != nil {
+		t.Fatal(err)
+	}
+	capability, err := a.tokens.key.IssueCapabilityAt(digest.FromString("a blob"), clock.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, raw, service string
+		unknownKey         bool
+	}{
+		{"another service", raw, "other", false},
+		{"a refresh token", refresh, "shoal", false},
+		{"a capability", capability, "shoal", false},
+		{"another key's token", sign(t, jwt.SigningMethodEdDSA, other.Private(), other.ID(), claimsAt(clock.Now(), "shoal", pullPath2())), "shoal", true},
+		{"a tampered token", raw[:len(raw)-4] + "AAAA", "shoal", false},
+		{"an HS256 token", sign(t, jwt.SigningMethodHS256, []byte(a.tokens.key.Public().Key), a.tokens.key.ID(), claimsAt(clock.Now(), "shoal", pullPath2())), "shoal", false},
+	} {
+		_, err := v.VerifyToken(tc.raw, tc.service)
+		if !errors.Is(err, ErrBadCredentials) {
+			t.Errorf("%s: %v, want ErrBadCredentials", tc.name, err)
+		}
+		if errors.Is(err, ErrUnknownKey) != tc.unknownKey {
+			t.Errorf("%s: %v: ErrUnknownKey %v, want %v", tc.name, err, !tc.unknownKey, tc.unknownKey)
+		}
+	}
+
+	clock.Advance(a.cfg.Token.TTL + tokenLeeway/2)
+	if _, err := v.VerifyToken(raw, "shoal"); err != nil {
+		t.Errorf("a token just past its expiry, within the leeway: %v", err)
+	}
+	clock.Advance(tokenLeeway)
+	if _, err := v.VerifyToken(raw, "shoal"); !errors.Is(err, ErrBadCredentials) {
+		t.Errorf("a token past expiry and leeway: %v, want ErrBadCredentials", err)
 	}
 }
