@@ -176,7 +176,7 @@ func TestStartSeederServesAndAnnounces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := metadata.AppendToOutgoingContext(context.Background(), auth.CapabilityMetadata, capability)
+	ctx := auth.WithCapability(context.Background(), capability)
 	p, err := peerpb.NewPeerClient(conn).GetMetainfo(ctx, &peerpb.GetMetainfoRequest{Digest: dg.String()}, grpc.Header(&hdr))
 	if err != nil {
 		t.Fatalf("GetMetainfo through the wired seeder: %v", err)

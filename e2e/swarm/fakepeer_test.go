@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/shoal-dev/shoal/e2e/testenv"
+	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/proto/peerpb"
 	"github.com/shoal-dev/shoal/proto/trackerpb"
@@ -129,17 +131,22 @@ func startSilentPeer(t *testing.T) (addr string, accepted *atomic.Int64) {
 	return l.Addr().String(), accepted
 }
 
-// getMetainfo asks an origin seeder for a blob's metainfo.
-func getMetainfo(t *testing.T, seeder string, l layer) *metainfo.Metainfo {
+// getMetainfo asks an origin seeder for a blob's metainfo, with the
+// capability the origin hands out with the blob.
+func getMetainfo(t *testing.T, origin *testenv.SeedingOriginServer, l layer) *metainfo.Metainfo {
 	t.Helper()
-	conn, err := grpc.NewClient(seeder, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(origin.SeederAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	pm, err := peerpb.NewPeerClient(conn).GetMetainfo(ctx, &peerpb.GetMetainfoRequest{Digest: l.digest.String()})
+	tok, err := testenv.Capability(ctx, origin.URL(), l.repo, l.digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pm, err := peerpb.NewPeerClient(conn).GetMetainfo(auth.WithCapability(ctx, tok), &peerpb.GetMetainfoRequest{Digest: l.digest.String()})
 	if err != nil {
 		t.Fatalf("GetMetainfo from the origin seeder: %v", err)
 	}

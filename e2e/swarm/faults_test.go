@@ -55,7 +55,7 @@ func TestPullsCompleteWhenThirtyPercentOfAgentsAreKilledMidTransfer(t *testing.T
 func TestPullsCompleteDespiteAPeerServingCorruptPieces(t *testing.T) {
 	c := startCluster(t, clusterOptions{origins: 1, agents: faultAgents, agentConfig: faultConfig})
 	l := c.pushLayer("library/corrupt", faultLayerSize)
-	bad := &corruptPeer{id: "corrupt-peer", meta: getMetainfo(t, c.origins[0].SeederAddr, l)}
+	bad := &corruptPeer{id: "corrupt-peer", meta: getMetainfo(t, c.origins[0], l)}
 	announceAsComplete(t, c.tracker.GRPCAddr, bad.id, startCorruptPeer(t, bad), l)
 
 	c.checkPulls(c.startPulls(allIndexes(faultAgents), l).wait(), l)

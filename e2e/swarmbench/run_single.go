@@ -8,10 +8,13 @@ import (
 	"slices"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/shoal-dev/shoal/e2e/procstat"
+	"github.com/shoal-dev/shoal/e2e/testenv"
+	"github.com/shoal-dev/shoal/pkg/auth"
 
 	"github.com/shoal-dev/shoal/proto/peerpb"
 )
@@ -44,7 +47,7 @@ func runSingle(ctx context.Context, c config, bins binaries, dir string) error {
 	// blob on the first GetMetainfo: a one-time cost per blob at the
 	// origin, paid here so that the cold pull measures the agent.
 	t0 := time.Now()
-	if err := getMetainfo(ctx, cl.seeder, lay.digest); err != nil {
+	if err := getMetainfo(ctx, cl.seeder, cl.originURL, "bench/single", lay.digest); err != nil {
 		return err
 	}
 	fmt.Printf("  origin seeder: metainfo computed and blob cached in %s (once per blob, not in the figures below)\n", secs(time.Since(t0)))
@@ -128,7 +131,9 @@ func runSingle(ctx context.Context, c config, bins binaries, dir string) error {
 	return nil
 }
 
-func getMetainfo(ctx context.Context, seeder, digest string) error {
+// getMetainfo asks the seeder for a blob's metainfo, with the capability
+// the origin hands out with the blob.
+func getMetainfo(ctx context.Context, seeder, originURL, repo, d string) error {
 	conn, err := grpc.NewClient(seeder, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return fmt.Errorf("dialing the seeder: %w", err)
@@ -136,8 +141,12 @@ func getMetainfo(ctx context.Context, seeder, digest string) error {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	if _, err := peerpb.NewPeerClient(conn).GetMetainfo(ctx, &peerpb.GetMetainfoRequest{Digest: digest}); err != nil {
-		return fmt.Errorf("getting the metainfo of %s: %w", digest, err)
+	tok, err := testenv.Capability(ctx, originURL, repo, digest.Digest(d))
+	if err != nil {
+		return err
+	}
+	if _, err := peerpb.NewPeerClient(conn).GetMetainfo(auth.WithCapability(ctx, tok), &peerpb.GetMetainfoRequest{Digest: d}); err != nil {
+		return fmt.Errorf("getting the metainfo of %s: %w", d, err)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
@@ -10,6 +11,9 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/opencontainers/go-digest"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // CapabilityAudience is the "aud" of every P2P capability: it keeps a
@@ -73,6 +77,28 @@ func (k *Key) IssueCapabilityAt(d digest.Digest, now time.Time, ttl time.Duratio
 		return "", fmt.Errorf("signing a capability for %s: %w", d, err)
 	}
 	return s, nil
+}
+
+// WithCapability adds tok to an outgoing gRPC call's metadata.
+func WithCapability(ctx context.Context, tok string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, CapabilityMetadata, tok)
+}
+
+// CallCapability returns the capability an incoming gRPC call carries,
+// empty without one.
+func CallCapability(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get(CapabilityMetadata); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// CapabilityDenied is the gRPC answer of server (who refuses, for the
+// message) to a call whose capability failed verification with err.
+func CapabilityDenied(server string, err error) error {
+	return status.Errorf(codes.PermissionDenied, "%s: %v; present the capability the origin returns with an authorized blob HEAD in metadata %q",
+		server, err, CapabilityMetadata)
 }
 
 // Verifier checks what the origin signed (capabilities and metainfo)

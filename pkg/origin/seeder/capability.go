@@ -5,9 +5,6 @@ import (
 	"fmt"
 
 	"github.com/opencontainers/go-digest"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
@@ -23,16 +20,10 @@ const ownerCapabilityTTL = 5 * askOwnerTimeout
 // reads storage or the cache, so an anonymous call can neither make a node
 // read a blob nor learn whether it exists.
 func (s *Server) checkCapability(ctx context.Context, d digest.Digest, rpc string) error {
-	md, _ := metadata.FromIncomingContext(ctx)
-	var tok string
-	if v := md.Get(auth.CapabilityMetadata); len(v) > 0 {
-		tok = v[0]
-	}
-	if err := s.verifier.VerifyCapability(tok, d); err != nil {
+	if err := s.verifier.VerifyCapability(auth.CallCapability(ctx), d); err != nil {
 		s.m.capabilityDenied.WithLabelValues(rpc).Inc()
 		s.log.Debug("seeder: refused a call without a valid capability", "rpc", rpc, "digest", d, "err", err)
-		return status.Errorf(codes.PermissionDenied, "origin seeder: %v; present the capability the origin returns with an authorized blob HEAD in metadata %q",
-			err, auth.CapabilityMetadata)
+		return auth.CapabilityDenied("origin seeder", err)
 	}
 	return nil
 }
@@ -44,7 +35,7 @@ func (s *Server) withOwnCapability(ctx context.Context, d digest.Digest) (contex
 	if err != nil {
 		return nil, err
 	}
-	return metadata.AppendToOutgoingContext(ctx, auth.CapabilityMetadata, tok), nil
+	return auth.WithCapability(ctx, tok), nil
 }
 
 // remember signs m with the node's key and caches it: every metainfo this

@@ -8,7 +8,6 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/pkg/auth"
@@ -47,7 +46,7 @@ func TestSeederServesOnlyAgainstACapability(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			if tok != "" {
-				ctx = metadata.AppendToOutgoingContext(ctx, auth.CapabilityMetadata, tok)
+				ctx = auth.WithCapability(ctx, tok)
 			}
 			_, err := s.rawClient().GetMetainfo(ctx, &peerpb.GetMetainfoRequest{Digest: dg.String()})
 			if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "capability") {

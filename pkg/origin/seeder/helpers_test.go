@@ -138,7 +138,7 @@ func withCapability(t testing.TB, ctx context.Context, k *auth.Key, d digest.Dig
 	if err != nil {
 		t.Fatal(err)
 	}
-	return metadata.AppendToOutgoingContext(ctx, auth.CapabilityMetadata, tok)
+	return auth.WithCapability(ctx, tok)
 }
 
 // capabilityUnary adds a capability for the requested blob to GetMetainfo.
@@ -146,7 +146,7 @@ func capabilityUnary(k *auth.Key) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		if r, ok := req.(*peerpb.GetMetainfoRequest); ok {
 			if tok, err := k.IssueCapability(digest.Digest(r.GetDigest()), time.Hour); err == nil {
-				ctx = metadata.AppendToOutgoingContext(ctx, auth.CapabilityMetadata, tok)
+				ctx = auth.WithCapability(ctx, tok)
 			}
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
@@ -162,7 +162,7 @@ func capabilityStreams(k *auth.Key) grpc.StreamClientInterceptor {
 			sctx := ctx
 			if m, ok := first.(*peerpb.Message); ok && m.GetHandshake() != nil {
 				if tok, err := k.IssueCapability(digest.Digest(m.GetHandshake().GetDigest()), time.Hour); err == nil {
-					sctx = metadata.AppendToOutgoingContext(ctx, auth.CapabilityMetadata, tok)
+					sctx = auth.WithCapability(ctx, tok)
 				}
 			}
 			return streamer(sctx, desc, cc, method, opts...)

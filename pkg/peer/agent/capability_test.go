@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/pkg/auth"
@@ -63,7 +62,7 @@ func TestAgentServesPeersOnlyAgainstACapability(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if tok != "" {
-			ctx = metadata.AppendToOutgoingContext(ctx, auth.CapabilityMetadata, tok)
+			ctx = auth.WithCapability(ctx, tok)
 		}
 		_, err := client.GetMetainfo(ctx, &peerpb.GetMetainfoRequest{Digest: d.String()})
 		st, err2 := client.Exchange(ctx)

@@ -24,7 +24,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/pkg/auth"
@@ -224,14 +223,9 @@ func (s *testSeeder) announce(trackerAddr string, d digest.Digest, isOrigin bool
 // checkCapability refuses a call without a valid capability for d, as an
 // origin seeder does.
 func (s *testSeeder) checkCapability(ctx context.Context, d digest.Digest) error {
-	md, _ := metadata.FromIncomingContext(ctx)
-	var tok string
-	if v := md.Get(auth.CapabilityMetadata); len(v) > 0 {
-		tok = v[0]
-	}
-	if err := auth.NewVerifier(testKey().Public()).VerifyCapability(tok, d); err != nil {
+	if err := auth.NewVerifier(testKey().Public()).VerifyCapability(auth.CallCapability(ctx), d); err != nil {
 		s.denied.Add(1)
-		return status.Error(codes.PermissionDenied, err.Error())
+		return auth.CapabilityDenied("test seeder", err)
 	}
 	return nil
 }

@@ -5,9 +5,6 @@ import (
 	"fmt"
 
 	"github.com/opencontainers/go-digest"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
@@ -53,7 +50,7 @@ func (s *Swarm) capability(d digest.Digest) string {
 // withCapability adds the capability held for d to an outgoing call.
 func (s *Swarm) withCapability(ctx context.Context, d digest.Digest) context.Context {
 	if tok := s.capability(d); tok != "" {
-		return metadata.AppendToOutgoingContext(ctx, auth.CapabilityMetadata, tok)
+		return auth.WithCapability(ctx, tok)
 	}
 	return ctx
 }
@@ -63,16 +60,10 @@ func (s *Swarm) withCapability(ctx context.Context, d digest.Digest) context.Con
 // about d is looked up, so a peer without one learns nothing of what this
 // agent holds.
 func (s *Swarm) checkCapability(ctx context.Context, d digest.Digest, rpc string) error {
-	md, _ := metadata.FromIncomingContext(ctx)
-	var tok string
-	if v := md.Get(auth.CapabilityMetadata); len(v) > 0 {
-		tok = v[0]
-	}
-	if err := s.keys.VerifyCapability(tok, d); err != nil {
+	if err := s.keys.VerifyCapability(auth.CallCapability(ctx), d); err != nil {
 		s.metrics.capabilityDenied.WithLabelValues(rpc).Inc()
 		s.log.Debug("refused a peer without a valid capability", "rpc", rpc, "digest", d, "err", err)
-		return status.Errorf(codes.PermissionDenied, "peer-agent: %v; present the capability the origin returns with an authorized blob HEAD in metadata %q",
-			err, auth.CapabilityMetadata)
+		return auth.CapabilityDenied("peer-agent", err)
 	}
 	return nil
 }
