@@ -34,6 +34,16 @@ type Config struct {
 	// ShutdownGrace is how long SIGTERM waits for requests in flight (a
 	// layer upload can take a while) before closing connections.
 	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
+	// ReadHeaderTimeout bounds reading a request's headers on the registry
+	// listener. 10s, as the agent's: clients send them at once, and one that
+	// trickles them (slowloris) holds a connection no longer. Request
+	// bodies have a progress deadline instead (registry.bodyTimeout), since
+	// an honest layer upload may take any time.
+	ReadHeaderTimeout time.Duration `yaml:"readHeaderTimeout"`
+	// IdleTimeout closes a keep-alive connection of the registry listener
+	// that has been idle this long. 5m: clients reuse connections between
+	// the requests of a pull or push, not for longer.
+	IdleTimeout time.Duration `yaml:"idleTimeout"`
 	// AdminListen is the address of the admin API (/admin/v1/gc,
 	// /admin/v1/auth/check); empty, the default, turns it off. With access
 	// control on, every admin request needs credentials allowed the admin
@@ -75,15 +85,17 @@ type Config struct {
 // DefaultConfig is what `origin` runs with when given nothing.
 func DefaultConfig() Config {
 	return Config{
-		Listen:        "127.0.0.1:5000",
-		Storage:       "file:///var/lib/shoal",
-		Log:           daemon.LogConfig{Level: "info", Format: "text"},
-		ShutdownGrace: 30 * time.Second,
-		CapabilityTTL: origin.DefaultCapabilityTTL,
-		Auth:          auth.DefaultConfig(),
-		Registry:      origin.DefaultConfig(),
-		GC:            gc.DefaultConfig(),
-		Seeder:        seeder.DefaultConfig(),
+		Listen:            "127.0.0.1:5000",
+		Storage:           "file:///var/lib/shoal",
+		Log:               daemon.LogConfig{Level: "info", Format: "text"},
+		ShutdownGrace:     30 * time.Second,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		CapabilityTTL:     origin.DefaultCapabilityTTL,
+		Auth:              auth.DefaultConfig(),
+		Registry:          origin.DefaultConfig(),
+		GC:                gc.DefaultConfig(),
+		Seeder:            seeder.DefaultConfig(),
 	}
 }
 
@@ -113,6 +125,9 @@ func (c *Config) validate() error {
 	}
 	if c.ShutdownGrace <= 0 {
 		return errors.New("config: shutdownGrace must be positive")
+	}
+	if c.ReadHeaderTimeout <= 0 || c.IdleTimeout <= 0 {
+		return errors.New("config: readHeaderTimeout and idleTimeout must be positive")
 	}
 	return nil
 }

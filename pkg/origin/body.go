@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -72,4 +73,22 @@ func isTimeout(err error) bool {
 	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// deadlineBody is a request body under the progress deadline for a handler
+// that reads it its own way (the token endpoint's form): the deadline is
+// lifted when the body ends.
+type deadlineBody struct {
+	io.Reader
+	io.Closer
+	lift func()
+	once sync.Once
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.Reader.Read(p)
+	if err != nil {
+		b.once.Do(b.lift)
+	}
+	return n, err
 }

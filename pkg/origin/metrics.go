@@ -55,7 +55,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"action", "reason"}),
 		bodyTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_origin_body_timeouts_total",
-			Help: "Request bodies cut because the client sent nothing for bodyTimeout, by handler (upload, uploads, manifest).",
+			Help: "Request bodies cut because the client sent nothing for bodyTimeout, by handler (upload, uploads, manifest, other: the token endpoint and the rest beside the API).",
 		}, []string{"handler"}),
 		uploadConflicts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_origin_upload_conflicts_total",

@@ -242,6 +242,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveAPI(w, r)
 		return
 	}
+	if r.Body != nil && r.Body != http.NoBody {
+		body, lift := s.watchBody(w, r, "other")
+		r.Body = &deadlineBody{Reader: body, Closer: r.Body, lift: lift}
+	}
 	s.mux.ServeHTTP(w, r)
 }
 

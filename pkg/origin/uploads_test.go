@@ -264,3 +264,33 @@ func TestUploadSessionEntriesDoNotLeak(t *testing.T) {
 	}
 	eventually(t, "upload session entries kept after the pushes ended", func() bool { return s.uploads.entries() == 0 })
 }
+
+// TestStalledBodyBesideTheAPIIsCut: a body sent to an endpoint beside the
+// registry API (the token endpoint's OAuth2 form) is under the same
+// progress deadline.
+func TestStalledBodyBesideTheAPIIsCut(t *testing.T) {
+	s, err := New(inmemory.New(), func() Config { c := DefaultConfig(); c.BodyTimeout = 200 * time.Millisecond; return c }(),
+		slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetAuthorizer(newTestAuthorizer(t))
+	ts := httptest.NewServer(s)
+	t.Cleanup(ts.Close)
+	pr, pw := io.Pipe()
+	t.Cleanup(func() { pw.Close() })
+	go func() { _, _ = pw.Write([]byte("grant_type=password&username=al")) }()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, ts.URL+"/auth/token", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	go func() {
+		if resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	eventually(t, "a stalled token request body was never cut", func() bool {
+		return testutil.ToFloat64(s.metrics.bodyTimeouts.WithLabelValues("other")) == 1
+	})
+}
