@@ -27,6 +27,7 @@ type client struct {
 
 // answer is a response, read whole.
 type answer struct {
+	addr           string // the server asked
 	method, target string
 	authz          string // the Authorization sent
 	status         int
@@ -91,7 +92,7 @@ func (c client) send(ctx context.Context, method, target, authz string, extra ..
 	if err != nil {
 		return answer{}, fmt.Errorf("reading the response body: %w", err)
 	}
-	return answer{method: method, target: target, authz: authz, status: resp.StatusCode, header: resp.Header, body: body}, nil
+	return answer{addr: c.addr, method: method, target: target, authz: authz, status: resp.StatusCode, header: resp.Header, body: body}, nil
 }
 
 // basic is the Basic Authorization value of user with their password.
@@ -117,17 +118,19 @@ func (a answer) ociCode() string {
 	return body.Errors[0].Code
 }
 
-// challenge is what a 401 must carry for the origin at originAddr: a
-// Bearer challenge naming the origin's token endpoint and service, the
-// scope when one is given, and error="insufficient_scope" when a token
-// was presented that lacks the scope.
+// challenge is what a 401 must carry: a Bearer challenge naming the token
+// endpoint of the server asked (the origin's own; an agent names its own,
+// which proxies to the origin's) and the origin's service, the scope when
+// one is given, and error="insufficient_scope" when a token was presented
+// that lacks the scope.
 type challenge struct {
 	scope        string
 	insufficient bool
 }
 
-// assertUnauthorized checks a 401 UNAUTHORIZED with the challenge.
-func assertUnauthorized(t *testing.T, a answer, originAddr string, want challenge) {
+// assertUnauthorized checks a 401 UNAUTHORIZED with the challenge, whose
+// realm is the token endpoint at realmAddr.
+func assertUnauthorized(t *testing.T, a answer, realmAddr string, want challenge) {
 	t.Helper()
 	if a.status != http.StatusUnauthorized {
 		t.Errorf("%v\nwant 401 Unauthorized", a)
@@ -143,7 +146,7 @@ func assertUnauthorized(t *testing.T, a answer, originAddr string, want challeng
 		params = parseChallenge(rest)
 	}
 	wantParams := map[string]string{
-		"realm":   "http://" + originAddr + "/auth/token",
+		"realm":   "http://" + realmAddr + "/auth/token",
 		"service": "shoal",
 	}
 	if want.scope != "" {
@@ -269,12 +272,15 @@ func assertSameAnswer(t *testing.T, existing, missing answer, replace ...string)
 }
 
 // assertAnswersAsOrigin checks that the agent refused a request as the
-// origin (o) refuses the same one: same status, OCI code and challenge.
+// origin (o) refuses the same one: same status, OCI code and challenge,
+// but for its realm, which is the agent's own token endpoint.
 func assertAnswersAsOrigin(t *testing.T, o client, who string, a answer) {
 	t.Helper()
 	want := o.do(t, a.method, a.target, a.authz)
-	if a.status != want.status || a.ociCode() != want.ociCode() || a.header.Get("WWW-Authenticate") != want.header.Get("WWW-Authenticate") {
-		t.Errorf("%s: the agent's refusal differs from the origin's:\nagent:  %v\n  WWW-Authenticate: %s\norigin: %v\n  WWW-Authenticate: %s",
+	wantChallenge := strings.Replace(want.header.Get("WWW-Authenticate"),
+		`realm="http://`+o.addr+`/auth/token"`, `realm="http://`+a.addr+`/auth/token"`, 1)
+	if a.status != want.status || a.ociCode() != want.ociCode() || a.header.Get("WWW-Authenticate") != wantChallenge {
+		t.Errorf("%s: the agent's refusal differs from the origin's:\nagent:  %v\n  WWW-Authenticate: %s\norigin: %v\n  WWW-Authenticate: %s (the agent's realm expected instead)",
 			who, a, a.header.Get("WWW-Authenticate"), want, want.header.Get("WWW-Authenticate"))
 	}
 }

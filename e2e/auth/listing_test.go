@@ -116,7 +116,7 @@ func TestTagsAndReferrersOfAPrivateRepositoryAreRefused(t *testing.T) {
 					}
 					a := srv.c.do(t, http.MethodGet, tc.existing, authz)
 					if who == "" {
-						assertUnauthorized(t, a, e.origin.Addr, scope)
+						assertUnauthorized(t, a, srv.c.addr, scope)
 					} else {
 						assertForbidden(t, a)
 					}

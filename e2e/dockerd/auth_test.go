@@ -126,9 +126,10 @@ func TestDockerPullsAPrivateImageThroughTheAgentWithCredentials(t *testing.T) {
 	out, err := e.puller.Docker(ctx, "pull", ref)
 	assertRefusedForAuth(t, "an anonymous docker pull of a private image through the agent", out, err)
 
-	// docker login pings the agent, which relays the origin's challenge;
-	// dockerd then gets its token from the realm the challenge names (the
-	// origin's /auth/token) and sends it to the agent, which passes it on.
+	// docker login pings the agent, which relays the origin's challenge
+	// naming its own /auth/token as the realm; dockerd gets its token there
+	// (the agent asks the origin's token endpoint) and sends it to the
+	// agent, which passes it on.
 	login(t, e.puller, e.authAgent.Addr, "alice")
 	defer logout(t, e.puller, e.authAgent.Addr)
 	pullByAgentAddress(t, e, e.authAgent, ref, pushed, sizes)
@@ -160,7 +161,8 @@ func TestCtrPullsAPrivateImageThroughTheAgentWithUser(t *testing.T) {
 	defer cancel()
 	out, err := ctd.Ctr(ctx, append([]string{"--namespace", "shoal-e2e"}, append(pull, ref)...)...)
 	assertRefusedForAuth(t, "ctr pull of a private image without --user", out, err)
-	// containerd asks the realm for a token with the OAuth2 POST form.
+	// containerd asks the realm (the agent's /auth/token, proxied to the
+	// origin's) for a token with the OAuth2 POST form.
 	before := metricsOf(t, e.authAgent)
 	ctr(t, ctd, append(pull, "--user", "alice:"+passwords["alice"], ref)...)
 	after := metricsOf(t, e.authAgent)
@@ -169,9 +171,13 @@ func TestCtrPullsAPrivateImageThroughTheAgentWithUser(t *testing.T) {
 	assertLayersWentThroughP2P(t, before, after, total(sizes))
 }
 
-// TestCraneWithCredentials pushes and pulls with go-containerregistry, the
-// library crane is, with Basic credentials it trades for tokens at the
-// origin.
+// TestCraneWithCredentials pushes to the origin and pulls through the
+// agent with go-containerregistry, the library crane is, with Basic
+// credentials it trades for tokens. Through the agent the challenge's realm
+// is the agent's own token endpoint, which proxies to the origin's:
+// go-containerregistry (since v0.22) refuses a realm on a private or
+// loopback address other than the registry's own, so with the origin's
+// realm relayed (127.0.0.1 on another port) this pull failed.
 func TestCraneWithCredentials(t *testing.T) {
 	e := setup(t)
 	img, err := random.Image(512<<10, 2)
@@ -187,7 +193,8 @@ func TestCraneWithCredentials(t *testing.T) {
 	as := func(user string) remote.Option {
 		return remote.WithAuth(&authn.Basic{Username: user, Password: passwords[user]})
 	}
-	dst, err := name.ParseReference(e.authOrigin.Addr+"/path2/"+uniqueName("crane")+":v1", name.Insecure)
+	repo := "path2/" + uniqueName("crane")
+	dst, err := name.ParseReference(e.authOrigin.Addr+"/"+repo+":v1", name.Insecure)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,18 +207,22 @@ func TestCraneWithCredentials(t *testing.T) {
 		t.Fatalf("ci's push of %s: %v", dst, err)
 	}
 
-	// Pulled from the origin, not through the agent: go-containerregistry
-	// (since v0.22) refuses a token realm on a private address other than
-	// the registry's own, and through an agent the realm is the origin's.
-	if _, err := remote.Image(dst, remote.WithContext(ctx)); err == nil {
-		t.Errorf("an anonymous pull of %s succeeded", dst)
-	}
-	got, err := remote.Image(dst, remote.WithContext(ctx), as("alice"))
+	src, err := name.ParseReference(e.authAgent.Addr+"/"+repo+":v1", name.Insecure)
 	if err != nil {
-		t.Fatalf("alice's pull of %s: %v", dst, err)
+		t.Fatal(err)
+	}
+	if _, err := remote.Image(src, remote.WithContext(ctx)); err == nil {
+		t.Errorf("an anonymous pull of %s through the agent succeeded", src)
+	} else if !isStatus(err, 401, 403) {
+		t.Errorf("an anonymous pull of %s through the agent failed other than by a 401 or 403: %v", src, err)
+	}
+	before := metricsOf(t, e.authAgent)
+	got, err := remote.Image(src, remote.WithContext(ctx), as("alice"))
+	if err != nil {
+		t.Fatalf("alice's pull of %s through the agent: %v", src, err)
 	}
 	if d, err := got.Digest(); err != nil || d != want {
-		t.Errorf("alice pulled %s as %v (%v), pushed %s", dst, d, err, want)
+		t.Errorf("alice pulled %s as %v (%v), pushed %s", src, d, err, want)
 	}
 	layers, err := got.Layers()
 	if err != nil {
@@ -225,9 +236,15 @@ func TestCraneWithCredentials(t *testing.T) {
 			rc.Close()
 		}
 		if err != nil {
-			t.Fatalf("alice's pull of a layer of %s: %v", dst, err)
+			t.Fatalf("alice's pull of a layer of %s through the agent: %v", src, err)
 		}
 	}
+	after := metricsOf(t, e.authAgent)
+	const requests = "shoal_agent_http_requests_total"
+	if n := after.Sum(requests, "handler", "token", "code", "200") - before.Sum(requests, "handler", "token", "code", "200"); n < 1 {
+		t.Errorf("%s{handler=\"token\",code=\"200\"} grew by %.0f during alice's pull: her token did not come through the agent", requests, n)
+	}
+	assertLayersWentThroughP2P(t, before, after, 2*(512<<10))
 }
 
 // assertRefusedForAuth checks that a client command failed, and for want

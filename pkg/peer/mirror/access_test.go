@@ -27,6 +27,12 @@ const (
 	aclManifestFmt = `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","annotations":{"repo":%q}}`
 )
 
+// localChallenge is testChallenge as the mirror at srv relays it: the
+// realm its own token endpoint, the rest the origin's.
+func localChallenge(srv *httptest.Server) string {
+	return strings.Replace(testChallenge, "https://origin.example.com/auth/token", srv.URL+"/auth/token", 1)
+}
+
 var (
 	privateBlob     = []byte("private layer")
 	privateBlobD    = digest.FromBytes(privateBlob)
@@ -177,8 +183,8 @@ func TestPrivateBlobNotServedToOthers(t *testing.T) {
 		for _, m := range []string{http.MethodGet, http.MethodHead} {
 			a := get(t, srv, m, p, anonymous)
 			checkStatus(t, "anonymous "+m+" "+p+" with the origin up", a, http.StatusUnauthorized, "")
-			if got := a.header.Get("WWW-Authenticate"); got != testChallenge {
-				t.Errorf("anonymous %s %s: challenge %q, want the origin's %q", m, p, got, testChallenge)
+			if got, want := a.header.Get("WWW-Authenticate"), localChallenge(srv); got != want {
+				t.Errorf("anonymous %s %s: challenge %q, want the origin's with the agent's realm, %q", m, p, got, want)
 			}
 			if m == http.MethodGet && bytes.Contains(a.body, privateBlob) {
 				t.Errorf("anonymous GET %s: the private bytes were sent", p)

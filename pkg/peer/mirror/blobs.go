@@ -163,7 +163,7 @@ func (s *Server) authorizeBlob(r *http.Request, name string, d digest.Digest) (i
 	v, _, _ := s.fetches.Do(key, func() (any, error) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.OriginTimeout)
 		defer cancel()
-		resp, err := s.originRequest(ctx, http.MethodHead, "/v2/"+name+"/blobs/"+d.String(), nil, r, nil)
+		resp, err := s.originRequest(ctx, http.MethodHead, "/v2/"+name+"/blobs/"+d.String(), nil, nil, r, nil)
 		if err != nil {
 			return answer{deny: s.errOrigin(err)}, nil
 		}
@@ -209,7 +209,7 @@ func (s *Server) proxyBlob(w http.ResponseWriter, r *http.Request, name string, 
 	if rg := r.Header.Get("Range"); rg != "" {
 		extra.Set("Range", rg)
 	}
-	resp, err := s.originRequest(r.Context(), http.MethodGet, "/v2/"+name+"/blobs/"+d.String(), nil, r, extra)
+	resp, err := s.originRequest(r.Context(), http.MethodGet, "/v2/"+name+"/blobs/"+d.String(), nil, nil, r, extra)
 	if err != nil {
 		if r.Context().Err() != nil {
 			return // the client went away

@@ -126,7 +126,7 @@ func (s *Server) fetchManifest(r *http.Request, name, ref, accept string, dgst d
 	// client went away.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.OriginTimeout)
 	defer cancel()
-	resp, err := s.originRequest(ctx, http.MethodGet, "/v2/"+name+"/manifests/"+ref, nil, r, http.Header{"Accept": {accept}})
+	resp, err := s.originRequest(ctx, http.MethodGet, "/v2/"+name+"/manifests/"+ref, nil, nil, r, http.Header{"Accept": {accept}})
 	if err != nil {
 		return nil, s.errOrigin(err)
 	}
@@ -226,7 +226,7 @@ func (s *Server) serveTags(w http.ResponseWriter, r *http.Request, name string) 
 	v, err, _ := s.fetches.Do(key, func() (any, error) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.OriginTimeout)
 		defer cancel()
-		resp, err := s.originRequest(ctx, http.MethodGet, "/v2/"+name+"/tags/list", q, r, nil)
+		resp, err := s.originRequest(ctx, http.MethodGet, "/v2/"+name+"/tags/list", q, nil, r, nil)
 		if err != nil {
 			return nil, s.errOrigin(err)
 		}

@@ -12,6 +12,8 @@
 // Requests to the origin are bounded (dial, response headers), so a dead
 // origin is a prompt 502/503 naming it; while it is down, content cached
 // by digest is still served.
+// The origin's auth challenges are relayed with their realm pointing at the
+// mirror's own token endpoint, which proxies to the origin's.
 // Pushes are refused with an error naming the origin to push to.
 package mirror
 
@@ -165,7 +167,8 @@ const (
 // counting.
 func sizeOfDecision[V any](V) int64 { return 0 }
 
-// Server is the mirror. It is an http.Handler for /v2/.
+// Server is the mirror. It is an http.Handler for /v2/ and the token
+// endpoint (auth.TokenPath).
 type Server struct {
 	cfg     Config
 	origin  *url.URL
@@ -198,6 +201,9 @@ type Server struct {
 	// capabilities are the P2P capabilities the origin returned with its
 	// recent yeses to blob HEADs, by digest, for AuthTTL.
 	capabilities *ttlCache[string]
+	// service is the token service the origin names in its challenges
+	// (nil until one is relayed).
+	service atomic.Pointer[string]
 }
 
 // New returns a mirror of cfg.Origin.
@@ -257,14 +263,17 @@ func New(cfg Config, opts Options) (*Server, error) {
 	return s, nil
 }
 
-// ServeHTTP answers the registry API's pull side. It must see the request
-// as the client sent it: behind net/http's ServeMux a path with dot
-// segments or doubled slashes would be answered with a redirect to the
-// cleaned path instead of the 400 parseRoute gives it.
+// ServeHTTP answers the registry API's pull side and the token endpoint.
+// It must see the request as the client sent it: behind net/http's
+// ServeMux a path with dot segments or doubled slashes would be answered
+// with a redirect to the cleaned path instead of the 400 parseRoute gives
+// it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rt, perr := parseRoute(r.URL.EscapedPath())
-	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	// Every answer goes out through rec, so no challenge the origin sent
+	// leaves naming the origin's realm.
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK, beforeHeader: func(h http.Header) { s.localChallenges(h, r) }}
 	defer func() {
 		// A panic (http.ErrAbortHandler on a stream cut short) is still
 		// counted before it propagates.
@@ -273,6 +282,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	if perr != nil {
 		s.writeError(rec, r, perr)
+		return
+	}
+	if rt.kind == routeToken {
+		s.serveToken(rec, r)
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -316,7 +329,7 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 	if path == "/v2" {
 		path = "/v2/"
 	}
-	resp, err := s.originRequest(ctx, r.Method, path, upstreamQuery(r), r, nil)
+	resp, err := s.originRequest(ctx, r.Method, path, upstreamQuery(r), nil, r, nil)
 	if err != nil {
 		if r.Context().Err() != nil {
 			return // the client went away
@@ -360,23 +373,28 @@ func upstreamQuery(r *http.Request) url.Values {
 	return q
 }
 
-// recorder keeps the status and body size for metrics.
+// recorder keeps the status and body size for metrics, and lets
+// beforeHeader see the response headers once, before they are sent.
 type recorder struct {
 	http.ResponseWriter
-	status      int
-	bytes       int64
-	wroteHeader bool
+	beforeHeader func(http.Header)
+	status       int
+	bytes        int64
+	wroteHeader  bool
 }
 
 func (r *recorder) WriteHeader(code int) {
 	if !r.wroteHeader {
 		r.status, r.wroteHeader = code, true
+		r.beforeHeader(r.Header())
 	}
 	r.ResponseWriter.WriteHeader(code)
 }
 
 func (r *recorder) Write(b []byte) (int, error) {
-	r.wroteHeader = true
+	if !r.wroteHeader {
+		r.WriteHeader(http.StatusOK)
+	}
 	n, err := r.ResponseWriter.Write(b)
 	r.bytes += int64(n)
 	return n, err

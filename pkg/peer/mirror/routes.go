@@ -8,9 +8,11 @@ import (
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/pkg/auth"
 )
 
-// route is a parsed /v2/ path.
+// route is a parsed request path: /v2/ or the token endpoint.
 type route struct {
 	kind string // one of the route* constants, also the metrics' handler label
 	name string // repository
@@ -27,6 +29,7 @@ const (
 	routeReferrers = "referrers"
 	routeUpload    = "upload"
 	routeOther     = "other" // any other /v2/ read endpoint: proxied
+	routeToken     = "token" // auth.TokenPath: proxied to the origin's
 )
 
 // Repository names and tags as the distribution spec defines them, with
@@ -73,12 +76,16 @@ func parseRoute(escaped string) (route, *apiError) {
 		}
 	}
 
+	if p == auth.TokenPath {
+		return route{kind: routeToken}, nil
+	}
 	rest, ok := strings.CutPrefix(p, "/v2/")
 	if !ok {
 		if p == "/v2" {
 			return route{kind: routePing}, nil
 		}
-		return route{kind: routeInvalid}, newError(http.StatusNotFound, codeUnsupported, "%s is not a registry API path: this mirror serves /v2/", quoteShort(p))
+		return route{kind: routeInvalid}, newError(http.StatusNotFound, codeUnsupported,
+			"%s is not a registry API path: this mirror serves /v2/ and the token endpoint %s", quoteShort(p), auth.TokenPath)
 	}
 	if rest == "" {
 		return route{kind: routePing}, nil

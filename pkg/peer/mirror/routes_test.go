@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/shoal-dev/shoal/pkg/auth"
 )
 
 func TestParseRoute(t *testing.T) {
@@ -35,6 +37,8 @@ func TestParseRoute(t *testing.T) {
 		// Escapes of other characters are decoded: they cannot move a
 		// path component.
 		{"/v2/team/app/manifests/sha256%3Aabc", route{kind: routeManifest, name: "team/app", ref: "sha256:abc"}},
+		// The token endpoint, proxied to the origin's.
+		{"/auth/token", route{kind: routeToken}},
 	} {
 		got, err := parseRoute(c.path)
 		if err != nil || got != c.want {
@@ -69,7 +73,7 @@ func TestParseRouteRefusesPathsThatAreNotCanonical(t *testing.T) {
 			t.Errorf("parseRoute(%q) = %+v, %v; want 400 %s", p, rt, err, codeNameInvalid)
 		}
 	}
-	for _, p := range []string{"/", "/v3/", "/metrics", "/v2x"} {
+	for _, p := range []string{"/", "/v3/", "/metrics", "/v2x", "/auth", "/auth/token/", "/auth/tokens", "/auth/token/x"} {
 		if _, err := parseRoute(p); err == nil || err.Status != http.StatusNotFound {
 			t.Errorf("parseRoute(%q) = %v, want 404", p, err)
 		}
@@ -122,7 +126,7 @@ func FuzzParseRoute(f *testing.F) {
 		"/v2/", "/v2", "/v2/_catalog", "/v2/a/b/manifests/latest", "/v2/a/blobs/uploads/", "/v2/a/blobs/uploads/x",
 		"/v2/a/blobs/sha256:00", "/v2/a/tags/list", "/v2/a/referrers/sha256:00", "/v2/blobs/blobs/uploads/",
 		"/v2/a/%2e%2e/b/manifests/x", "/v2/a%2Fb/tags/list", "/v2//a/blobs/x", "/v2/a/./manifests/x",
-		"/v2/a/manifests/sha256%3A00", "/v2/a/b/x/y",
+		"/v2/a/manifests/sha256%3A00", "/v2/a/b/x/y", "/auth/token", "/auth/%74oken", "/auth/token/..",
 	} {
 		f.Add(p)
 	}
@@ -159,6 +163,11 @@ func FuzzParseRoute(f *testing.F) {
 			rebuilt = "/v2/" + rt.name + "/blobs/" + rt.ref
 		case routeReferrers:
 			rebuilt = "/v2/" + rt.name + "/referrers/" + rt.ref
+		case routeToken:
+			if decoded != auth.TokenPath {
+				t.Fatalf("parseRoute(%q) = the token endpoint", p)
+			}
+			return
 		default:
 			return
 		}

@@ -55,12 +55,12 @@ var relayedHeaders = []string{
 var forwardedHeaders = []string{"Authorization", "Accept", "User-Agent"}
 
 // originRequest sends method to the origin's path (already escaped) with
-// query, carrying the client's credentials and Accept headers from in
-// (or what extra says instead).
-func (s *Server) originRequest(ctx context.Context, method, path string, query url.Values, in *http.Request, extra http.Header) (*http.Response, error) {
+// query and body (nil for none), carrying the client's credentials and
+// Accept headers from in (or what extra says instead).
+func (s *Server) originRequest(ctx context.Context, method, path string, query url.Values, body io.Reader, in *http.Request, extra http.Header) (*http.Response, error) {
 	u := s.origin.JoinPath(path)
 	u.RawQuery = query.Encode()
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
 		return nil, fmt.Errorf("building origin request: %w", err)
 	}
