@@ -86,7 +86,11 @@ type env struct {
 
 var shared testenv.Shared[*env]
 
-func TestMain(m *testing.M) { os.Exit(shared.Main(m, "e2e/auth", (*env).stop)) }
+// mtlsShared (mtls_test.go) is the mTLS cluster, stopped after this one.
+func TestMain(m *testing.M) {
+	code := shared.Main(m, "e2e/auth", (*env).stop)
+	os.Exit(mtlsShared.After(code, "e2e/auth", (*mtlsEnv).stop))
+}
 
 // setup returns the shared setup, starting it on first use. A binary that
 // does not build yet is Unavailable (skipped outside CI); anything else
@@ -121,15 +125,8 @@ func start(originBin, trackerBin, agentBin string) (e *env, err error) {
 		}
 	}
 	storage := filepath.Join(dir, "storage")
-	if e.key, err = plantSigningKey(storage); err != nil {
-		return e, err
-	}
-	htpasswd := filepath.Join(dir, "htpasswd")
-	if err := testenv.WriteHtpasswd(htpasswd, passwords); err != nil {
-		return e, err
-	}
-	config := filepath.Join(dir, "auth.yaml")
-	if err := os.WriteFile(config, fmt.Appendf(nil, authConfig, htpasswd), 0o644); err != nil {
+	config, err := e.writeAuth(storage)
+	if err != nil {
 		return e, err
 	}
 
@@ -163,6 +160,25 @@ func start(originBin, trackerBin, agentBin string) (e *env, err error) {
 		return e, fmt.Errorf("pushing the fixtures as user ci from %s: %w", pushAddr, err)
 	}
 	return e, nil
+}
+
+// writeAuth plants the signing key in storage (e.key, the test's copy)
+// and writes the users and the rules to e.dir; it returns the origin's
+// --auth-config file.
+func (e *env) writeAuth(storage string) (string, error) {
+	var err error
+	if e.key, err = plantSigningKey(storage); err != nil {
+		return "", err
+	}
+	htpasswd := filepath.Join(e.dir, "htpasswd")
+	if err := testenv.WriteHtpasswd(htpasswd, passwords); err != nil {
+		return "", err
+	}
+	config := filepath.Join(e.dir, "auth.yaml")
+	if err := os.WriteFile(config, fmt.Appendf(nil, authConfig, htpasswd), 0o644); err != nil {
+		return "", err
+	}
+	return config, nil
 }
 
 // plantSigningKey generates the origin cluster's signing key and stores it

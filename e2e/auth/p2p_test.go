@@ -119,13 +119,18 @@ func getMetainfo(t *testing.T, pc peerpb.PeerClient, d digest.Digest, capability
 // stream's error. A refused stream must end before the peer's handshake
 // (which would tell which pieces it holds) or any piece data.
 func handshake(t *testing.T, pc peerpb.PeerClient, d digest.Digest, capability string) error {
+	return handshakeAs(t, pc, d, capability, "e2e-auth-intruder")
+}
+
+// handshakeAs is handshake naming peerID in the handshake.
+func handshakeAs(t *testing.T, pc peerpb.PeerClient, d digest.Digest, capability, peerID string) error {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	st, err := pc.Exchange(withCapability(ctx, capability))
 	if err != nil {
 		return err
 	}
-	if err := st.Send(&peerpb.Message{Msg: &peerpb.Message_Handshake{Handshake: &peerpb.Handshake{Digest: d.String(), PeerId: "e2e-auth-intruder"}}}); err != nil {
+	if err := st.Send(&peerpb.Message{Msg: &peerpb.Message_Handshake{Handshake: &peerpb.Handshake{Digest: d.String(), PeerId: peerID}}}); err != nil {
 		_, err = st.Recv()
 		return err
 	}

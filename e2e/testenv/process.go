@@ -3,6 +3,7 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -245,10 +246,19 @@ type Server struct {
 	*Process
 	// Addr is host:port on 127.0.0.1.
 	Addr string
+	// TLS, when the server serves HTTPS on Addr, is a client configuration
+	// that trusts its certificate (and presents none); nil for plain HTTP.
+	TLS *tls.Config
 }
 
-// URL returns the server's base URL, http://Addr.
-func (s *Server) URL() string { return "http://" + s.Addr }
+// URL returns the server's base URL, http://Addr, or https://Addr when it
+// serves TLS.
+func (s *Server) URL() string {
+	if s.TLS != nil {
+		return "https://" + s.Addr
+	}
+	return "http://" + s.Addr
+}
 
 // handedOut holds the ports FreeAddr has returned, so that one test process
 // never hands the same port to two servers (the kernel may offer a port
@@ -283,7 +293,18 @@ func FreeAddr() (string, error) {
 
 // HTTPReady returns a readiness probe that wants 200 from GET url.
 func HTTPReady(url string) func(ctx context.Context) error {
+	return HTTPSReady(url, nil)
+}
+
+// HTTPSReady is HTTPReady over TLS with cfg (nil: plain HTTP, or the
+// system roots for an https URL).
+func HTTPSReady(url string, cfg *tls.Config) func(ctx context.Context) error {
 	client := &http.Client{Timeout: 2 * time.Second}
+	if cfg != nil {
+		// A probe is done once the server is ready: no connection is
+		// worth keeping.
+		client.Transport = &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}
+	}
 	return func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {

@@ -40,7 +40,16 @@ func (s *Shared[T]) Get(t testing.TB, what string, start func() (T, error)) T {
 // it; a stop that fails fails the run. It returns the exit code for
 // os.Exit. pkg names the package in what it prints.
 func (s *Shared[T]) Main(m *testing.M, pkg string, stop func(T) error) int {
-	code := m.Run()
+	return s.After(m.Run(), pkg, stop)
+}
+
+// After is Main's second half, for a package with a second shared setup:
+// given the exit code of the run, it stops the setup if a test started it
+// and returns the code to exit with.
+//
+//	code := shared.Main(m, "e2e/x", (*env).stop)
+//	os.Exit(other.After(code, "e2e/x", (*otherEnv).stop))
+func (s *Shared[T]) After(code int, pkg string, stop func(T) error) int {
 	if s.ran && s.err == nil {
 		if err := stop(s.v); err != nil {
 			fmt.Fprintf(os.Stderr, "%s: stopping the shared setup: %v\n", pkg, err)
