@@ -10,8 +10,12 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
+// Repository names and tags as the distribution spec defines them. Not
+// reference.NameRegexp: that one also takes a registry host as the first
+// component ("Host:5000/app", upper case and a port allowed), which is no
+// repository name.
 var (
-	nameRegexp = regexp.MustCompile(`^` + reference.NameRegexp.String() + `$`)
+	nameRegexp = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
 	tagRegexp  = regexp.MustCompile(`^` + reference.TagRegexp.String() + `$`)
 )
 

@@ -112,6 +112,8 @@ func TestInvalidReferencesAre400WithTheirCode(t *testing.T) {
 		method, path, code string
 	}{
 		{"GET", "/v2/Upper/manifests/latest", codeNameInvalid},
+		{"GET", "/v2/Upper/app/manifests/latest", codeNameInvalid},
+		{"GET", "/v2/host:5000/app/manifests/latest", codeNameInvalid},
 		{"GET", "/v2/a_/tags/list", codeNameInvalid},
 		{"GET", "/v2/" + strings.Repeat("a", 256) + "/manifests/latest", codeNameInvalid},
 		{"POST", "/v2/a-/blobs/uploads/", codeNameInvalid},

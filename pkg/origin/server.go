@@ -201,6 +201,12 @@ func New(driver storage.Driver, cfg Config, log *slog.Logger, reg prometheus.Reg
 	s.health = &storageHealth{driver: driver.Name(), timeout: cfg.StorageTimeout, now: func() time.Time { return s.now() },
 		log: log, metrics: s.metrics}
 	s.driver = &guardedDriver{Driver: driver, h: s.health}
+	if reg != nil {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "shoal_origin_upload_chunks_in_flight",
+			Help: "Upload sessions with a chunk body being received on this node.",
+		}, func() float64 { return float64(s.uploads.writers()) }))
+	}
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
