@@ -300,7 +300,10 @@ func (g *guardedDriver) Reader(ctx context.Context, path string, offset int64) (
 	if err != nil {
 		return nil, err
 	}
-	return &guardedReader{ReadCloser: rc, g: g}, nil
+	// Returned as it is, not wrapped: a blob streamed from a file goes
+	// out with sendfile only while the response sees the *os.File. Its
+	// read errors do not feed the breaker; the calls before it do.
+	return rc, nil
 }
 
 func (g *guardedDriver) Writer(ctx context.Context, path string, append bool) (storage.FileWriter, error) {
@@ -312,23 +315,9 @@ func (g *guardedDriver) Writer(ctx context.Context, path string, append bool) (s
 	return &guardedWriter{FileWriter: fw, g: g}, nil
 }
 
-// guardedReader and guardedWriter report the failures of a stream to the
-// breaker; they do not time its reads and writes, whose pace is the
-// client's as much as the storage's.
-type guardedReader struct {
-	io.ReadCloser
-	g *guardedDriver
-}
-
-func (r *guardedReader) Read(p []byte) (int, error) {
-	n, err := r.ReadCloser.Read(p)
-	if err != nil && err != io.EOF && isOutage(err) {
-		r.g.h.trip(readOp, err)
-		return n, r.g.outage(err)
-	}
-	return n, err
-}
-
+// guardedWriter reports the failures of an upload's stream to the breaker;
+// it does not time its writes, whose pace is the client's as much as the
+// storage's.
 type guardedWriter struct {
 	storage.FileWriter
 	g *guardedDriver
