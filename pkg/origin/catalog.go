@@ -150,22 +150,13 @@ type catalog struct {
 // repositories returns the sorted repository names, from the cache while it
 // is fresh. Callers must not change the slice.
 func (c *catalog) repositories(ctx context.Context, s *Server) ([]string, error) {
-	c.mu.Lock()
-	if c.valid && s.now().Sub(c.walked) < s.cfg.CatalogTTL {
-		repos := c.repos
-		c.mu.Unlock()
+	if repos, ok := c.fresh(s); ok {
 		return repos, nil
 	}
-	c.mu.Unlock()
 	ch := c.walks.DoChan("walk", func() (any, error) {
-		c.mu.Lock()
-		if c.valid && s.now().Sub(c.walked) < s.cfg.CatalogTTL {
-			// A walk ended between the look above and this one.
-			repos := c.repos
-			c.mu.Unlock()
-			return repos, nil
+		if repos, ok := c.fresh(s); ok {
+			return repos, nil // a walk ended between the look above and this one
 		}
-		c.mu.Unlock()
 		// The walk serves every request waiting for it: it must not end
 		// with the one that started it.
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), catalogWalkTimeout)
@@ -186,6 +177,13 @@ func (c *catalog) repositories(ctx context.Context, s *Server) ([]string, error)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// fresh returns the cached list while it is younger than the TTL.
+func (c *catalog) fresh(s *Server) ([]string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.repos, c.valid && s.now().Sub(c.walked) < s.cfg.CatalogTTL
 }
 
 // catalogWalkTimeout bounds one walk of the repository tree.

@@ -110,6 +110,17 @@ func startSession(e exchange, name string) string {
 	return resp.Header.Get("Location")
 }
 
+// expectCommitted checks that the upload at loc has size bytes, no more:
+// nothing of a chunk that failed counts.
+func (e exchange) expectCommitted(loc string, size int, when string) {
+	e.t.Helper()
+	resp := e.do("GET", loc, nil)
+	e.expect(resp, http.StatusNoContent)
+	if got, want := resp.Header.Get("Range"), fmt.Sprintf("0-%d", size-1); got != want {
+		e.t.Fatalf("%s the session reports Range %q, want %s: nothing of a failed chunk counts", when, got, want)
+	}
+}
+
 // pushChunked pushes content in three PATCHes and a PUT.
 func (e exchange) pushChunked(name string, content []byte) digest.Digest {
 	e.t.Helper()
@@ -177,12 +188,8 @@ func TestStalledBodyIsCutAndTheSessionResumes(t *testing.T) {
 	eventually(t, "the stalled body was never counted in shoal_origin_body_timeouts_total", func() bool {
 		return testutil.ToFloat64(s.metrics.bodyTimeouts.WithLabelValues(routeUpload)) == 1
 	})
-	resp := e.do("GET", loc, nil)
-	e.expect(resp, http.StatusNoContent)
-	if got := resp.Header.Get("Range"); got != "0-999" {
-		t.Fatalf("after the cut chunk the session reports Range %q, want 0-999 (nothing of the cut chunk counts)", got)
-	}
-	resp = e.do("PATCH", loc, content[1000:], "Content-Range", fmt.Sprintf("1000-%d", len(content)-1))
+	e.expectCommitted(loc, 1000, "after the cut chunk")
+	resp := e.do("PATCH", loc, content[1000:], "Content-Range", fmt.Sprintf("1000-%d", len(content)-1))
 	e.expect(resp, http.StatusAccepted)
 	d := digest.FromBytes(content)
 	// A wrong digest still leaves nothing visible.
