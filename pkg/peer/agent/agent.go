@@ -151,7 +151,11 @@ func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
 		log.Warn("no origin seeders configured: blobs are proxied from the origin's registry API, without P2P, cache or piece verification")
 		blobs = nil
 	}
-	m, err := mirror.New(mc, mirror.Options{Blobs: blobs, Client: client, Logger: log, Registerer: a.reg})
+	// The origin keys that verify capabilities also tell the mirror whose
+	// a bearer token is, for its record of the origin's yeses while the
+	// origin is down. Held keys only, never a fetch: the mirror asks while
+	// the origin cannot answer, and capabilities bring a rotated key in.
+	m, err := mirror.New(mc, mirror.Options{Blobs: blobs, Client: client, Logger: log, Registerer: a.reg, Tokens: a.keys.v})
 	if err != nil {
 		_ = a.swarm.Close(context.Background())
 		return nil, err

@@ -1,10 +1,12 @@
 package mirror
 
 import (
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -165,4 +167,29 @@ func writeTestHtpasswd(t *testing.T, users map[string]string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// fetchToken asks the token endpoint at base (the mirror's or the
+// origin's) for user's token for scope with GET and Basic credentials, as
+// dockerd and crane do, and returns the token.
+func fetchToken(t *testing.T, base, user, scope string) string {
+	t.Helper()
+	q := url.Values{"service": {"shoal"}, "scope": {scope}}
+	req, err := http.NewRequest(http.MethodGet, base+auth.TokenPath+"?"+q.Encode(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth(user, tokenPasswords[user])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s as %s: %v", req.URL, user, err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Token string `json:"token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusOK || body.Token == "" {
+		t.Fatalf("GET %s as %s: %s, token %q (%v)", req.URL, user, resp.Status, body.Token, err)
+	}
+	return body.Token
 }

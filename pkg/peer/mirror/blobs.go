@@ -118,8 +118,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, name, ref str
 // read. Content addressed, already on this host, and the access decision
 // the origin's own, only older.
 func (s *Server) blobSize(r *http.Request, name string, d digest.Digest) (int64, *apiError) {
-	cred := credentialKey(r)
-	if s.originDown() && s.mayReadOffline(name, d, cred) {
+	if s.originDown() && s.mayReadOffline(r, name, d) {
 		if size, ok := s.localBlob(d); ok {
 			return size, nil
 		}
@@ -128,7 +127,7 @@ func (s *Server) blobSize(r *http.Request, name string, d digest.Digest) (int64,
 	if deny == nil {
 		s.notePresent(name, d)
 	}
-	if deny != nil && deny.originDown && s.mayReadOffline(name, d, cred) {
+	if deny != nil && deny.originDown && s.mayReadOffline(r, name, d) {
 		if size, ok := s.localBlob(d); ok {
 			s.log.Warn("origin unavailable: blob served from the local cache", "name", name, "digest", d, "err", deny)
 			return size, nil
@@ -179,11 +178,12 @@ func (s *Server) authorizeBlob(r *http.Request, name string, d digest.Digest) (i
 			if tok := resp.Header.Get(auth.CapabilityHeader); tok != "" {
 				s.capabilities.Add(d.String(), tok)
 			}
-			s.noteYes(name, cred)
+			s.noteYes(r, name)
 			return answer{size: size}, nil
 		case http.StatusNotFound:
 			return answer{deny: newError(http.StatusNotFound, codeBlobUnknown, "blob %s unknown to the origin in repository %s", d, name)}, nil
 		case http.StatusUnauthorized, http.StatusForbidden:
+			s.noteNo(r, name)
 			e := newError(resp.StatusCode, "UNAUTHORIZED", "authentication required by the origin registry")
 			if resp.StatusCode == http.StatusForbidden {
 				e.Code, e.Message = "DENIED", "the origin registry denied access to this repository"
@@ -210,18 +210,13 @@ func (s *Server) proxyBlob(w http.ResponseWriter, r *http.Request, name string, 
 		extra.Set("Range", rg)
 	}
 	resp, err := s.originRequest(r.Context(), http.MethodGet, "/v2/"+name+"/blobs/"+d.String(), nil, nil, r, extra)
-	if err != nil {
-		if r.Context().Err() != nil {
-			return // the client went away
+	if e, gone := s.originFailure(r, resp, err, "blob "+d.String()); e != nil {
+		if !gone {
+			s.writeError(w, r, e)
 		}
-		s.writeError(w, r, s.errOrigin(err))
 		return
 	}
 	defer resp.Body.Close()
-	if originUnavailableStatus(resp.StatusCode) {
-		s.writeError(w, r, s.errOriginStatus(resp, http.MethodGet, "blob "+d.String()))
-		return
-	}
 	s.metrics.blobCache.WithLabelValues("origin").Inc()
 	copyRelayed(w.Header(), resp.Header)
 	w.WriteHeader(resp.StatusCode)

@@ -18,7 +18,7 @@ import (
 // address. Only a realm naming a Shoal token endpoint (path
 // auth.TokenPath) is changed; an external token service's is relayed as
 // the origin sent it. service, scope and error stay as they are, and the
-// service is remembered.
+// service is remembered (tokenUser checks tokens' audience against it).
 func (s *Server) localChallenges(h http.Header, r *http.Request) {
 	values := h.Values("WWW-Authenticate")
 	if len(values) == 0 {

@@ -60,6 +60,9 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, name, ref
 	accept := manifestAccept(r.Header)
 	var key string
 	var cached *cachedResponse
+	// tagKey is a tag's key for credentials cred: their hash in the
+	// TagTTL cache, what offlineCredential says in the offline one.
+	tagKey := func(cred string) string { return name + ":" + ref + "|" + accept + "|" + cred }
 	if byDigest {
 		// Content never changes for a digest, so it is kept for good; but
 		// the origin still decides who may read the repository, at most
@@ -67,7 +70,7 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, name, ref
 		// cached is served rather than failing the pull.
 		key = name + "@" + dgst.String()
 		if c, ok := s.manifests.Get(key); ok {
-			if _, ok := s.auth.Get(repoAuthKey(name, cred)); ok || (s.originDown() && s.mayReadOffline(name, dgst, cred)) {
+			if _, ok := s.auth.Get(repoAuthKey(name, cred)); ok || (s.originDown() && s.mayReadOffline(r, name, dgst)) {
 				s.metrics.manifestCache.WithLabelValues("hit").Inc()
 				c.write(w, r)
 				return
@@ -75,7 +78,7 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, name, ref
 			cached = c
 		}
 	} else {
-		key = name + ":" + ref + "|" + accept + "|" + cred
+		key = tagKey(cred)
 		if c, ok := s.tags.Get(key); ok {
 			s.metrics.manifestCache.WithLabelValues("hit").Inc()
 			c.write(w, r)
@@ -88,13 +91,13 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, name, ref
 	})
 	if err != nil {
 		ae := asAPIError(err, s)
-		if cached != nil && ae.originDown && s.mayReadOffline(name, dgst, cred) {
+		if cached != nil && ae.originDown && s.mayReadOffline(r, name, dgst) {
 			s.log.Warn("origin unavailable: manifest served from the mirror's cache", "name", name, "digest", dgst, "err", ae)
 			cached.write(w, r)
 			return
 		}
-		if !byDigest && ae.originDown && s.staleTags != nil {
-			if c, ok := s.staleTags.Get(key); ok {
+		if !byDigest && ae.originDown {
+			if c, ok := s.staleTag(r, name, tagKey); ok {
 				s.metrics.manifestCache.WithLabelValues("stale").Inc()
 				s.log.Warn("origin unavailable: tag served from its last known manifest", "name", name, "tag", ref, "digest", c.header.Get("Docker-Content-Digest"), "err", ae)
 				c.write(w, r)
@@ -109,11 +112,31 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, name, ref
 		if !byDigest {
 			s.tags.Add(key, c)
 			if s.staleTags != nil {
-				s.staleTags.Add(key, c)
+				s.staleTags.Add(tagKey(s.offlineCredential(r, name)), c)
 			}
 		}
 	}
 	c.write(w, r)
+}
+
+// staleTag returns the origin's last answer for a tag, kept OfflineTTL
+// under tagKey of the credentials it was given to (offlineLookup), while
+// the origin's yes to them for the repository stands: a 401 or 403 since
+// (noteNo) withdraws the tag too.
+func (s *Server) staleTag(r *http.Request, name string, tagKey func(cred string) string) (*cachedResponse, bool) {
+	if s.staleTags == nil {
+		return nil, false
+	}
+	var c *cachedResponse
+	ok := s.offlineLookup(r, name, func(cred string) bool {
+		if _, yes := s.offline.Get(repoAuthKey(name, cred)); !yes {
+			return false
+		}
+		var found bool
+		c, found = s.staleTags.Get(tagKey(cred))
+		return found
+	})
+	return c, ok
 }
 
 // fetchManifest GETs a manifest from the origin and caches a good answer.
@@ -141,6 +164,9 @@ func (s *Server) fetchManifest(r *http.Request, name, ref, accept string, dgst d
 	c := &cachedResponse{status: resp.StatusCode, header: http.Header{}, body: body}
 	copyRelayed(c.header, resp.Header)
 	c.header.Del("Content-Length")
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		s.noteNo(r, name)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return c, nil
 	}
@@ -159,7 +185,7 @@ func (s *Server) fetchManifest(r *http.Request, name, ref, accept string, dgst d
 	}
 	c.header.Set("Docker-Content-Digest", dgst.String())
 	s.auth.Add(repoAuthKey(name, credentialKey(r)), -1)
-	s.noteYes(name, credentialKey(r))
+	s.noteYes(r, name)
 	s.notePresent(name, dgst)
 	if int64(len(body)) <= s.cfg.MaxCachedManifest {
 		s.manifests.Add(name+"@"+dgst.String(), c)

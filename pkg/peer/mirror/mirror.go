@@ -11,7 +11,8 @@
 // Without a Blobs source the mirror proxies blobs from the origin directly.
 // Requests to the origin are bounded (dial, response headers), so a dead
 // origin is a prompt 502/503 naming it; while it is down, content cached
-// by digest is still served.
+// by digest is still served to credentials it said yes to (and to a user's
+// new token, when it verifies with the origin's keys).
 // The origin's auth challenges are relayed with their realm pointing at the
 // mirror's own token endpoint, which proxies to the origin's.
 // Pushes are refused with an error naming the origin to push to.
@@ -33,6 +34,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/shoal-dev/shoal/pkg/auth"
 )
 
 // Config tunes the mirror. DefaultConfig returns working values apart from
@@ -150,6 +153,19 @@ type Options struct {
 	// Now is the clock of every TTL (default time.Now); tests advance
 	// their own instead of sleeping.
 	Now func() time.Time
+	// Tokens verifies the origin's bearer tokens with its public keys
+	// (the agent's, which also verify P2P capabilities); nil: none are.
+	// It only tells whose a token is, for the record of the origin's
+	// yeses kept for while it is down (tokenUser); it never lets a token
+	// in while the origin answers.
+	Tokens TokenVerifier
+}
+
+// TokenVerifier checks that a bearer token is one the origin issued for
+// its service and has not expired, and returns its claims.
+// *auth.Verifier implements it.
+type TokenVerifier interface {
+	VerifyToken(raw, service string) (*auth.Claims, error)
 }
 
 // The origin's decisions are small fixed-size records (a key of repository,
@@ -174,6 +190,7 @@ type Server struct {
 	origin  *url.URL
 	client  *http.Client
 	blobs   Blobs
+	tokens  TokenVerifier
 	log     *slog.Logger
 	metrics *metrics
 
@@ -202,7 +219,7 @@ type Server struct {
 	// recent yeses to blob HEADs, by digest, for AuthTTL.
 	capabilities *ttlCache[string]
 	// service is the token service the origin names in its challenges
-	// (nil until one is relayed).
+	// (nil until one is relayed): the audience of its tokens.
 	service atomic.Pointer[string]
 }
 
@@ -237,6 +254,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		origin:    u,
 		client:    opts.Client,
 		blobs:     opts.Blobs,
+		tokens:    opts.Tokens,
 		log:       opts.Logger,
 		now:       now,
 		tags:      newTTLCache(max(cfg.TagTTL, time.Nanosecond), math.MaxInt, cfg.TagCacheBytes, (*cachedResponse).size, now),
@@ -330,18 +348,13 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 		path = "/v2/"
 	}
 	resp, err := s.originRequest(ctx, r.Method, path, upstreamQuery(r), nil, r, nil)
-	if err != nil {
-		if r.Context().Err() != nil {
-			return // the client went away
+	if e, gone := s.originFailure(r, resp, err, path); e != nil {
+		if !gone {
+			s.originDownAnswer(w, r, path, e)
 		}
-		s.originDownAnswer(w, r, path, s.errOrigin(err))
 		return
 	}
 	defer resp.Body.Close()
-	if originUnavailableStatus(resp.StatusCode) {
-		s.originDownAnswer(w, r, path, s.errOriginStatus(resp, r.Method, path))
-		return
-	}
 	s.relay(w, r, resp)
 }
 

@@ -50,18 +50,13 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.OriginTimeout)
 	defer cancel()
 	resp, err := s.originRequest(ctx, r.Method, auth.TokenPath, r.URL.Query(), body, r, extra)
-	if err != nil {
-		if r.Context().Err() != nil {
-			return // the client went away
+	if e, gone := s.originFailure(r, resp, err, auth.TokenPath); e != nil {
+		if !gone {
+			s.writeError(w, r, e)
 		}
-		s.writeError(w, r, s.errOrigin(err))
 		return
 	}
 	defer resp.Body.Close()
-	if originUnavailableStatus(resp.StatusCode) {
-		s.writeError(w, r, s.errOriginStatus(resp, r.Method, auth.TokenPath))
-		return
-	}
 	for _, k := range tokenHeaders {
 		if vs := resp.Header.Values(k); len(vs) > 0 {
 			w.Header()[k] = vs

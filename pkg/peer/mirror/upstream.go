@@ -14,8 +14,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/opencontainers/go-digest"
 )
 
 // NewTransport returns the transport the mirror talks to the origin over:
@@ -97,6 +95,22 @@ func (s *Server) originRequest(ctx context.Context, method, path string, query u
 	return resp, nil
 }
 
+// originFailure is the error to answer r with once originRequest returned
+// resp and err, if there is one: errOrigin when the origin could not be
+// reached, errOriginStatus when it answered 502, 503 or 504 (resp is
+// closed then); nil when resp is an answer to relay. gone reports a
+// client that went away, which is owed no answer.
+func (s *Server) originFailure(r *http.Request, resp *http.Response, err error, what string) (e *apiError, gone bool) {
+	if err != nil {
+		return s.errOrigin(err), r.Context().Err() != nil
+	}
+	if originUnavailableStatus(resp.StatusCode) {
+		resp.Body.Close()
+		return s.errOriginStatus(resp, r.Method, what), false
+	}
+	return nil, false
+}
+
 // originUnavailableStatus reports the statuses meaning the origin is not
 // serving (what a load balancer in front of a dead registry answers), as
 // opposed to the registry's own answers, which are relayed.
@@ -110,42 +124,6 @@ func originUnavailableStatus(code int) bool {
 func (s *Server) markOriginDown() {
 	s.downUntil.Store(s.now().Add(max(s.cfg.AuthTTL, time.Second)).UnixNano())
 }
-
-// noteYes records that the origin let cred read repository name: while
-// it is down, what this agent holds of the repository (and the origin
-// confirmed to be in it, notePresent) is served to cred for OfflineTTL.
-func (s *Server) noteYes(name, cred string) {
-	if s.offline != nil {
-		s.offline.Add(repoAuthKey(name, cred), struct{}{})
-	}
-}
-
-// notePresent records that the origin served (or authorized) d under
-// repository name: while it is down, d is served under that name only.
-func (s *Server) notePresent(name string, d digest.Digest) {
-	if s.offline != nil {
-		s.offline.Add(presentKey(name, d), struct{}{})
-	}
-}
-
-// mayReadOffline reports whether cred may be served cached d under
-// repository name without asking the origin, which is down: within
-// OfflineTTL the origin said yes to cred for the repository and confirmed
-// that d is in it. The access rules (per repository) stay the origin's,
-// and content cached for one repository is not served under another's name.
-func (s *Server) mayReadOffline(name string, d digest.Digest, cred string) bool {
-	if s.offline == nil {
-		return false
-	}
-	if _, ok := s.offline.Get(presentKey(name, d)); !ok {
-		return false
-	}
-	_, ok := s.offline.Get(repoAuthKey(name, cred))
-	return ok
-}
-
-// presentKey names d in repository name in the offline record.
-func presentKey(name string, d digest.Digest) string { return "have|" + name + "|" + d.String() }
 
 // originDown reports whether the origin failed within AuthTTL and has not
 // answered since.
