@@ -262,7 +262,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 	s.readyMu.Lock()
 	if now := s.now(); now.Sub(s.readyAt) >= time.Second || now.Before(s.readyAt) {
-		s.readyErr = s.probeStorage(withProbe(r.Context()))
+		// Bounded apart from storageTimeout, which may be off.
+		ctx, cancel := context.WithTimeout(withProbe(r.Context()), 5*time.Second)
+		s.readyErr = s.probeStorage(ctx)
+		cancel()
 		s.readyAt = now
 	}
 	err := s.readyErr
