@@ -14,7 +14,9 @@ import (
 // (the agent cannot ask, and must not fall back to serving what it holds
 // to anyone but alice). Nor may the private blob be read under the name
 // of the public repository, which the agent also holds and anonymous may
-// read.
+// read. alice's tokens count as hers while the origin is down: one she
+// fetched before it died and never showed the agent is served what her
+// earlier token pulled.
 func TestTheAgentServesWhatAliceCachedOnlyToThoseTheOriginLetIn(t *testing.T) {
 	e := setup(t)
 	p := e.private
@@ -35,21 +37,22 @@ func TestTheAgentServesWhatAliceCachedOnlyToThoseTheOriginLetIn(t *testing.T) {
 		"/v2/path1/app/blobs/" + p.config.digest,
 		"/v2/path1/app/blobs/" + p.layers[0].digest,
 	}
-	// alice pulls the private image, anonymous the public one: the agent
-	// holds both and has seen the origin say yes to each.
-	pull := func(t *testing.T, what string) {
+	// alice pulls the private image (with aliceAuthz), anonymous the
+	// public one: the agent holds both and has seen the origin say yes to
+	// each.
+	pull := func(t *testing.T, what, aliceAuthz string) {
 		t.Helper()
 		for target, want := range private {
 			authz := ""
 			if strings.HasPrefix(target, "/v2/path2/") {
-				authz = basic("alice")
+				authz = aliceAuthz
 			}
 			if a := ag.do(t, http.MethodGet, target, authz); a.status != http.StatusOK || !bytes.Equal(a.body, want) {
 				t.Fatalf("%s: %v\nwant 200 and the %d bytes pushed", what, a, len(want))
 			}
 		}
 	}
-	pull(t, "control: alice's and anonymous's pulls through the agent")
+	pull(t, "control: alice's and anonymous's pulls through the agent", basic("alice"))
 
 	bobToken := e.token(t, "bob", "", "shoal", "repository:path2/app:pull")
 	intruders := []struct{ who, authz string }{
@@ -89,6 +92,11 @@ func TestTheAgentServesWhatAliceCachedOnlyToThoseTheOriginLetIn(t *testing.T) {
 	t.Run("origin up", func(t *testing.T) {
 		attempt(t, func(who string, a answer) { assertAnswersAsOrigin(t, o, who, a) })
 	})
+	// Two tokens of alice's from the origin: she pulls with the first; the
+	// second the agent sees only once the origin is dead.
+	aliceScope := "repository:path2/app:pull"
+	shown, unseen := e.token(t, "alice", "", "shoal", aliceScope), e.token(t, "alice", "", "shoal", aliceScope)
+	pull(t, "alice's pull with a token", bearer(shown))
 
 	e.origin.Kill()
 	t.Logf("killed the origin (pid %d)", e.origin.PID())
@@ -102,7 +110,9 @@ func TestTheAgentServesWhatAliceCachedOnlyToThoseTheOriginLetIn(t *testing.T) {
 		// Control: the offline rule serves alice (and anonymous the public
 		// image) what the origin let them read, so the refusals below are
 		// the rule's, not a dead agent's.
-		pull(t, "control: alice's and anonymous's pulls with the origin down")
+		pull(t, "control: alice's and anonymous's pulls with the origin down", basic("alice"))
+		pull(t, "alice's pull with the token she pulled with, the origin down", bearer(shown))
+		pull(t, "alice's pull with a token of hers the agent never saw, the origin down", bearer(unseen))
 		attempt(t, func(who string, a answer) {
 			if a.method == http.MethodGet && a.ociCode() == "" {
 				t.Errorf("%s: %v\nwant an OCI error body", who, a)
