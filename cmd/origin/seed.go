@@ -164,6 +164,10 @@ func startSeeder(cfg *seeder.Config, flags func(*seeder.Config) error, d storage
 		// Agents may ping as often as every 10s, idle or not, without being
 		// disconnected for it (gRPC's default minimum is 5 minutes).
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// The seeder refuses Exchange streams past maxStreamsPerConn itself
+		// (RESOURCE_EXHAUSTED, counted); this bounds every call on one
+		// connection, GetMetainfo included, with room for those Exchanges.
+		grpc.MaxConcurrentStreams(uint32(2*cfg.MaxStreamsPerConn)),
 	)
 	peerpb.RegisterPeerServer(gs, s)
 	go func() {

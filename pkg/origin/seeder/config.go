@@ -34,9 +34,22 @@ type Config struct {
 	// MaxUploads bounds the pieces being sent at once, over all streams; a
 	// request beyond it is rejected as busy so the agent asks elsewhere (32).
 	MaxUploads int `yaml:"maxUploads"`
-	// MaxStreams bounds open Exchange streams; beyond it a new stream fails
-	// with RESOURCE_EXHAUSTED (1024).
+	// MaxStreams bounds open Exchange streams whose handshake came in and
+	// was authorized; beyond it a new stream fails with RESOURCE_EXHAUSTED
+	// (1024). Streams still waiting for their handshake do not count, so
+	// clients that open streams and stay silent cannot take these slots.
 	MaxStreams int `yaml:"maxStreams"`
+	// MaxStreamsPerConn bounds the Exchange streams open on one client
+	// connection, handshaken or not; beyond it a new stream fails with
+	// RESOURCE_EXHAUSTED (64). An agent holds one stream per blob it is
+	// pulling from this node, over one connection; 64 blobs at once is
+	// more than an agent pulls, and it keeps one connection from holding
+	// a large share of maxStreams.
+	MaxStreamsPerConn int `yaml:"maxStreamsPerConn"`
+	// HandshakeTimeout is how long a new Exchange stream may take to send
+	// its handshake before it is ended with DEADLINE_EXCEEDED (10s): agents
+	// send it at once, so only a stalled or hostile client waits that long.
+	HandshakeTimeout time.Duration `yaml:"handshakeTimeout"`
 	// MaxQueuedRequests bounds the pipelined requests waiting on one stream;
 	// beyond it requests are rejected as busy (64).
 	MaxQueuedRequests int `yaml:"maxQueuedRequests"`
@@ -108,6 +121,8 @@ func DefaultConfig() Config {
 		Replicas:           2,
 		MaxUploads:         32,
 		MaxStreams:         1024,
+		MaxStreamsPerConn:  64,
+		HandshakeTimeout:   10 * time.Second,
 		MaxQueuedRequests:  64,
 		SuperseedWindow:    15 * time.Second,
 		MaxUploadWait:      10 * time.Second,
@@ -130,8 +145,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("seeder: cacheBytes must be positive, got %d", c.CacheBytes)
 	case c.Replicas <= 0:
 		return fmt.Errorf("seeder: replicas must be positive, got %d", c.Replicas)
-	case c.MaxUploads <= 0 || c.MaxStreams <= 0 || c.MaxQueuedRequests <= 0:
-		return errors.New("seeder: maxUploads, maxStreams and maxQueuedRequests must be positive")
+	case c.MaxUploads <= 0 || c.MaxStreams <= 0 || c.MaxStreamsPerConn <= 0 || c.MaxQueuedRequests <= 0:
+		return errors.New("seeder: maxUploads, maxStreams, maxStreamsPerConn and maxQueuedRequests must be positive")
+	case c.HandshakeTimeout <= 0:
+		return fmt.Errorf("seeder: handshakeTimeout must be positive, got %s", c.HandshakeTimeout)
 	case c.MaxUploadWait < 0:
 		return fmt.Errorf("seeder: maxUploadWait must not be negative, got %s", c.MaxUploadWait)
 	case c.SuperseedWindow < 0 || c.SuperseedMaxWindow < 0:

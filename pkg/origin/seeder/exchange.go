@@ -19,24 +19,26 @@ import (
 
 // Exchange serves one peer's stream for one blob: to a peer presenting a
 // capability for the blob (PERMISSION_DENIED otherwise, before anything is
-// read), the seeder answers the handshake as a peer holding every piece and then serves Requests, in the
+// read) in a handshake sent within handshakeTimeout, the seeder answers the
+// handshake as a peer holding every piece and then serves Requests, in the
 // order they came, from the local cache (owners) or storage (other nodes).
 // It never asks for pieces. Requests beyond the node's upload limit are
 // rejected as busy; a Cancel stops a queued or half-sent piece.
 func (s *Server) Exchange(stream peerpb.Peer_ExchangeServer) error {
-	select {
-	case s.streams <- struct{}{}:
-		defer func() { <-s.streams }()
-	default:
-		s.m.streamsRefused.Inc()
-		return status.Errorf(codes.ResourceExhausted, "origin seeder: at its limit of %d streams; try another source", s.cfg.MaxStreams)
+	// A stream counts against its connection's cap from the start, but
+	// against maxStreams only once its handshake is in and authorized:
+	// connections that open streams and never speak hold no slot an
+	// honest agent needs, and lose their streams at handshakeTimeout.
+	conn := connOf(stream.Context())
+	if !s.connStreams.take(conn) {
+		s.m.refused.WithLabelValues("per_connection").Inc()
+		return status.Errorf(codes.ResourceExhausted, "origin seeder: this connection already has %d open streams (maxStreamsPerConn); close some or use another connection", s.cfg.MaxStreamsPerConn)
 	}
-	s.m.streams.Inc()
-	defer s.m.streams.Dec()
+	defer s.connStreams.release(conn)
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 
-	first, err := stream.Recv()
+	first, err := s.firstMessage(stream)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil
@@ -54,6 +56,15 @@ func (s *Server) Exchange(stream peerpb.Peer_ExchangeServer) error {
 	if err := s.checkCapability(ctx, d, "exchange"); err != nil {
 		return err
 	}
+	select {
+	case s.streams <- struct{}{}:
+		defer func() { <-s.streams }()
+	default:
+		s.m.refused.WithLabelValues("max_streams").Inc()
+		return status.Errorf(codes.ResourceExhausted, "origin seeder: at its limit of %d streams; try another source", s.cfg.MaxStreams)
+	}
+	s.m.streams.Inc()
+	defer s.m.streams.Dec()
 	m, err := s.metainfo(ctx, d, true)
 	if err != nil {
 		return toStatus(err).Err()
@@ -103,6 +114,30 @@ func (s *Server) Exchange(stream peerpb.Peer_ExchangeServer) error {
 		s.ledger.release(grants, peer)
 	}
 	return err
+}
+
+// firstMessage waits at most handshakeTimeout for the stream's first
+// message. When it gives up, the handler returns and gRPC ends the stream,
+// which ends the Recv left waiting.
+func (s *Server) firstMessage(stream peerpb.Peer_ExchangeServer) (*peerpb.Message, error) {
+	type result struct {
+		msg *peerpb.Message
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		msg, err := stream.Recv()
+		ch <- result{msg, err}
+	}()
+	t := time.NewTimer(s.cfg.HandshakeTimeout)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		return r.msg, r.err
+	case <-t.C:
+		s.m.refused.WithLabelValues("handshake_timeout").Inc()
+		return nil, status.Errorf(codes.DeadlineExceeded, "origin seeder: no handshake within %s (handshakeTimeout)", s.cfg.HandshakeTimeout)
+	}
 }
 
 // receive reads the peer's messages until it closes its side.

@@ -20,7 +20,7 @@ type metrics struct {
 	uploads           prometheus.Gauge
 	announces         *prometheus.CounterVec
 	metainfoProxied   *prometheus.CounterVec
-	streamsRefused    prometheus.Counter
+	refused           *prometheus.CounterVec
 	announcedBlobsNow prometheus.Gauge
 	capabilityDenied  *prometheus.CounterVec
 }
@@ -56,8 +56,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Blob bytes read from storage by the seeder (cache fills, direct piece reads, metainfo computation)."}),
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "streams",
 			Help: "Open Exchange streams."}),
-		streamsRefused: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "streams_refused_total",
-			Help: "Exchange streams refused with RESOURCE_EXHAUSTED (maxStreams)."}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "refused_total",
+			Help: "Calls refused to protect the node, by reason: max_streams and per_connection (Exchange streams refused with RESOURCE_EXHAUSTED at maxStreams or maxStreamsPerConn), handshake_timeout (no handshake within handshakeTimeout), metainfo_rate (GetMetainfo over a client's coldMetainfoRate)."}, []string{"reason"}),
 		uploads: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "uploads",
 			Help: "Pieces being sent now."}),
 		announces: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "announces_total",
@@ -70,7 +70,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.egressBytes, m.servedBytes, m.piecesServed, m.piecesAgain, m.rejects, m.metainfoComputed, m.metainfoRequests,
 			m.metainfoProxied, m.cacheHits, m.cacheMisses, m.cacheEvictions, m.cacheBytes, m.storageReadBytes, m.streams,
-			m.streamsRefused, m.uploads, m.announces, m.announcedBlobsNow, m.capabilityDenied)
+			m.refused, m.uploads, m.announces, m.announcedBlobsNow, m.capabilityDenied)
 	}
 	return m
 }

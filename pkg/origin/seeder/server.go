@@ -130,10 +130,12 @@ type Server struct {
 	flight  singleflight.Group
 	uploads chan struct{} // semaphore: one token per piece being sent
 	chunks  sync.Pool     // *[]byte of chunkSize
-	streams chan struct{} // semaphore: one token per open Exchange
-	limiter *rate.Limiter // nil: egress unlimited
-	ledger  *ledger       // nil: superseeding off
-	up      uplink.Meter  // piece bytes accepted and not sent, and the send rate
+	streams chan struct{} // semaphore: one token per handshaken Exchange
+	// connStreams caps each connection's Exchange streams, handshaken or not.
+	connStreams *connLimit
+	limiter     *rate.Limiter // nil: egress unlimited
+	ledger      *ledger       // nil: superseeding off
+	up          uplink.Meter  // piece bytes accepted and not sent, and the send rate
 	// anonStreams numbers streams whose handshake names no peer, so that
 	// each counts as its own agent in the ledger.
 	anonStreams atomic.Int64
@@ -188,7 +190,8 @@ func New(cfg Config, d storage.Driver, opts Options) (*Server, error) {
 		dialOpts: opts.Dial, cache: c, meta: meta, woken: woken,
 		key: opts.Key, verifier: auth.NewVerifier(append([]auth.PublicKey{opts.Key.Public()}, opts.Keys...)...),
 		uploads: make(chan struct{}, cfg.MaxUploads), streams: make(chan struct{}, cfg.MaxStreams),
-		ctx: ctx, cancel: cancel, announce: map[digest.Digest]*announceState{}, conns: map[string]*grpc.ClientConn{},
+		connStreams: newConnLimit(cfg.MaxStreamsPerConn),
+		ctx:         ctx, cancel: cancel, announce: map[digest.Digest]*announceState{}, conns: map[string]*grpc.ClientConn{},
 	}
 	s.ledger = newLedger(cfg.SuperseedWindow, cfg.SuperseedMaxWindow, s.up.Rate)
 	s.chunks.New = func() any {

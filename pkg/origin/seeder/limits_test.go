@@ -1,0 +1,131 @@
+package seeder
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
+	"github.com/shoal-dev/shoal/proto/peerpb"
+)
+
+// openSilentStreams opens n connections to addr, each with one Exchange
+// stream that never sends a message, and waits until the seeder holds all
+// of them.
+func openSilentStreams(t *testing.T, s *testSeeder, n int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	for i := range n {
+		conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		if _, err := peerpb.NewPeerClient(conn).Exchange(ctx); err != nil {
+			t.Fatalf("opening silent stream %d: %v", i, err)
+		}
+	}
+	eventually(t, "the seeder never saw every silent stream", func() bool {
+		s.connStreams.mu.Lock()
+		defer s.connStreams.mu.Unlock()
+		return len(s.connStreams.open) >= n
+	})
+}
+
+// Hundreds of connections that open an Exchange and never send a
+// handshake hold none of the maxStreams slots: an agent's pull through
+// the seeder completes while they stay open.
+func TestSilentStreamsDoNotStallPulls(t *testing.T) {
+	d := inmemory.New()
+	blob, _ := randomBlob(t, 3<<20)
+	dg := putBlob(t, d, blob)
+	s := startSeeder(t, d, func(c *Config, _ *Options, _ string) {
+		c.MaxStreams = 16
+		// The silent streams stay for the whole test: the slots, not the
+		// deadline, are what is tested here.
+		c.HandshakeTimeout = time.Hour
+	})
+	openSilentStreams(t, s, 300)
+
+	m := getMetainfo(t, s.client(), dg)
+	if got := fetchAll(t, s.client(), m); !bytes.Equal(got, blob) {
+		t.Fatalf("pulled %d bytes that differ from the %d-byte blob", len(got), len(blob))
+	}
+	if n := counter(t, s.m.refused.WithLabelValues("max_streams")); n != 0 {
+		t.Errorf("%.0f streams refused at maxStreams, want 0: silent streams must not count against it", n)
+	}
+}
+
+// A stream that sends no handshake within handshakeTimeout is ended with
+// DEADLINE_EXCEEDED, and counted.
+func TestStreamWithoutHandshakeIsEnded(t *testing.T) {
+	d := inmemory.New()
+	putBlob(t, d, []byte("hello"))
+	s := startSeeder(t, d, func(c *Config, _ *Options, _ string) { c.HandshakeTimeout = 50 * time.Millisecond })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream, err := s.rawClient().Exchange(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("silent stream ended with %v, want DeadlineExceeded from the seeder", err)
+	}
+	if n := counter(t, s.m.refused.WithLabelValues("handshake_timeout")); n != 1 {
+		t.Errorf("refused{handshake_timeout} = %.0f, want 1", n)
+	}
+	eventually(t, "the ended stream is still counted against its connection", func() bool {
+		s.connStreams.mu.Lock()
+		defer s.connStreams.mu.Unlock()
+		return len(s.connStreams.open) == 0
+	})
+}
+
+// One connection gets at most maxStreamsPerConn streams; another
+// connection is not affected by it.
+func TestStreamsPerConnectionCap(t *testing.T) {
+	d := inmemory.New()
+	dg := putBlob(t, d, []byte("hello"))
+	s := startSeeder(t, d, func(c *Config, _ *Options, _ string) { c.MaxStreamsPerConn = 2 })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for range 2 {
+		st, err := s.client().Exchange(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		handshake(t, st, dg)
+	}
+	third, err := s.client().Exchange(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = third.Send(&peerpb.Message{Msg: &peerpb.Message_Handshake{Handshake: &peerpb.Handshake{Digest: dg.String(), PeerId: "c"}}})
+	if _, err := third.Recv(); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("third stream on one connection: %v, want ResourceExhausted", err)
+	}
+	if n := counter(t, s.m.refused.WithLabelValues("per_connection")); n != 1 {
+		t.Errorf("refused{per_connection} = %.0f, want 1", n)
+	}
+
+	other, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStreamInterceptor(capabilityStreams(clusterKey())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	st, err := peerpb.NewPeerClient(other).Exchange(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hs := handshake(t, st, dg); !hs.GetComplete() {
+		t.Fatalf("a stream on another connection got handshake %v, want the seeder's complete one", hs)
+	}
+}
