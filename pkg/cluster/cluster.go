@@ -131,9 +131,18 @@ func (c Config) Validate() error {
 type Cluster struct {
 	cfg  Config
 	ml   *memberlist.Memberlist
+	view *view
 	log  *slog.Logger
 	stop chan struct{}
 	done sync.WaitGroup
+
+	// This node as memberlist started it. Memberlist's own record of it
+	// is not read again: memberlist rewrites it (incarnation) under a lock
+	// of its own, and its name, address and meta never change after
+	// Create (nothing calls UpdateNode).
+	self      Member
+	localAddr string
+	advertise net.IP
 
 	closeOnce sync.Once
 	closeErr  error
@@ -169,6 +178,8 @@ func Start(cfg Config, logger *slog.Logger) (*Cluster, error) {
 	mc.PushPullInterval = cfg.PushPullInterval
 	mc.SuspicionMult = cfg.SuspicionMult
 	mc.Delegate = meta(cfg.Meta)
+	v := &view{members: map[string]Member{}}
+	mc.Events = v
 	if cfg.KeyFile != "" {
 		key, err := readKey(cfg.KeyFile)
 		if err != nil {
@@ -181,7 +192,15 @@ func Start(cfg Config, logger *slog.Logger) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting cluster membership on %s: %w", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.BindPort)), err)
 	}
-	c := &Cluster{cfg: cfg, ml: ml, log: logger, stop: make(chan struct{})}
+	// Create has set this node alive before returning, and only
+	// UpdateNode would rewrite these fields of its record.
+	local := ml.LocalNode()
+	c := &Cluster{
+		cfg: cfg, ml: ml, view: v, log: logger, stop: make(chan struct{}),
+		self:      Member{Name: local.Name, Addr: string(local.Meta)},
+		localAddr: net.JoinHostPort(local.Addr.String(), strconv.Itoa(int(local.Port))),
+		advertise: slices.Clone(local.Addr),
+	}
 	if len(cfg.Join) > 0 {
 		c.join()
 		c.done.Add(1)
@@ -234,31 +253,17 @@ func (c *Cluster) rejoin() {
 
 // LocalAddr is the address (host:port) other nodes gossip with this one
 // at: what another node puts in its Join list.
-func (c *Cluster) LocalAddr() string {
-	n := c.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-}
+func (c *Cluster) LocalAddr() string { return c.localAddr }
 
 // AdvertiseIP is the IP other nodes see this one at. A seeder listening on
 // an unspecified address (":7002") publishes this IP with its port.
-func (c *Cluster) AdvertiseIP() net.IP { return c.ml.LocalNode().Addr }
+func (c *Cluster) AdvertiseIP() net.IP { return slices.Clone(c.advertise) }
 
 // Self is this node.
-func (c *Cluster) Self() Member {
-	n := c.ml.LocalNode()
-	return Member{Name: n.Name, Addr: string(n.Meta)}
-}
+func (c *Cluster) Self() Member { return c.self }
 
 // Members returns the live members (this node included), sorted by name.
-func (c *Cluster) Members() []Member {
-	nodes := c.ml.Members()
-	out := make([]Member, 0, len(nodes))
-	for _, n := range nodes {
-		out = append(out, Member{Name: n.Name, Addr: string(n.Meta)})
-	}
-	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
-	return out
-}
+func (c *Cluster) Members() []Member { return c.view.list() }
 
 // Owners returns the r owners of digest among the live members, best first.
 func (c *Cluster) Owners(digest string, r int) []Member {
@@ -299,6 +304,51 @@ func (meta) NotifyMsg([]byte)                {}
 func (meta) GetBroadcasts(int, int) [][]byte { return nil }
 func (meta) LocalState(bool) []byte          { return nil }
 func (meta) MergeRemoteState([]byte, bool)   {}
+
+// view is the membership as memberlist's event callbacks report it: the
+// members alive or suspected, as memberlist.Members would list them.
+//
+// It is kept here, rather than read from memberlist.Members, because the
+// nodes memberlist.Members returns are its live records: its gossip
+// goroutines rewrite a member's meta and address in place, under a lock
+// callers cannot take, whenever the member announces a newer incarnation
+// (as a loaded node does to refute a suspicion). The callbacks run under
+// that lock, so copying the fields there is safe.
+type view struct {
+	mu      sync.RWMutex
+	members map[string]Member // by name
+}
+
+func (v *view) NotifyJoin(n *memberlist.Node)   { v.set(n) }
+func (v *view) NotifyUpdate(n *memberlist.Node) { v.set(n) }
+
+func (v *view) NotifyLeave(n *memberlist.Node) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	delete(v.members, n.Name)
+}
+
+func (v *view) set(n *memberlist.Node) {
+	// string(...) copies Meta, which memberlist may replace later.
+	m := Member{Name: n.Name, Addr: string(n.Meta)}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.members[m.Name] = m
+}
+
+// list returns the members sorted by name.
+func (v *view) list() []Member {
+	v.mu.RLock()
+	out := make([]Member, 0, len(v.members))
+	for _, m := range v.members {
+		out = append(out, m)
+	}
+	v.mu.RUnlock()
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+var _ memberlist.EventDelegate = (*view)(nil)
 
 // logWriter turns memberlist's "[LEVEL] memberlist: msg" lines into slog
 // records of the matching level, so that its warnings are not lost among

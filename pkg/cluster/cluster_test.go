@@ -50,15 +50,21 @@ func TestSingleNodeOwnsEverything(t *testing.T) {
 	}
 }
 
-func TestTwoNodesAgreeOnOwners(t *testing.T) {
-	a := start(t, testConfig("node-a", "127.0.0.1:7101"))
+// twoNodes starts node-a and node-b (seeders at 127.0.0.1:7101 and :7102),
+// b joining a, and waits until each sees both: the members returned.
+func twoNodes(t *testing.T) (a, b *Cluster, members []Member) {
+	t.Helper()
+	a = start(t, testConfig("node-a", "127.0.0.1:7101"))
 	bcfg := testConfig("node-b", "127.0.0.1:7102")
 	bcfg.Join = []string{a.LocalAddr()}
-	b := start(t, bcfg)
+	b = start(t, bcfg)
 	waitMembers(t, a, 2)
 	waitMembers(t, b, 2)
+	return a, b, []Member{{"node-a", "127.0.0.1:7101"}, {"node-b", "127.0.0.1:7102"}}
+}
 
-	want := []Member{{"node-a", "127.0.0.1:7101"}, {"node-b", "127.0.0.1:7102"}}
+func TestTwoNodesAgreeOnOwners(t *testing.T) {
+	a, b, want := twoNodes(t)
 	for _, c := range []*Cluster{a, b} {
 		if got := c.Members(); !slices.Equal(got, want) {
 			t.Fatalf("%s: Members() = %v, want %v (with each seeder address)", c.Self().Name, got, want)
@@ -170,5 +176,46 @@ func TestGossipKey(t *testing.T) {
 			_ = c.Close(time.Second)
 			t.Errorf("Start accepted the bad key file %s", bad)
 		}
+	}
+}
+
+// Memberlist rewrites a member's record (meta, address, incarnation) in
+// place whenever that member announces a newer incarnation, as it does to
+// refute a suspicion on a loaded host. Members and Owners, which the
+// seeder's gRPC handlers call on every request, must not read those
+// records behind memberlist's lock: under -race this test fails if they do.
+func TestMembersIsSafeWhileAMemberReannounces(t *testing.T) {
+	a, b, want := twoNodes(t)
+	done := make(chan struct{})
+	errs := make(chan error, 1)
+	go func() {
+		defer close(errs)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if got := a.Members(); !slices.Equal(got, want) {
+				errs <- fmt.Errorf("while node-b re-announced itself, node-a's Members() = %v, want %v", got, want)
+				return
+			}
+			_ = a.Owners("sha256:abc", 1)
+		}
+	}()
+	// Each UpdateNode bumps node-b's incarnation and gossips an alive
+	// message, which node-a applies to node-b's record; it returns once
+	// the message went out.
+	for range 5 {
+		if err := b.ml.UpdateNode(5 * time.Second); err != nil {
+			t.Fatalf("node-b re-announcing itself: %v", err)
+		}
+	}
+	close(done)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	if got := a.Members(); !slices.Equal(got, want) {
+		t.Fatalf("after node-b re-announced itself, node-a's Members() = %v, want %v", got, want)
 	}
 }
