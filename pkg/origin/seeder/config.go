@@ -53,6 +53,17 @@ type Config struct {
 	// MaxQueuedRequests bounds the pipelined requests waiting on one stream;
 	// beyond it requests are rejected as busy (64).
 	MaxQueuedRequests int `yaml:"maxQueuedRequests"`
+	// ColdMetainfoRate bounds, per client (the peer id of its certificate
+	// with mTLS, else its IP address), the GetMetainfo calls per second that
+	// would make this node read a blob from storage: metainfo neither in
+	// memory nor being computed, or an owned blob no longer in the cache.
+	// Calls for blobs being pulled cost nothing. Beyond it:
+	// RESOURCE_EXHAUSTED with a RetryInfo (2/s, with a burst of
+	// ColdMetainfoBurst, 64: an image's layers at once). A valid capability
+	// is needed anyway; this bounds what an entitled client can make the
+	// node read. Other origin nodes (with mTLS) are not limited. 0: off.
+	ColdMetainfoRate  float64 `yaml:"coldMetainfoRate"`
+	ColdMetainfoBurst int     `yaml:"coldMetainfoBurst"`
 	// SuperseedWindow is how long, at least, a piece just sent to one agent
 	// is left to the swarm: other agents asking this node for it meanwhile
 	// are answered REASON_AT_PEERS and fetch it from agents (15s). The
@@ -123,6 +134,8 @@ func DefaultConfig() Config {
 		MaxStreams:         1024,
 		MaxStreamsPerConn:  64,
 		HandshakeTimeout:   10 * time.Second,
+		ColdMetainfoRate:   2,
+		ColdMetainfoBurst:  64,
 		MaxQueuedRequests:  64,
 		SuperseedWindow:    15 * time.Second,
 		MaxUploadWait:      10 * time.Second,
@@ -147,6 +160,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("seeder: replicas must be positive, got %d", c.Replicas)
 	case c.MaxUploads <= 0 || c.MaxStreams <= 0 || c.MaxStreamsPerConn <= 0 || c.MaxQueuedRequests <= 0:
 		return errors.New("seeder: maxUploads, maxStreams, maxStreamsPerConn and maxQueuedRequests must be positive")
+	case c.ColdMetainfoRate < 0 || c.ColdMetainfoRate > 0 && c.ColdMetainfoBurst <= 0:
+		return errors.New("seeder: coldMetainfoRate must not be negative, and coldMetainfoBurst must be positive when it is on")
 	case c.HandshakeTimeout <= 0:
 		return fmt.Errorf("seeder: handshakeTimeout must be positive, got %s", c.HandshakeTimeout)
 	case c.MaxUploadWait < 0:

@@ -2,9 +2,21 @@ package seeder
 
 import (
 	"context"
+	"fmt"
+	"net/netip"
 	"sync"
+	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/time/rate"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/shoal-dev/shoal/pkg/auth"
 )
 
 // connOf names the connection a call came on: its remote address, which
@@ -52,4 +64,133 @@ func (l *connLimit) release(conn string) {
 		return
 	}
 	l.open[conn]--
+}
+
+// maxRateClients bounds the per-client GetMetainfo limiters kept. A client
+// evicted (the least recently seen) starts again with a full burst, which
+// costs at most one burst per eviction; the map cannot grow with the
+// number of addresses an attacker uses.
+const maxRateClients = 4096
+
+// clientLimits hands out one token bucket per client.
+type clientLimits struct {
+	rate  rate.Limit
+	burst int
+
+	mu       sync.Mutex
+	limiters *lru.Cache[string, *rate.Limiter]
+}
+
+func newClientLimits(perSecond float64, burst int) (*clientLimits, error) {
+	c, err := lru.New[string, *rate.Limiter](maxRateClients)
+	if err != nil {
+		return nil, fmt.Errorf("seeder: per-client limits: %w", err)
+	}
+	return &clientLimits{rate: rate.Limit(perSecond), burst: burst, limiters: c}, nil
+}
+
+// allow takes a token from client's bucket, or reports how long until one
+// is there.
+func (c *clientLimits) allow(client string, now time.Time) (bool, time.Duration) {
+	c.mu.Lock()
+	l, ok := c.limiters.Get(client)
+	if !ok {
+		l = rate.NewLimiter(c.rate, c.burst)
+		c.limiters.Add(client, l)
+	}
+	c.mu.Unlock()
+	r := l.ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return false, d
+	}
+	return true, 0
+}
+
+// clientOf names who a call comes from, for per-client limits: the peer
+// id of its verified certificate with mTLS, else its source IP (every
+// connection from one host shares a budget).
+func (s *Server) clientOf(ctx context.Context) (name string, origin bool) {
+	if s.requireIdentity {
+		if id, err := auth.AuthenticatePeer(ctx); err == nil {
+			return "peer:" + id.ID, id.Role == auth.RoleOrigin
+		}
+	}
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return "", false
+	}
+	if ap, err := netip.ParseAddrPort(p.Addr.String()); err == nil {
+		return ap.Addr().Unmap().String(), false
+	}
+	return p.Addr.String(), false
+}
+
+// coldMetainfo reports whether answering GetMetainfo for d would make this
+// node read the blob from storage: its metainfo is neither in memory nor
+// being resolved (it may have to be computed), or this node owns the blob
+// and its cached copy is gone (it would be read into the cache again). A
+// blob someone is pulling is warm: its streams pin it in the cache.
+func (s *Server) coldMetainfo(d digest.Digest) bool {
+	m, ok := s.meta.Peek(d)
+	if !ok {
+		return !s.resolving.has(d)
+	}
+	return m.Size <= s.cfg.CacheBytes && s.owns(d) && !s.cache.has(d)
+}
+
+// limitColdMetainfo refuses, with RESOURCE_EXHAUSTED and a RetryInfo,
+// a cold GetMetainfo from a client past its coldMetainfoRate. Other origin
+// nodes (verified by their certificates) are not limited: they ask on
+// behalf of agents that this node's peers already limited.
+func (s *Server) limitColdMetainfo(ctx context.Context, d digest.Digest) error {
+	if s.coldLimits == nil || !s.coldMetainfo(d) {
+		return nil
+	}
+	client, origin := s.clientOf(ctx)
+	if origin {
+		return nil
+	}
+	ok, wait := s.coldLimits.allow(client, time.Now())
+	if ok {
+		return nil
+	}
+	s.m.refused.WithLabelValues("metainfo_rate").Inc()
+	st := status.Newf(codes.ResourceExhausted,
+		"origin seeder: too many requests for metainfo of blobs nobody is pulling from %s (coldMetainfoRate); retry in %s", client, wait.Round(time.Millisecond))
+	if withRetry, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(wait)}); err == nil {
+		st = withRetry
+	}
+	return st.Err()
+}
+
+// inFlight is the set of blobs whose metainfo is being resolved.
+type inFlight struct {
+	mu sync.Mutex
+	n  map[digest.Digest]int
+}
+
+func (f *inFlight) add(d digest.Digest) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n == nil {
+		f.n = map[digest.Digest]int{}
+	}
+	f.n[d]++
+}
+
+func (f *inFlight) done(d digest.Digest) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n[d] <= 1 {
+		delete(f.n, d)
+		return
+	}
+	f.n[d]--
+}
+
+func (f *inFlight) has(d digest.Digest) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.n[d] > 0
 }

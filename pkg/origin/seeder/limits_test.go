@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -127,5 +129,74 @@ func TestStreamsPerConnectionCap(t *testing.T) {
 	}
 	if hs := handshake(t, st, dg); !hs.GetComplete() {
 		t.Fatalf("a stream on another connection got handshake %v, want the seeder's complete one", hs)
+	}
+}
+
+// GetMetainfo calls that would read a blob from storage are limited per
+// client; calls for blobs already warm are not, and a refused call reads
+// nothing and says when to retry.
+func TestColdMetainfoIsRateLimitedPerClient(t *testing.T) {
+	d := newCountingDriver()
+	var blobs []digest.Digest
+	for i := range 3 {
+		b, _ := randomBlob(t, 1000+i)
+		blobs = append(blobs, putBlob(t, d, b))
+	}
+	s := startSeeder(t, d, func(c *Config, _ *Options, _ string) {
+		c.ColdMetainfoRate = 0.0001 // no token comes back during the test
+		c.ColdMetainfoBurst = 2
+	})
+	getMetainfo(t, s.client(), blobs[0])
+	getMetainfo(t, s.client(), blobs[1])
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := s.client().GetMetainfo(ctx, &peerpb.GetMetainfoRequest{Digest: blobs[2].String()})
+	st := status.Convert(err)
+	if st.Code() != codes.ResourceExhausted {
+		t.Fatalf("third cold GetMetainfo with a burst of 2: %v, want ResourceExhausted", err)
+	}
+	var retry *errdetails.RetryInfo
+	for _, det := range st.Details() {
+		if r, ok := det.(*errdetails.RetryInfo); ok {
+			retry = r
+		}
+	}
+	if retry == nil || retry.GetRetryDelay().AsDuration() <= 0 {
+		t.Errorf("refusal details %v, want a RetryInfo with a positive delay", st.Details())
+	}
+	if n := d.readsOf(blobs[2]); n != 0 {
+		t.Errorf("the refused call read the blob %d times, want 0", n)
+	}
+	if n := counter(t, s.m.refused.WithLabelValues("metainfo_rate")); n != 1 {
+		t.Errorf("refused{metainfo_rate} = %.0f, want 1", n)
+	}
+
+	// Warm blobs cost nothing: asked again and again, they are answered.
+	for range 5 {
+		getMetainfo(t, s.client(), blobs[0])
+	}
+}
+
+func TestClientLimitsAreSeparateAndRefill(t *testing.T) {
+	l, err := newClientLimits(1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1000, 0)
+	for i := range 2 {
+		if ok, _ := l.allow("10.0.0.1", now); !ok {
+			t.Fatalf("call %d within the burst of 2 refused", i+1)
+		}
+	}
+	ok, wait := l.allow("10.0.0.1", now)
+	if ok || wait <= 0 || wait > time.Second {
+		t.Fatalf("third call at once: allowed=%v wait=%s, want refused with a wait of at most 1s at 1/s", ok, wait)
+	}
+	if ok, _ := l.allow("10.0.0.2", now); !ok {
+		t.Fatal("another client was refused for the first client's calls")
+	}
+	if ok, _ := l.allow("10.0.0.1", now.Add(wait)); !ok {
+		t.Fatalf("after the %s the refusal named, the client was still refused", wait)
 	}
 }

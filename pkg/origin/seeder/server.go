@@ -133,9 +133,13 @@ type Server struct {
 	streams chan struct{} // semaphore: one token per handshaken Exchange
 	// connStreams caps each connection's Exchange streams, handshaken or not.
 	connStreams *connLimit
-	limiter     *rate.Limiter // nil: egress unlimited
-	ledger      *ledger       // nil: superseeding off
-	up          uplink.Meter  // piece bytes accepted and not sent, and the send rate
+	// coldLimits rate-limits each client's GetMetainfo calls that would
+	// read a blob from storage; nil: coldMetainfoRate is off.
+	coldLimits *clientLimits
+	resolving  inFlight      // blobs whose metainfo is being resolved
+	limiter    *rate.Limiter // nil: egress unlimited
+	ledger     *ledger       // nil: superseeding off
+	up         uplink.Meter  // piece bytes accepted and not sent, and the send rate
 	// anonStreams numbers streams whose handshake names no peer, so that
 	// each counts as its own agent in the ledger.
 	anonStreams atomic.Int64
@@ -192,6 +196,12 @@ func New(cfg Config, d storage.Driver, opts Options) (*Server, error) {
 		uploads: make(chan struct{}, cfg.MaxUploads), streams: make(chan struct{}, cfg.MaxStreams),
 		connStreams: newConnLimit(cfg.MaxStreamsPerConn),
 		ctx:         ctx, cancel: cancel, announce: map[digest.Digest]*announceState{}, conns: map[string]*grpc.ClientConn{},
+	}
+	if cfg.ColdMetainfoRate > 0 {
+		if s.coldLimits, err = newClientLimits(cfg.ColdMetainfoRate, cfg.ColdMetainfoBurst); err != nil {
+			cancel()
+			return nil, err
+		}
 	}
 	s.ledger = newLedger(cfg.SuperseedWindow, cfg.SuperseedMaxWindow, s.up.Rate)
 	s.chunks.New = func() any {
@@ -294,7 +304,9 @@ func parseDigest(v string) (digest.Digest, error) {
 }
 
 // GetMetainfo returns the blob's metainfo, signed, to a caller presenting
-// a capability for the blob (PERMISSION_DENIED otherwise); NOT_FOUND when
+// a capability for the blob (PERMISSION_DENIED otherwise), within the
+// caller's coldMetainfoRate when answering would read the blob from storage
+// (RESOURCE_EXHAUSTED with a RetryInfo otherwise); NOT_FOUND when
 // the blob is not in storage. The response header OwnersHeader lists the
 // owners' addresses.
 func (s *Server) GetMetainfo(ctx context.Context, req *peerpb.GetMetainfoRequest) (*peerpb.Metainfo, error) {
@@ -305,6 +317,9 @@ func (s *Server) GetMetainfo(ctx context.Context, req *peerpb.GetMetainfoRequest
 	}
 	if err := s.checkCapability(ctx, d, "get_metainfo"); err != nil {
 		s.m.metainfoRequests.WithLabelValues("denied").Inc()
+		return nil, err
+	}
+	if err := s.limitColdMetainfo(ctx, d); err != nil {
 		return nil, err
 	}
 	// A request another node sent on to this one is never sent on again:
@@ -403,6 +418,8 @@ func (s *Server) metainfo(ctx context.Context, d digest.Digest, mayAskOwner bool
 		key = "metainfo-here:" + d.String()
 	}
 	ch := s.flight.DoChan(key, func() (any, error) {
+		s.resolving.add(d)
+		defer s.resolving.done(d)
 		return s.resolveMetainfo(context.WithoutCancel(ctx), d, mayAskOwner)
 	})
 	select {
