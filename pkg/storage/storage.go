@@ -6,7 +6,8 @@
 // rather than copying them, so that every Shoal driver can be run through the
 // reference driver test suite unchanged, and so that a site that already runs
 // registry:2 sees the same semantics. The drivers live in sub-packages:
-// inmemory (tests), filesystem (the embedded default) and hdfs.
+// inmemory (tests), filesystem (the embedded default), hdfs, and the object
+// stores s3, azure and gcs; drivers.Open picks one by URL.
 package storage
 
 import (

@@ -8,14 +8,18 @@ import (
 	"net/url"
 
 	"github.com/shoal-dev/shoal/pkg/storage"
+	"github.com/shoal-dev/shoal/pkg/storage/azure"
 	"github.com/shoal-dev/shoal/pkg/storage/filesystem"
+	"github.com/shoal-dev/shoal/pkg/storage/gcs"
 	"github.com/shoal-dev/shoal/pkg/storage/hdfs"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
+	"github.com/shoal-dev/shoal/pkg/storage/s3"
 )
 
 // Supported lists the URL forms Open accepts, for error messages and help
 // texts.
-const Supported = "file:///abs/path (or a plain path), inmemory://, hdfs://namenode:8020[,namenode2:8020]/prefix"
+const Supported = "file:///abs/path (or a plain path), inmemory://, hdfs://namenode:8020[,namenode2:8020]/prefix, " +
+	"s3://bucket/prefix?region=...&endpoint=...&pathStyle=true, azure://container/prefix?account=...&endpoint=..., gs://bucket/prefix?endpoint=..."
 
 // Open returns the driver that rawURL names:
 //
@@ -24,6 +28,15 @@ const Supported = "file:///abs/path (or a plain path), inmemory://, hdfs://namen
 //	inmemory://               a new, empty in-memory driver (each call its own)
 //	hdfs://nn1:8020,nn2:8020/shoal
 //	                          HDFS, with the prefix as root
+//	s3://bucket/prefix?region=eu-west-1
+//	                          S3 or an S3-compatible store (endpoint=...)
+//	azure://container/prefix?account=name
+//	                          Azure Blob Storage
+//	gs://bucket/prefix        Google Cloud Storage
+//
+// The object stores take credentials from the environment, the shared
+// config files and workload identity of their ecosystem, never from the URL
+// (docs/storage.md).
 func Open(ctx context.Context, rawURL string) (storage.Driver, error) {
 	if rawURL == "" {
 		return nil, fmt.Errorf("opening storage: empty URL; use one of %s", Supported)
@@ -50,6 +63,12 @@ func Open(ctx context.Context, rawURL string) (storage.Driver, error) {
 		return inmemory.New(), nil
 	case "hdfs":
 		return hdfs.Open(ctx, u)
+	case "s3":
+		return s3.Open(ctx, u)
+	case "azure":
+		return azure.Open(ctx, u)
+	case "gs":
+		return gcs.Open(ctx, u)
 	default:
 		return nil, fmt.Errorf("opening storage %q: unsupported scheme %q; supported: %s", rawURL, u.Scheme, Supported)
 	}

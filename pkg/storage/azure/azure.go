@@ -1,0 +1,161 @@
+// Package azure is the storage driver for Azure Blob Storage.
+//
+// It is the reference registry's azure driver (registry:2's own), behind
+// Shoal's storage URL and adapted to Shoal's contract by
+// pkg/storage/internal/objectstore, so a container written by registry:2 is
+// read by Shoal and the other way round: blob names are the prefix followed
+// by registry:2's paths.
+//
+// Credentials never appear in the URL. With AZURE_STORAGE_KEY set, the
+// driver signs with that account key (shared key); otherwise it uses
+// azidentity's default chain: a service principal from AZURE_CLIENT_ID,
+// AZURE_TENANT_ID and AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH),
+// workload identity (AZURE_FEDERATED_TOKEN_FILE, as AKS sets it), a managed
+// identity, or the Azure CLI's login.
+//
+// Writers write append blobs, so Writer(append=true) continues a file that
+// was committed before, from any node: a chunked upload grows one part in
+// place. Files written with PutContent are block blobs, which cannot be
+// appended to (Writer(append=true) fails on them, and the origin starts a new
+// part).
+package azure
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	azref "github.com/distribution/distribution/v3/registry/storage/driver/azure"
+
+	"github.com/shoal-dev/shoal/pkg/storage"
+	"github.com/shoal-dev/shoal/pkg/storage/internal/objectstore"
+)
+
+// DriverName is the name in errors and the scheme of storage URLs.
+const DriverName = "azure"
+
+// Config says which container the driver uses and how it reaches it.
+// ParseURL builds one from a storage URL.
+type Config struct {
+	// Container is the blob container's name. It must exist: the driver
+	// never creates containers, as registry:2's does not.
+	Container string
+	// Prefix is the blob name prefix under which every path is kept, as
+	// registry:2's rootdirectory. Empty: the container's root.
+	Prefix string
+	// Account is the storage account. Default: $AZURE_STORAGE_ACCOUNT.
+	Account string
+	// Endpoint is the blob service URL. Default:
+	// https://ACCOUNT.blob.core.windows.net. For Azurite:
+	// http://127.0.0.1:10000/devstoreaccount1.
+	Endpoint string
+}
+
+// ParseURL reads a storage URL of the form
+//
+//	azure://CONTAINER/PREFIX?account=NAME&endpoint=https://host
+//
+// Unknown parameters are an error, and so are credentials in the URL.
+func ParseURL(u *url.URL) (Config, error) {
+	if u.User != nil {
+		return Config{}, errors.New("azure storage URL: credentials never go in the URL; set AZURE_STORAGE_KEY or use an Azure identity")
+	}
+	cfg := Config{Container: u.Host, Prefix: strings.TrimRight(u.Path, "/")}
+	if cfg.Container == "" {
+		return Config{}, fmt.Errorf("azure storage URL %q: no container; write azure://CONTAINER/PREFIX?account=NAME", u.Redacted())
+	}
+	for key, vals := range u.Query() {
+		v := vals[len(vals)-1]
+		switch key {
+		case "account":
+			cfg.Account = v
+		case "endpoint":
+			cfg.Endpoint = v
+		default:
+			return Config{}, fmt.Errorf("azure storage URL: unknown parameter %q; known: account, endpoint", key)
+		}
+	}
+	return cfg, nil
+}
+
+// Open returns a driver for a storage URL (see ParseURL).
+func Open(ctx context.Context, u *url.URL) (storage.Driver, error) {
+	cfg, err := ParseURL(u)
+	if err != nil {
+		return nil, err
+	}
+	return New(ctx, cfg)
+}
+
+// New returns a driver for cfg. It does not contact the store: a wrong
+// container or credentials show at the first request.
+func New(ctx context.Context, cfg Config) (storage.Driver, error) {
+	if cfg.Account == "" {
+		cfg.Account = os.Getenv("AZURE_STORAGE_ACCOUNT")
+	}
+	if cfg.Account == "" {
+		return nil, fmt.Errorf("azure container %q: no storage account; add ?account=NAME to the URL or set AZURE_STORAGE_ACCOUNT", cfg.Container)
+	}
+	params := map[string]any{
+		"accountname":   cfg.Account,
+		"container":     cfg.Container,
+		"rootdirectory": cfg.Prefix,
+	}
+	noRedirect := false
+	store := fmt.Sprintf("Azure container %q of account %s", cfg.Container, cfg.Account)
+	if cfg.Endpoint != "" {
+		e, err := url.Parse(cfg.Endpoint)
+		if err != nil || (e.Scheme != "http" && e.Scheme != "https") || e.Host == "" {
+			return nil, fmt.Errorf("azure container %q: endpoint %q is not an http:// or https:// URL", cfg.Container, cfg.Endpoint)
+		}
+		params["serviceurl"] = strings.TrimRight(cfg.Endpoint, "/")
+		// The reference driver signs URLs for HTTPS only.
+		noRedirect = e.Scheme == "http"
+		store = fmt.Sprintf("Azure container %q at %s", cfg.Container, cfg.Endpoint)
+	}
+	if key := os.Getenv("AZURE_STORAGE_KEY"); key != "" {
+		params["accountkey"] = key
+		params["credentials"] = map[string]any{"type": azref.CredentialsTypeSharedKey}
+	} else {
+		params["credentials"] = map[string]any{"type": azref.CredentialsTypeDefault}
+	}
+	p, err := azref.NewParameters(params)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", store, err)
+	}
+	d, err := azref.New(ctx, p)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", store, err)
+	}
+	return objectstore.Wrap(d, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage, NoRedirect: noRedirect}), nil
+}
+
+// isOutage reports whether an error of the Azure SDK says that the store
+// could not serve the request now (5xx or throttling, after the SDK's own
+// three retries with backoff).
+func isOutage(err error) bool {
+	var re *azcore.ResponseError
+	if errors.As(err, &re) {
+		return objectstore.IsOutageStatus(re.StatusCode) || re.ErrorCode == "ServerBusy" || re.ErrorCode == "OperationTimedOut"
+	}
+	// The reference driver formats some SDK errors with %v, which keeps
+	// only their text: azcore's has "RESPONSE <status>:", a failed
+	// connection the net package's words.
+	msg := err.Error()
+	if m := responseStatus.FindStringSubmatch(msg); m != nil {
+		code, _ := strconv.Atoi(m[1])
+		return objectstore.IsOutageStatus(code)
+	}
+	return connFailureText.MatchString(msg)
+}
+
+var (
+	responseStatus  = regexp.MustCompile(`RESPONSE (\d{3}):`)
+	connFailureText = regexp.MustCompile(`connection refused|connection reset|broken pipe|i/o timeout|unexpected EOF`)
+)
