@@ -114,6 +114,8 @@ type clusterOptions struct {
 	agents        int
 	// agentConfig is the agents' YAML config file; empty: the defaults.
 	agentConfig string
+	// originConfig is the origins' YAML config file; empty: the defaults.
+	originConfig string
 	// agentArgs are extra peer-agent flags, e.g. an ingress limit that
 	// makes a pull last long enough to break something in the middle.
 	agentArgs []string
@@ -133,6 +135,14 @@ func startCluster(t *testing.T, opts clusterOptions) *cluster {
 	})
 	c.tracker = tr
 	storage := "file://" + filepath.Join(c.dir, "storage")
+	var originArgs []string
+	if opts.originConfig != "" {
+		config := filepath.Join(c.dir, "origin.yaml")
+		if err := os.WriteFile(config, []byte(opts.originConfig), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		originArgs = []string{"--config", config}
+	}
 	for i := range opts.origins {
 		o := testenv.SeedingOrigin(t, testenv.SeedingOriginOptions{
 			Binary:   c.bins.origin,
@@ -141,6 +151,7 @@ func startCluster(t *testing.T, opts clusterOptions) *cluster {
 			Join:     clusterAddrs(c.origins),
 			Trackers: []string{c.tracker.GRPCAddr},
 			Dir:      filepath.Join(c.dir, fmt.Sprintf("origin-%d", i+1)),
+			Args:     originArgs,
 		})
 		c.origins = append(c.origins, o)
 	}

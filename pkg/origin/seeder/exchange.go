@@ -38,7 +38,9 @@ func (s *Server) Exchange(stream peerpb.Peer_ExchangeServer) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 
+	s.m.handshaking.Inc()
 	first, err := s.firstMessage(stream)
+	s.m.handshaking.Dec()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil

@@ -17,6 +17,7 @@ type metrics struct {
 	cacheBytes        prometheus.Gauge
 	storageReadBytes  prometheus.Counter
 	streams           prometheus.Gauge
+	handshaking       prometheus.Gauge
 	uploads           prometheus.Gauge
 	announces         *prometheus.CounterVec
 	metainfoProxied   *prometheus.CounterVec
@@ -58,6 +59,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Open Exchange streams."}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "refused_total",
 			Help: "Calls refused to protect the node, by reason: max_streams and per_connection (Exchange streams refused with RESOURCE_EXHAUSTED at maxStreams or maxStreamsPerConn), handshake_timeout (no handshake within handshakeTimeout), metainfo_rate (GetMetainfo over a client's coldMetainfoRate)."}, []string{"reason"}),
+		handshaking: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "handshaking_streams",
+			Help: "Exchange streams open and waiting for their handshake (ended at handshakeTimeout; not counted against maxStreams)."}),
 		uploads: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "uploads",
 			Help: "Pieces being sent now."}),
 		announces: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "announces_total",
@@ -69,7 +72,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.egressBytes, m.servedBytes, m.piecesServed, m.piecesAgain, m.rejects, m.metainfoComputed, m.metainfoRequests,
-			m.metainfoProxied, m.cacheHits, m.cacheMisses, m.cacheEvictions, m.cacheBytes, m.storageReadBytes, m.streams,
+			m.metainfoProxied, m.cacheHits, m.cacheMisses, m.cacheEvictions, m.cacheBytes, m.storageReadBytes, m.streams, m.handshaking,
 			m.refused, m.uploads, m.announces, m.announcedBlobsNow, m.capabilityDenied)
 	}
 	return m
