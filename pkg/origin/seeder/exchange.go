@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/shoal-dev/shoal/internal/peerwire"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/proto/peerpb"
 )
@@ -39,8 +40,12 @@ func (s *Server) Exchange(stream peerpb.Peer_ExchangeServer) error {
 	defer cancel()
 
 	s.m.handshaking.Inc()
-	first, err := s.firstMessage(stream)
+	first, err := peerwire.RecvWithin(stream, s.cfg.HandshakeTimeout)
 	s.m.handshaking.Dec()
+	if errors.Is(err, peerwire.ErrTimeout) {
+		s.m.refused.WithLabelValues("handshake_timeout").Inc()
+		return status.Errorf(codes.DeadlineExceeded, "origin seeder: no handshake within %s (handshakeTimeout)", s.cfg.HandshakeTimeout)
+	}
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil
@@ -116,30 +121,6 @@ func (s *Server) Exchange(stream peerpb.Peer_ExchangeServer) error {
 		s.ledger.release(grants, peer)
 	}
 	return err
-}
-
-// firstMessage waits at most handshakeTimeout for the stream's first
-// message. When it gives up, the handler returns and gRPC ends the stream,
-// which ends the Recv left waiting.
-func (s *Server) firstMessage(stream peerpb.Peer_ExchangeServer) (*peerpb.Message, error) {
-	type result struct {
-		msg *peerpb.Message
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		msg, err := stream.Recv()
-		ch <- result{msg, err}
-	}()
-	t := time.NewTimer(s.cfg.HandshakeTimeout)
-	defer t.Stop()
-	select {
-	case r := <-ch:
-		return r.msg, r.err
-	case <-t.C:
-		s.m.refused.WithLabelValues("handshake_timeout").Inc()
-		return nil, status.Errorf(codes.DeadlineExceeded, "origin seeder: no handshake within %s (handshakeTimeout)", s.cfg.HandshakeTimeout)
-	}
 }
 
 // receive reads the peer's messages until it closes its side.

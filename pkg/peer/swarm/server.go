@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/shoal-dev/shoal/internal/peerwire"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/pkg/peer/piecestore"
 	"github.com/shoal-dev/shoal/pkg/tracker"
@@ -53,7 +54,10 @@ func (p *peerService) GetMetainfo(ctx context.Context, req *peerpb.GetMetainfoRe
 // the peer joins the download too.
 func (p *peerService) Exchange(st grpc.BidiStreamingServer[peerpb.Message, peerpb.Message]) error {
 	s := p.s
-	first, err := recvTimeout(st, s.cfg.DialTimeout)
+	first, err := peerwire.RecvWithin(st, s.cfg.DialTimeout)
+	if errors.Is(err, peerwire.ErrTimeout) {
+		return status.Errorf(codes.DeadlineExceeded, "no handshake within %s", s.cfg.DialTimeout)
+	}
 	if err != nil {
 		return err
 	}
@@ -200,28 +204,6 @@ func incarnationOf(md metadata.MD) string {
 		return ""
 	}
 	return v[0]
-}
-
-// recvTimeout receives one message, giving up after d: a peer that opens a
-// stream and says nothing costs no more than that.
-func recvTimeout(st stream, d time.Duration) (*peerpb.Message, error) {
-	type result struct {
-		m   *peerpb.Message
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		m, err := st.Recv()
-		ch <- result{m, err}
-	}()
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case r := <-ch:
-		return r.m, r.err
-	case <-t.C:
-		return nil, status.Errorf(codes.DeadlineExceeded, "no handshake within %s", d)
-	}
 }
 
 // dial opens a stream to addr for dl's blob and runs it; the result goes to
