@@ -38,6 +38,11 @@ const (
 	connWindow   = 16 << 20
 )
 
+// peerStreamsPerConn bounds concurrent calls on one connection to the peer
+// service. Another agent holds one stream per blob the two exchange: 256
+// is far above what two agents pull at once.
+const peerStreamsPerConn = 256
+
 // Agent is a running peer-agent's parts, listeners bound.
 type Agent struct {
 	cfg     Config
@@ -166,6 +171,10 @@ func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
 		grpc.InitialConnWindowSize(connWindow),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// One connection cannot hold an unbounded number of streams (each a
+		// goroutine and buffers); an honest peer past it waits for a slot.
+		// A stream that sends no handshake is ended after dialTimeout.
+		grpc.MaxConcurrentStreams(peerStreamsPerConn),
 	}
 	if serverTLS != nil {
 		gopts = append(gopts, grpc.Creds(credentials.NewTLS(serverTLS)))
