@@ -1,0 +1,14 @@
+// Package k8s proves deploy/: the Helm chart (deploy/helm/shoal), rendered
+// with helm as a library for every value combination docs/kubernetes.md
+// shows, and the kustomize overlays (deploy/kustomize), built with
+// kustomize's krusty, are applied with server-side apply to a real
+// kube-apiserver on etcd, and every object must be accepted. The agent's
+// DaemonSet container is then run as a process (its args, config file and
+// mounts mapped to temporary directories) against a real origin and
+// tracker, and an image is pulled through it; the Grafana dashboard may
+// reference only metric names Shoal's code registers.
+//
+// kube-apiserver is built from the Kubernetes release module in a module of
+// its own (tools/kube-apiserver), so that Shoal's go.mod does not carry the
+// Kubernetes tree; etcd is Debian's etcd-server.
+package k8s
