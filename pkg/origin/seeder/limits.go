@@ -127,56 +127,70 @@ func (s *Server) clientOf(ctx context.Context) (name string, origin bool) {
 }
 
 // coldMetainfo reports whether answering GetMetainfo for d would make this
-// node read the blob from storage: its metainfo is neither in memory nor
-// being resolved (it may have to be computed), or this node owns the blob
-// and its cached copy is gone (it would be read into the cache again). A
-// blob someone is pulling is warm: its streams pin it in the cache.
+// node read the blob from storage: its metainfo is not in memory (it may
+// have to be computed), or this node owns the blob and its cached copy is
+// gone (it would be read into the cache again). A blob someone is pulling
+// is warm: its streams pin it in the cache.
 func (s *Server) coldMetainfo(d digest.Digest) bool {
 	m, ok := s.meta.Peek(d)
 	if !ok {
-		return !s.resolving.has(d)
+		return true
 	}
 	return m.Size <= s.cfg.CacheBytes && s.owns(d) && !s.cache.has(d)
 }
 
-// limitColdMetainfo refuses, with RESOURCE_EXHAUSTED and a RetryInfo,
-// a cold GetMetainfo from a client past its coldMetainfoRate. Other origin
-// nodes (verified by their certificates) are not limited: they ask on
-// behalf of agents that this node's peers already limited.
-func (s *Server) limitColdMetainfo(ctx context.Context, d digest.Digest) error {
+// limitColdMetainfo refuses, with RESOURCE_EXHAUSTED and a RetryInfo, a
+// cold GetMetainfo from a client past its coldMetainfoRate. Only the call
+// that starts the work pays: calls for a blob whose metainfo another call
+// is resolving join that work and cost nothing, so agents asking for a new
+// blob together are not refused for each other. Other origin nodes
+// (verified by their certificates) are not limited: they ask on behalf of
+// agents that their own limits already bound. Call release when the
+// GetMetainfo is answered.
+func (s *Server) limitColdMetainfo(ctx context.Context, d digest.Digest) (release func(), err error) {
 	if s.coldLimits == nil || !s.coldMetainfo(d) {
-		return nil
+		return func() {}, nil
+	}
+	first := s.resolving.add(d)
+	release = func() { s.resolving.done(d) }
+	if !first {
+		return release, nil
 	}
 	client, origin := s.clientOf(ctx)
 	if origin {
-		return nil
+		return release, nil
 	}
 	ok, wait := s.coldLimits.allow(client, time.Now())
 	if ok {
-		return nil
+		return release, nil
 	}
+	release()
 	s.m.refused.WithLabelValues("metainfo_rate").Inc()
 	st := status.Newf(codes.ResourceExhausted,
 		"origin seeder: too many requests for metainfo of blobs nobody is pulling from %s (coldMetainfoRate); retry in %s", client, wait.Round(time.Millisecond))
 	if withRetry, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(wait)}); err == nil {
 		st = withRetry
 	}
-	return st.Err()
+	return func() {}, st.Err()
 }
 
-// inFlight is the set of blobs whose metainfo is being resolved.
+// inFlight is the set of blobs whose metainfo is being resolved (or a
+// GetMetainfo that may resolve it is under way), with a count for each.
 type inFlight struct {
 	mu sync.Mutex
 	n  map[digest.Digest]int
 }
 
-func (f *inFlight) add(d digest.Digest) {
+// add marks d as being resolved once more and reports whether it was not
+// before.
+func (f *inFlight) add(d digest.Digest) (first bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.n == nil {
 		f.n = map[digest.Digest]int{}
 	}
 	f.n[d]++
+	return f.n[d] == 1
 }
 
 func (f *inFlight) done(d digest.Digest) {
@@ -187,10 +201,4 @@ func (f *inFlight) done(d digest.Digest) {
 		return
 	}
 	f.n[d]--
-}
-
-func (f *inFlight) has(d digest.Digest) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.n[d] > 0
 }

@@ -3,6 +3,7 @@ package seeder
 import (
 	"bytes"
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -133,8 +134,8 @@ func TestStreamsPerConnectionCap(t *testing.T) {
 }
 
 // GetMetainfo calls that would read a blob from storage are limited per
-// client; calls for blobs already warm are not, and a refused call reads
-// nothing and says when to retry.
+// client; calls for blobs already warm, or joining a call that is reading
+// one, are not; a refused call reads nothing and says when to retry.
 func TestColdMetainfoIsRateLimitedPerClient(t *testing.T) {
 	d := newCountingDriver()
 	var blobs []digest.Digest
@@ -146,7 +147,27 @@ func TestColdMetainfoIsRateLimitedPerClient(t *testing.T) {
 		c.ColdMetainfoRate = 0.0001 // no token comes back during the test
 		c.ColdMetainfoBurst = 2
 	})
-	getMetainfo(t, s.client(), blobs[0])
+	// Asked for at once, a new blob costs its client one token, not one
+	// per call: the calls after the first join its work.
+	var wg sync.WaitGroup
+	errs := make(chan error, 10)
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, err := s.client().GetMetainfo(ctx, &peerpb.GetMetainfoRequest{Digest: blobs[0].String()})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("one of 10 calls at once for a new blob, with a burst of 2: %v, want all answered", err)
+		}
+	}
 	getMetainfo(t, s.client(), blobs[1])
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -319,9 +319,11 @@ func (s *Server) GetMetainfo(ctx context.Context, req *peerpb.GetMetainfoRequest
 		s.m.metainfoRequests.WithLabelValues("denied").Inc()
 		return nil, err
 	}
-	if err := s.limitColdMetainfo(ctx, d); err != nil {
+	release, err := s.limitColdMetainfo(ctx, d)
+	if err != nil {
 		return nil, err
 	}
+	defer release()
 	// A request another node sent on to this one is never sent on again:
 	// two nodes whose views of the cluster briefly differ could otherwise
 	// each wait on the other.
