@@ -62,11 +62,6 @@ type ObjectStore struct {
 	Kind string
 	// Bucket is the bucket or container created for the test.
 	Bucket string
-	// DataDir is where the server keeps its data. The S3 gateway keeps
-	// object KEY of the bucket as the file DataDir/Bucket/KEY, whose
-	// modification time is the object's LastModified: tests age objects
-	// with os.Chtimes.
-	DataDir string
 	// Env holds the KEY=VALUE credentials a client of the store needs,
 	// for a child process's environment (OriginOptions.Env) or
 	// os.Setenv: Shoal's drivers take credentials only from there.
@@ -147,7 +142,7 @@ func StartVersityGW(ctx context.Context, opts ObjectStoreOptions) (*ObjectStore,
 	if err != nil {
 		return nil, err
 	}
-	return &ObjectStore{Server: s, Kind: KindS3, Bucket: opts.Bucket, DataDir: data, Env: []string{
+	return &ObjectStore{Server: s, Kind: KindS3, Bucket: opts.Bucket, Env: []string{
 		"AWS_ACCESS_KEY_ID=" + versityAccessKey,
 		"AWS_SECRET_ACCESS_KEY=" + versitySecretKey,
 	}}, nil
@@ -176,7 +171,7 @@ func StartFakeGCS(ctx context.Context, opts ObjectStoreOptions) (*ObjectStore, e
 	if err != nil {
 		return nil, err
 	}
-	o := &ObjectStore{Server: s, Kind: KindGCS, Bucket: opts.Bucket, DataDir: data}
+	o := &ObjectStore{Server: s, Kind: KindGCS, Bucket: opts.Bucket}
 	body := fmt.Sprintf(`{"name":%q}`, opts.Bucket)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.URL()+"/storage/v1/b?project=shoal-test", strings.NewReader(body))
 	if err == nil {
@@ -219,7 +214,7 @@ func StartAzurite(ctx context.Context, opts ObjectStoreOptions) (*ObjectStore, e
 	if err != nil {
 		return nil, err
 	}
-	o := &ObjectStore{Server: s, Kind: KindAzure, Bucket: opts.Bucket, DataDir: data, Env: []string{"AZURE_STORAGE_KEY=" + AzuriteKey}}
+	o := &ObjectStore{Server: s, Kind: KindAzure, Bucket: opts.Bucket, Env: []string{"AZURE_STORAGE_KEY=" + AzuriteKey}}
 	if err := createContainer(ctx, o.Endpoint(), opts.Bucket); err != nil {
 		_ = s.Stop(DefaultStopTimeout)
 		return nil, fmt.Errorf("starting azurite: %w", err)

@@ -2,6 +2,8 @@ package testenv
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"os"
 	"strings"
@@ -34,39 +36,72 @@ func ObjectStoreServer(t testing.TB, kind string) *ObjectStore {
 	return o
 }
 
-// SharedObjectStore starts an object store of kind for a whole test package
-// (from TestMain, where no testing.TB exists yet), with its data under dir,
-// and puts its credentials in the process's environment. Tests get it
-// through RequireObjectStore; the caller stops it after m.Run.
-func SharedObjectStore(kind, dir string) (*ObjectStore, error) {
-	w, err := FindWorkspace()
-	if err != nil {
-		return nil, errors.Join(ErrToolUnavailable, err)
-	}
-	o, err := w.StartObjectStore(context.Background(), kind, dir)
-	if err != nil {
-		return nil, err
-	}
-	for _, kv := range o.Env {
-		k, v, _ := strings.Cut(kv, "=")
-		if err := os.Setenv(k, v); err != nil {
-			_ = o.Stop(DefaultStopTimeout)
-			return nil, err
-		}
-	}
-	return o, nil
+// SharedObjectStore is one object store server for a whole test package,
+// started from TestMain (where no testing.TB exists yet), each test using
+// its own prefix of the bucket.
+type SharedObjectStore struct {
+	o   *ObjectStore
+	err error // why it could not start
+	dir string
 }
 
-// RequireObjectStore returns o, the result of SharedObjectStore, or ends
-// the test: Unavailable when the server could not be installed, a failure
-// when it could not start.
-func RequireObjectStore(t testing.TB, o *ObjectStore, err error) *ObjectStore {
-	t.Helper()
-	if errors.Is(err, ErrToolUnavailable) {
-		Unavailable(t, "%v", err)
-	}
+// StartSharedObjectStore starts a store of kind for a package and puts its
+// credentials in the process's environment. A failure to start is kept
+// and reported by the first test that asks for the store (Require), as
+// Unavailable or a failure.
+func StartSharedObjectStore(kind string) *SharedObjectStore {
+	s := &SharedObjectStore{}
+	w, err := FindWorkspace()
 	if err != nil {
-		t.Fatalf("object store: %v", err)
+		s.err = errors.Join(ErrToolUnavailable, err)
+		return s
 	}
-	return o
+	if s.dir, s.err = os.MkdirTemp("", "shoal-"+kind+"-store-"); s.err != nil {
+		return s
+	}
+	if s.o, s.err = w.StartObjectStore(context.Background(), kind, s.dir); s.err != nil {
+		return s
+	}
+	for _, kv := range s.o.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		if s.err = os.Setenv(k, v); s.err != nil {
+			return s
+		}
+	}
+	return s
+}
+
+// Require returns the store, or ends the test: Unavailable when the server
+// could not be installed, a failure when it could not start.
+func (s *SharedObjectStore) Require(t testing.TB) *ObjectStore {
+	t.Helper()
+	if errors.Is(s.err, ErrToolUnavailable) {
+		Unavailable(t, "%v", s.err)
+	}
+	if s.err != nil {
+		t.Fatalf("object store: %v", s.err)
+	}
+	return s.o
+}
+
+// FreshURL is the storage URL of a prefix of the bucket no other test
+// uses.
+func (s *SharedObjectStore) FreshURL(t testing.TB) string {
+	t.Helper()
+	o := s.Require(t)
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return o.StorageURL("/test-" + hex.EncodeToString(b[:]))
+}
+
+// Stop stops the server and removes its data.
+func (s *SharedObjectStore) Stop() {
+	if s.o != nil {
+		if err := s.o.Stop(DefaultStopTimeout); err != nil {
+			println("stopping the", s.o.Kind, "store:", err.Error())
+		}
+	}
+	if s.dir != "" {
+		os.RemoveAll(s.dir)
+	}
 }

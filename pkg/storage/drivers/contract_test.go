@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 
@@ -37,43 +35,20 @@ type store struct {
 }
 
 // objectStores holds the object store servers of this package's run,
-// started once in TestMain, or why one could not be.
-var objectStores = map[string]*sharedStore{}
-
-type sharedStore struct {
-	o   *testenv.ObjectStore
-	err error
-}
+// started once in TestMain.
+var objectStores = map[string]*testenv.SharedObjectStore{}
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "shoal-drivers-test-")
-	if err != nil {
-		panic(err)
-	}
 	// Started one after the other: each start builds or installs its
 	// server the first time, which two cores do better in turn.
 	for _, kind := range testenv.ObjectStoreKinds {
-		o, err := testenv.SharedObjectStore(kind, filepath.Join(dir, kind))
-		objectStores[kind] = &sharedStore{o: o, err: err}
+		objectStores[kind] = testenv.StartSharedObjectStore(kind)
 	}
 	code := m.Run()
-	for kind, s := range objectStores {
-		if s.o != nil {
-			if err := s.o.Stop(testenv.DefaultStopTimeout); err != nil {
-				println("stopping the", kind, "store:", err.Error())
-			}
-		}
+	for _, s := range objectStores {
+		s.Stop()
 	}
-	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-// objectStoreURL is a fresh prefix in the shared store of kind.
-func objectStoreURL(t *testing.T, kind string) string {
-	t.Helper()
-	s := objectStores[kind]
-	o := testenv.RequireObjectStore(t, s.o, s.err)
-	return o.StorageURL("/" + strings.NewReplacer("/", "-").Replace(t.Name()))
 }
 
 // eachDriver runs test against every driver Open can build here, each on
@@ -88,13 +63,13 @@ func eachDriver(t *testing.T, test func(t *testing.T, d storage.Driver, s store)
 			return store{url: "file://" + t.TempDir(), appendsAfterPut: true, appendsAfterCommit: true, hierarchical: true}
 		},
 		"s3": func(t *testing.T) store {
-			return store{url: objectStoreURL(t, testenv.KindS3)}
+			return store{url: objectStores[testenv.KindS3].FreshURL(t)}
 		},
 		"azure": func(t *testing.T) store {
-			return store{url: objectStoreURL(t, testenv.KindAzure), appendsAfterCommit: true}
+			return store{url: objectStores[testenv.KindAzure].FreshURL(t), appendsAfterCommit: true}
 		},
 		"gcs": func(t *testing.T) store {
-			return store{url: objectStoreURL(t, testenv.KindGCS), appendsAfterPut: true, appendsAfterCommit: true}
+			return store{url: objectStores[testenv.KindGCS].FreshURL(t), appendsAfterPut: true, appendsAfterCommit: true}
 		},
 	}
 	for name, mk := range stores {

@@ -2,8 +2,6 @@ package gcs
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"flag"
 	"net/url"
 	"os"
@@ -15,11 +13,9 @@ import (
 	"github.com/shoal-dev/shoal/pkg/storage"
 )
 
-// One fake-gcs-server for the package, each test under its own prefix.
-var (
-	store    *testenv.ObjectStore
-	storeErr error
-)
+// store is one fake-gcs-server for the package; each test has a prefix
+// of its own.
+var store *testenv.SharedObjectStore
 
 // TestMain runs this package in short mode, whose only effect is on the
 // reference suite: it skips the 5 GiB stream and shrinks two concurrency
@@ -36,33 +32,15 @@ func TestMain(m *testing.M) {
 	if err := flag.Set("test.short", "true"); err != nil {
 		panic(err)
 	}
-	dir, err := os.MkdirTemp("", "shoal-gcs-test-")
-	if err != nil {
-		panic(err)
-	}
-	store, storeErr = testenv.SharedObjectStore(testenv.KindGCS, dir)
+	store = testenv.StartSharedObjectStore(testenv.KindGCS)
 	code := m.Run()
-	if store != nil {
-		if err := store.Stop(testenv.DefaultStopTimeout); err != nil {
-			println("stopping fake-gcs-server:", err.Error())
-		}
-	}
-	os.RemoveAll(dir)
+	store.Stop()
 	os.Exit(code)
-}
-
-// storageURL is a fresh prefix of the test bucket.
-func storageURL(t testing.TB) string {
-	t.Helper()
-	o := testenv.RequireObjectStore(t, store, storeErr)
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	return o.StorageURL("/test-"+hex.EncodeToString(b[:])) + "&chunkSize=1048576"
 }
 
 func newDriver(t testing.TB) storage.Driver {
 	t.Helper()
-	u, err := url.Parse(storageURL(t))
+	u, err := url.Parse(store.FreshURL(t) + "&chunkSize=1048576")
 	if err != nil {
 		t.Fatal(err)
 	}
