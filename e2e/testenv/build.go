@@ -157,6 +157,9 @@ func runGo(ctx context.Context, dir string, env []string, args ...string) error 
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
+	// A test binary that times out mid-build takes the build with it,
+	// instead of leaving it compiling (kube-apiserver: minutes of CPU).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
