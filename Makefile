@@ -94,3 +94,12 @@ bench-gc:
 .PHONY: bench-swarm
 bench-swarm:
 	$(GO) run ./e2e/swarmbench $(SWARMBENCH_FLAGS)
+
+# The origin on each object store next to registry:2 on the same store
+# (docs/storage.md, "Benchmark"): push and pull MB/s of a 256 MiB blob,
+# manifest HEAD req/s, store requests per push and per pull, against the
+# test servers e2e/testenv installs (versitygw, Azurite, fake-gcs-server).
+# Knobs: STORAGEBENCH_FLAGS='-stores s3 -size 64' (go run ./e2e/objectstorebench -h).
+.PHONY: bench-storage
+bench-storage:
+	$(GO) run ./e2e/objectstorebench $(STORAGEBENCH_FLAGS)
