@@ -94,7 +94,7 @@ func startCluster(apiserverBin string, caPEM, certPEM, keyPEM []byte) (*cluster,
 	}
 	c := &cluster{dir: dir}
 	pki := filepath.Join(dir, "pki")
-	if err := os.MkdirAll(pki, 0o700); err == nil {
+	if err = os.MkdirAll(pki, 0o700); err == nil {
 		err = errors.Join(os.WriteFile(filepath.Join(pki, "serving.crt"), certPEM, 0o600),
 			os.WriteFile(filepath.Join(pki, "serving.key"), keyPEM, 0o600))
 	}
@@ -163,7 +163,9 @@ func (c *cluster) startEtcd(ctx context.Context) (string, error) {
 			Name: "etcd " + client,
 			Path: etcdBinary,
 			Args: []string{
-				"--name=shoal-e2e", "--data-dir=" + filepath.Join(c.dir, "etcd"),
+				// A data directory per attempt: one bootstrapped with
+				// another attempt's peer address would not start.
+				"--name=shoal-e2e", "--data-dir=" + filepath.Join(c.dir, "etcd-"+strings.ReplaceAll(client, ":", "-")),
 				"--listen-client-urls=" + url, "--advertise-client-urls=" + url,
 				"--listen-peer-urls=http://" + peer, "--initial-advertise-peer-urls=http://" + peer,
 				"--initial-cluster=shoal-e2e=http://" + peer,
@@ -248,6 +250,7 @@ func readyz(cfg *rest.Config) func(ctx context.Context) error {
 			return err
 		}
 		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
+		defer client.CloseIdleConnections()
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, cfg.Host+"/readyz", nil)
 		if err != nil {
 			return err
