@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -223,4 +224,18 @@ func readFile(t testing.TB, root, rel string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestKubeVersionIsTheBuiltRelease holds kubeVersion, what charts are
+// rendered for, equal to the release tools/kube-apiserver builds.
+func TestKubeVersionIsTheBuiltRelease(t *testing.T) {
+	root := workspaceRoot(t)
+	gomod := string(readFile(t, root, filepath.Join(kubeAPIServer.Dir, "go.mod")))
+	m := regexp.MustCompile(`(?m)^\s*k8s\.io/kubernetes (v\S+)`).FindStringSubmatch(gomod)
+	if m == nil {
+		t.Fatalf("%s/go.mod does not require k8s.io/kubernetes", kubeAPIServer.Dir)
+	}
+	if m[1] != kubeVersion {
+		t.Errorf("%s/go.mod builds kube-apiserver %s, but charts are rendered for kubeVersion %s", kubeAPIServer.Dir, m[1], kubeVersion)
+	}
 }
