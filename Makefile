@@ -96,7 +96,7 @@ bench-swarm:
 	$(GO) run ./e2e/swarmbench $(SWARMBENCH_FLAGS)
 
 # The origin on each object store next to registry:2 on the same store
-# (docs/storage.md, "Benchmark"): push and pull MB/s of a 256 MiB blob,
+# (docs/benchmarks.md, "Object stores"): push and pull MB/s of a 256 MiB blob,
 # manifest HEAD req/s, store requests per push and per pull, against the
 # test servers e2e/testenv installs (versitygw, Azurite, fake-gcs-server).
 # Knobs: STORAGEBENCH_FLAGS='-stores s3 -size 64' (go run ./e2e/objectstorebench -h).
