@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // tokenLeeway is the clock skew tolerated on exp, nbf and iat: origin nodes
@@ -35,6 +37,23 @@ type tokens struct {
 	now     func() time.Time
 	issuers map[string][]issuerKey // external issuers' keys by iss
 	parser  *jwt.Parser
+	// verified remembers access tokens whose signature checked out, by a
+	// SHA-256 of the token, until they expire: a client sends the same
+	// token with every request, and an Ed25519 check costs more than the
+	// request it guards. A token is immutable, so only its lifetime needs
+	// checking again.
+	verified *lru.Cache[[sha256.Size]byte, verifiedToken]
+}
+
+// verifiedTokens bounds the verified-token cache: one entry per client
+// token in use, 64 bytes of key and a few hundred of claims each.
+const verifiedTokens = 16384
+
+// verifiedToken is a cached verification: the claims and when they stop
+// being accepted (exp plus tokenLeeway).
+type verifiedToken struct {
+	claims *Claims
+	until  time.Time
 }
 
 // issuerKey is an external issuer's public key and the algorithms it may
@@ -64,6 +83,11 @@ func newTokens(cfg TokenConfig, key *Key, now func() time.Time) (*tokens, error)
 		t.issuers[is.Issuer] = append(t.issuers[is.Issuer], keys...)
 	}
 	t.parser = tokenParser(acceptedAlgs, now)
+	verified, err := lru.New[[sha256.Size]byte, verifiedToken](verifiedTokens)
+	if err != nil {
+		return nil, err
+	}
+	t.verified = verified
 	return t, nil
 }
 
@@ -206,11 +230,22 @@ func tokenID() string {
 // verify checks an access token: signed by the origin's key or a
 // configured issuer's, for this service, within its lifetime.
 func (t *tokens) verify(raw string) (*Claims, error) {
+	key := sha256.Sum256([]byte(raw))
+	if v, ok := t.verified.Get(key); ok {
+		if t.now().Before(v.until) {
+			return v.claims, nil
+		}
+		t.verified.Remove(key)
+	}
 	c, err := t.parse(raw, t.cfg.Service, true)
 	if err != nil {
 		return nil, err
 	}
-	return &Claims{Issuer: c.Issuer, Subject: c.Subject, Audience: t.cfg.Service, Access: c.Access}, nil
+	claims := &Claims{Issuer: c.Issuer, Subject: c.Subject, Audience: t.cfg.Service, Access: c.Access}
+	if c.ExpiresAt != nil {
+		t.verified.Add(key, verifiedToken{claims: claims, until: c.ExpiresAt.Add(tokenLeeway)})
+	}
+	return claims, nil
 }
 
 // verifyRefresh checks a refresh token the origin issued and returns it
