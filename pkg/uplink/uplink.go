@@ -71,13 +71,20 @@ func (m *Meter) Rate() float64 {
 }
 
 // Wait estimates how long a new request of size bytes would take to be
-// sent: 0 while the rate is unknown.
+// sent: 0 while the rate is unknown, and 0 while nothing is waiting to be
+// sent. An idle host is never turned away: the rate is measured only while
+// sending, so a host whose last busy period measured a rate too slow for
+// one piece would otherwise refuse every request and never measure again
+// (seen in e2e/swarm: every agent holding a layer's last piece answered
+// BUSY to each request for minutes while the origin, seeing the piece at
+// peers, answered AT_PEERS).
 func (m *Meter) Wait(size int64) time.Duration {
 	m.mu.Lock()
 	rate := m.rate
 	m.mu.Unlock()
-	if rate <= 0 {
+	backlog := m.backlog.Load()
+	if rate <= 0 || backlog <= 0 {
 		return 0
 	}
-	return time.Duration(float64(m.backlog.Load()+size) / rate * float64(time.Second))
+	return time.Duration(float64(backlog+size) / rate * float64(time.Second))
 }

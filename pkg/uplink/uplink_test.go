@@ -36,3 +36,26 @@ func TestMeterMeasuresTheRateWhileBusy(t *testing.T) {
 		t.Errorf("backlog = %d, want 0", b)
 	}
 }
+
+// An idle host takes a request whatever rate it measured last: its rate is
+// measured only while it sends, so refusing would keep a slow estimate
+// forever and the host would refuse every request after it.
+func TestMeterAdmitsARequestWhenIdle(t *testing.T) {
+	var u Meter
+	t0 := time.Unix(1000, 0)
+	// 256 KiB every 0.5 s for 2 s: 512 KiB/s, too slow for a 4 MiB piece
+	// within seconds.
+	for k := range 5 {
+		u.Sent(256<<10, t0.Add(time.Duration(k)*500*time.Millisecond))
+	}
+	if r := u.Rate(); r <= 0 {
+		t.Fatalf("rate = %v after a busy period, want it measured", r)
+	}
+	if w := u.Wait(4 << 20); w != 0 {
+		t.Errorf("wait for 4 MiB with nothing waiting to be sent = %s, want 0: an idle host that refuses never measures its rate again", w)
+	}
+	u.Add(4 << 20)
+	if w := u.Wait(4 << 20); w < 15900*time.Millisecond || w > 16100*time.Millisecond {
+		t.Errorf("wait for 4 MiB behind 4 MiB at 512 KiB/s = %s, want 16s", w)
+	}
+}
