@@ -47,7 +47,7 @@ func testGCOnlineWithPushes(t *testing.T, o *testenv.ObjectStore) {
 		t.Fatal(err)
 	}
 	var orphans []string
-	for i := range 200 {
+	for i := range 60 {
 		b := fmt.Appendf(nil, "orphan %d", i)
 		d := digest.FromBytes(b)
 		p := fmt.Sprintf("/docker/registry/v2/blobs/sha256/%s/%s/data", d.Encoded()[:2], d.Encoded())
@@ -81,10 +81,10 @@ func testGCOnlineWithPushes(t *testing.T, o *testenv.ObjectStore) {
 		nodes = append(nodes, node{s, admin})
 	}
 
-	// Pushes to both nodes, one a second, for as long as the collections
-	// run: enough to overlap every phase of several runs, few enough that
-	// fake-gcs-server, which reads the whole bucket for every listing,
-	// keeps up.
+	// Pushes to both nodes, one every two seconds, for as long as the
+	// collections run: enough to overlap every phase of several runs, few
+	// enough that fake-gcs-server, which reads the whole bucket for every
+	// listing, keeps up.
 	ctx, stopPushing := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
 	pushed := map[string]string{} // ref -> digest
@@ -110,7 +110,7 @@ func testGCOnlineWithPushes(t *testing.T, o *testenv.ObjectStore) {
 			mu.Unlock()
 			select {
 			case <-ctx.Done():
-			case <-time.After(time.Second):
+			case <-time.After(2 * time.Second):
 			}
 		}
 	})
