@@ -154,8 +154,8 @@ type Config struct {
 	// byte from clients until the hash matches: true (DESIGN.md: agents
 	// verify every piece and the assembled blob, and a mismatch ends the
 	// client's response broken, never as a complete-looking 200). The
-	// pass costs a SHA-256 of the whole blob, about 0.6 CPU-seconds per
-	// GiB on our machines, mostly while the download runs. It is implied
+	// pass costs a SHA-256 of the whole blob (docs/benchmarks.md), mostly
+	// while the download runs. It is implied
 	// by the pieces: each is checked against the metainfo before it is
 	// written, and the metainfo is used only if signed by the origin, which
 	// computes it from the blob while checking the blob's digest
