@@ -195,7 +195,7 @@ func adminAuth(a *auth.Authorizer, next http.Handler, log *slog.Logger) http.Han
 			return
 		}
 		if d := a.Decide(sub, auth.AdminRepository, auth.Admin); !d.Allowed {
-			log.Info("admin API: denied", "path", r.URL.Path, "user", sub.User, "addr", sub.Addr, "reason", d.Reason)
+			log.Info("admin API: denied", "path", r.URL.Path, "user", sub.User, "addr", sub.Addr, "reason", d.Reason())
 			writeAdminError(w, http.StatusForbidden, fmt.Errorf("user %s is not allowed the admin action", shortQuote(sub.User)))
 			return
 		}
@@ -250,7 +250,7 @@ func authCheckHandler(a *auth.Authorizer) http.Handler {
 			}
 		}
 		d := a.Check(q.Get("user"), addr, q["cert"], repo, action)
-		writeAdminJSON(w, http.StatusOK, checkResult{Allowed: d.Allowed, Rule: d.Rule, Reason: d.Reason})
+		writeAdminJSON(w, http.StatusOK, checkResult{Allowed: d.Allowed, Rule: d.Rule, Reason: d.Reason()})
 	})
 }
 

@@ -12,10 +12,30 @@ import (
 )
 
 // Match reports whether name matches pattern. A malformed pattern matches
-// nothing; Validate reports it.
+// nothing; Validate (or Compile) says why.
 func Match(pattern, name string) bool {
-	return match(strings.Split(pattern, "/"), strings.Split(name, "/"))
+	return matchParts(strings.Split(pattern, "/"), name)
 }
+
+// Pattern is a compiled pattern: split once, so that matching allocates
+// nothing. Access rules are matched on every request.
+type Pattern struct {
+	parts []string
+}
+
+// Compile validates pattern and compiles it.
+func Compile(pattern string) (Pattern, error) {
+	if err := Validate(pattern); err != nil {
+		return Pattern{}, err
+	}
+	return Pattern{parts: strings.Split(pattern, "/")}, nil
+}
+
+// Match reports whether name matches p.
+func (p Pattern) Match(name string) bool { return matchParts(p.parts, name) }
+
+// String returns the pattern as written.
+func (p Pattern) String() string { return strings.Join(p.parts, "/") }
 
 // Validate reports whether pattern is well formed.
 func Validate(pattern string) error {
@@ -33,7 +53,14 @@ func Validate(pattern string) error {
 	return nil
 }
 
-func match(pattern, name []string) bool {
+// matchParts matches name, component by component, against pattern's
+// components. A name always has at least one component ("" is one empty
+// component, as strings.Split has it); done means none is left.
+func matchParts(pattern []string, name string) bool {
+	return matchRest(pattern, name, false)
+}
+
+func matchRest(pattern []string, name string, done bool) bool {
 	for len(pattern) > 0 {
 		if pattern[0] == "**" {
 			// "**/**" means what "**" does; folding them keeps the
@@ -41,20 +68,41 @@ func match(pattern, name []string) bool {
 			for len(pattern) > 1 && pattern[1] == "**" {
 				pattern = pattern[1:]
 			}
-			for i := 0; i <= len(name); i++ {
-				if match(pattern[1:], name[i:]) {
+			for {
+				if matchRest(pattern[1:], name, done) {
 					return true
 				}
+				if done {
+					return false
+				}
+				name, done = next(name)
 			}
+		}
+		if done {
 			return false
 		}
-		if len(name) == 0 {
+		comp, _, _ := strings.Cut(name, "/")
+		if !matchComponent(pattern[0], comp) {
 			return false
 		}
-		if ok, _ := path.Match(pattern[0], name[0]); !ok {
-			return false
-		}
-		pattern, name = pattern[1:], name[1:]
+		pattern = pattern[1:]
+		name, done = next(name)
 	}
-	return len(name) == 0
+	return done
+}
+
+// next drops name's first component.
+func next(name string) (rest string, done bool) {
+	_, rest, more := strings.Cut(name, "/")
+	return rest, !more
+}
+
+// matchComponent matches one component; literal components, the common
+// case, compare as strings.
+func matchComponent(pattern, comp string) bool {
+	if !strings.ContainsAny(pattern, `*?[\`) {
+		return pattern == comp
+	}
+	ok, _ := path.Match(pattern, comp)
+	return ok
 }

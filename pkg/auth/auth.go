@@ -10,6 +10,7 @@
 package auth
 
 import (
+	"fmt"
 	"net/netip"
 )
 
@@ -55,8 +56,24 @@ type Decision struct {
 	// Rule is the index in Config.Rules of the rule that decided, or -1
 	// when no rule matched (default deny) or access control is off.
 	Rule int
-	// Reason says in words why, for logs and `shoalctl auth check`.
-	Reason string
+	// explain says in words why. It runs only when someone asks (logs,
+	// `shoalctl auth check`): the words cost more than the decision, which
+	// is made on every request.
+	explain func() string
+}
+
+// Reason says in words why the decision was made, for logs and `shoalctl
+// auth check`.
+func (d Decision) Reason() string {
+	if d.explain == nil {
+		return ""
+	}
+	return d.explain()
+}
+
+// because returns a Decision explained by a fixed text.
+func because(allowed bool, rule int, format string, args ...any) Decision {
+	return Decision{Allowed: allowed, Rule: rule, explain: func() string { return fmt.Sprintf(format, args...) }}
 }
 
 // Access is one repository's granted actions, as in a token's access claim.

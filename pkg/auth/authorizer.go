@@ -159,18 +159,14 @@ func (a *Authorizer) checkPassword(user, pass string) error {
 // deny rules can take away from them.
 func (a *Authorizer) Decide(s Subject, repo string, action Action) Decision {
 	d := a.decide(s, repo, action)
-	result := "deny"
-	if d.Allowed {
-		result = "allow"
-	}
-	a.metrics.decisions.WithLabelValues(string(action), result).Inc()
+	a.metrics.decision(action, d.Allowed)
 	return d
 }
 
 func (a *Authorizer) decide(s Subject, repo string, action Action) Decision {
 	q := request{user: s.User, groups: a.groupsOf[s.User], addr: s.Addr, certs: s.CertNames, repo: repo, action: action}
 	if repo != AdminRepository && !validName(repo) {
-		return Decision{Rule: -1, Reason: fmt.Sprintf("%q is not a valid repository name: denied", repo)}
+		return because(false, -1, "%q is not a valid repository name: denied", repo)
 	}
 	if s.Token != nil && s.Token.Issuer != a.cfg.Token.Issuer {
 		for i := range a.rules {
@@ -179,13 +175,15 @@ func (a *Authorizer) decide(s Subject, repo string, action Action) Decision {
 			}
 		}
 		if !s.Token.Allows(repo, action) {
-			return Decision{Rule: -1, Reason: fmt.Sprintf("the token from %s does not grant %s on %s", s.Token.Issuer, action, repo)}
+			return because(false, -1, "the token from %s does not grant %s on %s", s.Token.Issuer, action, repo)
 		}
-		return Decision{Allowed: true, Rule: -1, Reason: fmt.Sprintf("the token from %s grants %s on %s to %s", s.Token.Issuer, action, repo, q.who())}
+		return because(true, -1, "the token from %s grants %s on %s to %s", s.Token.Issuer, action, repo, q)
 	}
 	d := evaluate(a.rules, q)
 	if d.Allowed && s.Token != nil && !s.Token.Allows(repo, action) {
-		return Decision{Rule: d.Rule, Reason: fmt.Sprintf("%s, but the request's token does not grant %s on %s (ask the token endpoint for scope repository:%s:%s)", d.Reason, action, repo, repo, action)}
+		return Decision{Rule: d.Rule, explain: func() string {
+			return fmt.Sprintf("%s, but the request's token does not grant %s on %s (ask the token endpoint for scope repository:%s:%s)", d.Reason(), action, repo, repo, action)
+		}}
 	}
 	return d
 }

@@ -124,7 +124,7 @@ func TestCertNamesComeOnlyFromVerifiedChains(t *testing.T) {
 		t.Errorf("names %q taken from an unverified certificate", s.CertNames)
 	}
 	if d := a.Decide(s, "anything", Push); d.Allowed {
-		t.Errorf("an unverified build-1 certificate was let push: %s", d.Reason)
+		t.Errorf("an unverified build-1 certificate was let push: %s", d.Reason())
 	}
 }
 
@@ -195,8 +195,14 @@ shoal_auth_bad_credentials_total{kind="basic"} 1
 shoal_auth_bad_credentials_total{kind="bearer"} 1
 # HELP shoal_auth_decisions_total Access decisions by action and result (allow, deny).
 # TYPE shoal_auth_decisions_total counter
+shoal_auth_decisions_total{action="admin",result="allow"} 0
+shoal_auth_decisions_total{action="admin",result="deny"} 0
+shoal_auth_decisions_total{action="delete",result="allow"} 0
+shoal_auth_decisions_total{action="delete",result="deny"} 0
 shoal_auth_decisions_total{action="pull",result="allow"} 1
 shoal_auth_decisions_total{action="pull",result="deny"} 2
+shoal_auth_decisions_total{action="push",result="allow"} 0
+shoal_auth_decisions_total{action="push",result="deny"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "shoal_auth_decisions_total", "shoal_auth_bad_credentials_total"); err != nil {
 		t.Error(err)

@@ -12,7 +12,7 @@ import (
 // rule is a compiled Rule.
 type rule struct {
 	index    int
-	repos    []string
+	repos    []glob.Pattern
 	subjects []matcher
 	machines []matcher
 	actions  []Action
@@ -32,14 +32,16 @@ func compileRule(i int, r Rule, groups map[string][]string) (rule, error) {
 	fail := func(format string, args ...any) (rule, error) {
 		return rule{}, fmt.Errorf("rules[%d]: %s", i, fmt.Sprintf(format, args...))
 	}
-	c := rule{index: i, repos: r.Repositories, actions: r.Actions}
+	c := rule{index: i, actions: r.Actions}
 	if len(r.Repositories) == 0 {
 		return fail("repositories is empty (use [\"**\"] for every repository)")
 	}
 	for _, p := range r.Repositories {
-		if err := glob.Validate(p); err != nil {
+		g, err := glob.Compile(p)
+		if err != nil {
 			return fail("repositories: %v", err)
 		}
+		c.repos = append(c.repos, g)
 	}
 	if len(r.Subjects) == 0 {
 		return fail("subjects is empty (use [anonymous] for anyone)")
@@ -142,7 +144,7 @@ func (r *rule) matches(q request) bool {
 	if !slices.Contains(r.actions, q.action) {
 		return false
 	}
-	if !slices.ContainsFunc(r.repos, func(p string) bool { return glob.Match(p, q.repo) }) {
+	if !slices.ContainsFunc(r.repos, func(p glob.Pattern) bool { return p.Match(q.repo) }) {
 		return false
 	}
 	if !slices.ContainsFunc(r.subjects, q.is) {
@@ -170,6 +172,9 @@ func (q request) is(m matcher) bool {
 	return false
 }
 
+// String describes q's subject, for reasons formatted lazily.
+func (q request) String() string { return q.who() }
+
 // who describes q's subject for a Decision's reason.
 func (q request) who() string {
 	var b strings.Builder
@@ -194,15 +199,15 @@ func evaluate(rules []rule, q request) Decision {
 		if !r.matches(q) {
 			continue
 		}
-		verb := "allows"
-		if r.deny {
-			verb = "denies"
-		}
-		return Decision{
-			Allowed: !r.deny,
-			Rule:    r.index,
-			Reason:  fmt.Sprintf("rule %d (%s) %s %s on %s for %s", r.index, r.text, verb, q.action, q.repo, q.who()),
-		}
+		return Decision{Allowed: !r.deny, Rule: r.index, explain: func() string {
+			verb := "allows"
+			if r.deny {
+				verb = "denies"
+			}
+			return fmt.Sprintf("rule %d (%s) %s %s on %s for %s", r.index, r.text, verb, q.action, q.repo, q.who())
+		}}
 	}
-	return Decision{Rule: -1, Reason: fmt.Sprintf("no rule allows %s on %s for %s: denied by default", q.action, q.repo, q.who())}
+	return Decision{Rule: -1, explain: func() string {
+		return fmt.Sprintf("no rule allows %s on %s for %s: denied by default", q.action, q.repo, q.who())
+	}}
 }

@@ -75,13 +75,13 @@ func TestDecidePolicyTable(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			d := a.Decide(c.s, c.repo, c.action)
 			if d.Allowed != c.allow || d.Rule != c.rule {
-				t.Fatalf("%s on %s by %+v: allowed=%v rule=%d (%s), want allowed=%v rule=%d", c.action, c.repo, c.s, d.Allowed, d.Rule, d.Reason, c.allow, c.rule)
+				t.Fatalf("%s on %s by %+v: allowed=%v rule=%d (%s), want allowed=%v rule=%d", c.action, c.repo, c.s, d.Allowed, d.Rule, d.Reason(), c.allow, c.rule)
 			}
 			switch {
-			case d.Rule >= 0 && !strings.Contains(d.Reason, "rule "+itoa(d.Rule)+" ("):
-				t.Errorf("reason %q does not name rule %d", d.Reason, d.Rule)
-			case d.Rule < 0 && !strings.Contains(d.Reason, "denied"):
-				t.Errorf("reason %q does not say the request is denied", d.Reason)
+			case d.Rule >= 0 && !strings.Contains(d.Reason(), "rule "+itoa(d.Rule)+" ("):
+				t.Errorf("reason %q does not name rule %d", d.Reason(), d.Rule)
+			case d.Rule < 0 && !strings.Contains(d.Reason(), "denied"):
+				t.Errorf("reason %q does not say the request is denied", d.Reason())
 			}
 		})
 	}
@@ -91,13 +91,13 @@ func TestDecideReasonReadsAsASentence(t *testing.T) {
 	a := newTestAuthorizer(t, policyConfig(), nil)
 	d := a.Check("alice", netip.MustParseAddr("10.0.0.5"), nil, "path1/app", Push)
 	want := "rule 3 (allow pull,push on ** to group:builders from cidr:10.0.0.0/24,cert:build-1) allows push on path1/app for user alice from 10.0.0.5"
-	if d.Reason != want {
-		t.Errorf("reason\n got %q\nwant %q", d.Reason, want)
+	if d.Reason() != want {
+		t.Errorf("reason\n got %q\nwant %q", d.Reason(), want)
 	}
 	d = a.Check("", netip.MustParseAddr("10.0.1.5"), nil, "path2/app", Pull)
 	want = "no rule allows pull on path2/app for an anonymous client from 10.0.1.5: denied by default"
-	if d.Reason != want {
-		t.Errorf("reason\n got %q\nwant %q", d.Reason, want)
+	if d.Reason() != want {
+		t.Errorf("reason\n got %q\nwant %q", d.Reason(), want)
 	}
 }
 

@@ -81,7 +81,7 @@ func TestIssuedTokenIsAcceptedAndBoundsDecisions(t *testing.T) {
 		{"path1/app", Pull, false, "the rules allow it, the token does not"},
 	} {
 		if d := a.Decide(s, c.repo, c.action); d.Allowed != c.allow {
-			t.Errorf("%s: %s on %s allowed=%v (%s), want %v", c.why, c.action, c.repo, d.Allowed, d.Reason, c.allow)
+			t.Errorf("%s: %s on %s allowed=%v (%s), want %v", c.why, c.action, c.repo, d.Allowed, d.Reason(), c.allow)
 		}
 	}
 
@@ -95,7 +95,7 @@ func TestIssuedTokenIsAcceptedAndBoundsDecisions(t *testing.T) {
 		t.Fatal(err)
 	}
 	if d := a.Decide(s, "path2/app", Pull); d.Allowed {
-		t.Errorf("a token granting what a deny rule forbids was honoured: %s", d.Reason)
+		t.Errorf("a token granting what a deny rule forbids was honoured: %s", d.Reason())
 	}
 }
 
@@ -277,10 +277,10 @@ func TestExternalIssuerTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	if d := a.Decide(s, "vendor/tool", Push); !d.Allowed {
-		t.Errorf("push granted by the external token: %s", d.Reason)
+		t.Errorf("push granted by the external token: %s", d.Reason())
 	}
 	if d := a.Decide(s, "vendor/other", Pull); d.Allowed {
-		t.Errorf("pull on a repository the external token does not name was allowed: %s", d.Reason)
+		t.Errorf("pull on a repository the external token does not name was allowed: %s", d.Reason())
 	}
 	// ... but deny rules still apply (mallory may not pull path2).
 	m := claimsAt(now, "ec.example.com", pullPath2())

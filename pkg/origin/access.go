@@ -118,7 +118,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, rt route) (*h
 	case sub.Token != nil:
 		reason = denyInsufficientScope
 	}
-	return nil, s.deny(w, r, nd, sub, reason, errors.New(dec.Reason))
+	return nil, s.deny(w, r, nd, sub, reason, errors.New(dec.Reason()))
 }
 
 // Why a request was denied, the reason label of

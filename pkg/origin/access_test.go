@@ -41,7 +41,7 @@ func testRules() []auth.Rule {
 }
 
 // newTestAuthorizer returns an authorizer over testUsers and testRules.
-func newTestAuthorizer(t *testing.T) *auth.Authorizer {
+func newTestAuthorizer(t testing.TB) *auth.Authorizer {
 	t.Helper()
 	var htpasswd bytes.Buffer
 	for _, u := range testUsers {
@@ -74,7 +74,7 @@ func newTestAuthorizer(t *testing.T) *auth.Authorizer {
 
 // newAuthOrigin serves an origin with access control over d, and returns
 // it with the server (for its metrics).
-func newAuthOrigin(t *testing.T, d storage.Driver, a *auth.Authorizer) (*httptest.Server, *Server) {
+func newAuthOrigin(t testing.TB, d storage.Driver, a *auth.Authorizer) (*httptest.Server, *Server) {
 	t.Helper()
 	s, err := New(d, DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	if err != nil {
@@ -88,7 +88,7 @@ func newAuthOrigin(t *testing.T, d storage.Driver, a *auth.Authorizer) (*httptes
 
 // openOrigin serves an origin without access control over d: the tests
 // seed and inspect storage through it, as another origin node would.
-func openOrigin(t *testing.T, d storage.Driver) exchange {
+func openOrigin(t testing.TB, d storage.Driver) exchange {
 	t.Helper()
 	s, err := New(d, DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	if err != nil {
@@ -105,7 +105,7 @@ func basic(user, password string) string {
 
 // fetchToken asks the origin's token endpoint for scope, with an
 // Authorization header (none when empty), as a Docker client does.
-func fetchToken(t *testing.T, base, authorization, scope string) string {
+func fetchToken(t testing.TB, base, authorization, scope string) string {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, base+auth.TokenPath+"?service=shoal&scope="+scope, nil)
 	if err != nil {

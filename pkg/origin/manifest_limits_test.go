@@ -98,7 +98,7 @@ func (d *countingDriver) statsInFlight() int {
 }
 
 // manifestOf builds an OCI image manifest over config and layers.
-func manifestOf(t *testing.T, config digest.Digest, layers ...digest.Digest) []byte {
+func manifestOf(t testing.TB, config digest.Digest, layers ...digest.Digest) []byte {
 	t.Helper()
 	m := ocispec.Manifest{
 		Versioned: specsVersioned,

@@ -38,7 +38,7 @@ func newTestOrigin(t *testing.T, mutate ...func(*Config)) (*httptest.Server, sto
 }
 
 type exchange struct {
-	t    *testing.T
+	t    testing.TB
 	base string
 }
 
@@ -72,7 +72,7 @@ func (e exchange) expect(resp *http.Response, status int) []byte {
 	return b
 }
 
-func errorCode(t *testing.T, body []byte) string {
+func errorCode(t testing.TB, body []byte) string {
 	t.Helper()
 	var eb errorBody
 	if err := json.Unmarshal(body, &eb); err != nil || len(eb.Errors) == 0 {
