@@ -33,11 +33,17 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "origin:", err)
-		os.Exit(1)
-	}
+	daemon.Exit("origin", run(os.Args[1:]))
 }
+
+// about is --help's text above the flags.
+const about = `Serves the Docker Registry v2 / OCI Distribution API (push and pull) on a
+storage driver, and with a seeder listener the blobs' pieces to the P2P swarm.
+Reference of the config file: docs/config-reference.md.
+
+  origin                                   # 127.0.0.1:5000, data in the default directory
+  origin --listen :5000 --storage 'hdfs://nn1:8020,nn2:8020/shoal?user=shoal'
+  origin --config /etc/shoal/origin.yaml`
 
 func run(args []string) error {
 	cfg, applySeederFlags, err := parseConfig(args)
@@ -154,11 +160,8 @@ func parseConfig(args []string) (Config, func(*seeder.Config) error, error) {
 	logFormat := fs.String("log-format", "", "text or json (default text)")
 	adminListen := fs.String("admin-listen", "", "address of the admin API, /admin/v1/..., e.g. 127.0.0.1:5001 (default off; without access control anyone reaching it is an admin: keep it on loopback)")
 	applySeederFlags := seederFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := daemon.Parse(fs, about, args, os.Stdout); err != nil {
 		return Config{}, nil, err
-	}
-	if fs.NArg() > 0 {
-		return Config{}, nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	cfg := DefaultConfig()
 	if *configPath != "" {

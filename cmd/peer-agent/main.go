@@ -14,7 +14,6 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"os"
 	"os/signal"
 	"strings"
@@ -27,11 +26,16 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "peer-agent:", err)
-		os.Exit(1)
-	}
+	daemon.Exit("peer-agent", run(ctx, os.Args[1:]))
 }
+
+// about is --help's text above the flags.
+const about = `The per-host registry mirror dockerd and containerd pull from: blobs come piece
+by piece from other agents and origin seeders, manifests from the origin.
+Reference of the config file: docs/config-reference.md; guide: docs/agent.md.
+
+  peer-agent --origin https://registry.example.com --tracker tracker-1:7001,tracker-2:7001
+  peer-agent --config /etc/shoal/peer-agent.yaml`
 
 func run(ctx context.Context, args []string) error {
 	cfg, err := parseConfig(args)
@@ -72,11 +76,8 @@ func parseConfig(args []string) (agent.Config, error) {
 	locality := fs.String("locality", "", "locality label (zone, rack) sent to the tracker")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
 	logFormat := fs.String("log-format", "", "text or json (default text)")
-	if err := fs.Parse(args); err != nil {
+	if err := daemon.Parse(fs, about, args, os.Stdout); err != nil {
 		return cfg, err
-	}
-	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if *configPath != "" {
 		if err := loadConfig(*configPath, &cfg); err != nil {

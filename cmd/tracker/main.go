@@ -41,11 +41,17 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "tracker:", err)
-		os.Exit(1)
-	}
+	daemon.Exit("tracker", run(ctx, os.Args[1:]))
 }
+
+// about is --help's text above the flags.
+const about = `Peer discovery for Shoal's P2P swarm: agents and origin seeders announce the
+blobs they hold over gRPC and get back peers to fetch pieces from.
+Reference of the config file: docs/config-reference.md.
+
+  tracker                                     # gRPC on 127.0.0.1:7001, metrics on 127.0.0.1:7081
+  tracker --listen :7001 --metrics-listen :7081
+  tracker --config /etc/shoal/tracker.yaml`
 
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("tracker", flag.ContinueOnError)
@@ -57,11 +63,8 @@ func run(ctx context.Context, args []string) error {
 	tlsClientCA := fs.String("tls-client-ca", "", "CA file (PEM) that gRPC client certificates must chain to (mTLS)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
 	logFormat := fs.String("log-format", "", "text or json (default text)")
-	if err := fs.Parse(args); err != nil {
+	if err := daemon.Parse(fs, about, args, os.Stdout); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	cfg := DefaultConfig()
 	if *configPath != "" {
