@@ -1,6 +1,7 @@
 package gc
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -30,16 +31,28 @@ type LeaseRecord struct {
 // Lease is a node's claim to be the only one running GC, kept in storage at
 // /shoal/v1/gc/lease.
 //
-// Storage drivers offer no compare-and-swap, so acquisition writes the
-// record, waits Settle, and reads it back: a competitor that read the old
-// record before our write writes within Settle of its read, so after Settle
-// at most one of the two still finds its own record. The holder re-reads the
-// record before every batch of deletions (Check) and stops when it changed
-// or is about to expire, so a node that was paused past its expiry does not
-// delete after another node took over. Both rest on clocks agreeing within
-// a small fraction of TTL and storage calls finishing within Settle.
+// Where the driver offers conditional writes (storage.ConditionalWriter: S3
+// If-None-Match/If-Match, Azure ETag conditions, GCS generation
+// preconditions, the filesystem's and in-memory driver's locked
+// compare-and-write), every write of the record is conditional on the
+// version this node read or wrote last: of two nodes that read the same
+// record, only one can replace it, and a holder whose lease was taken over
+// cannot write its renewal or release over the new holder's record.
+//
+// Without them, acquisition writes the record, waits Settle, and reads it
+// back: a competitor that read the old record before our write writes within
+// Settle of its read, so after Settle at most one of the two still finds its
+// own record. That rests on storage calls finishing within Settle and on the
+// store returning its latest write to every reader (docs/gc.md).
+//
+// Either way the holder re-reads the record before every batch of deletions
+// (Check) and stops when it changed or is about to expire, so a node that
+// was paused past its expiry does not delete after another node took over;
+// and expiry rests on clocks agreeing within a small fraction of TTL.
 type Lease struct {
-	drv    storage.Driver
+	drv storage.Driver
+	// cond is drv's conditional writes, nil if it has none.
+	cond   storage.ConditionalWriter
 	holder string
 	ttl    time.Duration
 	settle time.Duration
@@ -49,6 +62,9 @@ type Lease struct {
 	// sweep's checks share one Lease.
 	mu  sync.Mutex
 	rec LeaseRecord
+	// version is the storage version of rec as this node wrote it, with
+	// cond.
+	version string
 }
 
 // NewLease returns a lease handle for holder (a node id). now may be nil.
@@ -56,8 +72,22 @@ func NewLease(drv storage.Driver, holder string, ttl, settle time.Duration, now 
 	if now == nil {
 		now = time.Now
 	}
-	return &Lease{drv: drv, holder: holder, ttl: ttl, settle: settle, now: now}
+	return &Lease{drv: drv, cond: conditionalOf(drv), holder: holder, ttl: ttl, settle: settle, now: now}
 }
+
+// conditionalOf returns drv's conditional writes, or nil. A run hands the
+// lease its counting wrapper, which offers only the Driver methods.
+func conditionalOf(drv storage.Driver) storage.ConditionalWriter {
+	if cd, ok := drv.(*countingDriver); ok {
+		drv = cd.Driver
+	}
+	c, _ := storage.ConditionalWriterOf(drv)
+	return c
+}
+
+// Conditional reports whether the lease is kept with conditional writes
+// rather than by settle-and-read-back.
+func (l *Lease) Conditional() bool { return l.cond != nil }
 
 // Token returns the fencing token of the held lease (0 before Acquire).
 func (l *Lease) Token() uint64 {
@@ -78,13 +108,58 @@ func ReadLease(ctx context.Context, drv storage.Driver) (LeaseRecord, bool, erro
 	if err != nil {
 		return LeaseRecord{}, false, fmt.Errorf("reading gc lease: %w", err)
 	}
+	return parseLease(b), true, nil
+}
+
+// parseLease decodes a lease record. A torn or foreign file must not block
+// GC forever: it reads as an expired lease, which the next acquisition
+// replaces.
+func parseLease(b []byte) LeaseRecord {
 	var rec LeaseRecord
 	if err := json.Unmarshal(b, &rec); err != nil {
-		// A torn or foreign file must not block GC forever: treat it as
-		// expired, and let the next acquisition overwrite it.
-		return LeaseRecord{}, true, nil
+		return LeaseRecord{}
 	}
-	return rec, true, nil
+	return rec
+}
+
+// readVersioned reads the lease record and its storage version ("" when
+// there is none) through the conditional writes.
+func (l *Lease) readVersioned(ctx context.Context) (LeaseRecord, string, error) {
+	b, version, err := l.cond.GetContentVersion(ctx, leasePath)
+	if isNotFound(err) {
+		return LeaseRecord{}, "", nil
+	}
+	if err != nil {
+		return LeaseRecord{}, "", fmt.Errorf("reading gc lease: %w", err)
+	}
+	return parseLease(b), version, nil
+}
+
+// writeIf writes rec only if the record's version is still ifVersion ("":
+// only if there is none) and returns its new version. A refusal wraps
+// storage.ErrConditionFailed, unless the record now holds exactly rec: a
+// write that reached the store but whose answer was lost is retried by the
+// SDKs, and the retry is refused by the write it repeats.
+func (l *Lease) writeIf(ctx context.Context, rec LeaseRecord, ifVersion string) (string, error) {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return "", fmt.Errorf("encoding gc lease: %w", err)
+	}
+	if cd, ok := l.drv.(*countingDriver); ok {
+		cd.write.Add(1)
+	}
+	version, err := l.cond.PutContentIf(ctx, leasePath, b, ifVersion)
+	if err == nil {
+		return version, nil
+	}
+	if !errors.Is(err, storage.ErrConditionFailed) {
+		return "", fmt.Errorf("writing gc lease: %w", err)
+	}
+	got, gotVersion, rerr := l.cond.GetContentVersion(ctx, leasePath)
+	if rerr == nil && bytes.Equal(got, b) {
+		return gotVersion, nil
+	}
+	return "", fmt.Errorf("writing gc lease: %w", err)
 }
 
 func (l *Lease) write(ctx context.Context, rec LeaseRecord) error {
@@ -103,7 +178,16 @@ func (l *Lease) write(ctx context.Context, rec LeaseRecord) error {
 func (l *Lease) Acquire(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	cur, _, err := ReadLease(ctx, l.drv)
+	var (
+		cur     LeaseRecord
+		version string
+		err     error
+	)
+	if l.cond != nil {
+		cur, version, err = l.readVersioned(ctx)
+	} else {
+		cur, _, err = ReadLease(ctx, l.drv)
+	}
 	if err != nil {
 		return err
 	}
@@ -111,6 +195,17 @@ func (l *Lease) Acquire(ctx context.Context) error {
 		return fmt.Errorf("%w: %s until %s", ErrLeaseHeld, cur.Holder, cur.Expires.Format(time.RFC3339))
 	}
 	want := LeaseRecord{Holder: l.holder, Token: cur.Token + 1, Expires: l.now().Add(l.ttl)}
+	if l.cond != nil {
+		version, err := l.writeIf(ctx, want, version)
+		if errors.Is(err, storage.ErrConditionFailed) {
+			return fmt.Errorf("%w: another node wrote it first (%w)", ErrLeaseHeld, err)
+		}
+		if err != nil {
+			return err
+		}
+		l.rec, l.version = want, version
+		return nil
+	}
 	if err := l.write(ctx, want); err != nil {
 		return err
 	}
@@ -163,6 +258,17 @@ func (l *Lease) Renew(ctx context.Context) error {
 	}
 	next := l.rec
 	next.Expires = l.now().Add(l.ttl)
+	if l.cond != nil {
+		version, err := l.writeIf(ctx, next, l.version)
+		if errors.Is(err, storage.ErrConditionFailed) {
+			return fmt.Errorf("%w: taken over since it was checked (%w)", ErrLeaseLost, err)
+		}
+		if err != nil {
+			return err
+		}
+		l.rec, l.version = next, version
+		return nil
+	}
 	if err := l.write(ctx, next); err != nil {
 		return err
 	}
@@ -183,6 +289,16 @@ func (l *Lease) Release(ctx context.Context) error {
 	}
 	rel := l.rec
 	rel.Expires = l.now().Add(-time.Second)
+	if l.cond != nil {
+		_, err := l.writeIf(ctx, rel, l.version)
+		if err != nil && !errors.Is(err, storage.ErrConditionFailed) {
+			return err
+		}
+		// Refused: another node took it over since the check; that
+		// node's record stays.
+		l.rec, l.version = LeaseRecord{}, ""
+		return nil
+	}
 	if err := l.write(ctx, rel); err != nil {
 		return err
 	}

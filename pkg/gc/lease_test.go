@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
 )
 
 // clock is a settable test clock.
@@ -30,80 +28,6 @@ func (c *clock) advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
-}
-
-func TestLeaseOnlyOneOfManyAcquires(t *testing.T) {
-	ctx := context.Background()
-	for round := range 20 {
-		drv := inmemory.New()
-		var won atomic.Int32
-		var wg sync.WaitGroup
-		for i := range 5 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				l := NewLease(drv, fmt.Sprintf("node-%d", i), time.Minute, 20*time.Millisecond, nil)
-				err := l.Acquire(ctx)
-				switch {
-				case err == nil:
-					won.Add(1)
-				case !errors.Is(err, ErrLeaseHeld):
-					t.Errorf("acquire: %v", err)
-				}
-			}()
-		}
-		wg.Wait()
-		if n := won.Load(); n != 1 {
-			t.Fatalf("round %d: %d nodes think they hold the lease, want exactly 1", round, n)
-		}
-	}
-}
-
-func TestLeaseExpiredIsTakenOverWithANewToken(t *testing.T) {
-	ctx := context.Background()
-	drv := inmemory.New()
-	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	a := NewLease(drv, "a", time.Minute, 0, clk.now)
-	b := NewLease(drv, "b", time.Minute, 0, clk.now)
-	if err := a.Acquire(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Acquire(ctx); !errors.Is(err, ErrLeaseHeld) {
-		t.Fatalf("b acquired a live lease: %v", err)
-	}
-	clk.advance(30 * time.Second)
-	if err := a.Renew(ctx); err != nil {
-		t.Fatal(err)
-	}
-	clk.advance(45 * time.Second)
-	if err := b.Acquire(ctx); !errors.Is(err, ErrLeaseHeld) {
-		t.Fatalf("b acquired a renewed lease: %v", err)
-	}
-	clk.advance(time.Minute)
-	if err := b.Acquire(ctx); err != nil {
-		t.Fatalf("b could not take over an expired lease: %v", err)
-	}
-	if b.Token() != a.Token()+1 {
-		t.Errorf("token after takeover = %d, want %d", b.Token(), a.Token()+1)
-	}
-	if err := a.Check(ctx, 0); !errors.Is(err, ErrLeaseLost) {
-		t.Errorf("a still believes it holds the lease: %v", err)
-	}
-	if err := a.Renew(ctx); !errors.Is(err, ErrLeaseLost) {
-		t.Errorf("a renewed a lease it lost: %v", err)
-	}
-	if err := a.Release(ctx); err != nil {
-		t.Errorf("release of a lost lease must be a no-op: %v", err)
-	}
-	if err := b.Check(ctx, 0); err != nil {
-		t.Errorf("a's release disturbed b: %v", err)
-	}
-	if err := b.Release(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Acquire(ctx); err != nil || a.Token() != 3 {
-		t.Errorf("after release, a must acquire with token 3: %v, token %d", err, a.Token())
-	}
 }
 
 func TestTwoRunnersOnlyOneCollects(t *testing.T) {

@@ -11,6 +11,9 @@
 package storage
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 
 	driver "github.com/distribution/distribution/v3/registry/storage/driver"
@@ -67,3 +70,59 @@ var WalkFallback = driver.WalkFallback
 // a missing path or a bad request. Drivers wrap it (fmt.Errorf("...: %w",
 // storage.ErrUnavailable)) so that callers can answer 503 and retry later.
 var ErrUnavailable = errors.New("storage backend unavailable")
+
+// ConditionalWriter is an optional capability of a Driver: small writes that
+// take effect only if the file is still as the caller last saw it. The
+// reference interface has no such write, and object stores have no
+// rename-if-absent, so a lock kept in storage (GC's lease) is only safe
+// against a racing writer where the driver offers this. Find it with
+// ConditionalWriterOf.
+//
+// A version is an opaque, non-empty string that changes whenever the file is
+// written: the ETag on S3 and Azure, the generation on GCS, a hash of the
+// content on the filesystem and in memory (where a write of the same bytes
+// therefore keeps the version; callers that need every write to count put a
+// counter in the content, as the lease does).
+type ConditionalWriter interface {
+	// GetContentVersion reads the whole file at path and its version. A
+	// missing file is a PathNotFoundError.
+	GetContentVersion(ctx context.Context, path string) (content []byte, version string, err error)
+	// PutContentIf writes content to path, whole and atomically, only if the
+	// file's version is still ifVersion, or, with ifVersion "", only if
+	// there is no file at path. Otherwise it writes nothing and returns an
+	// error wrapping ErrConditionFailed. It returns the new version.
+	PutContentIf(ctx context.Context, path string, content []byte, ifVersion string) (version string, err error)
+}
+
+// ErrConditionFailed is what PutContentIf wraps when the file was written
+// (or created, or deleted) since the caller read it.
+var ErrConditionFailed = errors.New("storage: conditional write refused: the file changed")
+
+// ConditionalWriterOf returns d's conditional writes, looking through
+// Instrument's wrapper, or false if d has none.
+func ConditionalWriterOf(d Driver) (ConditionalWriter, bool) {
+	if in, ok := d.(*instrumented); ok {
+		d = in.Driver
+	}
+	c, ok := d.(ConditionalWriter)
+	return c, ok
+}
+
+// WithConditionalWriter returns d offering c's conditional writes, for a
+// driver whose conditional writes are made by a client beside it (the object
+// stores, whose base drivers are the reference registry's).
+func WithConditionalWriter(d Driver, c ConditionalWriter) Driver {
+	return conditionalDriver{Driver: d, ConditionalWriter: c}
+}
+
+type conditionalDriver struct {
+	Driver
+	ConditionalWriter
+}
+
+// ContentVersion is the version of content for drivers whose store keeps no
+// version of its own: its SHA-256, in hex.
+func ContentVersion(content []byte) string {
+	sum := sha256.Sum256(content)
+	return hex.EncodeToString(sum[:])
+}
