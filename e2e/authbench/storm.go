@@ -101,8 +101,8 @@ func stormBench(ctx context.Context, env *cluster) error {
 	t.note("each storm: %d GETs of blobs of %s with one bearer token (a new one per storm, so the agent's answers cache starts cold), spread evenly over %d authTTL windows in bursts of the storm's concurrency; the layers were in the agent's cache before",
 		c.stormRequests, stormRepo, c.stormWindows)
 	t.note("origin blob HEADs: shoal_origin_http_requests_total{handler=\"blob\",method=\"HEAD\"} over the storm; other origin requests: the rest of that counter (manifests, blob GETs, ...)")
-	t.note("agent CPU per request: utime+stime of the agent over the storm; it includes one capability verification per GET (the agent checks the origin's capability each time it opens a blob for a client, cached or not; its cost is in the P2P table)")
-	t.note("the goal is per (credential, repository); the agent asks the origin once per authTTL per (credential, repository, blob): the capability it gets back and the check that the blob is in the repository are per blob")
+	t.note("agent CPU per request: utime+stime of the agent over the storm; a capability the agent already holds for a blob is not verified again when a client's GET brings the same one")
+	t.note("the goal is per (credential, repository): for a blob it holds complete and the origin placed in the repository (here by the pulls that filled the cache, under another token), the agent reuses the origin's yes to the credential for the repository, so the first request of a window asks about its blob and the rest of the storm rides on that answer")
 	return t.print(c.markdown)
 }
 

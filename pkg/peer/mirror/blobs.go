@@ -117,13 +117,22 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, name, ref str
 // repository, so holding the digest says nothing about where it may be
 // read. Content addressed, already on this host, and the access decision
 // the origin's own, only older.
+//
+// While it answers, the origin is asked once per AuthTTL per (repository,
+// credentials), not per blob, for blobs already cached that it confirmed
+// to be in the repository (readableCached): a pull asks for every layer of
+// an image at once, and the question is the same for all of them.
 func (s *Server) blobSize(r *http.Request, name string, d digest.Digest) (int64, *apiError) {
 	if s.originDown() && s.mayReadOffline(r, name, d) {
 		if size, ok := s.localBlob(d); ok {
 			return size, nil
 		}
 	}
-	size, deny := s.authorizeBlob(r, name, d)
+	cred := credentialKey(r)
+	size, deny, answered := s.readableCached(r, name, d, cred)
+	if !answered {
+		size, deny = s.authorizeBlob(r, name, d)
+	}
 	if deny == nil {
 		s.notePresent(name, d)
 	}
@@ -134,6 +143,53 @@ func (s *Server) blobSize(r *http.Request, name string, d digest.Digest) (int64,
 		}
 	}
 	return size, deny
+}
+
+// readableCached answers for a blob complete in the local cache that the
+// origin confirmed to be in repository name (notePresent, a yes to a blob
+// HEAD under that name, kept OfflineTTL) when the origin's yes to cred for
+// the repository is at most AuthTTL old. Manifests are not taken as proof
+// that the blobs they list are in a repository: the origin does not check
+// foreign layers, nor any reference when it allows sparse manifests, so a
+// manifest could name another repository's private blob. Without one, the
+// requests for such blobs of one (repository, credentials) share a single
+// origin call: the first asks about its blob, and the others take the
+// answer for the repository from it. answered is false when the blob must
+// be authorized on its own (authorizeBlob).
+func (s *Server) readableCached(r *http.Request, name string, d digest.Digest, cred string) (size int64, deny *apiError, answered bool) {
+	if _, ok := s.present.Get(presentKey(name, d)); !ok {
+		return 0, nil, false
+	}
+	size, ok := s.localBlob(d)
+	if !ok {
+		return 0, nil, false
+	}
+	if _, ok := s.auth.Get(repoAuthKey(name, cred)); ok {
+		return size, nil, true
+	}
+	type answer struct {
+		d    digest.Digest
+		size int64
+		deny *apiError
+	}
+	v, _, _ := s.fetches.Do("repo|"+name+"|"+cred, func() (any, error) {
+		size, deny := s.authorizeBlob(r, name, d)
+		return answer{d, size, deny}, nil
+	})
+	a := v.(answer)
+	switch {
+	case a.d == d:
+		return a.size, a.deny, true
+	case a.deny == nil:
+		// The origin let cred read the repository (authorizeBlob noted
+		// it), and d is in it.
+		return size, nil, true
+	case a.deny.Status == http.StatusUnauthorized || a.deny.Status == http.StatusForbidden:
+		// Refused the repository: the same answer for every blob of it.
+		return 0, a.deny, true
+	}
+	// The other blob is unknown, or the origin is down: ask about this one.
+	return 0, nil, false
 }
 
 // localBlob returns the size of d if the Blobs source holds it complete.
@@ -148,7 +204,9 @@ func (s *Server) localBlob(d digest.Digest) (int64, bool) {
 // authorizeBlob asks the origin, with the client's credentials, whether
 // the blob exists in the repository and may be read, and returns its size.
 // A yes is remembered for AuthTTL, with the P2P capability the origin gave
-// with it (auth.CapabilityHeader), which goes to the Blobs source on Open.
+// with it (auth.CapabilityHeader), which goes to the Blobs source on Open,
+// and as a yes to the credentials for the whole repository
+// (readableCached).
 func (s *Server) authorizeBlob(r *http.Request, name string, d digest.Digest) (int64, *apiError) {
 	cred := credentialKey(r)
 	key := "blob|" + name + "|" + d.String() + "|" + cred
@@ -175,6 +233,8 @@ func (s *Server) authorizeBlob(r *http.Request, name string, d digest.Digest) (i
 				return answer{deny: newError(http.StatusBadGateway, codeUnknown, "the origin gave blob %s no size", d)}, nil
 			}
 			s.auth.Add(key, size)
+			// A yes to a blob of the repository is a yes to reading it.
+			s.auth.Add(repoAuthKey(name, cred), -1)
 			if tok := resp.Header.Get(auth.CapabilityHeader); tok != "" {
 				s.capabilities.Add(d.String(), tok)
 			}

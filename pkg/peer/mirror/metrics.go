@@ -73,7 +73,7 @@ func newMetrics(reg prometheus.Registerer, caches map[string]cacheSizer) *metric
 	cc := &cacheCollector{
 		caches: caches,
 		entries: prometheus.NewDesc("shoal_agent_mirror_cache_entries",
-			"Entries in the mirror's in-memory caches: tags (manifests by tag and tag lists, tagTTL), manifests (by digest), auth (the origin's yeses, authTTL), capabilities (the P2P capabilities that came with them), offline_tags and offline_auth (kept offlineTTL for while the origin is down).",
+			"Entries in the mirror's in-memory caches: tags (manifests by tag and tag lists, tagTTL), manifests (by digest), auth (the origin's yeses, authTTL), capabilities (the P2P capabilities that came with them), present (the digests the origin placed in a repository, offlineTTL), offline_tags and offline_auth (kept offlineTTL for while the origin is down).",
 			[]string{"cache"}, nil),
 		bytes: prometheus.NewDesc("shoal_agent_mirror_cache_bytes",
 			"Bytes held by the mirror's in-memory caches (keys, bodies and headers, and a fixed overhead per entry), by cache as in shoal_agent_mirror_cache_entries.",

@@ -202,10 +202,13 @@ type Server struct {
 	manifests *ttlCache[*cachedResponse]
 	// Kept for OfflineTTL, for while the origin is down (nil when off):
 	// staleTags the last good answer for a tag, offline the origin's last
-	// yes to (repository, credentials) (repoAuthKey) and the digests it
-	// served or authorized in a repository (presentKey).
+	// yes to (repository, credentials) (repoAuthKey).
 	staleTags *ttlCache[*cachedResponse]
 	offline   *ttlCache[struct{}]
+	// present holds the digests the origin served or authorized in a
+	// repository (presentKey), for OfflineTTL (AuthTTL if longer): which
+	// repositories a cached blob may be read under.
+	present *ttlCache[struct{}]
 	// auth remembers the origin's recent yeses for AuthTTL: blob sizes by
 	// (repository, digest, credentials) and repository reads (-1).
 	auth    *ttlCache[int64]
@@ -263,11 +266,12 @@ func New(cfg Config, opts Options) (*Server, error) {
 	}
 	s.capabilities = newTTLCache(max(cfg.AuthTTL, time.Nanosecond), decisionEntries, decisionEntries*decisionEntryBytes,
 		func(tok string) int64 { return int64(len(tok)) }, now)
+	s.present = newTTLCache(max(cfg.OfflineTTL, cfg.AuthTTL, time.Nanosecond), offlineEntries, offlineEntries*decisionEntryBytes, sizeOfDecision[struct{}], now)
 	if cfg.OfflineTTL > 0 {
 		s.staleTags = newTTLCache(cfg.OfflineTTL, math.MaxInt, cfg.OfflineTagCacheBytes, (*cachedResponse).size, now)
 		s.offline = newTTLCache(cfg.OfflineTTL, offlineEntries, offlineEntries*decisionEntryBytes, sizeOfDecision[struct{}], now)
 	}
-	caches := map[string]cacheSizer{"tags": s.tags, "manifests": s.manifests, "auth": s.auth, "capabilities": s.capabilities}
+	caches := map[string]cacheSizer{"tags": s.tags, "manifests": s.manifests, "auth": s.auth, "capabilities": s.capabilities, "present": s.present}
 	if cfg.OfflineTTL > 0 {
 		caches["offline_tags"], caches["offline_auth"] = s.staleTags, s.offline
 	}

@@ -65,12 +65,12 @@ func (s *Server) noteNo(r *http.Request, name string) {
 	}
 }
 
-// notePresent records that the origin served (or authorized) d under
-// repository name: while it is down, d is served under that name only.
+// notePresent records that the origin served (or authorized, or listed in
+// a manifest) d under repository name: a cached d is served under that
+// name only, with the origin's yes to the credentials for the repository
+// (readableCached), or while it is down (mayReadOffline).
 func (s *Server) notePresent(name string, d digest.Digest) {
-	if s.offline != nil {
-		s.offline.Add(presentKey(name, d), struct{}{})
-	}
+	s.present.Add(presentKey(name, d), struct{}{})
 }
 
 // mayReadOffline reports whether r may be served cached d under
@@ -84,7 +84,7 @@ func (s *Server) mayReadOffline(r *http.Request, name string, d digest.Digest) b
 	if s.offline == nil {
 		return false
 	}
-	if _, ok := s.offline.Get(presentKey(name, d)); !ok {
+	if _, ok := s.present.Get(presentKey(name, d)); !ok {
 		return false
 	}
 	return s.offlineLookup(r, name, func(cred string) bool {
