@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"time"
 
@@ -25,12 +26,12 @@ import (
 // seederFlags registers the seeder's flags on fs. The returned function
 // applies those given on the command line over the config file's values.
 func seederFlags(fs *flag.FlagSet) func(*seeder.Config) error {
-	listen := fs.String("seeder-listen", "", "gRPC address of the P2P seeder (shoal.peer.v1.Peer); empty: seeder and cluster membership off")
-	trackers := fs.String("tracker", "", "tracker gRPC addresses (host:port, comma-separated) that owned blobs are announced to")
-	bind := fs.String("cluster-bind", "", "host:port for origin cluster gossip, UDP and TCP (default 127.0.0.1:7946)")
-	join := fs.String("cluster-join", "", "host:port of origin nodes to join, comma-separated (empty: start a new cluster)")
+	listen := fs.String("seeder-listen", "", "gRPC address of the P2P seeder (shoal.peer.v1.Peer) (default "+defaultSeederListen+" when trackers are given, else off: no seeder, no cluster membership)")
+	trackers := fs.String("tracker", "", "tracker gRPC addresses (host:port, comma-separated) that owned blobs are announced to; turns the seeder on")
+	bind := fs.String("cluster-bind", "", "host:port for origin cluster gossip, UDP and TCP (default 127.0.0.1:7946; 0.0.0.0:7946 when --cluster-join names another host)")
+	join := fs.String("cluster-join", "", "origin nodes to join, comma-separated host:port, or dns:NAME:PORT for every address NAME resolves to, looked up again every rejoin interval (a Kubernetes headless Service); empty: start a new cluster")
 	name := fs.String("cluster-name", "", "this node's name in the origin cluster, unique and stable across restarts (default: the host name)")
-	cacheDir := fs.String("cache-dir", "", "directory for the seeder's local copies of owned blobs (default /var/cache/shoal/origin)")
+	cacheDir := fs.String("cache-dir", "", "directory for the seeder's local copies of owned blobs (default /var/cache/shoal/origin as root, else ~/.cache/shoal/origin)")
 	return func(c *seeder.Config) error {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -74,21 +75,43 @@ func splitList(s string) []string {
 	return out
 }
 
-// startSeeder starts the P2P seeder when cfg.Listen is set: cluster
-// membership, the tracker client and the gRPC listener. key is the origin
-// cluster's signing key: it signs the metainfo served and checks the
-// capabilities agents present. The returned stop
-// function shuts them down, waiting up to grace for streams in flight.
-func startSeeder(cfg *seeder.Config, flags func(*seeder.Config) error, d storage.Driver, key *auth.Key, log *slog.Logger, reg prometheus.Registerer, grace time.Duration) (stop func(), err error) {
+// defaultSeederListen is the seeder's address when trackers are given and
+// seeder.listen is not: every interface, so that agents on other hosts
+// reach it.
+const defaultSeederListen = ":7003"
+
+// seeding is what a started seeder gives the rest of the origin.
+type seeding struct {
+	// stop shuts the seeder down, waiting up to grace for streams in flight.
+	stop func()
+	// advertise wraps the registry API: its /v2/ answers list the origin
+	// cluster's seeders (cluster.AdvertiseSeeders), or nothing with the
+	// seeder off.
+	advertise func(http.Handler) http.Handler
+}
+
+// startSeeder starts the P2P seeder when cfg.Listen is set, or trackers are
+// (then on defaultSeederListen): cluster membership, the tracker client and
+// the gRPC listener. key is the origin cluster's signing key: it signs the
+// metainfo served and checks the capabilities agents present.
+func startSeeder(cfg *seeder.Config, flags func(*seeder.Config) error, d storage.Driver, key *auth.Key, log *slog.Logger, reg prometheus.Registerer, grace time.Duration) (_ seeding, err error) {
+	off := seeding{stop: func() {}, advertise: func(h http.Handler) http.Handler { return h }}
 	if err := flags(cfg); err != nil {
-		return nil, err
+		return off, err
+	}
+	if cfg.Listen == "" && len(cfg.Tracker.Trackers) > 0 {
+		cfg.Listen = defaultSeederListen
 	}
 	if cfg.Listen == "" {
-		log.Info("seeder off (no --seeder-listen)")
-		return func() {}, nil
+		log.Info("seeder off (no --tracker nor --seeder-listen): agents proxy blobs from the registry API, without P2P")
+		return off, nil
 	}
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return off, fmt.Errorf("config: %w", err)
+	}
+	if bind := gossipBind(cfg.Cluster); bind != cfg.Cluster.BindAddr {
+		log.Info("cluster: gossip on every interface, since the join list names other hosts (set --cluster-bind to choose)", "bind", bind, "join", cfg.Cluster.Join)
+		cfg.Cluster.BindAddr = bind
 	}
 	log = log.With("component", "seeder")
 	var cleanup []func()
@@ -105,19 +128,19 @@ func startSeeder(cfg *seeder.Config, flags func(*seeder.Config) error, d storage
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("seeder: %w", err)
+		return off, fmt.Errorf("seeder: %w", err)
 	}
 	cleanup = append(cleanup, func() { _ = ln.Close() })
 	advertise, err := advertiseAddr(*cfg, ln.Addr().String(), log)
 	if err != nil {
-		return nil, err
+		return off, err
 	}
 
 	cc := cfg.Cluster
 	cc.Meta = advertise
 	members, err := cluster.Start(cc, log)
 	if err != nil {
-		return nil, err
+		return off, err
 	}
 	cleanup = append(cleanup, func() {
 		if err := members.Close(2 * time.Second); err != nil {
@@ -130,7 +153,7 @@ func startSeeder(cfg *seeder.Config, flags func(*seeder.Config) error, d storage
 
 	dial, err := cfg.TLS.DialOption()
 	if err != nil {
-		return nil, err
+		return off, err
 	}
 	opts := seeder.Options{Key: key, Log: log, Registerer: reg, Members: members, Dial: []grpc.DialOption{dial}, Advertise: advertise}
 	if len(cfg.Tracker.Trackers) > 0 {
@@ -138,14 +161,14 @@ func startSeeder(cfg *seeder.Config, flags func(*seeder.Config) error, d storage
 		tcfg.DialOptions = []grpc.DialOption{dial}
 		tc, err := tracker.NewClient(tcfg)
 		if err != nil {
-			return nil, err
+			return off, err
 		}
 		cleanup = append(cleanup, func() { _ = tc.Close() })
 		opts.Announcer = tc
 	}
 	s, err := seeder.New(*cfg, d, opts)
 	if err != nil {
-		return nil, err
+		return off, err
 	}
 	cleanup = append(cleanup, func() {
 		if err := s.Close(); err != nil {
@@ -155,7 +178,7 @@ func startSeeder(cfg *seeder.Config, flags func(*seeder.Config) error, d storage
 
 	creds, err := cfg.TLS.ServerOption()
 	if err != nil {
-		return nil, err
+		return off, err
 	}
 	gs := grpc.NewServer(creds,
 		// Pings find connections to hosts that vanished, so their streams
@@ -179,7 +202,28 @@ func startSeeder(cfg *seeder.Config, flags func(*seeder.Config) error, d storage
 	cleanup[0] = func() { gracefulStop(gs, grace) }
 	log.Info("seeder serving", "addr", ln.Addr().String(), "advertise", advertise, "tls", cfg.TLS.Enabled(),
 		"cluster", members.LocalAddr(), "join", cfg.Cluster.Join, "trackers", cfg.Tracker.Trackers, "cacheDir", cfg.CacheDir)
-	return undo, nil
+	return seeding{stop: undo, advertise: members.AdvertiseSeeders}, nil
+}
+
+// gossipBind is the address gossip binds: the configured one, except that
+// a loopback address with a join list naming another host becomes 0.0.0.0,
+// since no other host could reach it (the default 127.0.0.1 suits a node
+// alone, not one told to join others).
+func gossipBind(c cluster.Config) string {
+	ip := net.ParseIP(c.BindAddr)
+	if c.BindAddr != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return c.BindAddr
+	}
+	for _, j := range c.Join {
+		host, _, err := net.SplitHostPort(strings.TrimPrefix(j, cluster.DNSJoinPrefix))
+		if err != nil {
+			continue
+		}
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return "0.0.0.0"
+		}
+	}
+	return c.BindAddr
 }
 
 // gracefulStop lets streams in flight finish for up to grace.

@@ -5,6 +5,8 @@ import (
 	"flag"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,7 +19,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/shoal-dev/shoal/internal/peerwire"
 	"github.com/shoal-dev/shoal/pkg/auth"
+	"github.com/shoal-dev/shoal/pkg/cluster"
 	"github.com/shoal-dev/shoal/pkg/origin/seeder"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
 	"github.com/shoal-dev/shoal/pkg/tracker"
@@ -155,10 +159,11 @@ func TestStartSeederServesAndAnnounces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop, err := startSeeder(&cfg, apply, d, key, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), time.Second)
+	seeding, err := startSeeder(&cfg, apply, d, key, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
+	stop := seeding.stop
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -187,6 +192,16 @@ func TestStartSeederServesAndAnnounces(t *testing.T) {
 	if got := hdr.Get(seeder.OwnersHeader); len(got) != 1 || got[0] != addr {
 		t.Errorf("owners header = %v, want [%s]", got, addr)
 	}
+	// The registry API's /v2/ lists the seeder for agents to learn, also
+	// on a 401; other paths do not.
+	unauthorized := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusUnauthorized) })
+	for path, want := range map[string]string{"/v2/": addr, "/v2/app/manifests/v1": ""} {
+		rec := httptest.NewRecorder()
+		seeding.advertise(unauthorized).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		if got := rec.Header().Get(peerwire.SeedersHeader); got != want {
+			t.Errorf("GET %s answered %d with %s %q, want %q", path, rec.Code, peerwire.SeedersHeader, got, want)
+		}
+	}
 	tc, err := tracker.NewClient(tracker.ClientConfig{Trackers: []string{tln.Addr().String()}, Timeout: time.Second, Cooldown: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -210,5 +225,30 @@ func TestStartSeederServesAndAnnounces(t *testing.T) {
 	stopped = true
 	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		t.Error("seeder still listening after stop")
+	}
+}
+
+// TestGossipBindsEveryInterfaceToJoinOtherHosts: the default loopback bind
+// suits a node alone; told to join another host (by address or by a dns:
+// name), a node gossips on every interface unless a bind was chosen.
+func TestGossipBindsEveryInterfaceToJoinOtherHosts(t *testing.T) {
+	for _, tc := range []struct {
+		bind string
+		join []string
+		want string
+	}{
+		{"127.0.0.1", nil, "127.0.0.1"},
+		{"127.0.0.1", []string{"127.0.0.1:7946", "localhost:7947"}, "127.0.0.1"},
+		{"127.0.0.1", []string{"10.0.0.5:7946"}, "0.0.0.0"},
+		{"127.0.0.1", []string{"dns:shoal-origin-headless.shoal.svc:7946"}, "0.0.0.0"},
+		{"localhost", []string{"origin-2:7946"}, "0.0.0.0"},
+		{"10.0.0.4", []string{"10.0.0.5:7946"}, "10.0.0.4"},
+		{"0.0.0.0", []string{"dns:origins:7946"}, "0.0.0.0"},
+	} {
+		c := cluster.DefaultConfig()
+		c.BindAddr, c.Join = tc.bind, tc.join
+		if got := gossipBind(c); got != tc.want {
+			t.Errorf("bind %s, join %v: gossip binds %s, want %s", tc.bind, tc.join, got, tc.want)
+		}
 	}
 }

@@ -34,9 +34,6 @@ commands:
                                   what the origin's rules decide, and which rule decides;
                                   exits 1 when denied (--user "" is anonymous)
   certs init|issue ...            make the cluster CA and host certificates (shoalctl certs, docs/certificates.md)
-  demo [--agents N] [--size 128MiB] [--layers N] [--keep]
-                                  start an origin, a tracker and N agents on loopback, push an image,
-                                  pull it through every agent at once, show what the origin sent
 
 The origin serves its admin API when started with --admin-listen ADDR. With access
 control on, give --admin-user (or $SHOAL_ADMIN_USER) and the password in
@@ -51,9 +48,6 @@ func main() {
 	err := run(context.Background(), os.Args[1:], os.Stdout)
 	if errors.Is(err, errDenied) {
 		os.Exit(1)
-	}
-	if errors.Is(err, errInterrupted) {
-		os.Exit(130)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "shoalctl:", err)
@@ -72,9 +66,6 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	rest := fs.Args()
 	if len(rest) > 0 && rest[0] == "certs" {
 		return runCerts(rest[1:], out) // local files only: no admin API
-	}
-	if len(rest) > 0 && rest[0] == "demo" {
-		return runDemo(ctx, rest[1:], out) // starts its own origin
 	}
 	if len(rest) < 2 || (rest[0] != "gc" && rest[0] != "auth") {
 		fs.Usage()

@@ -1,5 +1,6 @@
 // Package peerwire holds what the servers of shoal.peer.v1 (the origin's
-// seeder and the agent's peer service) share about reading a stream.
+// seeder and the agent's peer service) share about reading a stream, and
+// how the origin tells agents where its seeders are (SeedersHeader).
 package peerwire
 
 import (

@@ -46,8 +46,13 @@ type Config struct {
 	// AdvertisePort goes with AdvertiseAddr (0: the bind port).
 	AdvertisePort int `yaml:"advertisePort"`
 	// Join lists host:port of existing members; one reachable is enough.
-	// Empty: start a new cluster. A failed join does not stop the node: it
-	// keeps retrying every RejoinInterval while it is alone.
+	// An entry "dns:NAME:PORT" stands for every address NAME resolves to
+	// (A and AAAA records; a Kubernetes headless Service names every
+	// origin pod), looked up again every RejoinInterval: addresses that
+	// are not members yet are joined, so nodes that started apart (each
+	// alone, or two groups) merge. Empty: start a new cluster. A failed
+	// join does not stop the node: it keeps retrying every RejoinInterval
+	// while it is alone.
 	Join []string `yaml:"join"`
 	// KeyFile holds the gossip encryption key, base64 of 16, 24 or 32
 	// bytes (AES-128/192/256), the same on every node: gossip is then
@@ -55,7 +60,8 @@ type Config struct {
 	// can neither read the membership nor join. Empty: plaintext gossip, for
 	// a trusted network only.
 	KeyFile string `yaml:"keyFile"`
-	// RejoinInterval is how often a node that is alone retries Join (10s).
+	// RejoinInterval is how often a node that is alone retries Join, and
+	// how often dns: entries are looked up again (10s).
 	RejoinInterval time.Duration `yaml:"rejoinInterval"`
 	// Meta is published to the other nodes: the node's seeder gRPC address.
 	// Set by the program, not the config file.
@@ -123,18 +129,27 @@ func (c Config) Validate() error {
 	case len(c.Meta) > memberlist.MetaMaxSize:
 		return fmt.Errorf("cluster: meta is %d bytes, memberlist allows %d", len(c.Meta), memberlist.MetaMaxSize)
 	}
+	for _, j := range c.Join {
+		if rest, ok := strings.CutPrefix(j, DNSJoinPrefix); ok {
+			if host, _, err := net.SplitHostPort(rest); err != nil || host == "" {
+				return fmt.Errorf("cluster: join entry %q: want dns:NAME:PORT", j)
+			}
+		}
+	}
 	return nil
 }
 
 // Cluster is this node's live view of the membership. It is safe for
 // concurrent use.
 type Cluster struct {
-	cfg  Config
-	ml   *memberlist.Memberlist
-	view *view
-	log  *slog.Logger
-	stop chan struct{}
-	done sync.WaitGroup
+	cfg Config
+	ml  *memberlist.Memberlist
+	// lookup resolves dns: join entries.
+	lookup func(ctx context.Context, host string) ([]net.IPAddr, error)
+	view   *view
+	log    *slog.Logger
+	stop   chan struct{}
+	done   sync.WaitGroup
 
 	// This node as memberlist started it. Memberlist's own record of it
 	// is not read again: memberlist rewrites it (incarnation) under a lock
@@ -152,6 +167,11 @@ type Cluster struct {
 // nodes in cfg.Join if any. Failing to reach them is logged, not returned:
 // the node works alone and keeps trying.
 func Start(cfg Config, logger *slog.Logger) (*Cluster, error) {
+	return startWithLookup(cfg, logger, net.DefaultResolver.LookupIPAddr)
+}
+
+// startWithLookup is Start with the resolver of dns: join entries.
+func startWithLookup(cfg Config, logger *slog.Logger, lookup func(context.Context, string) ([]net.IPAddr, error)) (*Cluster, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -178,7 +198,7 @@ func Start(cfg Config, logger *slog.Logger) (*Cluster, error) {
 	mc.PushPullInterval = cfg.PushPullInterval
 	mc.SuspicionMult = cfg.SuspicionMult
 	mc.Delegate = meta(cfg.Meta)
-	v := &view{members: map[string]Member{}}
+	v := &view{members: map[string]Member{}, gossip: map[string]string{}}
 	mc.Events = v
 	if cfg.KeyFile != "" {
 		key, err := readKey(cfg.KeyFile)
@@ -196,13 +216,13 @@ func Start(cfg Config, logger *slog.Logger) (*Cluster, error) {
 	// UpdateNode would rewrite these fields of its record.
 	local := ml.LocalNode()
 	c := &Cluster{
-		cfg: cfg, ml: ml, view: v, log: logger, stop: make(chan struct{}),
+		cfg: cfg, ml: ml, view: v, log: logger, stop: make(chan struct{}), lookup: lookup,
 		self:      Member{Name: local.Name, Addr: string(local.Meta)},
 		localAddr: net.JoinHostPort(local.Addr.String(), strconv.Itoa(int(local.Port))),
 		advertise: slices.Clone(local.Addr),
 	}
 	if len(cfg.Join) > 0 {
-		c.join()
+		c.join(false)
 		c.done.Add(1)
 		go c.rejoin()
 	}
@@ -224,10 +244,28 @@ func readKey(path string) ([]byte, error) {
 	return key, nil
 }
 
-func (c *Cluster) join() {
-	n, err := c.ml.Join(c.cfg.Join)
+// join joins the members of the join list, dns: entries resolved now.
+// With onlyNew, addresses of live members (and this node's) are left out,
+// and nothing is done when no address is left.
+func (c *Cluster) join(onlyNew bool) {
+	addrs, err := resolveJoin(context.Background(), c.cfg.Join, c.lookup)
 	if err != nil {
-		c.log.Warn("joining the origin cluster failed; working alone and retrying", "join", c.cfg.Join, "contacted", n, "err", err)
+		c.log.Warn("resolving the origin cluster's join list", "join", c.cfg.Join, "err", err)
+	}
+	if onlyNew {
+		known := c.view.gossipAddrs()
+		known[c.localAddr] = true
+		addrs = slices.DeleteFunc(addrs, func(a string) bool { return known[a] })
+	}
+	if len(addrs) == 0 {
+		if !onlyNew {
+			c.log.Warn("joining the origin cluster failed: no address to join; working alone and retrying", "join", c.cfg.Join)
+		}
+		return
+	}
+	n, err := c.ml.Join(addrs)
+	if err != nil {
+		c.log.Warn("joining the origin cluster failed; working alone and retrying", "join", addrs, "contacted", n, "err", err)
 		return
 	}
 	c.log.Info("joined the origin cluster", "contacted", n, "members", c.ml.NumMembers())
@@ -235,17 +273,23 @@ func (c *Cluster) join() {
 
 // rejoin retries Join while the node is alone: a node started before the
 // others, or cut off from them, finds its way back without a restart.
+// With dns: entries it also joins, at every tick, addresses the names
+// resolve to that are not members yet.
 func (c *Cluster) rejoin() {
 	defer c.done.Done()
 	t := time.NewTicker(c.cfg.RejoinInterval)
 	defer t.Stop()
+	dns := slices.ContainsFunc(c.cfg.Join, func(j string) bool { return strings.HasPrefix(j, DNSJoinPrefix) })
 	for {
 		select {
 		case <-c.stop:
 			return
 		case <-t.C:
-			if c.ml.NumMembers() <= 1 {
-				c.join()
+			switch {
+			case c.ml.NumMembers() <= 1:
+				c.join(false)
+			case dns:
+				c.join(true)
 			}
 		}
 	}
@@ -317,6 +361,7 @@ func (meta) MergeRemoteState([]byte, bool)   {}
 type view struct {
 	mu      sync.RWMutex
 	members map[string]Member // by name
+	gossip  map[string]string // member name -> gossip host:port
 }
 
 func (v *view) NotifyJoin(n *memberlist.Node)   { v.set(n) }
@@ -326,14 +371,28 @@ func (v *view) NotifyLeave(n *memberlist.Node) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	delete(v.members, n.Name)
+	delete(v.gossip, n.Name)
 }
 
 func (v *view) set(n *memberlist.Node) {
 	// string(...) copies Meta, which memberlist may replace later.
 	m := Member{Name: n.Name, Addr: string(n.Meta)}
+	gossip := n.Address()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.members[m.Name] = m
+	v.gossip[m.Name] = gossip
+}
+
+// gossipAddrs returns the set of the members' gossip addresses.
+func (v *view) gossipAddrs() map[string]bool {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := make(map[string]bool, len(v.gossip))
+	for _, a := range v.gossip {
+		out[a] = true
+	}
+	return out
 }
 
 // list returns the members sorted by name.
@@ -379,3 +438,41 @@ var logPrefixes = [...]struct {
 	prefix string
 	level  slog.Level
 }{{"[DEBUG]", slog.LevelDebug}, {"[INFO]", slog.LevelInfo}, {"[WARN]", slog.LevelWarn}, {"[ERR]", slog.LevelError}}
+
+// DNSJoinPrefix marks a join entry whose name stands for every address it
+// resolves to: "dns:shoal-origin-headless.ns.svc:7946".
+const DNSJoinPrefix = "dns:"
+
+// resolveJoin expands the join list: a dns: entry becomes one host:port per
+// address its name resolves to now; other entries are kept as they are
+// (memberlist resolves a plain host name itself). A name that does not
+// resolve is reported, and the other entries are still returned.
+func resolveJoin(ctx context.Context, join []string, lookup func(context.Context, string) ([]net.IPAddr, error)) ([]string, error) {
+	var out []string
+	var errs []error
+	for _, j := range join {
+		rest, ok := strings.CutPrefix(j, DNSJoinPrefix)
+		if !ok {
+			out = append(out, j)
+			continue
+		}
+		host, port, err := net.SplitHostPort(rest)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("join entry %q: want dns:NAME:PORT: %w", j, err))
+			continue
+		}
+		// A resolver that does not answer must not hold the rejoin loop
+		// (and Close, which waits for it) for long.
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ips, err := lookup(lctx, host)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("looking up %s: %w", host, err))
+			continue
+		}
+		for _, ip := range ips {
+			out = append(out, net.JoinHostPort(ip.IP.String(), port))
+		}
+	}
+	return out, errors.Join(errs...)
+}
