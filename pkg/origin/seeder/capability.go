@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/opencontainers/go-digest"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
@@ -16,10 +18,18 @@ import (
 const ownerCapabilityTTL = 5 * askOwnerTimeout
 
 // checkCapability refuses a call that does not carry a valid capability for
-// d in its metadata (auth.CapabilityMetadata). It runs before anything
-// reads storage or the cache, so an anonymous call can neither make a node
-// read a blob nor learn whether it exists.
+// d in its metadata (auth.CapabilityMetadata), and with mTLS one from a
+// tracker's certificate (trackers exchange no pieces, as agents refuse
+// them too). It runs before anything reads storage or the cache, so an
+// anonymous call can neither make a node read a blob nor learn whether it
+// exists.
 func (s *Server) checkCapability(ctx context.Context, d digest.Digest, rpc string) error {
+	if s.requireIdentity {
+		if id, err := auth.AuthenticatePeer(ctx); err == nil && id.Role == auth.RoleTracker {
+			s.m.capabilityDenied.WithLabelValues(rpc).Inc()
+			return status.Errorf(codes.PermissionDenied, "origin seeder: %s is a tracker certificate: trackers exchange no pieces", id)
+		}
+	}
 	if err := s.verifier.VerifyCapability(auth.CallCapability(ctx), d); err != nil {
 		s.m.capabilityDenied.WithLabelValues(rpc).Inc()
 		s.log.Debug("seeder: refused a call without a valid capability", "rpc", rpc, "digest", d, "err", err)

@@ -160,6 +160,23 @@ func TestMutualTLSIdentities(t *testing.T) {
 		t.Fatalf("agent-1's handshake as agent-2: %v, want PERMISSION_DENIED", err)
 	}
 
+	// A tracker's certificate, even with a valid capability, gets nothing.
+	trackerCert, trackerKey := ca.issue(t, auth.RoleTracker, "tracker-1")
+	tdial, err := TLSConfig{Cert: trackerCert, Key: trackerKey, CA: caFile}.DialOption()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tconn, err := grpc.NewClient(s.addr, tdial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tconn.Close()
+	ctx, cancel := context.WithTimeout(withCapability(t, context.Background(), clusterKey(), dg), 10*time.Second)
+	defer cancel()
+	if _, err := peerpb.NewPeerClient(tconn).GetMetainfo(ctx, &peerpb.GetMetainfoRequest{Digest: dg.String()}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("GetMetainfo with a tracker certificate and a valid capability: %v, want PERMISSION_DENIED", err)
+	}
+
 	agentCert, agentKey := ca.issue(t, auth.RoleAgent, "not-an-origin")
 	cfg := DefaultConfig()
 	cfg.CacheDir = t.TempDir()
