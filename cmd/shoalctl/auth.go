@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -38,14 +37,11 @@ func authCheck(ctx context.Context, c client, args []string, out io.Writer) erro
 		return nil
 	})
 	asJSON := fs.Bool("json", false, "print the origin's JSON answer")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("auth check: unexpected arguments %q", fs.Args())
-	}
 	if *repo == "" || *action == "" {
-		return errors.New("auth check: --repository and --action are required")
+		return usageError{"auth check: --repository and --action are required"}
 	}
 	q := url.Values{"user": {*user}, "repository": {*repo}, "action": {*action}}
 	if *addr != "" {

@@ -196,10 +196,10 @@ func certsIssue(args []string, out io.Writer) error {
 // otherwise be silently ignored.
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
-		return err
+		return flagError(err)
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("%s: unexpected arguments %q", fs.Name(), fs.Args())
+		return usageError{fmt.Sprintf("%s: unexpected arguments %q", fs.Name(), fs.Args())}
 	}
 	return nil
 }

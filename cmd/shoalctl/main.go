@@ -1,9 +1,11 @@
-// Command shoalctl drives an origin's admin API.
+// Command shoalctl drives an origin's admin API, makes the cluster's
+// certificates, and runs a whole Shoal on loopback to try it (demo).
 //
-//	shoalctl [--admin http://127.0.0.1:5001] [--admin-user U] gc start [--dry-run] [--wait]
-//	shoalctl gc status
-//	shoalctl gc cancel
+//	shoalctl demo [--agents 4]
+//	shoalctl [--admin http://127.0.0.1:5001] [--admin-user U] gc start [--dry-run] [--wait] [--json]
+//	shoalctl gc status|cancel [--json]
 //	shoalctl auth check --user U --repository R --action A [--addr IP] [--cert NAME] [--json]
+//	shoalctl certs init|issue ...
 //
 // With access control on, the admin API needs a user allowed the admin
 // action: --admin-user (or $SHOAL_ADMIN_USER), and the password in
@@ -21,35 +23,60 @@ import (
 	"os"
 	"strings"
 	"time"
-
-	"github.com/shoal-dev/shoal/pkg/gc"
 )
 
 const usage = `usage: shoalctl [--admin URL] [--admin-user USER] COMMAND
 commands:
-  gc start [--dry-run] [--wait]   start a garbage collection (and wait for its report)
-  gc status                       the running or last collection
-  gc cancel                       stop the running collection
+  demo [--agents N] [--size 128MiB] [--layers N] [--keep]
+                                  start an origin, a tracker and N agents on loopback, push an image,
+                                  pull it through every agent at once, show what the origin sent
+  gc start [--dry-run] [--wait] [--json]
+                                  start a garbage collection (and wait for its report)
+  gc status [--json]              the running or last collection
+  gc cancel [--json]              stop the running collection
   auth check --user U --repository R --action pull|push|delete|admin [--addr IP] [--cert NAME] [--json]
                                   what the origin's rules decide, and which rule decides;
                                   exits 1 when denied (--user "" is anonymous)
   certs init|issue ...            make the cluster CA and host certificates (shoalctl certs, docs/certificates.md)
+  help                            this text
 
 The origin serves its admin API when started with --admin-listen ADDR. With access
 control on, give --admin-user (or $SHOAL_ADMIN_USER) and the password in
-$SHOAL_ADMIN_PASSWORD.
+$SHOAL_ADMIN_PASSWORD. --json prints the admin API's answers as they are, for scripts.
 `
 
 // errDenied makes shoalctl exit 1 without a message: auth check printed
 // the denial already.
 var errDenied = errors.New("denied")
 
+// usageError is a command line shoalctl does not understand: it prints
+// the message and its usage, and exits 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// errFlags makes shoalctl exit 2 without a message: the flag package
+// printed what was wrong and the command's flags.
+var errFlags = errors.New("bad flags")
+
 func main() {
 	err := run(context.Background(), os.Args[1:], os.Stdout)
-	if errors.Is(err, errDenied) {
+	var ue usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, errDenied):
 		os.Exit(1)
-	}
-	if err != nil {
+	case errors.Is(err, errInterrupted):
+		os.Exit(130)
+	case errors.Is(err, errFlags):
+		os.Exit(2)
+	case errors.As(err, &ue):
+		if ue.msg != "" {
+			fmt.Fprintln(os.Stderr, "shoalctl:", ue.msg)
+		}
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	default:
 		fmt.Fprintln(os.Stderr, "shoalctl:", err)
 		os.Exit(1)
 	}
@@ -61,15 +88,23 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	admin := fs.String("admin", envOr("SHOAL_ADMIN", "http://127.0.0.1:5001"), "origin admin API base URL ($SHOAL_ADMIN)")
 	user := fs.String("admin-user", os.Getenv("SHOAL_ADMIN_USER"), "user for the admin API when access control is on ($SHOAL_ADMIN_USER); the password comes from $SHOAL_ADMIN_PASSWORD")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return flagError(err)
 	}
 	rest := fs.Args()
-	if len(rest) > 0 && rest[0] == "certs" {
-		return runCerts(rest[1:], out) // local files only: no admin API
+	if len(rest) == 0 {
+		return usageError{}
 	}
-	if len(rest) < 2 || (rest[0] != "gc" && rest[0] != "auth") {
-		fs.Usage()
-		return errors.New("unknown command")
+	switch rest[0] {
+	case "help":
+		_, err := fmt.Fprint(out, usage)
+		return err
+	case "certs":
+		return runCerts(rest[1:], out) // local files only: no admin API
+	case "demo":
+		return runDemo(ctx, rest[1:], out) // starts its own origin
+	case "gc", "auth":
+	default:
+		return usageError{fmt.Sprintf("unknown command %q", rest[0])}
 	}
 	c := client{base: strings.TrimRight(*admin, "/"), http: &http.Client{Timeout: 30 * time.Second}, user: *user}
 	if c.user != "" {
@@ -78,35 +113,24 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return fmt.Errorf("--admin-user %s given, but $SHOAL_ADMIN_PASSWORD is empty: put the password there", c.user)
 		}
 	}
-	if rest[0] == "auth" {
-		if rest[1] != "check" {
-			fs.Usage()
-			return fmt.Errorf("unknown auth command %q", rest[1])
+	switch rest[0] {
+	case "gc":
+		return runGC(ctx, c, rest[1:], out)
+	default:
+		if len(rest) < 2 || rest[1] != "check" {
+			return usageError{"auth: the command is auth check"}
 		}
 		return authCheck(ctx, c, rest[2:], out)
 	}
-	switch rest[1] {
-	case "status":
-		return c.print(ctx, out, http.MethodGet, "")
-	case "cancel":
-		return c.print(ctx, out, http.MethodDelete, "")
-	case "start":
-		sfs := flag.NewFlagSet("gc start", flag.ContinueOnError)
-		dry := sfs.Bool("dry-run", false, "report what would be deleted, delete nothing")
-		wait := sfs.Bool("wait", false, "wait for the run to finish and print its report")
-		if err := sfs.Parse(rest[2:]); err != nil {
-			return err
-		}
-		if err := c.print(ctx, out, http.MethodPost, fmt.Sprintf("?dryRun=%t", *dry)); err != nil {
-			return err
-		}
-		if *wait {
-			return c.wait(ctx, out)
-		}
-		return nil
+}
+
+// flagError turns an error of FlagSet.Parse (which printed it and the
+// flags already) into errFlags, and leaves -h's flag.ErrHelp as it is.
+func flagError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return err
 	}
-	fs.Usage()
-	return fmt.Errorf("unknown gc command %q", rest[1])
+	return fmt.Errorf("%w: %v", errFlags, err)
 }
 
 func envOr(k, def string) string {
@@ -115,9 +139,6 @@ func envOr(k, def string) string {
 	}
 	return def
 }
-
-// gcPath is the admin API's garbage collection resource.
-const gcPath = "/admin/v1/gc"
 
 type client struct {
 	base string
@@ -160,34 +181,20 @@ func (c client) do(ctx context.Context, method, pathQuery string) ([]byte, error
 	return body, nil
 }
 
-func (c client) print(ctx context.Context, out io.Writer, method, query string) error {
-	body, err := c.do(ctx, method, gcPath+query)
-	if err != nil {
-		return err
-	}
-	_, err = out.Write(body)
-	return err
+// getJSON GETs pathQuery from the admin API into v, and returns the body
+// as it came, for --json.
+func (c client) getJSON(ctx context.Context, pathQuery string, v any) ([]byte, error) {
+	return c.callJSON(ctx, http.MethodGet, pathQuery, v)
 }
 
-// wait polls the status until no run is in progress, then prints it.
-func (c client) wait(ctx context.Context, out io.Writer) error {
-	for {
-		body, err := c.do(ctx, http.MethodGet, gcPath)
-		if err != nil {
-			return err
-		}
-		var st gc.Status
-		if err := json.Unmarshal(body, &st); err != nil {
-			return fmt.Errorf("reading status: %w", err)
-		}
-		if !st.Running {
-			_, err = out.Write(body)
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
+// callJSON sends method to pathQuery and decodes the answer into v.
+func (c client) callJSON(ctx context.Context, method, pathQuery string, v any) ([]byte, error) {
+	body, err := c.do(ctx, method, pathQuery)
+	if err != nil {
+		return nil, err
 	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return nil, fmt.Errorf("reading the answer to %s %s: %w", method, pathQuery, err)
+	}
+	return body, nil
 }

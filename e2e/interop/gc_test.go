@@ -70,12 +70,12 @@ func TestRetentionThroughAdminCLI(t *testing.T) {
 
 	run := func(args ...string) gc.Status {
 		t.Helper()
-		cmd := exec.CommandContext(t.Context(), ctl, append([]string{"--admin", "http://" + admin}, args...)...)
+		cmd := exec.CommandContext(t.Context(), ctl, append(append([]string{"--admin", "http://" + admin}, args...), "--json")...)
 		out, err := cmd.Output()
 		if err != nil {
 			t.Fatalf("shoalctl %v: %v\n%s", args, err, out)
 		}
-		// --wait prints the POST answer, then the final status.
+		// --wait --json prints the POST answer, then the final status.
 		dec := json.NewDecoder(strings.NewReader(string(out)))
 		var st gc.Status
 		for dec.More() {
