@@ -16,6 +16,16 @@ GO_DIRS     := $(wildcard cmd pkg proto e2e)
 
 all: build
 
+# A whole Shoal on loopback, no root: an origin, a tracker and 4 peer-agents
+# started from binaries built into .cache/bin, an image pushed and pulled
+# through every agent at once, the origin's egress against direct pulls,
+# everything stopped at the end (README, Quick start).
+# Knobs: DEMO_FLAGS='--agents 8 --size 512MiB' (go run ./cmd/shoalctl demo -h).
+.PHONY: demo
+demo:
+	@echo "go run ./cmd/shoalctl demo $(DEMO_FLAGS)   (the first run compiles Shoal and its dependencies: a few minutes)"
+	@$(GO) run ./cmd/shoalctl demo $(DEMO_FLAGS)
+
 # Builds bin/<name> for every cmd/<name> that has a main package; commands
 # not written yet are skipped.
 build:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/connlimit"
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/daemon"
 	"github.com/shoal-dev/shoal/pkg/gc"
@@ -18,8 +19,10 @@ type Config struct {
 	// Listen is the address of the registry API, /metrics, /healthz and
 	// /readyz. Loopback by default: exposing a registry is a decision.
 	Listen string `yaml:"listen"`
-	// Storage is the storage URL: file:///dir, inmemory:// or
-	// hdfs://nn1:8020,nn2:8020/root?user=u.
+	// Storage is the storage URL: file:///dir, inmemory://,
+	// hdfs://nn1:8020,nn2:8020/root?user=u, s3://, azure://, gs://
+	// (docs/storage.md). Default: file:///var/lib/shoal run as root,
+	// otherwise the user's $XDG_DATA_HOME/shoal (~/.local/share/shoal).
 	Storage string `yaml:"storage"`
 	TLS     struct {
 		Cert string `yaml:"cert"`
@@ -44,6 +47,11 @@ type Config struct {
 	// that has been idle this long. 5m: clients reuse connections between
 	// the requests of a pull or push, not for longer.
 	IdleTimeout time.Duration `yaml:"idleTimeout"`
+	// Connections caps the connections one client address holds open on
+	// the registry listener; see connlimit.Config. Past the cap a
+	// connection is answered 429 with Retry-After (closed, over TLS) and
+	// counted in shoal_origin_connections_refused_total{reason}.
+	Connections connlimit.Config `yaml:"connections"`
 	// AdminListen is the address of the admin API (/admin/v1/gc,
 	// /admin/v1/auth/check); empty, the default, turns it off. With access
 	// control on, every admin request needs credentials allowed the admin
@@ -82,20 +90,26 @@ type Config struct {
 	Seeder seeder.Config `yaml:"seeder"`
 }
 
-// DefaultConfig is what `origin` runs with when given nothing.
+// DefaultConfig is what `origin` runs with when given nothing. Its
+// directories are the system ones for root and per-user ones otherwise
+// (daemon.Dirs), so that a first try needs no root.
 func DefaultConfig() Config {
+	dirs := daemon.DefaultDirs()
+	seed := seeder.DefaultConfig()
+	seed.CacheDir = dirs.Cache(seed.CacheDir, "origin")
 	return Config{
 		Listen:            "127.0.0.1:5000",
-		Storage:           "file:///var/lib/shoal",
+		Storage:           "file://" + dirs.Data("/var/lib/shoal", ""),
 		Log:               daemon.LogConfig{Level: "info", Format: "text"},
 		ShutdownGrace:     30 * time.Second,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       5 * time.Minute,
+		Connections:       connlimit.DefaultConfig(),
 		CapabilityTTL:     origin.DefaultCapabilityTTL,
 		Auth:              auth.DefaultConfig(),
 		Registry:          origin.DefaultConfig(),
 		GC:                gc.DefaultConfig(),
-		Seeder:            seeder.DefaultConfig(),
+		Seeder:            seed,
 	}
 }
 
@@ -128,6 +142,9 @@ func (c *Config) validate() error {
 	}
 	if c.ReadHeaderTimeout <= 0 || c.IdleTimeout <= 0 {
 		return errors.New("config: readHeaderTimeout and idleTimeout must be positive")
+	}
+	if err := c.Connections.Validate(); err != nil {
+		return fmt.Errorf("config: connections: %w", err)
 	}
 	return nil
 }

@@ -3,7 +3,10 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 	"testing"
+
+	"github.com/shoal-dev/shoal/pkg/daemon"
 )
 
 // TestDeployedConfigIsTheDefault keeps deploy/origin.yaml, which documents
@@ -25,6 +28,16 @@ func TestDeployedConfigIsTheDefault(t *testing.T) {
 	if cfg.Seeder.Cluster.NodeName == "" {
 		cfg.Seeder.Cluster.NodeName = def.Seeder.Cluster.NodeName
 	}
+	// The file shows root's directories; anyone else's default is the
+	// per-user equivalent.
+	dirs := daemon.DefaultDirs()
+	if want := "file://" + dirs.Data(strings.TrimPrefix(cfg.Storage, "file://"), ""); def.Storage != want {
+		t.Errorf("default storage %s, want %s (deploy/origin.yaml's %s for this user)", def.Storage, want, cfg.Storage)
+	}
+	if want := dirs.Cache(cfg.Seeder.CacheDir, "origin"); def.Seeder.CacheDir != want {
+		t.Errorf("default seeder.cacheDir %s, want %s (deploy/origin.yaml's %s for this user)", def.Seeder.CacheDir, want, cfg.Seeder.CacheDir)
+	}
+	cfg.Storage, cfg.Seeder.CacheDir = def.Storage, def.Seeder.CacheDir
 	// Printed, an empty list in the file and a nil one in the code agree.
 	if fmt.Sprintf("%+v", cfg) != fmt.Sprintf("%+v", def) {
 		t.Errorf("deploy/origin.yaml differs from DefaultConfig:\n file: %+v\n code: %+v", cfg, def)

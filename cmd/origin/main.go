@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/shoal-dev/shoal/internal/connlimit"
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/daemon"
 	"github.com/shoal-dev/shoal/pkg/gc"
@@ -100,9 +101,13 @@ func run(args []string) error {
 	}
 	defer seeding.stop()
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	tcp, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
+	}
+	ln, err := connlimit.Wrap(tcp, cfg.Connections, cfg.TLS.Cert == "", connlimit.NewMetrics(reg, "shoal_origin"))
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
 	}
 	tlsConfig, err := serverTLS(cfg.TLS.ClientCA)
 	if err != nil {
@@ -151,7 +156,7 @@ func parseConfig(args []string) (Config, func(*seeder.Config) error, error) {
 	fs := flag.NewFlagSet("origin", flag.ContinueOnError)
 	configPath := fs.String("config", "", "YAML config file (flags given on the command line override it)")
 	listen := fs.String("listen", "", "address to serve the registry API on (default 127.0.0.1:5000)")
-	storageURL := fs.String("storage", "", "storage URL: file:///dir, inmemory://, hdfs://nn1:8020,nn2:8020/root?user=u (default file:///var/lib/shoal)")
+	storageURL := fs.String("storage", "", "storage URL: file:///dir, inmemory://, hdfs://nn1:8020,nn2:8020/root?user=u (default file:///var/lib/shoal as root, else ~/.local/share/shoal)")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate file (PEM); serves HTTPS when set with --tls-key")
 	tlsKey := fs.String("tls-key", "", "TLS key file (PEM)")
 	tlsClientCA := fs.String("tls-client-ca", "", "CA file (PEM) for client certificates: verified when a client presents one (machines for cert:NAME rules), never required")

@@ -13,7 +13,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"os/signal"
 	"strings"
@@ -46,6 +48,17 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// One agent per piece store: two would each evict and rewrite what
+	// the other believes it holds.
+	unlock, err := daemon.LockDir(cfg.CacheDir)
+	if err != nil {
+		if inUse := (*daemon.DirInUseError)(nil); errors.As(err, &inUse) {
+			return fmt.Errorf("cache directory: %w; is another peer-agent running? Give each its own --cache-dir", err)
+		}
+		return fmt.Errorf("cache directory: %w", err)
+	}
+	defer unlock()
+	log.Info("piece store", "dir", cfg.CacheDir, "quota", cfg.CacheQuota)
 	a, err := agent.Listen(cfg, log)
 	if err != nil {
 		return err
@@ -53,10 +66,19 @@ func run(ctx context.Context, args []string) error {
 	return a.Run(ctx)
 }
 
+// defaultConfig is the agent's defaults with the cache directory for the
+// user running it: /var/cache/shoal-agent for root, otherwise
+// $XDG_CACHE_HOME/shoal/agent (~/.cache/shoal/agent).
+func defaultConfig() agent.Config {
+	cfg := agent.DefaultConfig()
+	cfg.CacheDir = daemon.DefaultDirs().Cache(cfg.CacheDir, "agent")
+	return cfg
+}
+
 // parseConfig reads the config file, if any, then applies the flags given
 // on the command line over it.
 func parseConfig(args []string) (agent.Config, error) {
-	cfg := agent.DefaultConfig()
+	cfg := defaultConfig()
 	fs := flag.NewFlagSet("peer-agent", flag.ContinueOnError)
 	configPath := fs.String("config", "", "YAML config file (flags given on the command line override it)")
 	listen := fs.String("listen", "", "mirror HTTP address, also /metrics /healthz /readyz (default 127.0.0.1:5050)")
@@ -67,7 +89,7 @@ func parseConfig(args []string) (agent.Config, error) {
 	trackers := fs.String("tracker", "", "comma-separated tracker gRPC addresses (the same list on every agent)")
 	var originKeys listFlag
 	fs.Var(&originKeys, "origin-key", "PEM file of the origin's public key(s) that verify capabilities and metainfo; repeatable (default: fetched from the origin's /shoal/v1/keys)")
-	cacheDir := fs.String("cache-dir", "", "piece store directory (default /var/cache/shoal-agent)")
+	cacheDir := fs.String("cache-dir", "", "piece store directory, one per agent (default /var/cache/shoal-agent as root, else ~/.cache/shoal/agent)")
 	var quota, ingress, egress agent.ByteSize
 	fs.Var(&quota, "cache-quota", "piece store size limit, e.g. 50GiB (default 20GiB)")
 	fs.Var(&ingress, "ingress-limit", "bytes/s received from peers and seeders, e.g. 100MB; 0 = unlimited")

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/distribution/reference"
+
+	"github.com/shoal-dev/shoal/internal/ociapi"
 )
 
 // clientAddr is the address r comes from: the TCP peer, or, when the peer
@@ -107,47 +109,8 @@ func validName(name string) bool {
 	if len(name) > 255 {
 		return false
 	}
-	// Almost every name is path components only; the grammar's optional
-	// domain (uppercase, ports) is left to the regexp.
-	return pathComponents(name) || nameRegexp.MatchString(name)
+	// Almost every name is path components only, which ociapi checks
+	// without a regexp; the grammar's optional domain (uppercase, ports) is
+	// left to the regexp.
+	return ociapi.ValidName(name) || nameRegexp.MatchString(name)
 }
-
-// pathComponents reports whether name is slash-separated components of
-// the grammar [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*, without a regexp: this
-// check runs on every request access control decides.
-func pathComponents(name string) bool {
-	for comp := range strings.SplitSeq(name, "/") {
-		if comp == "" || !alnum(comp[0]) || !alnum(comp[len(comp)-1]) {
-			return false
-		}
-		for i := 1; i < len(comp); i++ {
-			c := comp[i]
-			switch {
-			case alnum(c):
-			case c == '.' || c == '_':
-				// One dot or underscore, or exactly two underscores,
-				// between alphanumerics.
-				run := i
-				for i+1 < len(comp) && !alnum(comp[i+1]) {
-					i++
-				}
-				sep := comp[run : i+1]
-				if sep != "." && sep != "_" && sep != "__" {
-					return false
-				}
-			case c == '-':
-				for i+1 < len(comp) && comp[i+1] == '-' {
-					i++
-				}
-				if !alnum(comp[i+1]) {
-					return false
-				}
-			default:
-				return false
-			}
-		}
-	}
-	return true
-}
-
-func alnum(c byte) bool { return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' }

@@ -63,7 +63,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		limitRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_origin_limit_refusals_total",
-			Help: "Requests refused by a limit of the registry config, by limit (manifest_size, manifest_references, manifest_validations, blob_size).",
+			Help: "Requests refused by a limit of the registry config, by limit (manifest_size, manifest_references, manifest_validations, blob_size, upload_sessions).",
 		}, []string{"limit"}),
 		storageUp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_origin_storage_up",
@@ -92,6 +92,7 @@ const (
 	limitManifestReferences  = "manifest_references"
 	limitManifestValidations = "manifest_validations"
 	limitBlobSize            = "blob_size"
+	limitUploadSessions      = "upload_sessions"
 )
 
 func (m *metrics) observe(handler, method string, status int, d time.Duration) {

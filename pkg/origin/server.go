@@ -95,6 +95,16 @@ type Config struct {
 	// worth a 503. Streams and moves (an object store copies the blob) are
 	// not timed, only failed fast while storage is out. 0 turns it off.
 	StorageTimeout time.Duration `yaml:"storageTimeout"`
+	// MaxUploadSessionsPerClient is the most upload sessions one client
+	// (a user at an address, or an address for anonymous pushes; IPv6 by
+	// /64) may have open on this node; past it, POST gets 429
+	// TOOMANYREQUESTS with Retry-After. Each open session is a directory
+	// in storage until it is finished, canceled or purged by GC, so a
+	// client starting sessions without end would fill the storage
+	// namespace. 256: a push opens a few at a time (dockerd five), which
+	// leaves room for dozens of concurrent pushes from one build machine.
+	// 0 turns the cap off.
+	MaxUploadSessionsPerClient int `yaml:"maxUploadSessionsPerClient"`
 }
 
 // BlobSizeLimit caps the size of the blobs pushed to the repositories its
@@ -139,6 +149,8 @@ func DefaultConfig() Config {
 		CatalogTTL:               30 * time.Second,
 		MaxCatalogEntries:        100000,
 		StorageTimeout:           10 * time.Second,
+
+		MaxUploadSessionsPerClient: 256,
 	}
 }
 
@@ -150,6 +162,8 @@ type Server struct {
 	metrics   *metrics
 	manifests *lru.Cache[digest.Digest, *cachedManifest]
 	uploads   uploadSessions
+	// openUploads counts each client's open sessions, for its cap.
+	openUploads openUploads
 	// validations holds a token per manifest push being checked.
 	validations chan struct{}
 	catalog     catalog
@@ -206,6 +220,10 @@ func New(driver storage.Driver, cfg Config, log *slog.Logger, reg prometheus.Reg
 			Name: "shoal_origin_upload_chunks_in_flight",
 			Help: "Upload sessions with a chunk body being received on this node.",
 		}, func() float64 { return float64(s.uploads.writers()) }))
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "shoal_origin_upload_sessions_open",
+			Help: "Upload sessions started on this node and not yet seen finished, counted against maxUploadSessionsPerClient.",
+		}, func() float64 { return float64(s.openUploads.count()) }))
 	}
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -89,7 +89,12 @@ func (s *Server) handleUploads(w http.ResponseWriter, r *http.Request, rt route)
 		writeBlobCreated(w, rt.name, d)
 		return nil
 	}
+	admitted, err := s.admitUpload(ctx, w, r)
+	if err != nil {
+		return err
+	}
 	id, err := s.startUpload(ctx, rt.name)
+	admitted(rt.name, id)
 	if err != nil {
 		return err
 	}
@@ -222,6 +227,7 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request, rt route) 
 	if err := s.finishUpload(ctx, rt.name, id, st, d); err != nil {
 		return err
 	}
+	s.forgetUpload(id)
 	writeBlobCreated(w, rt.name, d)
 	return nil
 }
@@ -241,6 +247,7 @@ func (s *Server) cancelUpload(w http.ResponseWriter, r *http.Request, rt route) 
 		return err
 	}
 	sess.canceled = true
+	s.forgetUpload(rt.ref)
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusNoContent)
 	return nil

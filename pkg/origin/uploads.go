@@ -161,6 +161,8 @@ func (s *Server) loadUploadState(ctx context.Context, name, id string) (*uploadS
 	b, err := s.driver.GetContent(ctx, uploadStatePath(name, id))
 	if err != nil {
 		if isNotFound(err) {
+			// Finished or canceled through another node, or purged.
+			s.forgetUpload(id)
 			return nil, errUploadUnknown(id)
 		}
 		return nil, err
