@@ -21,10 +21,12 @@ import (
 	"github.com/opencontainers/go-digest"
 	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/time/rate"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
@@ -138,6 +140,10 @@ type testSeeder struct {
 	// whose caller gave up.
 	hangMetainfo bool
 	hungUp       atomic.Int64
+	// refuseMetainfo: the next that many GetMetainfo calls are refused
+	// with RESOURCE_EXHAUSTED and a RetryInfo of 200ms, as an origin's
+	// cold-metainfo rate limit refuses; metainfoCalls counts every call.
+	refuseMetainfo, metainfoCalls atomic.Int64
 	// limit, if set, paces the piece data of all streams together, like
 	// an origin whose link is the bottleneck. Set with setRate.
 	limit *rate.Limiter
@@ -233,6 +239,15 @@ func (s *testSeeder) checkCapability(ctx context.Context, d digest.Digest) error
 func (s *testSeeder) GetMetainfo(ctx context.Context, req *peerpb.GetMetainfoRequest) (*peerpb.Metainfo, error) {
 	if err := s.checkCapability(ctx, digest.Digest(req.GetDigest())); err != nil {
 		return nil, err
+	}
+	s.metainfoCalls.Add(1)
+	if s.refuseMetainfo.Add(-1) >= 0 {
+		st, err := status.New(codes.ResourceExhausted, "test seeder: too many cold metainfo requests").
+			WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(200 * time.Millisecond)})
+		if err != nil {
+			return nil, err
+		}
+		return nil, st.Err()
 	}
 	if s.hangMetainfo {
 		<-ctx.Done()

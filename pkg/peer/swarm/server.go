@@ -305,12 +305,14 @@ const maxMetainfoAsks = 2
 // answered after MetainfoHedgeDelay is joined by the next (a hedged
 // request; at most maxMetainfoAsks in flight), so a hung seeder costs
 // that delay rather than MetainfoTimeout. The first good answer wins and
-// the others are cancelled.
-func (s *Swarm) fetchMetainfo(ctx context.Context, d digest.Digest) (*metainfo.Metainfo, []string, error) {
-	if len(s.cfg.Seeders) == 0 {
-		return nil, nil, errors.New("no origin seeders configured to take metainfo from")
+// the others are cancelled. One round: fetchMetainfo retries the rounds
+// a seeder asked to retry.
+func (s *Swarm) askSeeders(ctx context.Context, d digest.Digest) (*metainfo.Metainfo, []string, error) {
+	seeders := s.Seeders()
+	if len(seeders) == 0 {
+		return nil, nil, errors.New("no origin seeders known to take metainfo from")
 	}
-	ranked := tracker.Rank(d.String(), s.cfg.Seeders)
+	ranked := tracker.Rank(d.String(), seeders)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type answer struct {
