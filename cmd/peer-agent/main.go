@@ -3,10 +3,13 @@
 // fetches blobs piece by piece from other agents and origin seeders and
 // serves the pieces it holds to other agents.
 //
-//	peer-agent --origin https://registry.example.com --origin-seeders origin-1:7003,origin-2:7003 \
-//	    --tracker tracker-1:7001,tracker-2:7001 --listen 127.0.0.1:5050 --peer-listen 0.0.0.0:7002 \
-//	    --cache-dir /var/cache/shoal-agent --cache-quota 50GiB
+//	peer-agent --origin https://registry.example.com --tracker tracker-1:7001,tracker-2:7001
+//	peer-agent --origin https://registry.example.com --tracker tracker-1:7001,tracker-2:7001 \
+//	    --cache-dir /var/cache/shoal-agent --cache-quota 50GiB --advertise-addr 10.0.0.9:7002
 //	peer-agent --config /etc/shoal/peer-agent.yaml
+//
+// The origin's seeders are learned from the origin, and the peer address
+// announced is found from the route to the tracker (docs/agent.md).
 //
 // See docs/agent.md and deploy/peer-agent.yaml.
 package main
@@ -69,23 +72,23 @@ func run(ctx context.Context, args []string) error {
 // defaultConfig is the agent's defaults with the cache directory for the
 // user running it: /var/cache/shoal-agent for root, otherwise
 // $XDG_CACHE_HOME/shoal/agent (~/.cache/shoal/agent).
-func defaultConfig() agent.Config {
+func defaultConfig(dirs daemon.Dirs) agent.Config {
 	cfg := agent.DefaultConfig()
-	cfg.CacheDir = daemon.DefaultDirs().Cache(cfg.CacheDir, "agent")
+	cfg.CacheDir = dirs.Cache(cfg.CacheDir, "agent")
 	return cfg
 }
 
 // parseConfig reads the config file, if any, then applies the flags given
 // on the command line over it.
 func parseConfig(args []string) (agent.Config, error) {
-	cfg := defaultConfig()
+	cfg := defaultConfig(daemon.DefaultDirs())
 	fs := flag.NewFlagSet("peer-agent", flag.ContinueOnError)
 	configPath := fs.String("config", "", "YAML config file (flags given on the command line override it)")
 	listen := fs.String("listen", "", "mirror HTTP address, also /metrics /healthz /readyz (default 127.0.0.1:5050)")
-	peerListen := fs.String("peer-listen", "", "gRPC address other agents fetch pieces from (default 127.0.0.1:7002)")
-	advertise := fs.String("advertise-addr", "", "peer address announced to the tracker (default: the bound --peer-listen address)")
+	peerListen := fs.String("peer-listen", "", "gRPC address other agents fetch pieces from (default :7002, every interface)")
+	advertise := fs.String("advertise-addr", "", "peer address announced to the trackers (default: this host's address on the route to the first tracker, with the --peer-listen port; or the --peer-listen address when it names one)")
 	origin := fs.String("origin", "", "base URL of the origin's registry API (required)")
-	seeders := fs.String("origin-seeders", "", "comma-separated gRPC addresses of origin seeders")
+	seeders := fs.String("origin-seeders", "", "comma-separated gRPC addresses of origin seeders (default: learned from the origin, which lists them on its /v2/ answer)")
 	trackers := fs.String("tracker", "", "comma-separated tracker gRPC addresses (the same list on every agent)")
 	var originKeys listFlag
 	fs.Var(&originKeys, "origin-key", "PEM file of the origin's public key(s) that verify capabilities and metainfo; repeatable (default: fetched from the origin's /shoal/v1/keys)")

@@ -55,6 +55,7 @@ type Agent struct {
 	tracker *tracker.Client
 	grpc    *grpc.Server
 	http    *http.Server
+	checks  *checker
 	ready   atomic.Bool
 }
 
@@ -137,11 +138,14 @@ func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	sc.Seeders = cfg.OriginSeeders
 	sc.IngressLimit = int64(cfg.IngressLimit)
 	sc.EgressLimit = int64(cfg.EgressLimit)
-	if cfg.AdvertiseAddr != "" {
-		sc.AdvertiseAddr = cfg.AdvertiseAddr
-	} else if sc.AdvertiseAddr == "" {
-		sc.AdvertiseAddr = a.peerLn.Addr().String()
+	configured := cfg.AdvertiseAddr
+	if configured == "" {
+		configured = sc.AdvertiseAddr
 	}
+	actx, cancel := context.WithTimeout(context.Background(), cfg.Mirror.OriginDialTimeout)
+	adv := chooseAdvertise(actx, configured, a.peerLn.Addr().String(), cfg.Tracker.Trackers, sourceIP)
+	cancel()
+	sc.AdvertiseAddr = adv.Addr
 	a.swarm, err = swarm.New(sc, cfg.CacheDir, int64(cfg.CacheQuota), swarm.Options{
 		Tracker: a.tracker, DialOptions: dialOpts, Keys: a.keys, Logger: log, Registerer: a.reg, RequireIdentity: mtls,
 	})
@@ -149,13 +153,12 @@ func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
 		return nil, err
 	}
 
+	a.checks = newChecker(&checker{
+		origin: cfg.Origin, client: keysClient, originTimeout: cfg.Mirror.OriginTimeout, dialTimeout: cfg.Swarm.DialTimeout,
+		configured: cfg.OriginSeeders, trackers: cfg.Tracker.Trackers, advertise: adv,
+		setSeeders: a.swarm.SetSeeders, log: log,
+	}, a.reg)
 	var blobs mirror.Blobs = blobSource{a.swarm}
-	if len(cfg.OriginSeeders) == 0 {
-		// Nothing to take metainfo from, so nothing could be verified:
-		// a plain proxy at least serves the pulls.
-		log.Warn("no origin seeders configured: blobs are proxied from the origin's registry API, without P2P, cache or piece verification")
-		blobs = nil
-	}
 	// The origin keys that verify capabilities also tell the mirror whose
 	// a bearer token is, for its record of the origin's yeses while the
 	// origin is down. Held keys only, never a fetch: the mirror asks while
@@ -186,13 +189,7 @@ func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		// Not ready before serving nor once shutdown began, so dockerd's
-		// supervisor (or a probe) does not send pulls that would be cut.
-		if !a.ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
+		serveReadyz(w, a.checks, a.ready.Load())
 	})
 	a.http = &http.Server{
 		Handler:           mirrorFirst(m, mux),
@@ -260,7 +257,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	go a.keys.run(runCtx)
 	a.ready.Store(true)
 	a.log.Info("peer-agent serving", "mirror", a.MirrorAddr(), "peer", a.PeerAddr(), "peerID", a.PeerID(),
+		"advertise", a.checks.advertise.Addr, "advertiseFrom", a.checks.advertise.How,
 		"origin", a.cfg.Origin, "seeders", a.cfg.OriginSeeders, "trackers", a.cfg.Tracker.Trackers)
+	// The first round runs while the agent serves: /readyz says 503 until
+	// it is done, and the warning, if any, follows this line.
+	go a.checks.run(runCtx, a.cfg.CheckInterval)
 
 	var runErr error
 	select {
@@ -302,6 +303,14 @@ func (a *Agent) Run(ctx context.Context) error {
 type blobSource struct{ s *swarm.Swarm }
 
 func (b blobSource) Open(ctx context.Context, d digest.Digest, capability string) (mirror.Blob, error) {
+	if len(b.s.Seeders()) == 0 {
+		// No seeder to take metainfo from, so nothing could be verified
+		// (a blob already cached needs none): a plain proxy at least
+		// serves the pull. The checks say so in the log and /readyz.
+		if _, ok := b.Local(d); !ok {
+			return nil, fmt.Errorf("no origin seeder known: %w", mirror.ErrFromOrigin)
+		}
+	}
 	blob, err := b.s.Open(ctx, d, capability)
 	if err != nil {
 		return nil, err

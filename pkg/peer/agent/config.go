@@ -19,18 +19,26 @@ type Config struct {
 	// plus /metrics, /healthz, /readyz). Loopback by default: the clients
 	// are on this host.
 	Listen string `yaml:"listen"`
-	// PeerListen is the gRPC address other agents fetch pieces from. It
-	// must be reachable by the other hosts: 0.0.0.0:7002 in a deployment.
+	// PeerListen is the gRPC address other agents fetch pieces from:
+	// every interface, port 7002 (":7002"), so that other hosts reach it.
 	PeerListen string `yaml:"peerListen"`
-	// AdvertiseAddr is the peer address announced to the tracker. Default:
-	// the bound PeerListen address; with an unspecified host (0.0.0.0) the
-	// tracker substitutes the address the announce came from.
+	// AdvertiseAddr is the peer address announced to the trackers. Empty
+	// (the default): the bound PeerListen address when its host is a
+	// specific one; on every interface, the port on this host's source
+	// address of the route to the first tracker (what a UDP connect to it
+	// picks), or, when no tracker resolves, the port alone for the tracker
+	// to fill in with the address the announce came from. A loopback
+	// address announced to a tracker on another host is reported as a
+	// problem (log, /readyz).
 	AdvertiseAddr string `yaml:"advertiseAddr"`
 	// Origin is the base URL of the origin's registry API; manifests, tag
 	// lists and blob authorizations go there, and push errors name it.
 	Origin string `yaml:"origin"`
 	// OriginSeeders are the origin nodes' seeder gRPC addresses: metainfo
-	// comes from them, and pieces nobody else delivers.
+	// comes from them, and pieces nobody else delivers. Empty (the
+	// default): learned from the origin, which lists its cluster's seeders
+	// in the Shoal-Seeders header of its /v2/ answer, asked again every
+	// CheckInterval.
 	OriginSeeders []string `yaml:"originSeeders"`
 	// Tracker lists the trackers (the same list on every agent) and the
 	// announce timeout and failover cooldown.
@@ -55,6 +63,10 @@ type Config struct {
 	// ShutdownGrace is how long SIGTERM waits for clients being served and
 	// the stopped announces: 15s.
 	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
+	// CheckInterval is how often the agent asks the origin for its seeders
+	// and checks that the origin, the seeders and the trackers answer:
+	// 30s. /readyz reports the last round; a change is logged.
+	CheckInterval time.Duration `yaml:"checkInterval"`
 }
 
 // TLSConfig secures the peer protocol: with Cert and Key the peer listener
@@ -80,7 +92,7 @@ func DefaultConfig() Config {
 	tc := tracker.DefaultClientConfig()
 	return Config{
 		Listen:        "127.0.0.1:5050",
-		PeerListen:    "127.0.0.1:7002",
+		PeerListen:    ":7002",
 		Tracker:       tc,
 		CacheDir:      "/var/cache/shoal-agent",
 		CacheQuota:    20 << 30,
@@ -88,6 +100,7 @@ func DefaultConfig() Config {
 		Swarm:         swarm.DefaultConfig(),
 		Log:           LogConfig{Level: "info", Format: "text"},
 		ShutdownGrace: 15 * time.Second,
+		CheckInterval: 30 * time.Second,
 	}
 }
 
@@ -106,6 +119,8 @@ func (c Config) Validate() error {
 		return errors.New("config: cacheQuota must be positive")
 	case c.ShutdownGrace <= 0:
 		return errors.New("config: shutdownGrace must be positive")
+	case c.CheckInterval <= 0:
+		return errors.New("config: checkInterval must be positive")
 	case (c.TLS.Cert == "") != (c.TLS.Key == ""):
 		return errors.New("config: tls needs both cert and key")
 	}

@@ -52,6 +52,10 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, name, ref str
 	}
 	capability, _ := s.capabilities.Get(d.String())
 	blob, err := s.blobs.Open(r.Context(), d, capability)
+	if errors.Is(err, ErrFromOrigin) {
+		s.proxyBlob(w, r, name, d)
+		return
+	}
 	if err != nil {
 		if r.Context().Err() != nil {
 			return // the client went away

@@ -119,6 +119,12 @@ type Blobs interface {
 	Open(ctx context.Context, d digest.Digest, capability string) (Blob, error)
 }
 
+// ErrFromOrigin is returned (wrapped) by a Blobs source's Open when it has
+// nowhere to take a blob from but the origin's registry API (an agent that
+// knows no origin seeder yet): the mirror then proxies the blob from the
+// origin, as without a Blobs source.
+var ErrFromOrigin = errors.New("blob to be proxied from the origin's registry API")
+
 // LocalBlobs is implemented by a Blobs source that can tell, without
 // starting a download, whether it holds a blob complete. The mirror then
 // serves such a blob while the origin cannot be asked about it.

@@ -214,7 +214,7 @@ func (dl *download) run() {
 	dl.lastProgress = now
 	dl.started = now
 	dl.streaming = true
-	for _, addr := range append(slices.Clone(s.cfg.Seeders), dl.owners...) {
+	for _, addr := range append(slices.Clone(s.Seeders()), dl.owners...) {
 		dl.cands[addr] = &candidate{addr: addr, origin: true}
 	}
 	if dl.sched.Done() {

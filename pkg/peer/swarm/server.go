@@ -308,10 +308,11 @@ const maxMetainfoAsks = 2
 // the others are cancelled. One round: fetchMetainfo retries the rounds
 // a seeder asked to retry.
 func (s *Swarm) askSeeders(ctx context.Context, d digest.Digest) (*metainfo.Metainfo, []string, error) {
-	if len(s.cfg.Seeders) == 0 {
-		return nil, nil, errors.New("no origin seeders configured to take metainfo from")
+	seeders := s.Seeders()
+	if len(seeders) == 0 {
+		return nil, nil, errors.New("no origin seeders known to take metainfo from")
 	}
-	ranked := tracker.Rank(d.String(), s.cfg.Seeders)
+	ranked := tracker.Rank(d.String(), seeders)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type answer struct {

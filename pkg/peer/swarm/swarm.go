@@ -26,6 +26,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,7 +78,8 @@ type Config struct {
 	Locality string `yaml:"locality"`
 	// Seeders are the gRPC addresses of origin seeders: the source of
 	// metainfo and the fallback for pieces no peer delivers. Set by the
-	// agent from its originSeeders.
+	// agent from its originSeeders, or learned from the origin later
+	// (SetSeeders).
 	Seeders []string `yaml:"-"`
 	// OriginKeys are PEM files of the origin cluster's public keys
 	// ("PUBLIC KEY" blocks, several for a rotation), which verify the
@@ -291,6 +293,9 @@ type Swarm struct {
 	announcing chan struct{}
 	// readerIDs numbers streaming readers for the scheduler.
 	readerIDs atomic.Int64
+	// seeders is Config.Seeders until SetSeeders replaces it: the agent
+	// learns them from the origin while running.
+	seeders   atomic.Pointer[[]string]
 	mu        sync.Mutex
 	blobs     map[digest.Digest]*blobState
 	blacklist map[string]time.Time // peer id -> until
@@ -346,6 +351,7 @@ func New(cfg Config, dir string, quota int64, opts Options) (*Swarm, error) {
 		requireIdentity: opts.RequireIdentity,
 	}
 	s.incarnation = newIncarnation()
+	s.SetSeeders(cfg.Seeders)
 	s.sched = scheduler.DefaultConfig()
 	s.sched.MaxPeers = cfg.MaxPeersPerBlob
 	s.sched.MaxInFlightPerPeer = cfg.MaxInFlightPerPeer
@@ -377,6 +383,16 @@ func New(cfg Config, dir string, quota int64, opts Options) (*Swarm, error) {
 
 // PeerID returns the id this agent announces.
 func (s *Swarm) PeerID() string { return s.cfg.PeerID }
+
+// SetSeeders replaces the origin seeders that metainfo is asked of and
+// pieces fall back to. Downloads that start later use the new list.
+func (s *Swarm) SetSeeders(addrs []string) {
+	addrs = slices.Clone(addrs)
+	s.seeders.Store(&addrs)
+}
+
+// Seeders returns the origin seeders in use.
+func (s *Swarm) Seeders() []string { return *s.seeders.Load() }
 
 // Store returns the piece store.
 func (s *Swarm) Store() *piecestore.Store { return s.store }
