@@ -56,19 +56,25 @@ type Decision struct {
 	// Rule is the index in Config.Rules of the rule that decided, or -1
 	// when no rule matched (default deny) or access control is off.
 	Rule int
-	// explain says in words why. It runs only when someone asks (logs,
-	// `shoalctl auth check`): the words cost more than the decision, which
-	// is made on every request.
+	// The words saying why are built only when someone asks (logs,
+	// `shoalctl auth check`): they cost more than the decision, which is
+	// made on every request. A rule's decision keeps the rule and the
+	// request (no allocation); others, rarer, keep a function.
+	rule    *rule
+	q       request
 	explain func() string
 }
 
 // Reason says in words why the decision was made, for logs and `shoalctl
 // auth check`.
 func (d Decision) Reason() string {
-	if d.explain == nil {
-		return ""
+	if d.explain != nil {
+		return d.explain()
 	}
-	return d.explain()
+	if d.q.action == "" {
+		return "" // the zero Decision: nothing was decided
+	}
+	return ruleReason(d.rule, d.q)
 }
 
 // because returns a Decision explained by a fixed text.

@@ -172,6 +172,18 @@ func (q request) is(m matcher) bool {
 	return false
 }
 
+// ruleReason says why rule r (nil: none matched) decided q.
+func ruleReason(r *rule, q request) string {
+	if r == nil {
+		return fmt.Sprintf("no rule allows %s on %s for %s: denied by default", q.action, q.repo, q.who())
+	}
+	verb := "allows"
+	if r.deny {
+		verb = "denies"
+	}
+	return fmt.Sprintf("rule %d (%s) %s %s on %s for %s", r.index, r.text, verb, q.action, q.repo, q.who())
+}
+
 // String describes q's subject, for reasons formatted lazily.
 func (q request) String() string { return q.who() }
 
@@ -199,15 +211,7 @@ func evaluate(rules []rule, q request) Decision {
 		if !r.matches(q) {
 			continue
 		}
-		return Decision{Allowed: !r.deny, Rule: r.index, explain: func() string {
-			verb := "allows"
-			if r.deny {
-				verb = "denies"
-			}
-			return fmt.Sprintf("rule %d (%s) %s %s on %s for %s", r.index, r.text, verb, q.action, q.repo, q.who())
-		}}
+		return Decision{Allowed: !r.deny, Rule: r.index, rule: r, q: q}
 	}
-	return Decision{Rule: -1, explain: func() string {
-		return fmt.Sprintf("no rule allows %s on %s for %s: denied by default", q.action, q.repo, q.who())
-	}}
+	return Decision{Rule: -1, q: q}
 }

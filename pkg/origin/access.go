@@ -48,9 +48,9 @@ const (
 // a route does not serve need pull, so that the 405 they get is answered
 // only to someone who may read the repository anyway.
 func requiredAccess(rt route, method string) need {
-	pull := need{repo: rt.name, action: auth.Pull, scope: []string{string(auth.Pull)}}
-	push := need{repo: rt.name, action: auth.Push, scope: []string{string(auth.Pull), string(auth.Push)}}
-	del := need{repo: rt.name, action: auth.Delete, scope: []string{string(auth.Delete)}}
+	pull := need{repo: rt.name, action: auth.Pull, scope: pullScope}
+	push := need{repo: rt.name, action: auth.Push, scope: pushScope}
+	del := need{repo: rt.name, action: auth.Delete, scope: deleteScope}
 	switch rt.kind {
 	case routeBase:
 		return need{kind: needLogin}
@@ -75,6 +75,14 @@ func requiredAccess(rt route, method string) need {
 	return pull
 }
 
+// The scopes challenges ask for, shared: requiredAccess runs on every
+// request, and nothing modifies them.
+var (
+	pullScope   = []string{string(auth.Pull)}
+	pushScope   = []string{string(auth.Pull), string(auth.Push)}
+	deleteScope = []string{string(auth.Delete)}
+)
+
 // subjectKey is the request context key of the authenticated auth.Subject.
 type subjectKey struct{}
 
@@ -97,7 +105,9 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, rt route) (*h
 		// password must hear so, not get a public subset.
 		return nil, s.deny(w, r, nd, sub, denyBadCredentials, err)
 	}
-	r = r.WithContext(context.WithValue(r.Context(), subjectKey{}, sub))
+	if needsSubject(rt) {
+		r = r.WithContext(context.WithValue(r.Context(), subjectKey{}, sub))
+	}
 	switch nd.kind {
 	case needLogin:
 		if sub.Anonymous() {
@@ -178,7 +188,18 @@ func (s *Server) deny(w http.ResponseWriter, r *http.Request, nd need, sub auth.
 	return ae
 }
 
-// subjectOf returns the subject authorize attached to r.
+// needsSubject reports whether the handlers of rt decide more than
+// authorize did, and so need the subject (subjectOf): the catalog filters
+// by it, uploads check mounts and count sessions by it. Other requests go
+// without: a context value and a request copy on every manifest and blob
+// GET is a cost access control need not add.
+func needsSubject(rt route) bool {
+	return rt.kind == routeCatalog || rt.kind == routeUploads || rt.kind == routeUpload
+}
+
+// subjectOf returns the subject authorize attached to r (only for the
+// routes needsSubject names: elsewhere it reports false, and mayPull
+// denies).
 func subjectOf(r *http.Request) (auth.Subject, bool) {
 	sub, ok := r.Context().Value(subjectKey{}).(auth.Subject)
 	return sub, ok

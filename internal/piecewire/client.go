@@ -1,0 +1,439 @@
+package piecewire
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/shoal-dev/shoal/pkg/metainfo"
+)
+
+// ClientConfig tunes a Conn. DefaultClientConfig returns working values;
+// zero fields take them.
+type ClientConfig struct {
+	// MaxOutstanding is how many requests may be pipelined on one
+	// connection (sent and not yet answered): 8. Request fails beyond it.
+	MaxOutstanding int `yaml:"maxOutstanding"`
+	// Timeout bounds every wait on the server once something is expected
+	// of it: with a request outstanding, a read that gets no byte for this
+	// long fails the connection (a mute or stalled server); so does a write
+	// that makes no progress (a server that stopped reading): 20s.
+	Timeout time.Duration `yaml:"timeout"`
+	// Buffer returns a buffer of capacity at least size for a piece
+	// about to arrive; its first size bytes are overwritten. nil: make.
+	// The agent passes its piece store's buffers (PieceBuffer), so
+	// verified pieces move into the store without a copy.
+	Buffer func(size int64) []byte `yaml:"-"`
+}
+
+// DefaultClientConfig returns the defaults documented on ClientConfig.
+func DefaultClientConfig() ClientConfig {
+	return ClientConfig{MaxOutstanding: 8, Timeout: 20 * time.Second}
+}
+
+func (c ClientConfig) withDefaults() ClientConfig {
+	d := DefaultClientConfig()
+	if c.MaxOutstanding <= 0 {
+		c.MaxOutstanding = d.MaxOutstanding
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = d.Timeout
+	}
+	if c.Buffer == nil {
+		c.Buffer = func(size int64) []byte { return make([]byte, size) }
+	}
+	return c
+}
+
+// readStep is how much of a piece is read before it is hashed: the bytes
+// are hashed while still in the CPU's cache, and the read deadline is
+// renewed per step.
+const readStep = 256 << 10
+
+var (
+	// ErrTimeout is wrapped when the server made no progress for Timeout.
+	ErrTimeout = errors.New("piecewire: no progress from the peer")
+	// ErrDenied is wrapped when the server refused the capability.
+	ErrDenied = errors.New("piecewire: capability refused")
+	// ErrClosed is a Conn's error after Close.
+	ErrClosed = errors.New("piecewire: connection closed")
+)
+
+// RemoteError is an Error frame received from the server.
+type RemoteError struct {
+	Code    Code
+	Message string
+}
+
+func (e *RemoteError) Error() string {
+	return fmt.Sprintf("piecewire: the server refused: %s: %s", e.Code, e.Message)
+}
+
+// Is makes a refused capability match ErrDenied.
+func (e *RemoteError) Is(target error) bool { return target == ErrDenied && e.Code == CodeDenied }
+
+// Result is the answer to one request.
+type Result struct {
+	// Index is the piece requested.
+	Index int
+	// Data is the piece, verified against its SHA-256, when it came; the
+	// receiver owns it (a buffer from ClientConfig.Buffer).
+	Data []byte
+	// Reject is why the server declined the request (zero when Data or
+	// Err is set); RetryAfter goes with ReasonAtPeers.
+	Reject     Reason
+	RetryAfter time.Duration
+	// Err is set for a piece that arrived corrupt (it wraps
+	// metainfo.ErrCorruptPiece): the connection ends with it, and the
+	// peer should be dropped.
+	Err error
+}
+
+func (r Result) String() string {
+	switch {
+	case r.Err != nil:
+		return fmt.Sprintf("piece %d: %v", r.Index, r.Err)
+	case r.Reject != 0 && r.RetryAfter > 0:
+		return fmt.Sprintf("piece %d: rejected, %s, retry after %s", r.Index, r.Reject, r.RetryAfter)
+	case r.Reject != 0:
+		return fmt.Sprintf("piece %d: rejected, %s", r.Index, r.Reject)
+	}
+	return fmt.Sprintf("piece %d: %d bytes", r.Index, len(r.Data))
+}
+
+// Conn is a client connection fetching pieces of one blob. Request and
+// Cancel may be called from any goroutine; answers arrive on Results.
+type Conn struct {
+	nc   net.Conn
+	br   *bufio.Reader
+	meta *metainfo.Metainfo
+	cap  string
+	cfg  ClientConfig
+
+	results chan Result
+	done    chan struct{}
+
+	wmu sync.Mutex // one writer at a time
+
+	mu          sync.Mutex
+	outstanding map[uint32]bool // requested, not answered; true once cancelled
+	err         error
+}
+
+// Dial connects to a piece server at addr for the blob meta describes,
+// presenting capability with every request. With tlsConfig the connection
+// is TLS (the server's listener must be too).
+func Dial(ctx context.Context, addr string, tlsConfig *tls.Config, meta *metainfo.Metainfo, capability string, cfg ClientConfig) (*Conn, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("piecewire: dialing %s: %w", addr, err)
+	}
+	if tlsConfig != nil {
+		tc := tls.Client(nc, tlsConfig)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			_ = nc.Close()
+			return nil, fmt.Errorf("piecewire: TLS handshake with %s: %w", addr, err)
+		}
+		nc = tc
+	}
+	c, err := NewConn(nc, meta, capability, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("piecewire: %s: %w", addr, err)
+	}
+	return c, nil
+}
+
+// NewConn starts a client on an open connection nc (which it closes when
+// done): it sends the preface and starts reading answers.
+func NewConn(nc net.Conn, meta *metainfo.Metainfo, capability string, cfg ClientConfig) (*Conn, error) {
+	if len(capability) > MaxCapability {
+		_ = nc.Close()
+		return nil, fmt.Errorf("piecewire: a capability of %d bytes, at most %d", len(capability), MaxCapability)
+	}
+	cfg = cfg.withDefaults()
+	c := &Conn{nc: nc, br: bufio.NewReaderSize(nc, 64<<10), meta: meta, cap: capability, cfg: cfg,
+		results:     make(chan Result, cfg.MaxOutstanding),
+		done:        make(chan struct{}),
+		outstanding: map[uint32]bool{}}
+	if err := c.write(Preface[:]); err != nil {
+		_ = nc.Close()
+		return nil, err
+	}
+	go c.readLoop()
+	return c, nil
+}
+
+// Results delivers the answers to requests (not to cancelled ones). It is
+// closed when the connection ends; Err then says why.
+func (c *Conn) Results() <-chan Result { return c.results }
+
+// Done is closed when the connection has ended.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err returns why the connection ended, nil while it is open.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Close ends the connection.
+func (c *Conn) Close() error {
+	c.fail(ErrClosed)
+	return nil
+}
+
+// Request asks for piece i. It fails if the connection has ended, i is out
+// of range or already outstanding, or MaxOutstanding requests are.
+func (c *Conn) Request(i int) error {
+	if i < 0 || i >= c.meta.NumPieces() {
+		return fmt.Errorf("piecewire: requesting piece %d of %d", i, c.meta.NumPieces())
+	}
+	c.mu.Lock()
+	switch {
+	case c.err != nil:
+		err := c.err
+		c.mu.Unlock()
+		return err
+	case len(c.outstanding) >= c.cfg.MaxOutstanding:
+		c.mu.Unlock()
+		return fmt.Errorf("piecewire: requesting piece %d: %d requests outstanding already", i, len(c.outstanding))
+	}
+	if _, ok := c.outstanding[uint32(i)]; ok {
+		c.mu.Unlock()
+		return fmt.Errorf("piecewire: piece %d is requested already", i)
+	}
+	c.outstanding[uint32(i)] = false
+	if len(c.outstanding) == 1 {
+		// The reader may be waiting without a deadline (nothing was
+		// expected); from now on the server owes an answer.
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.Timeout))
+	}
+	c.mu.Unlock()
+	b, err := AppendFrame(nil, Frame{Type: FrameRequest, Index: uint32(i), Digest: c.meta.Digest.String(), Capability: c.cap})
+	if err != nil {
+		return err
+	}
+	return c.write(b)
+}
+
+// Cancel withdraws the request of piece i. The server answers a request it
+// had not started with nothing more; a piece already on its way still
+// arrives and is discarded here. Cancelling a piece not outstanding does
+// nothing.
+func (c *Conn) Cancel(i int) error {
+	c.mu.Lock()
+	cancelled, ok := c.outstanding[uint32(i)]
+	if !ok || cancelled || c.err != nil {
+		c.mu.Unlock()
+		return nil
+	}
+	c.outstanding[uint32(i)] = true
+	c.mu.Unlock()
+	b, err := AppendFrame(nil, Frame{Type: FrameCancel, Index: uint32(i)})
+	if err != nil {
+		return err
+	}
+	return c.write(b)
+}
+
+func (c *Conn) write(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.Timeout))
+	if _, err := c.nc.Write(b); err != nil {
+		if isTimeout(err) {
+			err = fmt.Errorf("%w: writing a request: the server stopped reading (%s): %w", ErrTimeout, c.cfg.Timeout, err)
+		} else {
+			err = fmt.Errorf("piecewire: writing a request: %w", err)
+		}
+		c.fail(err)
+		return err
+	}
+	return nil
+}
+
+// fail ends the connection with err (the first error wins).
+func (c *Conn) fail(err error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = err
+	close(c.done)
+	c.mu.Unlock()
+	_ = c.nc.Close()
+}
+
+func (c *Conn) deliver(r Result) {
+	select {
+	case c.results <- r:
+	case <-c.done:
+	}
+}
+
+func (c *Conn) readLoop() {
+	defer close(c.results)
+	for {
+		if err := c.readAnswer(); err != nil {
+			c.mu.Lock()
+			closed := c.err != nil
+			c.mu.Unlock()
+			if !closed {
+				c.fail(err)
+			}
+			return
+		}
+	}
+}
+
+// readAnswer reads one frame from the server and acts on it.
+func (c *Conn) readAnswer() error {
+	c.mu.Lock()
+	if len(c.outstanding) > 0 {
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.Timeout))
+	} else {
+		_ = c.nc.SetReadDeadline(time.Time{})
+	}
+	c.mu.Unlock()
+	f, err := ReadFrame(c.br)
+	if err != nil {
+		return c.frameErr(err)
+	}
+	switch f.Type {
+	case FramePiece:
+		// The request stays outstanding while its bytes arrive, so that a
+		// Cancel meanwhile still drops them.
+		cancelled, err := c.answering(f, false)
+		if err != nil {
+			return err
+		}
+		size := c.meta.PieceSize(int(f.Index))
+		if int64(f.Length) != size {
+			return fmt.Errorf("%w: piece %d announced with %d bytes, it has %d", ErrProtocol, f.Index, f.Length, size)
+		}
+		if cancelled {
+			if err := c.discard(f.Index, size); err != nil {
+				return err
+			}
+			_, _ = c.answering(f, true)
+			return nil
+		}
+		data, err := c.receive(int(f.Index), size)
+		cancelled, _ = c.answering(f, true)
+		if errors.Is(err, metainfo.ErrCorruptPiece) {
+			c.deliver(Result{Index: int(f.Index), Err: err})
+		}
+		if err != nil || cancelled {
+			return err
+		}
+		c.deliver(Result{Index: int(f.Index), Data: data})
+	case FrameReject:
+		cancelled, err := c.answering(f, true)
+		if err != nil {
+			return err
+		}
+		if f.Reason == ReasonCancelled && !cancelled {
+			return fmt.Errorf("%w: piece %d rejected as cancelled, and it was not", ErrProtocol, f.Index)
+		}
+		if !cancelled {
+			c.deliver(Result{Index: int(f.Index), Reject: f.Reason, RetryAfter: time.Duration(f.RetryAfterMs) * time.Millisecond})
+		}
+	case FrameError:
+		return &RemoteError{Code: f.Code, Message: f.Message}
+	default:
+		return fmt.Errorf("%w: a %s frame from a server", ErrProtocol, f.Type)
+	}
+	return nil
+}
+
+// answering looks up the request f answers and says whether it was
+// cancelled; with done it also takes the request off the outstanding ones.
+// An answer to nothing asked is a protocol violation.
+func (c *Conn) answering(f Frame, done bool) (cancelled bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cancelled, ok := c.outstanding[f.Index]
+	if !ok {
+		return false, fmt.Errorf("%w: a %s frame for piece %d, which was never requested (or was answered already)", ErrProtocol, f.Type, f.Index)
+	}
+	if done {
+		delete(c.outstanding, f.Index)
+	}
+	return cancelled, nil
+}
+
+// receive reads piece i's size bytes into a buffer, hashing them as they
+// arrive (no second pass), and returns the buffer if the hash matches.
+func (c *Conn) receive(i int, size int64) ([]byte, error) {
+	buf := c.cfg.Buffer(size)[:size]
+	h := sha256.New()
+	for off := int64(0); off < size; {
+		n := min(readStep, size-off)
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.Timeout))
+		if _, err := io.ReadFull(c.br, buf[off:off+n]); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF // inside a piece
+			}
+			return nil, c.readErr(fmt.Sprintf("reading piece %d at %d of %d bytes", i, off, size), err)
+		}
+		h.Write(buf[off : off+n])
+		off += n
+	}
+	var sum [sha256.Size]byte
+	if !bytes.Equal(h.Sum(sum[:0]), c.meta.PieceHashes[i][:]) {
+		return nil, fmt.Errorf("%w: piece %d of %s: %w", ErrProtocol, i, c.meta.Digest, metainfo.ErrCorruptPiece)
+	}
+	return buf, nil
+}
+
+// discard reads and drops a piece whose request was cancelled.
+func (c *Conn) discard(i uint32, size int64) error {
+	for off := int64(0); off < size; {
+		n := min(readStep, size-off)
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.Timeout))
+		m, err := c.br.Discard(int(n))
+		off += int64(m)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF // inside a piece
+		}
+		if err != nil {
+			return c.readErr(fmt.Sprintf("discarding cancelled piece %d at %d of %d bytes", i, off, size), err)
+		}
+	}
+	return nil
+}
+
+func (c *Conn) readErr(what string, err error) error {
+	switch {
+	case isTimeout(err):
+		return fmt.Errorf("%w: %s: nothing for %s: %w", ErrTimeout, what, c.cfg.Timeout, err)
+	case errors.Is(err, ErrProtocol):
+		return err
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("%w: %w: %s: the connection ended: %w", ErrProtocol, ErrTruncated, what, err)
+	}
+	return fmt.Errorf("piecewire: %s: %w", what, err)
+}
+
+// frameErr describes a failure to read the next frame: between frames, an
+// end of the connection is the server closing it, not a truncated frame.
+func (c *Conn) frameErr(err error) error {
+	if errors.Is(err, io.EOF) {
+		c.mu.Lock()
+		n := len(c.outstanding)
+		c.mu.Unlock()
+		return fmt.Errorf("piecewire: the server closed the connection with %d requests unanswered: %w", n, err)
+	}
+	return c.readErr("reading an answer", err)
+}

@@ -1,0 +1,398 @@
+package piecewire
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/pkg/metainfo"
+)
+
+// fakeServer is the server end of one connection, driven by the test: a
+// peer that can send anything.
+type fakeServer struct {
+	l  net.Listener
+	nc net.Conn
+	br *bufio.Reader
+}
+
+func newFakeServer(t *testing.T) *fakeServer {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return &fakeServer{l: l}
+}
+
+// dial connects a client to the fake server and reads its preface.
+func (fs *fakeServer) dial(t *testing.T, m *metainfo.Metainfo, cfg ClientConfig) *Conn {
+	t.Helper()
+	c, err := Dial(context.Background(), fs.l.Addr().String(), nil, m, "capability", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	nc, err := fs.l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	fs.nc, fs.br = nc, bufio.NewReader(nc)
+	var pre [len(Preface)]byte
+	if _, err := io.ReadFull(fs.br, pre[:]); err != nil || pre != Preface {
+		t.Fatalf("preface %q, %v; want %q", pre[:], err, Preface[:])
+	}
+	return c
+}
+
+func (fs *fakeServer) expectFrame(t *testing.T, typ FrameType) Frame {
+	t.Helper()
+	f, err := ReadFrame(fs.br)
+	if err != nil || f.Type != typ {
+		t.Fatalf("frame %+v, %v; want a %s", f, err, typ)
+	}
+	return f
+}
+
+func (fs *fakeServer) send(t *testing.T, f Frame) {
+	t.Helper()
+	b, err := AppendFrame(nil, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs.write(t, b)
+}
+
+func (fs *fakeServer) write(t *testing.T, b []byte) {
+	t.Helper()
+	if _, err := fs.nc.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// requested returns a client of a fake server that has requested pieces
+// 0 and 1 of b.
+func requested(t *testing.T, b *blob, cfg ClientConfig) (*fakeServer, *Conn) {
+	fs := newFakeServer(t)
+	c := fs.dial(t, b.meta, cfg)
+	for i := range 2 {
+		if err := c.Request(i); err != nil {
+			t.Fatal(err)
+		}
+		if f := fs.expectFrame(t, FrameRequest); f.Index != uint32(i) || f.Digest != b.meta.Digest.String() || f.Capability != "capability" {
+			t.Fatalf("request frame %+v; want piece %d of %s with the capability", f, i, b.meta.Digest)
+		}
+	}
+	return fs, c
+}
+
+// expectDropped waits for c to end and checks that it ended with an error
+// wrapping want and saying what went wrong, and that no piece was
+// delivered from the bad answer onwards.
+func expectDropped(t *testing.T, c *Conn, want error, says string) {
+	t.Helper()
+	err := waitDone(t, c)
+	if !errors.Is(err, want) || !strings.Contains(err.Error(), says) {
+		t.Fatalf("connection ended with %v; want an error wrapping %q that says %q", err, want, says)
+	}
+	for r := range c.Results() {
+		if r.Data != nil {
+			t.Fatalf("piece %d delivered from a peer that broke the protocol", r.Index)
+		}
+	}
+}
+
+func TestClientDropsAPieceLongerThanAnnounced(t *testing.T) {
+	b := newBlob(t, 1<<20, 256<<10)
+	t.Run("announced longer than the piece", func(t *testing.T) {
+		fs, c := requested(t, b, ClientConfig{})
+		fs.send(t, Frame{Type: FramePiece, Index: 0, Length: uint32(b.meta.PieceSize(0)) + 1})
+		fs.write(t, b.piece(0))
+		expectDropped(t, c, ErrProtocol, "announced with 262145 bytes, it has 262144")
+	})
+	t.Run("more bytes than announced", func(t *testing.T) {
+		fs, c := requested(t, b, ClientConfig{})
+		fs.send(t, Frame{Type: FramePiece, Index: 0, Length: uint32(b.meta.PieceSize(0))})
+		fs.write(t, b.piece(0))
+		// Bytes past the announced length are read as the next frame.
+		fs.write(t, b.piece(1)[:100])
+		err := waitDone(t, c)
+		if !errors.Is(err, ErrProtocol) {
+			t.Fatalf("connection ended with %v; want a protocol violation", err)
+		}
+		// Piece 0 itself was whole and verified before the extra bytes.
+		if r, ok := <-c.Results(); ok && r.Index == 0 && !bytes.Equal(r.Data, b.piece(0)) {
+			t.Fatalf("piece 0 delivered wrong")
+		}
+		for r := range c.Results() {
+			if r.Index == 1 && r.Data != nil {
+				t.Fatalf("piece 1 delivered from trailing bytes")
+			}
+		}
+	})
+	t.Run("control frame over its limit", func(t *testing.T) {
+		fs, c := requested(t, b, ClientConfig{})
+		var hdr [headerSize]byte
+		hdr[0] = byte(FrameError)
+		binary.BigEndian.PutUint32(hdr[1:], 1<<30)
+		fs.write(t, hdr[:])
+		expectDropped(t, c, ErrProtocol, "error frame announces 1073741824 payload bytes, at most 1025 allowed")
+	})
+}
+
+func TestClientDropsATruncatedFrame(t *testing.T) {
+	b := newBlob(t, 1<<20, 256<<10)
+	t.Run("inside a piece", func(t *testing.T) {
+		fs, c := requested(t, b, ClientConfig{})
+		fs.send(t, Frame{Type: FramePiece, Index: 0, Length: uint32(b.meta.PieceSize(0))})
+		fs.write(t, b.piece(0)[:1000])
+		fs.nc.Close()
+		expectDropped(t, c, ErrTruncated, "reading piece 0 at 0 of 262144 bytes")
+	})
+	t.Run("inside a header", func(t *testing.T) {
+		fs, c := requested(t, b, ClientConfig{})
+		b, _ := AppendFrame(nil, Frame{Type: FrameReject, Index: 0, Reason: ReasonBusy})
+		fs.write(t, b[:3])
+		fs.nc.Close()
+		expectDropped(t, c, ErrTruncated, "after 3 of 5 header bytes")
+	})
+	t.Run("server closes with requests unanswered", func(t *testing.T) {
+		fs, c := requested(t, b, ClientConfig{})
+		fs.nc.Close()
+		expectDropped(t, c, io.EOF, "closed the connection with 2 requests unanswered")
+	})
+}
+
+func TestClientDropsAPieceNeverRequested(t *testing.T) {
+	b := newBlob(t, 1<<20, 256<<10)
+	fs, c := requested(t, b, ClientConfig{})
+	fs.send(t, Frame{Type: FramePiece, Index: 3, Length: uint32(b.meta.PieceSize(3))})
+	fs.write(t, b.piece(3))
+	expectDropped(t, c, ErrProtocol, "piece frame for piece 3, which was never requested")
+
+	t.Run("answered twice", func(t *testing.T) {
+		fs, c := requested(t, b, ClientConfig{})
+		fs.send(t, Frame{Type: FrameReject, Index: 0, Reason: ReasonBusy})
+		fs.send(t, Frame{Type: FramePiece, Index: 0, Length: uint32(b.meta.PieceSize(0))})
+		fs.write(t, b.piece(0))
+		expectDropped(t, c, ErrProtocol, "never requested (or was answered already)")
+	})
+	t.Run("a client's frame", func(t *testing.T) {
+		fs, c := requested(t, b, ClientConfig{})
+		fs.send(t, Frame{Type: FrameCancel, Index: 0})
+		expectDropped(t, c, ErrProtocol, "a cancel frame from a server")
+	})
+}
+
+func TestClientDropsAMuteServer(t *testing.T) {
+	b := newBlob(t, 1<<20, 256<<10)
+	t.Run("silent", func(t *testing.T) {
+		_, c := requested(t, b, ClientConfig{Timeout: 100 * time.Millisecond})
+		expectDropped(t, c, ErrTimeout, "nothing for 100ms")
+	})
+	t.Run("stops inside a piece", func(t *testing.T) {
+		fs, c := requested(t, b, ClientConfig{Timeout: 100 * time.Millisecond})
+		fs.send(t, Frame{Type: FramePiece, Index: 0, Length: uint32(b.meta.PieceSize(0))})
+		fs.write(t, b.piece(0)[:5000])
+		expectDropped(t, c, ErrTimeout, "reading piece 0")
+	})
+}
+
+// rawClient is a client driven by the test, against a real Server.
+type rawClient struct {
+	nc net.Conn
+	br *bufio.Reader
+}
+
+func rawDial(t *testing.T, addr string) *rawClient {
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return &rawClient{nc: nc, br: bufio.NewReader(nc)}
+}
+
+func (rc *rawClient) write(t *testing.T, b []byte) {
+	t.Helper()
+	if _, err := rc.nc.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (rc *rawClient) request(t *testing.T, b *blob, tok string, i int) {
+	t.Helper()
+	f, err := AppendFrame(nil, Frame{Type: FrameRequest, Index: uint32(i), Digest: b.meta.Digest.String(), Capability: tok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.write(t, f)
+}
+
+// expectError reads frames until the server's Error frame.
+func (rc *rawClient) expectError(t *testing.T, code Code, says string) {
+	t.Helper()
+	for {
+		f, err := ReadFrame(rc.br)
+		if err != nil {
+			t.Fatalf("reading the server's answer: %v; want an Error frame %s", err, code)
+		}
+		if f.Type == FramePiece {
+			t.Fatalf("piece %d sent to a client that broke the protocol", f.Index)
+		}
+		if f.Type == FrameError {
+			if f.Code != code || !strings.Contains(f.Message, says) {
+				t.Fatalf("error frame %s %q; want %s saying %q", f.Code, f.Message, code, says)
+			}
+			return
+		}
+	}
+}
+
+func TestServerDropsABrokenClient(t *testing.T) {
+	b := newBlob(t, 1<<20, 256<<10)
+	k := newKeys(t)
+	tok := k.capability(t, b.meta.Digest)
+	hdr := func(typ FrameType, n uint32) []byte {
+		h := []byte{byte(typ), 0, 0, 0, 0}
+		binary.BigEndian.PutUint32(h[1:], n)
+		return h
+	}
+	for _, tc := range []struct {
+		name string
+		send func(t *testing.T, rc *rawClient)
+		code Code // 0: no Error frame (the connection is just closed)
+		want error
+		says string
+	}{
+		{"wrong preface", func(t *testing.T, rc *rawClient) { rc.write(t, []byte("GET / HTTP/1.1\r\n")) },
+			CodeInvalid, ErrProtocol, "preface"},
+		{"request longer than allowed", func(t *testing.T, rc *rawClient) {
+			rc.write(t, Preface[:])
+			rc.write(t, hdr(FrameRequest, maxRequest+1))
+		}, 0, ErrProtocol, "at most 4358 allowed"},
+		{"cancel of the wrong length", func(t *testing.T, rc *rawClient) {
+			rc.write(t, Preface[:])
+			rc.write(t, append(hdr(FrameCancel, 8), make([]byte, 8)...))
+		}, 0, ErrProtocol, "cancel frame announces 8 payload bytes, it has 4"},
+		{"truncated request", func(t *testing.T, rc *rawClient) {
+			rc.write(t, Preface[:])
+			f, _ := AppendFrame(nil, Frame{Type: FrameRequest, Index: 0, Digest: b.meta.Digest.String(), Capability: tok})
+			rc.write(t, f[:len(f)-10])
+			rc.nc.(*net.TCPConn).CloseWrite()
+		}, 0, ErrTruncated, "payload bytes"},
+		{"a server's frame", func(t *testing.T, rc *rawClient) {
+			rc.write(t, Preface[:])
+			f, _ := AppendFrame(nil, Frame{Type: FramePiece, Index: 0, Length: 10})
+			rc.write(t, f)
+		}, CodeInvalid, ErrProtocol, "a piece frame from a client"},
+		{"a second blob", func(t *testing.T, rc *rawClient) {
+			rc.write(t, Preface[:])
+			rc.request(t, b, tok, 0)
+			other := newBlob(t, 10, 256<<10)
+			rc.request(t, other, k.capability(t, other.meta.Digest), 0)
+		}, CodeInvalid, ErrProtocol, "one blob per connection"},
+		{"a piece asked twice", func(t *testing.T, rc *rawClient) {
+			rc.write(t, Preface[:])
+			rc.request(t, b, tok, 0)
+			rc.request(t, b, tok, 0)
+		}, CodeInvalid, ErrProtocol, "piece 0 requested again before its answer"},
+		{"bad digest", func(t *testing.T, rc *rawClient) {
+			rc.write(t, Preface[:])
+			f, _ := AppendFrame(nil, Frame{Type: FrameRequest, Digest: "sha256:nope", Capability: tok})
+			rc.write(t, f)
+		}, CodeInvalid, ErrProtocol, `request digest "sha256:nope"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := newFileSource(t, newBlob(t, 1<<20, 256<<10))
+			src.gate = make(chan struct{}) // nothing is sent before the violation is seen
+			ts := startServer(t, ServerConfig{}, src, k.v, nil)
+			rc := rawDial(t, ts.addr)
+			tc.send(t, rc)
+			if tc.code != 0 {
+				rc.expectError(t, tc.code, tc.says)
+			}
+			err := ts.connEnd(t)
+			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.says) {
+				t.Fatalf("server connection ended with %v; want an error wrapping %q saying %q", err, tc.want, tc.says)
+			}
+		})
+	}
+}
+
+func TestServerDropsAClientThatStopsReading(t *testing.T) {
+	// More than the socket buffers of loopback hold, so the writes stall.
+	b := newBlob(t, 64<<20, 4<<20)
+	k := newKeys(t)
+	src := newFileSource(t, b)
+	ts := startServer(t, ServerConfig{MaxQueued: 16, Timeout: 200 * time.Millisecond}, src, k.v, nil)
+	rc := rawDial(t, ts.addr)
+	rc.write(t, Preface[:])
+	tok := k.capability(t, b.meta.Digest)
+	for i := range b.meta.NumPieces() {
+		rc.request(t, b, tok, i)
+	}
+	err := ts.connEnd(t)
+	if !errors.Is(err, os.ErrDeadlineExceeded) || !strings.Contains(err.Error(), "the peer stopped reading") {
+		t.Fatalf("server connection ended with %v; want a write deadline, saying the peer stopped reading", err)
+	}
+	if got := src.done.Load(); got == 0 {
+		t.Fatal("Piece.Done was not called for the piece cut off")
+	}
+}
+
+func TestServerClosesAnIdleConnection(t *testing.T) {
+	b := newBlob(t, 1<<20, 256<<10)
+	k := newKeys(t)
+	ts := startServer(t, ServerConfig{IdleTimeout: 100 * time.Millisecond}, newFileSource(t, b), k.v, nil)
+	c, err := Dial(context.Background(), ts.addr, nil, b.meta, k.capability(t, b.meta.Digest), ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Request(0); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := nextResult(t, c); !ok || r.Data == nil {
+		t.Fatalf("piece 0: %+v, %v", r, c.Err())
+	}
+	if err := ts.connEnd(t); !errors.Is(err, ErrIdle) {
+		t.Fatalf("server connection ended with %v; want ErrIdle", err)
+	}
+	if err := waitDone(t, c); err == nil || !strings.Contains(err.Error(), "closed the connection with 0 requests unanswered") {
+		t.Fatalf("client ended with %v; want the server's close", err)
+	}
+}
+
+func TestServerAnswersQueuedRequestsAfterTheClientCloses(t *testing.T) {
+	b := newBlob(t, 1<<20, 256<<10)
+	k := newKeys(t)
+	ts := startServer(t, ServerConfig{}, newFileSource(t, b), k.v, nil)
+	rc := rawDial(t, ts.addr)
+	rc.write(t, Preface[:])
+	tok := k.capability(t, b.meta.Digest)
+	for i := range 4 {
+		rc.request(t, b, tok, i)
+	}
+	rc.nc.(*net.TCPConn).CloseWrite()
+	for i := range 4 {
+		f, err := ReadFrame(rc.br)
+		if err != nil || f.Type != FramePiece || f.Index != uint32(i) {
+			t.Fatalf("answer %d: %+v, %v; want piece %d", i, f, err, i)
+		}
+		if _, err := rc.br.Discard(int(f.Length)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ts.connEnd(t); err != nil {
+		t.Fatalf("server connection ended with %v; want a clean end", err)
+	}
+}

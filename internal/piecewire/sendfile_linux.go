@@ -1,0 +1,70 @@
+package piecewire
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+)
+
+// haveSendfile says whether sendfile can be used on this system.
+const haveSendfile = true
+
+// sendfile writes the n bytes of f at off to the socket c with
+// sendfile(2), step bytes per round; before runs ahead of each round with
+// its size (to renew the write deadline and wait for egress budget).
+//
+// Not io.Copy: Go's sendfile path (net.TCPConn.ReadFrom) sends from the
+// file's current offset, and a piece file is shared by every upload of its
+// blob, each at its own offset. Passing the offset to sendfile keeps the
+// descriptor's position untouched, like pread.
+func sendfile(c syscall.Conn, f *os.File, off, n, step int64, before func(int64) error) (int64, error) {
+	out, err := c.SyscallConn()
+	if err != nil {
+		return 0, fmt.Errorf("sendfile: %w", err)
+	}
+	in, err := f.SyscallConn()
+	if err != nil {
+		return 0, fmt.Errorf("sendfile: %w", err)
+	}
+	var sent int64
+	var opErr error
+	ctlErr := in.Control(func(infd uintptr) {
+		for sent < n && opErr == nil {
+			round := min(step, n-sent)
+			if opErr = before(round); opErr != nil {
+				return
+			}
+			var done int64
+			werr := out.Write(func(outfd uintptr) bool {
+				for done < round {
+					m, e := syscall.Sendfile(int(outfd), int(infd), &off, int(round-done))
+					if m > 0 {
+						done += int64(m)
+					}
+					switch {
+					case e == syscall.EAGAIN:
+						return false // the poller waits until the socket takes more (or the deadline)
+					case e == syscall.EINTR:
+						continue
+					case e != nil:
+						opErr = os.NewSyscallError("sendfile", e)
+						return true
+					case m == 0:
+						opErr = fmt.Errorf("sendfile: the file ended %d bytes early: %w", n-sent-done, io.ErrUnexpectedEOF)
+						return true
+					}
+				}
+				return true
+			})
+			sent += done
+			if werr != nil && opErr == nil {
+				opErr = werr
+			}
+		}
+	})
+	if ctlErr != nil {
+		return sent, fmt.Errorf("sendfile: %w", ctlErr)
+	}
+	return sent, opErr
+}

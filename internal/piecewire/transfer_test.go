@@ -1,0 +1,392 @@
+package piecewire
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/shoal-dev/shoal/pkg/auth"
+	"github.com/shoal-dev/shoal/pkg/metainfo"
+)
+
+// fetchAll requests every piece of b over c, pipelining up to the
+// connection's limit, and checks each against the blob.
+func fetchAll(t *testing.T, c *Conn, b *blob) {
+	t.Helper()
+	n := b.meta.NumPieces()
+	next, got := 0, 0
+	for next < n && next < c.cfg.MaxOutstanding {
+		if err := c.Request(next); err != nil {
+			t.Fatalf("request %d: %v", next, err)
+		}
+		next++
+	}
+	seen := make([]bool, n)
+	for got < n {
+		r, ok := nextResult(t, c)
+		if !ok {
+			t.Fatalf("connection ended after %d of %d pieces: %v", got, n, c.Err())
+		}
+		if r.Err != nil || r.Reject != 0 {
+			t.Fatalf("piece %d: err %v, reject %v; want the piece", r.Index, r.Err, r.Reject)
+		}
+		if seen[r.Index] {
+			t.Fatalf("piece %d delivered twice", r.Index)
+		}
+		seen[r.Index] = true
+		if !bytes.Equal(r.Data, b.piece(r.Index)) {
+			t.Fatalf("piece %d: %d bytes differing from the blob's", r.Index, len(r.Data))
+		}
+		got++
+		if next < n {
+			if err := c.Request(next); err != nil {
+				t.Fatalf("request %d: %v", next, err)
+			}
+			next++
+		}
+	}
+}
+
+func TestPlaintextPiecesGoOutWithSendfile(t *testing.T) {
+	b := newBlob(t, 5<<20+123, 1<<20)
+	k := newKeys(t)
+	src := newFileSource(t, b)
+	ts := startServer(t, ServerConfig{}, src, k.v, nil)
+	c, err := Dial(context.Background(), ts.addr, nil, b.meta, k.capability(t, b.meta.Digest), ClientConfig{MaxOutstanding: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetchAll(t, c, b)
+	c.Close()
+	if err := ts.connEnd(t); err != nil {
+		t.Fatalf("server connection ended with %v; want a clean close", err)
+	}
+	st := ts.Stats()
+	if st.SendfileBytes != int64(len(b.data)) || st.CopiedBytes != 0 || st.Pieces != int64(b.meta.NumPieces()) {
+		t.Fatalf("server stats %+v; want all %d bytes of %d pieces sent with sendfile and none copied", st, len(b.data), b.meta.NumPieces())
+	}
+	if got := src.done.Load(); got != int64(b.meta.NumPieces()) {
+		t.Fatalf("Piece.Done called %d times; want once per piece (%d)", got, b.meta.NumPieces())
+	}
+}
+
+func TestTLSPiecesAreWrittenThroughTLS(t *testing.T) {
+	b := newBlob(t, 3<<20+7, 1<<20)
+	k := newKeys(t)
+	srvTLS, cliTLS := tlsConfigs(t)
+	ts := startServer(t, ServerConfig{}, newFileSource(t, b), k.v, srvTLS)
+	c, err := Dial(context.Background(), ts.addr, cliTLS, b.meta, k.capability(t, b.meta.Digest), ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := c.nc.(*tls.Conn).ConnectionState().Version; v != tls.VersionTLS13 {
+		t.Fatalf("TLS version %x; want TLS 1.3", v)
+	}
+	fetchAll(t, c, b)
+	c.Close()
+	if err := ts.connEnd(t); err != nil {
+		t.Fatalf("server connection ended with %v; want a clean close", err)
+	}
+	if st := ts.Stats(); st.CopiedBytes != int64(len(b.data)) || st.SendfileBytes != 0 {
+		t.Fatalf("server stats %+v; want all %d bytes written through TLS, none with sendfile (it would bypass encryption)", st, len(b.data))
+	}
+}
+
+func TestPiecesWithoutAFileAreCopied(t *testing.T) {
+	b := newBlob(t, 2<<20, 256<<10)
+	k := newKeys(t)
+	src := newFileSource(t, b)
+	src.asReader = true
+	ts := startServer(t, ServerConfig{}, src, k.v, nil)
+	c, err := Dial(context.Background(), ts.addr, nil, b.meta, k.capability(t, b.meta.Digest), ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetchAll(t, c, b)
+	c.Close()
+	if err := ts.connEnd(t); err != nil {
+		t.Fatalf("server connection ended with %v; want a clean close", err)
+	}
+	if st := ts.Stats(); st.CopiedBytes != int64(len(b.data)) {
+		t.Fatalf("server stats %+v; want %d bytes copied from the reader", st, len(b.data))
+	}
+}
+
+func TestCapabilityIsCheckedBeforeAnythingIsSent(t *testing.T) {
+	b := newBlob(t, 1<<20, 256<<10)
+	other := newBlob(t, 1<<10, 256<<10)
+	k := newKeys(t)
+	stranger := newKeys(t)
+	expired, err := k.key.IssueCapabilityAt(b.meta.Digest, time.Now().Add(-3*time.Hour), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, token string
+	}{
+		{"none", ""},
+		{"for another blob", k.capability(t, other.meta.Digest)},
+		{"by another key", stranger.capability(t, b.meta.Digest)},
+		{"expired", expired},
+		{"junk", "not.a.token"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := newFileSource(t, b)
+			ts := startServer(t, ServerConfig{}, src, k.v, nil)
+			c, err := Dial(context.Background(), ts.addr, nil, b.meta, tc.token, ClientConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Request(0); err != nil {
+				t.Fatal(err)
+			}
+			if r, ok := nextResult(t, c); ok {
+				t.Fatalf("a result for piece %d (%d bytes, reject %v) for a request with capability %q; want the connection refused", r.Index, len(r.Data), r.Reject, tc.name)
+			}
+			if err := c.Err(); !errors.Is(err, ErrDenied) {
+				t.Fatalf("connection error %v; want ErrDenied", err)
+			}
+			if err := ts.connEnd(t); !errors.Is(err, auth.ErrInvalidCapability) {
+				t.Fatalf("server connection ended with %v; want the capability refusal", err)
+			}
+			if n := src.totalOpens(); n != 0 || ts.Stats().Pieces != 0 {
+				t.Fatalf("the source opened %d pieces, %d sent; want nothing looked at before the capability verified", n, ts.Stats().Pieces)
+			}
+		})
+	}
+}
+
+func TestCorruptPieceIsRejectedAndEndsTheConnection(t *testing.T) {
+	b := newBlob(t, 1<<20, 256<<10)
+	k := newKeys(t)
+	// The source's file says one thing, the metainfo another: piece 2's
+	// hash is changed.
+	bad := *b.meta
+	bad.PieceHashes = append([][metainfo.HashSize]byte(nil), b.meta.PieceHashes...)
+	bad.PieceHashes[2][0] ^= 1
+	ts := startServer(t, ServerConfig{}, newFileSource(t, b), k.v, nil)
+	c, err := Dial(context.Background(), ts.addr, nil, &bad, k.capability(t, b.meta.Digest), ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := c.Request(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		r, ok := nextResult(t, c)
+		if !ok {
+			t.Fatalf("results ended after %d; want pieces 0, 1 and the corrupt 2", i)
+		}
+		switch {
+		case r.Index != i:
+			t.Fatalf("result for piece %d; want %d (answers in order)", r.Index, i)
+		case i < 2 && (r.Err != nil || !bytes.Equal(r.Data, b.piece(i))):
+			t.Fatalf("piece %d: %v; want it verified", i, r.Err)
+		case i == 2 && (!errors.Is(r.Err, metainfo.ErrCorruptPiece) || r.Data != nil):
+			t.Fatalf("corrupt piece 2: err %v, %d bytes; want ErrCorruptPiece and no data", r.Err, len(r.Data))
+		}
+	}
+	if err := waitDone(t, c); !errors.Is(err, metainfo.ErrCorruptPiece) {
+		t.Fatalf("connection error %v; want it ended by the corrupt piece", err)
+	}
+}
+
+func TestCancelledRequestIsNotSent(t *testing.T) {
+	b := newBlob(t, 1<<20, 128<<10)
+	k := newKeys(t)
+	src := newFileSource(t, b)
+	src.gate = make(chan struct{})
+	cancels := make(chan uint32, 1)
+	ts := startServer(t, ServerConfig{}, src, k.v, nil, func(f Frame) {
+		if f.Type == FrameCancel {
+			cancels <- f.Index
+		}
+	})
+	c, err := Dial(context.Background(), ts.addr, nil, b.meta, k.capability(t, b.meta.Digest), ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if err := c.Request(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Piece 0 is being opened (held at the gate); 1 to 3 wait in the queue.
+	eventually(t, "the server to start on piece 0", func() bool { return src.opens(0) == 1 })
+	if err := c.Cancel(2); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Request(4); err != nil {
+		t.Fatal(err)
+	}
+	if i := <-cancels; i != 2 {
+		t.Fatalf("the server handled a cancel of %d; want 2", i)
+	}
+	close(src.gate)
+	var got []int
+	for len(got) < 4 {
+		r, ok := nextResult(t, c)
+		if !ok {
+			t.Fatalf("connection ended: %v", c.Err())
+		}
+		if r.Err != nil || r.Reject != 0 || !bytes.Equal(r.Data, b.piece(r.Index)) {
+			t.Fatalf("piece %d: err %v reject %v", r.Index, r.Err, r.Reject)
+		}
+		got = append(got, r.Index)
+	}
+	if want := []int{0, 1, 3, 4}; !equalInts(got, want) {
+		t.Fatalf("pieces delivered %v; want %v (2 cancelled)", got, want)
+	}
+	if n := src.opens(2); n != 0 {
+		t.Fatalf("the cancelled piece was opened %d times; want never", n)
+	}
+	// The cancelled request was answered (ReasonCancelled) and is no longer
+	// outstanding: the connection takes a request for it again.
+	if err := c.Request(2); err != nil {
+		t.Fatalf("requesting piece 2 again: %v", err)
+	}
+	if r, ok := nextResult(t, c); !ok || r.Index != 2 || !bytes.Equal(r.Data, b.piece(2)) {
+		t.Fatalf("piece 2 asked again: %+v, %v", r, c.Err())
+	}
+}
+
+func TestPieceCancelledInFlightIsDiscarded(t *testing.T) {
+	b := newBlob(t, 1<<20, 512<<10)
+	fs := newFakeServer(t)
+	c := fs.dial(t, b.meta, ClientConfig{})
+	if err := c.Request(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Request(1); err != nil {
+		t.Fatal(err)
+	}
+	fs.expectFrame(t, FrameRequest)
+	fs.expectFrame(t, FrameRequest)
+	// The server has started piece 0 when the cancel crosses it.
+	fs.send(t, Frame{Type: FramePiece, Index: 0, Length: uint32(b.meta.PieceSize(0))})
+	fs.write(t, b.piece(0)[:1000])
+	if err := c.Cancel(0); err != nil {
+		t.Fatal(err)
+	}
+	fs.expectFrame(t, FrameCancel)
+	fs.write(t, b.piece(0)[1000:])
+	fs.send(t, Frame{Type: FramePiece, Index: 1, Length: uint32(b.meta.PieceSize(1))})
+	fs.write(t, b.piece(1))
+	r, ok := nextResult(t, c)
+	if !ok || r.Index != 1 || !bytes.Equal(r.Data, b.piece(1)) {
+		t.Fatalf("first result %+v (conn %v); want piece 1, the cancelled 0 dropped", r, c.Err())
+	}
+	if c.Err() != nil {
+		t.Fatalf("connection ended: %v", c.Err())
+	}
+}
+
+func TestSourceRejectionsReachTheClient(t *testing.T) {
+	b := newBlob(t, 1<<20, 256<<10)
+	k := newKeys(t)
+	src := newFileSource(t, b)
+	src.reject = func(i int) error {
+		switch i {
+		case 1:
+			return ErrNotHeld
+		case 2:
+			return &RejectError{Reason: ReasonAtPeers, RetryAfter: 1500 * time.Millisecond}
+		case 3:
+			return errors.New("disk on fire")
+		}
+		return nil
+	}
+	ts := startServer(t, ServerConfig{}, src, k.v, nil)
+	c, err := Dial(context.Background(), ts.addr, nil, b.meta, k.capability(t, b.meta.Digest), ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if err := c.Request(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []Result{{Index: 0}, {Index: 1, Reject: ReasonNotHeld}, {Index: 2, Reject: ReasonAtPeers, RetryAfter: 1500 * time.Millisecond}, {Index: 3, Reject: ReasonNotHeld}}
+	for _, w := range want {
+		r, ok := nextResult(t, c)
+		if !ok || r.Index != w.Index || r.Reject != w.Reject || r.RetryAfter != w.RetryAfter || (w.Reject == 0) != (r.Data != nil) {
+			t.Fatalf("result %+v (conn %v); want %+v", r, c.Err(), w)
+		}
+	}
+}
+
+func TestRequestsBeyondTheQueueAreBusy(t *testing.T) {
+	b := newBlob(t, 1<<20, 128<<10)
+	k := newKeys(t)
+	src := newFileSource(t, b)
+	src.gate = make(chan struct{})
+	ts := startServer(t, ServerConfig{MaxQueued: 2}, src, k.v, nil)
+	c, err := Dial(context.Background(), ts.addr, nil, b.meta, k.capability(t, b.meta.Digest), ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if err := c.Request(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "the server to start on piece 0", func() bool { return src.opens(0) == 1 })
+	// Requests are read in order while piece 0 waits: 0 and 1 fill the
+	// queue, 2 and 3 are busy. The rejects are answered after piece 0.
+	close(src.gate)
+	busy := map[int]bool{}
+	for range 4 {
+		r, ok := nextResult(t, c)
+		if !ok {
+			t.Fatalf("connection ended: %v", c.Err())
+		}
+		if r.Reject == ReasonBusy {
+			busy[r.Index] = true
+		} else if r.Data == nil {
+			t.Fatalf("piece %d: %+v", r.Index, r)
+		}
+	}
+	if len(busy) != 2 || !busy[2] || !busy[3] {
+		t.Fatalf("busy rejects for %v; want pieces 2 and 3", busy)
+	}
+}
+
+func TestEgressLimitMetersPieces(t *testing.T) {
+	b := newBlob(t, 256<<10, 64<<10)
+	k := newKeys(t)
+	lim := rate.NewLimiter(rate.Inf, 32<<10)
+	ts := startServer(t, ServerConfig{Egress: lim}, newFileSource(t, b), k.v, nil)
+	c, err := Dial(context.Background(), ts.addr, nil, b.meta, k.capability(t, b.meta.Digest), ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetchAll(t, c, b)
+	c.Close()
+	if err := ts.connEnd(t); err != nil {
+		t.Fatalf("server connection ended with %v; want a clean close", err)
+	}
+	// With an infinite rate the bucket is not drained, but every round is
+	// at most its burst: a burst smaller than a piece still moves it.
+	if st := ts.Stats(); st.SendfileBytes != int64(len(b.data)) {
+		t.Fatalf("stats %+v; want all bytes sent in rounds of the limiter's burst", st)
+	}
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
