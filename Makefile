@@ -105,6 +105,15 @@ bench-gc:
 bench-swarm:
 	$(GO) run ./e2e/swarmbench $(SWARMBENCH_FLAGS)
 
+# The peer protocol's data paths side by side (issue 10; docs/p2p.md, "Piece
+# data path"): one blob over loopback with internal/piecewire (plain TCP and
+# sendfile; TLS 1.3) and with today's gRPC Exchange stream, printing MB/s and
+# the sender's and receiver's CPU-seconds per GiB. Run on a quiet machine.
+# Knobs: PIECEWIREBENCH_FLAGS='-quick' or '-size 4GiB -modes plain,grpc' (go run ./e2e/piecewirebench -h).
+.PHONY: bench-piecewire
+bench-piecewire:
+	$(GO) run ./e2e/piecewirebench $(PIECEWIREBENCH_FLAGS)
+
 # The origin on each object store next to registry:2 on the same store
 # (docs/benchmarks.md, "Object stores"): push and pull MB/s of a 256 MiB blob,
 # manifest HEAD req/s, store requests per push and per pull, against the
