@@ -39,7 +39,8 @@ type LeaseRecord struct {
 // record, only one can replace it, and a holder whose lease was taken over
 // cannot write its renewal or release over the new holder's record.
 //
-// Without them, acquisition writes the record, waits Settle, and reads it
+// Without them, and behind them as a guard against a store that ignores the
+// conditions, acquisition writes the record, waits Settle, and reads it
 // back: a competitor that read the old record before our write writes within
 // Settle of its read, so after Settle at most one of the two still finds its
 // own record. That rests on storage calls finishing within Settle and on the
@@ -196,19 +197,20 @@ func (l *Lease) Acquire(ctx context.Context) error {
 	}
 	want := LeaseRecord{Holder: l.holder, Token: cur.Token + 1, Expires: l.now().Add(l.ttl)}
 	if l.cond != nil {
-		version, err := l.writeIf(ctx, want, version)
+		version, err = l.writeIf(ctx, want, version)
 		if errors.Is(err, storage.ErrConditionFailed) {
 			return fmt.Errorf("%w: another node wrote it first (%w)", ErrLeaseHeld, err)
 		}
-		if err != nil {
-			return err
-		}
-		l.rec, l.version = want, version
-		return nil
+	} else {
+		err = l.write(ctx, want)
 	}
-	if err := l.write(ctx, want); err != nil {
+	if err != nil {
 		return err
 	}
+	// The read back after Settle is the whole protocol without conditional
+	// writes; with them it still guards against a store that accepts the
+	// condition headers and ignores them (an S3-compatible store that does
+	// not implement them), at the cost of Settle once per run.
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
@@ -221,7 +223,7 @@ func (l *Lease) Acquire(ctx context.Context) error {
 	if got.Holder != want.Holder || got.Token != want.Token {
 		return fmt.Errorf("%w: %s won the race for it", ErrLeaseHeld, got.Holder)
 	}
-	l.rec = want
+	l.rec, l.version = want, version
 	return nil
 }
 

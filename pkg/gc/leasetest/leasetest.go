@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -167,45 +168,30 @@ func (b barrierConditional) PutContentIf(ctx context.Context, p string, c []byte
 	return b.cond.PutContentIf(ctx, p, c, ifVersion)
 }
 
-// clock is a settable clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // takeover walks a lease through renewal, expiry and takeover on one clock.
 func takeover(t *testing.T, d storage.Driver, opts Options) {
 	ctx := context.Background()
-	clk := &clock{t: time.Now()}
-	a := gc.NewLease(d, "a", time.Minute, opts.Settle, clk.now)
-	b := gc.NewLease(d, "b", time.Minute, opts.Settle, clk.now)
+	start := time.Now()
+	var elapsed atomic.Int64
+	now := func() time.Time { return start.Add(time.Duration(elapsed.Load())) }
+	advance := func(d time.Duration) { elapsed.Add(int64(d)) }
+	a := gc.NewLease(d, "a", time.Minute, opts.Settle, now)
+	b := gc.NewLease(d, "b", time.Minute, opts.Settle, now)
 	if err := a.Acquire(ctx); err != nil {
 		t.Fatalf("a could not acquire a free lease: %v", err)
 	}
 	if err := b.Acquire(ctx); !errors.Is(err, gc.ErrLeaseHeld) {
 		t.Fatalf("b acquired a live lease: %v", err)
 	}
-	clk.advance(30 * time.Second)
+	advance(30 * time.Second)
 	if err := a.Renew(ctx); err != nil {
 		t.Fatalf("a could not renew its live lease: %v", err)
 	}
-	clk.advance(45 * time.Second)
+	advance(45 * time.Second)
 	if err := b.Acquire(ctx); !errors.Is(err, gc.ErrLeaseHeld) {
 		t.Fatalf("b acquired a renewed lease: %v", err)
 	}
-	clk.advance(time.Minute)
+	advance(time.Minute)
 	if err := b.Acquire(ctx); err != nil {
 		t.Fatalf("b could not take over an expired lease: %v", err)
 	}

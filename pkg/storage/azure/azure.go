@@ -133,7 +133,7 @@ func New(ctx context.Context, cfg Config) (storage.Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", store, err)
 	}
-	return objectstore.Wrap(d, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage, NoRedirect: noRedirect}), nil
+	return withConditional(objectstore.Wrap(d, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage, NoRedirect: noRedirect}), cfg)
 }
 
 // isOutage reports whether an error of the Azure SDK says that the store

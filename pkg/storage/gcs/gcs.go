@@ -180,7 +180,7 @@ func New(ctx context.Context, cfg Config) (shoalstorage.Driver, error) {
 		prefix += "/"
 	}
 	d := &driver{bucket: client.Bucket(cfg.Bucket), prefix: prefix, chunkSize: cfg.ChunkSize, anonymous: anonymous}
-	return objectstore.Wrap(d, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage, NoRedirect: anonymous}), nil
+	return withConditional(objectstore.Wrap(d, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage, NoRedirect: anonymous}), d), nil
 }
 
 // driver implements the contract on the SDK; objectstore.Wrap maps its

@@ -179,7 +179,7 @@ func New(ctx context.Context, cfg Config) (storage.Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", store, err)
 	}
-	return objectstore.Wrap(d, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage}), nil
+	return withConditional(objectstore.Wrap(d, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage}), cfg)
 }
 
 // Throttling and "try again" codes S3 and S3-compatible stores answer with,
