@@ -1,0 +1,400 @@
+// Package soak_test runs a whole Shoal deployment under load while things
+// break, as issue 13 asks: an origin, a tracker and four agents, each a
+// separate process; 500 concurrent blob pulls through the agents and 20
+// concurrent chunked pushes to the origin, while a fault injector kills an
+// agent (and starts it again), takes the origin's storage away for seconds
+// and restarts the tracker.
+//
+// It asserts correctness, never timing: every pull that completed has the
+// right bytes, every push either completed (manifest and blobs readable and
+// right) or left nothing half-visible, every blob in storage matches its
+// digest, every agent and the origin serve again once the faults are over,
+// memory returns near its baseline, and no process panicked. The load and
+// the faults advance on conditions (pulls and pushes completed, the origin
+// reporting its storage down), so a slow machine makes the test slower,
+// not flaky.
+package soak_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/e2e/testenv"
+)
+
+const (
+	// pullers and pushers are the issue's concurrent pulls and pushes.
+	pullers = 500
+	pushers = 20
+	agents  = 4
+	// milestone is how many pulls (and, divided by 25, pushes) must
+	// complete in each phase of load before the next fault.
+	milestone = 500
+	// requestTimeout bounds one pull or push request. A pull or push
+	// that takes longer is counted as hung and reported; 60s is far
+	// past anything these few-MiB blobs need even on a loaded machine.
+	requestTimeout = 60 * time.Second
+	// phaseTimeout bounds the wait for one phase's milestone: the load
+	// must make progress, faults or not.
+	phaseTimeout = 2 * time.Minute
+	// outageHold is how long storage stays away once the origin has
+	// noticed: long enough for pushes, pulls and readiness probes to run
+	// into it, short enough for the time budget.
+	outageHold = 3 * time.Second
+)
+
+// originConfig turns scheduled GC off, so that nothing but the test's
+// requests changes what storage holds between the load and the checks.
+const originConfig = "gc:\n  interval: 0s\n"
+
+// agentConfig shortens the agents' timeouts, as e2e/swarm's fault tests do,
+// so that a killed peer or a stopped tracker costs seconds, not the
+// production defaults' minutes.
+const agentConfig = `swarm:
+  dialTimeout: 2s
+  pieceTimeout: 5s
+  downloadAnnounceInterval: 1s
+tracker:
+  cooldown: 5s
+shutdownGrace: 5s
+`
+
+// layerSizes are the blobs pulled: small, a power of two, and one that
+// is neither, whose last piece is short. Small, so that the load's bytes
+// (thousands of pulls) stay within what two cores hash in the time.
+var layerSizes = []int{100 << 10, 1 << 20, 5<<20 + 12345}
+
+type deployment struct {
+	t       *testing.T
+	began   time.Time
+	dir     string
+	storage string // the origin's storage root
+	tracker *testenv.TrackerServer
+	origin  *testenv.SeedingOriginServer
+	agents  []*testenv.AgentServer
+	layers  []blob
+	http    *http.Client
+}
+
+type blob struct {
+	repo   string
+	digest digest.Digest
+	size   int64
+}
+
+func TestSoakPullsAndPushesSurviveFaults(t *testing.T) {
+	d := start(t)
+	d.logf("started an origin, a tracker and %d agents", agents)
+	for i, size := range layerSizes {
+		d.layers = append(d.layers, d.pushBlob("soak/base", randomBytes(uint64(i), size)))
+	}
+
+	// Warm up, so the baseline includes what every process allocates
+	// once (piece caches, connection pools, the runtime's first heap):
+	// every layer through every agent, and a push.
+	var warm sync.WaitGroup
+	for a := range d.agents {
+		for _, l := range d.layers {
+			warm.Go(func() {
+				if r := d.pull(t.Context(), a, l); r.err != nil {
+					t.Errorf("warm-up pull of %s through agent %d: %v", l.digest, a, r.err)
+				}
+			})
+		}
+	}
+	warm.Wait()
+	if t.Failed() {
+		return
+	}
+	if r := (&pusher{d: d, id: -1}).push(t.Context(), 0); r.err != nil {
+		t.Fatalf("warm-up push: %v", r.err)
+	}
+	baseline := d.rssAll()
+	d.logf("RSS after warm-up: %s", baseline)
+
+	load := d.startLoad()
+	load.waitFor("the load to start", milestone, milestone/25)
+	d.logf("load running: %s", load)
+
+	victim := agents - 1
+	d.agents[victim].Kill()
+	d.logf("fault: killed agent %d (SIGKILL)", victim)
+	load.waitFor("pulls through the surviving agents", milestone, 0)
+	d.logf("load without agent %d: %s", victim, load)
+	if err := d.agents[victim].Restart(t.Context()); err != nil {
+		t.Fatalf("starting agent %d again: %v", victim, err)
+	}
+	d.logf("agent %d started again", victim)
+
+	d.storageOutage(load)
+
+	if err := d.tracker.Stop(testenv.DefaultStopTimeout); err != nil {
+		t.Errorf("stopping the tracker: %v", err)
+	}
+	d.logf("fault: tracker stopped")
+	if err := d.tracker.Restart(t.Context()); err != nil {
+		t.Fatalf("starting the tracker again: %v", err)
+	}
+	d.logf("tracker started again")
+
+	// After every fault, the load goes on, through every agent.
+	after := load.mark()
+	load.waitFor("the load after the faults", milestone, milestone/25)
+	eventually(t, "every agent to complete pulls after the faults", phaseTimeout, func() bool {
+		for a := range d.agents {
+			if load.pulledBy[a].Load() <= after.pulledBy[a] {
+				return false
+			}
+		}
+		return true
+	})
+	d.logf("load after the faults: %s", load)
+	load.stop()
+	peak := d.rssAll()
+	d.logf("load: %s", load)
+	d.logf("RSS at the end of the load: %s", peak)
+
+	load.checkPulls()
+	d.checkPushes(load.pushes())
+	d.checkStoredBlobs()
+	d.checkEveryAgentServes()
+	d.logf("every agent serves every layer, and a blob pushed after the faults")
+	d.checkMemory(baseline, victim)
+	d.checkLogs()
+}
+
+// start builds the binaries (without the race detector: the memory figures
+// and the load would measure it) and starts the deployment, stopped when
+// the test ends.
+func start(t *testing.T) *deployment {
+	t.Helper()
+	w := testenv.ForTest(t)
+	bin := map[string]string{}
+	for _, name := range []string{"origin", "tracker", "peer-agent"} {
+		b, err := w.Build(t.Context(), name, testenv.BuildOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bin[name] = b
+	}
+	d := &deployment{t: t, dir: t.TempDir(), began: time.Now()}
+	d.storage = filepath.Join(d.dir, "storage")
+	if err := os.Mkdir(d.storage, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// One connection pool for the whole load: 500 clients opening a
+	// connection per request would run out of ephemeral ports.
+	d.http = &http.Client{Transport: &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: time.Minute}}
+	t.Cleanup(d.http.CloseIdleConnections)
+
+	tr, err := testenv.StartTracker(t.Context(), testenv.TrackerOptions{Binary: bin["tracker"], Dir: filepath.Join(d.dir, "tracker")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.tracker = tr
+	d.stopOnCleanup(tr.Process)
+
+	originYAML := filepath.Join(d.dir, "origin.yaml")
+	agentYAML := filepath.Join(d.dir, "agent.yaml")
+	for p, s := range map[string]string{originYAML: originConfig, agentYAML: agentConfig} {
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o, err := testenv.StartSeedingOrigin(t.Context(), testenv.SeedingOriginOptions{
+		Binary: bin["origin"], Storage: "file://" + d.storage, Name: "origin-1",
+		Trackers: []string{tr.GRPCAddr}, Dir: filepath.Join(d.dir, "origin"), Args: []string{"--config", originYAML},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.origin = o
+	d.stopOnCleanup(o.Process)
+
+	d.agents = make([]*testenv.AgentServer, agents)
+	errs := make([]error, agents)
+	var wg sync.WaitGroup
+	for i := range d.agents {
+		wg.Go(func() {
+			d.agents[i], errs[i] = testenv.StartAgent(t.Context(), testenv.AgentOptions{
+				Binary: bin["peer-agent"], Name: strconv.Itoa(i), Origin: o.URL(), Seeders: []string{o.SeederAddr},
+				Trackers: []string{tr.GRPCAddr}, Dir: filepath.Join(d.dir, "agents"), Args: []string{"--config", agentYAML},
+			})
+		})
+	}
+	wg.Wait()
+	for i, a := range d.agents {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		// Registered after the origin's and tracker's, so run before
+		// them: agents stop while their peers are still up.
+		d.stopOnCleanup(a.Process)
+	}
+	return d
+}
+
+// logf logs with the time since the test began, to see where it goes.
+func (d *deployment) logf(format string, args ...any) {
+	d.t.Helper()
+	d.t.Logf("%6.1fs "+format, append([]any{time.Since(d.began).Seconds()}, args...)...)
+}
+
+// stopOnCleanup stops p when the test ends: it must shut down cleanly on
+// SIGTERM, and its log is quoted when the test failed.
+func (d *deployment) stopOnCleanup(p *testenv.Process) {
+	d.t.Cleanup(func() {
+		if err := p.Stop(testenv.DefaultStopTimeout); err != nil {
+			d.t.Errorf("stopping %s: %v", p.Name, err)
+		}
+		if d.t.Failed() {
+			d.t.Log(p.LogTail(30))
+		}
+	})
+}
+
+// randomBytes is size bytes of a ChaCha8 stream seeded by seed, so that a
+// failure can be reproduced byte for byte.
+func randomBytes(seed uint64, size int) []byte {
+	var key [32]byte
+	copy(key[:], strconv.FormatUint(seed, 10))
+	b := make([]byte, size)
+	_, _ = rand.NewChaCha8(key).Read(b)
+	return b
+}
+
+// pushBlob uploads b to repo in one request.
+func (d *deployment) pushBlob(repo string, b []byte) blob {
+	d.t.Helper()
+	dg := digest.FromBytes(b)
+	resp, err := d.http.Post(d.origin.URL()+"/v2/"+repo+"/blobs/uploads/?digest="+dg.String(), "application/octet-stream", bytes.NewReader(b))
+	if err != nil {
+		d.t.Fatalf("pushing a layer: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		d.t.Fatalf("pushing a layer: %s", resp.Status)
+	}
+	return blob{repo: repo, digest: dg, size: int64(len(b))}
+}
+
+// pullResult is one blob GET through an agent.
+type pullResult struct {
+	agent int
+	blob  blob
+	bytes int64
+	got   string // digest of the bytes received
+	err   error  // the request failed or the body ended early
+	hung  bool   // requestTimeout ran out
+}
+
+func (d *deployment) pull(ctx context.Context, agent int, l blob) (r pullResult) {
+	r.agent, r.blob = agent, l
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	defer func() { r.hung = r.err != nil && ctx.Err() == context.DeadlineExceeded }()
+	url := d.agents[agent].URL() + "/v2/" + l.repo + "/blobs/" + l.digest.String()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		r.err = err
+		return r
+	}
+	resp, err := d.http.Do(req)
+	if err != nil {
+		r.err = err
+		return r
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		r.err = fmt.Errorf("GET %s: %s: %s", url, resp.Status, bytes.TrimSpace(b))
+		return r
+	}
+	h := sha256.New()
+	r.bytes, r.err = io.Copy(h, resp.Body)
+	r.got = "sha256:" + hex.EncodeToString(h.Sum(nil))
+	return r
+}
+
+// eventually waits up to timeout for cond, failing with what otherwise.
+func eventually(t testing.TB, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %s for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// get answers a GET on the origin, read whole.
+func (d *deployment) get(path string, hdr ...string) (int, []byte, error) {
+	ctx, cancel := context.WithTimeout(d.t.Context(), requestTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.origin.URL()+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := d.http.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+// storageOutage moves the origin's storage directory away and puts a file
+// in its place, as a failed mount leaves it, until the origin has noticed
+// and outageHold more; then puts it back and waits for readiness. The
+// filesystem driver has no way to hang a call short of FUSE, so this is
+// the outage that fails calls; hung calls (storageTimeout) are covered by
+// pkg/origin's outage tests with a driver that stalls.
+func (d *deployment) storageOutage(load *load) {
+	t := d.t
+	away := d.storage + ".away"
+	if err := os.Rename(d.storage, away); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(d.storage, []byte("not a directory"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.logf("fault: storage directory gone")
+	eventually(t, "the origin to notice its storage gone", phaseTimeout, func() bool {
+		m, err := testenv.ScrapeMetrics(t.Context(), d.origin.URL()+"/metrics")
+		return err == nil && m.Sum("shoal_origin_storage_up") == 0
+	})
+	// The fault's duration, not an assertion: requests keep running into
+	// it meanwhile.
+	time.Sleep(outageHold)
+	if err := os.Remove(d.storage); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(away, d.storage); err != nil {
+		t.Fatal(err)
+	}
+	ready := testenv.HTTPReady(d.origin.URL() + "/readyz")
+	eventually(t, "the origin to be ready again once its storage was back", phaseTimeout, func() bool {
+		return ready(t.Context()) == nil
+	})
+	d.logf("storage back; the origin is ready again (%d pulls and %d pushes had failed so far)",
+		load.pullFailures.Load(), load.pushFailures.Load())
+}
