@@ -38,14 +38,14 @@ func craneOpts(t *testing.T) []crane.Option {
 }
 
 // pushImage pushes a random three-layer image to addr/ref and returns its
-// manifest digest.
-func pushImage(t *testing.T, addr, ref string) string {
+// manifest digest. opts add to craneOpts (credentials, say).
+func pushImage(t *testing.T, addr, ref string, opts ...crane.Option) string {
 	t.Helper()
 	img, err := random.Image(512<<10, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := crane.Push(img, addr+"/"+ref, craneOpts(t)...); err != nil {
+	if err := crane.Push(img, addr+"/"+ref, append(craneOpts(t), opts...)...); err != nil {
 		t.Fatalf("pushing %s to %s: %v", ref, addr, err)
 	}
 	d, err := img.Digest()
@@ -56,17 +56,18 @@ func pushImage(t *testing.T, addr, ref string) string {
 }
 
 // checkImage pulls addr/ref, wants it to resolve to digest, and reads and
-// verifies every blob.
-func checkImage(t *testing.T, addr, ref, digest string) {
+// verifies every blob. opts add to craneOpts.
+func checkImage(t *testing.T, addr, ref, digest string, opts ...crane.Option) {
 	t.Helper()
-	got, err := crane.Digest(addr+"/"+ref, craneOpts(t)...)
+	opts = append(craneOpts(t), opts...)
+	got, err := crane.Digest(addr+"/"+ref, opts...)
 	if err != nil {
 		t.Fatalf("resolving %s on %s: %v", ref, addr, err)
 	}
 	if got != digest {
 		t.Errorf("%s on %s resolves to %s, want %s", ref, addr, got, digest)
 	}
-	img, err := crane.Pull(addr+"/"+ref, craneOpts(t)...)
+	img, err := crane.Pull(addr+"/"+ref, opts...)
 	if err != nil {
 		t.Fatalf("pulling %s from %s: %v", ref, addr, err)
 	}

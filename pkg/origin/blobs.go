@@ -102,6 +102,9 @@ func (s *Server) handleBlob(w http.ResponseWriter, r *http.Request, rt route) er
 		if err != nil {
 			return err
 		}
+		if s.redirectBlob(w, r, d) {
+			return nil
+		}
 		return s.serveBlob(w, r, d, size)
 	case http.MethodDelete:
 		if !s.cfg.DeleteEnabled {
@@ -129,6 +132,30 @@ func (s *Server) handleBlob(w http.ResponseWriter, r *http.Request, rt route) er
 // <alg>/<hex> directory, not only the link inside it.
 func path0(linkPath string) string {
 	return linkPath[:strings.LastIndexByte(linkPath, '/')]
+}
+
+// redirectBlob answers a GET of blob d, already authorized and found in
+// the repository, with a 307 to a signed URL of its data where the storage
+// hands one out (an object store with redirect=true; docs/storage.md). The
+// client sends its Range header again to the store. A HEAD is never
+// redirected: it carries the P2P capability that only the origin gives.
+func (s *Server) redirectBlob(w http.ResponseWriter, r *http.Request, d digest.Digest) bool {
+	if r.Method != http.MethodGet {
+		return false
+	}
+	u, err := s.driver.RedirectURL(r, blobDataPath(d))
+	if err != nil {
+		// The bytes are still there to serve: a URL that cannot be
+		// signed now (an IAM call failing, say) is no reason to fail.
+		s.log.Warn("signing a redirect URL failed; serving the blob through the origin", "digest", d, "err", err)
+		return false
+	}
+	if u == "" {
+		return false
+	}
+	w.Header().Set("Docker-Content-Digest", d.String())
+	http.Redirect(w, r, u, http.StatusTemporaryRedirect)
+	return true
 }
 
 // serveBlob streams blob d, honouring a single byte range.

@@ -55,11 +55,16 @@ type Config struct {
 	// https://ACCOUNT.blob.core.windows.net. For Azurite:
 	// http://127.0.0.1:10000/devstoreaccount1.
 	Endpoint string
+	// Redirect makes the origin answer an authorized blob GET with a 307
+	// to a URL of the blob signed with a read-only SAS (valid 20 minutes),
+	// so the bytes come from Azure rather than through the origin.
+	// Default false.
+	Redirect bool
 }
 
 // ParseURL reads a storage URL of the form
 //
-//	azure://CONTAINER/PREFIX?account=NAME&endpoint=https://host
+//	azure://CONTAINER/PREFIX?account=NAME&endpoint=https://host&redirect=true
 //
 // Unknown parameters are an error, and so are credentials in the URL.
 func ParseURL(u *url.URL) (Config, error) {
@@ -72,13 +77,19 @@ func ParseURL(u *url.URL) (Config, error) {
 	}
 	for key, vals := range u.Query() {
 		v := vals[len(vals)-1]
+		var err error
 		switch key {
 		case "account":
 			cfg.Account = v
 		case "endpoint":
 			cfg.Endpoint = v
+		case "redirect":
+			cfg.Redirect, err = strconv.ParseBool(v)
 		default:
-			return Config{}, fmt.Errorf("azure storage URL: unknown parameter %q; known: account, endpoint", key)
+			return Config{}, fmt.Errorf("azure storage URL: unknown parameter %q; known: account, endpoint, redirect", key)
+		}
+		if err != nil {
+			return Config{}, fmt.Errorf("azure storage URL: parameter %s=%q: %w", key, v, err)
 		}
 	}
 	return cfg, nil
@@ -107,7 +118,6 @@ func New(ctx context.Context, cfg Config) (storage.Driver, error) {
 		"container":     cfg.Container,
 		"rootdirectory": cfg.Prefix,
 	}
-	noRedirect := false
 	store := fmt.Sprintf("Azure container %q of account %s", cfg.Container, cfg.Account)
 	if cfg.Endpoint != "" {
 		e, err := url.Parse(cfg.Endpoint)
@@ -115,8 +125,6 @@ func New(ctx context.Context, cfg Config) (storage.Driver, error) {
 			return nil, fmt.Errorf("azure container %q: endpoint %q is not an http:// or https:// URL", cfg.Container, cfg.Endpoint)
 		}
 		params["serviceurl"] = strings.TrimRight(cfg.Endpoint, "/")
-		// The reference driver signs URLs for HTTPS only.
-		noRedirect = e.Scheme == "http"
 		store = fmt.Sprintf("Azure container %q at %s", cfg.Container, cfg.Endpoint)
 	}
 	if key := os.Getenv("AZURE_STORAGE_KEY"); key != "" {
@@ -129,11 +137,17 @@ func New(ctx context.Context, cfg Config) (storage.Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", store, err)
 	}
-	d, err := azref.New(ctx, p)
+	ref, err := azref.New(ctx, p)
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", store, err)
 	}
-	return withConditional(objectstore.Wrap(d, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage, NoRedirect: noRedirect}), cfg)
+	var d storage.Driver = ref
+	if cfg.Redirect && strings.HasPrefix(cfg.Endpoint, "http:") {
+		if d, err = newPlainHTTPRedirects(ref, cfg, os.Getenv("AZURE_STORAGE_KEY")); err != nil {
+			return nil, fmt.Errorf("opening %s: %w", store, err)
+		}
+	}
+	return withConditional(objectstore.Wrap(d, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage, Redirect: cfg.Redirect}), cfg)
 }
 
 // isOutage reports whether an error of the Azure SDK says that the store

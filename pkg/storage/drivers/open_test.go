@@ -37,6 +37,13 @@ func TestOpen(t *testing.T) {
 		{url: "azure://container/prefix?account=acct&key=x", wantErr: `unknown parameter "key"`},
 		{url: "gs://bucket/prefix?endpoint=http://127.0.0.1:1", wantDriver: "gcs"},
 		{url: "gs://bucket/prefix?endpoint=ftp://x", wantErr: "not an http:// or https:// URL"},
+		{url: "s3://bucket/prefix?region=eu-west-1&redirect=true", wantDriver: "s3"},
+		{url: "s3://bucket/prefix?region=eu-west-1&redirect=yes", wantErr: `parameter redirect="yes"`},
+		{url: "azure://container/prefix?account=acct&redirect=true", wantDriver: "azure"},
+		{url: "azure://container/prefix?account=acct&redirect=1&endpoint=https://acct.example", wantDriver: "azure"},
+		{url: "azure://container/prefix?account=acct&redirect=maybe", wantErr: `parameter redirect="maybe"`},
+		{url: "gs://bucket/prefix?endpoint=http://127.0.0.1:1&redirect=false", wantDriver: "gcs"},
+		{url: "gs://bucket/prefix?redirect=no", wantErr: `parameter redirect="no"`},
 		{url: "swift://container/prefix", wantErr: `unsupported scheme "swift"; supported: file:///abs/path`},
 		{url: "", wantErr: "empty URL"},
 		{url: "file://host/x", wantErr: "has no host"},
@@ -86,5 +93,22 @@ func TestOpenInmemoryGivesSeparateStores(t *testing.T) {
 	}
 	if _, err := b.Stat(ctx, "/x"); err == nil {
 		t.Error("a file written to one inmemory:// store is visible in another")
+	}
+}
+
+// TestOpenRedirectNeedsASigningKey: on a plain-HTTP endpoint (an emulator)
+// the Azure and GCS drivers sign redirect URLs with a key of their own, so
+// redirect=true without one is refused when the driver opens, not at the
+// first pull.
+func TestOpenRedirectNeedsASigningKey(t *testing.T) {
+	t.Setenv("AZURE_STORAGE_KEY", "")
+	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", "")
+	for url, want := range map[string]string{
+		"azure://container/prefix?account=acct&endpoint=http://127.0.0.1:1/acct&redirect=true": "set AZURE_STORAGE_KEY",
+		"gs://bucket/prefix?endpoint=http://127.0.0.1:1&redirect=true":                         "set GOOGLE_APPLICATION_CREDENTIALS",
+	} {
+		if _, err := Open(context.Background(), url); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Open(%q) error = %v, want one saying %q", url, err, want)
+		}
 	}
 }

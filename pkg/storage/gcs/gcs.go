@@ -17,9 +17,9 @@
 // cross the network in clear text.
 //
 // GCS objects cannot be appended to. Writer(append=true) on an existing
-// object streams the new bytes to a temporary object under the prefix's
-// ".shoal~tmp/" (a name no storage path can have, hidden from List and Walk)
-// and, at Commit or Close, composes the old object and the new bytes into
+// object streams the new bytes to a temporary object beside it, named
+// "<name>~append-<random>" (a name no storage path can have, hidden from
+// List and Walk), and, at Commit or Close, composes the old object and the new bytes into
 // the object in one step, on the condition that the object is still the
 // generation the writer started from. So a committed file can be continued
 // from any node, and a concurrent change is an error rather than lost data.
@@ -29,6 +29,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -53,12 +54,14 @@ import (
 // DriverName is the name in errors.
 const DriverName = "gcs"
 
-// tmpDirName is where appends stage their bytes, directly under the prefix.
-// The "~" cannot occur in a storage path (storage.PathRegexp), so it never
-// collides with stored data. An object left there by a process that died
-// mid-append is garbage: a bucket lifecycle rule deleting objects under
-// PREFIX/.shoal~tmp/ after a day cleans them up (docs/storage.md).
-const tmpDirName = ".shoal~tmp"
+// appendSuffix marks the temporary object of an append, which sits beside
+// the object it continues: "~" cannot occur in a storage path
+// (storage.PathRegexp), so it never collides with stored data. An object
+// left by a process that died mid-append lives in the same directory as
+// the upload's part, so it goes when the upload session's directory is
+// deleted (the closing PUT, a cancelled upload, GC's purge of abandoned
+// sessions).
+const appendSuffix = "~append-"
 
 const contentType = "application/octet-stream"
 
@@ -84,6 +87,10 @@ type Config struct {
 	// origin) within seconds rather than the SDK's default of retrying
 	// until the request's context ends. Default 4.
 	MaxAttempts int
+	// Redirect makes the origin answer an authorized blob GET with a 307
+	// to a V4 signed URL of the object (valid 20 minutes), so the bytes
+	// come from GCS rather than through the origin. Default false.
+	Redirect bool
 }
 
 // DefaultConfig returns the defaults of the tuning fields.
@@ -95,7 +102,7 @@ func DefaultConfig() Config {
 //
 //	gs://BUCKET/PREFIX?endpoint=http://127.0.0.1:4443
 //
-// Further query parameter: chunkSize (bytes). Unknown parameters are an
+// Further query parameters: chunkSize (bytes), redirect. Unknown parameters are an
 // error, and so are credentials in the URL.
 func ParseURL(u *url.URL) (Config, error) {
 	if u.User != nil {
@@ -114,8 +121,10 @@ func ParseURL(u *url.URL) (Config, error) {
 			cfg.Endpoint = v
 		case "chunkSize":
 			cfg.ChunkSize, err = strconv.Atoi(v)
+		case "redirect":
+			cfg.Redirect, err = strconv.ParseBool(v)
 		default:
-			return Config{}, fmt.Errorf("gs storage URL: unknown parameter %q; known: endpoint, chunkSize", key)
+			return Config{}, fmt.Errorf("gs storage URL: unknown parameter %q; known: endpoint, chunkSize, redirect", key)
 		}
 		if err != nil {
 			return Config{}, fmt.Errorf("gs storage URL: parameter %s=%q: %w", key, v, err)
@@ -179,8 +188,17 @@ func New(ctx context.Context, cfg Config) (shoalstorage.Driver, error) {
 	if prefix != "" {
 		prefix += "/"
 	}
-	d := &driver{bucket: client.Bucket(cfg.Bucket), prefix: prefix, chunkSize: cfg.ChunkSize, anonymous: anonymous}
-	return withConditional(objectstore.Wrap(d, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage, NoRedirect: anonymous}), d), nil
+	d := &driver{bucket: client.Bucket(cfg.Bucket), prefix: prefix, chunkSize: cfg.ChunkSize}
+	if cfg.Redirect && anonymous {
+		// No credentials for the requests, so none the SDK could sign
+		// with: the signing key comes from a service account key file.
+		d.signer, err = keyFileSigner(os.Getenv("GOOGLE_APPLICATION_CREDENTIALS"))
+		if err != nil {
+			return nil, fmt.Errorf("%s: redirect=true on a plain-HTTP endpoint: %w", store, err)
+		}
+		d.signer.Insecure = true
+	}
+	return withConditional(objectstore.Wrap(d, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage, Redirect: cfg.Redirect}), d), nil
 }
 
 // driver implements the contract on the SDK; objectstore.Wrap maps its
@@ -189,7 +207,9 @@ type driver struct {
 	bucket    *storage.BucketHandle
 	prefix    string // "" or ending in "/"
 	chunkSize int
-	anonymous bool
+	// signer holds what RedirectURL signs with when the client has no
+	// credentials (an emulator); empty: the client's own credentials.
+	signer storage.SignedURLOptions
 }
 
 func (d *driver) Name() string { return DriverName }
@@ -210,7 +230,12 @@ func (d *driver) path(key string) string {
 	return "/" + strings.TrimSuffix(strings.TrimPrefix(key, d.prefix), "/")
 }
 
-func (d *driver) hidden(p string) bool { return p == "/"+tmpDirName }
+// hidden reports the driver's own temporary names: a last component with a
+// "~", which no storage path has. That covers "/.shoal~tmp", where earlier
+// versions staged appends.
+func (d *driver) hidden(p string) bool {
+	return strings.Contains(p[strings.LastIndexByte(p, '/')+1:], "~")
+}
 
 func check(p string) error { return objectstore.CheckPath(p, DriverName) }
 
@@ -453,18 +478,40 @@ func (d *driver) Delete(ctx context.Context, p string) error {
 	return shoalstorage.PathNotFoundError{Path: p, DriverName: DriverName}
 }
 
-// RedirectURL returns a V4 signed URL valid for 20 minutes (registry:2's
-// duration). The SDK signs with the credentials' key, or through the IAM
-// signBlob API on GCE and under workload identity.
+// RedirectURL returns a V4 signed URL for a GET of p valid for 20 minutes
+// (registry:2's duration), on the client's endpoint. The SDK signs with the
+// credentials' key, or through the IAM signBlob API on GCE and under
+// workload identity; on a plain-HTTP endpoint with the key file's key.
 func (d *driver) RedirectURL(r *http.Request, p string) (string, error) {
-	if d.anonymous || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+	if r.Method != http.MethodGet {
 		return "", nil
 	}
-	return d.bucket.SignedURL(d.key(p), &storage.SignedURLOptions{
-		Method:  r.Method,
-		Expires: time.Now().Add(20 * time.Minute),
-		Scheme:  storage.SigningSchemeV4,
-	})
+	opts := d.signer
+	opts.Method = http.MethodGet
+	opts.Expires = time.Now().Add(20 * time.Minute)
+	opts.Scheme = storage.SigningSchemeV4
+	return d.bucket.SignedURL(d.key(p), &opts)
+}
+
+// keyFileSigner returns signing options with the service account and
+// private key of a service account key file (the JSON that
+// GOOGLE_APPLICATION_CREDENTIALS names).
+func keyFileSigner(file string) (storage.SignedURLOptions, error) {
+	if file == "" {
+		return storage.SignedURLOptions{}, errors.New("signing URLs needs a service account key: set GOOGLE_APPLICATION_CREDENTIALS to its JSON file")
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return storage.SignedURLOptions{}, fmt.Errorf("reading the service account key to sign URLs with: %w", err)
+	}
+	var key struct {
+		ClientEmail string `json:"client_email"`
+		PrivateKey  string `json:"private_key"`
+	}
+	if err := json.Unmarshal(b, &key); err != nil || key.ClientEmail == "" || key.PrivateKey == "" {
+		return storage.SignedURLOptions{}, fmt.Errorf("%s is not a service account key (client_email and private_key): %v", file, err)
+	}
+	return storage.SignedURLOptions{GoogleAccessID: key.ClientEmail, PrivateKey: []byte(key.PrivateKey)}, nil
 }
 
 // Writer streams to the object (a resumable upload in ChunkSize pieces);
@@ -492,7 +539,7 @@ func (d *driver) Writer(ctx context.Context, p string, appendMode bool) (shoalst
 			w.base, w.baseGen = attrs.Size, attrs.Generation
 			var b [12]byte
 			_, _ = rand.Read(b[:])
-			w.target = d.bucket.Object(d.prefix + tmpDirName + "/" + hex.EncodeToString(b[:]))
+			w.target = d.bucket.Object(d.key(p) + appendSuffix + hex.EncodeToString(b[:]))
 		}
 	}
 	return w, nil

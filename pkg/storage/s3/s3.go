@@ -75,6 +75,10 @@ type Config struct {
 	Encrypt bool
 	// KMSKeyID is the KMS key for SSE-KMS; only with Encrypt.
 	KMSKeyID string
+	// Redirect makes the origin answer an authorized blob GET with a 307
+	// to a pre-signed URL of the blob's object (valid 20 minutes), so the
+	// bytes come from S3 rather than through the origin. Default false.
+	Redirect bool
 }
 
 // defaultChunkSize is registry:2's part size, 10 MiB: two of S3's 5 MiB
@@ -86,7 +90,7 @@ const defaultChunkSize = 10 << 20
 //	s3://BUCKET/PREFIX?region=eu-west-1&endpoint=https://host:port&pathStyle=true
 //
 // Further query parameters: chunkSize (bytes), storageClass, encrypt,
-// kmsKeyID. Unknown parameters are an error, and so are credentials in the
+// kmsKeyID, redirect. Unknown parameters are an error, and so are credentials in the
 // URL.
 func ParseURL(u *url.URL) (Config, error) {
 	if u.User != nil {
@@ -114,8 +118,10 @@ func ParseURL(u *url.URL) (Config, error) {
 			cfg.Encrypt, err = strconv.ParseBool(v)
 		case "kmsKeyID":
 			cfg.KMSKeyID = v
+		case "redirect":
+			cfg.Redirect, err = strconv.ParseBool(v)
 		default:
-			return Config{}, fmt.Errorf("s3 storage URL: unknown parameter %q; known: region, endpoint, pathStyle, chunkSize, storageClass, encrypt, kmsKeyID", key)
+			return Config{}, fmt.Errorf("s3 storage URL: unknown parameter %q; known: region, endpoint, pathStyle, chunkSize, storageClass, encrypt, kmsKeyID, redirect", key)
 		}
 		if err != nil {
 			return Config{}, fmt.Errorf("s3 storage URL: parameter %s=%q: %w", key, v, err)
@@ -179,7 +185,12 @@ func New(ctx context.Context, cfg Config) (storage.Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", store, err)
 	}
-	return withConditional(objectstore.Wrap(d, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage}), cfg)
+	client, err := newUploadsClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", store, err)
+	}
+	inner := &driver{StorageDriver: d, uploads: client, bucket: cfg.Bucket, prefix: cfg.Prefix}
+	return withConditional(objectstore.Wrap(inner, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage, Redirect: cfg.Redirect}), cfg)
 }
 
 // Throttling and "try again" codes S3 and S3-compatible stores answer with,

@@ -45,10 +45,11 @@ type Options struct {
 	// standard library reports (net.Error, ECONNREFUSED, ...) count as
 	// outages without it.
 	IsOutage func(error) bool
-	// NoRedirect makes RedirectURL return "" (serve through the origin),
-	// for stores whose signed URLs would not work, such as an emulator on
-	// plain HTTP when the signature demands HTTPS.
-	NoRedirect bool
+	// Redirect lets RedirectURL hand out signed URLs of the store (the
+	// storage URL's redirect=true), so that the origin answers a blob GET
+	// with a redirect instead of the bytes. Default false: RedirectURL
+	// returns "" and every byte goes through the origin.
+	Redirect bool
 }
 
 // Driver is a storage.Driver adapted by Wrap.
@@ -290,11 +291,16 @@ func (d *Driver) Delete(ctx context.Context, p string) error {
 	return d.mapErr("delete", p, d.inner.Delete(ctx, p))
 }
 
-// RedirectURL returns a signed URL for the file at p, or "" where the store
-// cannot give one (Options.NoRedirect).
+// RedirectURL returns a signed URL for a GET of the file at p, or "" when
+// redirects are off (Options.Redirect) or r is not a GET: a HEAD is always
+// answered by the origin itself, with the digest and the P2P capability
+// that only it can give.
 func (d *Driver) RedirectURL(r *http.Request, p string) (string, error) {
-	if d.opts.NoRedirect {
+	if !d.opts.Redirect || r.Method != http.MethodGet {
 		return "", nil
+	}
+	if err := d.check(p, false); err != nil {
+		return "", err
 	}
 	u, err := d.inner.RedirectURL(r, p)
 	return u, d.mapErr("sign URL for", p, err)
