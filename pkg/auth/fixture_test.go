@@ -8,38 +8,24 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/shoal-dev/shoal/internal/fakeclock"
 )
 
-// testClock is a clock tests move by hand.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newTestClock() *testClock {
-	return &testClock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
+// newTestClock returns a clock tests move by hand, in 2030.
+func newTestClock() *fakeclock.Clock {
+	c := fakeclock.New()
+	c.Set(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	return c
 }
 
 // newTestAuthorizer returns an Authorizer for cfg with a fresh key, on
 // clock (the real one when nil).
-func newTestAuthorizer(t *testing.T, cfg Config, clock *testClock) *Authorizer {
+func newTestAuthorizer(t *testing.T, cfg Config, clock *fakeclock.Clock) *Authorizer {
 	t.Helper()
 	key, err := GenerateKey()
 	if err != nil {

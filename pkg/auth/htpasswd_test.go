@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/shoal-dev/shoal/internal/fakeclock"
 )
 
 // syncBuffer is a log destination tests read while the code writes.
@@ -35,7 +37,7 @@ func (s *syncBuffer) String() string {
 
 // openTestHtpasswd opens path on clock, counting bcrypt comparisons and
 // logging to the returned buffer.
-func openTestHtpasswd(t *testing.T, path string, clock *testClock) (*htpasswd, *atomic.Int64, *syncBuffer) {
+func openTestHtpasswd(t *testing.T, path string, clock *fakeclock.Clock) (*htpasswd, *atomic.Int64, *syncBuffer) {
 	t.Helper()
 	logs := &syncBuffer{}
 	h, err := openHtpasswd(path, clock.Now, slog.New(slog.NewTextHandler(logs, nil)))

@@ -9,28 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/fakeclock"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
 )
 
-// testClock is a clock tests move by hand.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newTestClock() *testClock { return &testClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (c *testClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+// newTestClock returns a clock tests move by hand.
+func newTestClock() *fakeclock.Clock { return fakeclock.New() }
 
 func (e exchange) catalog(query string) []string {
 	e.t.Helper()
@@ -50,7 +34,7 @@ func TestCatalogFloodWalksStorageOncePerTTL(t *testing.T) {
 	d := &countingDriver{Driver: inmemory.New()}
 	clock := newTestClock()
 	s, e := newServerOn(t, d)
-	s.now = clock.now
+	s.now = clock.Now
 	for _, r := range []string{"a/one", "b/two", "c/three"} {
 		e.pushBlob(r, []byte(r))
 	}
@@ -89,7 +73,7 @@ func TestCatalogFloodWalksStorageOncePerTTL(t *testing.T) {
 	if n := d.walks.Load(); n != 1 {
 		t.Fatalf("the tree was walked %d times before the TTL passed, want once", n)
 	}
-	clock.advance(DefaultConfig().CatalogTTL)
+	clock.Advance(DefaultConfig().CatalogTTL)
 	if got := e.catalog(""); !slices.Equal(got, []string{"a/one", "b/two", "c/three", "d/four", "e/five"}) {
 		t.Fatalf("catalog after the TTL: %v, want e/five, pushed through another node, listed", got)
 	}
@@ -103,15 +87,15 @@ func TestCatalogFloodWalksStorageOncePerTTL(t *testing.T) {
 func TestCatalogKeepsRepositoriesCreatedDuringAWalk(t *testing.T) {
 	s, _ := newServerOn(t, inmemory.New())
 	clock := newTestClock()
-	s.now = clock.now
-	start := clock.now()
+	s.now = clock.Now
+	start := clock.Now()
 	s.catalog.add(s, "made/during")
 	got := s.catalog.store([]string{"a", "z"}, start)
 	if !slices.Equal(got, []string{"a", "made/during", "z"}) {
 		t.Fatalf("a walk that started before a push stored %v, want the pushed repository kept", got)
 	}
-	clock.advance(time.Second)
-	s.catalog.store([]string{"a", "made/during", "z"}, clock.now())
+	clock.Advance(time.Second)
+	s.catalog.store([]string{"a", "made/during", "z"}, clock.Now())
 	if len(s.catalog.added) != 0 {
 		t.Fatalf("%d names still remembered after a walk that saw them", len(s.catalog.added))
 	}

@@ -191,7 +191,7 @@ func TestStalledStorageFailsFastAndRecoversWithoutRestart(t *testing.T) {
 	d := newFaultDriver(inmemory.New())
 	clock := newTestClock()
 	s, e := newServerOn(t, d, func(c *Config) { c.StorageTimeout = 100 * time.Millisecond })
-	s.now = clock.now
+	s.now = clock.Now
 	manifest, _ := e.pushImage("team/app", "v1", []byte("layer one"))
 	content := bytes.Repeat([]byte("chunked "), 1000)
 	loc := startSession(e, "team/app")
@@ -205,7 +205,7 @@ func TestStalledStorageFailsFastAndRecoversWithoutRestart(t *testing.T) {
 	t.Cleanup(func() { d.set(false, nil, -1) })
 	defer close(stall)
 	expectUnavailable(e, e.do("GET", "/v2/team/app/manifests/v1", nil), "manifest GET while storage stalls", "inmemory")
-	clock.advance(time.Second)
+	clock.Advance(time.Second)
 	if code := e.ready(); code != http.StatusServiceUnavailable {
 		t.Fatalf("readyz while storage stalls: %d, want 503", code)
 	}
@@ -230,7 +230,7 @@ func TestStalledStorageFailsFastAndRecoversWithoutRestart(t *testing.T) {
 
 	// Storage answers again: the next probe finds it, no restart needed.
 	d.set(false, nil, -1)
-	clock.advance(time.Second)
+	clock.Advance(time.Second)
 	if code := e.ready(); code != http.StatusOK {
 		t.Fatalf("readyz once storage answers again: %d, want 200", code)
 	}
@@ -256,14 +256,14 @@ func TestFailingStorageNeverShowsHalfAPush(t *testing.T) {
 		d := newFaultDriver(inmemory.New())
 		clock := newTestClock()
 		s, e := newServerOn(t, d, func(c *Config) { c.StorageTimeout = time.Minute })
-		s.now = clock.now
+		s.now = clock.Now
 		d.set(false, nil, k)
 		config := []byte(`{"k":` + fmt.Sprint(k) + `}`)
 		manifest := manifestOf(t, digest.FromBytes(config), digest.FromBytes(layer))
 		failed := !pushAll(e, "team/app", config, layer, manifest)
 
 		d.set(false, nil, -1)
-		clock.advance(time.Second)
+		clock.Advance(time.Second)
 		if code := e.ready(); code != http.StatusOK {
 			t.Fatalf("write %d failed: readyz after storage came back: %d, want 200", k, code)
 		}
@@ -350,7 +350,7 @@ func TestFilesystemStorageGoneIs503AndComesBack(t *testing.T) {
 	}
 	clock := newTestClock()
 	s, e := newServerOn(t, fsd)
-	s.now = clock.now
+	s.now = clock.Now
 	_, blobs := e.pushImage("team/app", "v1", []byte("before the outage"))
 
 	if err := os.Rename(root, root+".away"); err != nil {
@@ -361,7 +361,7 @@ func TestFilesystemStorageGoneIs503AndComesBack(t *testing.T) {
 	}
 	blob := []byte("during the outage")
 	expectUnavailable(e, e.do("POST", "/v2/team/app/blobs/uploads/?digest="+digest.FromBytes(blob).String(), blob), "push with storage gone", "filesystem")
-	clock.advance(time.Second)
+	clock.Advance(time.Second)
 	if code := e.ready(); code != http.StatusServiceUnavailable {
 		t.Fatalf("readyz with the storage directory gone: %d, want 503", code)
 	}
@@ -373,7 +373,7 @@ func TestFilesystemStorageGoneIs503AndComesBack(t *testing.T) {
 	if err := os.Rename(root+".away", root); err != nil {
 		t.Fatal(err)
 	}
-	clock.advance(time.Second)
+	clock.Advance(time.Second)
 	if code := e.ready(); code != http.StatusOK {
 		t.Fatalf("readyz with the storage directory back: %d, want 200", code)
 	}

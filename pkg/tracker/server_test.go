@@ -17,36 +17,26 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/shoal-dev/shoal/internal/fakeclock"
 	"github.com/shoal-dev/shoal/proto/trackerpb"
 )
-
-// fakeClock is a clock that tests move by hand.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 type testTracker struct {
 	addr  string
 	srv   *Server
 	reg   *prometheus.Registry
-	clock *fakeClock
+	clock *fakeclock.Clock
 	stop  func()
 }
 
 // startTracker runs a tracker on 127.0.0.1 with a fake clock.
+// newClock returns a clock tests move by hand, at t.
+func newClock(t time.Time) *fakeclock.Clock {
+	c := fakeclock.New()
+	c.Set(t)
+	return c
+}
+
 func startTracker(t *testing.T) *testTracker {
 	t.Helper()
 	return startTrackerWith(t, DefaultConfig(), Options{})
@@ -56,7 +46,7 @@ func startTracker(t *testing.T) *testTracker {
 // clock and random source set here) and the gRPC server options gopts.
 func startTrackerWith(t *testing.T, cfg Config, opts Options, gopts ...grpc.ServerOption) *testTracker {
 	t.Helper()
-	clock := &fakeClock{now: time.Unix(1_000_000, 0)}
+	clock := newClock(time.Unix(1_000_000, 0))
 	reg := prometheus.NewRegistry()
 	opts.Registerer = reg
 	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -18,6 +18,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/shoal-dev/shoal/internal/fakeclock"
 	"github.com/shoal-dev/shoal/pkg/auth"
 )
 
@@ -60,7 +61,7 @@ type tokenRequest struct {
 	method, query, authorization, contentType, form string
 }
 
-func newAuthOrigin(t *testing.T, clock *fakeClock) *authOrigin {
+func newAuthOrigin(t *testing.T, clock *fakeclock.Clock) *authOrigin {
 	t.Helper()
 	key, err := auth.GenerateKey()
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/internal/fakeclock"
 	"github.com/shoal-dev/shoal/pkg/auth"
 )
 
@@ -26,7 +27,7 @@ var tokenPaths = []struct {
 
 // tokenMirror is a mirror of o that verifies tokens with o's key, on
 // clock, holding tokenRepo's blob complete.
-func tokenMirror(t *testing.T, o *authOrigin, clock *fakeClock, withKeys bool) *httptest.Server {
+func tokenMirror(t *testing.T, o *authOrigin, clock *fakeclock.Clock, withKeys bool) *httptest.Server {
 	t.Helper()
 	opts := Options{Blobs: &fakeBlobs{local: map[digest.Digest][]byte{tokenBlobD: tokenBlob}}, Now: clock.Now}
 	if withKeys {

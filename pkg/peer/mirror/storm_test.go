@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -113,7 +114,12 @@ func TestBlobStormAsksTheOriginOncePerRepository(t *testing.T) {
 	for d, b := range o.blobs {
 		local[d] = b
 	}
-	srv := newTestMirrorWith(t, testConfig(o.URL), Options{Blobs: &fakeBlobs{local: local}, Now: clock.Now})
+	cfg := testConfig(o.URL)
+	// An origin answer that times out counts as the origin being down,
+	// and each blob is then asked about on its own: under a loaded CI
+	// machine the 300ms of testConfig is not enough for 200 requests.
+	cfg.OriginDialTimeout, cfg.OriginHeaderTimeout = time.Minute, time.Minute
+	srv := newTestMirrorWith(t, cfg, Options{Blobs: &fakeBlobs{local: local}, Now: clock.Now})
 
 	// Each blob once: the origin says each is in team/app.
 	for d := range o.blobs {
