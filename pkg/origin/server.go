@@ -101,9 +101,11 @@ type Config struct {
 	// TOOMANYREQUESTS with Retry-After. Each open session is a directory
 	// in storage until it is finished, canceled or purged by GC, so a
 	// client starting sessions without end would fill the storage
-	// namespace. 256: a push opens a few at a time (dockerd five), which
-	// leaves room for dozens of concurrent pushes from one build machine.
-	// 0 turns the cap off.
+	// namespace. A session untouched through this node for an hour stops
+	// counting, so abandoned ones do not lock a client out until GC purges
+	// them. 256: a push opens a few at a time (dockerd five), which leaves
+	// room for dozens of concurrent pushes from one build machine. 0 turns
+	// the cap off.
 	MaxUploadSessionsPerClient int `yaml:"maxUploadSessionsPerClient"`
 }
 

@@ -16,6 +16,19 @@ import (
 // slot can free up sooner on this node's count.
 const uploadCapRecheck = 10 * time.Second
 
+// uploadSessionIdle is how long a session no request has touched on this
+// node keeps counting against its client. Without it, the sessions a
+// client abandons (a push interrupted, a client killed) would count until
+// GC purges them (gc.uploadMaxAge, a week) and lock an honest build
+// machine out of pushing; with it, a client still cannot hold more than
+// its cap of sessions that are in use.
+const uploadSessionIdle = time.Hour
+
+// uploadSweepInterval is how often, at most, idle sessions of every client
+// are forgotten, so that clients that never come back do not stay in
+// memory.
+const uploadSweepInterval = time.Minute
+
 // openUploads counts the upload sessions each client started on this node
 // and has not finished, to cap them (MaxUploadSessionsPerClient). Every
 // session is a directory in storage until it is finished, canceled or
@@ -24,17 +37,24 @@ const uploadCapRecheck = 10 * time.Second
 //
 // A session started here may be finished through another node, which this
 // node does not see; it is forgotten when this node finishes, cancels or
-// misses it, or when the client is at its cap and storage no longer has it.
+// misses it, when it has been idle here for uploadSessionIdle, or when the
+// client is at its cap and storage no longer has it.
 type openUploads struct {
 	mu       sync.Mutex
 	byClient map[string]*clientUploads
 	owner    map[string]string // upload id -> client key
+	sweptAt  time.Time         // last time idle sessions were forgotten
 }
 
 type clientUploads struct {
-	ids       map[string]string // upload id -> repository
-	pending   int               // sessions admitted and being started
-	checkedAt time.Time         // last lookup in storage at the cap
+	ids       map[string]*openSession // by upload id
+	pending   int                     // sessions admitted and being started
+	checkedAt time.Time               // last lookup in storage at the cap
+}
+
+type openSession struct {
+	repo    string
+	touched time.Time // the last request on it through this node
 }
 
 func (c *clientUploads) open() int { return len(c.ids) + c.pending }
@@ -80,9 +100,10 @@ func (s *Server) admitUpload(ctx context.Context, w http.ResponseWriter, r *http
 	u := &s.openUploads
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	now := s.now()
+	u.sweep(now)
 	c := u.client(client)
 	if c.open() >= limit {
-		now := s.now()
 		if now.Sub(c.checkedAt) < uploadCapRecheck && !now.Before(c.checkedAt) {
 			u.drop(client)
 			return nil, s.refuseUpload(w, client, limit)
@@ -91,8 +112,8 @@ func (s *Server) admitUpload(ctx context.Context, w http.ResponseWriter, r *http
 		// At most MaxUploadSessionsPerClient storage calls, once per
 		// uploadCapRecheck per client, without the lock.
 		ids := make(map[string]string, len(c.ids))
-		for id, repo := range c.ids {
-			ids[id] = repo
+		for id, o := range c.ids {
+			ids[id] = o.repo
 		}
 		c.pending++ // keeps c in the map meanwhile
 		u.mu.Unlock()
@@ -120,7 +141,7 @@ func (s *Server) admitUpload(ctx context.Context, w http.ResponseWriter, r *http
 			defer u.mu.Unlock()
 			c.pending--
 			if id != "" {
-				c.ids[id] = repo
+				c.ids[id] = &openSession{repo: repo, touched: s.now()}
 				u.owner[id] = client
 			}
 			u.drop(client)
@@ -145,7 +166,7 @@ func (u *openUploads) client(client string) *clientUploads {
 	}
 	c := u.byClient[client]
 	if c == nil {
-		c = &clientUploads{ids: make(map[string]string)}
+		c = &clientUploads{ids: make(map[string]*openSession)}
 		u.byClient[client] = c
 	}
 	return c
@@ -168,6 +189,34 @@ func (u *openUploads) forget(id string) {
 	if c := u.byClient[client]; c != nil {
 		delete(c.ids, id)
 		u.drop(client)
+	}
+}
+
+// sweep forgets the sessions idle for uploadSessionIdle, at most once per
+// uploadSweepInterval. u.mu is held.
+func (u *openUploads) sweep(now time.Time) {
+	if now.Sub(u.sweptAt) < uploadSweepInterval && !now.Before(u.sweptAt) {
+		return
+	}
+	u.sweptAt = now
+	for _, c := range u.byClient {
+		for id, o := range c.ids {
+			if now.Sub(o.touched) >= uploadSessionIdle {
+				u.forget(id)
+			}
+		}
+	}
+}
+
+// touchUpload notes a request on session id, which keeps it counting.
+func (s *Server) touchUpload(id string) {
+	u := &s.openUploads
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if c := u.byClient[u.owner[id]]; c != nil {
+		if o := c.ids[id]; o != nil {
+			o.touched = s.now()
+		}
 	}
 }
 

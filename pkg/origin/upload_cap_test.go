@@ -108,3 +108,27 @@ func TestUploadClientIsTheUserAtAnAddress(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleUploadSessionsStopCounting: a session no request touched for
+// uploadSessionIdle stops counting against its client, so that sessions a
+// client abandoned do not lock it out until GC purges them; one in use
+// keeps counting.
+func TestIdleUploadSessionsStopCounting(t *testing.T) {
+	s, e := newServerOn(t, inmemory.New(), func(c *Config) { c.MaxUploadSessionsPerClient = 2 })
+	now := time.Now()
+	s.now = func() time.Time { return now }
+	startSession(e, "team/app") // abandoned
+	used := startSession(e, "team/app")
+	e.expect(e.do("POST", "/v2/team/app/blobs/uploads/", nil), http.StatusTooManyRequests)
+
+	now = now.Add(uploadSessionIdle - time.Minute)
+	resp := e.do("PATCH", used, []byte("some bytes"), "Content-Range", "0-9")
+	e.expect(resp, http.StatusAccepted)
+	now = now.Add(2 * time.Minute)
+	startSession(e, "team/app")
+	resp = e.do("POST", "/v2/team/app/blobs/uploads/", nil)
+	e.expect(resp, http.StatusTooManyRequests)
+	if n := s.openUploads.count(); n != 2 {
+		t.Errorf("%d sessions counted, want 2: the one in use and the new one", n)
+	}
+}

@@ -171,6 +171,7 @@ func (s *Server) loadUploadState(ctx context.Context, name, id string) (*uploadS
 	if err := json.Unmarshal(b, &st); err != nil {
 		return nil, fmt.Errorf("reading upload %s: corrupt state: %w", id, err)
 	}
+	s.touchUpload(id)
 	return &st, nil
 }
 
