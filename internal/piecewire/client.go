@@ -88,7 +88,9 @@ type Result struct {
 	// receiver owns it (a buffer from ClientConfig.Buffer).
 	Data []byte
 	// Reject is why the server declined the request (zero when Data or
-	// Err is set); RetryAfter goes with ReasonAtPeers.
+	// Err is set); RetryAfter goes with ReasonAtPeers. ReasonCancelled
+	// comes only for a request cancelled and then requested again before
+	// its answer, which the server had dropped: ask again.
 	Reject     Reason
 	RetryAfter time.Duration
 	// Err is set for a piece that arrived corrupt (it wraps
@@ -124,9 +126,21 @@ type Conn struct {
 	wmu sync.Mutex // one writer at a time
 
 	mu          sync.Mutex
-	outstanding map[uint32]bool // requested, not answered; true once cancelled
+	outstanding map[uint32]reqState // requested, not answered
 	err         error
 }
+
+// reqState is where an outstanding request stands.
+type reqState uint8
+
+const (
+	wanted    reqState = iota
+	cancelled          // a Cancel was sent: the answer is dropped
+	// rewanted: requested again after a Cancel, before the answer; the
+	// server may have dropped it (Reject ReasonCancelled, delivered so
+	// that the caller asks again) or may still send the piece.
+	rewanted
+)
 
 // Dial connects to a piece server at addr for the blob meta describes,
 // presenting capability with every request. With tlsConfig the connection
@@ -163,7 +177,7 @@ func NewConn(nc net.Conn, meta *metainfo.Metainfo, capability string, cfg Client
 	c := &Conn{nc: nc, br: bufio.NewReaderSize(nc, 64<<10), meta: meta, cap: capability, cfg: cfg,
 		results:     make(chan Result, cfg.MaxOutstanding),
 		done:        make(chan struct{}),
-		outstanding: map[uint32]bool{}}
+		outstanding: map[uint32]reqState{}}
 	if err := c.write(Preface[:]); err != nil {
 		_ = nc.Close()
 		return nil, err
@@ -193,26 +207,33 @@ func (c *Conn) Close() error {
 }
 
 // Request asks for piece i. It fails if the connection has ended, i is out
-// of range or already outstanding, or MaxOutstanding requests are.
+// of range or already outstanding, or MaxOutstanding requests are. A piece
+// cancelled and not yet answered is wanted again without a new frame: its
+// answer is delivered after all, and if the server had dropped the
+// request, that is a Result with Reject ReasonCancelled (ask again).
 func (c *Conn) Request(i int) error {
 	if i < 0 || i >= c.meta.NumPieces() {
 		return fmt.Errorf("piecewire: requesting piece %d of %d", i, c.meta.NumPieces())
 	}
 	c.mu.Lock()
+	st, ok := c.outstanding[uint32(i)]
 	switch {
 	case c.err != nil:
 		err := c.err
 		c.mu.Unlock()
 		return err
+	case ok && st == cancelled:
+		c.outstanding[uint32(i)] = rewanted
+		c.mu.Unlock()
+		return nil
+	case ok:
+		c.mu.Unlock()
+		return fmt.Errorf("piecewire: piece %d is requested already", i)
 	case len(c.outstanding) >= c.cfg.MaxOutstanding:
 		c.mu.Unlock()
 		return fmt.Errorf("piecewire: requesting piece %d: %d requests outstanding already", i, len(c.outstanding))
 	}
-	if _, ok := c.outstanding[uint32(i)]; ok {
-		c.mu.Unlock()
-		return fmt.Errorf("piecewire: piece %d is requested already", i)
-	}
-	c.outstanding[uint32(i)] = false
+	c.outstanding[uint32(i)] = wanted
 	if len(c.outstanding) == 1 {
 		// The reader may be waiting without a deadline (nothing was
 		// expected); from now on the server owes an answer.
@@ -232,13 +253,16 @@ func (c *Conn) Request(i int) error {
 // nothing.
 func (c *Conn) Cancel(i int) error {
 	c.mu.Lock()
-	cancelled, ok := c.outstanding[uint32(i)]
-	if !ok || cancelled || c.err != nil {
+	st, ok := c.outstanding[uint32(i)]
+	if !ok || st == cancelled || c.err != nil {
 		c.mu.Unlock()
 		return nil
 	}
-	c.outstanding[uint32(i)] = true
+	c.outstanding[uint32(i)] = cancelled
 	c.mu.Unlock()
+	if st == rewanted {
+		return nil // its Cancel went out already
+	}
 	b, err := AppendFrame(nil, Frame{Type: FrameCancel, Index: uint32(i)})
 	if err != nil {
 		return err
@@ -314,7 +338,7 @@ func (c *Conn) readAnswer() error {
 	case FramePiece:
 		// The request stays outstanding while its bytes arrive, so that a
 		// Cancel meanwhile still drops them.
-		cancelled, err := c.answering(f, false)
+		st, err := c.answering(f, false)
 		if err != nil {
 			return err
 		}
@@ -322,7 +346,7 @@ func (c *Conn) readAnswer() error {
 		if int64(f.Length) != size {
 			return fmt.Errorf("%w: piece %d announced with %d bytes, it has %d", ErrProtocol, f.Index, f.Length, size)
 		}
-		if cancelled {
+		if st == cancelled {
 			if err := c.discard(f.Index, size); err != nil {
 				return err
 			}
@@ -330,23 +354,23 @@ func (c *Conn) readAnswer() error {
 			return nil
 		}
 		data, err := c.receive(int(f.Index), size)
-		cancelled, _ = c.answering(f, true)
+		st, _ = c.answering(f, true)
 		if errors.Is(err, metainfo.ErrCorruptPiece) {
 			c.deliver(Result{Index: int(f.Index), Err: err})
 		}
-		if err != nil || cancelled {
+		if err != nil || st == cancelled {
 			return err
 		}
 		c.deliver(Result{Index: int(f.Index), Data: data})
 	case FrameReject:
-		cancelled, err := c.answering(f, true)
+		st, err := c.answering(f, true)
 		if err != nil {
 			return err
 		}
-		if f.Reason == ReasonCancelled && !cancelled {
+		if f.Reason == ReasonCancelled && st == wanted {
 			return fmt.Errorf("%w: piece %d rejected as cancelled, and it was not", ErrProtocol, f.Index)
 		}
-		if !cancelled {
+		if st != cancelled {
 			c.deliver(Result{Index: int(f.Index), Reject: f.Reason, RetryAfter: time.Duration(f.RetryAfterMs) * time.Millisecond})
 		}
 	case FrameError:
@@ -357,20 +381,20 @@ func (c *Conn) readAnswer() error {
 	return nil
 }
 
-// answering looks up the request f answers and says whether it was
-// cancelled; with done it also takes the request off the outstanding ones.
+// answering looks up the request f answers and returns where it stands;
+// with done it also takes the request off the outstanding ones.
 // An answer to nothing asked is a protocol violation.
-func (c *Conn) answering(f Frame, done bool) (cancelled bool, err error) {
+func (c *Conn) answering(f Frame, done bool) (reqState, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	cancelled, ok := c.outstanding[f.Index]
+	st, ok := c.outstanding[f.Index]
 	if !ok {
-		return false, fmt.Errorf("%w: a %s frame for piece %d, which was never requested (or was answered already)", ErrProtocol, f.Type, f.Index)
+		return 0, fmt.Errorf("%w: a %s frame for piece %d, which was never requested (or was answered already)", ErrProtocol, f.Type, f.Index)
 	}
 	if done {
 		delete(c.outstanding, f.Index)
 	}
-	return cancelled, nil
+	return st, nil
 }
 
 // receive reads piece i's size bytes into a buffer, hashing them as they

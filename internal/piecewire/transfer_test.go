@@ -327,7 +327,8 @@ func TestRequestsBeyondTheQueueAreBusy(t *testing.T) {
 	k := newKeys(t)
 	src := newFileSource(t, b)
 	src.gate = make(chan struct{})
-	ts := startServer(t, ServerConfig{MaxQueued: 2}, src, k.v, nil)
+	handled := make(chan Frame, 8)
+	ts := startServer(t, ServerConfig{MaxQueued: 2}, src, k.v, nil, func(f Frame) { handled <- f })
 	c, err := Dial(context.Background(), ts.addr, nil, b.meta, k.capability(t, b.meta.Digest), ClientConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -337,9 +338,12 @@ func TestRequestsBeyondTheQueueAreBusy(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "the server to start on piece 0", func() bool { return src.opens(0) == 1 })
-	// Requests are read in order while piece 0 waits: 0 and 1 fill the
-	// queue, 2 and 3 are busy. The rejects are answered after piece 0.
+	// Requests are read in order while piece 0 waits at the gate: 0 and 1
+	// fill the queue, 2 and 3 are busy. The rejects are answered after
+	// piece 0.
+	for range 4 {
+		<-handled
+	}
 	close(src.gate)
 	busy := map[int]bool{}
 	for range 4 {
@@ -389,4 +393,43 @@ func equalInts(a, b []int) bool {
 		}
 	}
 	return true
+}
+
+func TestPieceWantedAgainAfterACancel(t *testing.T) {
+	b := newBlob(t, 1<<20, 256<<10)
+	t.Run("the server dropped it", func(t *testing.T) {
+		fs, c := requested(t, b, ClientConfig{})
+		if err := c.Cancel(0); err != nil {
+			t.Fatal(err)
+		}
+		fs.expectFrame(t, FrameCancel)
+		if err := c.Request(0); err != nil {
+			t.Fatalf("requesting a cancelled piece again: %v", err)
+		}
+		fs.send(t, Frame{Type: FrameReject, Index: 0, Reason: ReasonCancelled})
+		if r, ok := nextResult(t, c); !ok || r.Index != 0 || r.Reject != ReasonCancelled {
+			t.Fatalf("result %v (conn %v); want piece 0 rejected as cancelled, to be asked again", r, c.Err())
+		}
+		if err := c.Request(0); err != nil {
+			t.Fatal(err)
+		}
+		if f := fs.expectFrame(t, FrameRequest); f.Index != 0 {
+			t.Fatalf("request of piece %d; want 0 asked again", f.Index)
+		}
+	})
+	t.Run("the server sent it", func(t *testing.T) {
+		fs, c := requested(t, b, ClientConfig{})
+		if err := c.Cancel(1); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Request(1); err != nil {
+			t.Fatal(err)
+		}
+		fs.expectFrame(t, FrameCancel)
+		fs.send(t, Frame{Type: FramePiece, Index: 1, Length: uint32(b.meta.PieceSize(1))})
+		fs.write(t, b.piece(1))
+		if r, ok := nextResult(t, c); !ok || r.Index != 1 || !bytes.Equal(r.Data, b.piece(1)) {
+			t.Fatalf("result %v (conn %v); want piece 1 delivered after all", r, c.Err())
+		}
+	})
 }
