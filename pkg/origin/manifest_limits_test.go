@@ -15,6 +15,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/pkg/storage"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
 )
@@ -197,7 +198,7 @@ func TestReferenceChecksRunConcurrentlyUpToTheLimit(t *testing.T) {
 		}
 		done <- resp
 	}()
-	eventually(t, fmt.Sprintf("the reference checks never reached %d at once", conc), func() bool { return d.statsInFlight() == conc })
+	eventually.True(t, fmt.Sprintf("the reference checks never reached %d at once", conc), func() bool { return d.statsInFlight() == conc })
 	d.mu.Lock()
 	d.statGate = nil
 	d.mu.Unlock()
@@ -246,7 +247,7 @@ func TestManifestValidationsInFlightAreCapped(t *testing.T) {
 			codes <- resp.StatusCode
 		}()
 	}
-	eventually(t, "the two held pushes never both reached their checks", func() bool { return d.statsInFlight() == 2 })
+	eventually.True(t, "the two held pushes never both reached their checks", func() bool { return d.statsInFlight() == 2 })
 	resp := e.do("PUT", "/v2/team/app/manifests/third", manifestOf(t, config, layer), "Content-Type", mediaTypeOCIManifest)
 	b := e.expect(resp, http.StatusTooManyRequests)
 	if code := errorCode(t, b); code != codeTooManyRequests {

@@ -14,21 +14,10 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/pkg/storage"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
 )
-
-// eventually waits up to 20s for cond, failing with what otherwise.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal(what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // newServerOn serves an origin on d and returns both the server (to look
 // at its state) and its test listener.
@@ -147,7 +136,7 @@ func TestSlowUploadBodiesHoldOnlyTheirOwnSessions(t *testing.T) {
 		loc := startSession(e, "attacker/slow")
 		startStalledChunk(t, e.base+loc, []byte("x"), "")
 	}
-	eventually(t, fmt.Sprintf("the %d stalled chunks never all reached the origin", slow), func() bool {
+	eventually.True(t, fmt.Sprintf("the %d stalled chunks never all reached the origin", slow), func() bool {
 		return s.uploads.writers() == slow
 	})
 	for i := range 3 {
@@ -185,7 +174,7 @@ func TestStalledBodyIsCutAndTheSessionResumes(t *testing.T) {
 		// the answer; what counts is what the session says next.
 		t.Logf("stalled chunk: %v", err)
 	}
-	eventually(t, "the stalled body was never counted in shoal_origin_body_timeouts_total", func() bool {
+	eventually.True(t, "the stalled body was never counted in shoal_origin_body_timeouts_total", func() bool {
 		return testutil.ToFloat64(s.metrics.bodyTimeouts.WithLabelValues(routeUpload)) == 1
 	})
 	e.expectCommitted(loc, 1000, "after the cut chunk")
@@ -212,7 +201,7 @@ func TestConcurrentRequestsToOneSession(t *testing.T) {
 	d := digest.FromBytes(content)
 	loc := startSession(e, "team/app")
 	first := startStalledChunk(t, e.base+loc, content[:100], fmt.Sprintf("0-%d", len(content)/2-1))
-	eventually(t, "the first chunk never reached the origin", func() bool { return s.uploads.writers() == 1 })
+	eventually.True(t, "the first chunk never reached the origin", func() bool { return s.uploads.writers() == 1 })
 
 	for _, req := range []struct {
 		method, target string
@@ -250,7 +239,7 @@ func TestConcurrentRequestsToOneSession(t *testing.T) {
 	t.Run("DELETE during a chunk", func(t *testing.T) {
 		loc := startSession(e, "team/app")
 		c := startStalledChunk(t, e.base+loc, []byte("abc"), "0-5")
-		eventually(t, "the chunk never reached the origin", func() bool { return s.uploads.writers() == 1 })
+		eventually.True(t, "the chunk never reached the origin", func() bool { return s.uploads.writers() == 1 })
 		e.expect(e.do("DELETE", loc, nil), http.StatusNoContent)
 		resp := c.finish(t, []byte("def"))
 		body, _ := io.ReadAll(resp.Body)
@@ -258,7 +247,7 @@ func TestConcurrentRequestsToOneSession(t *testing.T) {
 			t.Fatalf("chunk of a deleted session answered %d %s, want 404 %s", resp.StatusCode, body, codeBlobUploadUnknown)
 		}
 		e.expect(e.do("GET", loc, nil), http.StatusNotFound)
-		eventually(t, "session entries left after every request ended", func() bool { return s.uploads.entries() == 0 })
+		eventually.True(t, "session entries left after every request ended", func() bool { return s.uploads.entries() == 0 })
 	})
 }
 
@@ -269,7 +258,7 @@ func TestUploadSessionEntriesDoNotLeak(t *testing.T) {
 	for i := range 20 {
 		e.pushChunked("r", []byte(fmt.Sprintf("blob %d with some bytes", i)))
 	}
-	eventually(t, "upload session entries kept after the pushes ended", func() bool { return s.uploads.entries() == 0 })
+	eventually.True(t, "upload session entries kept after the pushes ended", func() bool { return s.uploads.entries() == 0 })
 }
 
 // TestStalledBodyBesideTheAPIIsCut: a body sent to an endpoint beside the
@@ -297,7 +286,7 @@ func TestStalledBodyBesideTheAPIIsCut(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	eventually(t, "a stalled token request body was never cut", func() bool {
+	eventually.True(t, "a stalled token request body was never cut", func() bool {
 		return testutil.ToFloat64(s.metrics.bodyTimeouts.WithLabelValues("other")) == 1
 	})
 }
