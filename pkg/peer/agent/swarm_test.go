@@ -68,9 +68,13 @@ func TestSwarmPullsAtOnce(t *testing.T) {
 		agents, len(layer), float64(seeder.sent.Load())/float64(len(layer)), fromPeers, fromOrigin)
 	// This seeder serves every request (no upload slots, no BUSY); the
 	// agents' own policy (a few fetchers, the others deferring) keeps the
-	// origin's egress near 1x: measured 1.1-1.3x.
-	if sent := seeder.sent.Load(); sent > int64(2*len(layer)) {
-		t.Errorf("the origin seeder sent %.2fx the layer to %d agents; want ≤ 2x", float64(sent)/float64(len(layer)), agents)
+	// origin's egress near 1x on a quiet machine. The bound is what tells
+	// sharing from none (7 agents pulling alone would take 7x) with room
+	// for a CI machine so loaded that deferring agents time out and fetch
+	// from the origin themselves (2.3x seen at load 20 on 2 cores); the
+	// figure itself is measured by make bench-swarm.
+	if sent := seeder.sent.Load(); sent > int64(3*len(layer)) {
+		t.Errorf("the origin seeder sent %.2fx the layer to %d agents; want ≤ 3x (without sharing it would be %dx)", float64(sent)/float64(len(layer)), agents-1, agents-1)
 	}
 }
 
