@@ -123,7 +123,7 @@ type clusterOptions struct {
 
 func startCluster(t *testing.T, opts clusterOptions) *cluster {
 	t.Helper()
-	c := &cluster{t: t, bins: buildBinaries(t, opts.plainBinaries), dir: t.TempDir()}
+	c := &cluster{t: t, bins: buildBinaries(t, opts.plainBinaries), dir: testenv.TestDir(t)}
 	tr, err := testenv.StartTracker(t.Context(), testenv.TrackerOptions{Binary: c.bins.tracker, Dir: filepath.Join(c.dir, "tracker")})
 	if err != nil {
 		t.Fatal(err)

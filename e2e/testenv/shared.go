@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -85,4 +86,24 @@ func RemoveDir(pkg, dir string) {
 		return
 	}
 	_ = os.RemoveAll(dir)
+}
+
+// TestDir returns a new directory for one test's processes (logs,
+// storage), removed when the test ends unless it failed or Kept: unlike
+// t.TempDir, a failed test's logs (race reports among them) are still
+// there to be read, and the test says where.
+func TestDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "shoal-"+strings.NewReplacer("/", "-", " ", "_").Replace(t.Name())+"-")
+	if err != nil {
+		t.Fatalf("creating the test's directory: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() || Kept() {
+			t.Logf("logs and data kept in %s", dir)
+			return
+		}
+		_ = os.RemoveAll(dir)
+	})
+	return dir
 }
