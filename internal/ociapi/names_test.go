@@ -20,7 +20,7 @@ func specValidName(name string) bool { return len(name) <= MaxNameLength && spec
 var nameSeeds = []string{
 	"", "a", "library/ubuntu", "path1/team-a/app_1", "a.b/c__d", "a---b", "a/b/c/d/e",
 	"A", "a//b", "/a", "a/", "a/../b", "a/_layers", "a:b", "a_", "-a", "a.", "a..b", "a___b", "a_.b", "a._b",
-	"a-_b", "a/-b", "a/b-", "host:5000/app", "a b", "a\x00", "é", strings.Repeat("a", 255), strings.Repeat("a", 256),
+	"a-_b", "a/-b", "a/b-", "a/_layers", "host:5000/app", "a b", "a\x00", "é", strings.Repeat("a", 255), strings.Repeat("a", 256),
 	strings.Repeat("a/", 127) + "a", strings.Repeat("a/", 128) + "a",
 }
 

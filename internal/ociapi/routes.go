@@ -6,25 +6,22 @@ import (
 	"strings"
 )
 
-// Kind is what a /v2/ path asks for. Its value doubles as the metrics
-// label of the route.
-type Kind string
-
-// The routes of the distribution API.
+// The kinds of route of the distribution API. Each doubles as the metrics
+// label of its route.
 const (
-	Base      Kind = "base"      // /v2/
-	Catalog   Kind = "catalog"   // /v2/_catalog
-	Tags      Kind = "tags"      // /v2/<name>/tags/list
-	Manifest  Kind = "manifest"  // /v2/<name>/manifests/<reference>
-	Blob      Kind = "blob"      // /v2/<name>/blobs/<digest>
-	Uploads   Kind = "uploads"   // /v2/<name>/blobs/uploads/, where a push starts
-	Upload    Kind = "upload"    // /v2/<name>/blobs/uploads/<id>
-	Referrers Kind = "referrers" // /v2/<name>/referrers/<digest>
+	Base      = "base"      // /v2/
+	Catalog   = "catalog"   // /v2/_catalog
+	Tags      = "tags"      // /v2/<name>/tags/list
+	Manifest  = "manifest"  // /v2/<name>/manifests/<reference>
+	Blob      = "blob"      // /v2/<name>/blobs/<digest>
+	Uploads   = "uploads"   // /v2/<name>/blobs/uploads/, where a push starts
+	Upload    = "upload"    // /v2/<name>/blobs/uploads/<id>
+	Referrers = "referrers" // /v2/<name>/referrers/<digest>
 )
 
 // Route is a parsed /v2/ path.
 type Route struct {
-	Kind Kind
+	Kind string // one of the kinds above
 	Name string // repository name
 	Ref  string // tag or digest (Manifest), digest (Blob, Referrers), upload id (Upload)
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/internal/ociapi"
 )
 
 // The origin's access rules, as the tests below set them: private/app is
@@ -133,7 +135,7 @@ func newACLOrigin(t *testing.T) *aclOrigin {
 func originError(w http.ResponseWriter, status int, code string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(errorBody{Errors: []errorEntry{{Code: code, Message: "from the test origin"}}})
+	json.NewEncoder(w).Encode(ociapi.ErrorBody{Errors: []ociapi.ErrorEntry{{Code: code, Message: "from the test origin"}}})
 }
 
 // aclBlobs is the piece store of a host where alice pulled private/app and
@@ -153,7 +155,7 @@ func checkStatus(t *testing.T, what string, a answer, status int, code string) {
 	if code == "" {
 		return
 	}
-	var body errorBody
+	var body ociapi.ErrorBody
 	if err := json.Unmarshal(a.body, &body); err != nil || len(body.Errors) == 0 {
 		t.Errorf("%s: not an OCI error body: %q", what, a.body)
 		return

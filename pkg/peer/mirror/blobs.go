@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/internal/ociapi"
 	"github.com/shoal-dev/shoal/pkg/auth"
 )
 
@@ -21,7 +22,7 @@ const copyBufferSize = 256 << 10
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, name, ref string) {
 	d, err := digest.Parse(ref)
 	if err != nil {
-		s.writeError(w, r, newError(http.StatusBadRequest, codeDigestInvalid, "invalid blob digest %q", ref))
+		s.writeError(w, r, ociapi.Errorf(http.StatusBadRequest, ociapi.CodeDigestInvalid, "invalid blob digest %q", ref))
 		return
 	}
 	size, deny := s.blobSize(r, name, d)
@@ -39,13 +40,17 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, name, ref str
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	first, last, partial, err := parseRange(r.Header.Get("Range"), size)
+	br, partial, err := ociapi.ParseRange(r.Header.Get("Range"), size)
 	if err != nil {
 		h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
-		s.writeError(w, r, newError(http.StatusRequestedRangeNotSatisfiable, codeRangeInvalid,
-			"range %q outside the blob's %d bytes", r.Header.Get("Range"), size))
+		s.writeError(w, r, ociapi.Errorf(http.StatusRequestedRangeNotSatisfiable, ociapi.CodeRangeInvalid,
+			"%v; the blob has %d bytes", err, size))
 		return
 	}
+	if !partial {
+		br = ociapi.ByteRange{Length: size}
+	}
+	first, last := br.Start, br.Last()
 	if s.blobs == nil {
 		s.proxyBlob(w, r, name, d)
 		return
@@ -60,15 +65,15 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, name, ref str
 		if r.Context().Err() != nil {
 			return // the client went away
 		}
-		e := newError(http.StatusServiceUnavailable, codeUnavailable,
+		e := ociapi.Errorf(http.StatusServiceUnavailable, ociapi.CodeUnavailable,
 			"blob %s could not be fetched from peers or the origin seeders; retry later", d)
-		e.cause = err
+		e.Cause = err
 		s.writeError(w, r, e)
 		return
 	}
 	defer blob.Close()
 	if blob.Size() != size {
-		e := newError(http.StatusBadGateway, codeUnknown, "blob %s: the origin says %d bytes, its piece metainfo %d", d, size, blob.Size())
+		e := ociapi.Errorf(http.StatusBadGateway, ociapi.CodeUnknown, "blob %s: the origin says %d bytes, its piece metainfo %d", d, size, blob.Size())
 		s.writeError(w, r, e)
 		return
 	}
@@ -79,8 +84,8 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, name, ref str
 	s.metrics.blobCache.WithLabelValues(result).Inc()
 	rc, err := blob.NewReader(r.Context(), first)
 	if err != nil {
-		e := newError(http.StatusServiceUnavailable, codeUnavailable, "blob %s could not be read from the local cache", d)
-		e.cause = err
+		e := ociapi.Errorf(http.StatusServiceUnavailable, ociapi.CodeUnavailable, "blob %s could not be read from the local cache", d)
+		e.Cause = err
 		s.writeError(w, r, e)
 		return
 	}
@@ -97,7 +102,8 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, name, ref str
 		return
 	}
 	buf := make([]byte, copyBufferSize)
-	written, err := io.CopyBuffer(w, io.LimitReader(rc, n), buf)
+	// Past w's ReadFrom, which would copy in its own smaller chunks.
+	written, err := io.CopyBuffer(struct{ io.Writer }{w}, io.LimitReader(rc, n), buf)
 	if err == nil && written < n {
 		err = io.ErrUnexpectedEOF
 	}
@@ -126,7 +132,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, name, ref str
 // credentials), not per blob, for blobs already cached that it confirmed
 // to be in the repository (readableCached): a pull asks for every layer of
 // an image at once, and the question is the same for all of them.
-func (s *Server) blobSize(r *http.Request, name string, d digest.Digest) (int64, *apiError) {
+func (s *Server) blobSize(r *http.Request, name string, d digest.Digest) (int64, *ociapi.Error) {
 	if s.originDown() && s.mayReadOffline(r, name, d) {
 		if size, ok := s.localBlob(d); ok {
 			return size, nil
@@ -140,7 +146,7 @@ func (s *Server) blobSize(r *http.Request, name string, d digest.Digest) (int64,
 	if deny == nil {
 		s.notePresent(name, d)
 	}
-	if deny != nil && deny.originDown && s.mayReadOffline(r, name, d) {
+	if deny != nil && isOriginDown(deny) && s.mayReadOffline(r, name, d) {
 		if size, ok := s.localBlob(d); ok {
 			s.log.Warn("origin unavailable: blob served from the local cache", "name", name, "digest", d, "err", deny)
 			return size, nil
@@ -160,7 +166,7 @@ func (s *Server) blobSize(r *http.Request, name string, d digest.Digest) (int64,
 // origin call: the first asks about its blob, and the others take the
 // answer for the repository from it. answered is false when the blob must
 // be authorized on its own (authorizeBlob).
-func (s *Server) readableCached(r *http.Request, name string, d digest.Digest, cred string) (size int64, deny *apiError, answered bool) {
+func (s *Server) readableCached(r *http.Request, name string, d digest.Digest, cred string) (size int64, deny *ociapi.Error, answered bool) {
 	if _, ok := s.present.Get(presentKey(name, d)); !ok {
 		return 0, nil, false
 	}
@@ -174,7 +180,7 @@ func (s *Server) readableCached(r *http.Request, name string, d digest.Digest, c
 	type answer struct {
 		d    digest.Digest
 		size int64
-		deny *apiError
+		deny *ociapi.Error
 	}
 	v, _, _ := s.fetches.Do("repo|"+name+"|"+cred, func() (any, error) {
 		size, deny := s.authorizeBlob(r, name, d)
@@ -211,7 +217,7 @@ func (s *Server) localBlob(d digest.Digest) (int64, bool) {
 // with it (auth.CapabilityHeader), which goes to the Blobs source on Open,
 // and as a yes to the credentials for the whole repository
 // (readableCached).
-func (s *Server) authorizeBlob(r *http.Request, name string, d digest.Digest) (int64, *apiError) {
+func (s *Server) authorizeBlob(r *http.Request, name string, d digest.Digest) (int64, *ociapi.Error) {
 	cred := credentialKey(r)
 	key := "blob|" + name + "|" + d.String() + "|" + cred
 	if size, ok := s.auth.Get(key); ok {
@@ -219,7 +225,7 @@ func (s *Server) authorizeBlob(r *http.Request, name string, d digest.Digest) (i
 	}
 	type answer struct {
 		size int64
-		deny *apiError
+		deny *ociapi.Error
 	}
 	v, _, _ := s.fetches.Do(key, func() (any, error) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.OriginTimeout)
@@ -234,7 +240,7 @@ func (s *Server) authorizeBlob(r *http.Request, name string, d digest.Digest) (i
 		case http.StatusOK:
 			size, err := strconv.ParseInt(resp.Header.Get("Content-Length"), 10, 64)
 			if err != nil || size < 0 {
-				return answer{deny: newError(http.StatusBadGateway, codeUnknown, "the origin gave blob %s no size", d)}, nil
+				return answer{deny: ociapi.Errorf(http.StatusBadGateway, ociapi.CodeUnknown, "the origin gave blob %s no size", d)}, nil
 			}
 			s.auth.Add(key, size)
 			// A yes to a blob of the repository is a yes to reading it.
@@ -245,20 +251,22 @@ func (s *Server) authorizeBlob(r *http.Request, name string, d digest.Digest) (i
 			s.noteYes(r, name)
 			return answer{size: size}, nil
 		case http.StatusNotFound:
-			return answer{deny: newError(http.StatusNotFound, codeBlobUnknown, "blob %s unknown to the origin in repository %s", d, name)}, nil
+			return answer{deny: ociapi.Errorf(http.StatusNotFound, ociapi.CodeBlobUnknown, "blob %s unknown to the origin in repository %s", d, name)}, nil
 		case http.StatusUnauthorized, http.StatusForbidden:
 			s.noteNo(r, name)
-			e := newError(resp.StatusCode, "UNAUTHORIZED", "authentication required by the origin registry")
+			e := ociapi.Errorf(resp.StatusCode, ociapi.CodeUnauthorized, "authentication required by the origin registry")
 			if resp.StatusCode == http.StatusForbidden {
-				e.Code, e.Message = "DENIED", "the origin registry denied access to this repository"
+				e.Code, e.Message = ociapi.CodeDenied, "the origin registry denied access to this repository"
 			}
-			e.challenge = resp.Header.Values("WWW-Authenticate")
+			if ch := resp.Header.Values("WWW-Authenticate"); len(ch) > 0 {
+				e.Header = http.Header{"Www-Authenticate": ch}
+			}
 			return answer{deny: e}, nil
 		default:
 			if originUnavailableStatus(resp.StatusCode) {
 				return answer{deny: s.errOriginStatus(resp, http.MethodHead, "blob "+d.String())}, nil
 			}
-			return answer{deny: newError(http.StatusBadGateway, codeUnavailable, "the origin registry %s answered %q to HEAD of blob %s",
+			return answer{deny: ociapi.Errorf(http.StatusBadGateway, ociapi.CodeUnavailable, "the origin registry %s answered %q to HEAD of blob %s",
 				s.origin.Redacted(), resp.Status, d)}, nil
 		}
 	})
@@ -284,7 +292,7 @@ func (s *Server) proxyBlob(w http.ResponseWriter, r *http.Request, name string, 
 	s.metrics.blobCache.WithLabelValues("origin").Inc()
 	copyRelayed(w.Header(), resp.Header)
 	w.WriteHeader(resp.StatusCode)
-	n, err := io.CopyBuffer(w, resp.Body, make([]byte, copyBufferSize))
+	n, err := io.CopyBuffer(struct{ io.Writer }{w}, resp.Body, make([]byte, copyBufferSize)) // past w's ReadFrom
 	s.metrics.originBytes.Add(float64(n))
 	if err != nil && !errors.Is(err, context.Canceled) {
 		s.log.Warn("proxying blob from the origin", "digest", d, "err", err)

@@ -1,85 +1,38 @@
 package mirror
 
 import (
-	"encoding/json"
-	"fmt"
+	"errors"
 	"net/http"
+
+	"github.com/shoal-dev/shoal/internal/ociapi"
 )
 
-// OCI error codes the mirror answers with itself; errors from the origin are
-// relayed as the origin sent them.
-const (
-	codeBlobUnknown     = "BLOB_UNKNOWN"
-	codeDigestInvalid   = "DIGEST_INVALID"
-	codeManifestInvalid = "MANIFEST_INVALID"
-	codeManifestUnknown = "MANIFEST_UNKNOWN"
-	codeNameInvalid     = "NAME_INVALID"
-	codeRangeInvalid    = "RANGE_INVALID"
-	codeUnsupported     = "UNSUPPORTED"
-	codeUnavailable     = "UNAVAILABLE"
-	codeUnknown         = "UNKNOWN"
-)
+// errOriginDown is in the cause of an error that says the origin could not
+// be reached or answered 502/503/504: content cached by digest may be
+// served instead.
+var errOriginDown = errors.New("origin unavailable")
 
-// apiError is an answer with an OCI error body, meant for the person
-// reading the client's output.
-type apiError struct {
-	Status  int
-	Code    string
-	Message string
-	// challenge is the origin's WWW-Authenticate on a 401, so the client
-	// fetches a token from the origin's realm and retries here.
-	challenge []string
-	// cause is logged, never sent.
-	cause error
-	// originDown marks an origin that could not be reached or answered
-	// 502/503/504: content cached by digest may be served instead.
-	originDown bool
-	// retryAfter is the origin's Retry-After on a 503, relayed.
-	retryAfter string
-}
+// isOriginDown reports whether e says the origin is down (errOriginDown).
+func isOriginDown(e *ociapi.Error) bool { return errors.Is(e, errOriginDown) }
 
-func (e *apiError) Error() string {
-	if e.cause != nil {
-		return fmt.Sprintf("%s: %s: %v", e.Code, e.Message, e.cause)
-	}
-	return e.Code + ": " + e.Message
-}
-
-func (e *apiError) Unwrap() error { return e.cause }
-
-func newError(status int, code, format string, args ...any) *apiError {
-	return &apiError{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
-}
-
-type errorBody struct {
-	Errors []errorEntry `json:"errors"`
-}
-
-type errorEntry struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Detail  any    `json:"detail,omitempty"`
-}
-
-// writeError answers e. HEAD gets the status and headers only.
-func (s *Server) writeError(w http.ResponseWriter, r *http.Request, e *apiError) {
+// writeError answers e, with the origin's challenge or Retry-After when it
+// carries them. HEAD gets the status and headers only.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, e *ociapi.Error) {
 	if e.Status >= 500 {
 		s.log.Warn("mirror request failed", "method", r.Method, "path", r.URL.Path, "code", e.Code, "err", e)
 	} else {
 		s.log.Debug("mirror request rejected", "method", r.Method, "path", r.URL.Path, "code", e.Code, "err", e)
 	}
-	body, _ := json.Marshal(errorBody{Errors: []errorEntry{{Code: e.Code, Message: e.Message}}})
-	h := w.Header()
-	for _, c := range e.challenge {
-		h.Add("WWW-Authenticate", c)
+	ociapi.WriteError(w, r, e)
+}
+
+// asError returns err as an API error, an unexpected one as UNKNOWN; nil
+// for nil.
+func asError(err error) *ociapi.Error {
+	var e *ociapi.Error
+	if err != nil && !errors.As(err, &e) {
+		e = ociapi.Errorf(http.StatusInternalServerError, ociapi.CodeUnknown, "internal error")
+		e.Cause = err
 	}
-	if e.retryAfter != "" {
-		h.Set("Retry-After", e.retryAfter)
-	}
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", fmt.Sprint(len(body)))
-	w.WriteHeader(e.Status)
-	if r.Method != http.MethodHead {
-		_, _ = w.Write(body)
-	}
+	return e
 }

@@ -2,7 +2,6 @@ package mirror
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/internal/ociapi"
 )
 
 // maxManifestSize is the most read from the origin for one manifest or tag
@@ -90,13 +91,13 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, name, ref
 		return s.fetchManifest(r, name, ref, accept, dgst, byDigest)
 	})
 	if err != nil {
-		ae := asAPIError(err, s)
-		if cached != nil && ae.originDown && s.mayReadOffline(r, name, dgst) {
+		ae := asError(err)
+		if cached != nil && isOriginDown(ae) && s.mayReadOffline(r, name, dgst) {
 			s.log.Warn("origin unavailable: manifest served from the mirror's cache", "name", name, "digest", dgst, "err", ae)
 			cached.write(w, r)
 			return
 		}
-		if !byDigest && ae.originDown {
+		if !byDigest && isOriginDown(ae) {
 			if c, ok := s.staleTag(r, name, tagKey); ok {
 				s.metrics.manifestCache.WithLabelValues("stale").Inc()
 				s.log.Warn("origin unavailable: tag served from its last known manifest", "name", name, "tag", ref, "digest", c.header.Get("Docker-Content-Digest"), "err", ae)
@@ -171,7 +172,7 @@ func (s *Server) fetchManifest(r *http.Request, name, ref, accept string, dgst d
 		return c, nil
 	}
 	if len(body) > maxManifestSize {
-		return nil, newError(http.StatusBadGateway, codeUnknown, "the origin sent a manifest larger than %d bytes", maxManifestSize)
+		return nil, ociapi.Errorf(http.StatusBadGateway, ociapi.CodeUnknown, "the origin sent a manifest larger than %d bytes", maxManifestSize)
 	}
 	if !byDigest {
 		dgst, err = digest.Parse(resp.Header.Get("Docker-Content-Digest"))
@@ -181,7 +182,7 @@ func (s *Server) fetchManifest(r *http.Request, name, ref, accept string, dgst d
 	}
 	if err := dgst.Validate(); err != nil || dgst.Algorithm().FromBytes(body) != dgst {
 		// Never cache (or serve) content under a digest it does not have.
-		return nil, newError(http.StatusBadGateway, codeUnknown, "the origin's manifest %s:%s does not match digest %s", name, ref, dgst)
+		return nil, ociapi.Errorf(http.StatusBadGateway, ociapi.CodeUnknown, "the origin's manifest %s:%s does not match digest %s", name, ref, dgst)
 	}
 	c.header.Set("Docker-Content-Digest", dgst.String())
 	s.auth.Add(repoAuthKey(name, credentialKey(r)), -1)
@@ -273,19 +274,8 @@ func (s *Server) serveTags(w http.ResponseWriter, r *http.Request, name string) 
 		return c, nil
 	})
 	if err != nil {
-		s.writeError(w, r, asAPIError(err, s))
+		s.writeError(w, r, asError(err))
 		return
 	}
 	v.(*cachedResponse).write(w, r)
-}
-
-// asAPIError returns err as an API error, an unexpected one as UNKNOWN.
-func asAPIError(err error, s *Server) *apiError {
-	var ae *apiError
-	if errors.As(err, &ae) {
-		return ae
-	}
-	e := newError(http.StatusInternalServerError, codeUnknown, "internal error")
-	e.cause = err
-	return e
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/shoal-dev/shoal/internal/ociapi"
 	"github.com/shoal-dev/shoal/pkg/auth"
 )
 
@@ -301,11 +302,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt, perr := parseRoute(r.URL.EscapedPath())
 	// Every answer goes out through rec, so no challenge the origin sent
 	// leaves naming the origin's realm.
-	rec := &recorder{ResponseWriter: w, status: http.StatusOK, beforeHeader: func(h http.Header) { s.localChallenges(h, r) }}
+	rec := ociapi.NewRecorder(w)
+	rec.BeforeHeader = func(h http.Header) { s.localChallenges(h, r) }
 	defer func() {
 		// A panic (http.ErrAbortHandler on a stream cut short) is still
 		// counted before it propagates.
-		s.metrics.observe(rt.kind, r.Method, rec.status, rec.bytes, time.Since(start))
+		s.metrics.observe(rt.kind, r.Method, rec.Status(), rec.Bytes(), time.Since(start))
 	}()
 	rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	if perr != nil {
@@ -342,8 +344,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // errPush is the answer to every write: the mirror is read-only, and the
 // person pushing needs to know where to push instead.
-func (s *Server) errPush(method string) *apiError {
-	return newError(http.StatusMethodNotAllowed, codeUnsupported,
+func (s *Server) errPush(method string) *ociapi.Error {
+	return ociapi.Errorf(http.StatusMethodNotAllowed, ociapi.CodeUnsupported,
 		"this is a read-only Shoal mirror: %s is not supported here; push to the origin registry %s instead",
 		method, s.origin.Redacted())
 }
@@ -373,7 +375,7 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 // gives up on a mirror whose ping fails, so without this it would not pull
 // even what this agent holds (manifests by digest, blobs, recent tags) while
 // the origin is down. Anything else gets the origin error.
-func (s *Server) originDownAnswer(w http.ResponseWriter, r *http.Request, path string, ae *apiError) {
+func (s *Server) originDownAnswer(w http.ResponseWriter, r *http.Request, path string, ae *ociapi.Error) {
 	if path != "/v2/" {
 		s.writeError(w, r, ae)
 		return
@@ -395,33 +397,3 @@ func upstreamQuery(r *http.Request) url.Values {
 	q.Del("ns")
 	return q
 }
-
-// recorder keeps the status and body size for metrics, and lets
-// beforeHeader see the response headers once, before they are sent.
-type recorder struct {
-	http.ResponseWriter
-	beforeHeader func(http.Header)
-	status       int
-	bytes        int64
-	wroteHeader  bool
-}
-
-func (r *recorder) WriteHeader(code int) {
-	if !r.wroteHeader {
-		r.status, r.wroteHeader = code, true
-		r.beforeHeader(r.Header())
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *recorder) Write(b []byte) (int, error) {
-	if !r.wroteHeader {
-		r.WriteHeader(http.StatusOK)
-	}
-	n, err := r.ResponseWriter.Write(b)
-	r.bytes += int64(n)
-	return n, err
-}
-
-// Unwrap lets http.ResponseController reach the connection.
-func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

@@ -1,43 +1,9 @@
 package mirror
 
 import (
-	"errors"
 	"net/http"
 	"testing"
 )
-
-func TestParseRange(t *testing.T) {
-	const size = 100
-	for _, c := range []struct {
-		header        string
-		first, last   int64
-		partial, fail bool
-	}{
-		{"", 0, 99, false, false},
-		{"bytes=0-", 0, 99, true, false},
-		{"bytes=10-19", 10, 19, true, false},
-		{"bytes=90-200", 90, 99, true, false}, // clipped to the end
-		{"bytes=-10", 90, 99, true, false},
-		{"bytes=-200", 0, 99, true, false},
-		{"bytes=100-", 0, 0, false, true}, // starts past the end
-		{"bytes=20-10", 0, 0, false, true},
-		{"bytes=-0", 0, 0, false, true},
-		{"bytes=x-", 0, 0, false, true},
-		{"bytes=0-1,5-6", 0, 99, false, false}, // several ranges: served whole
-		{"items=0-1", 0, 99, false, false},     // not bytes: ignored
-	} {
-		first, last, partial, err := parseRange(c.header, size)
-		if c.fail {
-			if !errors.Is(err, errRangeUnsatisfiable) {
-				t.Errorf("parseRange(%q): err %v, want unsatisfiable", c.header, err)
-			}
-			continue
-		}
-		if err != nil || first != c.first || last != c.last || partial != c.partial {
-			t.Errorf("parseRange(%q) = %d, %d, %v, %v; want %d, %d, %v", c.header, first, last, partial, err, c.first, c.last, c.partial)
-		}
-	}
-}
 
 func TestNewRejectsBadOrigins(t *testing.T) {
 	for _, o := range []string{"", "registry.example.com", "ftp://x", "http://"} {

@@ -22,6 +22,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-dev/shoal/internal/ociapi"
 )
 
 // quickly is how long an answer about a dead origin may take in these
@@ -116,14 +118,14 @@ func checkOriginError(t *testing.T, method, path string, a answer, status int, w
 	if method == http.MethodHead {
 		return
 	}
-	var body errorBody
+	var body ociapi.ErrorBody
 	if err := json.Unmarshal(a.body, &body); err != nil || len(body.Errors) != 1 {
 		t.Errorf("%s %s: not an OCI error body: %s", method, path, a.body)
 		return
 	}
 	e := body.Errors[0]
-	if e.Code != codeUnavailable {
-		t.Errorf("%s %s: code %s, want %s", method, path, e.Code, codeUnavailable)
+	if e.Code != ociapi.CodeUnavailable {
+		t.Errorf("%s %s: code %s, want %s", method, path, e.Code, ociapi.CodeUnavailable)
 	}
 	for _, w := range want {
 		if !strings.Contains(e.Message, w) {

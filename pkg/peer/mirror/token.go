@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/shoal-dev/shoal/internal/ociapi"
 	"github.com/shoal-dev/shoal/pkg/auth"
 )
 
@@ -35,7 +36,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 			return // the client went away
 		}
 		if len(form) > maxTokenForm {
-			s.writeError(w, r, newError(http.StatusRequestEntityTooLarge, codeUnsupported,
+			s.writeError(w, r, ociapi.Errorf(http.StatusRequestEntityTooLarge, ociapi.CodeUnsupported,
 				"the token request's form is larger than %d bytes", maxTokenForm))
 			return
 		}
@@ -43,7 +44,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		extra.Set("Content-Type", r.Header.Get("Content-Type"))
 	default:
 		w.Header().Set("Allow", "GET, POST")
-		s.writeError(w, r, newError(http.StatusMethodNotAllowed, codeUnsupported,
+		s.writeError(w, r, ociapi.Errorf(http.StatusMethodNotAllowed, ociapi.CodeUnsupported,
 			"the token endpoint answers GET and POST, not %s", r.Method))
 		return
 	}

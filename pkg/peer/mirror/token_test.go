@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/shoal-dev/shoal/internal/ociapi"
 	"github.com/shoal-dev/shoal/pkg/auth"
 )
 
@@ -153,7 +154,7 @@ func TestTokenEndpointErrorsAreRelayed(t *testing.T) {
 	}
 
 	a := callToken(t, srv.URL, http.MethodPut, "", "", nil)
-	checkStatus(t, "PUT of the token endpoint", answer{status: a.status, body: a.body}, http.StatusMethodNotAllowed, codeUnsupported)
+	checkStatus(t, "PUT of the token endpoint", answer{status: a.status, body: a.body}, http.StatusMethodNotAllowed, ociapi.CodeUnsupported)
 	if allow := a.header.Get("Allow"); allow != "GET, POST" {
 		t.Errorf("PUT of the token endpoint: Allow %q, want \"GET, POST\"", allow)
 	}

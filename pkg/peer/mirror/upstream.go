@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/ociapi"
 )
 
 // NewTransport returns the transport the mirror talks to the origin over:
@@ -100,7 +102,7 @@ func (s *Server) originRequest(ctx context.Context, method, path string, query u
 // reached, errOriginStatus when it answered 502, 503 or 504 (resp is
 // closed then); nil when resp is an answer to relay. gone reports a
 // client that went away, which is owed no answer.
-func (s *Server) originFailure(r *http.Request, resp *http.Response, err error, what string) (e *apiError, gone bool) {
+func (s *Server) originFailure(r *http.Request, resp *http.Response, err error, what string) (e *ociapi.Error, gone bool) {
 	if err != nil {
 		return s.errOrigin(err), r.Context().Err() != nil
 	}
@@ -154,26 +156,27 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, resp *http.Respon
 // errOrigin is the answer when the origin cannot be reached: 502 with a
 // message naming the origin and why, so the person reading the client's
 // output knows where to look; the client (dockerd) tries its next endpoint.
-func (s *Server) errOrigin(err error) *apiError {
-	e := newError(http.StatusBadGateway, codeUnavailable, "the origin registry %s is unreachable: %s",
+func (s *Server) errOrigin(err error) *ociapi.Error {
+	e := ociapi.Errorf(http.StatusBadGateway, ociapi.CodeUnavailable, "the origin registry %s is unreachable: %s",
 		s.origin.Redacted(), s.describeOriginError(err))
-	e.cause = err
-	e.originDown = true
+	e.Cause = fmt.Errorf("%w: %w", errOriginDown, err)
 	return e
 }
 
 // errOriginStatus is the answer when the origin (or the load balancer in
 // front of it) answered 502, 503 or 504: 503 stays 503 with its
 // Retry-After, the others are 502.
-func (s *Server) errOriginStatus(resp *http.Response, method, what string) *apiError {
+func (s *Server) errOriginStatus(resp *http.Response, method, what string) *ociapi.Error {
 	status := http.StatusBadGateway
 	if resp.StatusCode == http.StatusServiceUnavailable {
 		status = http.StatusServiceUnavailable
 	}
-	e := newError(status, codeUnavailable, "the origin registry %s is unavailable: it answered %q to %s of %s",
+	e := ociapi.Errorf(status, ociapi.CodeUnavailable, "the origin registry %s is unavailable: it answered %q to %s of %s",
 		s.origin.Redacted(), resp.Status, method, what)
-	e.retryAfter = resp.Header.Get("Retry-After")
-	e.originDown = true
+	if ra := resp.Header.Get("Retry-After"); ra != "" {
+		e.Header = http.Header{"Retry-After": {ra}}
+	}
+	e.Cause = errOriginDown
 	return e
 }
 
