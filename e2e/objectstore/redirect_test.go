@@ -248,3 +248,51 @@ func writeServiceAccountKey(t *testing.T) string {
 	}
 	return p
 }
+
+// TestAgentPullsThroughARedirectingOrigin: the P2P path never needs a
+// redirect. An agent in front of an origin whose store hands out signed
+// URLs asks the origin only with HEAD (never redirected) and takes the
+// pieces from the origin's seeder, which reads the store through the
+// driver: an image pulled through the agent is intact, a ranged GET
+// through it too, and the origin redirected only the test's own GET. On
+// S3 only: nothing on this path depends on the kind of store.
+func TestAgentPullsThroughARedirectingOrigin(t *testing.T) {
+	o := testenv.ObjectStoreServer(t, testenv.KindS3)
+	storeURL := strings.Replace(o.StorageURL("/shoal"), "127.0.0.1", "localhost", 1) + "&redirect=true"
+	tracker := testenv.Tracker(t)
+	origin := testenv.SeedingOrigin(t, testenv.SeedingOriginOptions{Storage: storeURL, Name: "origin-1", Trackers: []string{tracker.GRPCAddr}})
+	agent := testenv.Agent(t, testenv.AgentOptions{Origin: origin.URL(), Seeders: []string{origin.SeederAddr}, Trackers: []string{tracker.GRPCAddr}})
+
+	pushed := pushImage(t, origin.Addr, redirectRepo+":p2p")
+	layer := firstLayer(t, origin.Addr+"/"+redirectRepo+":p2p")
+	resp := send(t, noRedirects, http.MethodGet, fmt.Sprintf("%s/v2/%s/blobs/%s", origin.URL(), redirectRepo, layer), "", "", nil)
+	wantStatus(t, resp, http.StatusTemporaryRedirect, "GET of a layer on the origin")
+
+	checkImage(t, agent.Addr, redirectRepo+":p2p", pushed)
+	whole := send(t, noRedirects, http.MethodGet, fmt.Sprintf("%s/v2/%s/blobs/%s", agent.URL(), redirectRepo, layer), "", "", nil)
+	wantStatus(t, whole, http.StatusOK, "GET of the layer through the agent")
+	blob, _ := io.ReadAll(whole.Body)
+	if got := sha256Digest(blob); got != layer {
+		t.Fatalf("the agent served %d bytes with digest %s, want the layer %s", len(blob), got, layer)
+	}
+	resp = send(t, noRedirects, http.MethodGet, fmt.Sprintf("%s/v2/%s/blobs/%s", agent.URL(), redirectRepo, layer), "", "", map[string]string{"Range": "bytes=1000-4095"})
+	wantStatus(t, resp, http.StatusPartialContent, "ranged GET of the layer through the agent")
+	if part, _ := io.ReadAll(resp.Body); !bytes.Equal(part, blob[1000:4096]) {
+		t.Errorf("ranged GET through the agent: %d bytes that are not bytes 1000-4095 of the layer", len(part))
+	}
+
+	om, err := testenv.ScrapeMetrics(t.Context(), origin.URL()+"/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := om.Sum("shoal_origin_http_requests_total", "handler", "blob", "code", "307"); n != 1 {
+		t.Errorf("the origin answered %.0f blob requests with a redirect, want 1 (the test's own GET): the agent's went there too", n)
+	}
+	am, err := testenv.ScrapeMetrics(t.Context(), agent.URL()+"/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := am.Sum("shoal_agent_downloaded_bytes_total", "source", "origin"); n == 0 {
+		t.Error("the agent downloaded nothing from the origin's seeder: the layers did not come over the P2P path")
+	}
+}
