@@ -10,6 +10,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/shoal-dev/shoal/pkg/storage"
+	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
 )
 
 // clock is a settable test clock.
@@ -184,5 +187,22 @@ func TestOnlyTheLeaseHolderEverDeletes(t *testing.T) {
 		if left := len(blobsIn(t, aged)); left != 0 {
 			t.Errorf("%d garbage blobs survived", left)
 		}
+	}
+}
+
+// The origin hands GC an instrumented driver, and a run hands the lease its
+// counting wrapper of that: the lease must still find the conditional writes
+// underneath, and the run must still count its writes.
+func TestLeaseFindsConditionalWritesThroughTheWrappers(t *testing.T) {
+	cd := &countingDriver{Driver: storage.Instrument(inmemory.New(), storage.NewMetrics(nil))}
+	l := NewLease(cd, "node", time.Minute, 0, nil)
+	if !l.Conditional() {
+		t.Fatal("the lease falls back to settle-and-read-back behind the origin's wrappers")
+	}
+	if err := l.Acquire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if c := cd.calls(); c.Write != 1 {
+		t.Errorf("the run counted %d writes for one acquisition, want 1", c.Write)
 	}
 }
