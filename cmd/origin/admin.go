@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/adminapi"
 	"github.com/shoal-dev/shoal/pkg/auth"
 )
 
@@ -24,10 +25,20 @@ const (
 	adminAuthCheckPath = "/admin/v1/auth/check"
 )
 
+// adminRoutes are the admin API's handlers besides the auth check; a nil
+// one is not served.
+type adminRoutes struct {
+	// gc is the garbage collector's (/admin/v1/gc).
+	gc http.Handler
+	// cluster and preheat are the origin cluster's view and the preheat
+	// of an image's blobs on their owners (admin_cluster.go).
+	cluster, preheat http.Handler
+}
+
 // startAdmin serves the admin API on cfg.AdminListen; nothing when it is
-// empty. gcHandler is the garbage collector's admin handler; authz, when
-// not nil, is who may call the API. The returned function stops serving.
-func startAdmin(cfg *Config, gcHandler http.Handler, authz *auth.Authorizer, log *slog.Logger) (func(), error) {
+// empty. authz, when not nil, is who may call the API. The returned
+// function stops serving.
+func startAdmin(cfg *Config, routes adminRoutes, authz *auth.Authorizer, log *slog.Logger) (func(), error) {
 	if cfg.AdminListen == "" {
 		return func() {}, nil
 	}
@@ -35,7 +46,7 @@ func startAdmin(cfg *Config, gcHandler http.Handler, authz *auth.Authorizer, log
 	if err != nil {
 		return nil, fmt.Errorf("admin API: %w", err)
 	}
-	h, hosts, err := adminHandler(ln.Addr(), cfg.AdminListen, cfg.AdminHosts, gcHandler, authz, log)
+	h, hosts, err := adminHandler(ln.Addr(), cfg.AdminListen, cfg.AdminHosts, routes, authz, log)
 	if err != nil {
 		_ = ln.Close()
 		return nil, err
@@ -58,13 +69,17 @@ func startAdmin(cfg *Config, gcHandler http.Handler, authz *auth.Authorizer, log
 // adminHandler is the admin API listening on addr (configured as listen):
 // its routes behind the Host/Origin check and, with authz, the admin
 // action check. It also returns the hosts it answers to, sorted, for the log.
-func adminHandler(addr net.Addr, listen string, extraHosts []string, gcHandler http.Handler, authz *auth.Authorizer, log *slog.Logger) (http.Handler, []string, error) {
+func adminHandler(addr net.Addr, listen string, extraHosts []string, routes adminRoutes, authz *auth.Authorizer, log *slog.Logger) (http.Handler, []string, error) {
 	hosts, err := adminHostSet(addr, listen, extraHosts)
 	if err != nil {
 		return nil, nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle(adminGCPath, gcHandler)
+	for path, h := range map[string]http.Handler{adminGCPath: routes.gc, adminapi.ClusterPath: routes.cluster, adminapi.PreheatPath: routes.preheat} {
+		if h != nil {
+			mux.Handle(path, h)
+		}
+	}
 	mux.Handle(adminAuthCheckPath, authCheckHandler(authz))
 	names := make([]string, 0, len(hosts))
 	for h := range hosts {

@@ -76,7 +76,7 @@ func serveAdmin(t *testing.T, authz *auth.Authorizer, extraHosts ...string) stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, _, err := adminHandler(ln.Addr(), "127.0.0.1:0", extraHosts, gc.NewAdminHandler(runner), authz, quietLog)
+	h, _, err := adminHandler(ln.Addr(), "127.0.0.1:0", extraHosts, adminRoutes{gc: gc.NewAdminHandler(runner)}, authz, quietLog)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,16 +90,20 @@ func run(args []string) error {
 		return err
 	}
 	defer stopGC()
-	stopAdmin, err := startAdmin(&cfg, gc.NewAdminHandler(runner), authz, log)
-	if err != nil {
-		return err
-	}
-	defer stopAdmin()
 	seeding, err := startSeeder(&cfg.Seeder, applySeederFlags, d, signingKey, log, reg, cfg.ShutdownGrace)
 	if err != nil {
 		return err
 	}
 	defer seeding.stop()
+	stopAdmin, err := startAdmin(&cfg, adminRoutes{
+		gc:      gc.NewAdminHandler(runner),
+		cluster: clusterHandler(seeding, cfg.Seeder),
+		preheat: preheatHandler(srv, seeding),
+	}, authz, log)
+	if err != nil {
+		return err
+	}
+	defer stopAdmin()
 
 	tcp, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -88,6 +88,10 @@ type seeding struct {
 	// cluster's seeders (cluster.AdvertiseSeeders), or nothing with the
 	// seeder off.
 	advertise func(http.Handler) http.Handler
+	// members and server are the cluster view and the seeder, for the
+	// admin API (admin_cluster.go); nil with the seeder off.
+	members *cluster.Cluster
+	server  *seeder.Server
 }
 
 // startSeeder starts the P2P seeder when cfg.Listen is set, or trackers are
@@ -202,7 +206,7 @@ func startSeeder(cfg *seeder.Config, flags func(*seeder.Config) error, d storage
 	cleanup[0] = func() { gracefulStop(gs, grace) }
 	log.Info("seeder serving", "addr", ln.Addr().String(), "advertise", advertise, "tls", cfg.TLS.Enabled(),
 		"cluster", members.LocalAddr(), "join", cfg.Cluster.Join, "trackers", cfg.Tracker.Trackers, "cacheDir", cfg.CacheDir)
-	return seeding{stop: undo, advertise: members.AdvertiseSeeders}, nil
+	return seeding{stop: undo, advertise: members.AdvertiseSeeders, members: members, server: s}, nil
 }
 
 // gossipBind is the address gossip binds: the configured one, except that

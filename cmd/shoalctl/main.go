@@ -4,6 +4,8 @@
 //	shoalctl demo [--agents 4]
 //	shoalctl [--admin http://127.0.0.1:5001] [--admin-user U] gc start [--dry-run] [--wait] [--json]
 //	shoalctl gc status|cancel [--json]
+//	shoalctl cluster status [--digest D] [--tracker URL]
+//	shoalctl preheat REPOSITORY:TAG
 //	shoalctl auth check --user U --repository R --action A [--addr IP] [--cert NAME] [--json]
 //	shoalctl certs init|issue ...
 //
@@ -34,6 +36,12 @@ commands:
                                   start a garbage collection (and wait for its report)
   gc status [--json]              the running or last collection
   gc cancel [--json]              stop the running collection
+  cluster status [--digest D] [--tracker URL]... [--json]
+                                  the origin cluster's members, the owners of a blob, and what the
+                                  trackers (their HTTP address, e.g. http://127.0.0.1:7081) know of it
+  preheat [REGISTRY/]REPOSITORY[:TAG|@DIGEST] [--json]
+                                  before a rollout: the owners of the image's blobs read them from
+                                  storage and compute their metainfo; exits 1 if any failed
   auth check --user U --repository R --action pull|push|delete|admin [--addr IP] [--cert NAME] [--json]
                                   what the origin's rules decide, and which rule decides;
                                   exits 1 when denied (--user "" is anonymous)
@@ -64,7 +72,7 @@ func main() {
 	var ue usageError
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
-	case errors.Is(err, errDenied):
+	case errors.Is(err, errDenied), errors.Is(err, errPreheat):
 		os.Exit(1)
 	case errors.Is(err, errInterrupted):
 		os.Exit(130)
@@ -102,7 +110,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return runCerts(rest[1:], out) // local files only: no admin API
 	case "demo":
 		return runDemo(ctx, rest[1:], out) // starts its own origin
-	case "gc", "auth":
+	case "gc", "auth", "cluster", "preheat":
 	default:
 		return usageError{fmt.Sprintf("unknown command %q", rest[0])}
 	}
@@ -116,6 +124,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	switch rest[0] {
 	case "gc":
 		return runGC(ctx, c, rest[1:], out)
+	case "cluster":
+		if len(rest) < 2 || rest[1] != "status" {
+			return usageError{"cluster: the command is cluster status"}
+		}
+		return clusterStatusCmd(ctx, c, rest[2:], out)
+	case "preheat":
+		return preheat(ctx, c, rest[1:], out)
 	default:
 		if len(rest) < 2 || rest[1] != "check" {
 			return usageError{"auth: the command is auth check"}
