@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/shoal-dev/shoal/internal/ociapi"
 	"github.com/shoal-dev/shoal/pkg/auth"
 )
 
@@ -47,27 +48,27 @@ const (
 // requiredAccess maps a route and method to what the request needs. Methods
 // a route does not serve need pull, so that the 405 they get is answered
 // only to someone who may read the repository anyway.
-func requiredAccess(rt route, method string) need {
-	pull := need{repo: rt.name, action: auth.Pull, scope: pullScope}
-	push := need{repo: rt.name, action: auth.Push, scope: pushScope}
-	del := need{repo: rt.name, action: auth.Delete, scope: deleteScope}
-	switch rt.kind {
-	case routeBase:
+func requiredAccess(rt ociapi.Route, method string) need {
+	pull := need{repo: rt.Name, action: auth.Pull, scope: pullScope}
+	push := need{repo: rt.Name, action: auth.Push, scope: pushScope}
+	del := need{repo: rt.Name, action: auth.Delete, scope: deleteScope}
+	switch rt.Kind {
+	case ociapi.Base:
 		return need{kind: needLogin}
-	case routeCatalog:
+	case ociapi.Catalog:
 		return need{kind: needFilter}
-	case routeManifest:
+	case ociapi.Manifest:
 		switch method {
 		case http.MethodPut:
 			return push
 		case http.MethodDelete:
 			return del
 		}
-	case routeBlob:
+	case ociapi.Blob:
 		if method == http.MethodDelete {
 			return del
 		}
-	case routeUploads, routeUpload:
+	case ociapi.Uploads, ociapi.Upload:
 		// Every method on an upload session, reading its progress and
 		// cancelling it included: sessions are part of a push.
 		return push
@@ -91,7 +92,7 @@ type subjectKey struct{}
 // the error to answer with, its challenge already set on w. It runs before
 // any handler touches storage, so a denial never says whether what was
 // asked for exists.
-func (s *Server) authorize(w http.ResponseWriter, r *http.Request, rt route) (*http.Request, error) {
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request, rt ociapi.Route) (*http.Request, error) {
 	if s.authz == nil {
 		return r, nil
 	}
@@ -164,7 +165,7 @@ func (s *Server) deny(w http.ResponseWriter, r *http.Request, nd need, sub auth.
 	level("access denied", "method", r.Method, "path", r.URL.Path, "user", sub.User, "addr", sub.Addr,
 		"action", action, "reason", reason, "err", cause)
 
-	ae := &apiError{Status: http.StatusUnauthorized, Code: codeUnauthorized, cause: cause}
+	ae := &ociapi.Error{Status: http.StatusUnauthorized, Code: ociapi.CodeUnauthorized, Cause: cause}
 	if scope != nil {
 		ae.Detail = scope
 	}
@@ -173,16 +174,16 @@ func (s *Server) deny(w http.ResponseWriter, r *http.Request, nd need, sub auth.
 		ae.Message = "invalid credentials: the user name, password or token was not accepted; log in again"
 	case denyAnonymous:
 		if nd.kind == needAction {
-			ae.Message = "authentication required to " + action + " repository " + quoteShort(nd.repo) + "; log in first"
+			ae.Message = "authentication required to " + action + " repository " + ociapi.Quote(nd.repo) + "; log in first"
 		} else {
 			ae.Message = "authentication required; log in first"
 		}
 	case denyInsufficientScope:
-		ae.Message = "the token does not grant " + action + " on repository " + quoteShort(nd.repo) +
+		ae.Message = "the token does not grant " + action + " on repository " + ociapi.Quote(nd.repo) +
 			"; ask the token endpoint for this scope, with credentials allowed it"
 	case denyForbidden:
-		return &apiError{Status: http.StatusForbidden, Code: codeDenied, Detail: ae.Detail, cause: cause,
-			Message: "user " + quoteShort(sub.User) + " may not " + action + " repository " + quoteShort(nd.repo)}
+		return &ociapi.Error{Status: http.StatusForbidden, Code: ociapi.CodeDenied, Detail: ae.Detail, Cause: cause,
+			Message: "user " + ociapi.Quote(sub.User) + " may not " + action + " repository " + ociapi.Quote(nd.repo)}
 	}
 	w.Header().Set("WWW-Authenticate", s.authz.Challenge(r, scope, reason == denyInsufficientScope))
 	return ae
@@ -193,8 +194,8 @@ func (s *Server) deny(w http.ResponseWriter, r *http.Request, nd need, sub auth.
 // by it, uploads check mounts and count sessions by it. Other requests go
 // without: a context value and a request copy on every manifest and blob
 // GET is a cost access control need not add.
-func needsSubject(rt route) bool {
-	return rt.kind == routeCatalog || rt.kind == routeUploads || rt.kind == routeUpload
+func needsSubject(rt ociapi.Route) bool {
+	return rt.Kind == ociapi.Catalog || rt.Kind == ociapi.Uploads || rt.Kind == ociapi.Upload
 }
 
 // subjectOf returns the subject authorize attached to r (only for the

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/shoal-dev/shoal/internal/ociapi"
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/storage"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
@@ -235,7 +236,7 @@ func TestEveryRouteMethodAndSubject(t *testing.T) {
 			if repo == "path1/app" && action == auth.Pull {
 				return verdict{allowed: true}
 			}
-			return verdict{status: 401, code: codeUnauthorized}
+			return verdict{status: 401, code: ociapi.CodeUnauthorized}
 		}},
 		{"alice, a builder", basic("alice", "alice-password"), func(string, auth.Action) verdict {
 			return verdict{allowed: true}
@@ -244,22 +245,22 @@ func TestEveryRouteMethodAndSubject(t *testing.T) {
 			if action == auth.Pull {
 				return verdict{allowed: true}
 			}
-			return verdict{status: 403, code: codeDenied}
+			return verdict{status: 403, code: ociapi.CodeDenied}
 		}},
 		{"alice with a wrong password", basic("alice", "nope"), func(string, auth.Action) verdict {
-			return verdict{status: 401, code: codeUnauthorized}
+			return verdict{status: 401, code: ociapi.CodeUnauthorized}
 		}},
 		{"an unknown user", basic("mallory", "mallory-password"), func(string, auth.Action) verdict {
-			return verdict{status: 401, code: codeUnauthorized}
+			return verdict{status: 401, code: ociapi.CodeUnauthorized}
 		}},
 		{"bob's token for path2/app pull", "Bearer " + bobToken, func(repo string, action auth.Action) verdict {
 			if repo == "path2/app" && action == auth.Pull {
 				return verdict{allowed: true}
 			}
-			return verdict{status: 401, code: codeUnauthorized, insufficient: true}
+			return verdict{status: 401, code: ociapi.CodeUnauthorized, insufficient: true}
 		}},
 		{"a forged token", "Bearer " + bobToken[:len(bobToken)-4] + "AAAA", func(string, auth.Action) verdict {
-			return verdict{status: 401, code: codeUnauthorized}
+			return verdict{status: 401, code: ociapi.CodeUnauthorized}
 		}},
 	}
 	for _, repo := range []string{"path1/app", "path2/app"} {
@@ -369,8 +370,8 @@ func TestBaseRouteChallengesAnonymousClients(t *testing.T) {
 	ts, _ := newAuthOrigin(t, inmemory.New(), a)
 	e := exchange{t, ts.URL}
 	resp := e.do("GET", "/v2/", nil)
-	if code := errorCode(t, e.expect(resp, 401)); code != codeUnauthorized {
-		t.Errorf("anonymous /v2/: code %s, want %s", code, codeUnauthorized)
+	if code := errorCode(t, e.expect(resp, 401)); code != ociapi.CodeUnauthorized {
+		t.Errorf("anonymous /v2/: code %s, want %s", code, ociapi.CodeUnauthorized)
 	}
 	if got, want := resp.Header.Get("WWW-Authenticate"), fmt.Sprintf(`Bearer realm="%s/auth/token",service="shoal"`, ts.URL); got != want {
 		t.Errorf("anonymous /v2/ challenge\n got  %s\n want %s (no scope: the client only learns the realm)", got, want)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/internal/ociapi"
 	"github.com/shoal-dev/shoal/pkg/storage"
 )
 
@@ -58,12 +59,12 @@ func (s *Server) repoBlobSize(ctx context.Context, name string, d digest.Digest)
 		}
 	}
 	if !linked {
-		return 0, errBlobUnknown(d)
+		return 0, ociapi.BlobUnknown(d)
 	}
 	size, err := s.blobSize(ctx, d)
 	if isNotFound(err) {
 		// A link whose blob was swept: registry:2 answers unknown too.
-		return 0, errBlobUnknown(d)
+		return 0, ociapi.BlobUnknown(d)
 	}
 	return size, err
 }
@@ -86,19 +87,19 @@ func (s *Server) linkBlob(ctx context.Context, name string, d digest.Digest) err
 	return s.writeLink(ctx, layerLinkPath(name, d), d)
 }
 
-func (s *Server) handleBlob(w http.ResponseWriter, r *http.Request, rt route) error {
-	d, err := parseDigest(rt.ref)
+func (s *Server) handleBlob(w http.ResponseWriter, r *http.Request, rt ociapi.Route) error {
+	d, err := ociapi.ParseDigest(rt.Ref)
 	if err != nil {
 		if r.Method == http.MethodDelete {
 			return err
 		}
 		// A malformed digest names no blob.
-		return &apiError{Status: http.StatusNotFound, Code: codeBlobUnknown, Message: "blob unknown: " + err.Error(), cause: err}
+		return &ociapi.Error{Status: http.StatusNotFound, Code: ociapi.CodeBlobUnknown, Message: "blob unknown: " + err.Error(), Cause: err}
 	}
 	ctx := r.Context()
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
-		size, err := s.repoBlobSize(ctx, rt.name, d)
+		size, err := s.repoBlobSize(ctx, rt.Name, d)
 		if err != nil {
 			return err
 		}
@@ -108,17 +109,17 @@ func (s *Server) handleBlob(w http.ResponseWriter, r *http.Request, rt route) er
 		return s.serveBlob(w, r, d, size)
 	case http.MethodDelete:
 		if !s.cfg.DeleteEnabled {
-			return newError(http.StatusMethodNotAllowed, codeUnsupported, "deletes are disabled on this origin (storage.delete.enabled)")
+			return ociapi.Errorf(http.StatusMethodNotAllowed, ociapi.CodeUnsupported, "deletes are disabled on this origin (storage.delete.enabled)")
 		}
-		linked, err := s.linked(ctx, layerLinkPath(rt.name, d))
+		linked, err := s.linked(ctx, layerLinkPath(rt.Name, d))
 		if err != nil {
 			return err
 		}
 		if !linked {
-			return errBlobUnknown(d)
+			return ociapi.BlobUnknown(d)
 		}
 		// Only the link goes: the data is shared by content and freed by GC.
-		if err := s.driver.Delete(ctx, path0(layerLinkPath(rt.name, d))); err != nil && !isNotFound(err) {
+		if err := s.driver.Delete(ctx, path0(layerLinkPath(rt.Name, d))); err != nil && !isNotFound(err) {
 			return err
 		}
 		w.Header().Set("Content-Length", "0")
@@ -168,16 +169,18 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, d digest.Dige
 	h.Set("Cache-Control", "max-age=31536000")
 	start, length := int64(0), size
 	status := http.StatusOK
-	if rh := r.Header.Get("Range"); rh != "" && r.Method == http.MethodGet {
-		br, err := parseRange(rh, size)
+	if r.Method == http.MethodGet {
+		br, partial, err := ociapi.ParseRange(r.Header.Get("Range"), size)
 		if err != nil {
 			h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
-			return &apiError{Status: http.StatusRequestedRangeNotSatisfiable, Code: codeRangeInvalid,
+			return &ociapi.Error{Status: http.StatusRequestedRangeNotSatisfiable, Code: ociapi.CodeRangeInvalid,
 				Message: fmt.Sprintf("%v; the blob has %d bytes", err, size)}
 		}
-		start, length = br.start, br.length
-		status = http.StatusPartialContent
-		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, size))
+		if partial {
+			start, length = br.Start, br.Length
+			status = http.StatusPartialContent
+			h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, br.Last(), size))
+		}
 	}
 	h.Set("Content-Length", fmt.Sprint(length))
 	s.setCapability(h, d)
@@ -188,14 +191,14 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, d digest.Dige
 	rc, err := s.driver.Reader(r.Context(), blobDataPath(d), start)
 	if err != nil {
 		if isNotFound(err) {
-			return errBlobUnknown(d)
+			return ociapi.BlobUnknown(d)
 		}
 		return err
 	}
 	defer rc.Close()
 	w.WriteHeader(status)
 	n, err := io.CopyN(w, rc, length)
-	s.metrics.bytesOut.WithLabelValues(routeBlob).Add(float64(n))
+	s.metrics.bytesOut.WithLabelValues(ociapi.Blob).Add(float64(n))
 	if err != nil {
 		// The status is sent: all that is left is to cut the connection so
 		// the client sees a short body, and to log why.
@@ -206,5 +209,5 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, d digest.Dige
 }
 
 func errMethod(r *http.Request) error {
-	return newError(http.StatusMethodNotAllowed, codeUnsupported, "method %s is not supported on %s", r.Method, quoteShort(r.URL.Path))
+	return ociapi.Errorf(http.StatusMethodNotAllowed, ociapi.CodeUnsupported, "method %s is not supported on %s", r.Method, ociapi.Quote(r.URL.Path))
 }

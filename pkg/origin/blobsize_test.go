@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/shoal-dev/shoal/internal/ociapi"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
 )
 
@@ -44,8 +45,8 @@ func (e exchange) streamed(method, target string, body []byte, hdr ...string) *h
 func expectSizeInvalid(e exchange, resp *http.Response, what string) {
 	e.t.Helper()
 	body := e.expect(resp, http.StatusRequestEntityTooLarge)
-	if code := errorCode(e.t, body); code != codeSizeInvalid {
-		e.t.Errorf("%s: code %s, want %s", what, code, codeSizeInvalid)
+	if code := errorCode(e.t, body); code != ociapi.CodeSizeInvalid {
+		e.t.Errorf("%s: code %s, want %s", what, code, ociapi.CodeSizeInvalid)
 	}
 	if !strings.Contains(string(body), "at most 1000 bytes") {
 		e.t.Errorf("%s: the refusal does not say the limit: %s", what, body)

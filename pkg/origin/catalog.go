@@ -16,6 +16,7 @@ import (
 	ocispecs "github.com/opencontainers/image-spec/specs-go"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/shoal-dev/shoal/internal/ociapi"
 	"github.com/shoal-dev/shoal/pkg/storage"
 )
 
@@ -34,8 +35,8 @@ func paginate(all []string, q url.Values, keep func(string) bool) ([]string, int
 	if ns := q.Get("n"); ns != "" {
 		v, err := strconv.Atoi(ns)
 		if err != nil || v < 0 {
-			return nil, 0, false, &apiError{Status: http.StatusBadRequest, Code: "PAGINATION_NUMBER_INVALID",
-				Message: "invalid n " + quoteShort(ns) + ": want a non-negative integer"}
+			return nil, 0, false, &ociapi.Error{Status: http.StatusBadRequest, Code: ociapi.CodePaginationNumberInvalid,
+				Message: "invalid n " + ociapi.Quote(ns) + ": want a non-negative integer"}
 		}
 		n = min(v, maxPageSize)
 	}
@@ -69,19 +70,19 @@ func setNextLink(w http.ResponseWriter, base string, page []string, n int) {
 	w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, base, q.Encode()))
 }
 
-func (s *Server) handleTags(w http.ResponseWriter, r *http.Request, rt route) error {
+func (s *Server) handleTags(w http.ResponseWriter, r *http.Request, rt ociapi.Route) error {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		return errMethod(r)
 	}
 	ctx := r.Context()
-	tags, err := s.listTags(ctx, rt.name)
+	tags, err := s.listTags(ctx, rt.Name)
 	if err != nil {
 		if !isNotFound(err) {
 			return err
 		}
-		if _, err := s.driver.Stat(ctx, repoPath(rt.name)); err != nil {
+		if _, err := s.driver.Stat(ctx, repoPath(rt.Name)); err != nil {
 			if isNotFound(err) {
-				return errNameUnknown(rt.name)
+				return ociapi.NameUnknown(rt.Name)
 			}
 			return err
 		}
@@ -92,12 +93,12 @@ func (s *Server) handleTags(w http.ResponseWriter, r *http.Request, rt route) er
 		return err
 	}
 	if more {
-		setNextLink(w, "/v2/"+rt.name+"/tags/list", page, n)
+		setNextLink(w, "/v2/"+rt.Name+"/tags/list", page, n)
 	}
 	return writeJSON(w, r, http.StatusOK, struct {
 		Name string   `json:"name"`
 		Tags []string `json:"tags"`
-	}{rt.name, page})
+	}{rt.Name, page})
 }
 
 func (s *Server) handleCatalog(w http.ResponseWriter, r *http.Request) error {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/shoal-dev/shoal/internal/ociapi"
 )
 
 // Manifest media types the origin stores and serves.
@@ -50,8 +52,8 @@ func detectMediaType(m *manifest) string {
 	return mediaTypeOCIManifest
 }
 
-func manifestInvalid(format string, args ...any) *apiError {
-	return &apiError{Status: http.StatusBadRequest, Code: codeManifestInvalid, Message: fmt.Sprintf(format, args...)}
+func manifestInvalid(format string, args ...any) *ociapi.Error {
+	return &ociapi.Error{Status: http.StatusBadRequest, Code: ociapi.CodeManifestInvalid, Message: fmt.Sprintf(format, args...)}
 }
 
 // parseManifest decodes and checks a manifest body against the media type
@@ -65,8 +67,8 @@ func parseManifest(body []byte, contentType string) (*manifest, string, error) {
 	var m manifest
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&m); err != nil {
-		return nil, "", &apiError{Status: http.StatusBadRequest, Code: codeManifestInvalid,
-			Message: "manifest is not valid JSON: " + err.Error(), cause: err}
+		return nil, "", &ociapi.Error{Status: http.StatusBadRequest, Code: ociapi.CodeManifestInvalid,
+			Message: "manifest is not valid JSON: " + err.Error(), Cause: err}
 	}
 	if dec.More() {
 		return nil, "", manifestInvalid("manifest has data after its JSON object")
@@ -80,10 +82,10 @@ func parseManifest(body []byte, contentType string) (*manifest, string, error) {
 	}
 	mt := detectMediaType(&m)
 	if !isImageType(mt) && !isIndexType(mt) {
-		return nil, "", manifestInvalid("unsupported manifest media type %s: use an OCI or Docker schema 2 image manifest or index", quoteShort(mt))
+		return nil, "", manifestInvalid("unsupported manifest media type %s: use an OCI or Docker schema 2 image manifest or index", ociapi.Quote(mt))
 	}
 	if contentType != "" && (isImageType(contentType) || isIndexType(contentType)) && contentType != mt {
-		return nil, "", manifestInvalid("Content-Type %s does not match the manifest's media type %s", quoteShort(contentType), quoteShort(mt))
+		return nil, "", manifestInvalid("Content-Type %s does not match the manifest's media type %s", ociapi.Quote(contentType), ociapi.Quote(mt))
 	}
 	if isImageType(mt) {
 		if m.Config == nil {
@@ -120,7 +122,7 @@ func parseManifest(body []byte, contentType string) (*manifest, string, error) {
 
 func checkDescriptor(where string, d ocispec.Descriptor) error {
 	if err := d.Digest.Validate(); err != nil {
-		return manifestInvalid("%s: invalid digest %s: %v", where, quoteShort(string(d.Digest)), err)
+		return manifestInvalid("%s: invalid digest %s: %v", where, ociapi.Quote(string(d.Digest)), err)
 	}
 	if d.Size < 0 {
 		return manifestInvalid("%s: negative size", where)

@@ -15,6 +15,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/shoal-dev/shoal/internal/ociapi"
 	"github.com/shoal-dev/shoal/pkg/gc"
 )
 
@@ -30,7 +31,7 @@ type cachedManifest struct {
 // within cacheEntries x maxCachedManifest.
 const maxCachedManifest = 64 << 10
 
-func (s *Server) handleManifest(w http.ResponseWriter, r *http.Request, rt route) error {
+func (s *Server) handleManifest(w http.ResponseWriter, r *http.Request, rt ociapi.Route) error {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
 		return s.getManifest(w, r, rt)
@@ -45,27 +46,27 @@ func (s *Server) handleManifest(w http.ResponseWriter, r *http.Request, rt route
 // resolve turns a tag or digest reference into the digest of a manifest in
 // repository name.
 func (s *Server) resolve(ctx context.Context, name, ref string) (digest.Digest, error) {
-	if isDigestRef(ref) {
+	if ociapi.IsDigestRef(ref) {
 		d, err := digest.Parse(ref)
 		if err != nil {
-			return "", &apiError{Status: http.StatusNotFound, Code: codeManifestUnknown,
-				Message: "manifest unknown: " + quoteShort(ref) + " is not a valid digest", cause: err}
+			return "", &ociapi.Error{Status: http.StatusNotFound, Code: ociapi.CodeManifestUnknown,
+				Message: "manifest unknown: " + ociapi.Quote(ref) + " is not a valid digest", Cause: err}
 		}
 		ok, err := s.linked(ctx, revisionLinkPath(name, d))
 		if err != nil {
 			return "", err
 		}
 		if !ok {
-			return "", errManifestUnknown(ref)
+			return "", ociapi.ManifestUnknown(ref)
 		}
 		return d, nil
 	}
-	if !tagRegexp.MatchString(ref) {
-		return "", errManifestUnknown(ref)
+	if !ociapi.ValidTag(ref) {
+		return "", ociapi.ManifestUnknown(ref)
 	}
 	d, err := s.readLink(ctx, tagCurrentPath(name, ref))
 	if isNotFound(err) {
-		return "", errManifestUnknown(ref)
+		return "", ociapi.ManifestUnknown(ref)
 	}
 	return d, err
 }
@@ -89,16 +90,16 @@ func (s *Server) manifestContent(ctx context.Context, d digest.Digest) (*cachedM
 	return c, nil
 }
 
-func (s *Server) getManifest(w http.ResponseWriter, r *http.Request, rt route) error {
+func (s *Server) getManifest(w http.ResponseWriter, r *http.Request, rt ociapi.Route) error {
 	ctx := r.Context()
-	d, err := s.resolve(ctx, rt.name, rt.ref)
+	d, err := s.resolve(ctx, rt.Name, rt.Ref)
 	if err != nil {
 		return err
 	}
 	c, err := s.manifestContent(ctx, d)
 	if err != nil {
 		if isNotFound(err) {
-			return errManifestUnknown(rt.ref)
+			return ociapi.ManifestUnknown(rt.Ref)
 		}
 		return err
 	}
@@ -110,52 +111,52 @@ func (s *Server) getManifest(w http.ResponseWriter, r *http.Request, rt route) e
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodGet {
 		n, _ := w.Write(c.body)
-		s.metrics.bytesOut.WithLabelValues(routeManifest).Add(float64(n))
+		s.metrics.bytesOut.WithLabelValues(ociapi.Manifest).Add(float64(n))
 	}
 	return nil
 }
 
-func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, rt route) error {
+func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, rt ociapi.Route) error {
 	ctx := r.Context()
 	if r.ContentLength > s.cfg.MaxManifestSize {
 		s.metrics.limitRefusals.WithLabelValues(limitManifestSize).Inc()
-		return &apiError{Status: http.StatusRequestEntityTooLarge, Code: codeSizeInvalid,
+		return &ociapi.Error{Status: http.StatusRequestEntityTooLarge, Code: ociapi.CodeSizeInvalid,
 			Message: fmt.Sprintf("manifest of %d bytes is larger than the limit of %d bytes", r.ContentLength, s.cfg.MaxManifestSize)}
 	}
-	rb, done := s.watchBody(w, r, routeManifest)
+	rb, done := s.watchBody(w, r, ociapi.Manifest)
 	body, err := io.ReadAll(io.LimitReader(rb, s.cfg.MaxManifestSize+1))
 	done()
 	if err != nil {
 		if errors.Is(err, errBodyStalled) {
-			return &apiError{Status: http.StatusRequestTimeout, Code: codeManifestInvalid,
-				Message: fmt.Sprintf("the manifest body sent nothing for %s; nothing was stored, push it again", s.cfg.BodyTimeout), cause: err}
+			return &ociapi.Error{Status: http.StatusRequestTimeout, Code: ociapi.CodeManifestInvalid,
+				Message: fmt.Sprintf("the manifest body sent nothing for %s; nothing was stored, push it again", s.cfg.BodyTimeout), Cause: err}
 		}
-		return &apiError{Status: http.StatusBadRequest, Code: codeManifestInvalid, Message: "reading the manifest body failed", cause: err}
+		return &ociapi.Error{Status: http.StatusBadRequest, Code: ociapi.CodeManifestInvalid, Message: "reading the manifest body failed", Cause: err}
 	}
 	if int64(len(body)) > s.cfg.MaxManifestSize {
 		s.metrics.limitRefusals.WithLabelValues(limitManifestSize).Inc()
-		return &apiError{Status: http.StatusRequestEntityTooLarge, Code: codeSizeInvalid,
+		return &ociapi.Error{Status: http.StatusRequestEntityTooLarge, Code: ociapi.CodeSizeInvalid,
 			Message: fmt.Sprintf("manifest is larger than the limit of %d bytes", s.cfg.MaxManifestSize)}
 	}
 	var tags []string
 	d := digest.SHA256.FromBytes(body)
-	if isDigestRef(rt.ref) {
-		want, err := parseDigest(rt.ref)
+	if ociapi.IsDigestRef(rt.Ref) {
+		want, err := ociapi.ParseDigest(rt.Ref)
 		if err != nil {
 			return err
 		}
 		if d = want.Algorithm().FromBytes(body); d != want {
-			return &apiError{Status: http.StatusBadRequest, Code: codeDigestInvalid,
+			return &ociapi.Error{Status: http.StatusBadRequest, Code: ociapi.CodeDigestInvalid,
 				Message: fmt.Sprintf("manifest digest mismatch: the body has digest %s, the reference says %s", d, want)}
 		}
 	} else {
-		if err := validateTag(rt.ref); err != nil {
+		if err := ociapi.ValidateTag(rt.Ref); err != nil {
 			return err
 		}
-		tags = append(tags, rt.ref)
+		tags = append(tags, rt.Ref)
 	}
 	for _, t := range r.URL.Query()["tag"] {
-		if err := validateTag(t); err != nil {
+		if err := ociapi.ValidateTag(t); err != nil {
 			return err
 		}
 		tags = append(tags, t)
@@ -166,7 +167,7 @@ func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, rt route) e
 	}
 	if n := referenceCount(m); n > s.cfg.MaxManifestReferences {
 		s.metrics.limitRefusals.WithLabelValues(limitManifestReferences).Inc()
-		return &apiError{Status: http.StatusBadRequest, Code: codeManifestInvalid,
+		return &ociapi.Error{Status: http.StatusBadRequest, Code: ociapi.CodeManifestInvalid,
 			Message: fmt.Sprintf("manifest lists %d descriptors (config, layers or manifests); this registry accepts at most %d (maxManifestReferences)", n, s.cfg.MaxManifestReferences),
 			Detail:  map[string]int{"references": n, "limit": s.cfg.MaxManifestReferences}}
 	}
@@ -176,10 +177,10 @@ func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, rt route) e
 	default:
 		s.metrics.limitRefusals.WithLabelValues(limitManifestValidations).Inc()
 		w.Header().Set("Retry-After", "1")
-		return &apiError{Status: http.StatusTooManyRequests, Code: codeTooManyRequests,
+		return &ociapi.Error{Status: http.StatusTooManyRequests, Code: ociapi.CodeTooManyRequests,
 			Message: fmt.Sprintf("this origin node is checking %d manifest pushes already (maxManifestValidations); retry in a second", cap(s.validations))}
 	}
-	present, err := s.checkReferences(ctx, rt.name, m, mt)
+	present, err := s.checkReferences(ctx, rt.Name, m, mt)
 	if err != nil {
 		return err
 	}
@@ -193,31 +194,31 @@ func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, rt route) e
 			return err
 		}
 	}
-	if err := s.writeLink(ctx, revisionLinkPath(rt.name, d), d); err != nil {
+	if err := s.writeLink(ctx, revisionLinkPath(rt.Name, d), d); err != nil {
 		return err
 	}
-	s.catalog.add(s, rt.name)
-	if err := s.checkGuard(ctx, rt.name, nil, append(present, d)); err != nil {
-		if derr := s.driver.Delete(ctx, path0(revisionLinkPath(rt.name, d))); derr != nil && !isNotFound(derr) {
+	s.catalog.add(s, rt.Name)
+	if err := s.checkGuard(ctx, rt.Name, nil, append(present, d)); err != nil {
+		if derr := s.driver.Delete(ctx, path0(revisionLinkPath(rt.Name, d))); derr != nil && !isNotFound(derr) {
 			s.log.Warn("removing the revision link of a refused manifest", "digest", d, "err", derr)
 		}
-		return guardError(err, codeManifestBlobUnknown, d)
+		return guardError(err, ociapi.CodeManifestBlobUnknown, d)
 	}
 	if m.Subject != nil {
 		desc, _ := json.Marshal(referrerDescriptor(m, mt, d, int64(len(body))))
-		if err := s.driver.PutContent(ctx, referrerEntryPath(rt.name, m.Subject.Digest, d), desc); err != nil {
+		if err := s.driver.PutContent(ctx, referrerEntryPath(rt.Name, m.Subject.Digest, d), desc); err != nil {
 			return err
 		}
 		w.Header().Set("OCI-Subject", m.Subject.Digest.String())
 	}
 	for _, t := range tags {
-		if err := s.tag(ctx, rt.name, t, d); err != nil {
+		if err := s.tag(ctx, rt.Name, t, d); err != nil {
 			return err
 		}
 		w.Header().Add("OCI-Tag", t)
 	}
 	h := w.Header()
-	h.Set("Location", "/v2/"+rt.name+"/manifests/"+d.String())
+	h.Set("Location", "/v2/"+rt.Name+"/manifests/"+d.String())
 	h.Set("Docker-Content-Digest", d.String())
 	h.Set("Content-Length", "0")
 	w.WriteHeader(http.StatusCreated)
@@ -317,7 +318,7 @@ func (s *Server) checkReferences(ctx context.Context, name string, m *manifest, 
 		return present, nil
 	}
 	sort.Strings(missing)
-	return nil, &apiError{Status: http.StatusBadRequest, Code: codeManifestBlobUnknown,
+	return nil, &ociapi.Error{Status: http.StatusBadRequest, Code: ociapi.CodeManifestBlobUnknown,
 		Message: fmt.Sprintf("manifest references blob(s) or manifest(s) not pushed to %s first, e.g. %s (checking stopped at the first missing)", name, missing[0]),
 		Detail:  map[string]any{"digests": missing}}
 }
@@ -344,37 +345,37 @@ func guardError(err error, code string, d digest.Digest) error {
 		return err
 	}
 	status := http.StatusNotFound
-	if code == codeManifestBlobUnknown {
+	if code == ociapi.CodeManifestBlobUnknown {
 		status = http.StatusBadRequest
 	}
-	return &apiError{Status: status, Code: code,
-		Message: fmt.Sprintf("garbage collection is removing content this push needs (%s); push it again", d), cause: err}
+	return &ociapi.Error{Status: status, Code: code,
+		Message: fmt.Sprintf("garbage collection is removing content this push needs (%s); push it again", d), Cause: err}
 }
 
-func (s *Server) deleteManifest(w http.ResponseWriter, r *http.Request, rt route) error {
+func (s *Server) deleteManifest(w http.ResponseWriter, r *http.Request, rt ociapi.Route) error {
 	ctx := r.Context()
 	if !s.cfg.DeleteEnabled {
-		return newError(http.StatusMethodNotAllowed, codeUnsupported, "deletes are disabled on this origin")
+		return ociapi.Errorf(http.StatusMethodNotAllowed, ociapi.CodeUnsupported, "deletes are disabled on this origin")
 	}
-	if !isDigestRef(rt.ref) {
-		if !tagRegexp.MatchString(rt.ref) {
-			return errManifestUnknown(rt.ref)
+	if !ociapi.IsDigestRef(rt.Ref) {
+		if !ociapi.ValidTag(rt.Ref) {
+			return ociapi.ManifestUnknown(rt.Ref)
 		}
-		if _, err := s.driver.Stat(ctx, tagCurrentPath(rt.name, rt.ref)); err != nil {
+		if _, err := s.driver.Stat(ctx, tagCurrentPath(rt.Name, rt.Ref)); err != nil {
 			if isNotFound(err) {
-				return errManifestUnknown(rt.ref)
+				return ociapi.ManifestUnknown(rt.Ref)
 			}
 			return err
 		}
-		if err := s.driver.Delete(ctx, tagPath(rt.name, rt.ref)); err != nil && !isNotFound(err) {
+		if err := s.driver.Delete(ctx, tagPath(rt.Name, rt.Ref)); err != nil && !isNotFound(err) {
 			return err
 		}
 	} else {
-		d, err := parseDigest(rt.ref)
+		d, err := ociapi.ParseDigest(rt.Ref)
 		if err != nil {
 			return err
 		}
-		if err := s.DeleteManifest(ctx, rt.name, d); err != nil {
+		if err := s.DeleteManifest(ctx, rt.Name, d); err != nil {
 			return err
 		}
 	}
@@ -392,7 +393,7 @@ func (s *Server) DeleteManifest(ctx context.Context, name string, d digest.Diges
 		return err
 	}
 	if !ok {
-		return errManifestUnknown(d.String())
+		return ociapi.ManifestUnknown(d.String())
 	}
 	tags, err := s.listTags(ctx, name)
 	if err != nil && !isNotFound(err) {
@@ -447,17 +448,17 @@ func (s *Server) listTags(ctx context.Context, name string) ([]string, error) {
 	return tags, nil
 }
 
-func (s *Server) handleReferrers(w http.ResponseWriter, r *http.Request, rt route) error {
+func (s *Server) handleReferrers(w http.ResponseWriter, r *http.Request, rt ociapi.Route) error {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		return errMethod(r)
 	}
 	ctx := r.Context()
-	subject, err := parseDigest(rt.ref)
+	subject, err := ociapi.ParseDigest(rt.Ref)
 	if err != nil {
 		return err
 	}
 	descs := []ocispec.Descriptor{}
-	algs, err := s.driver.List(ctx, referrersPath(rt.name, subject))
+	algs, err := s.driver.List(ctx, referrersPath(rt.Name, subject))
 	if err != nil && !isNotFound(err) {
 		return err
 	}
@@ -512,6 +513,6 @@ func (s *Server) handleReferrers(w http.ResponseWriter, r *http.Request, rt rout
 }
 
 func isAPIError(err error) bool {
-	var ae *apiError
+	var ae *ociapi.Error
 	return errors.As(err, &ae)
 }

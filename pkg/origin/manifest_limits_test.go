@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/shoal-dev/shoal/internal/eventually"
+	"github.com/shoal-dev/shoal/internal/ociapi"
 	"github.com/shoal-dev/shoal/pkg/storage"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
 )
@@ -134,8 +135,8 @@ func TestManifestOverTheReferenceCapIsRefusedBeforeStorage(t *testing.T) {
 	before := d.calls.Load()
 	resp := e.do("PUT", "/v2/team/app/manifests/v1", body, "Content-Type", mediaTypeOCIManifest)
 	b := e.expect(resp, http.StatusBadRequest)
-	if code := errorCode(t, b); code != codeManifestInvalid {
-		t.Errorf("code %s, want %s", code, codeManifestInvalid)
+	if code := errorCode(t, b); code != ociapi.CodeManifestInvalid {
+		t.Errorf("code %s, want %s", code, ociapi.CodeManifestInvalid)
 	}
 	if !strings.Contains(string(b), "at most 100 (maxManifestReferences)") {
 		t.Errorf("the refusal does not name the limit: %s", b)
@@ -161,8 +162,8 @@ func TestUnknownReferencesStopTheChecksEarly(t *testing.T) {
 	body := manifestOf(t, digest.FromString("config"), unknownDigests(1000)...)
 	before := d.calls.Load()
 	b := e.expect(e.do("PUT", "/v2/team/app/manifests/v1", body, "Content-Type", mediaTypeOCIManifest), http.StatusBadRequest)
-	if code := errorCode(t, b); code != codeManifestBlobUnknown {
-		t.Errorf("code %s, want %s", code, codeManifestBlobUnknown)
+	if code := errorCode(t, b); code != ociapi.CodeManifestBlobUnknown {
+		t.Errorf("code %s, want %s", code, ociapi.CodeManifestBlobUnknown)
 	}
 	// Each check of a missing blob is two Stats (layer link, manifest
 	// link); at most conc+1 checks start before the first miss stops them.
@@ -250,8 +251,8 @@ func TestManifestValidationsInFlightAreCapped(t *testing.T) {
 	eventually.True(t, "the two held pushes never both reached their checks", func() bool { return d.statsInFlight() == 2 })
 	resp := e.do("PUT", "/v2/team/app/manifests/third", manifestOf(t, config, layer), "Content-Type", mediaTypeOCIManifest)
 	b := e.expect(resp, http.StatusTooManyRequests)
-	if code := errorCode(t, b); code != codeTooManyRequests {
-		t.Errorf("code %s, want %s", code, codeTooManyRequests)
+	if code := errorCode(t, b); code != ociapi.CodeTooManyRequests {
+		t.Errorf("code %s, want %s", code, ociapi.CodeTooManyRequests)
 	}
 	if resp.Header.Get("Retry-After") == "" {
 		t.Error("429 without Retry-After")

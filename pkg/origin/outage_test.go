@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/shoal-dev/shoal/internal/ociapi"
 	"github.com/shoal-dev/shoal/pkg/storage"
 	"github.com/shoal-dev/shoal/pkg/storage/filesystem"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
@@ -153,8 +154,8 @@ func expectUnavailable(e exchange, resp *http.Response, what, driver string) {
 	if resp.Request.Method == http.MethodHead {
 		return
 	}
-	if code := errorCode(e.t, body); code != codeUnavailable {
-		e.t.Errorf("%s: code %s, want %s", what, code, codeUnavailable)
+	if code := errorCode(e.t, body); code != ociapi.CodeUnavailable {
+		e.t.Errorf("%s: code %s, want %s", what, code, ociapi.CodeUnavailable)
 	}
 	if !strings.Contains(string(body), "storage backend "+driver) {
 		e.t.Errorf("%s: the 503 does not name storage %s: %s", what, driver, body)

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -21,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-dev/shoal/internal/glob"
+	"github.com/shoal-dev/shoal/internal/ociapi"
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/storage"
 )
@@ -264,7 +264,7 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 // the token endpoint, keys).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
-	if p == "/v2" || strings.HasPrefix(p, "/v2/") || canonicalPath(r.URL.EscapedPath()) != nil {
+	if p == "/v2" || strings.HasPrefix(p, "/v2/") || !canonical(r.URL.EscapedPath()) {
 		s.serveAPI(w, r)
 		return
 	}
@@ -317,10 +317,10 @@ func (s *Server) probeStorage(ctx context.Context) error {
 
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-	canonErr := canonicalPath(r.URL.EscapedPath())
-	rt, ok := parseRoute(r.URL.Path)
-	kind := rt.kind
+	rec := ociapi.NewRecorder(w)
+	_, canonErr := ociapi.CanonicalPath(r.URL.EscapedPath())
+	rt, ok := ociapi.ParseRoute(r.URL.Path)
+	kind := rt.Kind
 	switch {
 	case canonErr != nil:
 		kind = "invalid"
@@ -328,7 +328,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		kind = "unknown"
 	}
 	defer func() {
-		s.metrics.observe(kind, r.Method, rec.status, time.Since(start))
+		s.metrics.observe(kind, r.Method, rec.Status(), time.Since(start))
 	}()
 	rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	if canonErr != nil {
@@ -336,10 +336,10 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !ok {
-		s.writeError(rec, r, newError(http.StatusNotFound, codeNameUnknown, "no registry API route for %s", quoteShort(r.URL.Path)))
+		s.writeError(rec, r, ociapi.Errorf(http.StatusNotFound, ociapi.CodeNameUnknown, "no registry API route for %s", ociapi.Quote(r.URL.Path)))
 		return
 	}
-	if err := rt.validate(); err != nil {
+	if err := rt.Validate(); err != nil {
 		s.writeError(rec, r, err)
 		return
 	}
@@ -349,30 +349,30 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r = ar
-	switch rt.kind {
-	case routeBase:
+	switch rt.Kind {
+	case ociapi.Base:
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			err = errMethod(r)
 			break
 		}
 		err = writeJSON(rec, r, http.StatusOK, struct{}{})
-	case routeCatalog:
+	case ociapi.Catalog:
 		err = s.handleCatalog(rec, r)
-	case routeTags:
+	case ociapi.Tags:
 		err = s.handleTags(rec, r, rt)
-	case routeManifest:
+	case ociapi.Manifest:
 		err = s.handleManifest(rec, r, rt)
-	case routeBlob:
+	case ociapi.Blob:
 		err = s.handleBlob(rec, r, rt)
-	case routeUploads:
+	case ociapi.Uploads:
 		err = s.handleUploads(rec, r, rt)
-	case routeUpload:
+	case ociapi.Upload:
 		err = s.handleUpload(rec, r, rt)
-	case routeReferrers:
+	case ociapi.Referrers:
 		err = s.handleReferrers(rec, r, rt)
 	}
 	if err != nil {
-		if rec.wrote {
+		if rec.Wrote() {
 			s.log.Warn("request failed after the response started", "method", r.Method, "path", r.URL.Path, "err", err)
 			return
 		}
@@ -381,23 +381,23 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 }
 
 // internalError turns an unexpected error into what the client is told.
-func (s *Server) internalError(err error) *apiError {
+func (s *Server) internalError(err error) *ociapi.Error {
 	switch {
 	case errors.Is(err, storage.ErrUnavailable):
-		return &apiError{Status: http.StatusServiceUnavailable, Code: codeUnavailable,
-			Message: fmt.Sprintf("storage backend %s is unavailable; nothing was changed, retry later", s.driver.Name()), cause: err}
+		return &ociapi.Error{Status: http.StatusServiceUnavailable, Code: ociapi.CodeUnavailable,
+			Message: fmt.Sprintf("storage backend %s is unavailable; nothing was changed, retry later", s.driver.Name()), Cause: err}
 	case errors.Is(err, context.Canceled):
-		return &apiError{Status: 499, Code: codeUnknown, Message: "request canceled", cause: err}
+		return &ociapi.Error{Status: 499, Code: ociapi.CodeUnknown, Message: "request canceled", Cause: err}
 	case errors.Is(err, context.DeadlineExceeded):
-		return &apiError{Status: http.StatusServiceUnavailable, Code: codeUnavailable,
-			Message: fmt.Sprintf("storage backend %s timed out; retry later", s.driver.Name()), cause: err}
+		return &ociapi.Error{Status: http.StatusServiceUnavailable, Code: ociapi.CodeUnavailable,
+			Message: fmt.Sprintf("storage backend %s timed out; retry later", s.driver.Name()), Cause: err}
 	}
 	var inv storage.InvalidPathError
 	if errors.As(err, &inv) {
-		return &apiError{Status: http.StatusBadRequest, Code: codeNameInvalid, Message: "invalid path in request", cause: err}
+		return &ociapi.Error{Status: http.StatusBadRequest, Code: ociapi.CodeNameInvalid, Message: "invalid path in request", Cause: err}
 	}
-	return &apiError{Status: http.StatusInternalServerError, Code: codeUnknown,
-		Message: "internal error; the origin's log has the details", cause: err}
+	return &ociapi.Error{Status: http.StatusInternalServerError, Code: ociapi.CodeUnknown,
+		Message: "internal error; the origin's log has the details", Cause: err}
 }
 
 func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) error {
@@ -415,35 +415,9 @@ func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) error 
 	return nil
 }
 
-// statusRecorder remembers the status written, for metrics and to know
-// whether an error can still be answered.
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-	wrote  bool
+// canonical reports whether an escaped request path passes
+// ociapi.CanonicalPath.
+func canonical(escaped string) bool {
+	_, err := ociapi.CanonicalPath(escaped)
+	return err == nil
 }
-
-func (r *statusRecorder) WriteHeader(code int) {
-	if !r.wrote {
-		r.status, r.wrote = code, true
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *statusRecorder) Write(b []byte) (int, error) {
-	r.wrote = true
-	return r.ResponseWriter.Write(b)
-}
-
-// ReadFrom keeps the connection's ReadFrom reachable, so that a blob read
-// from a file goes out with sendfile instead of through a user-space buffer.
-func (r *statusRecorder) ReadFrom(src io.Reader) (int64, error) {
-	r.wrote = true
-	if rf, ok := r.ResponseWriter.(io.ReaderFrom); ok {
-		return rf.ReadFrom(src)
-	}
-	return io.Copy(struct{ io.Writer }{r.ResponseWriter}, src)
-}
-
-// Unwrap lets http.ResponseController reach the connection.
-func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/internal/ociapi"
 	"github.com/shoal-dev/shoal/pkg/storage"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
 )
@@ -74,7 +75,7 @@ func (e exchange) expect(resp *http.Response, status int) []byte {
 
 func errorCode(t testing.TB, body []byte) string {
 	t.Helper()
-	var eb errorBody
+	var eb ociapi.ErrorBody
 	if err := json.Unmarshal(body, &eb); err != nil || len(eb.Errors) == 0 {
 		t.Fatalf("error body %q is not an OCI error: %v", body, err)
 	}
@@ -120,8 +121,8 @@ func TestChunkedUploadAcrossRequests(t *testing.T) {
 	// A wrong digest is refused and the blob does not appear.
 	wrong := digest.FromString("other")
 	resp = e.do("PUT", loc+"?digest="+wrong.String(), nil)
-	if code := errorCode(t, e.expect(resp, http.StatusBadRequest)); code != codeDigestInvalid {
-		t.Fatalf("wrong digest answered %s, want %s", code, codeDigestInvalid)
+	if code := errorCode(t, e.expect(resp, http.StatusBadRequest)); code != ociapi.CodeDigestInvalid {
+		t.Fatalf("wrong digest answered %s, want %s", code, ociapi.CodeDigestInvalid)
 	}
 	e.expect(e.do("HEAD", "/v2/team/app/blobs/"+wrong.String(), nil), http.StatusNotFound)
 
@@ -259,13 +260,13 @@ func TestManifestRejections(t *testing.T) {
 		status        int
 		code          string
 	}{
-		{"missing layer", "v1", mediaTypeOCIManifest, imageManifest(cfg, missing, 12), 400, codeManifestBlobUnknown},
-		{"not json", "v1", mediaTypeOCIManifest, []byte("{"), 400, codeManifestInvalid},
-		{"schema 1", "v1", mediaTypeDockerSchema1JWS, []byte(`{"schemaVersion":1}`), 400, codeManifestInvalid},
-		{"content type mismatch", "v1", mediaTypeOCIIndex, imageManifest(cfg, cfg, 2), 400, codeManifestInvalid},
-		{"digest mismatch", missing.String(), mediaTypeOCIManifest, imageManifest(cfg, cfg, 2), 400, codeDigestInvalid},
-		{"bad tag", "-bad", mediaTypeOCIManifest, imageManifest(cfg, cfg, 2), 400, codeManifestInvalid},
-		{"bad layer digest", "v1", mediaTypeOCIManifest, []byte(`{"schemaVersion":2,"config":{"mediaType":"a","digest":"sha256:zz","size":1}}`), 400, codeManifestInvalid},
+		{"missing layer", "v1", mediaTypeOCIManifest, imageManifest(cfg, missing, 12), 400, ociapi.CodeManifestBlobUnknown},
+		{"not json", "v1", mediaTypeOCIManifest, []byte("{"), 400, ociapi.CodeManifestInvalid},
+		{"schema 1", "v1", mediaTypeDockerSchema1JWS, []byte(`{"schemaVersion":1}`), 400, ociapi.CodeManifestInvalid},
+		{"content type mismatch", "v1", mediaTypeOCIIndex, imageManifest(cfg, cfg, 2), 400, ociapi.CodeManifestInvalid},
+		{"digest mismatch", missing.String(), mediaTypeOCIManifest, imageManifest(cfg, cfg, 2), 400, ociapi.CodeDigestInvalid},
+		{"bad tag", "-bad", mediaTypeOCIManifest, imageManifest(cfg, cfg, 2), 400, ociapi.CodeManifestInvalid},
+		{"bad layer digest", "v1", mediaTypeOCIManifest, []byte(`{"schemaVersion":2,"config":{"mediaType":"a","digest":"sha256:zz","size":1}}`), 400, ociapi.CodeManifestInvalid},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -276,7 +277,7 @@ func TestManifestRejections(t *testing.T) {
 		})
 	}
 	resp := e.do("GET", "/v2/Bad_Name/manifests/v1", nil)
-	if code := errorCode(t, e.expect(resp, http.StatusBadRequest)); code != codeNameInvalid {
+	if code := errorCode(t, e.expect(resp, http.StatusBadRequest)); code != ociapi.CodeNameInvalid {
 		t.Fatalf("bad name answered %s", code)
 	}
 }
@@ -346,8 +347,8 @@ func TestStorageOutageDuringChunkIs503AndVisibleNowhere(t *testing.T) {
 	content := []byte("never stored")
 	dg := digest.FromBytes(content)
 	resp := e.do("POST", "/v2/r/blobs/uploads/?digest="+dg.String(), content)
-	if code := errorCode(t, e.expect(resp, http.StatusServiceUnavailable)); code != codeUnavailable {
-		t.Fatalf("outage answered %s, want %s", code, codeUnavailable)
+	if code := errorCode(t, e.expect(resp, http.StatusServiceUnavailable)); code != ociapi.CodeUnavailable {
+		t.Fatalf("outage answered %s, want %s", code, ociapi.CodeUnavailable)
 	}
 	e.expect(e.do("HEAD", "/v2/r/blobs/"+dg.String(), nil), http.StatusNotFound)
 }

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/ociapi"
 )
 
 // uploadCapRecheck is how often, at most, the sessions of a client at its
@@ -153,7 +155,7 @@ func (s *Server) refuseUpload(w http.ResponseWriter, client string, limit int) e
 	s.metrics.limitRefusals.WithLabelValues(limitUploadSessions).Inc()
 	s.log.Info("upload session refused: client at its cap", "client", client, "maxUploadSessionsPerClient", limit)
 	w.Header().Set("Retry-After", strconv.Itoa(int(uploadCapRecheck/time.Second)))
-	return &apiError{Status: http.StatusTooManyRequests, Code: codeTooManyRequests,
+	return &ociapi.Error{Status: http.StatusTooManyRequests, Code: ociapi.CodeTooManyRequests,
 		Message: fmt.Sprintf("you have %d upload sessions open on this registry node (maxUploadSessionsPerClient); finish or cancel (DELETE) some before starting more", limit),
 		Detail:  map[string]any{"limit": limit}}
 }

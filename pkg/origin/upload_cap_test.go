@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/shoal-dev/shoal/internal/ociapi"
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
 )
@@ -31,8 +32,8 @@ func TestUploadSessionsPerClientAreCapped(t *testing.T) {
 		t.Helper()
 		resp := e.do("POST", "/v2/team/app/blobs/uploads/", nil)
 		b := e.expect(resp, http.StatusTooManyRequests)
-		if code := errorCode(t, b); code != codeTooManyRequests {
-			t.Errorf("%s: code %s, want %s", when, code, codeTooManyRequests)
+		if code := errorCode(t, b); code != ociapi.CodeTooManyRequests {
+			t.Errorf("%s: code %s, want %s", when, code, ociapi.CodeTooManyRequests)
 		}
 		if resp.Header.Get("Retry-After") != "10" {
 			t.Errorf("%s: Retry-After %q, want 10", when, resp.Header.Get("Retry-After"))

@@ -6,6 +6,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/internal/ociapi"
 )
 
 func uploadLocation(name, id string) string { return "/v2/" + name + "/blobs/uploads/" + id }
@@ -36,69 +38,69 @@ func writeBlobCreated(w http.ResponseWriter, name string, d digest.Digest) {
 
 // handleUploads answers POST /v2/<name>/blobs/uploads/: a mount, a
 // monolithic upload, or the start of a session.
-func (s *Server) handleUploads(w http.ResponseWriter, r *http.Request, rt route) error {
+func (s *Server) handleUploads(w http.ResponseWriter, r *http.Request, rt ociapi.Route) error {
 	if r.Method != http.MethodPost {
 		return errMethod(r)
 	}
 	ctx := r.Context()
 	q := r.URL.Query()
 	if m := q.Get("mount"); m != "" {
-		d, err := parseDigest(m)
+		d, err := ociapi.ParseDigest(m)
 		if err != nil {
 			return err
 		}
-		mounted, err := s.mountBlob(r, rt.name, q.Get("from"), d)
+		mounted, err := s.mountBlob(r, rt.Name, q.Get("from"), d)
 		if err != nil {
 			return err
 		}
 		if mounted {
-			s.catalog.add(s, rt.name)
-			writeBlobCreated(w, rt.name, d)
+			s.catalog.add(s, rt.Name)
+			writeBlobCreated(w, rt.Name, d)
 			return nil
 		}
 		// Not mountable: the spec says to start an ordinary upload.
 	}
 	if ds := q.Get("digest"); ds != "" {
-		d, err := parseDigest(ds)
+		d, err := ociapi.ParseDigest(ds)
 		if err != nil {
 			return err
 		}
 		if r.ContentLength >= 0 {
-			if err := s.checkBlobSize(rt.name, r.ContentLength); err != nil {
+			if err := s.checkBlobSize(rt.Name, r.ContentLength); err != nil {
 				return err
 			}
 		}
 		id := uuid.NewString()
 		st := &uploadState{}
-		body, done := s.watchBody(w, r, routeUploads)
-		c, err := s.writeChunk(ctx, rt.name, id, st, body, r.ContentLength)
+		body, done := s.watchBody(w, r, ociapi.Uploads)
+		c, err := s.writeChunk(ctx, rt.Name, id, st, body, r.ContentLength)
 		done()
 		if err == nil && c != nil {
 			err = s.commitChunk(ctx, id, st, c)
 		}
 		if err == nil {
-			err = s.finishUpload(ctx, rt.name, id, st, d)
+			err = s.finishUpload(ctx, rt.Name, id, st, d)
 		}
 		if err != nil {
-			if derr := s.driver.Delete(ctx, uploadPath(rt.name, id)); derr != nil && !isNotFound(derr) {
+			if derr := s.driver.Delete(ctx, uploadPath(rt.Name, id)); derr != nil && !isNotFound(derr) {
 				s.log.Warn("removing failed monolithic upload", "upload", id, "err", derr)
 			}
 			return err
 		}
-		s.catalog.add(s, rt.name)
-		writeBlobCreated(w, rt.name, d)
+		s.catalog.add(s, rt.Name)
+		writeBlobCreated(w, rt.Name, d)
 		return nil
 	}
 	admitted, err := s.admitUpload(ctx, w, r)
 	if err != nil {
 		return err
 	}
-	id, err := s.startUpload(ctx, rt.name)
-	admitted(rt.name, id)
+	id, err := s.startUpload(ctx, rt.Name)
+	admitted(rt.Name, id)
 	if err != nil {
 		return err
 	}
-	writeUploadStatus(w, rt.name, id, 0, http.StatusAccepted)
+	writeUploadStatus(w, rt.Name, id, 0, http.StatusAccepted)
 	return nil
 }
 
@@ -113,7 +115,7 @@ func (s *Server) handleUploads(w http.ResponseWriter, r *http.Request, rt route)
 func (s *Server) mountBlob(r *http.Request, name, from string, d digest.Digest) (bool, error) {
 	ctx := r.Context()
 	if from != "" {
-		if validateName(from) != nil || !s.mayPull(r, from) {
+		if ociapi.ValidateName(from) != nil || !s.mayPull(r, from) {
 			return false, nil
 		}
 		if _, err := s.repoBlobSize(ctx, from, d); err != nil {
@@ -143,17 +145,17 @@ func (s *Server) mountBlob(r *http.Request, name, from string, d digest.Digest) 
 }
 
 // handleUpload answers GET, PATCH, PUT and DELETE on one upload session.
-func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request, rt route) error {
+func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request, rt ociapi.Route) error {
 	ctx := r.Context()
-	id := rt.ref
+	id := rt.Ref
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
 		// state.json is replaced atomically: no lock needed to read it.
-		st, err := s.loadUploadState(ctx, rt.name, id)
+		st, err := s.loadUploadState(ctx, rt.Name, id)
 		if err != nil {
 			return err
 		}
-		writeUploadStatus(w, rt.name, id, st.Size, http.StatusNoContent)
+		writeUploadStatus(w, rt.Name, id, st.Size, http.StatusNoContent)
 		return nil
 	case http.MethodDelete:
 		return s.cancelUpload(w, r, rt)
@@ -166,88 +168,88 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request, rt route) 
 	if r.Method == http.MethodPut {
 		ds := r.URL.Query().Get("digest")
 		if ds == "" {
-			return newError(http.StatusBadRequest, codeDigestInvalid, "PUT to finish an upload needs ?digest=<algorithm>:<hex>")
+			return ociapi.Errorf(http.StatusBadRequest, ociapi.CodeDigestInvalid, "PUT to finish an upload needs ?digest=<algorithm>:<hex>")
 		}
 		var err error
-		if d, err = parseDigest(ds); err != nil {
+		if d, err = ociapi.ParseDigest(ds); err != nil {
 			return err
 		}
 	}
 	sess, release, ok := s.uploads.acquire(id, true)
 	if !ok {
-		st, err := s.loadUploadState(ctx, rt.name, id)
+		st, err := s.loadUploadState(ctx, rt.Name, id)
 		if err != nil {
 			return err
 		}
 		s.metrics.uploadConflicts.Inc()
-		writeRangeError(w, r, s, rt.name, id, st.Size,
+		writeRangeError(w, r, s, rt.Name, id, st.Size,
 			fmt.Sprintf("another request is writing to upload %s on this node; when it ends, resume from the size GET on the upload's Location reports (%d bytes now)", id, st.Size))
 		return nil
 	}
 	defer release()
-	st, err := s.loadUploadState(ctx, rt.name, id)
+	st, err := s.loadUploadState(ctx, rt.Name, id)
 	if err != nil {
 		return err
 	}
 	want := r.ContentLength
 	if cr := r.Header.Get("Content-Range"); cr != "" {
-		start, end, err := parseContentRange(cr)
+		start, end, err := ociapi.ParseContentRange(cr)
 		if err != nil || start != st.Size || (want >= 0 && want != end-start+1) {
-			msg := fmt.Sprintf("chunk range %s does not continue the upload, which has %d bytes: send bytes from %d", quoteShort(cr), st.Size, st.Size)
+			msg := fmt.Sprintf("chunk range %s does not continue the upload, which has %d bytes: send bytes from %d", ociapi.Quote(cr), st.Size, st.Size)
 			if err != nil {
 				msg = err.Error()
 			}
-			writeRangeError(w, r, s, rt.name, id, st.Size, msg)
+			writeRangeError(w, r, s, rt.Name, id, st.Size, msg)
 			return nil
 		}
 		want = end - start + 1
 	}
 	if want > 0 {
-		if err := s.checkBlobSize(rt.name, st.Size+want); err != nil {
+		if err := s.checkBlobSize(rt.Name, st.Size+want); err != nil {
 			return err
 		}
 	}
 	if want != 0 {
-		body, done := s.watchBody(w, r, routeUpload)
-		err := s.appendChunk(ctx, sess, rt.name, id, st, body, want)
+		body, done := s.watchBody(w, r, ociapi.Upload)
+		err := s.appendChunk(ctx, sess, rt.Name, id, st, body, want)
 		done()
 		if err != nil {
 			return err
 		}
 	}
 	if r.Method == http.MethodPatch {
-		writeUploadStatus(w, rt.name, id, st.Size, http.StatusAccepted)
+		writeUploadStatus(w, rt.Name, id, st.Size, http.StatusAccepted)
 		return nil
 	}
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
 	if sess.canceled {
-		return errUploadUnknown(id)
+		return ociapi.UploadUnknown(id)
 	}
-	if err := s.finishUpload(ctx, rt.name, id, st, d); err != nil {
+	if err := s.finishUpload(ctx, rt.Name, id, st, d); err != nil {
 		return err
 	}
 	s.forgetUpload(id)
-	writeBlobCreated(w, rt.name, d)
+	writeBlobCreated(w, rt.Name, d)
 	return nil
 }
 
 // cancelUpload answers DELETE on an upload session. It does not wait for a
 // chunk being written: that chunk is dropped when it comes to commit.
-func (s *Server) cancelUpload(w http.ResponseWriter, r *http.Request, rt route) error {
+func (s *Server) cancelUpload(w http.ResponseWriter, r *http.Request, rt ociapi.Route) error {
 	ctx := r.Context()
-	sess, release, _ := s.uploads.acquire(rt.ref, false)
+	sess, release, _ := s.uploads.acquire(rt.Ref, false)
 	defer release()
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
-	if _, err := s.loadUploadState(ctx, rt.name, rt.ref); err != nil {
+	if _, err := s.loadUploadState(ctx, rt.Name, rt.Ref); err != nil {
 		return err
 	}
-	if err := s.driver.Delete(ctx, uploadPath(rt.name, rt.ref)); err != nil && !isNotFound(err) {
+	if err := s.driver.Delete(ctx, uploadPath(rt.Name, rt.Ref)); err != nil && !isNotFound(err) {
 		return err
 	}
 	sess.canceled = true
-	s.forgetUpload(rt.ref)
+	s.forgetUpload(rt.Ref)
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -264,5 +266,5 @@ func writeRangeError(w http.ResponseWriter, r *http.Request, s *Server, name, id
 		end = 0
 	}
 	h.Set("Range", fmt.Sprintf("0-%d", end))
-	s.writeError(w, r, &apiError{Status: http.StatusRequestedRangeNotSatisfiable, Code: codeBlobUploadInvalid, Message: msg})
+	s.writeError(w, r, &ociapi.Error{Status: http.StatusRequestedRangeNotSatisfiable, Code: ociapi.CodeBlobUploadInvalid, Message: msg})
 }

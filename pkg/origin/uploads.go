@@ -20,6 +20,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/internal/glob"
+	"github.com/shoal-dev/shoal/internal/ociapi"
 	"github.com/shoal-dev/shoal/pkg/storage"
 )
 
@@ -156,14 +157,14 @@ func (s *Server) startUpload(ctx context.Context, name string) (string, error) {
 
 func (s *Server) loadUploadState(ctx context.Context, name, id string) (*uploadState, error) {
 	if !uploadIDRegexp.MatchString(id) {
-		return nil, errUploadUnknown(id)
+		return nil, ociapi.UploadUnknown(id)
 	}
 	b, err := s.driver.GetContent(ctx, uploadStatePath(name, id))
 	if err != nil {
 		if isNotFound(err) {
 			// Finished or canceled through another node, or purged.
 			s.forgetUpload(id)
-			return nil, errUploadUnknown(id)
+			return nil, ociapi.UploadUnknown(id)
 		}
 		return nil, err
 	}
@@ -203,7 +204,7 @@ func (s *Server) appendChunk(ctx context.Context, sess *uploadSession, name, id 
 	defer sess.mu.Unlock()
 	if sess.canceled {
 		c.abort(context.WithoutCancel(ctx))
-		return errUploadUnknown(id)
+		return ociapi.UploadUnknown(id)
 	}
 	if err := s.commitChunk(ctx, id, st, c); err != nil {
 		return err
@@ -271,7 +272,7 @@ func (s *Server) writeChunk(ctx context.Context, name, id string, st *uploadStat
 	src := &readErrRecorder{r: body}
 	c.n, err = copyBuffered(io.MultiWriter(c.fw, h), src)
 	if err == nil && want >= 0 && c.n != want {
-		err = &apiError{Status: http.StatusBadRequest, Code: codeBlobUploadInvalid,
+		err = &ociapi.Error{Status: http.StatusBadRequest, Code: ociapi.CodeBlobUploadInvalid,
 			Message: fmt.Sprintf("chunk body had %d bytes, Content-Length/Content-Range said %d", c.n, want)}
 	}
 	if err == nil && c.n == 0 {
@@ -280,7 +281,7 @@ func (s *Server) writeChunk(ctx context.Context, name, id string, st *uploadStat
 	}
 	if err != nil {
 		c.abort(context.WithoutCancel(ctx))
-		var ae *apiError
+		var ae *ociapi.Error
 		if errors.As(err, &ae) {
 			return nil, err
 		}
@@ -289,12 +290,12 @@ func (s *Server) writeChunk(ctx context.Context, name, id string, st *uploadStat
 			return nil, fmt.Errorf("upload %s: storing chunk after %d bytes (the upload is still at %d bytes): %w", id, c.n, st.Size, err)
 		}
 		if errors.Is(src.err, errBodyStalled) {
-			return nil, &apiError{Status: http.StatusRequestTimeout, Code: codeBlobUploadInvalid,
+			return nil, &ociapi.Error{Status: http.StatusRequestTimeout, Code: ociapi.CodeBlobUploadInvalid,
 				Message: fmt.Sprintf("chunk not stored: the request body sent nothing for %s after %d bytes; the upload is still at %d bytes, resume from there", s.cfg.BodyTimeout, c.n, st.Size),
-				cause:   src.err}
+				Cause:   src.err}
 		}
-		return nil, &apiError{Status: http.StatusBadRequest, Code: codeBlobUploadInvalid,
-			Message: fmt.Sprintf("chunk not stored: reading the request body failed after %d bytes; the upload is still at %d bytes, resume from there", c.n, st.Size), cause: err}
+		return nil, &ociapi.Error{Status: http.StatusBadRequest, Code: ociapi.CodeBlobUploadInvalid,
+			Message: fmt.Sprintf("chunk not stored: reading the request body failed after %d bytes; the upload is still at %d bytes, resume from there", c.n, st.Size), Cause: err}
 	}
 	return c, nil
 }
@@ -317,7 +318,7 @@ func (s *Server) commitChunk(ctx context.Context, id string, st *uploadState, c 
 	}
 	st.Size += c.n
 	st.SHA256 = sum
-	s.metrics.bytesIn.WithLabelValues(routeUpload).Add(float64(c.n))
+	s.metrics.bytesIn.WithLabelValues(ociapi.Upload).Add(float64(c.n))
 	return nil
 }
 
@@ -343,11 +344,11 @@ func (s *Server) checkBlobSize(name string, size int64) error {
 	return nil
 }
 
-func (s *Server) errBlobTooLarge(name string, limit int64, pattern, what string) *apiError {
+func (s *Server) errBlobTooLarge(name string, limit int64, pattern, what string) *ociapi.Error {
 	s.metrics.limitRefusals.WithLabelValues(limitBlobSize).Inc()
-	return &apiError{Status: http.StatusRequestEntityTooLarge, Code: codeSizeInvalid,
+	return &ociapi.Error{Status: http.StatusRequestEntityTooLarge, Code: ociapi.CodeSizeInvalid,
 		Message: fmt.Sprintf("repository %s accepts blobs of at most %d bytes (blobSizeLimits, %s); this upload %s, and its last chunk was not stored",
-			quoteShort(name), limit, quoteShort(pattern), what),
+			ociapi.Quote(name), limit, ociapi.Quote(pattern), what),
 		Detail: map[string]any{"limit": limit}}
 }
 
@@ -448,7 +449,7 @@ func (s *Server) finishUpload(ctx context.Context, name, id string, st *uploadSt
 		got = v.Digest()
 	}
 	if got != want {
-		return &apiError{Status: http.StatusBadRequest, Code: codeDigestInvalid,
+		return &ociapi.Error{Status: http.StatusBadRequest, Code: ociapi.CodeDigestInvalid,
 			Message: fmt.Sprintf("digest mismatch: the %d uploaded bytes have digest %s, not %s; nothing was stored as a blob", st.Size, got, want),
 			Detail:  map[string]string{"expected": want.String(), "computed": got.String()}}
 	}
@@ -459,7 +460,7 @@ func (s *Server) finishUpload(ctx context.Context, name, id string, st *uploadSt
 		return err
 	}
 	if err := s.checkGuard(ctx, name, []digest.Digest{want}, []digest.Digest{want}); err != nil {
-		return guardError(err, codeBlobUnknown, want)
+		return guardError(err, ociapi.CodeBlobUnknown, want)
 	}
 	if err := s.driver.Delete(ctx, uploadPath(name, id)); err != nil && !isNotFound(err) {
 		s.log.Warn("removing finished upload", "upload", id, "err", err)

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/shoal-dev/shoal/internal/eventually"
+	"github.com/shoal-dev/shoal/internal/ociapi"
 	"github.com/shoal-dev/shoal/pkg/storage"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
 )
@@ -166,8 +167,8 @@ func TestStalledBodyIsCutAndTheSessionResumes(t *testing.T) {
 	case resp := <-sc.resp:
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusRequestTimeout || errorCode(t, body) != codeBlobUploadInvalid {
-			t.Fatalf("stalled chunk answered %d %s, want 408 %s", resp.StatusCode, body, codeBlobUploadInvalid)
+		if resp.StatusCode != http.StatusRequestTimeout || errorCode(t, body) != ociapi.CodeBlobUploadInvalid {
+			t.Fatalf("stalled chunk answered %d %s, want 408 %s", resp.StatusCode, body, ociapi.CodeBlobUploadInvalid)
 		}
 	case err := <-sc.err:
 		// The origin may close the connection before the client reads
@@ -175,7 +176,7 @@ func TestStalledBodyIsCutAndTheSessionResumes(t *testing.T) {
 		t.Logf("stalled chunk: %v", err)
 	}
 	eventually.True(t, "the stalled body was never counted in shoal_origin_body_timeouts_total", func() bool {
-		return testutil.ToFloat64(s.metrics.bodyTimeouts.WithLabelValues(routeUpload)) == 1
+		return testutil.ToFloat64(s.metrics.bodyTimeouts.WithLabelValues(ociapi.Upload)) == 1
 	})
 	e.expectCommitted(loc, 1000, "after the cut chunk")
 	resp := e.do("PATCH", loc, content[1000:], "Content-Range", fmt.Sprintf("1000-%d", len(content)-1))
@@ -214,8 +215,8 @@ func TestConcurrentRequestsToOneSession(t *testing.T) {
 	} {
 		resp := e.do(req.method, req.target, req.body, req.hdr...)
 		body := e.expect(resp, http.StatusRequestedRangeNotSatisfiable)
-		if code := errorCode(t, body); code != codeBlobUploadInvalid {
-			t.Errorf("%s during another chunk: code %s, want %s", req.method, code, codeBlobUploadInvalid)
+		if code := errorCode(t, body); code != ociapi.CodeBlobUploadInvalid {
+			t.Errorf("%s during another chunk: code %s, want %s", req.method, code, ociapi.CodeBlobUploadInvalid)
 		}
 		if got := resp.Header.Get("Range"); got != "0-0" {
 			t.Errorf("%s during another chunk: Range %q, want 0-0 (nothing committed yet)", req.method, got)
@@ -243,8 +244,8 @@ func TestConcurrentRequestsToOneSession(t *testing.T) {
 		e.expect(e.do("DELETE", loc, nil), http.StatusNoContent)
 		resp := c.finish(t, []byte("def"))
 		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), codeBlobUploadUnknown) {
-			t.Fatalf("chunk of a deleted session answered %d %s, want 404 %s", resp.StatusCode, body, codeBlobUploadUnknown)
+		if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), ociapi.CodeBlobUploadUnknown) {
+			t.Fatalf("chunk of a deleted session answered %d %s, want 404 %s", resp.StatusCode, body, ociapi.CodeBlobUploadUnknown)
 		}
 		e.expect(e.do("GET", loc, nil), http.StatusNotFound)
 		eventually.True(t, "session entries left after every request ended", func() bool { return s.uploads.entries() == 0 })

@@ -7,11 +7,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
-	"path"
 	"strings"
 	"testing"
 
+	"github.com/shoal-dev/shoal/internal/ociapi"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
 )
 
@@ -87,8 +86,8 @@ func TestNonCanonicalPathsAre400NeverARedirect(t *testing.T) {
 					t.Errorf("%s %s: body %q", method, target, body)
 					continue
 				}
-				if code := errorCode(t, body); code != codeNameInvalid {
-					t.Errorf("%s %s: code %s, want %s", method, target, code, codeNameInvalid)
+				if code := errorCode(t, body); code != ociapi.CodeNameInvalid {
+					t.Errorf("%s %s: code %s, want %s", method, target, code, ociapi.CodeNameInvalid)
 				}
 			}
 		}
@@ -111,25 +110,25 @@ func TestInvalidReferencesAre400WithTheirCode(t *testing.T) {
 	cases := []struct {
 		method, path, code string
 	}{
-		{"GET", "/v2/Upper/manifests/latest", codeNameInvalid},
-		{"GET", "/v2/Upper/app/manifests/latest", codeNameInvalid},
-		{"GET", "/v2/host:5000/app/manifests/latest", codeNameInvalid},
-		{"GET", "/v2/a_/tags/list", codeNameInvalid},
-		{"GET", "/v2/" + strings.Repeat("a", 256) + "/manifests/latest", codeNameInvalid},
-		{"POST", "/v2/a-/blobs/uploads/", codeNameInvalid},
-		{"GET", "/v2/a/manifests/-tag", codeManifestInvalid},
-		{"GET", "/v2/a/manifests/" + strings.Repeat("t", 129), codeManifestInvalid},
-		{"HEAD", "/v2/a/manifests/.tag", codeManifestInvalid},
-		{"DELETE", "/v2/a/manifests/.tag", codeManifestInvalid},
-		{"PUT", "/v2/a/manifests/ta%21g", codeManifestInvalid},
-		{"GET", "/v2/a/manifests/sha256:abc", codeDigestInvalid},
-		{"GET", "/v2/a/manifests/sha256:" + strings.Repeat("A", 64), codeDigestInvalid},
-		{"GET", "/v2/a/manifests/" + sha384, codeDigestInvalid},
-		{"DELETE", "/v2/a/manifests/md5:00", codeDigestInvalid},
-		{"GET", "/v2/a/blobs/latest", codeDigestInvalid},
-		{"HEAD", "/v2/a/blobs/sha256:zz", codeDigestInvalid},
-		{"DELETE", "/v2/a/blobs/sha256:", codeDigestInvalid},
-		{"GET", "/v2/a/referrers/notadigest", codeDigestInvalid},
+		{"GET", "/v2/Upper/manifests/latest", ociapi.CodeNameInvalid},
+		{"GET", "/v2/Upper/app/manifests/latest", ociapi.CodeNameInvalid},
+		{"GET", "/v2/host:5000/app/manifests/latest", ociapi.CodeNameInvalid},
+		{"GET", "/v2/a_/tags/list", ociapi.CodeNameInvalid},
+		{"GET", "/v2/" + strings.Repeat("a", 256) + "/manifests/latest", ociapi.CodeNameInvalid},
+		{"POST", "/v2/a-/blobs/uploads/", ociapi.CodeNameInvalid},
+		{"GET", "/v2/a/manifests/-tag", ociapi.CodeManifestInvalid},
+		{"GET", "/v2/a/manifests/" + strings.Repeat("t", 129), ociapi.CodeManifestInvalid},
+		{"HEAD", "/v2/a/manifests/.tag", ociapi.CodeManifestInvalid},
+		{"DELETE", "/v2/a/manifests/.tag", ociapi.CodeManifestInvalid},
+		{"PUT", "/v2/a/manifests/ta%21g", ociapi.CodeManifestInvalid},
+		{"GET", "/v2/a/manifests/sha256:abc", ociapi.CodeDigestInvalid},
+		{"GET", "/v2/a/manifests/sha256:" + strings.Repeat("A", 64), ociapi.CodeDigestInvalid},
+		{"GET", "/v2/a/manifests/" + sha384, ociapi.CodeDigestInvalid},
+		{"DELETE", "/v2/a/manifests/md5:00", ociapi.CodeDigestInvalid},
+		{"GET", "/v2/a/blobs/latest", ociapi.CodeDigestInvalid},
+		{"HEAD", "/v2/a/blobs/sha256:zz", ociapi.CodeDigestInvalid},
+		{"DELETE", "/v2/a/blobs/sha256:", ociapi.CodeDigestInvalid},
+		{"GET", "/v2/a/referrers/notadigest", ociapi.CodeDigestInvalid},
 	}
 	for _, c := range cases {
 		resp := e.do(c.method, c.path, nil)
@@ -141,7 +140,7 @@ func TestInvalidReferencesAre400WithTheirCode(t *testing.T) {
 		if c.method == "HEAD" {
 			continue
 		}
-		var eb errorBody
+		var eb ociapi.ErrorBody
 		if err := json.Unmarshal(body, &eb); err != nil || len(eb.Errors) != 1 || eb.Errors[0].Code != c.code {
 			t.Errorf("%s %s: body %s, want one %s error", c.method, c.path, body, c.code)
 		}
@@ -149,29 +148,4 @@ func TestInvalidReferencesAre400WithTheirCode(t *testing.T) {
 	// Well-formed references to nothing are still 404.
 	e.expect(e.do("GET", "/v2/a/manifests/latest", nil), http.StatusNotFound)
 	e.expect(e.do("GET", "/v2/a/blobs/sha256:"+strings.Repeat("0", 64), nil), http.StatusNotFound)
-}
-
-// FuzzCanonicalPath: a path canonicalPath accepts is its own clean form
-// (but for a trailing slash), so no cleaner between the client and the
-// storage can make it name anything else.
-func FuzzCanonicalPath(f *testing.F) {
-	for _, p := range append(nonCanonical, "/v2/", "/v2/a/b/manifests/latest", "/v2/a/blobs/uploads/", "/v2/a%41/tags/list") {
-		f.Add(p)
-	}
-	f.Fuzz(func(t *testing.T, escaped string) {
-		if !strings.HasPrefix(escaped, "/") || canonicalPath(escaped) != nil {
-			return
-		}
-		p, err := url.PathUnescape(escaped)
-		if err != nil {
-			t.Fatalf("accepted %q, which does not unescape: %v", escaped, err)
-		}
-		clean := path.Clean(p)
-		if strings.HasSuffix(p, "/") && p != "/" {
-			clean += "/"
-		}
-		if clean != p {
-			t.Fatalf("accepted %q, which cleans to %q", escaped, clean)
-		}
-	})
 }
