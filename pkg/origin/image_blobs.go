@@ -8,6 +8,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/shoal-dev/shoal/internal/ociapi"
 )
 
 // ErrImageUnknown is returned (wrapped) by ImageBlobs for a repository or
@@ -20,12 +22,12 @@ var ErrImageUnknown = errors.New("image unknown")
 // an index, each blob once. It serves the admin API's preheat, which warms
 // these blobs on their seeders before a rollout.
 func (s *Server) ImageBlobs(ctx context.Context, name, ref string) (digest.Digest, []ocispec.Descriptor, error) {
-	if err := validateName(name); err != nil {
+	if err := ociapi.ValidateName(name); err != nil {
 		return "", nil, fmt.Errorf("%w: %v", ErrImageUnknown, err)
 	}
 	d, err := s.resolve(ctx, name, ref)
-	var ae *apiError
-	if errors.As(err, &ae) && ae.Code == codeManifestUnknown {
+	var ae *ociapi.Error
+	if errors.As(err, &ae) && ae.Code == ociapi.CodeManifestUnknown {
 		return "", nil, fmt.Errorf("%w: no manifest %s in repository %s", ErrImageUnknown, ref, name)
 	}
 	if err != nil {
