@@ -141,7 +141,15 @@ func TestNonOwnerDoesNotAnnounce(t *testing.T) {
 	})
 	m := getMetainfo(t, s.client(), dg)
 	fetchAll(t, s.client(), m)
-	time.Sleep(50 * time.Millisecond)
+	// track, which starts a blob's announcements, runs within the calls
+	// that serve it: once they have answered, a blob it was not called
+	// for will never be announced. No waiting for what must not happen.
+	s.annMu.Lock()
+	_, tracked := s.announce[dg]
+	s.annMu.Unlock()
+	if tracked {
+		t.Fatal("the non-owner set out to announce the blob")
+	}
 	if got := rec.requests(); len(got) != 0 {
 		t.Fatalf("non-owner announced: %v", got)
 	}
