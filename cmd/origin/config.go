@@ -25,8 +25,11 @@ type Config struct {
 	// otherwise the user's $XDG_DATA_HOME/shoal (~/.local/share/shoal).
 	Storage string `yaml:"storage"`
 	TLS     struct {
+		// Cert is the PEM certificate (chain) of the registry listener,
+		// which then serves HTTPS; it needs Key. Empty: plain HTTP.
 		Cert string `yaml:"cert"`
-		Key  string `yaml:"key"`
+		// Key is Cert's PEM private key.
+		Key string `yaml:"key"`
 		// ClientCA is a PEM file of the CAs whose client certificates
 		// name machines for the access rules' cert:NAME subjects. A
 		// certificate is verified when a client presents one and never
@@ -93,8 +96,9 @@ type Config struct {
 // DefaultConfig is what `origin` runs with when given nothing. Its
 // directories are the system ones for root and per-user ones otherwise
 // (daemon.Dirs), so that a first try needs no root.
-func DefaultConfig() Config {
-	dirs := daemon.DefaultDirs()
+func DefaultConfig() Config { return defaultConfig(daemon.DefaultDirs()) }
+
+func defaultConfig(dirs daemon.Dirs) Config {
 	seed := seeder.DefaultConfig()
 	seed.CacheDir = dirs.Cache(seed.CacheDir, "origin")
 	return Config{

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"fmt"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/shoal-dev/shoal/pkg/daemon"
 )
 
 func TestDeployConfigParses(t *testing.T) {
@@ -39,5 +42,27 @@ func TestFlagsOverrideTheFile(t *testing.T) {
 func TestOriginIsRequired(t *testing.T) {
 	if _, err := parseConfig(nil); err == nil {
 		t.Fatal("no origin: want an error")
+	}
+}
+
+// TestDeployedConfigIsTheDefault keeps deploy/peer-agent.yaml, which
+// shows every key with its default, true to the code: loaded, it equals
+// the defaults (root's cache directory) but for the keys it marks as
+// examples.
+func TestDeployedConfigIsTheDefault(t *testing.T) {
+	def := defaultConfig(daemon.Dirs{System: true})
+	cfg := def
+	if err := loadConfig("../../deploy/peer-agent.yaml", &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	// The keys marked "# example": origin has no default, and trackers
+	// are the site's.
+	cfg.Origin, cfg.Tracker.Trackers = def.Origin, def.Tracker.Trackers
+	// Printed, an empty list in the file and a nil one in the code agree.
+	if fmt.Sprintf("%+v", cfg) != fmt.Sprintf("%+v", def) {
+		t.Errorf("deploy/peer-agent.yaml differs from the defaults:\n file: %+v\n code: %+v", cfg, def)
 	}
 }

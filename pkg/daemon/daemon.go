@@ -17,7 +17,10 @@ import (
 // LogConfig selects the log level (debug, info, warn, error) and format
 // (text, json).
 type LogConfig struct {
-	Level  string `yaml:"level"`
+	// Level is the lowest level logged: debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is text (key=value lines, for people) or json (one object a
+	// line, for log collectors).
 	Format string `yaml:"format"`
 }
 

@@ -74,9 +74,14 @@ type Config struct {
 // (mTLS), and the agent presents its certificate to peers, seeders and
 // trackers and verifies theirs against CA.
 type TLSConfig struct {
+	// Cert is the agent's PEM certificate, served on the peer listener
+	// and, with CA, presented to peers, seeders, trackers and the origin.
 	Cert string `yaml:"cert"`
-	Key  string `yaml:"key"`
-	CA   string `yaml:"ca"`
+	// Key is Cert's PEM private key.
+	Key string `yaml:"key"`
+	// CA is the cluster CA (PEM): set, it turns on mTLS. Empty: peers'
+	// certificates are not asked for.
+	CA string `yaml:"ca"`
 	// ServerName overrides the name checked in peers' certificates, for
 	// clusters whose certificates carry one shared name rather than each
 	// host's address.

@@ -1,0 +1,91 @@
+package configdoc
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Reference is the file the sections go in, relative to the module root.
+const Reference = "docs/config-reference.md"
+
+// Check holds the section of docs/config-reference.md generated for the
+// daemon name equal to the rendering of cfg, its defaults: it fails the
+// test with the first difference and the command that regenerates the
+// section, or rewrites the section when update is set (what `go generate`
+// runs). The section is the text between the lines
+//
+//	<!-- BEGIN generated: NAME -->
+//	<!-- END generated: NAME -->
+//
+// so that the headings and prose around it stay written by hand.
+func Check(t testing.TB, name string, cfg any, opts Options, update bool) {
+	t.Helper()
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := Render(root, cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(root, Reference)
+	file, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	begin := []byte("<!-- BEGIN generated: " + name + " -->\n")
+	end := []byte("<!-- END generated: " + name + " -->")
+	i := bytes.Index(file, begin)
+	j := bytes.Index(file, end)
+	if i < 0 || j < i {
+		t.Fatalf("%s has no section for %s: add the lines %q and %q where it goes, then run go generate ./cmd/%s", Reference, name, begin, end, name)
+	}
+	got := file[i+len(begin) : j]
+	if bytes.Equal(got, table) {
+		return
+	}
+	if update {
+		out := append(append(append([]byte{}, file[:i+len(begin)]...), table...), file[j:]...)
+		if err := os.WriteFile(path, out, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("rewrote the %s section of %s", name, Reference)
+		return
+	}
+	t.Fatalf("%s is not %s's config as the code has it; regenerate it with `go generate ./cmd/%s` and commit the file.\nfirst difference:\n file: %s\n code: %s",
+		Reference, name, name, firstDiff(got, table), firstDiff(table, got))
+}
+
+// firstDiff returns a's first line that b does not have at that place.
+func firstDiff(a, b []byte) string {
+	al, bl := strings.Split(string(a), "\n"), strings.Split(string(b), "\n")
+	for k := range al {
+		if k >= len(bl) || al[k] != bl[k] {
+			return fmt.Sprintf("line %d: %s", k+1, al[k])
+		}
+	}
+	return "(nothing more)"
+}
+
+// moduleRoot walks up from the working directory to go.mod.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("configdoc: no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
