@@ -5,10 +5,12 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -138,28 +140,18 @@ func TestBlobGETRedirectsToTheStore(t *testing.T) {
 // noRedirects is a client that returns a redirect instead of following it.
 var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
-// send is do with a client of the caller's and Basic credentials (none for
-// an empty user).
+// send is doWith without a body, with Basic credentials (none for an
+// empty user).
 func send(t *testing.T, c *http.Client, method, u, user, password string, header map[string]string) *http.Response {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), method, u, nil)
-	if err != nil {
-		t.Fatal(err)
+	h := maps.Clone(header)
+	if h == nil {
+		h = map[string]string{}
 	}
 	if user != "" {
-		req.SetBasicAuth(user, password)
+		h["Authorization"] = "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))
 	}
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, u, err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	resp.Body = io.NopCloser(bytes.NewReader(b))
-	return resp
+	return doWith(t, c, method, u, nil, h)
 }
 
 // forgeSignature returns u with its signature (S3's X-Amz-Signature,

@@ -110,6 +110,12 @@ func TestChunkedUploadAcrossTwoOrigins(t *testing.T) {
 // but closed so that callers only look at status and headers.
 func do(t *testing.T, method, u string, body []byte, header map[string]string) *http.Response {
 	t.Helper()
+	return doWith(t, http.DefaultClient, method, u, body, header)
+}
+
+// doWith is do with client c.
+func doWith(t *testing.T, c *http.Client, method, u string, body []byte, header map[string]string) *http.Response {
+	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), method, u, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +124,7 @@ func do(t *testing.T, method, u string, body []byte, header map[string]string) *
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, u, err)
 	}
