@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/ociapi"
 )
 
 // maxTokenForm bounds a POST to the token endpoint: a few scopes and
@@ -37,7 +39,7 @@ func (a *Authorizer) TokenHandler() http.Handler {
 			a.tokenPOST(w, r)
 		default:
 			w.Header().Set("Allow", "GET, POST")
-			writeRegistryError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "the token endpoint answers GET and POST")
+			writeRegistryError(w, r, http.StatusMethodNotAllowed, "UNSUPPORTED", "the token endpoint answers GET and POST")
 		}
 	})
 }
@@ -56,40 +58,40 @@ type tokenResponse struct {
 func (a *Authorizer) tokenGET(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if err := a.checkService(q.Get("service")); err != nil {
-		writeRegistryError(w, http.StatusBadRequest, "UNSUPPORTED", err.Error())
+		writeRegistryError(w, r, http.StatusBadRequest, "UNSUPPORTED", err.Error())
 		return
 	}
 	scopes, err := parseScopes(q["scope"])
 	if err != nil {
-		writeRegistryError(w, http.StatusBadRequest, "UNSUPPORTED", err.Error())
+		writeRegistryError(w, r, http.StatusBadRequest, "UNSUPPORTED", err.Error())
 		return
 	}
 	s := Subject{Addr: a.clientAddr(r), CertNames: certNames(r)}
 	if h := r.Header.Get("Authorization"); h != "" {
 		user, pass, ok := r.BasicAuth()
 		if !ok {
-			a.refuseGET(w, errors.New("the token endpoint takes Basic credentials or none"))
+			a.refuseGET(w, r, errors.New("the token endpoint takes Basic credentials or none"))
 			return
 		}
 		if err := a.checkPassword(user, pass); err != nil {
-			a.refuseGET(w, err)
+			a.refuseGET(w, r, err)
 			return
 		}
 		if account := q.Get("account"); account != "" && account != user {
-			writeRegistryError(w, http.StatusBadRequest, "UNSUPPORTED", fmt.Sprintf("account %q is not the user %q the credentials are for", account, user))
+			writeRegistryError(w, r, http.StatusBadRequest, "UNSUPPORTED", fmt.Sprintf("account %q is not the user %q the credentials are for", account, user))
 			return
 		}
 		s.User, s.Groups = user, a.groupsOf[user]
 	}
 	resp, err := a.respond(s, scopes)
 	if err != nil {
-		writeRegistryError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
+		writeRegistryError(w, r, http.StatusInternalServerError, "UNKNOWN", err.Error())
 		return
 	}
 	resp.Token, resp.Scope = resp.AccessToken, nil
 	if q.Get("offline_token") == "true" && s.User != "" {
 		if resp.RefreshToken, err = a.refreshToken(s.User); err != nil {
-			writeRegistryError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
+			writeRegistryError(w, r, http.StatusInternalServerError, "UNKNOWN", err.Error())
 			return
 		}
 	}
@@ -98,11 +100,11 @@ func (a *Authorizer) tokenGET(w http.ResponseWriter, r *http.Request) {
 
 // refuseGET answers a GET with bad credentials: 401, in the registry's
 // error format, which is what docker login shows.
-func (a *Authorizer) refuseGET(w http.ResponseWriter, err error) {
+func (a *Authorizer) refuseGET(w http.ResponseWriter, r *http.Request, err error) {
 	a.metrics.badCredentials.WithLabelValues("basic").Inc()
 	a.log.Debug("token endpoint: bad credentials", "err", err)
 	w.Header().Set("WWW-Authenticate", fmt.Sprintf("Basic realm=%s", quote(a.cfg.Token.Service)))
-	writeRegistryError(w, http.StatusUnauthorized, "UNAUTHORIZED", "incorrect username or password")
+	writeRegistryError(w, r, http.StatusUnauthorized, "UNAUTHORIZED", "incorrect username or password")
 }
 
 func (a *Authorizer) tokenPOST(w http.ResponseWriter, r *http.Request) {
@@ -314,14 +316,9 @@ func parseScopes(values []string) ([]Access, error) {
 }
 
 // writeRegistryError writes the distribution error body GET clients parse.
-func writeRegistryError(w http.ResponseWriter, status int, code, msg string) {
-	type detail struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	}
-	writeJSON(w, status, struct {
-		Errors []detail `json:"errors"`
-	}{[]detail{{code, msg}}})
+func writeRegistryError(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
+	noStore(w.Header())
+	ociapi.WriteError(w, r, ociapi.Errorf(status, code, "%s", msg))
 }
 
 // writeOAuthError writes an RFC 6749 error body.
@@ -334,9 +331,14 @@ func writeOAuthError(w http.ResponseWriter, status int, code, msg string) {
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
-	// Tokens and errors about credentials are nobody's to cache (RFC 6749 5.1).
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Pragma", "no-cache")
+	noStore(w.Header())
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// noStore marks an answer of the token endpoint uncacheable: tokens and
+// errors about credentials are nobody's to cache (RFC 6749 5.1).
+func noStore(h http.Header) {
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
 }
