@@ -44,11 +44,12 @@ type Config struct {
 	// listener. 10s, as the agent's: clients send them at once, and one that
 	// trickles them (slowloris) holds a connection no longer. Request
 	// bodies have a progress deadline instead (registry.bodyTimeout), since
-	// an honest layer upload may take any time.
+	// an honest layer upload may take any time. 0 turns it off (for
+	// measuring what it costs; never in production).
 	ReadHeaderTimeout time.Duration `yaml:"readHeaderTimeout"`
 	// IdleTimeout closes a keep-alive connection of the registry listener
 	// that has been idle this long. 5m: clients reuse connections between
-	// the requests of a pull or push, not for longer.
+	// the requests of a pull or push, not for longer. 0 turns it off.
 	IdleTimeout time.Duration `yaml:"idleTimeout"`
 	// Connections caps the connections one client address holds open on
 	// the registry listener; see connlimit.Config. Past the cap a
@@ -144,8 +145,8 @@ func (c *Config) validate() error {
 	if c.ShutdownGrace <= 0 {
 		return errors.New("config: shutdownGrace must be positive")
 	}
-	if c.ReadHeaderTimeout <= 0 || c.IdleTimeout <= 0 {
-		return errors.New("config: readHeaderTimeout and idleTimeout must be positive")
+	if c.ReadHeaderTimeout < 0 || c.IdleTimeout < 0 {
+		return errors.New("config: readHeaderTimeout and idleTimeout must not be negative (0 turns them off)")
 	}
 	if err := c.Connections.Validate(); err != nil {
 		return fmt.Errorf("config: connections: %w", err)

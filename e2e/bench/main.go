@@ -16,6 +16,9 @@
 //	go run ./e2e/bench            # full run, about 3.5 minutes on 2 cores
 //	go run ./e2e/bench -quick     # 32 MiB blob, one 1 s round per rate: a smoke run of ~20 s
 //
+// With -against limits-off the second column is the origin again with its deadlines and caps
+// turned off, and every rate's target is at least 0.95x: what the hardening costs.
+//
 // The exit status is non-zero only when a measurement could not be taken; a MISS is a figure,
 // not a failure.
 package main
@@ -42,6 +45,7 @@ const mib = 1 << 20
 // config holds every knob of a run; defaults are the figures issue 2 asks for.
 type config struct {
 	shoal        string        // "origin" (cmd/origin) or "reference" (stand-in, ratios ~1)
+	against      string        // the second column: "registry" (registry:2) or "limits-off" (the origin without its deadlines and caps)
 	originBin    string        // prebuilt origin binary; empty builds cmd/origin
 	registryBin  string        // prebuilt reference registry; empty builds it
 	registryLog  string        // reference registry log level (registry:2 ships "info")
@@ -68,6 +72,7 @@ func parseFlags() config {
 	var c config
 	quick := flag.Bool("quick", false, "smoke run: 32 MiB blob, one round of 1 s per rate, 3 pushes and GETs (explicit flags still win)")
 	flag.StringVar(&c.shoal, "shoal", "origin", `what runs in the Shoal column: "origin" (cmd/origin) or "reference" (the reference registry again, to check the harness; ratios ~1)`)
+	flag.StringVar(&c.against, "against", "registry", `the second column: "registry" (registry:2) or "limits-off" (the origin with its deadlines and caps turned off; the first column then counts loopback clients too, and the target of every rate is at least 0.95x)`)
 	flag.StringVar(&c.originBin, "origin-bin", "", "use this origin binary instead of building cmd/origin")
 	flag.StringVar(&c.registryBin, "registry-bin", "", "use this reference registry binary instead of building it")
 	flag.StringVar(&c.registryLog, "registry-log-level", "info", "reference registry log level; info is what the registry:2 image runs with")
@@ -124,6 +129,10 @@ func (c config) validate() error {
 		return fmt.Errorf("-only must be manifests or blobs, not %q", c.only)
 	case c.shoal != "origin" && c.shoal != "reference":
 		return fmt.Errorf("-shoal must be origin or reference, not %q", c.shoal)
+	case c.against != "registry" && c.against != "limits-off":
+		return fmt.Errorf("-against must be registry or limits-off, not %q", c.against)
+	case c.against == "limits-off" && c.shoal != "origin":
+		return fmt.Errorf("-against limits-off compares the origin with itself: -shoal must be origin")
 	case c.clients < 1 || c.fanout < 1 || c.pushReps < 1 || c.getReps < 1 || c.rounds < 1:
 		return fmt.Errorf("-clients, -fanout, -push-reps, -get-reps and -rounds must be at least 1")
 	case c.blobMiB < 1 || c.chunkMiB < 1:
@@ -164,7 +173,7 @@ func run(ctx context.Context, c config) (err error) {
 		}
 	}
 	originBin := c.originBin
-	if c.shoal == "origin" && originBin == "" {
+	if (c.shoal == "origin" || c.against == "limits-off") && originBin == "" {
 		slog.Info("building cmd/origin")
 		if originBin, err = ws.Build(ctx, "origin", testenv.BuildOptions{}); err != nil {
 			return fmt.Errorf("%w\n(use -shoal=reference to exercise the harness until the origin builds)", err)
@@ -191,9 +200,12 @@ func run(ctx context.Context, c config) (err error) {
 	}()
 
 	var shoal *server
-	if c.shoal == "origin" {
-		shoal, err = startOrigin(ctx, originBin, workDir)
-	} else {
+	switch {
+	case c.against == "limits-off":
+		shoal, err = startOrigin(ctx, originBin, workDir, "Shoal", limitsOnConfig)
+	case c.shoal == "origin":
+		shoal, err = startOrigin(ctx, originBin, workDir, "Shoal", "")
+	default:
 		shoal, err = startReference(ctx, registryBin, workDir, "Shoal", c.registryLog)
 	}
 	if shoal != nil {
@@ -202,7 +214,12 @@ func run(ctx context.Context, c config) (err error) {
 	if err != nil {
 		return err
 	}
-	ref, err := startReference(ctx, registryBin, workDir, "registry:2", c.registryLog)
+	var ref *server
+	if c.against == "limits-off" {
+		ref, err = startOrigin(ctx, originBin, workDir, limitsOffName, limitsOffConfig)
+	} else {
+		ref, err = startReference(ctx, registryBin, workDir, "registry:2", c.registryLog)
+	}
 	if ref != nil {
 		servers = append(servers, ref)
 	}
@@ -216,7 +233,7 @@ func run(ctx context.Context, c config) (err error) {
 		shoalName = "Shoal(=ref)"
 	}
 	printHeader(c, shoalName, loadBefore)
-	if tableErr := writeTable(os.Stdout, rows, shoalName, "registry:2", c.markdown); tableErr != nil {
+	if tableErr := writeTable(os.Stdout, rows, shoalName, ref.name, c.markdown); tableErr != nil {
 		return fmt.Errorf("printing results: %w", tableErr)
 	}
 	return err
@@ -231,7 +248,11 @@ func printHeader(c config, shoalName, loadBefore string) {
 	if c.registryBin != "" {
 		refBin = c.registryBin
 	}
-	fmt.Printf("Shoal column: %s   registry:2 column: %s (registry:2 image config, log level %s)\n", shoalName, refBin, c.registryLog)
+	if c.against == "limits-off" {
+		fmt.Printf("Shoal column: the origin's defaults, loopback clients counted by the connection cap   %s column: readHeaderTimeout, idleTimeout, bodyTimeout, storageTimeout 0; maxPerClient, maxUploadSessionsPerClient 0\n", limitsOffName)
+	} else {
+		fmt.Printf("Shoal column: %s   registry:2 column: %s (registry:2 image config, log level %s)\n", shoalName, refBin, c.registryLog)
+	}
 	fmt.Printf("manifest rates: %d clients, median of %d round(s) of %s (each after %s warm-up); blob %d MiB; median of %d pushes in %d MiB chunks; median of %d GETs; fan-out %d GETs\n\n",
 		c.clients, c.rounds, c.duration, c.warmup, c.blobMiB, c.pushReps, c.chunkMiB, c.getReps, c.fanout)
 }

@@ -48,20 +48,56 @@ health:
     threshold: 3
 `
 
-// startOrigin runs Shoal's origin on a filesystem storage rooted in its own temp dir.
-func startOrigin(ctx context.Context, bin, workDir string) (*server, error) {
-	dataDir := filepath.Join(workDir, "shoal-data")
-	logDir := filepath.Join(workDir, "shoal")
+// limitsOffName is the second column of -against limits-off.
+const limitsOffName = "Shoal, limits off"
+
+// limitsOnConfig is the origin's defaults with its per-client connection
+// cap counting loopback clients too (by default loopback is exempt, and
+// the load generator is on loopback): every deadline and cap is paid for.
+const limitsOnConfig = `connections:
+  exempt: []
+`
+
+// limitsOffConfig turns off what issue 13 added to the request path: the
+// listener's header and idle deadlines, the per-client connection and
+// upload-session caps, the body progress deadline and the storage call
+// timeout (with it the outage breaker's timing). What has no off switch
+// (manifest reference and validation limits, the catalog cache) is a
+// bound that a benchmark's requests never reach.
+const limitsOffConfig = `readHeaderTimeout: 0s
+idleTimeout: 0s
+connections:
+  maxPerClient: 0
+registry:
+  bodyTimeout: 0s
+  storageTimeout: 0s
+  maxUploadSessionsPerClient: 0
+`
+
+// startOrigin runs Shoal's origin on a filesystem storage rooted in its own temp dir, with
+// configYAML (if any) as its --config file. name is the report column.
+func startOrigin(ctx context.Context, bin, workDir, name, configYAML string) (*server, error) {
+	slug := strings.NewReplacer(",", "", " ", "-").Replace(strings.ToLower(name))
+	dataDir := filepath.Join(workDir, slug+"-data")
+	logDir := filepath.Join(workDir, slug)
 	for _, d := range []string{dataDir, logDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("creating origin dir: %w", err)
 		}
 	}
-	s, err := testenv.StartOrigin(ctx, testenv.OriginOptions{Binary: bin, Storage: "file://" + dataDir, Dir: logDir})
+	var args []string
+	if configYAML != "" {
+		path := filepath.Join(logDir, "origin.yaml")
+		if err := os.WriteFile(path, []byte(configYAML), 0o644); err != nil {
+			return nil, fmt.Errorf("writing the origin's config: %w", err)
+		}
+		args = []string{"--config", path}
+	}
+	s, err := testenv.StartOrigin(ctx, testenv.OriginOptions{Binary: bin, Storage: "file://" + dataDir, Dir: logDir, Args: args})
 	if err != nil {
 		return nil, err
 	}
-	return &server{name: "Shoal", dataDir: dataDir, graceful: true, Server: s}, nil
+	return &server{name: name, dataDir: dataDir, graceful: true, Server: s}, nil
 }
 
 // startReference runs the reference registry with the registry:2 image's configuration.
