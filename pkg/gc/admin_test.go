@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/shoal-dev/shoal/internal/eventually"
 )
 
 func TestAdminHandler(t *testing.T) {
@@ -41,15 +43,15 @@ func TestAdminHandler(t *testing.T) {
 	}
 	waitIdle := func() Status {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			if code, st := do(http.MethodGet, ""); code == http.StatusOK && !st.Running && st.Last != nil {
-				return st
-			}
-			time.Sleep(5 * time.Millisecond)
+		var code int
+		var st Status
+		if err := eventually.Wait(eventually.Timeout, func() bool {
+			code, st = do(http.MethodGet, "")
+			return code == http.StatusOK && !st.Running && st.Last != nil
+		}); err != nil {
+			t.Fatalf("waiting for the gc run to finish: %v; last GET answered %d %+v", err, code, st)
 		}
-		t.Fatal("gc did not finish within 10s")
-		return Status{}
+		return st
 	}
 
 	if code, st := do(http.MethodGet, ""); code != http.StatusOK || st.Running || st.Last != nil {
@@ -116,14 +118,11 @@ func TestScheduleRunsPeriodically(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.Schedule(ctx); close(done) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for r.Status().Last == nil && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	err = eventually.Wait(eventually.Timeout, func() bool { return r.Status().Last != nil })
 	cancel()
 	<-done
-	if r.Status().Last == nil {
-		t.Fatal("no scheduled run within 10s")
+	if err != nil {
+		t.Fatalf("waiting for a scheduled run with a 20ms interval: %v; status %+v", err, r.Status())
 	}
 }
 
