@@ -7,10 +7,13 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Bounds one `go test` binary; the e2e packages build tools and start
 # servers, the longest (HDFS) starts a JVM.
 TEST_TIMEOUT ?= 30m
+# The packages `make unit` tests: all, or e.g. TEST_PKGS=./pkg/gc/... .
+TEST_PKGS   ?= ./...
 # How long each Fuzz* target runs in `make fuzz`.
 FUZZTIME    ?= 10s
-# Directories holding Go code (not .cache/, where tools are built).
-GO_DIRS     := $(wildcard cmd pkg proto e2e)
+# Directories holding Go code (not .cache/, where tools are built): what
+# gofmt checks and where `make fuzz` looks for Fuzz targets.
+GO_DIRS     := $(wildcard cmd internal pkg proto e2e hack)
 
 .PHONY: all build test fmt vet staticcheck unit fuzz bench clean
 
@@ -25,6 +28,22 @@ all: build
 demo:
 	@echo "go run ./cmd/shoalctl demo $(DEMO_FLAGS)   (the first run compiles Shoal and its dependencies: a few minutes)"
 	@$(GO) run ./cmd/shoalctl demo $(DEMO_FLAGS)
+
+# OCI images of origin, tracker, peer-agent and shoalctl: static binaries
+# (CGO_ENABLED=0, cross-built with GOARCH) on scratch, run as a non-root
+# user, one linux/amd64 + linux/arm64 index per command, assembled by
+# hack/images with go-containerregistry (no Dockerfile, no base image).
+# Pushed as $(REGISTRY)/<command>:$(TAG) to any registry, Shoal's origin
+# included (make images REGISTRY=127.0.0.1:5000/shoal); without REGISTRY
+# written as an OCI layout to .cache/images. TAG defaults to git describe.
+# Knobs: PLATFORMS=linux/amd64, COMMANDS=origin,peer-agent.
+REGISTRY  ?=
+TAG       ?=
+PLATFORMS ?= linux/amd64,linux/arm64
+COMMANDS  ?= origin,tracker,peer-agent,shoalctl
+.PHONY: images
+images:
+	$(GO) run ./hack/images --registry '$(REGISTRY)' --tag '$(TAG)' --platforms '$(PLATFORMS)' --commands '$(COMMANDS)'
 
 # Builds bin/<name> for every cmd/<name> that has a main package; commands
 # not written yet are skipped.
@@ -48,8 +67,11 @@ staticcheck:
 
 # -count=1: the e2e tests run binaries built from other packages, which
 # Go's test cache cannot see, so a cached pass could hide a new failure.
+# internal/testsummary prints go test's result lines, the output of failed
+# and skipped tests, and a last line with the totals (tests run, failed,
+# skipped), and exits with go test's status.
 unit:
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) run ./internal/testsummary -- $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(TEST_PKGS)
 
 # Runs every `func FuzzXxx` found in a _test.go file for FUZZTIME, one
 # target at a time (go test -fuzz takes a single target and package).
