@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/internal/peerwire"
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/cluster"
@@ -207,19 +208,16 @@ func TestStartSeederServesAndAnnounces(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tc.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var peers []*trackerpb.PeerInfo
+	if err := eventually.Wait(eventually.Timeout, func() bool {
 		resp, err := tc.Announce(context.Background(), &trackerpb.AnnounceRequest{Digest: dg.String(), PeerId: "agent", Addr: "127.0.0.1:9", Bitfield: []byte{0}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p := resp.GetPeers(); len(p) == 1 && p[0].GetAddr() == addr && p[0].GetIsOrigin() {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("tracker never handed out the origin seeder: %v", resp.GetPeers())
-		}
-		time.Sleep(10 * time.Millisecond)
+		peers = resp.GetPeers()
+		return len(peers) == 1 && peers[0].GetAddr() == addr && peers[0].GetIsOrigin()
+	}); err != nil {
+		t.Fatalf("waiting for the tracker to hand out the origin seeder %s: %v; last peers %v", addr, err, peers)
 	}
 	stop()
 	stopped = true
@@ -232,6 +230,25 @@ func TestStartSeederServesAndAnnounces(t *testing.T) {
 // suits a node alone; told to join another host (by address or by a dns:
 // name), a node gossips on every interface unless a bind was chosen.
 func TestGossipBindsEveryInterfaceToJoinOtherHosts(t *testing.T) {
+	// A --cluster-bind given is kept whatever the join list says.
+	fs := flag.NewFlagSet("origin", flag.ContinueOnError)
+	apply := seederFlags(fs)
+	if err := fs.Parse([]string{"--cluster-bind", "127.0.0.1:7946", "--cluster-join", "10.0.0.5:7946"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := seeder.DefaultConfig()
+	if err := apply(&cfg); err != nil || cfg.Cluster.BindAddr != "127.0.0.1" {
+		t.Errorf("--cluster-bind 127.0.0.1:7946 with a remote join: gossip binds %s (%v), want 127.0.0.1", cfg.Cluster.BindAddr, err)
+	}
+	fs = flag.NewFlagSet("origin", flag.ContinueOnError)
+	apply = seederFlags(fs)
+	if err := fs.Parse([]string{"--cluster-join", "dns:origins.shoal.svc:7946"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg = seeder.DefaultConfig()
+	if err := apply(&cfg); err != nil || cfg.Cluster.BindAddr != "0.0.0.0" {
+		t.Errorf("a dns: join without --cluster-bind: gossip binds %s (%v), want 0.0.0.0", cfg.Cluster.BindAddr, err)
+	}
 	for _, tc := range []struct {
 		bind string
 		join []string
