@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/piecewire"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/pkg/peer/piecestore"
 	"github.com/shoal-dev/shoal/proto/peerpb"
@@ -53,6 +54,10 @@ type conn struct {
 	cancel  context.CancelFunc
 	release func()
 	log     *slog.Logger
+	// pw carries this side's requests and the peer's pieces when the peer
+	// serves the piece data path (internal/piecewire); nil: the stream
+	// does. Set before run; cleared (under mu) when it ends quietly.
+	pw *piecewire.Conn
 
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -137,13 +142,23 @@ func (c *conn) queueLocked(m *peerpb.Message) {
 // intends.
 func (c *conn) request(i int) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.origin && len(c.continuing) > 0 {
 		c.held = append(c.held, i)
+		c.mu.Unlock()
 		return
 	}
 	c.requested[i] = true
-	c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Request{Request: &peerpb.Request{Index: uint32(i)}}})
+	pw := c.pw
+	if pw == nil {
+		c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Request{Request: &peerpb.Request{Index: uint32(i)}}})
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	if err := pw.Request(i); err != nil {
+		// Called from the download's loop: close posts to it.
+		go c.close(fmt.Errorf("requesting piece %d on the piece connection: %w", i, err))
+	}
 }
 
 // cancelRequest withdraws the request of piece i; chunks of it still in
@@ -169,6 +184,10 @@ func (c *conn) cancelRequest(i int) {
 	}
 	delete(c.requested, i)
 	delete(c.assembling, i)
+	if c.pw != nil {
+		_ = c.pw.Cancel(i) // a failure ends the piece connection, and pieceLoop the conn
+		return
+	}
 	c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Cancel{Cancel: &peerpb.Cancel{Index: uint32(i)}}})
 }
 
@@ -219,6 +238,12 @@ func (c *conn) detach() {
 	defer c.mu.Unlock()
 	c.dl = nil
 	c.left = true
+	if c.pw != nil {
+		// Pieces on their way would be discarded on arrival.
+		for i := range c.requested {
+			_ = c.pw.Cancel(i)
+		}
+	}
 	clear(c.requested)
 	clear(c.assembling)
 	clear(c.continuing)
@@ -242,6 +267,9 @@ func (c *conn) close(why error) {
 			c.cancel()
 		}
 		c.mu.Lock()
+		if c.pw != nil {
+			_ = c.pw.Close()
+		}
 		dl := c.dl
 		c.dl = nil
 		tell := dl != nil && !c.left
@@ -275,6 +303,9 @@ func (c *conn) close(why error) {
 // the caller's (the server handler's, so that no Send happens after the
 // handler returns).
 func (c *conn) run() {
+	if c.pw != nil {
+		go c.pieceLoop(c.pw)
+	}
 	go c.recvLoop()
 	err := c.sendLoop()
 	c.close(err)
@@ -477,25 +508,7 @@ func (c *conn) handle(m *peerpb.Message) error {
 		if i >= n {
 			return fmt.Errorf("%w: reject of piece %d of %d", errProtocol, i, n)
 		}
-		c.mu.Lock()
-		asked := c.requested[i] && !c.continuing[i]
-		c.pieceEndedLocked(i)
-		dl := c.dl
-		if msg.Reject.GetReason() == peerpb.Reject_REASON_NOT_HELD {
-			c.remote.Clear(i)
-		}
-		c.mu.Unlock()
-		if dl != nil && asked {
-			ev := evRejected{c: c, piece: i}
-			switch msg.Reject.GetReason() {
-			case peerpb.Reject_REASON_NOT_HELD:
-				ev.notHeld = true
-			case peerpb.Reject_REASON_AT_PEERS:
-				ev.atPeers = true
-				ev.retryAfter = time.Duration(msg.Reject.GetRetryAfterMs()) * time.Millisecond
-			}
-			dl.post(ev, c.closed)
-		}
+		c.rejected(i, msg.Reject.GetReason(), time.Duration(msg.Reject.GetRetryAfterMs())*time.Millisecond)
 	case *peerpb.Message_Chunk:
 		return c.chunk(msg.Chunk)
 	case *peerpb.Message_Handshake:
@@ -504,6 +517,29 @@ func (c *conn) handle(m *peerpb.Message) error {
 		return fmt.Errorf("%w: unknown message %T", errProtocol, m.Msg)
 	}
 	return nil
+}
+
+// rejected handles the peer's refusal of this side's request of piece i.
+func (c *conn) rejected(i int, reason peerpb.Reject_Reason, retryAfter time.Duration) {
+	c.mu.Lock()
+	asked := c.requested[i] && !c.continuing[i]
+	c.pieceEndedLocked(i)
+	dl := c.dl
+	if reason == peerpb.Reject_REASON_NOT_HELD {
+		c.remote.Clear(i)
+	}
+	c.mu.Unlock()
+	if dl != nil && asked {
+		ev := evRejected{c: c, piece: i}
+		switch reason {
+		case peerpb.Reject_REASON_NOT_HELD:
+			ev.notHeld = true
+		case peerpb.Reject_REASON_AT_PEERS:
+			ev.atPeers = true
+			ev.retryAfter = retryAfter
+		}
+		dl.post(ev, c.closed)
+	}
 }
 
 // chunk adds a piece chunk; a complete piece is verified and written by the
@@ -570,14 +606,21 @@ func (c *conn) chunk(ch *peerpb.PieceChunk) error {
 	if dl == nil {
 		return nil
 	}
-	// Verifying and writing a 4 MiB piece takes longer than receiving it;
-	// done here, it would stall the stream (flow control) for each piece.
-	// Up to cap(c.verifying) pieces are checked while the next arrive.
+	c.store(dl, i, buf)
+	return nil
+}
+
+// store verifies and writes piece i, received whole in buf, and tells dl.
+// Verifying and writing a 4 MiB piece takes longer than receiving it;
+// done on the receiving goroutine, it would stall the peer (flow control)
+// for each piece. Up to cap(c.verifying) pieces are checked while the
+// next arrive.
+func (c *conn) store(dl *download, i int, buf []byte) {
 	select {
 	case c.verifying <- struct{}{}:
 	case <-c.closed:
 		c.s.store.PutPieceBuffer(buf)
-		return nil
+		return
 	}
 	go func() {
 		defer func() { <-c.verifying }()
@@ -587,5 +630,4 @@ func (c *conn) chunk(ch *peerpb.PieceChunk) error {
 		err := c.s.store.WritePieceBuffer(c.bs.d, i, buf)
 		dl.post(evPiece{c: c, piece: i, size: n, err: err}, c.closed)
 	}()
-	return nil
 }

@@ -26,6 +26,7 @@ type metrics struct {
 	capabilityDenied *prometheus.CounterVec
 	metainfoRejected prometheus.Counter
 	digestMismatches prometheus.Counter
+	pieceDials       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, store *piecestore.Store) *metrics {
@@ -103,6 +104,10 @@ func newMetrics(reg prometheus.Registerer, store *piecestore.Store) *metrics {
 			Name: "shoal_agent_metainfo_rejected_total",
 			Help: "Metainfo answers from seeders refused because the origin's signature did not verify (a forged or misconfigured seeder).",
 		}),
+		pieceDials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_agent_piecewire_dials_total",
+			Help: "Piece data path connections opened to agents that offered one (swarm.pieceListen), by result (ok, failed: the pieces then stay on the Exchange stream).",
+		}, []string{"result"}),
 		digestMismatches: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_agent_blob_digest_mismatches_total",
 			Help: "Downloads whose assembled blob, every piece verified, did not hash to its digest: the clients' responses were cut before their last byte and the blob dropped.",
@@ -111,7 +116,7 @@ func newMetrics(reg prometheus.Registerer, store *piecestore.Store) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.downloaded, m.uploaded, m.uploadsRefused, m.duplicate, m.discarded, m.piecesVerified, m.piecesRejected,
 			m.blacklisted, m.connections, m.dials, m.announces, m.announceDuration, m.downloads, m.downloadsActive,
-			m.cacheHits, m.cacheMisses, m.capabilityDenied, m.metainfoRejected, m.digestMismatches,
+			m.cacheHits, m.cacheMisses, m.capabilityDenied, m.metainfoRejected, m.digestMismatches, m.pieceDials,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "shoal_agent_cache_used_bytes",
 				Help: "Bytes the blobs in the piece store occupy (reserved), complete or not.",

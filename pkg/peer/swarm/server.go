@@ -103,7 +103,7 @@ func (p *peerService) Exchange(st grpc.BidiStreamingServer[peerpb.Message, peerp
 	}
 	// The incarnation goes out with the handshake reply (the first
 	// message carries the response header).
-	if err := st.SetHeader(metadata.Pairs(incarnationHeader, s.incarnation)); err != nil {
+	if err := st.SetHeader(s.pieceHeaders(metadata.Pairs(incarnationHeader, s.incarnation))); err != nil {
 		return err
 	}
 	if err := st.Send(handshakeMessage(d, s.cfg.PeerID, sent)); err != nil {
@@ -277,10 +277,18 @@ func (s *Swarm) openStream(dl *download, addr string, origin bool) (*conn, error
 	c.addr, c.origin, c.outgoing = addr, origin, true
 	if hdr, err := st.Header(); err == nil {
 		c.incarnation = incarnationOf(hdr)
+		if !origin {
+			pctx, pcancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
+			c.pw = s.dialPieces(pctx, dl, addr, hdr)
+			pcancel()
+		}
 	}
 	c.cancel = cancel
 	c.release = release
 	if _, err := s.register(c, dl.d, sent); err != nil {
+		if c.pw != nil {
+			_ = c.pw.Close()
+		}
 		return fail(err)
 	}
 	return c, nil

@@ -36,6 +36,7 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 
+	"github.com/shoal-dev/shoal/internal/piecewire"
 	"github.com/shoal-dev/shoal/pkg/peer/piecestore"
 	"github.com/shoal-dev/shoal/pkg/peer/scheduler"
 	"github.com/shoal-dev/shoal/pkg/tracker"
@@ -167,6 +168,17 @@ type Config struct {
 	// BlacklistTTL is how long a peer caught sending a bad piece is not
 	// dialed for any blob: 10m. Timeouts never put a peer here.
 	BlacklistTTL time.Duration `yaml:"blacklistTTL"`
+	// PieceListen turns on the piece data path (internal/piecewire, issue
+	// 10) and is the address its listener binds (":0": any port). Pieces
+	// this agent holds are then served on it, its port is named in the
+	// Exchange streams it answers, and downloads from agents naming one
+	// take their pieces over it instead of the stream (which still
+	// carries handshakes and Haves). Empty, the default: off, everything
+	// on the stream. Not used with RequireIdentity (mTLS) nor with an
+	// ingress limit yet. When empty, the environment variable
+	// SHOAL_SWARM_PIECE_LISTEN sets it (the swarm tests run with the path
+	// on that way).
+	PieceListen string `yaml:"-"`
 }
 
 // DefaultConfig returns the defaults described on Config.
@@ -295,11 +307,14 @@ type Swarm struct {
 	readerIDs atomic.Int64
 	// seeders is Config.Seeders until SetSeeders replaces it: the agent
 	// learns them from the origin while running.
-	seeders   atomic.Pointer[[]string]
-	mu        sync.Mutex
-	blobs     map[digest.Digest]*blobState
-	blacklist map[string]time.Time // peer id -> until
-	closed    bool
+	seeders atomic.Pointer[[]string]
+	// pieceServer serves the piece data path on piecePort; nil when off.
+	pieceServer *piecewire.Server
+	piecePort   string
+	mu          sync.Mutex
+	blobs       map[digest.Digest]*blobState
+	blacklist   map[string]time.Time // peer id -> until
+	closed      bool
 }
 
 // blobState is what the swarm knows about one blob: its open streams, its
@@ -378,6 +393,15 @@ func New(cfg Config, dir string, quota int64, opts Options) (*Swarm, error) {
 	}
 	s.store = store
 	s.metrics = newMetrics(opts.Registerer, store)
+	if addr := pieceListen(cfg); addr != "" {
+		if opts.RequireIdentity {
+			log.Warn("the piece data path is not used with mTLS yet: pieces stay on the Exchange streams", "pieceListen", addr)
+		} else if err := s.startPieceServer(addr); err != nil {
+			s.cancel()
+			_ = store.Close()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -585,6 +609,9 @@ func (s *Swarm) Close(ctx context.Context) error {
 		wg.Wait()
 	}
 	s.cancel()
+	if s.pieceServer != nil {
+		_ = s.pieceServer.Close()
+	}
 	for _, c := range conns {
 		c.close(errors.New("agent shutting down"))
 	}

@@ -1,0 +1,208 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/shoal-dev/shoal/internal/piecewire"
+	"github.com/shoal-dev/shoal/proto/peerpb"
+)
+
+// pieceListenEnv sets Config.PieceListen when the configuration leaves it
+// empty: the swarm tests run with the piece data path on through it.
+const pieceListenEnv = "SHOAL_SWARM_PIECE_LISTEN"
+
+// pieceHeader is the Exchange response header in which an agent serving
+// the piece data path (internal/piecewire) names its port; the dialer
+// connects to it on the host it dialed. Metadata rather than a handshake
+// field, like incarnationHeader: peers that do not know it ignore it, and
+// keep exchanging pieces on the stream.
+const pieceHeader = "shoal-piece-port"
+
+// startPieceServer serves the pieces held on the piece data path at addr.
+func (s *Swarm) startPieceServer(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("swarm: piece data path listener: %w", err)
+	}
+	_, port, err := net.SplitHostPort(l.Addr().String())
+	if err != nil {
+		_ = l.Close()
+		return fmt.Errorf("swarm: piece data path listener: %w", err)
+	}
+	s.piecePort = port
+	s.pieceServer = piecewire.NewServer(piecewire.ServerConfig{
+		MaxQueued: s.cfg.MaxQueuedUploads,
+		Timeout:   s.cfg.PieceTimeout,
+		Egress:    s.egress,
+		Logger:    s.log,
+	}, storeSource{s}, s.keys)
+	go func() {
+		if err := s.pieceServer.Serve(l); err != nil && !errors.Is(err, piecewire.ErrServerClosed) {
+			s.log.Error("piece data path stopped", "err", err)
+		}
+	}()
+	s.log.Info("serving pieces on the piece data path", "addr", l.Addr().String())
+	return nil
+}
+
+// pieceHeaders adds this agent's piece port to an Exchange's response
+// header, when it serves one.
+func (s *Swarm) pieceHeaders(md metadata.MD) metadata.MD {
+	if s.piecePort != "" {
+		md.Set(pieceHeader, s.piecePort)
+	}
+	return md
+}
+
+// dialPieces opens the piece connection of an outgoing stream to addr
+// whose server named its piece port in hdr. It returns nil when there is
+// none to open or it fails: the stream then carries the pieces, as before.
+func (s *Swarm) dialPieces(ctx context.Context, dl *download, addr string, hdr metadata.MD) *piecewire.Conn {
+	// With an ingress limit the stream's metering applies (piecewire has
+	// none of its own yet).
+	if s.pieceServer == nil || s.ingress != nil {
+		return nil
+	}
+	v := hdr.Get(pieceHeader)
+	host, _, err := net.SplitHostPort(addr)
+	if len(v) == 0 || err != nil {
+		return nil
+	}
+	tok := s.capability(dl.d)
+	pc, err := piecewire.Dial(ctx, net.JoinHostPort(host, v[0]), nil, dl.meta, tok, piecewire.ClientConfig{
+		// Cancelled requests stay outstanding until answered, and the
+		// scheduler may ask for more meanwhile.
+		MaxOutstanding: 4 * s.cfg.MaxInFlightPerPeer,
+		Timeout:        s.cfg.PieceTimeout,
+		Buffer:         s.store.PieceBuffer,
+	})
+	s.metrics.pieceDials.WithLabelValues(boolLabel(err == nil, "ok", "failed")).Inc()
+	if err != nil {
+		s.log.Debug("piece data path: dialing failed, pieces stay on the stream", "addr", addr, "err", err)
+		return nil
+	}
+	s.log.Debug("piece data path: pieces from this peer come over it", "addr", addr, "digest", dl.d)
+	return pc
+}
+
+// pieceLoop turns the piece connection's answers into what the stream's
+// PieceChunk and Reject messages would have been, until it ends. A piece
+// connection that ends with requests outstanding, or because the peer broke
+// the protocol, ends the conn too (the download asks elsewhere); one that
+// ends quietly (the peer closed it while idle) leaves the requests to the
+// stream.
+func (c *conn) pieceLoop(pw *piecewire.Conn) {
+	for r := range pw.Results() {
+		i := r.Index
+		c.mu.Lock()
+		wanted := c.requested[i]
+		dl := c.dl
+		switch {
+		case r.Data != nil:
+			if !wanted || dl == nil {
+				c.mu.Unlock()
+				c.s.metrics.discarded.WithLabelValues(c.source()).Add(float64(len(r.Data)))
+				c.s.store.PutPieceBuffer(r.Data)
+				continue
+			}
+			delete(c.requested, i)
+			c.mu.Unlock()
+			c.store(dl, i, r.Data)
+		case r.Err != nil:
+			delete(c.requested, i)
+			c.mu.Unlock()
+			if dl != nil && wanted {
+				dl.post(evPiece{c: c, piece: i, err: r.Err}, c.closed)
+			}
+		case r.Reject == piecewire.ReasonCancelled:
+			// Cancelled, then asked again before the server saw it.
+			c.mu.Unlock()
+			if wanted {
+				if err := pw.Request(i); err != nil {
+					c.close(fmt.Errorf("requesting piece %d again on the piece connection: %w", i, err))
+					return
+				}
+			}
+		default:
+			c.mu.Unlock()
+			c.rejected(i, rejectReason(r.Reject), r.RetryAfter)
+		}
+	}
+	select {
+	case <-c.closed:
+		return // closed with the conn
+	default:
+	}
+	err := pw.Err()
+	c.mu.Lock()
+	quiet := len(c.requested) == 0 && !errors.Is(err, piecewire.ErrProtocol)
+	if quiet {
+		c.pw = nil
+	}
+	c.mu.Unlock()
+	if quiet {
+		c.log.Debug("piece connection ended; pieces go on the stream", "err", err)
+		return
+	}
+	c.close(fmt.Errorf("piece connection: %w", err))
+}
+
+func rejectReason(r piecewire.Reason) peerpb.Reject_Reason {
+	switch r {
+	case piecewire.ReasonNotHeld:
+		return peerpb.Reject_REASON_NOT_HELD
+	case piecewire.ReasonAtPeers:
+		return peerpb.Reject_REASON_AT_PEERS
+	}
+	return peerpb.Reject_REASON_BUSY
+}
+
+// storeSource serves the piece store's verified pieces on the piece data
+// path, with the stream's admission rule: a piece this host's uplink
+// would not send within half the piece timeout is refused as busy.
+type storeSource struct{ s *Swarm }
+
+func (src storeSource) OpenPiece(ctx context.Context, d digest.Digest, i int) (*piecewire.Piece, error) {
+	s := src.s
+	m, err := s.store.Metainfo(d)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", piecewire.ErrNotHeld, err)
+	}
+	have, err := s.store.Have(d)
+	if err != nil || i >= m.NumPieces() || !have.Has(i) {
+		return nil, piecewire.ErrNotHeld
+	}
+	size := m.PieceSize(i)
+	if s.up.Wait(size) > s.cfg.PieceTimeout/2 {
+		s.metrics.uploadsRefused.Inc()
+		return nil, &piecewire.RejectError{Reason: piecewire.ReasonBusy}
+	}
+	r, err := s.store.Reader(ctx, d, m.PieceOffset(i))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", piecewire.ErrNotHeld, err)
+	}
+	s.up.Add(size)
+	return &piecewire.Piece{Size: size, Reader: r, Done: func(sent int64, _ error) {
+		_ = r.Close()
+		s.up.Add(-size)
+		s.up.Sent(sent, time.Now())
+		s.metrics.uploaded.Add(float64(sent))
+	}}, nil
+}
+
+// pieceListen is the piece data path's listen address: the configured one,
+// else the environment's.
+func pieceListen(cfg Config) string {
+	if cfg.PieceListen != "" {
+		return cfg.PieceListen
+	}
+	return os.Getenv(pieceListenEnv)
+}
