@@ -49,7 +49,7 @@ func (d *Driver) PutContentIf(_ context.Context, p string, content []byte, ifVer
 	cur, err := os.ReadFile(full)
 	exists := err == nil
 	switch {
-	case err != nil && !notExist(err):
+	case err != nil && !d.notExist(err):
 		return "", fmt.Errorf("%s: reading %s before a conditional write: %w", driverName, p, err)
 	case !exists && ifVersion != "":
 		return "", fmt.Errorf("%s: replacing %s: it is gone: %w", driverName, p, storage.ErrConditionFailed)

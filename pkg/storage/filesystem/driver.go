@@ -140,9 +140,16 @@ func (d *Driver) fullPath(p string) string {
 }
 
 // notExist reports whether err means the path is not there, including
-// because one of its parents is a file.
-func notExist(err error) bool {
-	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
+// because one of its parents is a file. Not when the driver's own temporary
+// directory is gone as well: then the storage itself is (a volume
+// unmounted, the root replaced), and the error must be an outage, not an
+// answer that content is missing.
+func (d *Driver) notExist(err error) bool {
+	if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
+		return false
+	}
+	fi, serr := os.Stat(d.tmpDir)
+	return serr == nil && fi.IsDir()
 }
 
 // open opens the file at p for reading and checks that offset is within it.
@@ -155,7 +162,7 @@ func (d *Driver) open(p string, offset int64) (*os.File, int64, error) {
 	}
 	f, err := os.Open(d.fullPath(p))
 	if err != nil {
-		if notExist(err) {
+		if d.notExist(err) {
 			return nil, 0, storage.PathNotFoundError{Path: p, DriverName: driverName}
 		}
 		return nil, 0, fmt.Errorf("%s: opening %s: %w", driverName, p, err)
@@ -336,7 +343,7 @@ func (d *Driver) Stat(_ context.Context, p string) (storage.FileInfo, error) {
 	}
 	info, err := os.Stat(d.fullPath(p))
 	if err != nil {
-		if notExist(err) {
+		if d.notExist(err) {
 			return nil, storage.PathNotFoundError{Path: p, DriverName: driverName}
 		}
 		return nil, fmt.Errorf("%s: stat of %s: %w", driverName, p, err)
@@ -375,7 +382,7 @@ func (d *Driver) List(_ context.Context, p string) ([]string, error) {
 func (d *Driver) readDir(p string) ([]fs.DirEntry, error) {
 	entries, err := os.ReadDir(d.fullPath(p))
 	if err != nil {
-		if notExist(err) {
+		if d.notExist(err) {
 			return nil, storage.PathNotFoundError{Path: p, DriverName: driverName}
 		}
 		return nil, fmt.Errorf("%s: listing %s: %w", driverName, p, err)
@@ -403,13 +410,13 @@ func (d *Driver) Move(_ context.Context, src, dst string) error {
 	}
 	from, to := d.fullPath(src), d.fullPath(dst)
 	if _, err := os.Lstat(from); err != nil {
-		if notExist(err) {
+		if d.notExist(err) {
 			return storage.PathNotFoundError{Path: src, DriverName: driverName}
 		}
 		return fmt.Errorf("%s: stat of %s: %w", driverName, src, err)
 	}
 	if err := renameInto(from, to); err != nil {
-		if _, statErr := os.Lstat(from); notExist(statErr) {
+		if _, statErr := os.Lstat(from); d.notExist(statErr) {
 			// src went away between the Lstat and the rename.
 			return storage.PathNotFoundError{Path: src, DriverName: driverName}
 		}
@@ -456,7 +463,7 @@ func (d *Driver) Delete(_ context.Context, p string) error {
 	}
 	full := d.fullPath(p)
 	if _, err := os.Lstat(full); err != nil {
-		if notExist(err) {
+		if d.notExist(err) {
 			return storage.PathNotFoundError{Path: p, DriverName: driverName}
 		}
 		return fmt.Errorf("%s: stat of %s: %w", driverName, p, err)

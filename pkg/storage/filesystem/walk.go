@@ -37,7 +37,7 @@ func (d *Driver) readDirInfo(_ context.Context, dir string) ([]storage.FileInfo,
 		} else {
 			info, err = e.Info()
 		}
-		if notExist(err) {
+		if d.notExist(err) {
 			continue // removed since the directory was read
 		}
 		if err != nil {
