@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/pkg/cluster"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
@@ -46,17 +47,14 @@ func (r *recorder) requests() []*trackerpb.AnnounceRequest {
 
 func (r *recorder) waitFor(t *testing.T, n int) []*trackerpb.AnnounceRequest {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		reqs := r.requests()
-		if len(reqs) >= n {
-			return reqs
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d announces after 10s, want %d", len(reqs), n)
-		}
-		time.Sleep(5 * time.Millisecond)
+	var reqs []*trackerpb.AnnounceRequest
+	if err := eventually.Wait(eventually.Timeout, func() bool {
+		reqs = r.requests()
+		return len(reqs) >= n
+	}); err != nil {
+		t.Fatalf("waiting for %d announces: %v; got %d", n, err, len(reqs))
 	}
+	return reqs
 }
 
 // An owner announces a blob as a complete origin when it is first asked
@@ -189,25 +187,21 @@ func TestAgentFindsOriginThroughTracker(t *testing.T) {
 		o.Advertise = addr
 	})
 	getMetainfo(t, s.client(), dg)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var peers []*trackerpb.PeerInfo
+	if err := eventually.Wait(eventually.Timeout, func() bool {
 		resp, err := tc.Announce(context.Background(), &trackerpb.AnnounceRequest{
 			Digest: dg.String(), PeerId: "agent-1", Addr: "127.0.0.1:9999", Event: trackerpb.Event_EVENT_STARTED, Bitfield: []byte{0},
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(resp.GetPeers()) == 1 {
-			p := resp.GetPeers()[0]
-			if p.GetAddr() != s.addr || !p.GetIsOrigin() || !p.GetComplete() {
-				t.Fatalf("tracker handed out %v, want the origin seeder at %s", p, s.addr)
-			}
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("tracker never handed out the origin: %v", resp.GetPeers())
-		}
-		time.Sleep(10 * time.Millisecond)
+		peers = resp.GetPeers()
+		return len(peers) > 0
+	}); err != nil {
+		t.Fatalf("waiting for the tracker to hand out the origin: %v; last peers %v", err, peers)
+	}
+	if p := peers[0]; len(peers) != 1 || p.GetAddr() != s.addr || !p.GetIsOrigin() || !p.GetComplete() {
+		t.Fatalf("tracker handed out %v, want only the origin seeder at %s", peers, s.addr)
 	}
 }
 
@@ -252,15 +246,31 @@ func TestNonOwnerWakesOwner(t *testing.T) {
 	if n := counter(t, b.m.metainfoProxied.WithLabelValues("ok")); n != 0 {
 		t.Fatalf("b asked the owner for stored metainfo (%.0f times)", n)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !a.cache.has(dg) || len(rec.requests()) == before {
-		if time.Now().After(deadline) {
-			t.Fatalf("owner not woken: cached %v, announces %d (before %d)", a.cache.has(dg), len(rec.requests()), before)
-		}
-		time.Sleep(10 * time.Millisecond)
+	var cached bool
+	var announces int
+	var asked float64
+	if err := eventually.Wait(eventually.Timeout, func() bool {
+		cached, announces = a.cache.has(dg), len(rec.requests())
+		asked = counter(t, a.m.metainfoRequests.WithLabelValues("ok"))
+		return cached && announces > before && asked > 0
+	}); err != nil {
+		t.Fatalf("waiting for the owner to wake: %v; cached %v, announces %d (before %d), metainfo requests %.0f", err, cached, announces, before, asked)
 	}
 	// Asking again within the announce interval does not wake it again.
+	// The wake-up itself runs in the background, so a second one would
+	// reach the owner at no particular time; b decides whether to wake
+	// while it answers, recording when it last did, so that record is
+	// what is checked.
+	b.wokenMu.Lock()
+	woke, _ := b.woken.Get(dg)
+	b.wokenMu.Unlock()
 	getMetainfo(t, b.client(), dg)
+	b.wokenMu.Lock()
+	again, _ := b.woken.Get(dg)
+	b.wokenMu.Unlock()
+	if !again.Equal(woke) {
+		t.Errorf("b woke the owner again at %s, %s after the first wake-up, within the %s announce interval", again, again.Sub(woke), b.cfg.AnnounceInterval)
+	}
 	if n := counter(t, a.m.metainfoRequests.WithLabelValues("ok")); n != 1 {
 		t.Errorf("owner got %.0f metainfo requests, want 1 (one wake-up)", n)
 	}

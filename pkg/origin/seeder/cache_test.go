@@ -12,6 +12,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-dev/shoal/internal/eventually"
 )
 
 func newTestCache(t *testing.T, dir string, quota int64) *cache {
@@ -46,19 +48,11 @@ func waitDone(t *testing.T, e *entry) {
 	if _, err := e.readAt(context.Background(), make([]byte, 0), e.size); err != nil && e.size > 0 {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	eventually.True(t, "the cache fill to finish", func() bool {
 		e.mu.Lock()
-		done := e.done
-		e.mu.Unlock()
-		if done {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("fill did not finish")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		defer e.mu.Unlock()
+		return e.done
+	})
 }
 
 func TestCacheEvictsLeastRecentlyUsedAndNeverPinned(t *testing.T) {

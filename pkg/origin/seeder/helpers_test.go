@@ -378,18 +378,6 @@ func handshakeAs(t testing.TB, stream peerpb.Peer_ExchangeClient, d digest.Diges
 	return hs
 }
 
-// eventually waits up to 10s for cond, failing with what otherwise.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal(what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func counter(t testing.TB, c prometheus.Collector) float64 {
 	t.Helper()
 	return testutil.ToFloat64(c)

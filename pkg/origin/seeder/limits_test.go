@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
 	"github.com/shoal-dev/shoal/proto/peerpb"
 )
@@ -35,11 +36,15 @@ func openSilentStreams(t *testing.T, s *testSeeder, n int) {
 			t.Fatalf("opening silent stream %d: %v", i, err)
 		}
 	}
-	eventually(t, "the seeder never saw every silent stream", func() bool {
+	var open int
+	if err := eventually.Wait(eventually.Timeout, func() bool {
 		s.connStreams.mu.Lock()
 		defer s.connStreams.mu.Unlock()
-		return len(s.connStreams.open) >= n
-	})
+		open = len(s.connStreams.open)
+		return open >= n
+	}); err != nil {
+		t.Fatalf("waiting for the seeder to hold %d silent streams: %v; it holds %d", n, err, open)
+	}
 }
 
 // Hundreds of connections that open an Exchange and never send a
@@ -84,11 +89,15 @@ func TestStreamWithoutHandshakeIsEnded(t *testing.T) {
 	if n := counter(t, s.m.refused.WithLabelValues("handshake_timeout")); n != 1 {
 		t.Errorf("refused{handshake_timeout} = %.0f, want 1", n)
 	}
-	eventually(t, "the ended stream is still counted against its connection", func() bool {
+	var open int
+	if err := eventually.Wait(eventually.Timeout, func() bool {
 		s.connStreams.mu.Lock()
 		defer s.connStreams.mu.Unlock()
-		return len(s.connStreams.open) == 0
-	})
+		open = len(s.connStreams.open)
+		return open == 0
+	}); err != nil {
+		t.Fatalf("waiting for the ended stream to stop counting against its connection: %v; %d connections still counted", err, open)
+	}
 }
 
 // One connection gets at most maxStreamsPerConn streams; another

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/pkg/cluster"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
@@ -436,7 +437,7 @@ func TestCorruptBlobInStorageIsNotServed(t *testing.T) {
 	}
 	// Computing the metainfo fails on the last byte, as the cache fill
 	// does; the fill drops the copy right after.
-	eventually(t, "corrupt blob stayed in the cache", func() bool { return !s.cache.has(dg) })
+	eventually.True(t, "the corrupt blob to leave the cache", func() bool { return !s.cache.has(dg) })
 }
 
 // Two nodes that briefly disagree on the owner (each thinks the other owns

@@ -7,6 +7,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
 	"github.com/shoal-dev/shoal/proto/peerpb"
 )
@@ -195,16 +196,16 @@ func TestSeederSendsOtherAgentsToTheSwarm(t *testing.T) {
 	if r := receive(a, 0); r != nil {
 		t.Fatalf("a asking again for its own piece: %v, want the piece", r)
 	}
-	for {
+	var last *peerpb.Reject
+	if err := eventually.Wait(eventually.Timeout, func() bool {
 		request(t, b, 0)
-		r := receive(b, 0)
-		if r == nil {
-			break
+		last = receive(b, 0)
+		if last != nil && last.GetReason() != peerpb.Reject_REASON_AT_PEERS {
+			t.Fatalf("b asking for piece 0 again: %v, want the piece or REASON_AT_PEERS", last)
 		}
-		if r.GetReason() != peerpb.Reject_REASON_AT_PEERS {
-			t.Fatalf("b asking for piece 0 again: %v", r)
-		}
-		time.Sleep(time.Duration(r.RetryAfterMs) * time.Millisecond)
+		return last == nil
+	}); err != nil {
+		t.Fatalf("waiting for b to be served piece 0 once the %s window passed: %v; last answer %v", window, err, last)
 	}
 	if n := counter(t, s.m.rejects.WithLabelValues("at_peers")); n < 1 {
 		t.Errorf("at_peers rejects = %.0f, want at least 1", n)
@@ -263,23 +264,27 @@ func TestSeederFreesThePiecesOfAVanishedAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	handshakeAs(t, b, dg, "agent-b")
-	for {
+	// The server notices a's cancellation asynchronously; until then b is
+	// sent to the swarm. It must be served well before the minute is up:
+	// the wait stops at half of it, so that a pass cannot come from the
+	// window running out.
+	var last *peerpb.Message
+	if err := eventually.Wait(30*time.Second, func() bool {
 		request(t, b, 0)
 		msg, err := b.Recv()
 		if err != nil {
 			t.Fatal(err)
 		}
+		last = msg
 		if msg.GetChunk() != nil {
-			break // served: a's grant was released
+			return true // served: a's grant was released
 		}
-		r := msg.GetReject()
-		if r.GetReason() != peerpb.Reject_REASON_AT_PEERS {
-			t.Fatalf("agent b: %v", msg)
+		if msg.GetReject().GetReason() != peerpb.Reject_REASON_AT_PEERS {
+			t.Fatalf("agent b: %v, want a chunk or REASON_AT_PEERS", msg)
 		}
-		// The server notices a's cancellation asynchronously; until then
-		// b is sent to the swarm. Well before the minute is up it must
-		// be served.
-		time.Sleep(100 * time.Millisecond)
+		return false
+	}); err != nil {
+		t.Fatalf("waiting for b to be served piece 0 after a vanished: %v; last answer %v", err, last)
 	}
 }
 
