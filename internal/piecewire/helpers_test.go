@@ -246,3 +246,24 @@ func eventually(t testing.TB, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// dial connects a client to ts for b, with a capability from k.
+func (ts *testServer) dial(t testing.TB, tlsConfig *tls.Config, b *blob, k keys, cfg ClientConfig) *Conn {
+	t.Helper()
+	c, err := Dial(context.Background(), ts.addr, tlsConfig, b.meta, k.capability(t, b.meta.Digest), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// requestAll requests pieces 0 to n-1 on c.
+func requestAll(t testing.TB, c *Conn, n int) {
+	t.Helper()
+	for i := range n {
+		if err := c.Request(i); err != nil {
+			t.Fatalf("requesting piece %d: %v", i, err)
+		}
+	}
+}

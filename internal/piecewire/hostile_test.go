@@ -354,10 +354,7 @@ func TestServerClosesAnIdleConnection(t *testing.T) {
 	b := newBlob(t, 1<<20, 256<<10)
 	k := newKeys(t)
 	ts := startServer(t, ServerConfig{IdleTimeout: 100 * time.Millisecond}, newFileSource(t, b), k.v, nil)
-	c, err := Dial(context.Background(), ts.addr, nil, b.meta, k.capability(t, b.meta.Digest), ClientConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := ts.dial(t, nil, b, k, ClientConfig{})
 	if err := c.Request(0); err != nil {
 		t.Fatal(err)
 	}

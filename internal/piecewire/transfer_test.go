@@ -57,10 +57,7 @@ func TestPlaintextPiecesGoOutWithSendfile(t *testing.T) {
 	k := newKeys(t)
 	src := newFileSource(t, b)
 	ts := startServer(t, ServerConfig{}, src, k.v, nil)
-	c, err := Dial(context.Background(), ts.addr, nil, b.meta, k.capability(t, b.meta.Digest), ClientConfig{MaxOutstanding: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := ts.dial(t, nil, b, k, ClientConfig{MaxOutstanding: 3})
 	fetchAll(t, c, b)
 	c.Close()
 	if err := ts.connEnd(t); err != nil {
@@ -80,10 +77,7 @@ func TestTLSPiecesAreWrittenThroughTLS(t *testing.T) {
 	k := newKeys(t)
 	srvTLS, cliTLS := tlsConfigs(t)
 	ts := startServer(t, ServerConfig{}, newFileSource(t, b), k.v, srvTLS)
-	c, err := Dial(context.Background(), ts.addr, cliTLS, b.meta, k.capability(t, b.meta.Digest), ClientConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := ts.dial(t, cliTLS, b, k, ClientConfig{})
 	if v := c.nc.(*tls.Conn).ConnectionState().Version; v != tls.VersionTLS13 {
 		t.Fatalf("TLS version %x; want TLS 1.3", v)
 	}
@@ -103,10 +97,7 @@ func TestPiecesWithoutAFileAreCopied(t *testing.T) {
 	src := newFileSource(t, b)
 	src.asReader = true
 	ts := startServer(t, ServerConfig{}, src, k.v, nil)
-	c, err := Dial(context.Background(), ts.addr, nil, b.meta, k.capability(t, b.meta.Digest), ClientConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := ts.dial(t, nil, b, k, ClientConfig{})
 	fetchAll(t, c, b)
 	c.Close()
 	if err := ts.connEnd(t); err != nil {
@@ -174,11 +165,7 @@ func TestCorruptPieceIsRejectedAndEndsTheConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 3 {
-		if err := c.Request(i); err != nil {
-			t.Fatal(err)
-		}
-	}
+	requestAll(t, c, 3)
 	for i := range 3 {
 		r, ok := nextResult(t, c)
 		if !ok {
@@ -209,15 +196,8 @@ func TestCancelledRequestIsNotSent(t *testing.T) {
 			cancels <- f.Index
 		}
 	})
-	c, err := Dial(context.Background(), ts.addr, nil, b.meta, k.capability(t, b.meta.Digest), ClientConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 4 {
-		if err := c.Request(i); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c := ts.dial(t, nil, b, k, ClientConfig{})
+	requestAll(t, c, 4)
 	// Piece 0 is being opened (held at the gate); 1 to 3 wait in the queue.
 	eventually(t, "the server to start on piece 0", func() bool { return src.opens(0) == 1 })
 	if err := c.Cancel(2); err != nil {
@@ -304,15 +284,8 @@ func TestSourceRejectionsReachTheClient(t *testing.T) {
 		return nil
 	}
 	ts := startServer(t, ServerConfig{}, src, k.v, nil)
-	c, err := Dial(context.Background(), ts.addr, nil, b.meta, k.capability(t, b.meta.Digest), ClientConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 4 {
-		if err := c.Request(i); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c := ts.dial(t, nil, b, k, ClientConfig{})
+	requestAll(t, c, 4)
 	want := []Result{{Index: 0}, {Index: 1, Reject: ReasonNotHeld}, {Index: 2, Reject: ReasonAtPeers, RetryAfter: 1500 * time.Millisecond}, {Index: 3, Reject: ReasonNotHeld}}
 	for _, w := range want {
 		r, ok := nextResult(t, c)
@@ -329,15 +302,8 @@ func TestRequestsBeyondTheQueueAreBusy(t *testing.T) {
 	src.gate = make(chan struct{})
 	handled := make(chan Frame, 8)
 	ts := startServer(t, ServerConfig{MaxQueued: 2}, src, k.v, nil, func(f Frame) { handled <- f })
-	c, err := Dial(context.Background(), ts.addr, nil, b.meta, k.capability(t, b.meta.Digest), ClientConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 4 {
-		if err := c.Request(i); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c := ts.dial(t, nil, b, k, ClientConfig{})
+	requestAll(t, c, 4)
 	// Requests are read in order while piece 0 waits at the gate: 0 and 1
 	// fill the queue, 2 and 3 are busy. The rejects are answered after
 	// piece 0.
@@ -367,10 +333,7 @@ func TestEgressLimitMetersPieces(t *testing.T) {
 	k := newKeys(t)
 	lim := rate.NewLimiter(rate.Inf, 32<<10)
 	ts := startServer(t, ServerConfig{Egress: lim}, newFileSource(t, b), k.v, nil)
-	c, err := Dial(context.Background(), ts.addr, nil, b.meta, k.capability(t, b.meta.Digest), ClientConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := ts.dial(t, nil, b, k, ClientConfig{})
 	fetchAll(t, c, b)
 	c.Close()
 	if err := ts.connEnd(t); err != nil {
