@@ -16,6 +16,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 )
 
@@ -553,17 +554,18 @@ func TestConcurrentWritersAndReaders(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				var r *Reader
-				for {
-					var err error
+				var err error
+				// Another goroutine creates the blob: until then, not found.
+				if werr := eventually.Wait(eventually.Timeout, func() bool {
 					r, err = s.Reader(context.Background(), b.m.Digest, int64(k)*7777)
-					if err == nil {
-						break
-					}
-					if !errors.Is(err, ErrNotFound) {
-						t.Error(err)
-						return
-					}
-					time.Sleep(time.Millisecond)
+					return !errors.Is(err, ErrNotFound)
+				}); werr != nil {
+					t.Errorf("waiting for a reader of %s from %d: %v; last error %v", b.m.Digest, k*7777, werr, err)
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
 				}
 				defer r.Close()
 				got, err := io.ReadAll(r)
