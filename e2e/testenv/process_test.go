@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -32,20 +33,19 @@ func TestStartReportsAProcessThatExitsBeforeReady(t *testing.T) {
 }
 
 func TestStopKillsAProcessThatIgnoresSIGTERM(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "log")
 	p, err := Start(t.Context(), Options{
-		Name:    "stubborn",
-		Path:    "/bin/sh",
-		Args:    []string{"-c", `trap "" TERM; echo started; while :; do sleep 0.1; done`},
-		LogPath: filepath.Join(t.TempDir(), "log"),
-		Ready: func(context.Context) error {
-			// Wait for the trap to be installed before signalling.
-			return nil
-		},
+		Name: "stubborn",
+		Path: "/bin/sh",
+		Args: []string{"-c", `trap "" TERM; echo started; while :; do sleep 0.1; done`},
+		// The trap is installed before "started" is printed: only then
+		// does the signal meet a process that ignores it.
+		LogPath: log,
+		Ready:   logSays(log, "started"),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
 	start := time.Now()
 	err = p.Stop(300 * time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "ignored SIGTERM") {
@@ -63,18 +63,34 @@ func TestStopKillsAProcessThatIgnoresSIGTERM(t *testing.T) {
 }
 
 func TestStopReportsADataRaceInTheLog(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "log")
 	p, err := Start(t.Context(), Options{
 		Name:    "racy",
 		Path:    "/bin/sh",
 		Args:    []string{"-c", `echo "` + raceMarker + `"; exec sleep 30`},
-		LogPath: filepath.Join(t.TempDir(), "log"),
+		LogPath: log,
+		Ready:   logSays(log, raceMarker), // the report is in the log before Stop reads it
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
 	if err := p.Stop(5 * time.Second); err == nil || !strings.Contains(err.Error(), "data race") {
 		t.Errorf("Stop error = %v, want one reporting the data race", err)
+	}
+}
+
+// logSays is a readiness probe for a test's shell child: ready once the
+// log at path holds text, which the script prints after its setup.
+func logSays(path, text string) func(context.Context) error {
+	return func(context.Context) error {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("reading the log: %w", err)
+		}
+		if !strings.Contains(string(b), text) {
+			return fmt.Errorf("log does not say %q yet", text)
+		}
+		return nil
 	}
 }
 
