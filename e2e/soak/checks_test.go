@@ -14,11 +14,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/e2e/testenv"
+	"github.com/shoal-dev/shoal/internal/eventually"
 )
 
 // checkPushes checks every push against what the origin serves now: a
@@ -40,7 +40,7 @@ func (d *deployment) checkPushes(records []pushRecord) {
 	var wg sync.WaitGroup
 	for _, r := range records {
 		if r.err != nil {
-			failures = append(failures, r.err)
+			failures = append(failures, fmt.Errorf("[%s] %w", r.phase, r.err))
 		}
 		sem <- struct{}{}
 		wg.Go(func() {
@@ -228,14 +228,10 @@ func (d *deployment) checkMemory(baseline rss, victim int) {
 		}
 		return true
 	}
-	deadline := time.Now().Add(phaseTimeout)
-	for !settled() {
-		if time.Now().After(deadline) {
-			t.Errorf("RSS has not returned near the warm-up baseline %s after the load:\n baseline: %s\n now:      %s",
-				phaseTimeout, baseline, now)
-			return
-		}
-		time.Sleep(time.Second)
+	if err := eventually.Wait(phaseTimeout, settled); err != nil {
+		t.Errorf("RSS has not returned near the warm-up baseline after the load (%v):\n baseline: %s\n now:      %s",
+			err, baseline, now)
+		return
 	}
 	d.logf("RSS after the load: %s", now)
 }

@@ -3,10 +3,14 @@ package soak_test
 import (
 	"context"
 	"fmt"
+	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/eventually"
 )
 
 // load is the pullers and pushers running against the deployment.
@@ -27,7 +31,9 @@ type load struct {
 
 	mu sync.Mutex
 	// wrong are completed pulls whose bytes were not the blob's.
-	wrong   []pullResult
+	wrong []pullResult
+	// failed are the pulls' errors, with the phase they happened in.
+	failed  []error
 	pushers []*pusher
 }
 
@@ -60,6 +66,9 @@ func (l *load) puller(ctx context.Context, w int) {
 		switch {
 		case r.err != nil:
 			l.pullFailures.Add(1)
+			l.mu.Lock()
+			l.failed = append(l.failed, fmt.Errorf("[%s] agent %d: %w", l.d.currentPhase(), agent, r.err))
+			l.mu.Unlock()
 			if r.hung {
 				l.hung.Add(1)
 			}
@@ -110,7 +119,7 @@ func (l *load) mark() progress {
 func (l *load) waitFor(what string, pulls, pushes int64) {
 	l.d.t.Helper()
 	from := l.mark()
-	eventually(l.d.t, fmt.Sprintf("%s: %d more pulls and %d more pushes (%s)", what, pulls, pushes, l), phaseTimeout, func() bool {
+	eventually.Within(l.d.t, phaseTimeout, fmt.Sprintf("%s: %d more pulls and %d more pushes (%s)", what, pulls, pushes, l), func() bool {
 		return l.pulled.Load()-from.pulled >= pulls && l.pushed.Load()-from.pushed >= pushes
 	})
 }
@@ -144,6 +153,7 @@ func (l *load) checkPulls() {
 	if l.pulled.Load() == 0 {
 		t.Error("no pull completed: the soak proved nothing")
 	}
+	l.d.logf("%d pulls failed cleanly (an error, never wrong bytes):%s", len(l.failed), errorsSummary(l.failed, 12))
 	if n := l.hung.Load(); n > 0 {
 		t.Logf("%d requests ran out their %s timeout", n, requestTimeout)
 	}
@@ -157,24 +167,31 @@ func (l *load) pushes() []pushRecord {
 	return all
 }
 
-// errorsSummary lists distinct errors, for logs.
+// errorsSummary lists distinct errors, most frequent first, for logs;
+// upload ids and digests are left out so that alike errors count as one.
 func errorsSummary(errs []error, n int) string {
 	seen := map[string]int{}
-	var order []string
 	for _, err := range errs {
-		s := err.Error()
-		if seen[s] == 0 {
-			order = append(order, s)
-		}
-		seen[s]++
+		s := uuidPattern.ReplaceAllString(err.Error(), "<id>")
+		seen[digestPattern.ReplaceAllString(s, "<digest>")]++
 	}
+	kinds := make([]string, 0, len(seen))
+	for s := range seen {
+		kinds = append(kinds, s)
+	}
+	sort.Slice(kinds, func(i, j int) bool { return seen[kinds[i]] > seen[kinds[j]] })
 	var b strings.Builder
-	for i, s := range order {
+	for i, s := range kinds {
 		if i == n {
-			fmt.Fprintf(&b, "\n  ... %d more kinds", len(order)-n)
+			fmt.Fprintf(&b, "\n  ... %d more kinds", len(kinds)-n)
 			break
 		}
-		fmt.Fprintf(&b, "\n  %dx %s", seen[s], s)
+		fmt.Fprintf(&b, "\n  %dx %.400s", seen[s], s)
 	}
 	return b.String()
 }
+
+var (
+	uuidPattern   = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
+	digestPattern = regexp.MustCompile(`sha256:[0-9a-f]{64}`)
+)

@@ -27,6 +27,7 @@ type pushRecord struct {
 	manifest  []byte
 	blobs     []blob // the layer and the config
 	err       error  // nil: every request succeeded
+	phase     string // the fault in force when it ended
 }
 
 func (p *pusher) push(ctx context.Context, n int) pushRecord {
@@ -41,6 +42,7 @@ func (p *pusher) push(ctx context.Context, n int) pushRecord {
 	r.manifest = fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":%q,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":%q,"size":%d}]}`,
 		mediaTypeManifest, r.blobs[1].digest, r.blobs[1].size, r.blobs[0].digest, r.blobs[0].size)
 	r.err = p.pushImage(ctx, r, layer, config)
+	r.phase = p.d.currentPhase()
 	p.done = append(p.done, r)
 	return r
 }

@@ -28,12 +28,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/e2e/testenv"
+	"github.com/shoal-dev/shoal/internal/eventually"
 )
 
 const (
@@ -79,8 +81,11 @@ shutdownGrace: 5s
 var layerSizes = []int{100 << 10, 1 << 20, 5<<20 + 12345}
 
 type deployment struct {
-	t       *testing.T
-	began   time.Time
+	t     *testing.T
+	began time.Time
+	// phase names the fault in force (or the lack of one), recorded
+	// with every failure so that failures outside faults stand out.
+	phase   atomic.Value
 	dir     string
 	storage string // the origin's storage root
 	tracker *testenv.TrackerServer
@@ -126,35 +131,36 @@ func TestSoakPullsAndPushesSurviveFaults(t *testing.T) {
 	baseline := d.rssAll()
 	d.logf("RSS after warm-up: %s", baseline)
 
+	d.setPhase("no fault")
 	load := d.startLoad()
 	load.waitFor("the load to start", milestone, milestone/25)
 	d.logf("load running: %s", load)
 
 	victim := agents - 1
+	d.setPhase(fmt.Sprintf("agent %d killed", victim))
 	d.agents[victim].Kill()
-	d.logf("fault: killed agent %d (SIGKILL)", victim)
 	load.waitFor("pulls through the surviving agents", milestone, 0)
 	d.logf("load without agent %d: %s", victim, load)
 	if err := d.agents[victim].Restart(t.Context()); err != nil {
 		t.Fatalf("starting agent %d again: %v", victim, err)
 	}
-	d.logf("agent %d started again", victim)
+	d.setPhase(fmt.Sprintf("agent %d started again", victim))
 
 	d.storageOutage(load)
 
+	d.setPhase("tracker stopped")
 	if err := d.tracker.Stop(testenv.DefaultStopTimeout); err != nil {
 		t.Errorf("stopping the tracker: %v", err)
 	}
-	d.logf("fault: tracker stopped")
 	if err := d.tracker.Restart(t.Context()); err != nil {
 		t.Fatalf("starting the tracker again: %v", err)
 	}
-	d.logf("tracker started again")
+	d.setPhase("after the faults")
 
 	// After every fault, the load goes on, through every agent.
 	after := load.mark()
 	load.waitFor("the load after the faults", milestone, milestone/25)
-	eventually(t, "every agent to complete pulls after the faults", phaseTimeout, func() bool {
+	eventually.Within(t, phaseTimeout, "every agent to complete pulls after the faults", func() bool {
 		for a := range d.agents {
 			if load.pulledBy[a].Load() <= after.pulledBy[a] {
 				return false
@@ -192,6 +198,15 @@ func start(t *testing.T) *deployment {
 		bin[name] = b
 	}
 	d := &deployment{t: t, dir: t.TempDir(), began: time.Now()}
+	if testenv.Kept() {
+		// KEEP_E2E_DIR: the logs and storage stay to be read after.
+		dir, err := os.MkdirTemp("", "shoal-soak-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.dir = dir
+		t.Cleanup(func() { testenv.RemoveDir("e2e/soak", dir) })
+	}
 	d.storage = filepath.Join(d.dir, "storage")
 	if err := os.Mkdir(d.storage, 0o755); err != nil {
 		t.Fatal(err)
@@ -237,15 +252,29 @@ func start(t *testing.T) *deployment {
 		})
 	}
 	wg.Wait()
+	var started []*testenv.Process
 	for i, a := range d.agents {
 		if errs[i] != nil {
 			t.Fatal(errs[i])
 		}
-		// Registered after the origin's and tracker's, so run before
-		// them: agents stop while their peers are still up.
-		d.stopOnCleanup(a.Process)
+		started = append(started, a.Process)
 	}
+	// Registered after the origin's and tracker's, so run before them:
+	// agents stop while their peers are still up.
+	d.stopOnCleanup(started...)
 	return d
+}
+
+// setPhase records the fault now in force.
+func (d *deployment) setPhase(p string) {
+	d.t.Helper()
+	d.phase.Store(p)
+	d.logf("phase: %s", p)
+}
+
+func (d *deployment) currentPhase() string {
+	p, _ := d.phase.Load().(string)
+	return p
 }
 
 // logf logs with the time since the test began, to see where it goes.
@@ -254,15 +283,24 @@ func (d *deployment) logf(format string, args ...any) {
 	d.t.Logf("%6.1fs "+format, append([]any{time.Since(d.began).Seconds()}, args...)...)
 }
 
-// stopOnCleanup stops p when the test ends: it must shut down cleanly on
-// SIGTERM, and its log is quoted when the test failed.
-func (d *deployment) stopOnCleanup(p *testenv.Process) {
+// stopOnCleanup stops ps at once when the test ends (one by one, each
+// would take its shutdown grace): each must shut down cleanly on SIGTERM,
+// and its log is quoted when the test failed.
+func (d *deployment) stopOnCleanup(ps ...*testenv.Process) {
 	d.t.Cleanup(func() {
-		if err := p.Stop(testenv.DefaultStopTimeout); err != nil {
-			d.t.Errorf("stopping %s: %v", p.Name, err)
+		var wg sync.WaitGroup
+		for _, p := range ps {
+			wg.Go(func() {
+				if err := p.Stop(testenv.DefaultStopTimeout); err != nil {
+					d.t.Errorf("stopping %s: %v", p.Name, err)
+				}
+			})
 		}
+		wg.Wait()
 		if d.t.Failed() {
-			d.t.Log(p.LogTail(30))
+			for _, p := range ps {
+				d.t.Log(p.LogTail(30))
+			}
 		}
 	})
 }
@@ -330,18 +368,6 @@ func (d *deployment) pull(ctx context.Context, agent int, l blob) (r pullResult)
 	return r
 }
 
-// eventually waits up to timeout for cond, failing with what otherwise.
-func eventually(t testing.TB, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %s for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // get answers a GET on the origin, read whole.
 func (d *deployment) get(path string, hdr ...string) (int, []byte, error) {
 	ctx, cancel := context.WithTimeout(d.t.Context(), requestTimeout)
@@ -377,8 +403,8 @@ func (d *deployment) storageOutage(load *load) {
 	if err := os.WriteFile(d.storage, []byte("not a directory"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d.logf("fault: storage directory gone")
-	eventually(t, "the origin to notice its storage gone", phaseTimeout, func() bool {
+	d.setPhase("storage gone")
+	eventually.Within(t, phaseTimeout, "the origin to notice its storage gone", func() bool {
 		m, err := testenv.ScrapeMetrics(t.Context(), d.origin.URL()+"/metrics")
 		return err == nil && m.Sum("shoal_origin_storage_up") == 0
 	})
@@ -392,9 +418,8 @@ func (d *deployment) storageOutage(load *load) {
 		t.Fatal(err)
 	}
 	ready := testenv.HTTPReady(d.origin.URL() + "/readyz")
-	eventually(t, "the origin to be ready again once its storage was back", phaseTimeout, func() bool {
+	eventually.Within(t, phaseTimeout, "the origin to be ready again once its storage was back", func() bool {
 		return ready(t.Context()) == nil
 	})
-	d.logf("storage back; the origin is ready again (%d pulls and %d pushes had failed so far)",
-		load.pullFailures.Load(), load.pushFailures.Load())
+	d.setPhase("storage back")
 }
