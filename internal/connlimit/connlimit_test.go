@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/shoal-dev/shoal/internal/eventually"
 )
 
 // serve runs an HTTP server on a capped loopback listener and returns its
@@ -62,18 +64,6 @@ func get(t *testing.T, c net.Conn) (*http.Response, string) {
 	return resp, string(b)
 }
 
-// eventually waits up to ten seconds for cond.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal(what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestAClientPastItsCapIsAnswered429AndOthersAreServed(t *testing.T) {
 	m := NewMetrics(prometheus.NewRegistry(), "test")
 	addr, ln := serve(t, Config{MaxPerClient: 3}, m)
@@ -86,7 +76,7 @@ func TestAClientPastItsCapIsAnswered429AndOthersAreServed(t *testing.T) {
 		}
 		held = append(held, c)
 	}
-	eventually(t, "the listener never counted the client's 3 connections", func() bool { return ln.Open(attacker) == 3 })
+	eventually.True(t, "the listener to count the client's 3 connections", func() bool { return ln.Open(attacker) == 3 })
 
 	resp, body := get(t, dialFrom(t, "127.0.0.2", addr))
 	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "1" {
@@ -106,7 +96,7 @@ func TestAClientPastItsCapIsAnswered429AndOthersAreServed(t *testing.T) {
 
 	// Closing one gives its slot back.
 	held[0].Close()
-	eventually(t, "closing a connection never gave its slot back", func() bool { return ln.Open(attacker) == 2 })
+	eventually.True(t, "a closed connection to give its slot back", func() bool { return ln.Open(attacker) == 2 })
 	if resp, _ := get(t, dialFrom(t, "127.0.0.2", addr)); resp.StatusCode != http.StatusOK {
 		t.Errorf("a connection after one closed answered %d, want 200", resp.StatusCode)
 	}
@@ -153,7 +143,7 @@ func TestARefusedTLSConnectionIsClosed(t *testing.T) {
 		}
 	}()
 	dialFrom(t, "127.0.0.2", ln.Addr().String())
-	eventually(t, "the first connection was never counted", func() bool { return cl.Open(netip.MustParseAddr("127.0.0.2")) == 1 })
+	eventually.True(t, "the first connection to be counted", func() bool { return cl.Open(netip.MustParseAddr("127.0.0.2")) == 1 })
 	c := dialFrom(t, "127.0.0.2", ln.Addr().String())
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if n, err := c.Read(make([]byte, 10)); err == nil || n > 0 {
