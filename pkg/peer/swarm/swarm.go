@@ -154,7 +154,7 @@ type Config struct {
 	EgressLimit  int64 `yaml:"-"`
 	// VerifyBlobDigest hashes every downloaded blob against its digest,
 	// in piece order as the pieces arrive, and holds back the blob's last
-	// byte from clients until the hash matches: true (DESIGN.md: agents
+	// byte from clients until the hash matches: true (docs/design.md: agents
 	// verify every piece and the assembled blob, and a mismatch ends the
 	// client's response broken, never as a complete-looking 200). The
 	// pass costs a SHA-256 of the whole blob (docs/benchmarks.md), mostly
