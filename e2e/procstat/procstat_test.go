@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/eventually"
 )
 
 // childEnv makes the test binary a child process that lives until its stdin
@@ -92,16 +94,16 @@ func TestReadStatusAndCPUOfThisProcess(t *testing.T) {
 	}
 	// Burn CPU until the kernel has counted at least a tick of it.
 	var cpu time.Duration
-	for deadline := time.Now().Add(10 * time.Second); cpu == 0 && time.Now().Before(deadline); {
+	if werr := eventually.Wait(eventually.Timeout, func() bool {
 		for i := 0; i < 1e6; i++ {
 			runtime.Gosched()
 		}
 		if cpu, err = CPU(os.Getpid()); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if cpu <= 0 {
-		t.Errorf("own CPU time %s after a busy loop, want > 0", cpu)
+		return cpu > 0
+	}); werr != nil {
+		t.Errorf("waiting for own CPU time to count a busy loop: %v; still %s", werr, cpu)
 	}
 }
 
@@ -155,7 +157,7 @@ func TestSamplerPeakIsAtLeastASampleTakenMeanwhile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(20 * time.Millisecond)
+	// Stop samples a last time, after st was read.
 	peaks := s.Stop()
 	runtime.KeepAlive(buf)
 	if err := s.Err(); err != nil {
@@ -189,13 +191,14 @@ func TestSamplerKeepsThePeakOfAProcessThatExits(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(10 * time.Millisecond) // samples after the child is gone
+	// The sampling goroutine meets the child gone (Stop's last sample
+	// would too; this waits for one taken while sampling runs).
+	if err := eventually.Wait(eventually.Timeout, func() bool { return s.Err() != nil }); err != nil {
+		t.Errorf("waiting for the sampler to report the child that exited while sampled: %v", err)
+	}
 	peaks := s.Stop()
 	if len(peaks) != 2 || peaks[0] <= 0 || peaks[1] <= 0 {
 		t.Errorf("peaks %v, want a positive peak for this process and for the child sampled before it exited", peaks)
-	}
-	if s.Err() == nil {
-		t.Error("no error for the child that exited while sampled")
 	}
 }
 
