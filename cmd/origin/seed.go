@@ -58,6 +58,9 @@ func seederFlags(fs *flag.FlagSet) func(*seeder.Config) error {
 		if set["cluster-join"] {
 			c.Cluster.Join = splitList(*join)
 		}
+		if !set["cluster-bind"] {
+			c.Cluster.BindAddr = gossipBind(c.Cluster)
+		}
 		if set["cache-dir"] {
 			c.CacheDir = *cacheDir
 		}
@@ -112,10 +115,6 @@ func startSeeder(cfg *seeder.Config, flags func(*seeder.Config) error, d storage
 	}
 	if err := cfg.Validate(); err != nil {
 		return off, fmt.Errorf("config: %w", err)
-	}
-	if bind := gossipBind(cfg.Cluster); bind != cfg.Cluster.BindAddr {
-		log.Info("cluster: gossip on every interface, since the join list names other hosts (set --cluster-bind to choose)", "bind", bind, "join", cfg.Cluster.Join)
-		cfg.Cluster.BindAddr = bind
 	}
 	log = log.With("component", "seeder")
 	var cleanup []func()
@@ -209,10 +208,10 @@ func startSeeder(cfg *seeder.Config, flags func(*seeder.Config) error, d storage
 	return seeding{stop: undo, advertise: members.AdvertiseSeeders, members: members, server: s}, nil
 }
 
-// gossipBind is the address gossip binds: the configured one, except that
-// a loopback address with a join list naming another host becomes 0.0.0.0,
-// since no other host could reach it (the default 127.0.0.1 suits a node
-// alone, not one told to join others).
+// gossipBind is the address gossip binds when --cluster-bind is not given:
+// the configured one, except that a loopback address with a join list
+// naming another host becomes 0.0.0.0, since no other host could reach it
+// (the default 127.0.0.1 suits a node alone, not one told to join others).
 func gossipBind(c cluster.Config) string {
 	ip := net.ParseIP(c.BindAddr)
 	if c.BindAddr != "localhost" && (ip == nil || !ip.IsLoopback()) {
