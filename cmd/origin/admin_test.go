@@ -14,8 +14,10 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/shoal-dev/shoal/internal/adminapi"
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/gc"
+	"github.com/shoal-dev/shoal/pkg/origin/seeder"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
 )
 
@@ -76,7 +78,7 @@ func serveAdmin(t *testing.T, authz *auth.Authorizer, extraHosts ...string) stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, _, err := adminHandler(ln.Addr(), "127.0.0.1:0", extraHosts, adminRoutes{gc: gc.NewAdminHandler(runner)}, authz, quietLog)
+	h, _, err := adminHandler(ln.Addr(), "127.0.0.1:0", extraHosts, adminRoutes{gc: gc.NewAdminHandler(runner), cluster: clusterHandler(seeding{}, seeder.DefaultConfig())}, authz, quietLog)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +204,7 @@ func TestAdminAPINeedsTheAdminAction(t *testing.T) {
 		{"root", basicAuth("root", "root-password"), 200},
 	}
 	for _, c := range cases {
-		for _, path := range []string{adminGCPath, adminAuthCheckPath + "?user=bob&repository=path2/app&action=pull"} {
+		for _, path := range []string{adminGCPath, adminAuthCheckPath + "?user=bob&repository=path2/app&action=pull", adminapi.ClusterPath} {
 			var hdr []string
 			if c.authorization != "" {
 				hdr = []string{"Authorization", c.authorization}
