@@ -14,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/e2e/testenv"
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/pkg/gc"
 )
 
@@ -102,7 +103,9 @@ func TestTwoScheduledOriginsCollectOneAtATime(t *testing.T) {
 	}
 
 	// Watch both until one is caught sweeping, some blobs deleted; kill it
-	// there.
+	// there. This loop is a monitor as well as a wait: every pass checks
+	// that the two never collect at once, so it polls every few
+	// milliseconds throughout rather than backing off as eventually does.
 	var killed, survivor node
 	deadline := time.Now().Add(2 * time.Minute)
 	for killed.srv == nil {
@@ -132,23 +135,20 @@ func TestTwoScheduledOriginsCollectOneAtATime(t *testing.T) {
 	}
 	t.Logf("killed pid %d mid-sweep with %d of %d orphans left", killed.srv.PID(), remaining, len(orphans))
 
-	// The survivor takes over once the dead node's lease expires.
-	deadline = time.Now().Add(90 * time.Second)
-	for {
-		left := 0
+	// The survivor takes over once the dead node's lease expires (10s),
+	// at its next scheduled run.
+	left := remaining
+	if err := eventually.Wait(90*time.Second, func() bool {
+		left = 0
 		for _, p := range orphans {
 			if _, err := os.Stat(p); err == nil {
 				left++
 			}
 		}
-		if left == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			st, _ := status(survivor)
-			t.Fatalf("survivor did not finish the collection: %d orphans left, status %+v", left, st.Progress)
-		}
-		time.Sleep(200 * time.Millisecond)
+		return left == 0
+	}); err != nil {
+		st, _ := status(survivor)
+		t.Fatalf("waiting for the survivor to finish the collection: %v; %d orphans left, status %+v", err, left, st.Progress)
 	}
 	ref := survivor.srv.Addr + "/lease/app:v1"
 	got, err := crane.Pull(ref, craneOpts(t)...)

@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/e2e/testenv"
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/internal/testpki"
 )
 
@@ -140,20 +141,25 @@ func TestOriginFinishesChunkInFlightOnSIGTERM(t *testing.T) {
 	// Wait until the origin is storing the chunk, so that the request is
 	// in its hands when it is asked to stop.
 	parts := filepath.Join(strings.TrimPrefix(store, "file://"), "docker/registry/v2/repositories/graceful/_uploads/*/parts/*")
-	for deadline := time.Now().Add(30 * time.Second); ; {
+	if err := eventually.Wait(eventually.Timeout, func() bool {
 		if m, _ := filepath.Glob(parts); len(m) > 0 {
-			if fi, err := os.Stat(m[0]); err == nil && fi.Size() > 0 {
-				break
-			}
+			fi, err := os.Stat(m[0])
+			return err == nil && fi.Size() > 0
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the origin stored nothing of the chunk in 30 s\n%s", a.LogTail(20))
-		}
-		time.Sleep(10 * time.Millisecond)
+		return false
+	}); err != nil {
+		t.Fatalf("waiting for the origin to store part of the chunk: %v\n%s", err, a.LogTail(20))
 	}
 	stopped := make(chan error, 1)
 	go func() { stopped <- a.Stop(testenv.DefaultStopTimeout) }()
-	time.Sleep(200 * time.Millisecond) // let SIGTERM arrive while the body is incomplete
+	// The rest of the body goes once the origin has taken SIGTERM (it logs
+	// that it is shutting down), so the request is incomplete when it does.
+	if err := eventually.Wait(eventually.Timeout, func() bool {
+		b, _ := os.ReadFile(a.LogPath)
+		return bytes.Contains(b, []byte("shutting down"))
+	}); err != nil {
+		t.Fatalf("waiting for the origin to log that it is shutting down: %v\n%s", err, a.LogTail(20))
+	}
 	if _, err := pw.Write(content[len(content)/2:]); err != nil {
 		t.Fatal(err)
 	}
