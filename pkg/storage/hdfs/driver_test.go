@@ -18,6 +18,7 @@ import (
 	"github.com/distribution/distribution/v3/registry/storage/driver/testsuites"
 
 	minihdfs "github.com/shoal-dev/shoal/e2e/hdfs"
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/pkg/storage"
 )
 
@@ -174,19 +175,14 @@ func TestNameNodeOutage(t *testing.T) {
 	restarted = true
 
 	// The driver replaces clients whose connection broke, so it should
-	// serve on the first try; allow a few seconds for the namenode to
-	// finish starting its RPC handlers.
-	deadline := time.Now().Add(20 * time.Second)
+	// serve on the first try; allow for the namenode to finish starting
+	// its RPC handlers.
 	var got []byte
-	for {
+	if werr := eventually.Wait(eventually.Timeout, func() bool {
 		got, err = d.GetContent(ctx, "/before")
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("GetContent 20 s after the namenode restarted: %v", err)
+		return err == nil
+	}); werr != nil {
+		t.Fatalf("waiting for GetContent to succeed after the namenode restarted: %v; last error %v", werr, err)
 	}
 	if string(got) != "old" {
 		t.Fatalf("content after outage = %q, want %q", got, "old")
