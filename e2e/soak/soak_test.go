@@ -18,8 +18,6 @@ package soak_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -344,27 +342,8 @@ func (d *deployment) pull(ctx context.Context, agent int, l blob) (r pullResult)
 	r.agent, r.blob = agent, l
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	defer func() { r.hung = r.err != nil && ctx.Err() == context.DeadlineExceeded }()
-	url := d.agents[agent].URL() + "/v2/" + l.repo + "/blobs/" + l.digest.String()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		r.err = err
-		return r
-	}
-	resp, err := d.http.Do(req)
-	if err != nil {
-		r.err = err
-		return r
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		r.err = fmt.Errorf("GET %s: %s: %s", url, resp.Status, bytes.TrimSpace(b))
-		return r
-	}
-	h := sha256.New()
-	r.bytes, r.err = io.Copy(h, resp.Body)
-	r.got = "sha256:" + hex.EncodeToString(h.Sum(nil))
+	r.bytes, r.got, r.err = testenv.GetDigest(ctx, d.http, d.agents[agent].URL()+"/v2/"+l.repo+"/blobs/"+l.digest.String())
+	r.hung = r.err != nil && ctx.Err() == context.DeadlineExceeded
 	return r
 }
 
