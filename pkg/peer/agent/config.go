@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/connlimit"
 	"github.com/shoal-dev/shoal/pkg/daemon"
 	"github.com/shoal-dev/shoal/pkg/peer/mirror"
 	"github.com/shoal-dev/shoal/pkg/peer/swarm"
@@ -12,8 +13,10 @@ import (
 )
 
 // Config is the agent's configuration, as read from its YAML file (keys in
-// camelCase; see deploy/peer-agent.yaml). DefaultConfig runs on one host
-// with only Origin and OriginSeeders to fill in.
+// camelCase; see deploy/peer-agent.yaml). DefaultConfig runs with only
+// Origin and, for agents to share pieces, the trackers to fill in: the
+// seeders are learned from the origin and the peer address from the route
+// to the trackers.
 type Config struct {
 	// Listen is the mirror's HTTP address (/v2/ for dockerd and containerd,
 	// plus /metrics, /healthz, /readyz). Loopback by default: the clients
@@ -67,6 +70,13 @@ type Config struct {
 	// and checks that the origin, the seeders and the trackers answer:
 	// 30s. /readyz reports the last round; a change is logged.
 	CheckInterval time.Duration `yaml:"checkInterval"`
+	// Connections caps the connections one client address holds open on
+	// the mirror listener; see connlimit.Config. Loopback, where the
+	// host's dockerd and containerd connect from, is exempt by default, so
+	// the cap matters when the mirror listens on an address other hosts or
+	// pods reach. Past it: 429 with Retry-After, counted in
+	// shoal_agent_connections_refused_total{reason}.
+	Connections connlimit.Config `yaml:"connections"`
 }
 
 // TLSConfig secures the peer protocol: with Cert and Key the peer listener
@@ -106,6 +116,7 @@ func DefaultConfig() Config {
 		Log:           LogConfig{Level: "info", Format: "text"},
 		ShutdownGrace: 15 * time.Second,
 		CheckInterval: 30 * time.Second,
+		Connections:   connlimit.DefaultConfig(),
 	}
 }
 
@@ -131,6 +142,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.Swarm.Validate(); err != nil {
 		return fmt.Errorf("config: %w", err)
+	}
+	if err := c.Connections.Validate(); err != nil {
+		return fmt.Errorf("config: connections: %w", err)
 	}
 	return nil
 }

@@ -434,7 +434,13 @@ func testConfig(t testing.TB, originURL string, seeders []string, trackers []str
 
 func startAgent(t testing.TB, cfg Config) *testAgent {
 	t.Helper()
-	a, err := Listen(cfg, testLogger(t))
+	return startAgentLogging(t, cfg, testLogger(t))
+}
+
+// startAgentLogging is startAgent with the agent's logger.
+func startAgentLogging(t testing.TB, cfg Config, log *slog.Logger) *testAgent {
+	t.Helper()
+	a, err := Listen(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

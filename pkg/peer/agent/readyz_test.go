@@ -2,7 +2,6 @@ package agent
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"log/slog"
 	"net"
@@ -80,16 +79,7 @@ func (b *logBuffer) lines(level string) []string {
 func startLoggedAgent(t *testing.T, cfg Config) (*testAgent, *logBuffer) {
 	t.Helper()
 	logs := &logBuffer{}
-	a, err := Listen(cfg, slog.New(slog.NewTextHandler(logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ta := &testAgent{Agent: a, t: t, done: make(chan error, 1)}
-	ctx, cancel := context.WithCancel(context.Background())
-	ta.stop = cancel
-	go func() { ta.done <- a.Run(ctx) }()
-	t.Cleanup(ta.shutdown)
-	return ta, logs
+	return startAgentLogging(t, cfg, slog.New(slog.NewTextHandler(logs, nil))), logs
 }
 
 // TestReadyzNamesWhatKeepsP2PFromWorking: an agent whose origin, seeders
