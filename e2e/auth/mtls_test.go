@@ -31,6 +31,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/e2e/testenv"
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/proto/peerpb"
 	"github.com/shoal-dev/shoal/proto/trackerpb"
@@ -597,19 +598,11 @@ func (e *mtlsEnv) listing(t *testing.T, d string) map[string]peerListing {
 // first asks for its metainfo).
 func (e *mtlsEnv) waitListed(t *testing.T, d, id string) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		listed := e.listing(t, d)
-		if listed[id].Complete {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the tracker does not list %s as complete for %s within a minute: %v", id, d, listed)
-		}
-		select {
-		case <-t.Context().Done():
-			t.Fatal(t.Context().Err())
-		case <-time.After(100 * time.Millisecond):
-		}
+	var listed map[string]peerListing
+	if err := eventually.Wait(eventually.Timeout, func() bool {
+		listed = e.listing(t, d)
+		return listed[id].Complete
+	}); err != nil {
+		t.Fatalf("waiting for the tracker to list %s as complete for %s: %v; it lists %v", id, d, err, listed)
 	}
 }
