@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"testing"
 
 	"github.com/shoal-dev/shoal/internal/configdoc"
@@ -10,11 +9,9 @@ import (
 
 //go:generate go test -run ^TestConfigReference$ . -args -update-config-reference
 
-var updateReference = flag.Bool("update-config-reference", false, "rewrite peer-agent's section of docs/config-reference.md instead of comparing (go generate ./cmd/peer-agent)")
-
 // TestConfigReference holds docs/config-reference.md's peer-agent section equal
 // to the config struct: its keys, types, defaults (root's directories) and
 // doc comments.
 func TestConfigReference(t *testing.T) {
-	configdoc.Check(t, "peer-agent", defaultConfig(daemon.Dirs{System: true}), configdoc.Options{}, *updateReference)
+	configdoc.Check(t, "peer-agent", defaultConfig(daemon.Dirs{System: true}), configdoc.Options{})
 }

@@ -3,6 +3,7 @@ package configdoc
 import (
 	"bytes"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,17 +14,21 @@ import (
 // Reference is the file the sections go in, relative to the module root.
 const Reference = "docs/config-reference.md"
 
+// update is the flag `go generate` passes to a daemon's test binary (see
+// the go:generate line of its reference_test.go).
+var update = flag.Bool("update-config-reference", false, "rewrite the daemon's section of "+Reference+" instead of comparing it (go generate ./cmd/NAME)")
+
 // Check holds the section of docs/config-reference.md generated for the
 // daemon name equal to the rendering of cfg, its defaults: it fails the
 // test with the first difference and the command that regenerates the
-// section, or rewrites the section when update is set (what `go generate`
-// runs). The section is the text between the lines
+// section, or rewrites the section when the test binary is given
+// -update-config-reference (what `go generate` runs). The section is the text between the lines
 //
 //	<!-- BEGIN generated: NAME -->
 //	<!-- END generated: NAME -->
 //
 // so that the headings and prose around it stay written by hand.
-func Check(t testing.TB, name string, cfg any, opts Options, update bool) {
+func Check(t testing.TB, name string, cfg any, opts Options) {
 	t.Helper()
 	root, err := moduleRoot()
 	if err != nil {
@@ -49,7 +54,7 @@ func Check(t testing.TB, name string, cfg any, opts Options, update bool) {
 	if bytes.Equal(got, table) {
 		return
 	}
-	if update {
+	if *update {
 		out := append(append(append([]byte{}, file[:i+len(begin)]...), table...), file[j:]...)
 		if err := os.WriteFile(path, out, 0o644); err != nil {
 			t.Fatal(err)
