@@ -1,0 +1,165 @@
+package swarm
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/shoal-dev/shoal/internal/piecewire"
+	"github.com/shoal-dev/shoal/pkg/auth"
+	"github.com/shoal-dev/shoal/pkg/metainfo"
+)
+
+// newPieceSwarm starts a swarm with the piece data path on and returns it
+// with the origin key its capabilities are checked against.
+func newPieceSwarm(t *testing.T, listen string) (*Swarm, *auth.Key) {
+	t.Helper()
+	key, err := auth.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.PeerID = "agent-under-test"
+	cfg.PieceListen = listen
+	s, err := New(cfg, t.TempDir(), 1<<30, Options{Keys: auth.NewVerifier(key.Public()), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	return s, key
+}
+
+// holdPieces puts a blob of n pieces of 256 KiB (the last one short) in
+// s's store with the given pieces written, and returns its bytes and
+// metainfo.
+func holdPieces(t *testing.T, s *Swarm, n int, held ...int) ([]byte, *metainfo.Metainfo) {
+	t.Helper()
+	const pieceLength = 256 << 10
+	data := make([]byte, n*pieceLength-100)
+	_, _ = rand.NewChaCha8([32]byte{byte(n)}).Read(data)
+	m, err := metainfo.Compute(bytes.NewReader(data), digest.FromBytes(data), int64(len(data)), pieceLength)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.store.Create(m); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range held {
+		off := m.PieceOffset(i)
+		if err := s.store.WritePiece(m.Digest, i, data[off:off+m.PieceSize(i)]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return data, m
+}
+
+func TestHeldPiecesAreServedOnThePieceDataPath(t *testing.T) {
+	s, key := newPieceSwarm(t, "127.0.0.1:0")
+	data, m := holdPieces(t, s, 5, 0, 1, 2)
+	tok, err := key.IssueCapability(m.Digest, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := s.pieceHeaders(metadata.MD{})
+	if got := md.Get(pieceHeader); len(got) != 1 || got[0] != s.piecePort {
+		t.Fatalf("Exchange header %s = %v; want the piece port %s", pieceHeader, got, s.piecePort)
+	}
+	c, err := piecewire.Dial(context.Background(), net.JoinHostPort("127.0.0.1", s.piecePort), nil, m, tok, piecewire.ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range m.NumPieces() {
+		if err := c.Request(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var sent int64
+	for range m.NumPieces() {
+		r, ok := <-c.Results()
+		if !ok {
+			t.Fatalf("the piece connection ended: %v", c.Err())
+		}
+		off := m.PieceOffset(r.Index)
+		switch {
+		case r.Index <= 2 && !bytes.Equal(r.Data, data[off:off+m.PieceSize(r.Index)]):
+			t.Fatalf("held piece %d: %v; want its bytes", r.Index, r)
+		case r.Index > 2 && r.Reject != piecewire.ReasonNotHeld:
+			t.Fatalf("piece %d, not held: %v; want rejected as not held", r.Index, r)
+		}
+		sent += int64(len(r.Data))
+	}
+	c.Close()
+	// The upload is counted once its piece has gone out (Piece.Done), which
+	// may come after the client has the bytes.
+	eventually(t, "shoal_agent_uploaded_bytes_total to count the bytes sent", func() bool {
+		return testutil.ToFloat64(s.metrics.uploaded) == float64(sent)
+	})
+	if b := s.up.Backlog(); b != 0 {
+		t.Fatalf("uplink backlog %d after every piece went out; want 0", b)
+	}
+}
+
+func TestPieceDataPathRefusesAnotherBlobsCapability(t *testing.T) {
+	s, key := newPieceSwarm(t, "127.0.0.1:0")
+	_, m := holdPieces(t, s, 2, 0, 1)
+	tok, err := key.IssueCapability(digest.FromString("another blob"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := piecewire.Dial(context.Background(), net.JoinHostPort("127.0.0.1", s.piecePort), nil, m, tok, piecewire.ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Request(0); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := <-c.Results(); ok {
+		t.Fatalf("%v for a capability of another blob; want the connection refused", r)
+	}
+	if err := c.Err(); !errors.Is(err, piecewire.ErrDenied) {
+		t.Fatalf("connection ended with %v; want ErrDenied", err)
+	}
+}
+
+func TestPieceDataPathIsOffByDefault(t *testing.T) {
+	t.Setenv(pieceListenEnv, "")
+	s, _ := newPieceSwarm(t, "")
+	if s.pieceServer != nil || s.piecePort != "" {
+		t.Fatalf("piece server %v on port %q with nothing configured; want none", s.pieceServer, s.piecePort)
+	}
+	if md := s.pieceHeaders(metadata.MD{}); len(md.Get(pieceHeader)) != 0 {
+		t.Fatalf("Exchange header %s = %v with the path off; want none, so peers keep pieces on the stream", pieceHeader, md.Get(pieceHeader))
+	}
+}
+
+func TestPieceDataPathFromTheEnvironment(t *testing.T) {
+	t.Setenv(pieceListenEnv, "127.0.0.1:0")
+	s, _ := newPieceSwarm(t, "")
+	if s.pieceServer == nil || s.piecePort == "" {
+		t.Fatalf("no piece server with %s set", pieceListenEnv)
+	}
+}
+
+// eventually waits until cond holds, for at most a minute.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
