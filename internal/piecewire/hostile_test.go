@@ -393,3 +393,30 @@ func TestServerAnswersQueuedRequestsAfterTheClientCloses(t *testing.T) {
 		t.Fatalf("server connection ended with %v; want a clean end", err)
 	}
 }
+
+func TestServerRefusesConnectionsBeyondItsLimit(t *testing.T) {
+	b := newBlob(t, 1<<20, 256<<10)
+	k := newKeys(t)
+	ts := startServer(t, ServerConfig{MaxConns: 1}, newFileSource(t, b), k.v, nil)
+	first := ts.dial(t, nil, b, k, ClientConfig{})
+	if err := first.Request(0); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := nextResult(t, first); !ok || r.Data == nil {
+		t.Fatalf("first connection: %v, %v", r, first.Err())
+	}
+	second := ts.dial(t, nil, b, k, ClientConfig{})
+	if err := ts.connEnd(t); err == nil || !strings.Contains(err.Error(), "at the limit of 1 connections") {
+		t.Fatalf("second connection ended with %v; want refused at the limit", err)
+	}
+	var re *RemoteError
+	if err := waitDone(t, second); !errors.As(err, &re) || re.Code != CodeUnavailable {
+		t.Fatalf("second client ended with %v; want an Error frame, unavailable", err)
+	}
+	if err := first.Request(1); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := nextResult(t, first); !ok || r.Data == nil {
+		t.Fatalf("the first connection after the refusal: %v, %v", r, first.Err())
+	}
+}

@@ -39,6 +39,10 @@ type ServerConfig struct {
 	// sent no frame for this long: 2m. Agents keep a connection per blob
 	// being exchanged; this frees those of peers that vanished quietly.
 	IdleTimeout time.Duration `yaml:"idleTimeout"`
+	// MaxConns bounds the connections served at once; one more is
+	// answered with an Error frame (CodeUnavailable) and closed: 1024. A
+	// connection holds two goroutines and a 4 KiB read buffer.
+	MaxConns int `yaml:"maxConns"`
 	// Egress, if set, meters every piece byte this server sends (a token
 	// bucket shared with whatever else the caller meters with it). Its
 	// burst bounds a write round. nil: no limit.
@@ -50,7 +54,7 @@ type ServerConfig struct {
 
 // DefaultServerConfig returns the defaults documented on ServerConfig.
 func DefaultServerConfig() ServerConfig {
-	return ServerConfig{MaxQueued: 16, Timeout: 20 * time.Second, IdleTimeout: 2 * time.Minute}
+	return ServerConfig{MaxQueued: 16, MaxConns: 1024, Timeout: 20 * time.Second, IdleTimeout: 2 * time.Minute}
 }
 
 func (c ServerConfig) withDefaults() ServerConfig {
@@ -63,6 +67,9 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = d.IdleTimeout
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = d.MaxConns
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -239,6 +246,13 @@ func (s *Server) ServeConn(nc net.Conn) error {
 		s.mu.Unlock()
 		_ = nc.Close()
 		return ErrServerClosed
+	}
+	if len(s.conns) >= s.cfg.MaxConns {
+		s.mu.Unlock()
+		err := fmt.Errorf("piecewire: at the limit of %d connections", s.cfg.MaxConns)
+		writeFatal(nc, Frame{Type: FrameError, Code: CodeUnavailable, Message: err.Error() + "; try another peer"}, s.cfg.Timeout)
+		_ = nc.Close()
+		return err
 	}
 	s.conns[nc] = struct{}{}
 	s.mu.Unlock()
@@ -527,20 +541,22 @@ const lingerTimeout = time.Second
 // the client sent after the refused one are drained first: closing a
 // socket with unread input resets it, and the reset could reach the client
 // before the Error frame does, hiding why it was refused.
-func (c *serverConn) sendFatal(f Frame) {
+func (c *serverConn) sendFatal(f Frame) { writeFatal(c.nc, f, c.s.cfg.Timeout) }
+
+func writeFatal(nc net.Conn, f Frame, timeout time.Duration) {
 	b, err := AppendFrame(nil, f)
 	if err != nil {
 		return
 	}
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.Timeout))
-	if _, err := c.nc.Write(b); err != nil {
+	_ = nc.SetWriteDeadline(time.Now().Add(timeout))
+	if _, err := nc.Write(b); err != nil {
 		return
 	}
-	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+	if cw, ok := nc.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}
-	_ = c.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
-	_, _ = io.Copy(io.Discard, io.LimitReader(c.nc, 1<<20))
+	_ = nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+	_, _ = io.Copy(io.Discard, io.LimitReader(nc, 1<<20))
 }
 
 func (c *serverConn) writeFrame(f Frame) error {
