@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/shoal-dev/shoal/internal/connlimit"
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/peer/mirror"
 	"github.com/shoal-dev/shoal/pkg/peer/swarm"
@@ -91,7 +92,13 @@ func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	if a.peerLn, err = net.Listen("tcp", cfg.PeerListen); err != nil {
 		return nil, fmt.Errorf("listening for peers: %w", err)
 	}
-	if a.httpLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+	httpLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listening for the mirror: %w", err)
+	}
+	// The mirror serves plain HTTP: a client past its cap is answered 429.
+	if a.httpLn, err = connlimit.Wrap(httpLn, cfg.Connections, true, connlimit.NewMetrics(a.reg, "shoal_agent")); err != nil {
+		httpLn.Close()
 		return nil, fmt.Errorf("listening for the mirror: %w", err)
 	}
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/connlimit"
 	"github.com/shoal-dev/shoal/pkg/daemon"
 	"github.com/shoal-dev/shoal/pkg/peer/mirror"
 	"github.com/shoal-dev/shoal/pkg/peer/swarm"
@@ -69,6 +70,13 @@ type Config struct {
 	// and checks that the origin, the seeders and the trackers answer:
 	// 30s. /readyz reports the last round; a change is logged.
 	CheckInterval time.Duration `yaml:"checkInterval"`
+	// Connections caps the connections one client address holds open on
+	// the mirror listener; see connlimit.Config. Loopback, where the
+	// host's dockerd and containerd connect from, is exempt by default, so
+	// the cap matters when the mirror listens on an address other hosts or
+	// pods reach. Past it: 429 with Retry-After, counted in
+	// shoal_agent_connections_refused_total{reason}.
+	Connections connlimit.Config `yaml:"connections"`
 }
 
 // TLSConfig secures the peer protocol: with Cert and Key the peer listener
@@ -108,6 +116,7 @@ func DefaultConfig() Config {
 		Log:           LogConfig{Level: "info", Format: "text"},
 		ShutdownGrace: 15 * time.Second,
 		CheckInterval: 30 * time.Second,
+		Connections:   connlimit.DefaultConfig(),
 	}
 }
 
@@ -133,6 +142,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.Swarm.Validate(); err != nil {
 		return fmt.Errorf("config: %w", err)
+	}
+	if err := c.Connections.Validate(); err != nil {
+		return fmt.Errorf("config: connections: %w", err)
 	}
 	return nil
 }
