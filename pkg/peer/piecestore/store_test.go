@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -259,44 +260,51 @@ func TestReaderStreamsInOrder(t *testing.T) {
 	}
 }
 
+// A reader waiting for a piece that will not come ends with the
+// cancellation of its context, or with ErrRemoved when its blob goes. The
+// test runs in a synctest bubble so that synctest.Wait can tell when the
+// reading goroutine is blocked: the cancel and the removal reach a reader
+// that waits, every run, not one that has not started yet.
 func TestReaderCancelAndRemove(t *testing.T) {
-	s := open(t, t.TempDir(), 1<<20)
-	_, m := testBlob(t, 6, 2*pieceLen)
-	if err := s.Create(m); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r, _ := s.Reader(ctx, m.Digest, 0)
-	errc := make(chan error, 1)
-	go func() { _, err := r.Read(make([]byte, 10)); errc <- err }()
-	time.Sleep(20 * time.Millisecond)
-	cancel()
-	if err := <-errc; !errors.Is(err, context.Canceled) {
-		t.Fatalf("Read after cancel: %v, want context.Canceled", err)
-	}
-	r.Close()
-
-	r, _ = s.Reader(context.Background(), m.Digest, 0)
-	defer r.Close()
-	go func() { _, err := r.Read(make([]byte, 10)); errc <- err }()
-	time.Sleep(20 * time.Millisecond)
-	if err := s.Remove(m.Digest); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-errc:
-		if !errors.Is(err, ErrRemoved) {
-			t.Fatalf("Read of a removed blob: %v, want ErrRemoved", err)
+	synctest.Test(t, func(t *testing.T) {
+		s := open(t, t.TempDir(), 1<<20)
+		_, m := testBlob(t, 6, 2*pieceLen)
+		if err := s.Create(m); err != nil {
+			t.Fatal(err)
 		}
-	case <-time.After(eventually.Timeout): // a hang guard, generous for shared CI cores
-		t.Fatalf("a waiting reader did not wake within %s of its blob being removed", eventually.Timeout)
-	}
-	if _, err := s.Reader(context.Background(), m.Digest, 0); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("Reader of a removed blob: %v, want ErrNotFound", err)
-	}
-	if _, err := s.Reader(context.Background(), digest.FromString("x"), 0); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("Reader of an unknown blob: %v", err)
-	}
+		ctx, cancel := context.WithCancel(context.Background())
+		r, _ := s.Reader(ctx, m.Digest, 0)
+		errc := make(chan error, 1)
+		go func() { _, err := r.Read(make([]byte, 10)); errc <- err }()
+		synctest.Wait() // the reader is blocked waiting for a piece
+		cancel()
+		if err := <-errc; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Read after cancel: %v, want context.Canceled", err)
+		}
+		r.Close()
+
+		r, _ = s.Reader(context.Background(), m.Digest, 0)
+		defer r.Close()
+		go func() { _, err := r.Read(make([]byte, 10)); errc <- err }()
+		synctest.Wait() // the reader is blocked waiting for a piece
+		if err := s.Remove(m.Digest); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-errc:
+			if !errors.Is(err, ErrRemoved) {
+				t.Fatalf("Read of a removed blob: %v, want ErrRemoved", err)
+			}
+		case <-time.After(time.Minute): // the bubble's clock: fires at once if the reader never wakes
+			t.Fatal("a waiting reader did not wake when its blob was removed")
+		}
+		if _, err := s.Reader(context.Background(), m.Digest, 0); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Reader of a removed blob: %v, want ErrNotFound", err)
+		}
+		if _, err := s.Reader(context.Background(), digest.FromString("x"), 0); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Reader of an unknown blob: %v", err)
+		}
+	})
 }
 
 func TestEvictionOrder(t *testing.T) {
