@@ -96,7 +96,7 @@ bench:
 	$(GO) run ./e2e/bench -against limits-off
 	$(GO) run ./e2e/authbench
 
-# Access control (issue 9; docs/benchmarks.md, "Access control"): manifest
+# Access control (docs/benchmarks.md, "Access control"): manifest
 # GETs with auth on vs off, the agent's authorization calls under a storm of
 # blob requests, the CPU of P2P capability and signature checks per GiB.
 # Knobs: AUTHBENCH_FLAGS='-quick' or '-only origin|agent|p2p' (go run ./e2e/authbench -h).
@@ -121,7 +121,7 @@ bench-gc:
 	GC_BENCH_MANIFESTS=10000 $(GO) test -run '^$$' -bench Collect -benchtime 1x -timeout 30m ./pkg/gc/
 	GC_BENCH_MANIFESTS=10000 $(GO) test -run '^$$' -bench PullLatency -benchtime 1x -timeout 30m ./e2e/gccompat/
 
-# P2P swarm benchmark (issue 4; docs/benchmarks.md, "Swarm"): N agents pulling
+# P2P swarm benchmark (docs/benchmarks.md, "Swarm"): N agents pulling
 # one layer at once against the same hosts pulling straight from the origin,
 # one agent's cold/warm pulls, the tracker's announce rate. As root each host
 # gets its own network namespace with a tc-shaped link; otherwise loopback.
@@ -130,7 +130,7 @@ bench-gc:
 bench-swarm:
 	$(GO) run ./e2e/swarmbench $(SWARMBENCH_FLAGS)
 
-# The peer protocol's data paths side by side (issue 10; docs/p2p.md, "Piece
+# The peer protocol's data paths side by side (docs/p2p.md, "Piece
 # data path"): one blob over loopback with internal/piecewire (plain TCP and
 # sendfile; TLS 1.3) and with today's gRPC Exchange stream, printing MB/s and
 # the sender's and receiver's CPU-seconds per GiB. Run on a quiet machine.

@@ -27,7 +27,7 @@ type ClientConfig struct {
 	// so that every announce does not first wait on a dead tracker: 30s.
 	Cooldown time.Duration `yaml:"cooldown"`
 	// DialOptions are passed to grpc.NewClient, e.g. mTLS credentials.
-	// Without any, connections are plaintext (development only: DESIGN.md
+	// Without any, connections are plaintext (development only: docs/design.md
 	// wants mTLS between all Shoal components).
 	DialOptions []grpc.DialOption `yaml:"-"`
 }

@@ -15,7 +15,7 @@ import (
 // of a downloading blob hold its last byte back until the hash has matched
 // (blobReader), so a blob whose pieces all verify against a metainfo that
 // does not describe the digest ends every client's response broken, never
-// as a complete-looking 200 (DESIGN.md). Hashing as the pieces arrive
+// as a complete-looking 200 (docs/design.md). Hashing as the pieces arrive
 // keeps the wait at the end to the last few pieces rather than a pass over
 // the whole blob.
 
