@@ -2,10 +2,13 @@ package hostile_test
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -107,5 +110,36 @@ func TestAClientAtItsUploadSessionCapDoesNotStopOthers(t *testing.T) {
 	c := newClient(t, o)
 	for i := range capPerClient + 2 {
 		c.pushImage("team/app", fmt.Sprintf("v%d", i), randomBytes(t, 256<<10))
+	}
+}
+
+// TestAnAddressHoldingItsConnectionCapOnTheMirrorDoesNotStopOthers: the
+// agent's mirror listener caps connections per address as the origin's
+// does; honest pulls through it go on while one address holds its cap.
+func TestAnAddressHoldingItsConnectionCapOnTheMirrorDoesNotStopOthers(t *testing.T) {
+	const capPerClient = 4
+	o := startOrigin(t, "file://"+t.TempDir(), "")
+	layer := randomBytes(t, 1<<20)
+	c := newClient(t, o)
+	d := sha256Digest(layer)
+	c.expect(c.do("POST", "/v2/team/app/blobs/uploads/?digest="+d, layer), http.StatusCreated, "layer push")
+	config := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(config, fmt.Appendf(nil, "connections:\n  maxPerClient: %d\n  exempt: []\n", capPerClient), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := testenv.Agent(t, testenv.AgentOptions{Origin: o.URL(), Args: []string{"--config", config}})
+	for range capPerClient {
+		holdConnection(t, a.Server, attackerAddr)
+	}
+	attacker := newClientFrom(t, a.Server, attackerAddr)
+	if r := attacker.do("GET", "/v2/", nil); r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" {
+		t.Fatalf("connection %d of one address to the mirror: %v (Retry-After %q), want 429 with Retry-After", capPerClient+1, r, r.header.Get("Retry-After"))
+	}
+	honest := newClient(t, a.Server)
+	if got := honest.expect(honest.do("GET", "/v2/team/app/blobs/"+d, nil), http.StatusOK, "honest pull through the mirror").body; !bytes.Equal(got, layer) {
+		t.Fatalf("the mirror served %d bytes, want the %d pushed", len(got), len(layer))
+	}
+	if n := metrics(t, a.Server).Sum("shoal_agent_connections_refused_total", "reason", "per_client"); n < 1 {
+		t.Errorf("shoal_agent_connections_refused_total{reason=per_client} = %v after a refusal, want at least 1", n)
 	}
 }
