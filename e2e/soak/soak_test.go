@@ -61,18 +61,6 @@ const (
 // requests changes what storage holds between the load and the checks.
 const originConfig = "gc:\n  interval: 0s\n"
 
-// agentConfig shortens the agents' timeouts, as e2e/swarm's fault tests do,
-// so that a killed peer or a stopped tracker costs seconds, not the
-// production defaults' minutes.
-const agentConfig = `swarm:
-  dialTimeout: 2s
-  pieceTimeout: 5s
-  downloadAnnounceInterval: 1s
-tracker:
-  cooldown: 5s
-shutdownGrace: 5s
-`
-
 // layerSizes are the blobs pulled: small, a power of two, and one that
 // is neither, whose last piece is short. Small, so that the load's bytes
 // (thousands of pulls) stay within what two cores hash in the time.
@@ -223,7 +211,7 @@ func start(t *testing.T) *deployment {
 
 	originYAML := filepath.Join(d.dir, "origin.yaml")
 	agentYAML := filepath.Join(d.dir, "agent.yaml")
-	for p, s := range map[string]string{originYAML: originConfig, agentYAML: agentConfig} {
+	for p, s := range map[string]string{originYAML: originConfig, agentYAML: testenv.FaultAgentConfig} {
 		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
 			t.Fatal(err)
 		}

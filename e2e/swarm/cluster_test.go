@@ -34,20 +34,8 @@ import (
 // agents are race-enabled binaries sharing two busy cores, hence generous.
 const pullTimeout = 3 * time.Minute
 
-// faultConfig shortens the agents' timeouts so that a dead or silent peer
-// costs seconds, not the production defaults' minutes, and makes
-// downloads re-announce often so that peers find each other again
-// quickly. The swarm test without faults runs the defaults: short piece
-// timeouts on a loaded machine send requests to the origin that the
-// swarm would have served.
-const faultConfig = `swarm:
-  dialTimeout: 2s
-  pieceTimeout: 5s
-  downloadAnnounceInterval: 1s
-tracker:
-  cooldown: 5s
-shutdownGrace: 5s
-`
+// faultConfig is the agents' config of the fault tests.
+const faultConfig = testenv.FaultAgentConfig
 
 // binaries are built once per test binary run: race-enabled when the
 // test is (testenv.Binary), and plain.
