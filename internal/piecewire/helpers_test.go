@@ -235,18 +235,6 @@ func nextResult(t testing.TB, c *Conn) (Result, bool) {
 	}
 }
 
-// eventually waits until cond holds.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // dial connects a client to ts for b, with a capability from k.
 func (ts *testServer) dial(t testing.TB, tlsConfig *tls.Config, b *blob, k keys, cfg ClientConfig) *Conn {
 	t.Helper()

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 )
@@ -199,7 +200,7 @@ func TestCancelledRequestIsNotSent(t *testing.T) {
 	c := ts.dial(t, nil, b, k, ClientConfig{})
 	requestAll(t, c, 4)
 	// Piece 0 is being opened (held at the gate); 1 to 3 wait in the queue.
-	eventually(t, "the server to start on piece 0", func() bool { return src.opens(0) == 1 })
+	eventually.True(t, "the server to start on piece 0", func() bool { return src.opens(0) == 1 })
 	if err := c.Cancel(2); err != nil {
 		t.Fatal(err)
 	}

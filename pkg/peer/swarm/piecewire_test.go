@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/internal/piecewire"
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
@@ -102,7 +103,7 @@ func TestHeldPiecesAreServedOnThePieceDataPath(t *testing.T) {
 	c.Close()
 	// The upload is counted once its piece has gone out (Piece.Done), which
 	// may come after the client has the bytes.
-	eventually(t, "shoal_agent_uploaded_bytes_total to count the bytes sent", func() bool {
+	eventually.True(t, "shoal_agent_uploaded_bytes_total to count the bytes sent", func() bool {
 		return testutil.ToFloat64(s.metrics.uploaded) == float64(sent)
 	})
 	if b := s.up.Backlog(); b != 0 {
@@ -149,17 +150,5 @@ func TestPieceDataPathFromTheEnvironment(t *testing.T) {
 	s, _ := newPieceSwarm(t, "")
 	if s.pieceServer == nil || s.piecePort == "" {
 		t.Fatalf("no piece server with %s set", pieceListenEnv)
-	}
-}
-
-// eventually waits until cond holds, for at most a minute.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

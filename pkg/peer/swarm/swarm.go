@@ -168,8 +168,8 @@ type Config struct {
 	// BlacklistTTL is how long a peer caught sending a bad piece is not
 	// dialed for any blob: 10m. Timeouts never put a peer here.
 	BlacklistTTL time.Duration `yaml:"blacklistTTL"`
-	// PieceListen turns on the piece data path (internal/piecewire, issue
-	// 10) and is the address its listener binds (":0": any port). Pieces
+	// PieceListen turns on the piece data path (internal/piecewire) and
+	// is the address its listener binds (":0": any port). Pieces
 	// this agent holds are then served on it, its port is named in the
 	// Exchange streams it answers, and downloads from agents naming one
 	// take their pieces over it instead of the stream (which still
