@@ -6,14 +6,19 @@ import (
 )
 
 // Dirs says where a daemon keeps its data and cache when its config names
-// no directory. Run as root (a service), the system directories:
-// /var/lib/shoal and /var/cache/... as deploy/ and the packages expect. Run
-// by anyone else, per-user directories under the XDG base directories, so
-// that trying Shoal needs no root: $XDG_DATA_HOME/shoal (default
-// ~/.local/share/shoal) and $XDG_CACHE_HOME/shoal (default ~/.cache/shoal).
+// no directory. Run as a service, the system directories: /var/lib/shoal
+// and /var/cache/... as deploy/ expects. A service is a process of root,
+// or one systemd started with a StateDirectory or CacheDirectory (it sets
+// $STATE_DIRECTORY or $CACHE_DIRECTORY; deploy/systemd's units run the
+// origin as user shoal and the agent as a dynamic user, and create those
+// very directories). Run by anyone else, per-user directories under the
+// XDG base directories, so that trying Shoal needs no root:
+// $XDG_DATA_HOME/shoal (default ~/.local/share/shoal) and
+// $XDG_CACHE_HOME/shoal (default ~/.cache/shoal).
 type Dirs struct {
-	// System is true for root, and for a user without a home directory,
-	// who has nowhere else to go: the system paths are used as given.
+	// System is true for a service, and for a user without a home
+	// directory (none, or /), who has nowhere else to go: the system
+	// paths are used as given.
 	System bool
 	// DataHome and CacheHome are the XDG base directories, absolute.
 	DataHome, CacheHome string
@@ -26,8 +31,11 @@ func DefaultDirs() Dirs {
 }
 
 func dirsFor(euid int, getenv func(string) string, home string) Dirs {
-	if euid == 0 {
+	if euid == 0 || getenv("STATE_DIRECTORY") != "" || getenv("CACHE_DIRECTORY") != "" {
 		return Dirs{System: true}
+	}
+	if home == "/" {
+		home = ""
 	}
 	// The XDG spec: a relative path in these variables is invalid and is
 	// ignored.

@@ -24,6 +24,9 @@ func TestDirsForTheUser(t *testing.T) {
 		{"XDG variables are followed", 1000, env(map[string]string{"XDG_DATA_HOME": "/d", "XDG_CACHE_HOME": "/c"}), "/home/ann", "/d/shoal", "/c/shoal/agent"},
 		{"relative XDG variables are ignored", 1000, env(map[string]string{"XDG_DATA_HOME": "d", "XDG_CACHE_HOME": "c"}), "/home/ann", "/home/ann/.local/share/shoal", "/home/ann/.cache/shoal/agent"},
 		{"no home and no XDG: the system paths", 1000, none, "", "/var/lib/shoal", "/var/cache/shoal-agent"},
+		{"home / (a container's user) is no home", 65532, none, "/", "/var/lib/shoal", "/var/cache/shoal-agent"},
+		{"a systemd unit's dynamic user with a CacheDirectory", 61234, env(map[string]string{"CACHE_DIRECTORY": "/var/cache/shoal-agent"}), "/", "/var/lib/shoal", "/var/cache/shoal-agent"},
+		{"a systemd unit's user with a StateDirectory", 998, env(map[string]string{"STATE_DIRECTORY": "/var/lib/shoal"}), "/var/lib/shoal", "/var/lib/shoal", "/var/cache/shoal-agent"},
 	}
 	for _, tt := range tests {
 		d := dirsFor(tt.euid, tt.getenv, tt.home)
