@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/e2e/hdfs"
+	"github.com/shoal-dev/shoal/internal/eventually"
 )
 
 // The registry API is driven with plain net/http so that every request
@@ -224,20 +225,22 @@ func rbwSizes(t *testing.T, c *hdfs.Cluster) map[string]int64 {
 // reason to stop waiting.
 func waitForHDFSWrite(t *testing.T, c *hdfs.Cluster, before map[string]int64, n int64, failed func() error) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
+	var grown string
+	var most int64 // the most any replica grew, for the failure message
+	if err := eventually.Wait(2*time.Minute, func() bool {
 		for p, size := range rbwSizes(t, c) {
+			most = max(most, size-before[p])
 			if size-before[p] >= n {
-				t.Logf("datanode replica %s grew from %d to %d bytes", filepath.Base(p), before[p], size)
-				return
+				grown = fmt.Sprintf("datanode replica %s grew from %d to %d bytes", filepath.Base(p), before[p], size)
+				return true
 			}
 		}
 		if err := failed(); err != nil {
 			t.Fatalf("waiting for the origin to write %d bytes to HDFS: %v", n, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no datanode received %d bytes of the chunk within 2 minutes", n)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return false
+	}); err != nil {
+		t.Fatalf("waiting for a datanode to receive %d bytes of the chunk: %v; the most a replica grew is %d bytes", n, err, most)
 	}
+	t.Log(grown)
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/e2e/testenv"
+	"github.com/shoal-dev/shoal/internal/eventually"
 )
 
 // TestNamenodeOutage stops the namenode under an origin that has a blob
@@ -170,22 +171,16 @@ func wantUnavailable(t *testing.T, r reply, what string) {
 // namenode takes a few heartbeats to be usable after a restart.
 func waitReady(t *testing.T, base string, ready bool) {
 	t.Helper()
-	const limit = 2 * time.Minute
-	deadline := time.Now().Add(limit)
 	var last string
-	for {
+	if err := eventually.Wait(2*time.Minute, func() bool {
 		r, err := trySend(t, http.MethodGet, base+"/readyz", nil, 0, nil)
-		if err == nil {
-			if (r.StatusCode == http.StatusOK) == ready {
-				return
-			}
-			last = r.String()
-		} else {
+		if err != nil {
 			last = err.Error()
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz did not turn %s within %s; last answer: %s", map[bool]string{true: "ready", false: "not ready"}[ready], limit, last)
-		}
-		time.Sleep(100 * time.Millisecond)
+		last = r.String()
+		return (r.StatusCode == http.StatusOK) == ready
+	}); err != nil {
+		t.Fatalf("waiting for /readyz to turn %s: %v; last answer: %s", map[bool]string{true: "ready", false: "not ready"}[ready], err, last)
 	}
 }
