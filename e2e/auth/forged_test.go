@@ -71,6 +71,10 @@ func TestAForgedMetainfoFromAFakeSeederReachesNoClient(t *testing.T) {
 			}
 			body, readErr := io.ReadAll(resp.Body)
 			resp.Body.Close()
+			// The counts below say what the agent did not do: stopped (it
+			// has exited once Stop returns), it can no longer fetch late, so
+			// they are final. Stop's error is reported by the cleanup.
+			_ = agent.Stop(testenv.DefaultStopTimeout)
 			t.Logf("alice got %s, %d bytes, read error %v; the fake seeder was asked for metainfo %d times and sent %d pieces",
 				resp.Status, len(body), readErr, fake.asked.Load(), fake.served.Load())
 			if fake.asked.Load() == 0 {
