@@ -67,7 +67,13 @@ func TestSeederServesOnlyAgainstACapability(t *testing.T) {
 		})
 	}
 	// Refused before anything was read: an anonymous caller cannot make an
-	// owner read a blob from storage, nor learn that it exists.
+	// owner read a blob from storage, nor learn that it exists. The reads
+	// of a cache fill come in the background, maybe after these calls
+	// returned; the fill's cache entry is made while the call is answered,
+	// so no entry now means none was started.
+	if s.cache.has(dg) {
+		t.Errorf("refused calls started reading the blob into the cache")
+	}
 	if n := drv.readsOf(dg); n != 0 {
 		t.Errorf("refused calls read the blob from storage %d times, want 0", n)
 	}

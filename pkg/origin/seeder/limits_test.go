@@ -195,6 +195,11 @@ func TestColdMetainfoIsRateLimitedPerClient(t *testing.T) {
 	if retry == nil || retry.GetRetryDelay().AsDuration() <= 0 {
 		t.Errorf("refusal details %v, want a RetryInfo with a positive delay", st.Details())
 	}
+	// A cache fill would read in the background; its entry is made while
+	// the call is answered, so none now means none was started.
+	if s.cache.has(blobs[2]) {
+		t.Errorf("the refused call started reading the blob into the cache")
+	}
 	if n := d.readsOf(blobs[2]); n != 0 {
 		t.Errorf("the refused call read the blob %d times, want 0", n)
 	}
