@@ -201,63 +201,66 @@ func TestCreateRejectsDifferentMetainfo(t *testing.T) {
 	}
 }
 
-// TestReaderStreamsInOrder writes the pieces backwards, slowly; the reader
-// must block until the piece at its offset arrives, and never return a
-// byte of a piece before it was written.
+// TestReaderStreamsInOrder writes the pieces backwards, each once the
+// reader waits (synctest.Wait in a bubble, so every run, not as a sleep
+// makes likely); the reader must block until the piece at its offset
+// arrives, and never return a byte of a piece before it was written.
 func TestReaderStreamsInOrder(t *testing.T) {
-	s := open(t, t.TempDir(), 1<<20)
-	data, m := testBlob(t, 5, 8*pieceLen+10)
-	if err := s.Create(m); err != nil {
-		t.Fatal(err)
-	}
-	const start = pieceLen + 300 // mid-piece
-	r, err := s.Reader(context.Background(), m.Digest, start)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-
-	var mu sync.Mutex
-	written := map[int]bool{}
-	writerDone := make(chan struct{})
-	defer func() { <-writerDone }()
-	go func() {
-		defer close(writerDone)
-		for i := m.NumPieces() - 1; i >= 0; i-- {
-			time.Sleep(5 * time.Millisecond)
-			mu.Lock()
-			written[i] = true // before the write: a reader may see it at once
-			mu.Unlock()
-			if err := s.WritePiece(m.Digest, i, piece(data, m, i)); err != nil {
-				t.Error(err)
-			}
+	synctest.Test(t, func(t *testing.T) {
+		s := open(t, t.TempDir(), 1<<20)
+		data, m := testBlob(t, 5, 8*pieceLen+10)
+		if err := s.Create(m); err != nil {
+			t.Fatal(err)
 		}
-	}()
-	var got []byte
-	buf := make([]byte, 700)
-	for {
-		off := r.Offset()
-		n, err := r.Read(buf)
-		if n > 0 {
-			mu.Lock()
-			for i := int(off / pieceLen); i <= int((off+int64(n)-1)/pieceLen); i++ {
-				if !written[i] {
-					t.Fatalf("Read returned bytes of piece %d before it was written", i)
-				}
-			}
-			mu.Unlock()
-		}
-		got = append(got, buf[:n]...)
-		if err == io.EOF {
-			break
-		}
+		const start = pieceLen + 300 // mid-piece
+		r, err := s.Reader(context.Background(), m.Digest, start)
 		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	if !bytes.Equal(got, data[start:]) {
-		t.Fatalf("streamed %d bytes, want the blob from %d (%d bytes)", len(got), start, len(data)-start)
-	}
+		defer r.Close()
+
+		var mu sync.Mutex
+		written := map[int]bool{}
+		writerDone := make(chan struct{})
+		defer func() { <-writerDone }()
+		go func() {
+			defer close(writerDone)
+			for i := m.NumPieces() - 1; i >= 0; i-- {
+				synctest.Wait() // the reader has read what there is and waits for more
+				mu.Lock()
+				written[i] = true // before the write: a reader may see it at once
+				mu.Unlock()
+				if err := s.WritePiece(m.Digest, i, piece(data, m, i)); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+		var got []byte
+		buf := make([]byte, 700)
+		for {
+			off := r.Offset()
+			n, err := r.Read(buf)
+			if n > 0 {
+				mu.Lock()
+				for i := int(off / pieceLen); i <= int((off+int64(n)-1)/pieceLen); i++ {
+					if !written[i] {
+						t.Fatalf("Read returned bytes of piece %d before it was written", i)
+					}
+				}
+				mu.Unlock()
+			}
+			got = append(got, buf[:n]...)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !bytes.Equal(got, data[start:]) {
+			t.Fatalf("streamed %d bytes, want the blob from %d (%d bytes)", len(got), start, len(data)-start)
+		}
+	})
 }
 
 // A reader waiting for a piece that will not come ends with the
