@@ -109,7 +109,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	ln, err := connlimit.Wrap(tcp, cfg.Connections, cfg.TLS.Cert == "", connlimit.NewMetrics(reg, "shoal_origin"))
+	ln, err := connlimit.Wrap(tcp, cfg.Connections, cfg.TLS.Cert == "", connlimit.NewOriginMetrics(reg))
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}

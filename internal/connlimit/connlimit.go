@@ -84,24 +84,38 @@ const (
 	ReasonPerClient = "per_client"
 )
 
-// NewMetrics makes the metrics of a capped listener, named
-// <prefix>_connections_refused_total{reason} and <prefix>_connections_open,
-// and registers them with reg when it is not nil.
-func NewMetrics(reg prometheus.Registerer, prefix string) *Metrics {
-	m := &Metrics{
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: prefix + "_connections_refused_total",
-			Help: "Connections refused as soon as they were accepted, by reason (per_client: the client address held its maxPerClient connections).",
-		}, []string{"reason"}),
-		open: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: prefix + "_connections_open",
-			Help: "Connections open on the listener, exempt clients included.",
-		}),
-	}
+// The metrics' help texts, the same for every capped listener.
+const (
+	refusedHelp = "Connections refused as soon as they were accepted, by reason (per_client: the client address held its maxPerClient connections)."
+	openHelp    = "Connections open on the listener, exempt clients included."
+)
+
+// NewOriginMetrics makes the metrics of the origin's registry listener,
+// shoal_origin_connections_refused_total{reason} and
+// shoal_origin_connections_open, registered with reg when it is not nil.
+// Each component's names are written out, not built from a prefix, so that
+// the metric names are in the code as they are scraped (the dashboard test
+// reads them there).
+func NewOriginMetrics(reg prometheus.Registerer) *Metrics {
+	return register(reg,
+		prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_origin_connections_refused_total", Help: refusedHelp}, []string{"reason"}),
+		prometheus.NewGauge(prometheus.GaugeOpts{Name: "shoal_origin_connections_open", Help: openHelp}))
+}
+
+// NewAgentMetrics makes the metrics of the agent's mirror listener,
+// shoal_agent_connections_refused_total{reason} and
+// shoal_agent_connections_open, registered with reg when it is not nil.
+func NewAgentMetrics(reg prometheus.Registerer) *Metrics {
+	return register(reg,
+		prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_connections_refused_total", Help: refusedHelp}, []string{"reason"}),
+		prometheus.NewGauge(prometheus.GaugeOpts{Name: "shoal_agent_connections_open", Help: openHelp}))
+}
+
+func register(reg prometheus.Registerer, refused *prometheus.CounterVec, open prometheus.Gauge) *Metrics {
 	if reg != nil {
-		reg.MustRegister(m.refused, m.open)
+		reg.MustRegister(refused, open)
 	}
-	return m
+	return &Metrics{refused: refused, open: open}
 }
 
 // RetryAfter is what a refused client is told to wait, in whole seconds:
@@ -138,7 +152,7 @@ func Wrap(ln net.Listener, cfg Config, plainHTTP bool, metrics *Metrics) (*Liste
 	}
 	exempt, _ := parsePrefixes(cfg.Exempt)
 	if metrics == nil {
-		metrics = NewMetrics(nil, "unregistered")
+		metrics = NewOriginMetrics(nil) // unregistered: counted, never scraped
 	}
 	return &Listener{Listener: ln, max: cfg.MaxPerClient, exempt: exempt, plain: plainHTTP, metrics: metrics,
 		open: make(map[netip.Prefix]int), refusing: make(chan struct{}, maxRefusing)}, nil

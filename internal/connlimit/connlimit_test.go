@@ -65,7 +65,7 @@ func get(t *testing.T, c net.Conn) (*http.Response, string) {
 }
 
 func TestAClientPastItsCapIsAnswered429AndOthersAreServed(t *testing.T) {
-	m := NewMetrics(prometheus.NewRegistry(), "test")
+	m := NewOriginMetrics(prometheus.NewRegistry())
 	addr, ln := serve(t, Config{MaxPerClient: 3}, m)
 	attacker := netip.MustParseAddr("127.0.0.2")
 	var held []net.Conn

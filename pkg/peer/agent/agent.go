@@ -97,7 +97,7 @@ func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
 		return nil, fmt.Errorf("listening for the mirror: %w", err)
 	}
 	// The mirror serves plain HTTP: a client past its cap is answered 429.
-	if a.httpLn, err = connlimit.Wrap(httpLn, cfg.Connections, true, connlimit.NewMetrics(a.reg, "shoal_agent")); err != nil {
+	if a.httpLn, err = connlimit.Wrap(httpLn, cfg.Connections, true, connlimit.NewAgentMetrics(a.reg)); err != nil {
 		httpLn.Close()
 		return nil, fmt.Errorf("listening for the mirror: %w", err)
 	}
