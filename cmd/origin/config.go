@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/connlimit"
+	"github.com/shoal-dev/shoal/internal/daemon"
 	"github.com/shoal-dev/shoal/pkg/auth"
-	"github.com/shoal-dev/shoal/pkg/daemon"
 	"github.com/shoal-dev/shoal/pkg/gc"
 	"github.com/shoal-dev/shoal/pkg/origin"
 	"github.com/shoal-dev/shoal/pkg/origin/seeder"

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/shoal-dev/shoal/pkg/daemon"
+	"github.com/shoal-dev/shoal/internal/daemon"
 )
 
 // TestDeployedConfigIsTheDefault keeps deploy/origin.yaml, which documents

@@ -24,7 +24,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/shoal-dev/shoal/pkg/daemon"
+	"github.com/shoal-dev/shoal/internal/daemon"
 	"github.com/shoal-dev/shoal/pkg/peer/agent"
 )
 

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shoal-dev/shoal/pkg/daemon"
+	"github.com/shoal-dev/shoal/internal/daemon"
 )
 
 func TestDeployConfigParses(t *testing.T) {

@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/shoal-dev/shoal/internal/configdoc"
-	"github.com/shoal-dev/shoal/pkg/daemon"
+	"github.com/shoal-dev/shoal/internal/daemon"
 )
 
 //go:generate go test -run ^TestConfigReference$ . -args -update-config-reference

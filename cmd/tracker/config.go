@@ -8,7 +8,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/shoal-dev/shoal/pkg/daemon"
+	"github.com/shoal-dev/shoal/internal/daemon"
 	"github.com/shoal-dev/shoal/pkg/tracker"
 )
 

@@ -32,8 +32,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/shoal-dev/shoal/internal/daemon"
 	"github.com/shoal-dev/shoal/pkg/auth"
-	"github.com/shoal-dev/shoal/pkg/daemon"
 	"github.com/shoal-dev/shoal/pkg/tracker"
 	"github.com/shoal-dev/shoal/proto/trackerpb"
 )

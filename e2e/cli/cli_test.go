@@ -59,7 +59,7 @@ func build(dir string) error {
 	if err != nil {
 		return err
 	}
-	const pkg = "github.com/shoal-dev/shoal/pkg/daemon"
+	const pkg = "github.com/shoal-dev/shoal/internal/daemon"
 	args := []string{"build", "-o", dir + "/",
 		"-ldflags", "-X " + pkg + ".version=" + stampVersion + " -X " + pkg + ".commit=" + stampCommit}
 	for _, d := range daemons {

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shoal-dev/shoal/pkg/daemon"
+	"github.com/shoal-dev/shoal/internal/daemon"
 )
 
 func TestRenderTakesKeysDefaultsAndDocsFromTheCode(t *testing.T) {

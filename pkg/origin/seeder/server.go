@@ -36,11 +36,11 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/shoal-dev/shoal/internal/uplink"
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/cluster"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/pkg/storage"
-	"github.com/shoal-dev/shoal/pkg/uplink"
 	"github.com/shoal-dev/shoal/proto/peerpb"
 	"github.com/shoal-dev/shoal/proto/trackerpb"
 )

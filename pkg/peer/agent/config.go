@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/connlimit"
-	"github.com/shoal-dev/shoal/pkg/daemon"
+	"github.com/shoal-dev/shoal/internal/daemon"
 	"github.com/shoal-dev/shoal/pkg/peer/mirror"
 	"github.com/shoal-dev/shoal/pkg/peer/swarm"
 	"github.com/shoal-dev/shoal/pkg/tracker"

@@ -37,10 +37,10 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/shoal-dev/shoal/internal/piecewire"
+	"github.com/shoal-dev/shoal/internal/uplink"
 	"github.com/shoal-dev/shoal/pkg/peer/piecestore"
 	"github.com/shoal-dev/shoal/pkg/peer/scheduler"
 	"github.com/shoal-dev/shoal/pkg/tracker"
-	"github.com/shoal-dev/shoal/pkg/uplink"
 	"github.com/shoal-dev/shoal/proto/trackerpb"
 )
 

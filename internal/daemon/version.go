@@ -9,8 +9,8 @@ import (
 // version and commit, when set at link time, replace what the Go toolchain
 // stamped into the binary, for release builds made outside a git checkout:
 //
-//	go build -ldflags "-X github.com/shoal-dev/shoal/pkg/daemon.version=v1.2.0 \
-//	    -X github.com/shoal-dev/shoal/pkg/daemon.commit=$(git rev-parse HEAD)" ./cmd/...
+//	go build -ldflags "-X github.com/shoal-dev/shoal/internal/daemon.version=v1.2.0 \
+//	    -X github.com/shoal-dev/shoal/internal/daemon.commit=$(git rev-parse HEAD)" ./cmd/...
 //
 // They are written by the linker only.
 var (
