@@ -1,13 +1,19 @@
 package cluster
 
 import (
+	"bytes"
 	"encoding/base64"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/eventually"
 )
 
 func testConfig(name, meta string) Config {
@@ -31,13 +37,28 @@ func start(t *testing.T, cfg Config) *Cluster {
 
 func waitMembers(t *testing.T, c *Cluster, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(c.Members()) != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s sees members %v, want %d", c.Self().Name, c.Members(), n)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := eventually.Wait(eventually.Timeout, func() bool { return len(c.Members()) == n }); err != nil {
+		t.Fatalf("%s sees members %v, want %d: %v", c.Self().Name, c.Members(), n, err)
 	}
+}
+
+// logBuffer collects a node's log lines; memberlist writes them from its
+// own goroutines while the test reads.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 func TestSingleNodeOwnsEverything(t *testing.T) {
@@ -151,7 +172,12 @@ func TestGossipKey(t *testing.T) {
 
 	acfg := testConfig("node-a", "")
 	acfg.KeyFile = key
-	a := start(t, acfg)
+	var alog logBuffer
+	a, err := Start(acfg, slog.New(slog.NewTextHandler(&alog, nil)))
+	if err != nil {
+		t.Fatalf("starting node-a: %v", err)
+	}
+	t.Cleanup(func() { _ = a.Close(time.Second) })
 	bcfg := testConfig("node-b", "")
 	bcfg.KeyFile, bcfg.Join = key, []string{a.LocalAddr()}
 	b := start(t, bcfg)
@@ -161,7 +187,13 @@ func TestGossipKey(t *testing.T) {
 	ccfg := testConfig("node-c", "")
 	ccfg.KeyFile, ccfg.Join = other, []string{a.LocalAddr()}
 	c := start(t, ccfg)
-	time.Sleep(300 * time.Millisecond)
+	// node-c's join reaches node-a, which logs that it could not decrypt
+	// the stream and answers with an error; once it has, the membership
+	// below is what followed the refusal. node-c joining instead ends the
+	// wait at once, and the assertions say so.
+	eventually.True(t, "node-a to refuse node-c's join or node-c to join", func() bool {
+		return strings.Contains(alog.String(), "no installed keys could decrypt") || len(c.Members()) > 1 || len(a.Members()) > 2
+	})
 	if got := c.Members(); len(got) != 1 {
 		t.Fatalf("node with another key joined: %v", got)
 	}
