@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -12,17 +14,11 @@ import (
 // ReadPiece returns piece i of d, which must be held: what an agent uploads
 // to a peer. The bytes were verified when written.
 func (s *Store) ReadPiece(d digest.Digest, i int) ([]byte, error) {
-	b, err := s.acquire(d)
+	b, err := s.acquirePiece(d, i)
 	if err != nil {
 		return nil, fmt.Errorf("reading piece %d of %s: %w", i, d, err)
 	}
 	defer s.release(b)
-	s.mu.Lock()
-	held := b.have.Has(i)
-	s.mu.Unlock()
-	if !held {
-		return nil, fmt.Errorf("reading piece %d of %s: %w", i, d, ErrPieceMissing)
-	}
 	buf := make([]byte, b.meta.PieceSize(i))
 	if _, err := b.f.ReadAt(buf, b.meta.PieceOffset(i)); err != nil {
 		return nil, fmt.Errorf("reading piece %d of %s: %w", i, d, err)
@@ -145,4 +141,54 @@ func (r *Reader) Close() error {
 		r.s.release(r.b)
 	}
 	return nil
+}
+
+// PieceSection is where a held piece lies in its blob's data file, for a
+// sender that hands the file to the kernel (sendfile(2)) instead of
+// reading it: the bytes are in the file (or its page cache) from the moment
+// the piece is held, whether or not it is also among the recent pieces in
+// memory. The blob is not evicted, nor its file closed, until Release.
+type PieceSection struct {
+	// File is the blob's data file, shared with every other user: read it
+	// at an offset (ReadAt, sendfile with an offset), never move its
+	// position, never close it.
+	File *os.File
+	// Offset and Size place the piece in File.
+	Offset, Size int64
+
+	release func()
+}
+
+// Release lets the blob go; File must not be used afterwards. It may be
+// called more than once.
+func (p *PieceSection) Release() { p.release() }
+
+// PieceSection returns where piece i of d, which must be held, lies on
+// disk: ErrNotFound for a blob not held, ErrPieceMissing for a piece not
+// written yet.
+func (s *Store) PieceSection(d digest.Digest, i int) (*PieceSection, error) {
+	b, err := s.acquirePiece(d, i)
+	if err != nil {
+		return nil, fmt.Errorf("opening piece %d of %s: %w", i, d, err)
+	}
+	var once sync.Once
+	return &PieceSection{File: b.f, Offset: b.meta.PieceOffset(i), Size: b.meta.PieceSize(i),
+		release: func() { once.Do(func() { s.release(b) }) }}, nil
+}
+
+// acquirePiece takes a reference on d if it holds piece i: ErrNotFound or
+// ErrPieceMissing otherwise, with no reference taken.
+func (s *Store) acquirePiece(d digest.Digest, i int) (*blob, error) {
+	b, err := s.acquire(d)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	held := b.have.Has(i)
+	s.mu.Unlock()
+	if !held {
+		s.release(b)
+		return nil, ErrPieceMissing
+	}
+	return b, nil
 }

@@ -615,3 +615,41 @@ func TestEmptyBlob(t *testing.T) {
 		t.Fatalf("Read of an empty blob: %d, %v; want 0, EOF", n, err)
 	}
 }
+
+func TestPieceSectionPlacesAHeldPieceAndKeepsItsBlob(t *testing.T) {
+	const size = 4 * pieceLen
+	s := open(t, t.TempDir(), size)
+	data, m := testBlob(t, 31, size-50)
+	if err := s.Create(m); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PieceSection(m.Digest, 3); !errors.Is(err, ErrPieceMissing) {
+		t.Fatalf("PieceSection of a piece not written: %v; want ErrPieceMissing", err)
+	}
+	if _, err := s.PieceSection(digest.FromString("not held"), 0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("PieceSection of a blob not held: %v; want ErrNotFound", err)
+	}
+	fill(t, s, data, m)
+	if err := s.Complete(m.Digest); err != nil {
+		t.Fatal(err)
+	}
+	sec, err := s.PieceSection(m.Digest, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A blob that needs the whole quota cannot evict the one a section
+	// holds, and the section's file stays readable.
+	_, other := testBlob(t, 32, size)
+	if err := s.Create(other); !errors.Is(err, ErrQuotaExceeded) {
+		t.Fatalf("Create needing the room of a blob whose piece is being sent: %v; want ErrQuotaExceeded", err)
+	}
+	got := make([]byte, sec.Size)
+	if _, err := sec.File.ReadAt(got, sec.Offset); err != nil || !bytes.Equal(got, piece(data, m, 3)) {
+		t.Fatalf("section of piece 3: %d bytes at %d (%v); want the piece's %d bytes", sec.Size, sec.Offset, err, len(piece(data, m, 3)))
+	}
+	sec.Release()
+	sec.Release()
+	if err := s.Create(other); err != nil {
+		t.Fatalf("Create once the section was released: %v; want the idle blob evicted", err)
+	}
+}

@@ -170,28 +170,24 @@ func rejectReason(r piecewire.Reason) peerpb.Reject_Reason {
 // would not send within half the piece timeout is refused as busy.
 type storeSource struct{ s *Swarm }
 
-func (src storeSource) OpenPiece(ctx context.Context, d digest.Digest, i int) (*piecewire.Piece, error) {
+func (src storeSource) OpenPiece(_ context.Context, d digest.Digest, i int) (*piecewire.Piece, error) {
 	s := src.s
-	m, err := s.store.Metainfo(d)
+	// The piece's place in the blob's file rather than a reader of its
+	// bytes: on a plaintext connection piecewire sends it with sendfile(2),
+	// from the page cache, without copying it through this process.
+	sec, err := s.store.PieceSection(d, i)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", piecewire.ErrNotHeld, err)
 	}
-	have, err := s.store.Have(d)
-	if err != nil || i >= m.NumPieces() || !have.Has(i) {
-		return nil, piecewire.ErrNotHeld
-	}
-	size := m.PieceSize(i)
+	size := sec.Size
 	if s.up.Wait(size) > s.cfg.PieceTimeout/2 {
+		sec.Release()
 		s.metrics.uploadsRefused.Inc()
 		return nil, &piecewire.RejectError{Reason: piecewire.ReasonBusy}
 	}
-	r, err := s.store.Reader(ctx, d, m.PieceOffset(i))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", piecewire.ErrNotHeld, err)
-	}
 	s.up.Add(size)
-	return &piecewire.Piece{Size: size, Reader: r, Done: func(sent int64, _ error) {
-		_ = r.Close()
+	return &piecewire.Piece{Size: size, File: sec.File, Offset: sec.Offset, Done: func(sent int64, _ error) {
+		sec.Release()
 		s.up.Add(-size)
 		s.up.Sent(sent, time.Now())
 		s.metrics.uploaded.Add(float64(sent))

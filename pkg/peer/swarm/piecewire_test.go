@@ -109,6 +109,11 @@ func TestHeldPiecesAreServedOnThePieceDataPath(t *testing.T) {
 	if b := s.up.Backlog(); b != 0 {
 		t.Fatalf("uplink backlog %d after every piece went out; want 0", b)
 	}
+	// Counted before Done, so final once the upload was.
+	if st := s.pieceServer.Stats(); st.SendfileBytes != sent || st.CopiedBytes != 0 {
+		t.Fatalf("piece server sent %d bytes with sendfile and copied %d; want all %d with sendfile (the store hands over its file)",
+			st.SendfileBytes, st.CopiedBytes, sent)
+	}
 }
 
 func TestPieceDataPathRefusesAnotherBlobsCapability(t *testing.T) {
