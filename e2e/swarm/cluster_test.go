@@ -28,6 +28,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/e2e/testenv"
+	"github.com/shoal-dev/shoal/internal/eventually"
 )
 
 // pullTimeout bounds one agent's pull of the layer, faults included. The
@@ -266,22 +267,24 @@ func (c *cluster) stopAgents() {
 // they agree on the owners of the layer before agents ask.
 func (c *cluster) waitClusterMembers(n int) {
 	c.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	// seen is what each origin last reported: its member count, or why
+	// its metrics could not be read.
+	seen := make([]string, len(c.origins))
+	if err := eventually.Wait(eventually.Timeout, func() bool {
 		ok := true
-		for _, o := range c.origins {
+		for i, o := range c.origins {
 			m, err := testenv.ScrapeMetrics(c.t.Context(), o.URL()+"/metrics")
-			if err != nil || m.Sum("shoal_origin_cluster_members") != float64(n) {
-				ok = false
+			if err != nil {
+				seen[i], ok = err.Error(), false
+				continue
 			}
+			got := m.Sum("shoal_origin_cluster_members")
+			seen[i] = strconv.FormatFloat(got, 'f', -1, 64)
+			ok = ok && got == float64(n)
 		}
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("origin nodes do not all see %d cluster members after 30s", n)
-		}
-		time.Sleep(200 * time.Millisecond)
+		return ok
+	}); err != nil {
+		c.t.Fatalf("origin nodes do not all see %d cluster members (%v); each sees: %s", n, err, strings.Join(seen, ", "))
 	}
 }
 
@@ -503,18 +506,14 @@ func (c *cluster) agentSum(name string, labels ...string) float64 {
 func (c *cluster) waitProgress(l layer, n int, frac float64) {
 	c.t.Helper()
 	want := frac * float64(n) * float64(l.size)
-	deadline := time.Now().Add(pullTimeout)
-	for {
-		got := c.agentSum("shoal_agent_downloaded_bytes_total")
-		if got >= want {
-			c.t.Logf("fault after %.0f MiB received by the agents (%.0f%% of all pulls)", got/(1<<20), 100*got/(float64(n)*float64(l.size)))
-			return
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("agents received only %.0f of %.0f bytes before the deadline", got, want)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var got float64
+	if err := eventually.Wait(pullTimeout, func() bool {
+		got = c.agentSum("shoal_agent_downloaded_bytes_total")
+		return got >= want
+	}); err != nil {
+		c.t.Fatalf("agents received only %.0f of %.0f bytes: %v", got, want, err)
 	}
+	c.t.Logf("fault after %.0f MiB received by the agents (%.0f%% of all pulls)", got/(1<<20), 100*got/(float64(n)*float64(l.size)))
 }
 
 // grepAgentLogs returns up to n log lines of the agents containing s,

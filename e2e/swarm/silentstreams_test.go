@@ -3,12 +3,12 @@ package swarm_test
 import (
 	"context"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/shoal-dev/shoal/e2e/testenv"
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/proto/peerpb"
 )
 
@@ -44,12 +44,8 @@ func TestPullsCompleteWhileSilentStreamsHoldTheSeeder(t *testing.T) {
 		}
 		return m.Sum("shoal_origin_seeder_handshaking_streams")
 	}
-	deadline := time.Now().Add(pullTimeout)
-	for handshaking() < silent {
-		if time.Now().After(deadline) {
-			t.Fatalf("the seeder holds %.0f silent streams, want %d", handshaking(), silent)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := eventually.Wait(pullTimeout, func() bool { return handshaking() >= silent }); err != nil {
+		t.Fatalf("the seeder holds %.0f silent streams, want %d: %v", handshaking(), silent, err)
 	}
 
 	before := c.originEgress()
