@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/pkg/gc"
 	"github.com/shoal-dev/shoal/pkg/origin"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
@@ -55,8 +56,11 @@ func gcOrigin(t *testing.T) (registry, admin string) {
 		if err := remote.Write(ref, img, remote.WithContext(t.Context())); err != nil {
 			t.Fatalf("pushing app:%s: %v", tag, err)
 		}
-		// Tags are ordered by push time; a clear gap makes "old" older.
-		time.Sleep(10 * time.Millisecond)
+		// Tags are ordered by push time, a tie by name: "new" is pushed
+		// once the clock has moved past the end of "old"'s push, so that
+		// the times and not the names decide.
+		pushed := time.Now()
+		eventually.True(t, "the clock to move past app:"+tag+"'s push", func() bool { return time.Now().After(pushed) })
 	}
 	return host, adm.URL
 }
