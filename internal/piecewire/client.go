@@ -2,7 +2,6 @@ package piecewire
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -87,6 +86,10 @@ type Result struct {
 	// Data is the piece, verified against its SHA-256, when it came; the
 	// receiver owns it (a buffer from ClientConfig.Buffer).
 	Data []byte
+	// Sum is Data's SHA-256, computed as it arrived and equal to the
+	// metainfo's: a receiver that checks pieces again (a piece store)
+	// takes it instead of hashing Data a second time.
+	Sum [sha256.Size]byte
 	// Reject is why the server declined the request (zero when Data or
 	// Err is set); RetryAfter goes with ReasonAtPeers. ReasonCancelled
 	// comes only for a request cancelled and then requested again before
@@ -353,7 +356,7 @@ func (c *Conn) readAnswer() error {
 			_, _ = c.answering(f, true)
 			return nil
 		}
-		data, err := c.receive(int(f.Index), size)
+		data, sum, err := c.receive(int(f.Index), size)
 		st, _ = c.answering(f, true)
 		if errors.Is(err, metainfo.ErrCorruptPiece) {
 			c.deliver(Result{Index: int(f.Index), Err: err})
@@ -361,7 +364,7 @@ func (c *Conn) readAnswer() error {
 		if err != nil || st == cancelled {
 			return err
 		}
-		c.deliver(Result{Index: int(f.Index), Data: data})
+		c.deliver(Result{Index: int(f.Index), Data: data, Sum: sum})
 	case FrameReject:
 		st, err := c.answering(f, true)
 		if err != nil {
@@ -398,9 +401,10 @@ func (c *Conn) answering(f Frame, done bool) (reqState, error) {
 }
 
 // receive reads piece i's size bytes into a buffer, hashing them as they
-// arrive (no second pass), and returns the buffer if the hash matches.
-func (c *Conn) receive(i int, size int64) ([]byte, error) {
-	buf := c.cfg.Buffer(size)[:size]
+// arrive (no second pass), and returns the buffer and the hash if it
+// matches.
+func (c *Conn) receive(i int, size int64) (buf []byte, sum [sha256.Size]byte, err error) {
+	buf = c.cfg.Buffer(size)[:size]
 	h := sha256.New()
 	for off := int64(0); off < size; {
 		n := min(readStep, size-off)
@@ -409,16 +413,15 @@ func (c *Conn) receive(i int, size int64) ([]byte, error) {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF // inside a piece
 			}
-			return nil, c.readErr(fmt.Sprintf("reading piece %d at %d of %d bytes", i, off, size), err)
+			return nil, sum, c.readErr(fmt.Sprintf("reading piece %d at %d of %d bytes", i, off, size), err)
 		}
 		h.Write(buf[off : off+n])
 		off += n
 	}
-	var sum [sha256.Size]byte
-	if !bytes.Equal(h.Sum(sum[:0]), c.meta.PieceHashes[i][:]) {
-		return nil, fmt.Errorf("%w: piece %d of %s: %w", ErrProtocol, i, c.meta.Digest, metainfo.ErrCorruptPiece)
+	if h.Sum(sum[:0]); sum != c.meta.PieceHashes[i] {
+		return nil, sum, fmt.Errorf("%w: piece %d of %s: %w", ErrProtocol, i, c.meta.Digest, metainfo.ErrCorruptPiece)
 	}
-	return buf, nil
+	return buf, sum, nil
 }
 
 // discard reads and drops a piece whose request was cancelled.

@@ -43,6 +43,9 @@ func fetchAll(t *testing.T, c *Conn, b *blob) {
 		if !bytes.Equal(r.Data, b.piece(r.Index)) {
 			t.Fatalf("piece %d: %d bytes differing from the blob's", r.Index, len(r.Data))
 		}
+		if r.Sum != b.meta.PieceHashes[r.Index] {
+			t.Fatalf("piece %d delivered with Sum %x; want its SHA-256 %x, for the store to take instead of hashing again", r.Index, r.Sum, b.meta.PieceHashes[r.Index])
+		}
 		got++
 		if next < n {
 			if err := c.Request(next); err != nil {

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/pkg/metainfo"
 )
 
 // The store keeps the last few pieces written to each blob in memory, in
@@ -70,13 +72,28 @@ func (s *Store) PutPieceBuffer(b []byte) {
 // the write fails or the piece was already held). The caller must not use
 // data after the call.
 func (s *Store) WritePieceBuffer(d digest.Digest, i int, data []byte) error {
+	return s.handOver(d, i, data, nil)
+}
+
+// WriteVerifiedPiece is WritePieceBuffer for a piece the caller hashed as
+// its bytes arrived, with sum that hash: each piece is hashed once. sum is
+// checked against the blob's metainfo (a piece hashed against another
+// metainfo, or of the wrong size, is refused with
+// metainfo.ErrCorruptPiece), data is not read; the caller vouches that sum
+// is its SHA-256. The piece data path's client (internal/piecewire) hashes
+// every piece to drop a corrupt peer at its first bad piece.
+func (s *Store) WriteVerifiedPiece(d digest.Digest, i int, data []byte, sum [metainfo.HashSize]byte) error {
+	return s.handOver(d, i, data, &sum)
+}
+
+func (s *Store) handOver(d digest.Digest, i int, data []byte, sum *[metainfo.HashSize]byte) error {
 	b, err := s.acquire(d)
 	if err != nil {
 		s.PutPieceBuffer(data)
 		return fmt.Errorf("writing piece %d of %s: %w", i, d, err)
 	}
 	defer s.release(b)
-	written, err := s.writePiece(b, d, i, data, true)
+	written, err := s.writePiece(b, d, i, data, sum, true)
 	if err != nil || !written {
 		s.PutPieceBuffer(data)
 	}

@@ -3,6 +3,7 @@ package piecestore
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"log/slog"
@@ -160,6 +161,50 @@ func TestCorruptPieceRejected(t *testing.T) {
 	}
 	if err := s.WritePiece(digest.FromString("x"), 0, nil); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("WritePiece to an unknown blob: %v, want ErrNotFound", err)
+	}
+}
+
+// A piece hashed by its receiver is checked against the metainfo by its
+// hash and size: a receiver that hashed the wrong bytes, or against another
+// metainfo, cannot get a bad piece stored.
+func TestVerifiedPieceIsCheckedAgainstTheMetainfo(t *testing.T) {
+	s := open(t, t.TempDir(), 1<<20)
+	data, m := testBlob(t, 3, 3*pieceLen)
+	if err := s.Create(m); err != nil {
+		t.Fatal(err)
+	}
+	bad := bytes.Clone(piece(data, m, 1))
+	bad[7] ^= 1
+	for _, c := range []struct {
+		name string
+		i    int
+		data []byte
+		sum  [metainfo.HashSize]byte
+	}{
+		{"corrupt bytes with their own hash", 1, bad, sha256.Sum256(bad)},
+		{"another piece's bytes and hash", 1, piece(data, m, 0), m.PieceHashes[0]},
+		{"the right hash with a short piece", 1, piece(data, m, 1)[:pieceLen-1], m.PieceHashes[1]},
+		{"the right hash, out of range", 3, piece(data, m, 1), m.PieceHashes[1]},
+	} {
+		buf := append(s.PieceBuffer(int64(len(c.data))), c.data...)
+		err := s.WriteVerifiedPiece(m.Digest, c.i, buf, c.sum)
+		if err == nil {
+			t.Errorf("WriteVerifiedPiece with %s: accepted", c.name)
+		} else if c.i < m.NumPieces() && !errors.Is(err, metainfo.ErrCorruptPiece) {
+			t.Errorf("WriteVerifiedPiece with %s: %v, want ErrCorruptPiece", c.name, err)
+		}
+	}
+	if have, _ := s.Have(m.Digest); have.Count() != 0 {
+		t.Fatalf("a rejected piece was recorded: %08b", have.Bytes())
+	}
+	for i := range m.NumPieces() {
+		buf := append(s.PieceBuffer(m.PieceSize(i)), piece(data, m, i)...)
+		if err := s.WriteVerifiedPiece(m.Digest, i, buf, m.PieceHashes[i]); err != nil {
+			t.Fatalf("WriteVerifiedPiece of piece %d with its hash: %v", i, err)
+		}
+	}
+	if err := s.Complete(m.Digest); err != nil {
+		t.Fatalf("completing a blob written with WriteVerifiedPiece: %v", err)
 	}
 }
 

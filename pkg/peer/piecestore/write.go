@@ -120,16 +120,23 @@ func (s *Store) WritePiece(d digest.Digest, i int, data []byte) error {
 		return fmt.Errorf("writing piece %d of %s: %w", i, d, err)
 	}
 	defer s.release(b)
-	_, err = s.writePiece(b, d, i, data, false)
+	_, err = s.writePiece(b, d, i, data, nil, false)
 	return err
 }
 
 // writePiece verifies and writes piece i to b, on which the caller holds a
-// reference; written is false if the piece was already held. With keep,
-// a written piece's buffer joins b's recent pieces before readers are
+// reference; written is false if the piece was already held. A piece
+// whose hash the caller computed comes with it in sum: it is checked
+// against the metainfo instead of hashing data again. With keep, a
+// written piece's buffer joins b's recent pieces before readers are
 // woken, so that they read it from memory.
-func (s *Store) writePiece(b *blob, d digest.Digest, i int, data []byte, keep bool) (written bool, err error) {
-	if err := b.meta.Verify(i, data); err != nil {
+func (s *Store) writePiece(b *blob, d digest.Digest, i int, data []byte, sum *[metainfo.HashSize]byte, keep bool) (written bool, err error) {
+	if sum != nil {
+		err = verifiedSum(b.meta, i, data, *sum)
+	} else {
+		err = b.meta.Verify(i, data)
+	}
+	if err != nil {
 		return false, fmt.Errorf("writing piece: %w", err)
 	}
 	s.mu.Lock()
@@ -163,6 +170,20 @@ func (s *Store) writePiece(b *blob, d digest.Digest, i int, data []byte, keep bo
 	}
 	b.notifyLocked()
 	return true, nil
+}
+
+// verifiedSum checks a piece hashed by the caller as Verify would, without
+// hashing it: sum must be the metainfo's hash of piece i, data its size.
+func verifiedSum(m *metainfo.Metainfo, i int, data []byte, sum [metainfo.HashSize]byte) error {
+	switch {
+	case i < 0 || i >= len(m.PieceHashes):
+		return fmt.Errorf("verifying piece %d of %s: index out of range [0,%d)", i, m.Digest, len(m.PieceHashes))
+	case int64(len(data)) != m.PieceSize(i):
+		return fmt.Errorf("verifying piece %d of %s: got %d bytes, want %d: %w", i, m.Digest, len(data), m.PieceSize(i), metainfo.ErrCorruptPiece)
+	case sum != m.PieceHashes[i]:
+		return fmt.Errorf("verifying piece %d of %s: hashed by the receiver to %x, want %x: %w", i, m.Digest, sum, m.PieceHashes[i], metainfo.ErrCorruptPiece)
+	}
+	return nil
 }
 
 func (b *blob) bitfieldWriteLocked() (int, error) {

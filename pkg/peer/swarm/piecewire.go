@@ -115,7 +115,15 @@ func (c *conn) pieceLoop(pw *piecewire.Conn) {
 			}
 			delete(c.requested, i)
 			c.mu.Unlock()
-			c.store(dl, i, r.Data)
+			// Hashed as it arrived: the store checks that hash against
+			// the metainfo instead of hashing the piece again. Written
+			// here rather than on a goroutine of its own like a stream's
+			// piece (conn.store): without the hash it is a copy into the
+			// page cache, and the connection keeps receiving into its
+			// results meanwhile.
+			n := len(r.Data)
+			err := c.s.store.WriteVerifiedPiece(c.bs.d, i, r.Data, r.Sum)
+			dl.post(evPiece{c: c, piece: i, size: n, err: err}, c.closed)
 		case r.Err != nil:
 			delete(c.requested, i)
 			c.mu.Unlock()
