@@ -183,10 +183,13 @@ const preheatTimeout = 30 * time.Minute
 var errPreheat = errors.New("preheat incomplete")
 
 // preheat runs `shoalctl preheat IMAGE`: the origin resolves the image and
-// has the owners of its blobs load them and their metainfo.
+// has the owners of its blobs load them and their metainfo; with --agents,
+// those agents then fetch the blobs into their caches (prefetchOnAgents).
 func preheat(ctx context.Context, c client, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("preheat", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print the admin API's JSON answer")
+	agentList := fs.String("agents", "", "comma-separated mirror addresses (host:port or URL) of agents that fetch the image's blobs into their cache after the owners have them")
+	pullUser := fs.String("pull-user", os.Getenv("SHOAL_PULL_USER"), "user the agents fetch as, when the image is not public ($SHOAL_PULL_USER); the password comes from $SHOAL_PULL_PASSWORD")
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		// IMAGE first, flags after, as people type it.
 		args = append(args[1:len(args):len(args)], args[0])
@@ -220,7 +223,20 @@ func preheat(ctx context.Context, c client, args []string, out io.Writer) error 
 			}
 		}
 	}
+	var agents []agentPrefetch
+	if *agentList != "" {
+		agents = prefetchOnAgents(ctx, c.http, strings.Split(*agentList, ","), *pullUser, os.Getenv("SHOAL_PULL_PASSWORD"), res)
+	}
 	if *asJSON {
+		if agents != nil {
+			body, err = json.Marshal(struct {
+				Preheat json.RawMessage `json:"preheat"`
+				Agents  []agentPrefetch `json:"agents"`
+			}{body, agents})
+			if err != nil {
+				return err
+			}
+		}
 		if _, err := out.Write(body); err != nil {
 			return err
 		}
@@ -246,8 +262,23 @@ func preheat(ctx context.Context, c client, args []string, out io.Writer) error 
 			fmt.Fprintln(out, strings.Join(parts, ", "))
 		}
 	}
+	agentsFailed := 0
+	if !*asJSON {
+		agentsFailed = printPrefetches(out, agents)
+	} else {
+		for _, a := range agents {
+			if len(a.Failed) > 0 {
+				agentsFailed++
+			}
+		}
+	}
 	if failed > 0 {
 		fmt.Fprintf(os.Stderr, "shoalctl: %d of %d blobs were not preheated on every owner; a pull still works, reading them from storage\n", failed, len(res.Blobs))
+	}
+	if agentsFailed > 0 {
+		fmt.Fprintf(os.Stderr, "shoalctl: %d of %d agents did not fetch every blob; their pulls still work, from peers and seeders\n", agentsFailed, len(agents))
+	}
+	if failed > 0 || agentsFailed > 0 {
 		return errPreheat
 	}
 	return nil

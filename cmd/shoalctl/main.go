@@ -5,7 +5,7 @@
 //	shoalctl [--admin http://127.0.0.1:5001] [--admin-user U] gc start [--dry-run] [--wait] [--json]
 //	shoalctl gc status|cancel [--json]
 //	shoalctl cluster status [--digest D] [--tracker URL]
-//	shoalctl preheat REPOSITORY:TAG
+//	shoalctl preheat REPOSITORY:TAG [--agents HOST:PORT,...]
 //	shoalctl auth check --user U --repository R --action A [--addr IP] [--cert NAME] [--json]
 //	shoalctl certs init|issue ...
 //
@@ -39,9 +39,10 @@ commands:
   cluster status [--digest D] [--tracker URL]... [--json]
                                   the origin cluster's members, the owners of a blob, and what the
                                   trackers (their HTTP address, e.g. http://127.0.0.1:7081) know of it
-  preheat [REGISTRY/]REPOSITORY[:TAG|@DIGEST] [--json]
+  preheat [REGISTRY/]REPOSITORY[:TAG|@DIGEST] [--agents HOST:PORT,...] [--pull-user U] [--json]
                                   before a rollout: the owners of the image's blobs read them from
-                                  storage and compute their metainfo; exits 1 if any failed
+                                  storage and compute their metainfo, then the agents named fetch
+                                  them into their caches; exits 1 if any failed
   auth check --user U --repository R --action pull|push|delete|admin [--addr IP] [--cert NAME] [--json]
                                   what the origin's rules decide, and which rule decides;
                                   exits 1 when denied (--user "" is anonymous)

@@ -14,6 +14,7 @@ type metrics struct {
 	manifestCache *prometheus.CounterVec
 	blobCache     *prometheus.CounterVec
 	originBytes   prometheus.Counter
+	prefetches    *prometheus.CounterVec
 }
 
 // cacheSizer is a cache whose size the metrics report.
@@ -69,6 +70,10 @@ func newMetrics(reg prometheus.Registerer, caches map[string]cacheSizer) *metric
 			Name: "shoal_agent_origin_proxy_bytes_total",
 			Help: "Blob bytes proxied from the origin's registry API without P2P (only when no P2P engine is configured).",
 		}),
+		prefetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_agent_prefetches_total",
+			Help: "Prefetch requests (shoalctl preheat --agents) by result: fetched into the piece store, cached (complete before), failed, invalid.",
+		}, []string{"result"}),
 	}
 	cc := &cacheCollector{
 		caches: caches,
@@ -80,7 +85,7 @@ func newMetrics(reg prometheus.Registerer, caches map[string]cacheSizer) *metric
 			[]string{"cache"}, nil),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.responseBytes, m.manifestCache, m.blobCache, m.originBytes, cc)
+		reg.MustRegister(m.requests, m.duration, m.responseBytes, m.manifestCache, m.blobCache, m.originBytes, m.prefetches, cc)
 	}
 	return m
 }

@@ -299,7 +299,13 @@ func New(cfg Config, opts Options) (*Server, error) {
 // it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rt, perr := parseRoute(r.URL.EscapedPath())
+	var rt route
+	var perr *ociapi.Error
+	if strings.HasPrefix(r.URL.EscapedPath(), PrefetchPrefix) {
+		rt.kind = routePrefetch
+	} else {
+		rt, perr = parseRoute(r.URL.EscapedPath())
+	}
 	// Every answer goes out through rec, so no challenge the origin sent
 	// leaves naming the origin's realm.
 	rec := ociapi.NewRecorder(w)
@@ -312,6 +318,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	if perr != nil {
 		s.writeError(rec, r, perr)
+		return
+	}
+	if rt.kind == routePrefetch {
+		s.servePrefetch(rec, r)
 		return
 	}
 	if rt.kind == routeToken {

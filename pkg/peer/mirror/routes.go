@@ -25,9 +25,10 @@ const (
 	routeManifest  = ociapi.Manifest
 	routeBlob      = ociapi.Blob
 	routeReferrers = ociapi.Referrers
-	routeUpload    = "upload" // every upload path: refused
-	routeOther     = "other"  // any other /v2/ read endpoint: proxied
-	routeToken     = "token"  // auth.TokenPath: proxied to the origin's
+	routeUpload    = "upload"   // every upload path: refused
+	routeOther     = "other"    // any other /v2/ read endpoint: proxied
+	routeToken     = "token"    // auth.TokenPath: proxied to the origin's
+	routePrefetch  = "prefetch" // PrefetchPrefix: the agent's own prefetch endpoint
 )
 
 // parseRoute splits a request's escaped path (URL.EscapedPath) into what
