@@ -40,6 +40,11 @@
 //     not the process that hung;
 //   - a Reject frees the request (NOT_HELD also forgets that
 //     the peer has the piece, BUSY rests the peer for Config.BusyBackoff).
+//
+// Beside it, origin.go holds the agent's origin-egress rules, as pure: which
+// agents ask the origin at once (Fetcher), how the others hold their origin
+// requests back (OriginDeferral), letting an origin piece half received
+// finish (OriginTakeback) and dial backoff (DialRetry).
 package scheduler
 
 import (

@@ -13,6 +13,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/piecewire"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/pkg/peer/piecestore"
+	"github.com/shoal-dev/shoal/pkg/peer/scheduler"
 	"github.com/shoal-dev/shoal/proto/peerpb"
 )
 
@@ -77,12 +78,11 @@ type conn struct {
 	// progressAt is when the download was last told that chunks arrive
 	// (at most every progressEvery).
 	progressAt time.Time
-	// continuing are origin pieces the scheduler cancelled after they
-	// started arriving, let finish; held are requests to the origin kept
-	// back until they have.
-	continuing map[int]bool
-	held       []int
-	control    []*peerpb.Message
+	// takeback lets an origin piece the scheduler took back finish once
+	// half of it arrived, and holds requests to the origin back until it
+	// has (used for origins only).
+	takeback scheduler.OriginTakeback
+	control  []*peerpb.Message
 	// uploads are the peer's requests not yet being sent, in order;
 	// current is the one being sent (-1: none) and abort cancels it.
 	uploads []int
@@ -104,7 +104,6 @@ func newConn(s *Swarm, meta *metainfo.Metainfo, st stream, id string, remote *me
 		verifying:  make(chan struct{}, 2),
 		requested:  make(map[int]bool),
 		assembling: make(map[int][]byte),
-		continuing: make(map[int]bool),
 		current:    -1,
 	}
 }
@@ -137,13 +136,11 @@ func (c *conn) queueLocked(m *peerpb.Message) {
 }
 
 // request asks the peer for piece i. Requests to an origin wait while a
-// piece the scheduler took back is still arriving from it (see
-// cancelRequest), so the origin sends one thing at a time as the scheduler
-// intends.
+// piece the scheduler took back is still arriving from it
+// (scheduler.OriginTakeback).
 func (c *conn) request(i int) {
 	c.mu.Lock()
-	if c.origin && len(c.continuing) > 0 {
-		c.held = append(c.held, i)
+	if c.origin && !c.takeback.Request(i) {
 		c.mu.Unlock()
 		return
 	}
@@ -163,24 +160,16 @@ func (c *conn) request(i int) {
 
 // cancelRequest withdraws the request of piece i; chunks of it still in
 // flight are discarded. An origin piece at least half received is let
-// finish instead: the scheduler takes an origin request back as soon as an
-// agent announces the piece, and cutting the transfer throws away what the
-// origin already sent (with 8 agents and a slow origin, always cutting
-// wasted about one layer of origin egress; never cutting, about as much in
-// duplicates, since the freed slot starts another origin piece). Finishing
-// the pieces past half way bounds the loss per take-back at half a piece.
-// The late piece reaches the scheduler as a duplicate, which it expects;
-// requests to the origin are held back meanwhile (see request).
+// finish instead, and a request still held back never went out
+// (scheduler.OriginTakeback).
 func (c *conn) cancelRequest(i int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if k := slices.Index(c.held, i); k >= 0 {
-		c.held = slices.Delete(c.held, k, k+1)
-		return
-	}
-	if buf, started := c.assembling[i]; started && c.origin && 2*int64(len(buf)) >= c.meta.PieceSize(i) {
-		c.continuing[i] = true
-		return
+	if c.origin {
+		buf, started := c.assembling[i]
+		if c.takeback.Cancel(i, started, int64(len(buf)), c.meta.PieceSize(i)) != scheduler.CancelCut {
+			return
+		}
 	}
 	delete(c.requested, i)
 	delete(c.assembling, i)
@@ -197,18 +186,10 @@ func (c *conn) cancelRequest(i int) {
 func (c *conn) pieceEndedLocked(i int) {
 	delete(c.requested, i)
 	delete(c.assembling, i)
-	if !c.continuing[i] {
-		return
-	}
-	delete(c.continuing, i)
-	if len(c.continuing) > 0 {
-		return
-	}
-	for _, j := range c.held {
+	for _, j := range c.takeback.Ended(i) {
 		c.requested[j] = true
 		c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Request{Request: &peerpb.Request{Index: uint32(j)}}})
 	}
-	c.held = c.held[:0]
 }
 
 // have tells the peer this side now holds piece i, unless it holds it too.
@@ -246,8 +227,7 @@ func (c *conn) detach() {
 	}
 	clear(c.requested)
 	clear(c.assembling)
-	clear(c.continuing)
-	c.held = nil
+	c.takeback.Reset()
 }
 
 // remoteComplete reports whether the peer holds every piece.
@@ -522,7 +502,7 @@ func (c *conn) handle(m *peerpb.Message) error {
 // rejected handles the peer's refusal of this side's request of piece i.
 func (c *conn) rejected(i int, reason peerpb.Reject_Reason, retryAfter time.Duration) {
 	c.mu.Lock()
-	asked := c.requested[i] && !c.continuing[i]
+	asked := c.requested[i] && !c.takeback.Continuing(i)
 	c.pieceEndedLocked(i)
 	dl := c.dl
 	if reason == peerpb.Reject_REASON_NOT_HELD {

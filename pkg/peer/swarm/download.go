@@ -8,7 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/pkg/metainfo"
@@ -126,15 +125,9 @@ type download struct {
 	// while rarest first spreads the origin's pieces over the swarm.
 	readers   map[int]int64
 	streaming bool
-	// deferred are origin requests held back, with when they were (see
-	// fetcher); swarmProgress is when an agent last announced a piece
-	// this one lacks.
-	swarmProgress time.Time
-	deferred      map[deferKey]time.Time
-	// sent are the requests sent to origins, for originPieceTime, a moving
-	// average of how long an origin takes to deliver a piece.
-	sent            map[deferKey]time.Time
-	originPieceTime time.Duration
+	// origin holds back the requests to origins of an agent that is not
+	// one of the fetchers (see fetcher).
+	origin *scheduler.OriginDeferral
 	// stats are logged when the download completes.
 	stats struct {
 		fromPeers, fromOrigins                    int
@@ -162,8 +155,7 @@ func newDownload(s *Swarm, bs *blobState) *download {
 		peers:    make(map[scheduler.PeerID]*conn),
 		cands:    make(map[string]*candidate),
 		readers:  make(map[int]int64),
-		deferred: make(map[deferKey]time.Time),
-		sent:     make(map[deferKey]time.Time),
+		origin:   scheduler.NewOriginDeferral(s.cfg.OriginDeferral, s.cfg.PieceTimeout),
 	}
 }
 
@@ -318,7 +310,7 @@ func (dl *download) handle(now time.Time, ev any) error {
 		if !ev.c.origin && !dl.sched.Have().Has(ev.piece) {
 			// An agent now holds a piece this one lacks: the swarm can
 			// still serve it without the origin.
-			dl.swarmProgress = time.Now()
+			dl.origin.SwarmProgress(now)
 		}
 		if dl.peers[scheduler.PeerID(ev.c.id)] == ev.c {
 			_ = dl.sched.Handle(now, scheduler.PeerHave{Peer: scheduler.PeerID(ev.c.id), Piece: ev.piece})
@@ -335,7 +327,7 @@ func (dl *download) handle(now time.Time, ev any) error {
 			if ev.atPeers {
 				dl.stats.atPeers++
 			}
-			delete(dl.sent, deferKey{ev.c, ev.piece})
+			dl.origin.Answered(now, scheduler.Request{Peer: scheduler.PeerID(ev.c.id), Piece: ev.piece}, false)
 			_ = dl.sched.Handle(now, scheduler.RequestRejected{Peer: scheduler.PeerID(ev.c.id), Piece: ev.piece,
 				NotHeld: ev.notHeld, AtPeers: ev.atPeers, RetryAfter: ev.retryAfter})
 		}
@@ -430,11 +422,7 @@ func (dl *download) leave(now time.Time, c *conn) {
 func (dl *download) forget(now time.Time, c *conn) {
 	delete(dl.peers, scheduler.PeerID(c.id))
 	if c.origin {
-		for k := range dl.sent {
-			if k.c == c {
-				delete(dl.sent, k)
-			}
-		}
+		dl.origin.PeerLeft(scheduler.PeerID(c.id))
 	}
 	if !c.origin {
 		dl.agents--
@@ -467,13 +455,13 @@ func (dl *download) steer(now time.Time) {
 func (dl *download) retry(now time.Time, cand *candidate) {
 	cand.state = candIdle
 	cand.failures++
-	if !cand.origin && cand.failures >= 3 {
+	forget, wait := scheduler.DialRetry(cand.origin, cand.failures)
+	if forget {
 		delete(dl.cands, cand.addr)
 		dl.s.pool.drop(cand.addr)
 		return
 	}
-	backoff := min(time.Second<<min(cand.failures-1, 5), 30*time.Second)
-	cand.retryAt = now.Add(backoff)
+	cand.retryAt = now.Add(wait)
 }
 
 func (dl *download) piece(now time.Time, ev evPiece) error {
@@ -482,16 +470,8 @@ func (dl *download) piece(now time.Time, ev evPiece) error {
 	if dl.peers[scheduler.PeerID(c.id)] != c {
 		return nil
 	}
-	if at, ok := dl.sent[deferKey{c, ev.piece}]; ok {
-		delete(dl.sent, deferKey{c, ev.piece})
-		if ev.err == nil {
-			took := now.Sub(at)
-			if dl.originPieceTime == 0 {
-				dl.originPieceTime = took
-			} else {
-				dl.originPieceTime = (3*dl.originPieceTime + took) / 4
-			}
-		}
+	if c.origin {
+		dl.origin.Answered(now, scheduler.Request{Peer: scheduler.PeerID(c.id), Piece: ev.piece}, ev.err == nil)
 	}
 	switch {
 	case ev.err == nil:
@@ -562,11 +542,8 @@ func (dl *download) act(now time.Time) bool {
 		if !ok {
 			continue
 		}
-		k := deferKey{c, x.Piece}
-		delete(dl.sent, k)
-		if _, deferred := dl.deferred[k]; deferred {
-			dl.stats.deferredDropped++
-			delete(dl.deferred, k) // never sent: nothing to withdraw
+		if c.origin && dl.origin.Cancel(scheduler.Request(x)) {
+			dl.stats.deferredDropped++ // never sent: nothing to withdraw
 			continue
 		}
 		c.cancelRequest(x.Piece)
@@ -576,13 +553,11 @@ func (dl *download) act(now time.Time) bool {
 		if !ok {
 			continue
 		}
-		if c.origin && dl.crowded() && s.cfg.OriginDeferral > 0 && !dl.fetcher() {
-			dl.deferred[deferKey{c, r.Piece}] = now
-			dl.stats.deferred++
-			continue
-		}
 		if c.origin {
-			dl.sent[deferKey{c, r.Piece}] = now
+			if !dl.origin.Ask(now, r, dl.crowded(), dl.fetcher) {
+				dl.stats.deferred++
+				continue
+			}
 			dl.stats.originRequests++
 		}
 		c.request(r.Piece)
@@ -591,90 +566,39 @@ func (dl *download) act(now time.Time) bool {
 	return a.Done
 }
 
-// deferKey is a request to an origin held back by the download.
-type deferKey struct {
-	c     *conn
-	piece int
-}
-
 // fetcher reports whether this agent is one of the OriginFetchers agents
-// that take pieces from the origin as soon as the scheduler asks: the
-// highest rendezvous scores of (peer id, blob) among itself and the agents
-// it knows (joined, or named by the tracker). Agents that pull together
-// know mostly the same agents, so they agree on the fetchers. The others
-// defer their origin requests (see sendDeferred); when a fetcher's piece
-// spreads meanwhile, the scheduler moves the request to an agent and the
-// deferred one is dropped without reaching the origin. Measured with 20
-// agents pulling a 16-piece layer from a fast origin: every agent asking
-// the origin for the pieces nobody held yet cost 4x the layer.
+// that ask the origin at once (scheduler.Fetcher), among the agents it
+// knows: joined, or named by the tracker and not failing.
 func (dl *download) fetcher() bool {
-	key := dl.d.String()
-	mine := pieceScore(dl.s.cfg.PeerID, key)
-	above := 0
-	seen := map[string]bool{}
-	count := func(id string) {
-		if !seen[id] && pieceScore(id, key) > mine {
-			above++
-		}
-		seen[id] = true
-	}
+	var agents []scheduler.PeerID
 	for id, c := range dl.peers {
 		if !c.origin {
-			count(string(id))
+			agents = append(agents, id)
 		}
 	}
 	for _, cand := range dl.cands {
 		if !cand.origin && cand.id != "" && cand.failures == 0 {
-			count(cand.id)
+			agents = append(agents, scheduler.PeerID(cand.id))
 		}
 	}
-	return above < dl.s.cfg.OriginFetchers
+	return scheduler.Fetcher(scheduler.PeerID(dl.s.cfg.PeerID), dl.d.String(), agents, dl.s.cfg.OriginFetchers)
 }
 
-func pieceScore(id, key string) uint64 {
-	return xxhash.Sum64String(id + "\x00" + key)
-}
-
-// stallAfter is how long without a new piece makes deferred origin
-// requests go out: the configured OriginDeferral, or three times the
-// recent time an origin took to deliver a piece if that is longer.
-func (dl *download) stallAfter() time.Duration {
-	return max(dl.s.cfg.OriginDeferral, 3*dl.originPieceTime)
-}
-
-// sendDeferred sends the deferred origin requests once the swarm stops
-// making progress for this agent (no new piece here and no Have of a
-// missing piece from an agent for stallAfter) or no agent is joined or
-// being dialed. A request deferred
-// for half the piece timeout while the swarm delivers is answered as
-// busy instead (the scheduler counts a request in flight from when it
-// asked, and drops an origin that lets requests time out).
+// sendDeferred sends the held origin requests whose time has come, and
+// hands back as busy the ones held too long (scheduler.OriginDeferral).
 func (dl *download) sendDeferred(now time.Time) {
-	last := dl.lastProgress
-	if dl.swarmProgress.After(last) {
-		last = dl.swarmProgress
-	}
-	stalled := now.Sub(last) >= dl.stallAfter()
-	for k, at := range dl.deferred {
-		if dl.peers[scheduler.PeerID(k.c.id)] != k.c {
-			delete(dl.deferred, k)
+	send, busy := dl.origin.Due(now, dl.lastProgress, dl.crowded())
+	for _, r := range send {
+		c, ok := dl.peers[r.Peer]
+		if !ok {
 			continue
 		}
-		switch {
-		case !dl.crowded() || stalled:
-			delete(dl.deferred, k)
-			dl.sent[k] = now
-			dl.stats.originRequests++
-			k.c.request(k.piece)
-		case now.Sub(at) >= dl.s.cfg.PieceTimeout/2:
-			// The swarm is still delivering: answer the request for the
-			// origin with the busy reject a loaded seeder would send, so
-			// the scheduler neither times the origin out nor waits on it,
-			// and asks again after its busy backoff.
-			delete(dl.deferred, k)
-			dl.stats.deferredDropped++
-			_ = dl.sched.Handle(now, scheduler.RequestRejected{Peer: scheduler.PeerID(k.c.id), Piece: k.piece})
-		}
+		dl.stats.originRequests++
+		c.request(r.Piece)
+	}
+	for _, r := range busy {
+		dl.stats.deferredDropped++
+		_ = dl.sched.Handle(now, scheduler.RequestRejected{Peer: r.Peer, Piece: r.Piece})
 	}
 }
 
