@@ -216,7 +216,7 @@ func New(driver storage.Driver, cfg Config, log *slog.Logger, reg prometheus.Reg
 		validations: make(chan struct{}, cfg.MaxManifestValidations)}
 	s.health = &storageHealth{driver: driver.Name(), timeout: cfg.StorageTimeout, now: func() time.Time { return s.now() },
 		log: log, metrics: s.metrics}
-	s.driver = &guardedDriver{Driver: driver, h: s.health}
+	s.driver = newGuardedDriver(driver, s.health)
 	if reg != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "shoal_origin_upload_chunks_in_flight",

@@ -31,7 +31,12 @@ import (
 // bytes count only once its state says so.
 type guardedDriver struct {
 	storage.Driver
-	h *storageHealth
+	h       *storageHealth
+	workers *storageWorkers // run the calls timed by h.timeout
+}
+
+func newGuardedDriver(d storage.Driver, h *storageHealth) *guardedDriver {
+	return &guardedDriver{Driver: d, h: h, workers: newStorageWorkers()}
 }
 
 type opClass int
@@ -179,10 +184,15 @@ func (g *guardedDriver) outage(err error) error {
 }
 
 // guarded runs f against storage under the breaker. timed calls are given
-// up after the timeout; metadata calls also get it as their context's
-// deadline, while the opening of a stream does not (some drivers tie the
-// stream to the context it was opened with). cleanup releases what an
-// abandoned call returns when it completes after all.
+// up after the timeout: f runs on one of the driver's workers while the
+// request waits for it, its context cancelled or the timeout, whichever
+// comes first. A request's context is cancelled once the request is
+// answered, which stops a call given up on in a driver that heeds its
+// context; a context that is never cancelled (work that outlives its
+// request) gets the timeout as its deadline for metadata calls, while the
+// opening of a stream does not (some drivers tie the stream to the context
+// it was opened with). cleanup releases what an abandoned call returns
+// when it completes after all.
 func guarded[T any](g *guardedDriver, ctx context.Context, c opClass, op, path string, meta bool, cleanup func(T), f func(context.Context) (T, error)) (T, error) {
 	var zero T
 	if err := g.h.admit(ctx, c); err != nil {
@@ -193,44 +203,26 @@ func guarded[T any](g *guardedDriver, ctx context.Context, c opClass, op, path s
 		g.h.record(c, err)
 		return v, g.outage(err)
 	}
-	fctx := ctx
-	if meta {
+	p := &pendingCall[T]{ctx: ctx, f: f, cleanup: cleanup}
+	if meta && ctx.Done() == nil {
 		var cancel context.CancelFunc
-		fctx, cancel = context.WithTimeout(ctx, g.h.timeout)
+		p.ctx, cancel = context.WithTimeout(ctx, g.h.timeout)
 		defer cancel()
 	}
-	type result struct {
-		v   T
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		v, err := f(fctx)
-		done <- result{v, err}
-	}()
-	timer := time.NewTimer(g.h.timeout)
-	defer timer.Stop()
-	abandon := func() {
-		if cleanup != nil {
-			go func() {
-				if r := <-done; r.err == nil {
-					cleanup(r.v)
-				}
-			}()
-		}
-	}
+	call := g.workers.start(p, g.h.timeout)
 	select {
-	case r := <-done:
-		if r.err != nil && ctx.Err() != nil {
-			return zero, r.err // the client went away: not storage's fault
+	case <-call.done:
+		g.workers.release(call)
+		if p.err != nil && ctx.Err() != nil {
+			return zero, p.err // the client went away: not storage's fault
 		}
-		g.h.record(c, r.err)
-		return r.v, g.outage(r.err)
+		g.h.record(c, p.err)
+		return p.v, g.outage(p.err)
 	case <-ctx.Done():
-		abandon()
+		g.workers.abandon(call)
 		return zero, ctx.Err()
-	case <-timer.C:
-		abandon()
+	case <-call.timer.C:
+		g.workers.abandon(call)
 		g.h.metrics.storageTimeouts.WithLabelValues(op).Inc()
 		err := fmt.Errorf("storage %s: %s %s: no answer within %s (storageTimeout): %w", g.Name(), op, path, g.h.timeout, storage.ErrUnavailable)
 		g.h.trip(c, err)

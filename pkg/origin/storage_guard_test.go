@@ -1,0 +1,130 @@
+package origin
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/internal/eventually"
+	"github.com/shoal-dev/shoal/pkg/storage"
+	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
+)
+
+// pathStall holds the calls of one operation on the paths containing a
+// string until released, ignoring their context as a hung mount does; then
+// it lets them through to the real driver. Readers it opens count their
+// Close.
+type pathStall struct {
+	storage.Driver
+	op, contains string
+	entered      chan struct{} // a call is held (sent without blocking)
+	release      chan struct{}
+	opened       atomic.Int64
+	closed       atomic.Int64
+}
+
+func newPathStall(d storage.Driver, op, contains string) *pathStall {
+	return &pathStall{Driver: d, op: op, contains: contains, entered: make(chan struct{}, 1), release: make(chan struct{})}
+}
+
+func (d *pathStall) hold(op, p string) {
+	if op == d.op && strings.Contains(p, d.contains) {
+		select {
+		case d.entered <- struct{}{}:
+		default:
+		}
+		<-d.release
+	}
+}
+
+func (d *pathStall) GetContent(ctx context.Context, p string) ([]byte, error) {
+	d.hold("get_content", p)
+	return d.Driver.GetContent(ctx, p)
+}
+
+func (d *pathStall) Reader(ctx context.Context, p string, off int64) (io.ReadCloser, error) {
+	d.hold("reader", p)
+	rc, err := d.Driver.Reader(ctx, p, off)
+	if err != nil {
+		return nil, err
+	}
+	d.opened.Add(1)
+	return &countedCloser{ReadCloser: rc, closed: &d.closed}, nil
+}
+
+type countedCloser struct {
+	io.ReadCloser
+	closed *atomic.Int64
+}
+
+func (c *countedCloser) Close() error {
+	c.closed.Add(1)
+	return c.ReadCloser.Close()
+}
+
+// TestStalledCallHoldsUpNoOtherCall: a storage call stuck in its driver
+// (within storageTimeout, so storage does not count as out yet) keeps its
+// request waiting, and only that one: requests for other paths are served
+// meanwhile, and the stuck one completes once storage answers.
+func TestStalledCallHoldsUpNoOtherCall(t *testing.T) {
+	d := newPathStall(inmemory.New(), "get_content", "team/slow")
+	_, e := newServerOn(t, d, func(c *Config) { c.StorageTimeout = time.Minute })
+	slowManifest, _ := e.pushImage("team/slow", "v1", []byte("slow layer"))
+	manifest, _ := e.pushImage("team/app", "v1", []byte("layer"))
+
+	type answer struct {
+		status int
+		body   []byte
+		err    error
+	}
+	slow := make(chan answer, 1)
+	go func() {
+		resp, err := http.Get(e.base + "/v2/team/slow/manifests/v1")
+		if err != nil {
+			slow <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		slow <- answer{resp.StatusCode, body, err}
+	}()
+	<-d.entered
+	for i := range 20 {
+		got := e.expect(e.do("GET", "/v2/team/app/manifests/v1", nil), http.StatusOK)
+		if string(got) != string(manifest) {
+			t.Fatalf("GET %d of team/app while team/slow's call is stuck: the manifest differs from the one pushed", i)
+		}
+	}
+	select {
+	case a := <-slow:
+		t.Fatalf("the request whose storage call is held was answered (%d %s, %v) before storage answered", a.status, a.body, a.err)
+	default:
+	}
+	close(d.release)
+	a := <-slow
+	if a.err != nil || a.status != http.StatusOK || string(a.body) != string(slowManifest) {
+		t.Fatalf("the held request once storage answered: %d, %v, body %q; want 200 and the manifest pushed", a.status, a.err, a.body)
+	}
+}
+
+// TestStreamOpenedAfterTimeoutIsClosed: a blob GET whose stream opens only
+// after storageTimeout gets 503 naming storage; the stream that the driver
+// opens later, with nobody left to read it, is closed.
+func TestStreamOpenedAfterTimeoutIsClosed(t *testing.T) {
+	d := newPathStall(inmemory.New(), "reader", "/blobs/")
+	_, e := newServerOn(t, d, func(c *Config) { c.StorageTimeout = 100 * time.Millisecond })
+	blob := []byte("a blob read too late")
+	e.pushBlob("team/app", blob)
+
+	expectUnavailable(e, e.do("GET", "/v2/team/app/blobs/"+digest.FromBytes(blob).String(), nil), "blob GET with its stream stuck opening", "inmemory")
+	close(d.release)
+	eventually.True(t, "the stream opened after the request was answered to be closed", func() bool {
+		return d.opened.Load() == 1 && d.closed.Load() == 1
+	})
+}
