@@ -104,16 +104,26 @@ func (h *podHost) volume(name string) corev1.Volume {
 	return corev1.Volume{}
 }
 
-// mounts maps the container's mount paths to host paths, filling
-// ConfigMap and Secret volumes (their file contents with mount paths
-// rewritten the same way).
-func (h *podHost) mounts(c corev1.Container) *strings.Replacer {
+// hostMount is one of a container's volume mounts on this host.
+type hostMount struct {
+	corev1.VolumeMount
+	// host is the directory standing for the volume or, with a subPath,
+	// the file in it.
+	host string
+	// fill writes a ConfigMap's or Secret's files into the directory,
+	// ConfigMap contents passed through rewrite; nil for other volumes.
+	fill func(rewrite func(string) string)
+}
+
+// hostMounts lays out the container's volume mounts on this host: a
+// ConfigMap or Secret mount gets a directory of its own (filled by its
+// fill), other volumes the pod's directory for them (volumeDir).
+func (h *podHost) hostMounts(c corev1.Container) []hostMount {
 	h.t.Helper()
-	type mapping struct{ from, to string }
-	var ms []mapping
-	var fills []func(r *strings.Replacer)
+	var ms []hostMount
 	for i, m := range c.VolumeMounts {
 		v := h.volume(m.Name)
+		hm := hostMount{VolumeMount: m}
 		var dir string
 		switch {
 		case v.ConfigMap != nil || v.Secret != nil:
@@ -123,41 +133,74 @@ func (h *podHost) mounts(c corev1.Container) *strings.Replacer {
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				h.t.Fatal(err)
 			}
-			files := h.volumeFiles(v)
-			fills = append(fills, func(r *strings.Replacer) {
+			files, mode := h.volumeFiles(v), volumeFileMode(v)
+			hm.fill = func(rewrite func(string) string) {
 				for k, b := range files {
 					if m.SubPath != "" && k != m.SubPath {
 						continue
 					}
 					if v.ConfigMap != nil {
-						b = []byte(r.Replace(string(b)))
+						b = []byte(rewrite(string(b)))
 					}
-					if err := os.WriteFile(filepath.Join(dir, k), b, 0o600); err != nil {
+					if err := os.WriteFile(filepath.Join(dir, k), b, mode); err != nil {
 						h.t.Fatal(err)
 					}
 				}
-			})
-		case v.EmptyDir != nil || v.HostPath != nil || v.PersistentVolumeClaim != nil:
+			}
+		case v.EmptyDir != nil:
+			// World-writable, as the kubelet makes an emptyDir, so that
+			// any user the container runs as can write it.
+			dir = h.volumeDir(m.Name)
+			if err := os.Chmod(dir, 0o777); err != nil {
+				h.t.Fatal(err)
+			}
+		case v.HostPath != nil || v.PersistentVolumeClaim != nil:
 			dir = h.volumeDir(m.Name)
 		default:
 			h.t.Fatalf("volume %q: only configMap, secret, emptyDir, hostPath and persistentVolumeClaim volumes can be run here", m.Name)
 		}
-		to := dir
+		hm.host = dir
 		if m.SubPath != "" {
-			to = filepath.Join(dir, m.SubPath)
+			hm.host = filepath.Join(dir, m.SubPath)
 		}
-		ms = append(ms, mapping{m.MountPath, to})
+		ms = append(ms, hm)
 	}
+	return ms
+}
+
+// volumeFileMode is the mode of a ConfigMap's or Secret's files: the
+// volume's defaultMode, 0644 without one, as the kubelet writes them.
+func volumeFileMode(v corev1.Volume) os.FileMode {
+	var mode *int32
+	if v.ConfigMap != nil {
+		mode = v.ConfigMap.DefaultMode
+	} else if v.Secret != nil {
+		mode = v.Secret.DefaultMode
+	}
+	if mode == nil {
+		return 0o644
+	}
+	return os.FileMode(*mode)
+}
+
+// mounts maps the container's mount paths to host paths, filling
+// ConfigMap and Secret volumes (their file contents with mount paths
+// rewritten the same way).
+func (h *podHost) mounts(c corev1.Container) *strings.Replacer {
+	h.t.Helper()
+	ms := h.hostMounts(c)
 	// Longest first, so that /etc/shoal/tls/registry is not taken for
 	// /etc/shoal followed by the rest.
-	sort.Slice(ms, func(i, j int) bool { return len(ms[i].from) > len(ms[j].from) })
+	sort.Slice(ms, func(i, j int) bool { return len(ms[i].MountPath) > len(ms[j].MountPath) })
 	var pairs []string
 	for _, m := range ms {
-		pairs = append(pairs, m.from, m.to)
+		pairs = append(pairs, m.MountPath, m.host)
 	}
 	r := strings.NewReplacer(pairs...)
-	for _, fill := range fills {
-		fill(r)
+	for _, m := range ms {
+		if m.fill != nil {
+			m.fill(r.Replace)
+		}
 	}
 	return r
 }
