@@ -33,6 +33,14 @@ import (
 	"github.com/shoal-dev/shoal/pkg/storage/drivers"
 )
 
+// maxStreamsPerConnection caps the requests one HTTP/2 connection (TLS
+// listeners only) may have in flight; past it a stream is refused and the
+// connection's others go on. The per-client connection cap bounds
+// connections, this what each carries: together a client's share of the
+// node. 100 is the least RFC 9113 recommends and more than a registry
+// client runs at once (dockerd: 3 layers, containerd: 3 to 10).
+const maxStreamsPerConnection = 100
+
 func main() {
 	daemon.Exit("origin", run(os.Args[1:]))
 }
@@ -123,6 +131,7 @@ func run(args []string) error {
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: maxStreamsPerConnection},
 	}
 	scheme := "http"
 	if cfg.TLS.Cert != "" {
