@@ -2,6 +2,7 @@ package swarm
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/shoal-dev/shoal/internal/piecewire"
+	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/proto/peerpb"
 )
 
@@ -32,6 +34,9 @@ func (s *Swarm) startPieceServer(addr string) error {
 	if err != nil {
 		return fmt.Errorf("swarm: piece data path listener: %w", err)
 	}
+	if s.pieceTLS.server != nil {
+		l = tls.NewListener(l, s.pieceTLS.server)
+	}
 	_, port, err := net.SplitHostPort(l.Addr().String())
 	if err != nil {
 		_ = l.Close()
@@ -49,7 +54,7 @@ func (s *Swarm) startPieceServer(addr string) error {
 			s.log.Error("piece data path stopped", "err", err)
 		}
 	}()
-	s.log.Info("serving pieces on the piece data path", "addr", l.Addr().String())
+	s.log.Info("serving pieces on the piece data path", "addr", l.Addr().String(), "tls", s.pieceTLS.server != nil)
 	return nil
 }
 
@@ -65,7 +70,7 @@ func (s *Swarm) pieceHeaders(md metadata.MD) metadata.MD {
 // dialPieces opens the piece connection of an outgoing stream to addr
 // whose server named its piece port in hdr. It returns nil when there is
 // none to open or it fails: the stream then carries the pieces, as before.
-func (s *Swarm) dialPieces(ctx context.Context, dl *download, addr string, hdr metadata.MD) *piecewire.Conn {
+func (s *Swarm) dialPieces(ctx context.Context, dl *download, addr, peerID string, hdr metadata.MD) *piecewire.Conn {
 	// With an ingress limit the stream's metering applies (piecewire has
 	// none of its own yet).
 	if s.pieceServer == nil || s.ingress != nil {
@@ -77,7 +82,7 @@ func (s *Swarm) dialPieces(ctx context.Context, dl *download, addr string, hdr m
 		return nil
 	}
 	tok := s.capability(dl.d)
-	pc, err := piecewire.Dial(ctx, net.JoinHostPort(host, v[0]), nil, dl.meta, tok, piecewire.ClientConfig{
+	pc, err := piecewire.Dial(ctx, net.JoinHostPort(host, v[0]), s.pieceTLS.dialing(host, peerID), dl.meta, tok, piecewire.ClientConfig{
 		// Cancelled requests stay outstanding until answered, and the
 		// scheduler may ask for more meanwhile.
 		MaxOutstanding: 4 * s.cfg.MaxInFlightPerPeer,
@@ -209,4 +214,79 @@ func pieceListen(cfg Config) string {
 		return cfg.PieceListen
 	}
 	return os.Getenv(pieceListenEnv)
+}
+
+// pieceTLS is the piece data path's TLS: the peer protocol's certificates,
+// at TLS 1.3 (a new protocol between agents of one version owes nothing to
+// older clients, and 1.3 saves a round trip per connection).
+type pieceTLS struct {
+	server, client *tls.Config
+	// identity: RequireIdentity, the other end's certificate is checked.
+	identity bool
+}
+
+// pieceSessions is how many TLS sessions an agent keeps to resume piece
+// connections with: one per peer it fetches from at once is plenty.
+const pieceSessions = 256
+
+// newPieceTLS derives the piece data path's TLS from the peer listener's
+// (server) and the peer connections' (client), nil for plaintext. With
+// requireIdentity a piece connection's certificates are held to what a
+// stream's are (peerIdentity): a cluster identity, no tracker's, and on
+// the dialing side the peer the stream was opened to.
+func newPieceTLS(server, client *tls.Config, requireIdentity bool) pieceTLS {
+	t := pieceTLS{identity: requireIdentity}
+	if server != nil {
+		t.server = server.Clone()
+		t.server.MinVersion = tls.VersionTLS13
+		if requireIdentity {
+			t.server.VerifyConnection = func(cs tls.ConnectionState) error {
+				_, err := pieceIdentity(cs)
+				return err
+			}
+		}
+	}
+	if client != nil {
+		t.client = client.Clone()
+		t.client.MinVersion = tls.VersionTLS13
+		t.client.ClientSessionCache = tls.NewLRUClientSessionCache(pieceSessions)
+	}
+	return t
+}
+
+// dialing returns the TLS configuration of a piece connection to host,
+// whose stream's peer is peerID; nil for plaintext.
+func (t pieceTLS) dialing(host, peerID string) *tls.Config {
+	if t.client == nil {
+		return nil
+	}
+	c := t.client.Clone()
+	if c.ServerName == "" {
+		// As gRPC does for the streams: the certificate names the host
+		// dialed, unless the cluster shares one name.
+		c.ServerName = host
+	}
+	if t.identity {
+		c.VerifyConnection = func(cs tls.ConnectionState) error {
+			id, err := pieceIdentity(cs)
+			if err == nil && id.ID != peerID {
+				err = fmt.Errorf("the piece server's certificate is %s; its stream's peer is %q", id, peerID)
+			}
+			return err
+		}
+	}
+	return c
+}
+
+// pieceIdentity is peerIdentity for a piece connection: the verified
+// cluster identity of the other end, which must not be a tracker's.
+func pieceIdentity(cs tls.ConnectionState) (auth.Identity, error) {
+	id, err := auth.PeerFromTLS(&cs)
+	switch {
+	case err != nil:
+		return auth.Identity{}, fmt.Errorf("piece connections need a cluster certificate with a shoal://<role>/<peer-id> identity (docs/certificates.md): %w", err)
+	case id.Role == auth.RoleTracker:
+		return auth.Identity{}, fmt.Errorf("%s is a tracker certificate: trackers exchange no pieces", id)
+	}
+	return id, nil
 }

@@ -25,6 +25,13 @@ import (
 // with the origin key its capabilities are checked against.
 func newPieceSwarm(t *testing.T, listen string) (*Swarm, *auth.Key) {
 	t.Helper()
+	return newPieceSwarmWith(t, listen, Options{})
+}
+
+// newPieceSwarmWith is newPieceSwarm with opts (their Keys and Logger
+// are set here).
+func newPieceSwarmWith(t *testing.T, listen string, opts Options) (*Swarm, *auth.Key) {
+	t.Helper()
 	key, err := auth.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
@@ -32,7 +39,9 @@ func newPieceSwarm(t *testing.T, listen string) (*Swarm, *auth.Key) {
 	cfg := DefaultConfig()
 	cfg.PeerID = "agent-under-test"
 	cfg.PieceListen = listen
-	s, err := New(cfg, t.TempDir(), 1<<30, Options{Keys: auth.NewVerifier(key.Public()), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	opts.Keys = auth.NewVerifier(key.Public())
+	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := New(cfg, t.TempDir(), 1<<30, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

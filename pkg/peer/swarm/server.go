@@ -279,7 +279,7 @@ func (s *Swarm) openStream(dl *download, addr string, origin bool) (*conn, error
 		c.incarnation = incarnationOf(hdr)
 		if !origin {
 			pctx, pcancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
-			c.pw = s.dialPieces(pctx, dl, addr, hdr)
+			c.pw = s.dialPieces(pctx, dl, addr, peerID, hdr)
 			pcancel()
 		}
 	}

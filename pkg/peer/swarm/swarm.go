@@ -20,6 +20,7 @@ package swarm
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -174,10 +175,11 @@ type Config struct {
 	// Exchange streams it answers, and downloads from agents naming one
 	// take their pieces over it instead of the stream (which still
 	// carries handshakes and Haves). Empty, the default: off, everything
-	// on the stream. Not used with RequireIdentity (mTLS) nor with an
-	// ingress limit yet. When empty, the environment variable
-	// SHOAL_SWARM_PIECE_LISTEN sets it (the swarm tests run with the path
-	// on that way).
+	// on the stream. With TLS on the peer listener it is TLS 1.3 with the
+	// same certificates (and mTLS with a CA); plaintext, pieces go out
+	// with sendfile(2). Not used with an ingress limit yet. When empty,
+	// the environment variable SHOAL_SWARM_PIECE_LISTEN sets it (the
+	// swarm tests run with the path on that way).
 	PieceListen string `yaml:"-"`
 }
 
@@ -272,6 +274,13 @@ type Options struct {
 	// peerIdentity). Set it when DialOptions and the peer listener require
 	// certificates of the cluster CA.
 	RequireIdentity bool
+	// ServerTLS and ClientTLS are the peer listener's and the peer
+	// connections' TLS configurations (the ones behind DialOptions), nil
+	// for plaintext. The piece data path serves and dials with them, at
+	// TLS 1.3, so that its pieces are as private as the streams'; with
+	// RequireIdentity, both ends of a piece connection must show cluster
+	// certificates, as on the streams.
+	ServerTLS, ClientTLS *tls.Config
 }
 
 // Swarm is the engine. It serves shoal.peer.v1.Peer (Register) and opens
@@ -311,10 +320,14 @@ type Swarm struct {
 	// pieceServer serves the piece data path on piecePort; nil when off.
 	pieceServer *piecewire.Server
 	piecePort   string
-	mu          sync.Mutex
-	blobs       map[digest.Digest]*blobState
-	blacklist   map[string]time.Time // peer id -> until
-	closed      bool
+	// pieceTLS holds the piece data path's TLS configurations; its
+	// fields are nil for plaintext.
+	pieceTLS pieceTLS
+
+	mu        sync.Mutex
+	blobs     map[digest.Digest]*blobState
+	blacklist map[string]time.Time // peer id -> until
+	closed    bool
 }
 
 // blobState is what the swarm knows about one blob: its open streams, its
@@ -394,9 +407,8 @@ func New(cfg Config, dir string, quota int64, opts Options) (*Swarm, error) {
 	s.store = store
 	s.metrics = newMetrics(opts.Registerer, store)
 	if addr := pieceListen(cfg); addr != "" {
-		if opts.RequireIdentity {
-			log.Warn("the piece data path is not used with mTLS yet: pieces stay on the Exchange streams", "pieceListen", addr)
-		} else if err := s.startPieceServer(addr); err != nil {
+		s.pieceTLS = newPieceTLS(opts.ServerTLS, opts.ClientTLS, opts.RequireIdentity)
+		if err := s.startPieceServer(addr); err != nil {
 			s.cancel()
 			_ = store.Close()
 			return nil, err
