@@ -61,6 +61,8 @@ fmt:
 
 vet:
 	$(GO) vet ./...
+	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy: run go mod tidy (go mod tidy -diff shows what it changes)"; exit 1; }
+	@echo "go mod tidy: ok"
 
 staticcheck:
 	$(GO) run $(STATICCHECK) ./...
