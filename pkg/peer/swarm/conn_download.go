@@ -1,0 +1,240 @@
+package swarm
+
+// The download half of a conn: this side's requests to the peer (with the
+// origin take-back rule, scheduler.OriginTakeback), the peer's Haves and
+// rejects, and its pieces assembled, verified and handed to the download.
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/shoal-dev/shoal/pkg/metainfo"
+	"github.com/shoal-dev/shoal/pkg/peer/scheduler"
+	"github.com/shoal-dev/shoal/proto/peerpb"
+)
+
+// request asks the peer for piece i. Requests to an origin wait while a
+// piece the scheduler took back is still arriving from it
+// (scheduler.OriginTakeback).
+func (c *conn) request(i int) {
+	c.mu.Lock()
+	if c.origin && !c.takeback.Request(i) {
+		c.mu.Unlock()
+		return
+	}
+	c.requested[i] = true
+	pw := c.pw
+	if pw == nil {
+		c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Request{Request: &peerpb.Request{Index: uint32(i)}}})
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	if err := pw.Request(i); err != nil {
+		// Called from the download's loop: close posts to it.
+		go c.close(fmt.Errorf("requesting piece %d on the piece connection: %w", i, err))
+	}
+}
+
+// cancelRequest withdraws the request of piece i; chunks of it still in
+// flight are discarded. An origin piece at least half received is let
+// finish instead, and a request still held back never went out
+// (scheduler.OriginTakeback).
+func (c *conn) cancelRequest(i int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.origin {
+		buf, started := c.assembling[i]
+		if c.takeback.Cancel(i, started, int64(len(buf)), c.meta.PieceSize(i)) != scheduler.CancelCut {
+			return
+		}
+	}
+	delete(c.requested, i)
+	delete(c.assembling, i)
+	if c.pw != nil {
+		_ = c.pw.Cancel(i) // a failure ends the piece connection, and pieceLoop the conn
+		return
+	}
+	c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Cancel{Cancel: &peerpb.Cancel{Index: uint32(i)}}})
+}
+
+// pieceEndedLocked notes that piece i is no longer on the wire (received,
+// rejected or broken) and sends the held requests once no piece the
+// scheduler took back is still arriving.
+func (c *conn) pieceEndedLocked(i int) {
+	delete(c.requested, i)
+	delete(c.assembling, i)
+	for _, j := range c.takeback.Ended(i) {
+		c.requested[j] = true
+		c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Request{Request: &peerpb.Request{Index: uint32(j)}}})
+	}
+}
+
+// have tells the peer this side now holds piece i, unless it holds it too.
+func (c *conn) have(i int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.remote.Has(i) {
+		return
+	}
+	c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Have{Have: &peerpb.Have{Index: uint32(i)}}})
+}
+
+// peerHas notes that the peer now holds piece i and tells the download.
+func (c *conn) peerHas(i int) {
+	c.mu.Lock()
+	c.remote.Set(i)
+	dl := c.dl
+	c.mu.Unlock()
+	if dl != nil {
+		dl.post(evHave{c: c, piece: i}, c.closed)
+	}
+}
+
+// attach makes dl the download this conn delivers to and returns the
+// peer's pieces at that moment; Haves after it go to dl as events.
+func (c *conn) attach(dl *download) *metainfo.Bitfield {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dl = dl
+	bf, _ := metainfo.ParseBitfield(c.remote.Bytes(), c.remote.Len())
+	return bf
+}
+
+// detach stops delivering to the download: outstanding requests are
+// forgotten and their chunks discarded.
+func (c *conn) detach() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dl = nil
+	c.left = true
+	if c.pw != nil {
+		// Pieces on their way would be discarded on arrival.
+		for i := range c.requested {
+			_ = c.pw.Cancel(i)
+		}
+	}
+	clear(c.requested)
+	clear(c.assembling)
+	c.takeback.Reset()
+}
+
+// remoteComplete reports whether the peer holds every piece.
+func (c *conn) remoteComplete() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.remote.Complete()
+}
+
+// rejected handles the peer's refusal of this side's request of piece i.
+func (c *conn) rejected(i int, reason peerpb.Reject_Reason, retryAfter time.Duration) {
+	c.mu.Lock()
+	asked := c.requested[i] && !c.takeback.Continuing(i)
+	c.pieceEndedLocked(i)
+	dl := c.dl
+	if reason == peerpb.Reject_REASON_NOT_HELD {
+		c.remote.Clear(i)
+	}
+	c.mu.Unlock()
+	if dl != nil && asked {
+		ev := evRejected{c: c, piece: i}
+		switch reason {
+		case peerpb.Reject_REASON_NOT_HELD:
+			ev.notHeld = true
+		case peerpb.Reject_REASON_AT_PEERS:
+			ev.atPeers = true
+			ev.retryAfter = retryAfter
+		}
+		dl.post(ev, c.closed)
+	}
+}
+
+// chunk adds a piece chunk; a complete piece is verified and written by the
+// piece store, and the result goes to the download.
+func (c *conn) chunk(ch *peerpb.PieceChunk) error {
+	i := int(ch.GetIndex())
+	data := ch.GetData()
+	if len(data) > maxChunk {
+		return fmt.Errorf("%w: a chunk of %d bytes, more than %d", errProtocol, len(data), maxChunk)
+	}
+	if c.s.ingress != nil {
+		if err := c.s.ingress.WaitN(c.stream.Context(), len(data)); err != nil {
+			return fmt.Errorf("waiting for ingress bandwidth: %w", err)
+		}
+	}
+	c.mu.Lock()
+	if !c.requested[i] {
+		c.mu.Unlock()
+		c.s.metrics.discarded.WithLabelValues(c.source()).Add(float64(len(data)))
+		return nil
+	}
+	size := c.meta.PieceSize(i)
+	buf, started := c.assembling[i]
+	if !started && ch.GetOffset() != 0 {
+		// The tail of an earlier answer for this piece, cancelled and asked
+		// for again: a stream keeps order, so it comes before the new
+		// answer's first chunk. Late, not corrupt.
+		c.mu.Unlock()
+		c.s.metrics.discarded.WithLabelValues(c.source()).Add(float64(len(data)))
+		return nil
+	}
+	if !started {
+		buf = c.s.store.PieceBuffer(size)
+	}
+	if ch.GetOffset() != int64(len(buf)) || int64(len(buf)+len(data)) > size {
+		dl := c.dl
+		c.pieceEndedLocked(i)
+		c.mu.Unlock()
+		// A piece that cannot be assembled is as bad as one that does not
+		// verify.
+		if dl != nil {
+			dl.post(evPiece{c: c, piece: i, err: fmt.Errorf("%w: chunk at %d of piece %d, have %d of %d bytes: %w",
+				errProtocol, ch.GetOffset(), i, len(buf), size, metainfo.ErrCorruptPiece)}, c.closed)
+		}
+		return nil
+	}
+	buf = append(buf, data...)
+	if int64(len(buf)) < size {
+		c.assembling[i] = buf
+		dl, now := c.dl, time.Now()
+		report := dl != nil && now.Sub(c.progressAt) >= progressEvery
+		if report {
+			c.progressAt = now
+		}
+		c.mu.Unlock()
+		if report {
+			dl.progress(c)
+		}
+		return nil
+	}
+	c.pieceEndedLocked(i)
+	dl := c.dl
+	c.mu.Unlock()
+	if dl == nil {
+		return nil
+	}
+	c.store(dl, i, buf)
+	return nil
+}
+
+// store verifies and writes piece i, received whole in buf, and tells dl.
+// Verifying and writing a 4 MiB piece takes longer than receiving it;
+// done on the receiving goroutine, it would stall the peer (flow control)
+// for each piece. Up to cap(c.verifying) pieces are checked while the
+// next arrive.
+func (c *conn) store(dl *download, i int, buf []byte) {
+	select {
+	case c.verifying <- struct{}{}:
+	case <-c.closed:
+		c.s.store.PutPieceBuffer(buf)
+		return
+	}
+	go func() {
+		defer func() { <-c.verifying }()
+		n := len(buf)
+		// The store owns buf from here: it keeps the newest pieces in
+		// memory for readers and uploads.
+		err := c.s.store.WritePieceBuffer(c.bs.d, i, buf)
+		dl.post(evPiece{c: c, piece: i, size: n, err: err}, c.closed)
+	}()
+}
