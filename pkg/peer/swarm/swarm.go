@@ -95,7 +95,8 @@ type Config struct {
 	// once (origins not counted): 16.
 	MaxPeersPerBlob int `yaml:"maxPeersPerBlob"`
 	// MaxUploadsPerBlob is how many streams other agents may open to this
-	// one for one blob; more are refused with RESOURCE_EXHAUSTED: 32.
+	// one for one blob; more are refused with RESOURCE_EXHAUSTED: 32. It
+	// bounds the piece data path's connections for one blob as well.
 	MaxUploadsPerBlob int `yaml:"maxUploadsPerBlob"`
 	// MaxInFlightPerPeer is how many piece requests are pipelined to one
 	// peer: 4 (see scheduler.Config).
