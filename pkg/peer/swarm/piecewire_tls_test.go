@@ -116,3 +116,12 @@ func TestPieceDataPathUnderMTLSRefusesWhomTheStreamsRefuse(t *testing.T) {
 		t.Fatalf("%d pieces sent to connections that should have been refused", n)
 	}
 }
+
+func TestPieceDataPathIsNeverPlaintextWhenIdentitiesAreRequired(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.PieceListen = "127.0.0.1:0"
+	s, _ := newPieceSwarmWith(t, cfg, Options{RequireIdentity: true})
+	if s.pieceServer != nil || s.piecePort != "" {
+		t.Fatalf("piece server on port %q with RequireIdentity and no TLS configurations; want none (pieces on the mTLS streams)", s.piecePort)
+	}
+}

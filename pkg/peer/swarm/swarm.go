@@ -409,7 +409,11 @@ func New(cfg Config, dir string, quota int64, opts Options) (*Swarm, error) {
 	s.metrics = newMetrics(opts.Registerer, store)
 	if addr := pieceListen(cfg); addr != "" {
 		s.pieceTLS = newPieceTLS(opts.ServerTLS, opts.ClientTLS, opts.RequireIdentity)
-		if err := s.startPieceServer(addr); err != nil {
+		if opts.RequireIdentity && (opts.ServerTLS == nil || opts.ClientTLS == nil) {
+			// Never plaintext pieces in a cluster that requires
+			// certificates on its streams.
+			log.Warn("the piece data path needs Options.ServerTLS and ClientTLS with RequireIdentity: pieces stay on the Exchange streams", "pieceListen", addr)
+		} else if err := s.startPieceServer(addr); err != nil {
 			s.cancel()
 			_ = store.Close()
 			return nil, err
