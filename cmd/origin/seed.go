@@ -154,7 +154,7 @@ func startSeeder(cfg *seeder.Config, flags func(*seeder.Config) error, d storage
 		Name: "shoal_origin_cluster_members", Help: "Live origin nodes this node sees, itself included.",
 	}, func() float64 { return float64(len(members.Members())) }))
 
-	dial, err := cfg.TLS.DialOption()
+	dial, err := seeder.DialOption(cfg.TLS)
 	if err != nil {
 		return off, err
 	}
@@ -179,7 +179,7 @@ func startSeeder(cfg *seeder.Config, flags func(*seeder.Config) error, d storage
 		}
 	})
 
-	creds, err := cfg.TLS.ServerOption()
+	creds, err := seeder.ServerOption(cfg.TLS)
 	if err != nil {
 		return off, err
 	}

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/daemon"
@@ -17,7 +14,7 @@ import (
 //
 //	listen: 0.0.0.0:7001
 //	metricsListen: 0.0.0.0:7081
-//	tls: {cert: /etc/shoal/tls/tracker.pem, key: /etc/shoal/tls/tracker-key.pem, clientCA: /etc/shoal/tls/ca.pem}
+//	tls: {cert: /etc/shoal/tls/tracker.pem, key: /etc/shoal/tls/tracker-key.pem, ca: /etc/shoal/tls/ca.pem}
 //	tracker:
 //	  announceInterval: 30s
 //	  peerTTL: 90s
@@ -27,31 +24,20 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// MetricsListen is the HTTP address of /metrics, /healthz and /readyz.
 	MetricsListen string `yaml:"metricsListen"`
-	// TLS, when cert and key are set, secures both listeners. With
-	// clientCA (the cluster CA), gRPC clients must present a certificate
-	// signed by it, and announces answer to it (see tracker.Options.
+	// TLS, when cert and key are set, secures both listeners. With ca
+	// (the cluster CA), gRPC clients must present a certificate signed by
+	// it, and announces answer to it (see tracker.Options.
 	// RequireIdentity); /debug/peers on the HTTP listener wants one too.
-	// Without clientCA, announces are not authenticated: trusted networks
-	// only.
-	TLS TLSConfig        `yaml:"tls"`
+	// Without ca, announces are not authenticated: trusted networks only.
+	// The key was clientCA before the three components shared one TLS
+	// type; serverName does not apply (the tracker calls no one).
+	TLS daemon.TLSConfig `yaml:"tls"`
 	Log daemon.LogConfig `yaml:"log"`
 	// ShutdownGrace is how long SIGTERM waits for announces in flight.
 	// Announces take microseconds; the grace only covers slow clients.
 	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
 	// Tracker tunes announce handling; see tracker.Config.
 	Tracker tracker.Config `yaml:"tracker"`
-}
-
-// TLSConfig names PEM files; see docs/certificates.md for making them.
-type TLSConfig struct {
-	// Cert is the tracker's certificate (a tracker certificate of the
-	// cluster profile, or any server certificate its clients trust).
-	Cert string `yaml:"cert"`
-	// Key is Cert's private key.
-	Key string `yaml:"key"`
-	// ClientCA is the cluster CA, or a bundle of the old and new CA while
-	// rotating: it turns on mTLS. Empty: no client certificates.
-	ClientCA string `yaml:"clientCA"`
 }
 
 // DefaultConfig is what `tracker` runs with when given nothing.
@@ -76,39 +62,14 @@ func (c *Config) validate() error {
 	if c.MetricsListen == "" {
 		return errors.New("config: metricsListen is empty")
 	}
-	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
-		return errors.New("config: TLS needs both cert and key")
+	if err := c.TLS.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
 	}
-	if c.TLS.ClientCA != "" && c.TLS.Cert == "" {
-		return errors.New("config: tls.clientCA needs tls.cert and tls.key")
+	if c.TLS.ServerName != "" {
+		return errors.New("config: tls.serverName does not apply to the tracker: it makes no TLS connections")
 	}
 	if c.ShutdownGrace <= 0 {
 		return errors.New("config: shutdownGrace must be positive")
 	}
 	return c.Tracker.Validate()
-}
-
-// tlsConfig returns the server TLS configuration, or nil for plaintext.
-func (t TLSConfig) tlsConfig() (*tls.Config, error) {
-	if t.Cert == "" {
-		return nil, nil
-	}
-	cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
-	if err != nil {
-		return nil, fmt.Errorf("loading TLS key pair: %w", err)
-	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if t.ClientCA != "" {
-		pem, err := os.ReadFile(t.ClientCA)
-		if err != nil {
-			return nil, fmt.Errorf("reading client CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("client CA %s holds no PEM certificate", t.ClientCA)
-		}
-		cfg.ClientCAs = pool
-		cfg.ClientAuth = tls.RequireAndVerifyClientCert
-	}
-	return cfg, nil
 }

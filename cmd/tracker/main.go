@@ -60,7 +60,7 @@ func run(ctx context.Context, args []string) error {
 	metricsListen := fs.String("metrics-listen", "", "HTTP address for /metrics, /healthz, /readyz (default 127.0.0.1:7081)")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate file (PEM); both listeners use TLS when set with --tls-key")
 	tlsKey := fs.String("tls-key", "", "TLS key file (PEM)")
-	tlsClientCA := fs.String("tls-client-ca", "", "CA file (PEM) that gRPC client certificates must chain to (mTLS)")
+	tlsClientCA := fs.String("tls-client-ca", "", "CA file (PEM) that gRPC client certificates must chain to (mTLS); tls.ca in the config file")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
 	logFormat := fs.String("log-format", "", "text or json (default text)")
 	if err := daemon.Parse(fs, about, args, os.Stdout); err != nil {
@@ -77,7 +77,7 @@ func run(ctx context.Context, args []string) error {
 	override("metrics-listen", &cfg.MetricsListen, *metricsListen)
 	override("tls-cert", &cfg.TLS.Cert, *tlsCert)
 	override("tls-key", &cfg.TLS.Key, *tlsKey)
-	override("tls-client-ca", &cfg.TLS.ClientCA, *tlsClientCA)
+	override("tls-client-ca", &cfg.TLS.CA, *tlsClientCA)
 	override("log-level", &cfg.Log.Level, *logLevel)
 	override("log-format", &cfg.Log.Format, *logFormat)
 	if err := cfg.validate(); err != nil {
@@ -94,7 +94,7 @@ func run(ctx context.Context, args []string) error {
 // listening, if not nil, is called with the bound addresses once both
 // listeners are up (tests listen on port 0).
 func serve(ctx context.Context, cfg Config, log *slog.Logger, listening func(grpcAddr, httpAddr string)) error {
-	tlsCfg, err := cfg.TLS.tlsConfig()
+	tlsCfg, err := cfg.TLS.ServerConfig()
 	if err != nil {
 		return err
 	}
@@ -108,7 +108,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, listening func(grp
 		return err
 	}
 	if !mtls {
-		log.Warn("no tls.clientCA: announces are not authenticated, anyone who reaches the tracker can list itself as any peer or an origin; run this way on trusted networks only")
+		log.Warn("no tls.ca: announces are not authenticated, anyone who reaches the tracker can list itself as any peer or an origin; run this way on trusted networks only")
 	}
 
 	// Announces are short and many: a pool of stream workers serves them on

@@ -46,7 +46,9 @@ func TestConfigRejects(t *testing.T) {
 		{"misspelt field", "listne: :1\n", "field listne not found"},
 		{"ttl below interval", "tracker:\n  announceInterval: 60s\n  peerTTL: 30s\n", "peerTTL"},
 		{"key without cert", "tls:\n  key: k.pem\n", "both cert and key"},
-		{"client CA without cert", "tls:\n  clientCA: ca.pem\n", "clientCA needs"},
+		{"CA without cert", "tls:\n  ca: ca.pem\n", "tls.ca (mTLS) needs"},
+		{"the old clientCA key", "tls:\n  clientCA: ca.pem\n", "field clientCA not found"},
+		{"serverName", "tls:\n  cert: c.pem\n  key: k.pem\n  serverName: x\n", "does not apply"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

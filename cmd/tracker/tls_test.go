@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/shoal-dev/shoal/internal/daemon"
 	"github.com/shoal-dev/shoal/internal/testpki"
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/proto/trackerpb"
@@ -29,12 +30,12 @@ func serveTLS(t *testing.T, ca *testpki.CA, clientCA bool) (grpcAddr, httpAddr s
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.MetricsListen = "127.0.0.1:0"
-	cfg.TLS = TLSConfig{
+	cfg.TLS = daemon.TLSConfig{
 		Cert: testpki.WriteFile(t, dir, "tracker.pem", srvCert),
 		Key:  testpki.WriteFile(t, dir, "tracker-key.pem", srvKey),
 	}
 	if clientCA {
-		cfg.TLS.ClientCA = testpki.WriteFile(t, dir, "ca.pem", ca.PEM)
+		cfg.TLS.CA = testpki.WriteFile(t, dir, "ca.pem", ca.PEM)
 	}
 	if err := cfg.validate(); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/daemon"
 	"github.com/shoal-dev/shoal/pkg/cluster"
 	"github.com/shoal-dev/shoal/pkg/tracker"
 )
@@ -108,21 +109,11 @@ type Config struct {
 	Cluster cluster.Config `yaml:"cluster"`
 }
 
-// TLSConfig is the listener's certificate and the cluster CA.
-type TLSConfig struct {
-	// Cert and Key (PEM) are this node's certificate, served to clients and
-	// presented as a client certificate to trackers and other origins.
-	Cert string `yaml:"cert"`
-	Key  string `yaml:"key"`
-	// CA (PEM) is the cluster CA. When set, clients must present a
-	// certificate it signed (mTLS), and trackers and other origin nodes
-	// are verified against it. Empty: no client certificates asked for,
-	// servers verified against the system roots.
-	CA string `yaml:"ca"`
-}
-
-// Enabled reports whether the listener serves TLS.
-func (t TLSConfig) Enabled() bool { return t.Cert != "" }
+// TLSConfig is the gRPC listener's certificate and the cluster CA, the
+// same settings as the tracker's and the agent's (daemon.TLSConfig). With
+// CA, clients must present a certificate it signed (mTLS), and trackers and
+// other origin nodes are verified against it.
+type TLSConfig = daemon.TLSConfig
 
 // DefaultConfig returns the documented defaults with the seeder off.
 func DefaultConfig() Config {
@@ -176,10 +167,9 @@ func (c Config) Validate() error {
 		return errors.New("seeder: announceInterval and announceIdle must be positive")
 	case c.MetainfoEntries <= 0:
 		return fmt.Errorf("seeder: metainfoEntries must be positive, got %d", c.MetainfoEntries)
-	case (c.TLS.Cert == "") != (c.TLS.Key == ""):
-		return errors.New("seeder: tls needs both cert and key")
-	case c.TLS.CA != "" && c.TLS.Cert == "":
-		return errors.New("seeder: tls.ca (client certificates) needs tls.cert and tls.key")
+	}
+	if err := c.TLS.Validate(); err != nil {
+		return fmt.Errorf("seeder: %w", err)
 	}
 	return nil
 }

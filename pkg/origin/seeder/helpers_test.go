@@ -259,7 +259,7 @@ func startSeeder(t testing.TB, d storage.Driver, mutate func(*Config, *Options, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	srvOpt, err := cfg.TLS.ServerOption()
+	srvOpt, err := ServerOption(cfg.TLS)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -164,7 +164,7 @@ func New(cfg Config, d storage.Driver, opts Options) (*Server, error) {
 	if opts.Key == nil {
 		return nil, errors.New("seeder: no signing key: the seeder signs the metainfo it serves and checks capabilities with the origin cluster's key")
 	}
-	self, err := cfg.TLS.identity()
+	self, err := identity(cfg.TLS)
 	if err != nil {
 		return nil, err
 	}
@@ -557,7 +557,7 @@ func (s *Server) conn(addr string) (*grpc.ClientConn, error) {
 	}
 	opts := s.dialOpts
 	if len(opts) == 0 {
-		opt, err := TLSConfig{}.DialOption()
+		opt, err := DialOption(TLSConfig{})
 		if err != nil {
 			return nil, err
 		}

@@ -3,9 +3,7 @@ package seeder
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"os"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -21,7 +19,7 @@ import (
 // profile, shoal://origin/<peer-id>, whose id the node announces and
 // handshakes with (trackers and agents accept no other). Without CA, the
 // zero Identity.
-func (t TLSConfig) identity() (auth.Identity, error) {
+func identity(t TLSConfig) (auth.Identity, error) {
 	if t.CA == "" {
 		return auth.Identity{}, nil
 	}
@@ -61,22 +59,13 @@ func (s *Server) streamPeer(ctx context.Context, claimed string) (string, error)
 // ServerOption returns the gRPC server's transport credentials: TLS with
 // Cert/Key, requiring client certificates signed by CA when CA is set
 // (mTLS: an outsider cannot pull pieces), or none when TLS is off.
-func (t TLSConfig) ServerOption() (grpc.ServerOption, error) {
-	if !t.Enabled() {
-		return grpc.Creds(insecure.NewCredentials()), nil
-	}
-	cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+func ServerOption(t TLSConfig) (grpc.ServerOption, error) {
+	cfg, err := t.ServerConfig()
 	if err != nil {
-		return nil, fmt.Errorf("seeder tls: loading certificate %s: %w", t.Cert, err)
+		return nil, fmt.Errorf("seeder: %w", err)
 	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if t.CA != "" {
-		pool, err := loadPool(t.CA)
-		if err != nil {
-			return nil, err
-		}
-		cfg.ClientCAs = pool
-		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	if cfg == nil {
+		return grpc.Creds(insecure.NewCredentials()), nil
 	}
 	return grpc.Creds(credentials.NewTLS(cfg)), nil
 }
@@ -84,31 +73,13 @@ func (t TLSConfig) ServerOption() (grpc.ServerOption, error) {
 // DialOption returns the credentials for this node's own calls (trackers,
 // other origin nodes): TLS verified against CA, presenting Cert/Key, when
 // TLS is on; plaintext otherwise, matching a cluster that runs without TLS.
-func (t TLSConfig) DialOption() (grpc.DialOption, error) {
-	if !t.Enabled() {
+func DialOption(t TLSConfig) (grpc.DialOption, error) {
+	cfg, err := t.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("seeder: %w", err)
+	}
+	if cfg == nil {
 		return grpc.WithTransportCredentials(insecure.NewCredentials()), nil
 	}
-	cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
-	if err != nil {
-		return nil, fmt.Errorf("seeder tls: loading certificate %s: %w", t.Cert, err)
-	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if t.CA != "" {
-		if cfg.RootCAs, err = loadPool(t.CA); err != nil {
-			return nil, err
-		}
-	}
 	return grpc.WithTransportCredentials(credentials.NewTLS(cfg)), nil
-}
-
-func loadPool(path string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("seeder tls: reading CA: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("seeder tls: no PEM certificate in CA file %s", path)
-	}
-	return pool, nil
 }

@@ -66,7 +66,7 @@ func TestMutualTLS(t *testing.T) {
 		_, err = peerpb.NewPeerClient(conn).GetMetainfo(withCapability(t, ctx, clusterKey(), dg), &peerpb.GetMetainfoRequest{Digest: dg.String()})
 		return err
 	}
-	good, err := TLSConfig{Cert: clientCert, Key: clientKey, CA: filepath.Join(ca.dir, "ca.pem")}.DialOption()
+	good, err := DialOption(TLSConfig{Cert: clientCert, Key: clientKey, CA: filepath.Join(ca.dir, "ca.pem")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestMutualTLS(t *testing.T) {
 	}
 	other := newTestCA(t)
 	otherCert, otherKey := other.issue(t, auth.RoleAgent, "outsider")
-	outsider, err := TLSConfig{Cert: otherCert, Key: otherKey, CA: filepath.Join(ca.dir, "ca.pem")}.DialOption()
+	outsider, err := DialOption(TLSConfig{Cert: otherCert, Key: otherKey, CA: filepath.Join(ca.dir, "ca.pem")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,10 +98,10 @@ func TestTLSConfigErrors(t *testing.T) {
 	for name, c := range map[string]TLSConfig{
 		"missing cert": {Cert: "/nonexistent.pem", Key: "/nonexistent-key.pem"},
 	} {
-		if _, err := c.ServerOption(); err == nil {
+		if _, err := ServerOption(c); err == nil {
 			t.Errorf("%s: ServerOption succeeded", name)
 		}
-		if _, err := c.DialOption(); err == nil {
+		if _, err := DialOption(c); err == nil {
 			t.Errorf("%s: DialOption succeeded", name)
 		}
 	}
@@ -130,7 +130,7 @@ func TestMutualTLSIdentities(t *testing.T) {
 		c.TLS = TLSConfig{Cert: serverCert, Key: serverKey, CA: caFile}
 	})
 	clientCert, clientKey := ca.issue(t, auth.RoleAgent, "agent-1")
-	dial, err := TLSConfig{Cert: clientCert, Key: clientKey, CA: caFile}.DialOption()
+	dial, err := DialOption(TLSConfig{Cert: clientCert, Key: clientKey, CA: caFile})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +162,7 @@ func TestMutualTLSIdentities(t *testing.T) {
 
 	// A tracker's certificate, even with a valid capability, gets nothing.
 	trackerCert, trackerKey := ca.issue(t, auth.RoleTracker, "tracker-1")
-	tdial, err := TLSConfig{Cert: trackerCert, Key: trackerKey, CA: caFile}.DialOption()
+	tdial, err := DialOption(TLSConfig{Cert: trackerCert, Key: trackerKey, CA: caFile})
 	if err != nil {
 		t.Fatal(err)
 	}

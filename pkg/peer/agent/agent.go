@@ -8,13 +8,11 @@ package agent
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -68,11 +66,15 @@ func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	serverTLS, clientTLS, err := cfg.TLS.configs()
+	serverTLS, err := cfg.TLS.ServerConfig()
 	if err != nil {
 		return nil, err
 	}
-	mtls := cfg.TLS.CA != ""
+	clientTLS, err := cfg.TLS.ClientConfig()
+	if err != nil {
+		return nil, err
+	}
+	mtls := cfg.TLS.MutualTLS()
 	if mtls {
 		if cfg.Swarm.PeerID, err = certPeerID(&serverTLS.Certificates[0], cfg.Swarm.PeerID); err != nil {
 			return nil, err
@@ -155,7 +157,6 @@ func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	sc.AdvertiseAddr = adv.Addr
 	a.swarm, err = swarm.New(sc, cfg.CacheDir, int64(cfg.CacheQuota), swarm.Options{
 		Tracker: a.tracker, DialOptions: dialOpts, Keys: a.keys, Logger: log, Registerer: a.reg, RequireIdentity: mtls,
-		ServerTLS: serverTLS, ClientTLS: clientTLS,
 	})
 	if err != nil {
 		return nil, err
@@ -348,32 +349,4 @@ func certPeerID(cert *tls.Certificate, configured string) (string, error) {
 		return "", fmt.Errorf("swarm.peerID %q is not the peer id of the agent's certificate (%s), the only one trackers and peers accept: leave swarm.peerID empty", configured, id)
 	}
 	return id.ID, nil
-}
-
-// configs returns the peer server's and the clients' TLS configurations,
-// nil for plaintext.
-func (t TLSConfig) configs() (server, client *tls.Config, err error) {
-	if t.Cert == "" {
-		return nil, nil, nil
-	}
-	cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("loading TLS key pair: %w", err)
-	}
-	server = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	client = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
-	if t.CA != "" {
-		pem, err := os.ReadFile(t.CA)
-		if err != nil {
-			return nil, nil, fmt.Errorf("reading CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, nil, fmt.Errorf("CA %s holds no PEM certificate", t.CA)
-		}
-		server.ClientCAs = pool
-		server.ClientAuth = tls.RequireAndVerifyClientCert
-		client.RootCAs = pool
-	}
-	return server, client, nil
 }

@@ -61,8 +61,14 @@ type Config struct {
 	Mirror mirror.Config `yaml:"mirror"`
 	// Swarm tunes the P2P engine (peer id, limits, timeouts).
 	Swarm swarm.Config `yaml:"swarm"`
-	TLS   TLSConfig    `yaml:"tls"`
-	Log   LogConfig    `yaml:"log"`
+	// TLS secures the peer protocol: with cert and key the peer listener
+	// serves TLS; with ca as well it requires client certificates signed
+	// by it (mTLS), and the agent presents its certificate to peers,
+	// seeders, trackers and the origin and verifies theirs against ca.
+	// serverName is checked in peers', seeders' and trackers' certificates,
+	// never the origin's (its registry API is checked by its own name).
+	TLS TLSConfig `yaml:"tls"`
+	Log LogConfig `yaml:"log"`
 	// ShutdownGrace is how long SIGTERM waits for clients being served and
 	// the stopped announces: 15s.
 	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
@@ -79,24 +85,9 @@ type Config struct {
 	Connections connlimit.Config `yaml:"connections"`
 }
 
-// TLSConfig secures the peer protocol: with Cert and Key the peer listener
-// serves TLS; with CA as well it requires client certificates signed by it
-// (mTLS), and the agent presents its certificate to peers, seeders and
-// trackers and verifies theirs against CA.
-type TLSConfig struct {
-	// Cert is the agent's PEM certificate, served on the peer listener
-	// and, with CA, presented to peers, seeders, trackers and the origin.
-	Cert string `yaml:"cert"`
-	// Key is Cert's PEM private key.
-	Key string `yaml:"key"`
-	// CA is the cluster CA (PEM): set, it turns on mTLS. Empty: peers'
-	// certificates are not asked for.
-	CA string `yaml:"ca"`
-	// ServerName overrides the name checked in peers' certificates, for
-	// clusters whose certificates carry one shared name rather than each
-	// host's address.
-	ServerName string `yaml:"serverName"`
-}
+// TLSConfig is the same settings as the origin seeder's and the
+// tracker's; Config.TLS says what the agent does with them.
+type TLSConfig = daemon.TLSConfig
 
 // LogConfig selects the log level (debug, info, warn, error) and format
 // (text, json).
@@ -137,8 +128,9 @@ func (c Config) Validate() error {
 		return errors.New("config: shutdownGrace must be positive")
 	case c.CheckInterval <= 0:
 		return errors.New("config: checkInterval must be positive")
-	case (c.TLS.Cert == "") != (c.TLS.Key == ""):
-		return errors.New("config: tls needs both cert and key")
+	}
+	if err := c.TLS.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
 	}
 	if err := c.Swarm.Validate(); err != nil {
 		return fmt.Errorf("config: %w", err)

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/internal/testpki"
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/proto/peerpb"
@@ -59,7 +60,7 @@ func startTLSCluster(t *testing.T, size int, seed uint64) *tlsCluster {
 	t.Helper()
 	c := &tlsCluster{o: startOrigin(t), layer: randomBytes(size, seed), pki: newTestPKI(t)}
 	c.layerD = c.o.pushBlob("team/app", c.layer)
-	serverTLS, _, err := c.pki.tlsFor(t, auth.RoleOrigin, "origin-1").configs()
+	serverTLS, err := c.pki.tlsFor(t, auth.RoleOrigin, "origin-1").ServerConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +91,7 @@ func TestPeersUseMutualTLS(t *testing.T) {
 		t.Fatalf("agent's peer id = %q, want its certificate's, agent-b", got)
 	}
 	pullBlob(t, b, "team/app", layerD)
-	waitFor(t, "b's download to complete", 5*time.Second, func() bool { return b.metric("shoal_agent_downloads_total", "result", "completed") == 1 })
+	eventually.True(t, "b's download to complete", func() bool { return b.metric("shoal_agent_downloads_total", "result", "completed") == 1 })
 	// c takes metainfo and pieces from b, over mTLS.
 	c := cl.agent(t, "agent-c", []string{b.PeerAddr()})
 	pullBlob(t, c, "team/app", layerD)
@@ -120,7 +121,7 @@ func TestPeerCannotClaimAnothersID(t *testing.T) {
 	b := cl.agent(t, "agent-b", []string{cl.seeder.addr})
 	pullBlob(t, b, "team/app", layerD)
 
-	_, mallory, err := cl.pki.tlsFor(t, auth.RoleAgent, "agent-m").configs()
+	mallory, err := cl.pki.tlsFor(t, auth.RoleAgent, "agent-m").ClientConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +166,7 @@ func TestCertPeerID(t *testing.T) {
 	pki := newTestPKI(t)
 	load := func(tc TLSConfig) *tls.Certificate {
 		t.Helper()
-		srv, _, err := tc.configs()
+		srv, err := tc.ServerConfig()
 		if err != nil {
 			t.Fatal(err)
 		}
