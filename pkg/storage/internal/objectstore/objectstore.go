@@ -18,7 +18,6 @@
 package objectstore
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -113,7 +112,8 @@ func (d *Driver) PutContent(ctx context.Context, p string, content []byte) error
 }
 
 // Reader reads the file at p from offset on. At offset == size it is empty;
-// past the end it is an InvalidOffsetError.
+// past the end it is an InvalidOffsetError. The store's answer is read in
+// growing reads (reader, below).
 func (d *Driver) Reader(ctx context.Context, p string, offset int64) (io.ReadCloser, error) {
 	if err := d.check(p, false); err != nil {
 		return nil, err
@@ -122,51 +122,27 @@ func (d *Driver) Reader(ctx context.Context, p string, offset int64) (io.ReadClo
 	if err != nil {
 		return nil, d.mapErr("read", p, err)
 	}
-	r := &reader{rc: rc, d: d, path: p}
+	r := newReader(rc, func(err error) error { return d.mapErr("read", p, err) })
 	if offset == 0 {
 		return r, nil
 	}
 	// The reference drivers answer an empty reader both at the end and
 	// past it. Only an empty answer needs the size, so only then is the
 	// extra Stat paid.
-	br := bufio.NewReaderSize(rc, 16)
-	r.r = br
-	if _, err := br.Peek(1); err != io.EOF {
+	if !r.empty() {
 		return r, nil // data, or an error the first Read reports
 	}
 	fi, err := d.inner.Stat(ctx, p)
 	if err != nil {
-		rc.Close()
+		r.Close()
 		return nil, d.mapErr("stat", p, err)
 	}
 	if offset > fi.Size() {
-		rc.Close()
+		r.Close()
 		return nil, storage.InvalidOffsetError{Path: p, Offset: offset, DriverName: d.opts.Name}
 	}
 	return r, nil
 }
-
-// reader maps the errors of a stream that breaks mid-way.
-type reader struct {
-	rc   io.ReadCloser
-	r    io.Reader // rc, or a bufio.Reader over it
-	d    *Driver
-	path string
-}
-
-func (r *reader) Read(p []byte) (int, error) {
-	src := r.r
-	if src == nil {
-		src = r.rc
-	}
-	n, err := src.Read(p)
-	if err != nil && err != io.EOF {
-		err = r.d.mapErr("read", r.path, err)
-	}
-	return n, err
-}
-
-func (r *reader) Close() error { return r.rc.Close() }
 
 // Writer opens a writer for p; see the wrapped driver for what append can do
 // on its store.
