@@ -11,10 +11,9 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-)
 
-// module is the Go module whose cmd/ the demo builds.
-const module = "github.com/shoal-dev/shoal"
+	"github.com/shoal-dev/shoal/internal/checkout"
+)
 
 // demoBinaries are the programs the demo runs.
 var demoBinaries = []string{"origin", "tracker", "peer-agent"}
@@ -27,7 +26,7 @@ func findBinaries(ctx context.Context, binDir string, out io.Writer) (map[string
 	if binDir != "" {
 		return binariesIn(binDir)
 	}
-	if root, err := findCheckout(); err == nil {
+	if root, err := checkout.FromWorkingDir(); err == nil {
 		return buildBinaries(ctx, root, filepath.Join(root, ".cache", "bin"), out)
 	}
 	if self, err := os.Executable(); err == nil {
@@ -49,34 +48,6 @@ func binariesIn(dir string) (map[string]string, error) {
 		bins[name] = p
 	}
 	return bins, nil
-}
-
-// findCheckout walks up from the working directory to the go.mod of
-// module.
-func findCheckout() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && modulePath(b) == module {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod of %s above the working directory", module)
-		}
-		dir = parent
-	}
-}
-
-func modulePath(gomod []byte) string {
-	for _, line := range strings.Split(string(gomod), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "module" {
-			return strings.Trim(f[1], `"`)
-		}
-	}
-	return ""
 }
 
 // slowBuild is how long a build runs before the demo explains why: the

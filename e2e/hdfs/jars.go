@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"syscall"
+
+	"github.com/shoal-dev/shoal/internal/checkout"
 )
 
 //go:embed pom.xml
@@ -101,18 +103,8 @@ func mavenFetch(ctx context.Context, dir string) error {
 // directory is inside the Shoal repository, as it is under go test, and the
 // user's cache directory otherwise.
 func defaultJarRoot() (string, error) {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("fetch Hadoop jars: %w", err)
-	}
-	for d := wd; ; d = filepath.Dir(d) {
-		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil &&
-			bytes.Contains(b, []byte("module github.com/shoal-dev/shoal\n")) {
-			return filepath.Join(d, ".cache", "hdfs-jars"), nil
-		}
-		if filepath.Dir(d) == d {
-			break
-		}
+	if root, err := checkout.FromWorkingDir(); err == nil {
+		return filepath.Join(root, ".cache", "hdfs-jars"), nil
 	}
 	cache, err := os.UserCacheDir()
 	if err != nil {

@@ -17,11 +17,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
+
+	"github.com/shoal-dev/shoal/internal/checkout"
 )
 
 // Module is the Go module path of the repository the workspace must be.
-const Module = "github.com/shoal-dev/shoal"
+const Module = checkout.Module
 
 // Pinned external tools, as `go install` arguments. They are built from the
 // Go module proxy rather than downloaded as release binaries, so the machine
@@ -65,26 +66,9 @@ func FindWorkspace() (*Workspace, error) {
 
 // WorkspaceAt finds the repository containing dir.
 func WorkspaceAt(dir string) (*Workspace, error) {
-	start := dir
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && modulePath(b) == Module {
-			return &Workspace{Root: dir, Cache: filepath.Join(dir, ".cache", "e2e")}, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return nil, fmt.Errorf("finding the Shoal workspace: no go.mod of module %s in %s or its parents", Module, start)
-		}
-		dir = parent
+	root, err := checkout.Root(dir)
+	if err != nil {
+		return nil, fmt.Errorf("finding the Shoal workspace: %w", err)
 	}
-}
-
-func modulePath(gomod []byte) string {
-	for _, line := range strings.Split(string(gomod), "\n") {
-		fields := strings.Fields(line)
-		if len(fields) >= 2 && fields[0] == "module" {
-			return strings.Trim(fields[1], `"`)
-		}
-	}
-	return ""
+	return &Workspace{Root: root, Cache: filepath.Join(root, ".cache", "e2e")}, nil
 }

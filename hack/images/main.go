@@ -22,6 +22,8 @@ import (
 	"strings"
 	"syscall"
 	"unicode"
+
+	"github.com/shoal-dev/shoal/internal/checkout"
 )
 
 // defaultCommands are the commands an image is built for.
@@ -52,7 +54,7 @@ func run(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	root, err := checkout()
+	root, err := checkout.FromWorkingDir()
 	if err != nil {
 		return err
 	}
@@ -91,23 +93,4 @@ func run(ctx context.Context, args []string) error {
 // splitList splits a comma-separated flag value.
 func splitList(s string) []string {
 	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
-}
-
-// checkout is the repository root around the working directory (the
-// go.mod of Shoal's module).
-func checkout() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.Contains(string(b), "module github.com/shoal-dev/shoal\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run it in a Shoal checkout: no go.mod of github.com/shoal-dev/shoal above the working directory")
-		}
-		dir = parent
-	}
 }

@@ -2,13 +2,14 @@ package configdoc
 
 import (
 	"bytes"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/shoal-dev/shoal/internal/checkout"
 )
 
 // Reference is the file the sections go in, relative to the module root.
@@ -30,7 +31,7 @@ var update = flag.Bool("update-config-reference", false, "rewrite the daemon's s
 // so that the headings and prose around it stay written by hand.
 func Check(t testing.TB, name string, cfg any, opts Options) {
 	t.Helper()
-	root, err := moduleRoot()
+	root, err := checkout.FromWorkingDir()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,22 +76,4 @@ func firstDiff(a, b []byte) string {
 		}
 	}
 	return "(nothing more)"
-}
-
-// moduleRoot walks up from the working directory to go.mod.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("configdoc: no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }

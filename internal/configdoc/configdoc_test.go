@@ -5,11 +5,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/checkout"
 	"github.com/shoal-dev/shoal/internal/daemon"
 )
 
 func TestRenderTakesKeysDefaultsAndDocsFromTheCode(t *testing.T) {
-	root, err := moduleRoot()
+	root, err := checkout.FromWorkingDir()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +33,7 @@ func TestRenderTakesKeysDefaultsAndDocsFromTheCode(t *testing.T) {
 }
 
 func TestRenderRefusesUndocumentedKeys(t *testing.T) {
-	root, err := moduleRoot()
+	root, err := checkout.FromWorkingDir()
 	if err != nil {
 		t.Fatal(err)
 	}
