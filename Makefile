@@ -143,9 +143,10 @@ bench-piecewire:
 
 # The origin on each object store next to registry:2 on the same store
 # (docs/benchmarks.md, "Object stores"): push and pull MB/s of a 256 MiB blob,
-# manifest HEAD req/s, store requests per push and per pull, against the
-# test servers e2e/testenv installs (versitygw, Azurite, fake-gcs-server).
-# Knobs: STORAGEBENCH_FLAGS='-stores s3 -size 64' (go run ./e2e/objectstorebench -h).
+# manifest HEAD req/s, store requests and CPU seconds per push and per pull,
+# in 5 alternating rounds, against the test servers e2e/testenv installs
+# (versitygw, Azurite, fake-gcs-server). Run on a quiet machine.
+# Knobs: STORAGEBENCH_FLAGS='-quick' or '-stores s3 -size 64 -rounds 3' (go run ./e2e/objectstorebench -h).
 .PHONY: bench-storage
 bench-storage:
 	$(GO) run ./e2e/objectstorebench $(STORAGEBENCH_FLAGS)
