@@ -2,8 +2,9 @@
 // break, as issue 13 asks: an origin, a tracker and four agents, each a
 // separate process; 500 concurrent blob pulls through the agents and 20
 // concurrent chunked pushes to the origin, while a fault injector kills an
-// agent (and starts it again), takes the origin's storage away for seconds
-// and restarts the tracker.
+// agent (and starts it again), takes the origin's storage away for seconds,
+// stalls it for seconds (every call hangs, as on a hung mount) and restarts
+// the tracker.
 //
 // It asserts correctness, never timing: every pull that completed has the
 // right bytes, every push either completed (manifest and blobs readable and
@@ -31,6 +32,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 
 	"github.com/shoal-dev/shoal/e2e/testenv"
 	"github.com/shoal-dev/shoal/internal/eventually"
@@ -58,8 +60,10 @@ const (
 )
 
 // originConfig turns scheduled GC off, so that nothing but the test's
-// requests changes what storage holds between the load and the checks.
-const originConfig = "gc:\n  interval: 0s\n"
+// requests changes what storage holds between the load and the checks, and
+// gives up on a storage call after 2s instead of 10s, so that the stall
+// fits the time budget.
+const originConfig = "gc:\n  interval: 0s\nregistry:\n  storageTimeout: 2s\n"
 
 // layerSizes are the blobs pulled: small, a power of two, and one that
 // is neither, whose last piece is short. Small, so that the load's bytes
@@ -74,11 +78,18 @@ type deployment struct {
 	phase   atomic.Value
 	dir     string
 	storage string // the origin's storage root
-	tracker *testenv.TrackerServer
-	origin  *testenv.SeedingOriginServer
-	agents  []*testenv.AgentServer
-	layers  []blob
-	http    *http.Client
+	// storageDisk is the directory on disk that holds storage: storage
+	// itself, or the directory stall serves it from.
+	storageDisk string
+	// stall serves storage through a file system that can be made to
+	// hang; nil when none could be mounted, for stallUnavailable.
+	stall            *stallFS
+	stallUnavailable error
+	tracker          *testenv.TrackerServer
+	origin           *testenv.SeedingOriginServer
+	agents           []*testenv.AgentServer
+	layers           []blob
+	http             *http.Client
 }
 
 type blob struct {
@@ -132,7 +143,8 @@ func TestSoakPullsAndPushesSurviveFaults(t *testing.T) {
 	}
 	d.setPhase(fmt.Sprintf("agent %d started again", victim))
 
-	d.storageOutage(load)
+	d.storageOutage()
+	d.storageStall()
 
 	d.setPhase("tracker stopped")
 	if err := d.tracker.Stop(testenv.DefaultStopTimeout); err != nil {
@@ -193,7 +205,7 @@ func start(t *testing.T) *deployment {
 		d.dir = dir
 		t.Cleanup(func() { testenv.RemoveDir("e2e/soak", dir) })
 	}
-	d.storage = filepath.Join(d.dir, "storage")
+	d.useStallFS()
 	if err := os.Mkdir(d.storage, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -355,21 +367,25 @@ func (d *deployment) get(path string, hdr ...string) (int, []byte, error) {
 	return resp.StatusCode, b, err
 }
 
-// storageOutage moves the origin's storage directory away and puts a file
-// in its place, as a failed mount leaves it, until the origin has noticed
-// and outageHold more; then puts it back and waits for readiness. The
-// filesystem driver has no way to hang a call short of FUSE, so this is
-// the outage that fails calls; hung calls (storageTimeout) are covered by
-// pkg/origin's outage tests with a driver that stalls.
-func (d *deployment) storageOutage(load *load) {
+// storageOutage swaps the origin's storage directory with a file, as a
+// failed mount leaves it, until the origin has noticed and outageHold more;
+// then swaps it back and waits for readiness: the outage that fails calls
+// (storageStall is the one that hangs them). Each swap is one atomic
+// rename (RENAME_EXCHANGE): a rename away and back would leave a moment
+// without either, in which the origin creates the directory afresh, and
+// the one put back then does not fit.
+func (d *deployment) storageOutage() {
 	t := d.t
-	away := d.storage + ".away"
-	if err := os.Rename(d.storage, away); err != nil {
+	file := d.storageDisk + ".gone"
+	if err := os.WriteFile(file, []byte("not a directory"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(d.storage, []byte("not a directory"), 0o644); err != nil {
-		t.Fatal(err)
+	swap := func() {
+		if err := unix.Renameat2(unix.AT_FDCWD, file, unix.AT_FDCWD, d.storageDisk, unix.RENAME_EXCHANGE); err != nil {
+			t.Fatalf("swapping %s and %s: %v", file, d.storageDisk, err)
+		}
 	}
+	swap()
 	d.setPhase("storage gone")
 	eventually.Within(t, phaseTimeout, "the origin to notice its storage gone", func() bool {
 		m, err := testenv.ScrapeMetrics(t.Context(), d.origin.URL()+"/metrics")
@@ -378,10 +394,8 @@ func (d *deployment) storageOutage(load *load) {
 	// The fault's duration, not an assertion: requests keep running into
 	// it meanwhile.
 	time.Sleep(outageHold)
-	if err := os.Remove(d.storage); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(away, d.storage); err != nil {
+	swap()
+	if err := os.Remove(file); err != nil {
 		t.Fatal(err)
 	}
 	ready := testenv.HTTPReady(d.origin.URL() + "/readyz")
