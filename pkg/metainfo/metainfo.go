@@ -1,8 +1,10 @@
 // Package metainfo describes how a blob is split into pieces for peer-to-peer
 // transfer, and verifies pieces against their SHA-256.
 //
-// The origin computes a blob's Metainfo once (Compute), stores it under
-// Shoal's own prefix (Store), and seeders hand it to agents. Agents check
+// The origin computes a blob's Metainfo once, stores it under Shoal's own
+// prefix (Store), and seeders hand it to agents: as the blob is pushed (a
+// Hasher fed the upload's chunks), or from the stored blob (Compute) for
+// blobs that came otherwise. Agents check
 // every piece with Verify before storing or serving it: peers are not
 // trusted with data, and a bad piece is caught before one byte of it reaches
 // a client. Piece hashes are always SHA-256, whatever the blob's digest

@@ -21,6 +21,7 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/glob"
 	"github.com/shoal-dev/shoal/internal/ociapi"
+	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/pkg/storage"
 )
 
@@ -48,7 +49,19 @@ type uploadState struct {
 	// SHA256 is the marshalled sha256 state over the first Size bytes, so
 	// that finishing a sha256 upload need not read it back.
 	SHA256 []byte `json:"sha256,omitempty"`
+	// Pieces is the marshalled metainfo.Hasher over the first Size bytes:
+	// the blob's piece hashes, computed as the chunks arrive so that the
+	// seeders need not read the blob back to compute its metainfo. Absent
+	// for uploads past maxHashedUpload, and for those an older node
+	// started.
+	Pieces []byte `json:"pieces,omitempty"`
 }
+
+// maxHashedUpload is the largest upload whose pieces are hashed as it
+// arrives: up to it every blob has metainfo.DefaultPieceLength pieces,
+// beyond it the piece length depends on the final size, unknown while
+// chunks arrive (the seeders then compute the metainfo from the blob).
+const maxHashedUpload = metainfo.DefaultPieceLength * metainfo.TargetMaxPieces
 
 type uploadPart struct {
 	Name   string `json:"name"`
@@ -220,6 +233,9 @@ type pendingChunk struct {
 	newPart bool
 	n       int64
 	hash    hash.Hash // over the upload up to the chunk's end
+	// pieces hashes the pieces up to the chunk's end; nil when the upload
+	// has no piece hashes.
+	pieces *metainfo.Hasher
 }
 
 // abort gives up a chunk that will not be committed. A new part is
@@ -240,7 +256,7 @@ func (s *Server) writeChunk(ctx context.Context, name, id string, st *uploadStat
 	if err != nil {
 		return nil, fmt.Errorf("upload %s: %w", id, err)
 	}
-	c := &pendingChunk{hash: h}
+	c := &pendingChunk{hash: h, pieces: pieceHasher(st)}
 	if n := len(st.Parts); n > 0 && st.Parts[n-1].Start+st.Parts[n-1].Length == st.Size {
 		last := st.Parts[n-1]
 		w, err := s.driver.Writer(ctx, uploadPartPath(name, id, last.Name), true)
@@ -270,7 +286,11 @@ func (s *Server) writeChunk(ctx context.Context, name, id string, st *uploadStat
 		}}
 	}
 	src := &readErrRecorder{r: body}
-	c.n, err = copyBuffered(io.MultiWriter(c.fw, h), src)
+	dst := io.MultiWriter(c.fw, h)
+	if c.pieces != nil {
+		dst = io.MultiWriter(c.fw, h, c.pieces)
+	}
+	c.n, err = copyBuffered(dst, src)
 	if err == nil && want >= 0 && c.n != want {
 		err = &ociapi.Error{Status: http.StatusBadRequest, Code: ociapi.CodeBlobUploadInvalid,
 			Message: fmt.Sprintf("chunk body had %d bytes, Content-Length/Content-Range said %d", c.n, want)}
@@ -318,6 +338,12 @@ func (s *Server) commitChunk(ctx context.Context, id string, st *uploadState, c 
 	}
 	st.Size += c.n
 	st.SHA256 = sum
+	st.Pieces = nil
+	if c.pieces != nil && st.Size <= maxHashedUpload {
+		if st.Pieces, err = c.pieces.MarshalBinary(); err != nil {
+			return err
+		}
+	}
 	s.metrics.bytesIn.WithLabelValues(ociapi.Upload).Add(float64(c.n))
 	return nil
 }
@@ -387,6 +413,40 @@ func (r *readErrRecorder) Read(p []byte) (int, error) {
 		r.err = err
 	}
 	return n, err
+}
+
+// pieceHasher returns the upload's piece hasher, to be written its next
+// bytes: a new one for an upload with no bytes yet, nil for one whose
+// pieces are not being hashed.
+func pieceHasher(st *uploadState) *metainfo.Hasher {
+	if st.Size == 0 {
+		h, _ := metainfo.NewHasher(metainfo.DefaultPieceLength)
+		return h
+	}
+	var h metainfo.Hasher
+	if len(st.Pieces) == 0 || h.UnmarshalBinary(st.Pieces) != nil || h.Size() != st.Size {
+		return nil
+	}
+	return &h
+}
+
+// storeMetainfo stores the metainfo of blob d, just made from upload st,
+// from the piece hashes computed as its chunks arrived: the first pull
+// after a push does not wait for an owner to read the whole blob back to
+// compute it. An upload without piece hashes is left to the seeders, and
+// so is one whose metainfo cannot be stored (logged): the push stands.
+func (s *Server) storeMetainfo(ctx context.Context, st *uploadState, d digest.Digest) {
+	h := pieceHasher(st)
+	if h == nil || h.PieceLength() != metainfo.PieceLengthFor(st.Size) {
+		return
+	}
+	m, err := h.Metainfo(d)
+	if err == nil {
+		err = metainfo.Store(ctx, s.driver, m)
+	}
+	if err != nil {
+		s.log.Warn("storing the metainfo of a pushed blob failed; the seeders compute it from the blob", "digest", d, "err", err)
+	}
 }
 
 func restoreSHA256(state []byte, size int64) (hash.Hash, error) {
@@ -462,6 +522,7 @@ func (s *Server) finishUpload(ctx context.Context, name, id string, st *uploadSt
 	if err := s.checkGuard(ctx, name, []digest.Digest{want}, []digest.Digest{want}); err != nil {
 		return guardError(err, ociapi.CodeBlobUnknown, want)
 	}
+	s.storeMetainfo(ctx, st, want)
 	if err := s.driver.Delete(ctx, uploadPath(name, id)); err != nil && !isNotFound(err) {
 		s.log.Warn("removing finished upload", "upload", id, "err", err)
 	}
