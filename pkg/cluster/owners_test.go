@@ -106,11 +106,3 @@ func TestOwnersSpreadLoad(t *testing.T) {
 		}
 	}
 }
-
-// The score keeps (node, key) pairs apart that plain concatenation would
-// confuse.
-func TestScoreSeparatesNodeAndKey(t *testing.T) {
-	if score("ab", "c") == score("a", "bc") {
-		t.Error(`score("ab","c") == score("a","bc")`)
-	}
-}

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/shoal-dev/shoal/internal/rendezvous"
 	"github.com/shoal-dev/shoal/proto/trackerpb"
 )
 
@@ -63,7 +64,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 // them: rendezvous rank, with trackers in cooldown moved to the end (still
 // tried, last, since they may have recovered).
 func (c *Client) Order(digest string) []string {
-	ranked := Rank(digest, c.cfg.Trackers)
+	ranked := rendezvous.Rank(digest, c.cfg.Trackers)
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/shoal-dev/shoal/internal/rendezvous"
 	"github.com/shoal-dev/shoal/internal/testpki"
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/proto/trackerpb"
@@ -253,7 +254,7 @@ func TestCapsShedAndCount(t *testing.T) {
 	if spare.srv.Table().Len() != 1 {
 		t.Fatalf("the spare tracker holds %d entries, want blob B's", spare.srv.Table().Len())
 	}
-	if got, want := c2.Order(blobB), Rank(blobB, []string{full.addr, spare.addr}); got[0] != want[0] {
+	if got, want := c2.Order(blobB), rendezvous.Rank(blobB, []string{full.addr, spare.addr}); got[0] != want[0] {
 		t.Fatalf("Order = %v after a full tracker's refusals, want the rank order %v (no cooldown)", got, want)
 	}
 }

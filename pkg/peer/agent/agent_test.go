@@ -12,7 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/shoal-dev/shoal/pkg/tracker"
+	"github.com/shoal-dev/shoal/internal/rendezvous"
 )
 
 const (
@@ -330,7 +330,7 @@ func TestHungSeederIsHedged(t *testing.T) {
 	s2 := startSeeder(t, "origin-2", testPieceLen, false)
 	s1.add(layer)
 	s2.add(layer)
-	first := map[string]*testSeeder{s1.addr: s1, s2.addr: s2}[tracker.Rank(layerD.String(), []string{s1.addr, s2.addr})[0]]
+	first := map[string]*testSeeder{s1.addr: s1, s2.addr: s2}[rendezvous.Rank(layerD.String(), []string{s1.addr, s2.addr})[0]]
 	first.hangMetainfo = true
 
 	cfg := testConfig(t, o.URL, []string{s1.addr, s2.addr}, nil)

@@ -4,13 +4,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"testing"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/time/rate"
+
+	"github.com/shoal-dev/shoal/internal/rendezvous"
 )
 
 // TestRestartedAgentRejoinsTheSwarm: an agent with a fixed peer id hangs
@@ -98,13 +98,11 @@ func TestRestartedAgentRejoinsTheSwarm(t *testing.T) {
 }
 
 // fetcherID returns a peer id that ranks above others for d in the
-// agents' choice of origin fetchers (rendezvous hashing, as
-// swarm.download.fetcher does).
+// agents' choice of origin fetchers (scheduler.Fetcher).
 func fetcherID(d digest.Digest, others ...string) string {
-	score := func(id string) uint64 { return xxhash.Sum64String(id + "\x00" + d.String()) }
 	for i := 0; ; i++ {
 		id := fmt.Sprintf("node-x%d", i)
-		if !slices.ContainsFunc(others, func(o string) bool { return score(o) > score(id) }) {
+		if rendezvous.Above(d.String(), id, others) == 0 {
 			return id
 		}
 	}

@@ -14,9 +14,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/internal/peerwire"
+	"github.com/shoal-dev/shoal/internal/rendezvous"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/pkg/peer/piecestore"
-	"github.com/shoal-dev/shoal/pkg/tracker"
 	"github.com/shoal-dev/shoal/proto/peerpb"
 )
 
@@ -320,7 +320,7 @@ func (s *Swarm) askSeeders(ctx context.Context, d digest.Digest) (*metainfo.Meta
 	if len(seeders) == 0 {
 		return nil, nil, errors.New("no origin seeders known to take metainfo from")
 	}
-	ranked := tracker.Rank(d.String(), seeders)
+	ranked := rendezvous.Rank(d.String(), seeders)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type answer struct {
