@@ -24,6 +24,7 @@ import (
 	"google.golang.org/api/option"
 
 	"github.com/shoal-dev/shoal/e2e/testenv"
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/pkg/gc"
 	"github.com/shoal-dev/shoal/pkg/storage/drivers"
 )
@@ -68,7 +69,7 @@ func TestAbandonedUploadLeavesNothingInTheBucket(t *testing.T) {
 		case <-t.Context().Done():
 			t.Fatal("the test ended before the second chunk was sent")
 		}
-		waitFor(t, "the store to hold the bytes of the chunk cut short", func() bool {
+		eventually.True(t, "the store to hold the bytes of the chunk cut short", func() bool {
 			return cutShortInStore(t, o, uploadDir, int64(len(first)))
 		})
 		killed.Kill()
@@ -143,18 +144,6 @@ func streamChunk(t *testing.T, u string, n int) <-chan struct{} {
 	return sent
 }
 
-// waitFor polls cond until it holds; the test's deadline bounds the wait.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for !cond() {
-		select {
-		case <-t.Context().Done():
-			t.Fatalf("gave up waiting for %s", what)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
 // runGC starts a collection through the admin API at admin and returns its
 // report once it has finished.
 func runGC(t *testing.T, admin string) *gc.Report {
@@ -168,7 +157,7 @@ func runGC(t *testing.T, admin string) *gc.Report {
 		t.Fatalf("starting GC: %s", resp.Status)
 	}
 	var st gc.Status
-	waitFor(t, "the collection to finish", func() bool {
+	eventually.True(t, "the collection to finish", func() bool {
 		resp, err := http.Get("http://" + admin + "/admin/v1/gc")
 		if err != nil {
 			return false

@@ -13,9 +13,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/shoal-dev/shoal/e2e/testenv"
+	"github.com/shoal-dev/shoal/internal/eventually"
 )
 
 // fault is what the proxy answers instead of the store.
@@ -162,7 +162,7 @@ func TestStoreFaults(t *testing.T) {
 				// The origin finds out by itself that the store is back
 				// (its breaker lets a call through every second).
 				var head *http.Response
-				eventually(t, "the origin answers again after the outage", func() bool {
+				eventually.True(t, "the origin to answer again after the outage", func() bool {
 					head = do(t, http.MethodHead, fmt.Sprintf("%s/v2/%s/blobs/%s", origin.URL(), repo, sha256Digest(during)), nil, nil)
 					return head.StatusCode != http.StatusServiceUnavailable
 				})
@@ -182,18 +182,6 @@ func TestStoreFaults(t *testing.T) {
 			})
 		}
 	})
-}
-
-// eventually polls cond until it holds, failing the test after a minute.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after a minute", what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 func randomBlob(t *testing.T, n int) []byte {

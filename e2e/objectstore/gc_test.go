@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/e2e/testenv"
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/pkg/gc"
 	"github.com/shoal-dev/shoal/pkg/storage/drivers"
 )
@@ -127,26 +128,23 @@ func testGCOnlineWithPushes(t *testing.T, o *testenv.ObjectStore) {
 	collecting := func(st gc.Status) bool {
 		return st.Running && st.Progress.Phase != gc.PhaseLease && st.Progress.Phase != gc.PhaseIdle
 	}
-	deadline := time.Now().Add(6 * time.Minute)
-	for {
+	// Every poll also checks that the two nodes never collect at once.
+	left := len(orphans)
+	if err := eventually.Wait(6*time.Minute, func() bool {
 		a, okA := status(nodes[0])
 		b, okB := status(nodes[1])
 		if okA && okB && collecting(a) && collecting(b) {
 			t.Fatalf("both nodes collect at once: %s and %s", a.Progress.Phase, b.Progress.Phase)
 		}
-		left := 0
+		left = 0
 		for _, p := range orphans {
 			if _, err := drv.Stat(t.Context(), p); err == nil {
 				left++
 			}
 		}
-		if left == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d orphans left after 6 minutes of scheduled collections", left, len(orphans))
-		}
-		time.Sleep(100 * time.Millisecond)
+		return left == 0
+	}); err != nil {
+		t.Fatalf("%d of %d orphans left after scheduled collections: %v", left, len(orphans), err)
 	}
 	stopPushing()
 	wg.Wait()
