@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/shoal-dev/shoal/e2e/testenv"
+	"github.com/shoal-dev/shoal/internal/eventually"
 )
 
 // prometheusOperator is the module whose published ServiceMonitor CRD is
@@ -157,22 +158,19 @@ func installServiceMonitorCRD(ctx context.Context, a *applier) error {
 	}
 	// Established: the API serves the new kind.
 	crds := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
-	deadline := time.Now().Add(time.Minute)
-	for {
-		crd, err := a.dyn.Resource(crds).Get(ctx, objs[0].GetName(), metav1.GetOptions{})
-		if err == nil && established(crd) {
-			a.mapper.Reset()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("CRD %s not established after a minute (%v)", objs[0].GetName(), err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
+	var getErr error
+	if err := eventually.Wait(time.Minute, func() bool {
+		var crd *unstructured.Unstructured
+		crd, getErr = a.dyn.Resource(crds).Get(ctx, objs[0].GetName(), metav1.GetOptions{})
+		return getErr == nil && established(crd) || ctx.Err() != nil
+	}); err != nil {
+		return fmt.Errorf("CRD %s not established: %v (last get: %v)", objs[0].GetName(), err, getErr)
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	a.mapper.Reset()
+	return nil
 }
 
 func established(crd *unstructured.Unstructured) bool {

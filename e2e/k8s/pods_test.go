@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -19,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/shoal-dev/shoal/e2e/testenv"
+	"github.com/shoal-dev/shoal/internal/eventually"
 )
 
 // TestPodSpecsPullThroughTheAgent runs the rendered origin StatefulSet's,
@@ -235,9 +235,8 @@ func sha256Digest(b []byte) string {
 // digest (agents announce a finished blob at once).
 func waitForPeer(t *testing.T, tracker, digest, id string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
 	var last string
-	for time.Now().Before(deadline) {
+	if err := eventually.Wait(eventually.Timeout, func() bool {
 		b := get(t, tracker+"/debug/peers?digest="+digest, "")
 		var peers []struct {
 			ID       string `json:"id"`
@@ -246,17 +245,14 @@ func waitForPeer(t *testing.T, tracker, digest, id string) {
 		if err := json.Unmarshal(b, &peers); err != nil {
 			t.Fatalf("tracker /debug/peers: %v\n%s", err, b)
 		}
+		last = string(b)
 		for _, p := range peers {
 			if p.ID == id && p.Complete {
-				return
+				return true
 			}
 		}
-		last = string(b)
-		select {
-		case <-t.Context().Done():
-			t.Fatal(t.Context().Err())
-		case <-time.After(100 * time.Millisecond):
-		}
+		return false
+	}); err != nil {
+		t.Fatalf("the tracker does not list the agent %q as complete for %s (%v): %s", id, digest, err, last)
 	}
-	t.Fatalf("the tracker does not list the agent %q as complete for %s: %s", id, digest, last)
 }
