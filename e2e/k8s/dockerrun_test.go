@@ -245,7 +245,7 @@ func (h *podHost) dockerRun(d *testenv.DockerDaemon, name string) *dockerContain
 	url, _ := probeURL(t, c)
 	eventually.True(t, "container "+name+"'s readiness probe "+url, func() bool {
 		if st := dc.inspect(t).State; !st.Running {
-			t.Fatalf("container %s is not running (status %s, exit code %d, error %q)\n%s", name, st.Status, st.ExitCode, st.Error, dc.logs(t))
+			t.Fatalf("container %s is not running (status %s, exit code %d, error %q); its log follows", name, st.Status, st.ExitCode, st.Error)
 		}
 		resp, err := http.Get(url)
 		if err != nil {

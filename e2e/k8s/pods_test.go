@@ -99,25 +99,7 @@ func TestPodSpecsPullThroughTheAgent(t *testing.T) {
 	}
 	pullThrough(t, mirror, "k8s/demo", "v1", img)
 
-	m, err := testenv.ScrapeMetrics(t.Context(), mirror+"/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	layers, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var layerBytes int64
-	for _, l := range layers {
-		n, _ := l.Size()
-		layerBytes += n
-	}
-	if got := m.Sum("shoal_agent_downloaded_bytes_total"); got < float64(layerBytes) {
-		t.Errorf("the agent received %v verified piece bytes, want at least the layers' %d: the blobs did not come over the P2P plane (origin seeder)", got, layerBytes)
-	}
-	if got := m.Sum("shoal_agent_origin_proxy_bytes_total"); got != 0 {
-		t.Errorf("the agent proxied %v bytes straight from the origin's registry API, want 0: P2P is off in the rendered config", got)
-	}
+	layers := checkPulledOverP2P(t, mirror, img)
 	ld, _ := layers[0].Digest()
 	waitForPeer(t, "http://127.0.0.1:"+ports["trackerMetrics"], ld.String(), "node-1")
 
