@@ -107,6 +107,18 @@ func (s *fileSource) OpenPiece(ctx context.Context, d digest.Digest, i int) (*Pi
 	return p, nil
 }
 
+// multiSource serves the pieces of several blobs.
+type multiSource []*fileSource
+
+func (m multiSource) OpenPiece(ctx context.Context, d digest.Digest, i int) (*Piece, error) {
+	for _, s := range m {
+		if s.b.meta.Digest == d {
+			return s.OpenPiece(ctx, d, i)
+		}
+	}
+	return nil, ErrNotHeld
+}
+
 func (s *fileSource) opens(i int) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -420,3 +420,48 @@ func TestServerRefusesConnectionsBeyondItsLimit(t *testing.T) {
 		t.Fatalf("the first connection after the refusal: %v, %v", r, first.Err())
 	}
 }
+
+func TestServerRefusesConnectionsBeyondItsLimitPerBlob(t *testing.T) {
+	b := newBlob(t, 1<<20, 256<<10)
+	other := newBlob(t, 1<<20+1, 256<<10)
+	k := newKeys(t)
+	ts := startServer(t, ServerConfig{MaxConnsPerBlob: 1}, multiSource{newFileSource(t, b), newFileSource(t, other)}, k.v, nil)
+	first := ts.dial(t, nil, b, k, ClientConfig{})
+	if err := first.Request(0); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := nextResult(t, first); !ok || r.Data == nil {
+		t.Fatalf("first connection: %v, %v", r, first.Err())
+	}
+	second := ts.dial(t, nil, b, k, ClientConfig{})
+	if err := second.Request(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.connEnd(t); err == nil || !strings.Contains(err.Error(), "at the limit of 1 connections for "+b.meta.Digest.String()) {
+		t.Fatalf("second connection for the blob ended with %v; want refused at the blob's limit", err)
+	}
+	var re *RemoteError
+	if err := waitDone(t, second); !errors.As(err, &re) || re.Code != CodeUnavailable {
+		t.Fatalf("second client ended with %v; want an Error frame, unavailable", err)
+	}
+	// Another blob has its own count.
+	third := ts.dial(t, nil, other, k, ClientConfig{})
+	if err := third.Request(0); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := nextResult(t, third); !ok || r.Data == nil {
+		t.Fatalf("a connection for another blob: %v, %v; want its piece", r, third.Err())
+	}
+	// The blob's slot is free again once its connection ended.
+	first.Close()
+	if err := ts.connEnd(t); err != nil {
+		t.Fatalf("the first connection ended with %v; want a clean close", err)
+	}
+	fourth := ts.dial(t, nil, b, k, ClientConfig{})
+	if err := fourth.Request(1); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := nextResult(t, fourth); !ok || r.Data == nil {
+		t.Fatalf("a connection for the blob after the first ended: %v, %v; want its piece", r, fourth.Err())
+	}
+}

@@ -43,6 +43,13 @@ type ServerConfig struct {
 	// answered with an Error frame (CodeUnavailable) and closed: 1024. A
 	// connection holds two goroutines and a 4 KiB read buffer.
 	MaxConns int `yaml:"maxConns"`
+	// MaxConnsPerBlob bounds the connections served at once for one blob
+	// (a connection is for the blob of its first request, once its
+	// capability verified); one more is answered with an Error frame
+	// (CodeUnavailable) and closed, so that one layer's swarm cannot take
+	// every connection: 32, the agent's maxUploadsPerBlob, its bound on the
+	// streams of one blob.
+	MaxConnsPerBlob int `yaml:"maxConnsPerBlob"`
 	// Egress, if set, meters every piece byte this server sends (a token
 	// bucket shared with whatever else the caller meters with it). Its
 	// burst bounds a write round. nil: no limit.
@@ -54,7 +61,7 @@ type ServerConfig struct {
 
 // DefaultServerConfig returns the defaults documented on ServerConfig.
 func DefaultServerConfig() ServerConfig {
-	return ServerConfig{MaxQueued: 16, MaxConns: 1024, Timeout: 20 * time.Second, IdleTimeout: 2 * time.Minute}
+	return ServerConfig{MaxQueued: 16, MaxConns: 1024, MaxConnsPerBlob: 32, Timeout: 20 * time.Second, IdleTimeout: 2 * time.Minute}
 }
 
 func (c ServerConfig) withDefaults() ServerConfig {
@@ -70,6 +77,9 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	}
 	if c.MaxConns <= 0 {
 		c.MaxConns = d.MaxConns
+	}
+	if c.MaxConnsPerBlob <= 0 {
+		c.MaxConnsPerBlob = d.MaxConnsPerBlob
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -168,6 +178,7 @@ type Server struct {
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	lns    map[net.Listener]struct{}
+	blobs  map[digest.Digest]int // connections admitted per blob
 	closed bool
 }
 
@@ -176,7 +187,7 @@ type Server struct {
 func NewServer(cfg ServerConfig, src Source, keys Verifier) *Server {
 	cfg = cfg.withDefaults()
 	s := &Server{cfg: cfg, src: src, keys: keys, log: cfg.Logger,
-		conns: map[net.Conn]struct{}{}, lns: map[net.Listener]struct{}{}}
+		conns: map[net.Conn]struct{}{}, lns: map[net.Listener]struct{}{}, blobs: map[digest.Digest]int{}}
 	s.bufs.New = func() any { b := make([]byte, copyBuffer); return &b }
 	return s
 }
@@ -267,6 +278,7 @@ func (s *Server) ServeConn(nc net.Conn) error {
 	defer cancel()
 	c := &serverConn{s: s, nc: nc, br: bufio.NewReaderSize(nc, 4096), ctx: ctx,
 		active: map[uint32]bool{}, wake: make(chan struct{}, 1)}
+	defer c.leave()
 	werr := make(chan error, 1)
 	go func() {
 		err := c.writeLoop()
@@ -317,6 +329,9 @@ type serverConn struct {
 	d        digest.Digest
 	token    string
 	verified bool
+	// admitted: counted among d's connections (Server.blobs); read and
+	// written by the reader, then by leave once it is done.
+	admitted bool
 
 	mu       sync.Mutex
 	queue    []item
@@ -406,6 +421,11 @@ func (c *serverConn) handle(f Frame) error {
 			}
 			c.token, c.verified = f.Capability, true
 		}
+		if !c.admitted {
+			if err := c.admit(); err != nil {
+				return c.refuse(CodeUnavailable, err)
+			}
+		}
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if c.active[f.Index] {
@@ -437,6 +457,33 @@ func (c *serverConn) handle(f Frame) error {
 		return c.refuse(CodeInvalid, fmt.Errorf("%w: a %s frame from a client", ErrProtocol, f.Type))
 	}
 	return nil
+}
+
+// admit counts the connection among its blob's, unless the blob has
+// MaxConnsPerBlob already.
+func (c *serverConn) admit() error {
+	s := c.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := s.blobs[c.d]; n >= s.cfg.MaxConnsPerBlob {
+		return fmt.Errorf("piecewire: at the limit of %d connections for %s; try another peer", n, c.d)
+	}
+	s.blobs[c.d]++
+	c.admitted = true
+	return nil
+}
+
+// leave uncounts an admitted connection from its blob's.
+func (c *serverConn) leave() {
+	if !c.admitted {
+		return
+	}
+	s := c.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.blobs[c.d]--; s.blobs[c.d] <= 0 {
+		delete(s.blobs, c.d)
+	}
 }
 
 // refuse makes the writer send an Error frame and end the connection.

@@ -45,9 +45,11 @@ func (s *Swarm) startPieceServer(addr string) error {
 	s.piecePort = port
 	s.pieceServer = piecewire.NewServer(piecewire.ServerConfig{
 		MaxQueued: s.cfg.MaxQueuedUploads,
-		Timeout:   s.cfg.PieceTimeout,
-		Egress:    s.egress,
-		Logger:    s.log,
+		// A peer's piece connection goes with its stream: the same bound.
+		MaxConnsPerBlob: s.cfg.MaxUploadsPerBlob,
+		Timeout:         s.cfg.PieceTimeout,
+		Egress:          s.egress,
+		Logger:          s.log,
 	}, storeSource{s}, s.keys)
 	go func() {
 		if err := s.pieceServer.Serve(l); err != nil && !errors.Is(err, piecewire.ErrServerClosed) {

@@ -25,20 +25,20 @@ import (
 // with the origin key its capabilities are checked against.
 func newPieceSwarm(t *testing.T, listen string) (*Swarm, *auth.Key) {
 	t.Helper()
-	return newPieceSwarmWith(t, listen, Options{})
+	cfg := DefaultConfig()
+	cfg.PieceListen = listen
+	return newPieceSwarmWith(t, cfg, Options{})
 }
 
-// newPieceSwarmWith is newPieceSwarm with opts (their Keys and Logger
-// are set here).
-func newPieceSwarmWith(t *testing.T, listen string, opts Options) (*Swarm, *auth.Key) {
+// newPieceSwarmWith is newPieceSwarm with cfg and opts (their peer id,
+// Keys and Logger are set here).
+func newPieceSwarmWith(t *testing.T, cfg Config, opts Options) (*Swarm, *auth.Key) {
 	t.Helper()
 	key, err := auth.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := DefaultConfig()
 	cfg.PeerID = "agent-under-test"
-	cfg.PieceListen = listen
 	opts.Keys = auth.NewVerifier(key.Public())
 	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	s, err := New(cfg, t.TempDir(), 1<<30, opts)
@@ -164,5 +164,39 @@ func TestPieceDataPathFromTheEnvironment(t *testing.T) {
 	s, _ := newPieceSwarm(t, "")
 	if s.pieceServer == nil || s.piecePort == "" {
 		t.Fatalf("no piece server with %s set", pieceListenEnv)
+	}
+}
+
+func TestPieceDataPathBoundsConnectionsPerBlobAsStreams(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.PieceListen = "127.0.0.1:0"
+	cfg.MaxUploadsPerBlob = 1
+	s, key := newPieceSwarmWith(t, cfg, Options{})
+	_, m := holdPieces(t, s, 2, 0, 1)
+	tok, err := key.IssueCapability(m.Digest, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetch := func(i int) (*piecewire.Conn, piecewire.Result, error) {
+		c, err := piecewire.Dial(context.Background(), net.JoinHostPort("127.0.0.1", s.piecePort), nil, m, tok, piecewire.ClientConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		if err := c.Request(i); err != nil {
+			t.Fatal(err)
+		}
+		r, ok := <-c.Results()
+		if !ok {
+			return c, r, c.Err()
+		}
+		return c, r, nil
+	}
+	if _, r, err := fetch(0); err != nil || r.Data == nil {
+		t.Fatalf("the first piece connection for the blob: %v, %v; want its piece", r, err)
+	}
+	var re *piecewire.RemoteError
+	if _, r, err := fetch(1); !errors.As(err, &re) || re.Code != piecewire.CodeUnavailable {
+		t.Fatalf("a second piece connection with maxUploadsPerBlob 1: %v, %v; want it refused as unavailable", r, err)
 	}
 }

@@ -35,7 +35,9 @@ func clusterTLS(t *testing.T, ca *testpki.CA, role auth.Role, id string) (server
 func newTLSPieceSwarm(t *testing.T, ca *testpki.CA) (*Swarm, *auth.Key) {
 	t.Helper()
 	server, client := clusterTLS(t, ca, auth.RoleAgent, "agent-under-test")
-	return newPieceSwarmWith(t, "127.0.0.1:0", Options{ServerTLS: server, ClientTLS: client, RequireIdentity: true})
+	cfg := DefaultConfig()
+	cfg.PieceListen = "127.0.0.1:0"
+	return newPieceSwarmWith(t, cfg, Options{ServerTLS: server, ClientTLS: client, RequireIdentity: true})
 }
 
 // fetchOne asks the swarm's piece server for piece 0 of m over a
@@ -112,5 +114,14 @@ func TestPieceDataPathUnderMTLSRefusesWhomTheStreamsRefuse(t *testing.T) {
 	}
 	if n := s.pieceServer.Stats().Pieces; n != 0 {
 		t.Fatalf("%d pieces sent to connections that should have been refused", n)
+	}
+}
+
+func TestPieceDataPathIsNeverPlaintextWhenIdentitiesAreRequired(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.PieceListen = "127.0.0.1:0"
+	s, _ := newPieceSwarmWith(t, cfg, Options{RequireIdentity: true})
+	if s.pieceServer != nil || s.piecePort != "" {
+		t.Fatalf("piece server on port %q with RequireIdentity and no TLS configurations; want none (pieces on the mTLS streams)", s.piecePort)
 	}
 }

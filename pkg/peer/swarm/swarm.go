@@ -95,7 +95,8 @@ type Config struct {
 	// once (origins not counted): 16.
 	MaxPeersPerBlob int `yaml:"maxPeersPerBlob"`
 	// MaxUploadsPerBlob is how many streams other agents may open to this
-	// one for one blob; more are refused with RESOURCE_EXHAUSTED: 32.
+	// one for one blob; more are refused with RESOURCE_EXHAUSTED: 32. It
+	// bounds the piece data path's connections for one blob as well.
 	MaxUploadsPerBlob int `yaml:"maxUploadsPerBlob"`
 	// MaxInFlightPerPeer is how many piece requests are pipelined to one
 	// peer: 4 (see scheduler.Config).
@@ -408,7 +409,11 @@ func New(cfg Config, dir string, quota int64, opts Options) (*Swarm, error) {
 	s.metrics = newMetrics(opts.Registerer, store)
 	if addr := pieceListen(cfg); addr != "" {
 		s.pieceTLS = newPieceTLS(opts.ServerTLS, opts.ClientTLS, opts.RequireIdentity)
-		if err := s.startPieceServer(addr); err != nil {
+		if opts.RequireIdentity && (opts.ServerTLS == nil || opts.ClientTLS == nil) {
+			// Never plaintext pieces in a cluster that requires
+			// certificates on its streams.
+			log.Warn("the piece data path needs Options.ServerTLS and ClientTLS with RequireIdentity: pieces stay on the Exchange streams", "pieceListen", addr)
+		} else if err := s.startPieceServer(addr); err != nil {
 			s.cancel()
 			_ = store.Close()
 			return nil, err
