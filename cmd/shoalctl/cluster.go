@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/adminapi"
+	"github.com/shoal-dev/shoal/internal/promscrape"
 )
 
 // trackerPeer is an entry of a tracker's /debug/peers listing.
@@ -86,12 +87,12 @@ func readTracker(ctx context.Context, hc *http.Client, base, dgst string) tracke
 		base = "http://" + base
 	}
 	ts := trackerState{URL: base}
-	m, err := scrape(ctx, base+"/metrics")
+	m, err := promscrape.Scrape(ctx, nil, base+"/metrics")
 	if err != nil {
 		ts.Error = err.Error()
 		return ts
 	}
-	ts.Peers, ts.Blobs = int(m.sum("shoal_tracker_peers")), int(m.sum("shoal_tracker_blobs"))
+	ts.Peers, ts.Blobs = int(m.Sum("shoal_tracker_peers")), int(m.Sum("shoal_tracker_blobs"))
 	if dgst == "" {
 		return ts
 	}

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -16,9 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
+	"github.com/shoal-dev/shoal/internal/promscrape"
 	"github.com/shoal-dev/shoal/pkg/peer/agent"
 )
 
@@ -215,82 +212,25 @@ func demo(ctx context.Context, opts demoOptions, dir string, ps *procs, out io.W
 // originEgress is the blob bytes the origin has sent: by its seeder (P2P)
 // and as registry API blob responses.
 func originEgress(ctx context.Context, url string) (float64, error) {
-	m, err := scrape(ctx, url)
+	m, err := promscrape.Scrape(ctx, nil, url)
 	if err != nil {
 		return 0, err
 	}
-	return m.sum("shoal_origin_seeder_egress_bytes_total") + m.sum("shoal_origin_http_response_bytes_total", "handler", "blob"), nil
+	return m.Sum("shoal_origin_seeder_egress_bytes_total") + m.Sum("shoal_origin_http_response_bytes_total", "handler", "blob"), nil
 }
 
 // agentsReceived sums the agents' verified piece bytes from other agents
 // and from the origin's seeder.
 func agentsReceived(ctx context.Context, agents []string) (fromPeers, fromOrigin float64, err error) {
 	for _, a := range agents {
-		m, err := scrape(ctx, "http://"+a+"/metrics")
+		m, err := promscrape.Scrape(ctx, nil, "http://"+a+"/metrics")
 		if err != nil {
 			return 0, 0, err
 		}
-		fromPeers += m.sum("shoal_agent_downloaded_bytes_total", "source", "peer")
-		fromOrigin += m.sum("shoal_agent_downloaded_bytes_total", "source", "origin")
+		fromPeers += m.Sum("shoal_agent_downloaded_bytes_total", "source", "peer")
+		fromOrigin += m.Sum("shoal_agent_downloaded_bytes_total", "source", "origin")
 	}
 	return fromPeers, fromOrigin, nil
-}
-
-// metrics is one scrape of a /metrics endpoint.
-type metrics map[string][]sample
-
-type sample struct {
-	labels map[string]string
-	value  float64
-}
-
-func scrape(ctx context.Context, url string) (metrics, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "text/plain; version=0.0.4")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("scraping %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("scraping %s: %s", url, resp.Status)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("parsing the metrics of %s: %w", url, err)
-	}
-	m := metrics{}
-	for name, f := range fams {
-		for _, s := range f.GetMetric() {
-			ls := map[string]string{}
-			for _, l := range s.GetLabel() {
-				ls[l.GetName()] = l.GetValue()
-			}
-			v := s.GetCounter().GetValue() + s.GetGauge().GetValue() + s.GetUntyped().GetValue()
-			m[name] = append(m[name], sample{ls, v})
-		}
-	}
-	return m, nil
-}
-
-// sum adds the samples of name whose labels include the given name, value
-// pairs; an absent metric sums to 0 (labelled counters appear once used).
-func (m metrics) sum(name string, labels ...string) float64 {
-	var total float64
-next:
-	for _, s := range m[name] {
-		for i := 0; i+1 < len(labels); i += 2 {
-			if s.labels[labels[i]] != labels[i+1] {
-				continue next
-			}
-		}
-		total += s.value
-	}
-	return total
 }
 
 func joinInts(v []int) string {

@@ -2,81 +2,19 @@ package testenv
 
 import (
 	"context"
-	"fmt"
-	"net/http"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	"github.com/shoal-dev/shoal/internal/promscrape"
 )
 
-// Metrics is one scrape of a Prometheus /metrics endpoint.
-type Metrics map[string]*dto.MetricFamily
+// Metrics is one scrape of a Prometheus /metrics endpoint; Sum adds up
+// its samples by labels.
+type Metrics = promscrape.Metrics
 
-// ScrapeMetrics fetches and parses url (http://host:port/metrics).
+// ScrapeMetrics fetches and parses url (http://host:port/metrics), within
+// 10 seconds.
 func ScrapeMetrics(ctx context.Context, url string) (Metrics, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, fmt.Errorf("scraping %s: %w", url, err)
-	}
-	// Ask for the text format: the parser reads only that one.
-	req.Header.Set("Accept", "text/plain; version=0.0.4")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("scraping %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("scraping %s: %s", url, resp.Status)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("parsing metrics of %s: %w", url, err)
-	}
-	return fams, nil
-}
-
-// Sum adds up the samples of counter or gauge name whose labels include
-// every pair in labels (given as name, value, name, value...). A metric
-// that is absent sums to 0: counters with labels appear only once used.
-func (m Metrics) Sum(name string, labels ...string) float64 {
-	fam, ok := m[name]
-	if !ok {
-		return 0
-	}
-	var sum float64
-	for _, s := range fam.GetMetric() {
-		if !hasLabels(s, labels) {
-			continue
-		}
-		switch {
-		case s.GetCounter() != nil:
-			sum += s.GetCounter().GetValue()
-		case s.GetGauge() != nil:
-			sum += s.GetGauge().GetValue()
-		case s.GetUntyped() != nil:
-			sum += s.GetUntyped().GetValue()
-		}
-	}
-	return sum
-}
-
-func hasLabels(s *dto.Metric, labels []string) bool {
-	for i := 0; i+1 < len(labels); i += 2 {
-		found := false
-		for _, l := range s.GetLabel() {
-			if l.GetName() == labels[i] && l.GetValue() == labels[i+1] {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
+	return promscrape.Scrape(ctx, nil, url)
 }
