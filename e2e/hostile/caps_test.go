@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/e2e/testenv"
+	"github.com/shoal-dev/shoal/internal/eventually"
 )
 
 // attackerAddr is the attacker's source address: any 127.0.0.0/8 address
@@ -65,7 +66,7 @@ func TestAnAddressHoldingItsConnectionCapDoesNotStopOthers(t *testing.T) {
 	for range capPerClient {
 		held = append(held, holdConnection(t, o, attackerAddr))
 	}
-	eventually(t, fmt.Sprintf("the origin never counted the attacker's %d connections", capPerClient), func() bool {
+	eventually.True(t, fmt.Sprintf("the origin to count the attacker's %d connections", capPerClient), func() bool {
 		return metrics(t, o).Sum("shoal_origin_connections_open") >= capPerClient
 	})
 
@@ -85,7 +86,7 @@ func TestAnAddressHoldingItsConnectionCapDoesNotStopOthers(t *testing.T) {
 	for _, h := range held {
 		h.Close()
 	}
-	eventually(t, "the attacker's address was never served again after closing its connections", func() bool {
+	eventually.True(t, "the attacker's address to be served again after closing its connections", func() bool {
 		return attacker.do("GET", "/v2/", nil).status == http.StatusOK
 	})
 }

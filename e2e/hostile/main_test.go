@@ -40,18 +40,6 @@ func startOrigin(t *testing.T, storage, config string) *testenv.Server {
 	return testenv.Origin(t, storage, "--config", p)
 }
 
-// eventually waits up to a minute for cond, failing with what otherwise.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal(what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // answer is a response, read whole.
 type answer struct {
 	status int

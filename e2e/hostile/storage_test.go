@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/shoal-dev/shoal/internal/eventually"
 )
 
 // TestStorageGoneFailsFastAndComesBack: the origin's storage directory
@@ -35,7 +37,7 @@ func TestStorageGoneFailsFastAndComesBack(t *testing.T) {
 		t.Fatalf("push with the storage directory gone: %v (Retry-After %q), want 503 UNAVAILABLE naming the filesystem storage, with Retry-After",
 			a, a.header.Get("Retry-After"))
 	}
-	eventually(t, "readyz never turned red with the storage directory gone", func() bool {
+	eventually.True(t, "readyz to turn red with the storage directory gone", func() bool {
 		return c.do("GET", "/readyz", nil).status == http.StatusServiceUnavailable
 	})
 	if n := metrics(t, o).Sum("shoal_origin_storage_up"); n != 0 {
@@ -48,7 +50,7 @@ func TestStorageGoneFailsFastAndComesBack(t *testing.T) {
 	if err := os.Rename(root+".away", root); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "readyz never turned green once the storage directory was back", func() bool {
+	eventually.True(t, "readyz to turn green once the storage directory was back", func() bool {
 		return c.do("GET", "/readyz", nil).status == http.StatusOK
 	})
 	c.expect(c.do("HEAD", "/v2/team/app/blobs/"+sha256Digest(blob), nil), http.StatusNotFound, "the blob refused during the outage")

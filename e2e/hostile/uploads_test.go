@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/eventually"
 )
 
 // slowBody is an upload chunk whose body a hostile client sends a byte at
@@ -77,7 +79,7 @@ func TestTricklingUploadsDoNotHoldUpHonestPushes(t *testing.T) {
 	for range tricklers {
 		startSlowChunk(t, c, "attacker/trickle", 200*time.Millisecond)
 	}
-	eventually(t, fmt.Sprintf("the %d trickling chunks never all reached the origin", tricklers), func() bool {
+	eventually.True(t, fmt.Sprintf("the %d trickling chunks all to reach the origin", tricklers), func() bool {
 		return metrics(t, o).Sum("shoal_origin_upload_chunks_in_flight") >= tricklers
 	})
 	stalled := make([]*slowBody, stallers)
@@ -86,7 +88,7 @@ func TestTricklingUploadsDoNotHoldUpHonestPushes(t *testing.T) {
 	}
 
 	c.pushImage("team/app", "v1", randomBytes(t, 3<<20))
-	eventually(t, fmt.Sprintf("the %d stalled chunk bodies were never all cut by bodyTimeout", stallers), func() bool {
+	eventually.True(t, fmt.Sprintf("bodyTimeout to cut all %d stalled chunk bodies", stallers), func() bool {
 		return metrics(t, o).Sum("shoal_origin_body_timeouts_total", "handler", "upload") >= stallers
 	})
 	for i, sb := range stalled {
