@@ -96,6 +96,12 @@ func TestDaemonSetContainerRunsInDockerd(t *testing.T) {
 		t.Fatalf("the container runs image %s, want the local build %s (%s)", got, want, built)
 	}
 	ctr.checkSecurityContext(t, agent)
+	// The liveness probe too: a failing one would have the kubelet
+	// restart the pod over and over.
+	live, _ := httpProbeURL(t, agent, "liveness", agent.LivenessProbe)
+	if code := getStatus(t, live); code != http.StatusOK {
+		t.Errorf("the liveness probe %s answers %d, want 200", live, code)
+	}
 	for _, p := range agent.Ports {
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(p.ContainerPort)))
 		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
@@ -255,6 +261,17 @@ func (h *podHost) dockerRun(d *testenv.DockerDaemon, name string) *dockerContain
 		return resp.StatusCode == http.StatusOK
 	})
 	return dc
+}
+
+// getStatus is the status of GET url.
+func getStatus(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // pullPolicy is `docker run --pull` for the container's imagePullPolicy.

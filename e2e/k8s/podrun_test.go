@@ -302,9 +302,15 @@ func (h *podHost) command(c corev1.Container, binary string) (argv []string, env
 // probeURL is the container's readiness probe as a URL on this host.
 func probeURL(t *testing.T, c corev1.Container) (url, listen string) {
 	t.Helper()
-	p := c.ReadinessProbe
+	return httpProbeURL(t, c, "readiness", c.ReadinessProbe)
+}
+
+// httpProbeURL is one of the container's HTTP probes (kind names it) as a
+// URL on this host.
+func httpProbeURL(t *testing.T, c corev1.Container, kind string, p *corev1.Probe) (url, listen string) {
+	t.Helper()
 	if p == nil || p.HTTPGet == nil {
-		t.Fatalf("container %s has no HTTP readiness probe", c.Name)
+		t.Fatalf("container %s has no HTTP %s probe", c.Name, kind)
 	}
 	port := p.HTTPGet.Port.IntValue()
 	if port == 0 {
@@ -315,7 +321,7 @@ func probeURL(t *testing.T, c corev1.Container) (url, listen string) {
 		}
 	}
 	if port == 0 {
-		t.Fatalf("container %s: the readiness probe's port %s is not one of its ports", c.Name, p.HTTPGet.Port.String())
+		t.Fatalf("container %s: the %s probe's port %s is not one of its ports", c.Name, kind, p.HTTPGet.Port.String())
 	}
 	host := p.HTTPGet.Host
 	if host == "" {
