@@ -23,6 +23,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/shoal-dev/shoal/e2e/testenv"
+	"github.com/shoal-dev/shoal/internal/eventually"
 )
 
 // cluster is a tracker and two origin nodes, each with its admin API.
@@ -56,7 +57,7 @@ func startCluster(t *testing.T) *cluster {
 		c.origins = append(c.origins, o)
 		c.admins = append(c.admins, "http://"+admin)
 	}
-	eventually(t, "both origin nodes see 2 cluster members", func() bool {
+	eventually.True(t, "both origin nodes to see 2 cluster members", func() bool {
 		return c.originSum(t, "shoal_origin_cluster_members") == 4
 	})
 	return c
@@ -165,7 +166,7 @@ func TestClusterStatusShowsMembersOwnersAndTrackerPeers(t *testing.T) {
 	if out, err := c.shoalctl(t, 0, "preheat", "status/app:v1"); err != nil {
 		t.Fatalf("shoalctl preheat: %v\n%s", err, out)
 	}
-	eventually(t, "the tracker lists both origin nodes for the layer", func() bool {
+	eventually.True(t, "the tracker to list both origin nodes for the layer", func() bool {
 		return len(originHolders(t, c.tracker.URL(), layer)) == 2
 	})
 
@@ -259,16 +260,4 @@ func lineWith(text, substr string) string {
 		}
 	}
 	return ""
-}
-
-// eventually waits up to a minute for cond, polling.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after a minute: not %s", what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
