@@ -45,7 +45,7 @@ type conn struct {
 	origin   bool
 	outgoing bool
 	// incarnation is the peer's process id, from its stream's metadata
-	// (incarnationHeader); empty when it sent none (an origin, an older
+	// (peerwire.IncarnationHeader); empty when it sent none (an origin, an older
 	// agent).
 	incarnation string
 	// cancel ends a client stream; nil on the server side, whose stream

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/peerwire"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/pkg/peer/scheduler"
 	"github.com/shoal-dev/shoal/proto/peerpb"
@@ -154,8 +155,8 @@ func (c *conn) rejected(i int, reason peerpb.Reject_Reason, retryAfter time.Dura
 func (c *conn) chunk(ch *peerpb.PieceChunk) error {
 	i := int(ch.GetIndex())
 	data := ch.GetData()
-	if len(data) > maxChunk {
-		return fmt.Errorf("%w: a chunk of %d bytes, more than %d", errProtocol, len(data), maxChunk)
+	if len(data) > peerwire.MaxChunk {
+		return fmt.Errorf("%w: a chunk of %d bytes, more than %d", errProtocol, len(data), peerwire.MaxChunk)
 	}
 	if c.s.ingress != nil {
 		if err := c.s.ingress.WaitN(c.stream.Context(), len(data)); err != nil {

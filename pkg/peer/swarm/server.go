@@ -103,7 +103,7 @@ func (p *peerService) Exchange(st grpc.BidiStreamingServer[peerpb.Message, peerp
 	}
 	// The incarnation goes out with the handshake reply (the first
 	// message carries the response header).
-	if err := st.SetHeader(s.pieceHeaders(metadata.Pairs(incarnationHeader, s.incarnation))); err != nil {
+	if err := st.SetHeader(s.pieceHeaders(metadata.Pairs(peerwire.IncarnationHeader, s.incarnation))); err != nil {
 		return err
 	}
 	if err := st.Send(handshakeMessage(d, s.cfg.PeerID, sent)); err != nil {
@@ -199,7 +199,7 @@ func remoteBitfield(hs *peerpb.Handshake, meta *metainfo.Metainfo) (*metainfo.Bi
 // incarnationOf returns the peer's incarnation from its stream metadata,
 // empty if it sent none or an unusable one.
 func incarnationOf(md metadata.MD) string {
-	v := md.Get(incarnationHeader)
+	v := md.Get(peerwire.IncarnationHeader)
 	if len(v) == 0 || len(v[0]) > maxIncarnation {
 		return ""
 	}
@@ -243,7 +243,7 @@ func (s *Swarm) openStream(dl *download, addr string, origin bool) (*conn, error
 		return nil, err
 	}
 	timer := time.AfterFunc(s.cfg.DialTimeout, cancel)
-	st, err := peerpb.NewPeerClient(cc).Exchange(metadata.AppendToOutgoingContext(s.withCapability(ctx, dl.d), incarnationHeader, s.incarnation))
+	st, err := peerpb.NewPeerClient(cc).Exchange(metadata.AppendToOutgoingContext(s.withCapability(ctx, dl.d), peerwire.IncarnationHeader, s.incarnation))
 	if err != nil {
 		return fail(fmt.Errorf("opening a stream to %s: %w", addr, err))
 	}
@@ -293,12 +293,6 @@ func (s *Swarm) openStream(dl *download, addr string, origin bool) (*conn, error
 	}
 	return c, nil
 }
-
-// ownersHeader is the GetMetainfo response header in which an origin
-// seeder lists the seeder addresses of the blob's owners (comma-separated;
-// pkg/origin/seeder.OwnersHeader). Those hold the blob on local disk: the
-// download adds them to the origins it exchanges pieces with.
-const ownersHeader = "shoal-owners"
 
 // maxMetainfoAsks bounds the GetMetainfo calls in flight for one blob: a
 // seeder asked about a blob it has never seen reads the whole blob from
@@ -391,7 +385,7 @@ func (s *Swarm) metainfoFrom(ctx context.Context, addr string, d digest.Digest) 
 		return nil, nil, fmt.Errorf("seeder %s: %w", addr, err)
 	}
 	var owners []string
-	for _, v := range hdr.Get(ownersHeader) {
+	for _, v := range hdr.Get(peerwire.OwnersHeader) {
 		for _, a := range strings.Split(v, ",") {
 			if a = strings.TrimSpace(a); a != "" {
 				owners = append(owners, a)

@@ -37,6 +37,7 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 
+	"github.com/shoal-dev/shoal/internal/peerwire"
 	"github.com/shoal-dev/shoal/internal/piecewire"
 	"github.com/shoal-dev/shoal/internal/uplink"
 	"github.com/shoal-dev/shoal/pkg/peer/piecestore"
@@ -50,10 +51,6 @@ import (
 // waits and that the egress token bucket meters smoothly, large enough to
 // keep the per-frame cost negligible.
 const chunkSize = 256 << 10
-
-// maxChunk is the largest PieceChunk the protocol allows (docs/p2p.md);
-// larger chunks are a protocol violation.
-const maxChunk = 1 << 20
 
 // progressEvery is how often a stream receiving chunks of an unfinished
 // piece tells the scheduler (scheduler.PeerProgress), which then does not
@@ -239,16 +236,6 @@ func DefaultPeerID() string {
 	return host + "-" + hex.EncodeToString(b[:])
 }
 
-// incarnationHeader is the Exchange metadata key (request header from the
-// dialer, response header from the server) carrying the sender's
-// incarnation: a random id per process. Peer ids are stable per host when
-// configured (a DaemonSet), so a restarted agent comes back under the id
-// of the process the others may have dropped as unresponsive; its new
-// incarnation tells them it is another process (see
-// scheduler.PeerJoined.Incarnation and Swarm.register). Metadata rather
-// than a handshake field: peers and origins that do not know it ignore it.
-const incarnationHeader = "shoal-incarnation"
-
 // maxIncarnation bounds the incarnation accepted from a peer.
 const maxIncarnation = 64
 
@@ -306,7 +293,7 @@ type Swarm struct {
 
 	// incarnation identifies this process among those that ran with its
 	// peer id: random per start, sent with every handshake (see
-	// incarnationHeader).
+	// peerwire.IncarnationHeader).
 	incarnation string
 	// requireIdentity is Options.RequireIdentity.
 	requireIdentity bool
@@ -391,10 +378,10 @@ func New(cfg Config, dir string, quota int64, opts Options) (*Swarm, error) {
 	// The burst is a tenth of a second's worth, and at least the largest
 	// chunk the protocol allows (1 MiB), which is waited for in one go.
 	if cfg.IngressLimit > 0 {
-		s.ingress = rate.NewLimiter(rate.Limit(cfg.IngressLimit), max(maxChunk, int(cfg.IngressLimit/10)))
+		s.ingress = rate.NewLimiter(rate.Limit(cfg.IngressLimit), max(peerwire.MaxChunk, int(cfg.IngressLimit/10)))
 	}
 	if cfg.EgressLimit > 0 {
-		s.egress = rate.NewLimiter(rate.Limit(cfg.EgressLimit), max(maxChunk, int(cfg.EgressLimit/10)))
+		s.egress = rate.NewLimiter(rate.Limit(cfg.EgressLimit), max(peerwire.MaxChunk, int(cfg.EgressLimit/10)))
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	// Downloads check the assembled blob's digest themselves as its pieces
