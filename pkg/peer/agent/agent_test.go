@@ -12,6 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/internal/rendezvous"
 )
 
@@ -101,7 +102,7 @@ func TestPullThroughMirrorFromSeeder(t *testing.T) {
 
 	// Cached once the download has checked the whole blob: served without
 	// the seeder.
-	waitFor(t, "the download to complete", 5*time.Second, func() bool { return a.metric("shoal_agent_downloads_total", "result", "completed") == 1 })
+	eventually.True(t, "the download to complete", func() bool { return a.metric("shoal_agent_downloads_total", "result", "completed") == 1 })
 	seeder.srv.Stop()
 	resp, body = a.get("GET", "/v2/library/app/blobs/"+layerD.String())
 	expectStatus(t, "GET cached blob", resp, body, http.StatusOK)
@@ -169,18 +170,6 @@ func TestRangeResume(t *testing.T) {
 	expectStatus(t, "range past the end", resp, body, http.StatusRequestedRangeNotSatisfiable)
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func pullBlob(t *testing.T, a *testAgent, name string, d digest.Digest) {
 	t.Helper()
 	resp, body := a.get("GET", "/v2/"+name+"/blobs/"+d.String())
@@ -205,7 +194,7 @@ func TestThreeAgentsShareThroughPeers(t *testing.T) {
 	}
 	pullBlob(t, agents[0], "team/app", layerD)
 	// The first agent announces completion; the others find it.
-	waitFor(t, "the first agent's completed announce", 5*time.Second, func() bool {
+	eventually.True(t, "the first agent's completed announce", func() bool {
 		return agents[0].metric("shoal_agent_announces_total", "event", "completed", "result", "ok") >= 1
 	})
 	done := make(chan struct{})
@@ -349,13 +338,7 @@ func TestHungSeederIsHedged(t *testing.T) {
 		t.Fatalf("pull with the first seeder hung: status %d, %d bytes, %v", resp.StatusCode, len(body), err)
 	}
 	// The hung call was cancelled once the other seeder answered.
-	deadline := time.Now().Add(10 * time.Second)
-	for first.hungUp.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the hung GetMetainfo was never cancelled")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually.True(t, "the hung GetMetainfo to be cancelled", func() bool { return first.hungUp.Load() > 0 })
 }
 
 // TestSlowPiecesAreNeitherTimedOutNorStalled: the only seeder sends a
@@ -418,7 +401,7 @@ func TestCacheSurvivesRestart(t *testing.T) {
 	cfg := testConfig(t, o.URL, []string{seeder.addr}, []string{tr.addr})
 	a := startAgent(t, cfg)
 	pullBlob(t, a, "team/app", layerD)
-	waitFor(t, "the download to complete", 5*time.Second, func() bool { return a.metric("shoal_agent_downloads_total", "result", "completed") == 1 })
+	eventually.True(t, "the download to complete", func() bool { return a.metric("shoal_agent_downloads_total", "result", "completed") == 1 })
 	a.shutdown()
 	seeder.srv.Stop()
 
@@ -427,7 +410,7 @@ func TestCacheSurvivesRestart(t *testing.T) {
 	if hits := b.metric("shoal_agent_cache_hits_total"); hits != 1 {
 		t.Errorf("cache hits after restart = %v, want 1", hits)
 	}
-	waitFor(t, "the restarted agent's completed announce", 5*time.Second, func() bool {
+	eventually.True(t, "the restarted agent's completed announce", func() bool {
 		return b.metric("shoal_agent_announces_total", "event", "completed", "result", "ok") >= 1
 	})
 }
@@ -451,13 +434,13 @@ func TestEvictionKeepsTheQuota(t *testing.T) {
 		return func() bool { return a.metric("shoal_agent_downloads_total", "result", "completed") == n }
 	}
 	pullBlob(t, a, "team/app", ds[0])
-	waitFor(t, "the first download", 5*time.Second, completed(1))
+	eventually.True(t, "the first download", completed(1))
 	pullBlob(t, a, "team/app", ds[1])
-	waitFor(t, "the second download", 5*time.Second, completed(2))
+	eventually.True(t, "the second download", completed(2))
 	if n := a.metric("shoal_agent_cache_blobs"); n != 1 {
 		t.Errorf("%v blobs cached with room for one", n)
 	}
-	waitFor(t, "the stopped announce of the evicted blob", 5*time.Second, func() bool {
+	eventually.True(t, "the stopped announce of the evicted blob", func() bool {
 		return a.metric("shoal_agent_announces_total", "event", "stopped", "result", "ok") >= 1
 	})
 	pullBlob(t, a, "team/app", ds[0])

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/proto/peerpb"
@@ -45,7 +46,7 @@ func TestAgentServesPeersOnlyAgainstACapability(t *testing.T) {
 	seeder.add(layer)
 	a := startAgent(t, testConfig(t, o.URL, []string{seeder.addr}, nil))
 	pullBlob(t, a, "team/app", layerD)
-	waitFor(t, "the download to complete", 10*time.Second, func() bool { return a.metric("shoal_agent_downloads_total", "result", "completed") == 1 })
+	eventually.True(t, "the download to complete", func() bool { return a.metric("shoal_agent_downloads_total", "result", "completed") == 1 })
 	if n := seeder.denied.Load(); n != 0 {
 		t.Errorf("the seeder refused %d of the agent's calls for want of a capability, want 0", n)
 	}
@@ -181,7 +182,7 @@ func TestDigestMismatchBreaksTheResponse(t *testing.T) {
 		t.Logf("the pull failed with status %d before streaming", code)
 	}
 	t.Logf("the client got %d of %d bytes before the stream broke", got, len(real))
-	waitFor(t, "the download to fail", 10*time.Second, func() bool { return a.metric("shoal_agent_downloads_total", "result", "failed") >= 1 })
+	eventually.True(t, "the download to fail", func() bool { return a.metric("shoal_agent_downloads_total", "result", "failed") >= 1 })
 	if n := a.metric("shoal_agent_blob_digest_mismatches_total"); n != 1 {
 		t.Errorf("shoal_agent_blob_digest_mismatches_total = %v, want 1", n)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/pkg/cluster"
 	"github.com/shoal-dev/shoal/pkg/origin"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
@@ -26,7 +27,7 @@ func readyz(t *testing.T, a *testAgent) (int, readiness) {
 	t.Helper()
 	var code int
 	var r readiness
-	waitFor(t, "the agent's first round of checks", 30*time.Second, func() bool {
+	eventually.True(t, "the agent's first round of checks", func() bool {
 		resp, body := a.get("GET", "/readyz")
 		code = resp.StatusCode
 		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {

@@ -10,6 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/time/rate"
 
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/internal/rendezvous"
 )
 
@@ -55,7 +56,7 @@ func TestRestartedAgentRejoinsTheSwarm(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	waitFor(t, "the other agent to drop the hung one as unresponsive", 60*time.Second, func() bool {
+	eventually.True(t, "the other agent to drop the hung one as unresponsive", func() bool {
 		return a.metric("shoal_agent_peers_blacklisted_total", "reason", "unresponsive") >= 1
 	})
 	// Keep the other downloading while the agent comes back: the origin
@@ -75,7 +76,7 @@ func TestRestartedAgentRejoinsTheSwarm(t *testing.T) {
 
 	// (b) The agent that dropped its predecessor takes pieces from it
 	// (before the fix it refused it for the rest of its download).
-	waitFor(t, "the restarted agent to serve pieces to the other", 30*time.Second, func() bool {
+	eventually.True(t, "the restarted agent to serve pieces to the other", func() bool {
 		return x2.metric("shoal_agent_uploaded_bytes_total") > 0
 	})
 	t.Logf("restarted agent uploading %.1fs after its restart", time.Since(start).Seconds())
