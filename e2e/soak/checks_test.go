@@ -78,7 +78,7 @@ func (d *deployment) checkPushes(records []pushRecord) {
 		})
 	}
 	wg.Wait()
-	d.logf("checked %d pushes: %d completed, %d failed cleanly:%s", len(records), len(records)-len(failures), len(failures), errorsSummary(failures, 8))
+	d.logf("checked %d pushes: %d completed, %d failed cleanly:%s", len(records), len(records)-len(failures), len(failures), errorsSummary(failures, 12))
 	if len(failures) == len(records) {
 		t.Error("no push completed: the soak proved nothing")
 	}

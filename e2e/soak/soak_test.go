@@ -61,9 +61,10 @@ const (
 
 // originConfig turns scheduled GC off, so that nothing but the test's
 // requests changes what storage holds between the load and the checks, and
-// gives up on a storage call after 2s instead of 10s, so that the stall
-// fits the time budget.
-const originConfig = "gc:\n  interval: 0s\nregistry:\n  storageTimeout: 2s\n"
+// gives up on a storage call after 5s instead of 10s, so that the stall
+// fits the time budget (and still far from what a call takes through FUSE
+// on a loaded machine).
+const originConfig = "gc:\n  interval: 0s\nregistry:\n  storageTimeout: 5s\n"
 
 // layerSizes are the blobs pulled: small, a power of two, and one that
 // is neither, whose last piece is short. Small, so that the load's bytes
@@ -76,6 +77,7 @@ type deployment struct {
 	// phase names the fault in force (or the lack of one), recorded
 	// with every failure so that failures outside faults stand out.
 	phase   atomic.Value
+	breaker [2]float64 // the origin's storage timeouts and refusals at the last setPhase
 	dir     string
 	storage string // the origin's storage root
 	// storageDisk is the directory on disk that holds storage: storage
@@ -168,6 +170,7 @@ func TestSoakPullsAndPushesSurviveFaults(t *testing.T) {
 	})
 	d.logf("load after the faults: %s", load)
 	load.stop()
+	d.setPhase("load stopped")
 	peak := d.rssAll()
 	d.logf("load: %s", load)
 	d.logf("RSS at the end of the load: %s", peak)
@@ -263,10 +266,25 @@ func start(t *testing.T) *deployment {
 	return d
 }
 
-// setPhase records the fault now in force.
+// setPhase records the fault now in force, and what the origin's storage
+// breaker did in the phase before (storage calls given up on after
+// storageTimeout, and failed fast while storage was out): a failure in a
+// phase without a fault can then be told from storage being slow.
 func (d *deployment) setPhase(p string) {
 	d.t.Helper()
+	prev := d.currentPhase()
 	d.phase.Store(p)
+	if d.origin != nil {
+		m, err := testenv.ScrapeMetrics(d.t.Context(), d.origin.URL()+"/metrics")
+		if err == nil {
+			now := [2]float64{m.Sum("shoal_origin_storage_timeouts_total"), m.Sum("shoal_origin_storage_refusals_total")}
+			if now != d.breaker {
+				d.logf("during %q the origin gave up on %.0f storage calls after storageTimeout and failed %.0f fast",
+					prev, now[0]-d.breaker[0], now[1]-d.breaker[1])
+			}
+			d.breaker = now
+		}
+	}
 	d.logf("phase: %s", p)
 }
 

@@ -162,9 +162,7 @@ func (d *deployment) storageStall() {
 	eventually.Within(t, phaseTimeout, "the origin to be ready again once its storage answered", func() bool {
 		return ready(t.Context()) == nil
 	})
-	n, _ := timeouts()
 	d.setPhase("storage answers again")
-	d.logf("the origin gave up on %.0f storage calls during the stall", n-before)
 }
 
 // useStallFS puts the origin's storage on a stallFS when it can be
