@@ -301,27 +301,34 @@ func (e *entry) finish(err error) {
 
 // readAt reads len(p) bytes at off, waiting for the fill to get there.
 func (e *entry) readAt(ctx context.Context, p []byte, off int64) (int, error) {
-	end := off + int64(len(p))
+	if err := e.waitFor(ctx, off+int64(len(p))); err != nil {
+		return 0, err
+	}
+	return e.f.ReadAt(p, off)
+}
+
+// waitFor waits until the first end bytes of the blob are in e.f: at once
+// for a complete blob, as the fill gets there for one being read in.
+func (e *entry) waitFor(ctx context.Context, end int64) error {
 	for {
 		e.mu.Lock()
 		written, done, err, progress := e.written, e.done, e.err, e.progress
 		e.mu.Unlock()
 		if written >= end {
-			break
+			return nil
 		}
 		if done {
 			if err == nil {
 				err = io.ErrUnexpectedEOF
 			}
-			return 0, err
+			return err
 		}
 		select {
 		case <-progress:
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return ctx.Err()
 		}
 	}
-	return e.f.ReadAt(p, off)
 }
 
 // reader returns the bytes [off, off+n) of e as a stream.

@@ -17,6 +17,16 @@ type Config struct {
 	// Listen is the gRPC address of the shoal.peer.v1.Peer service. Empty
 	// turns the seeder (and cluster membership) off.
 	Listen string `yaml:"listen"`
+	// PieceListen is the address of the piece data path (internal/piecewire,
+	// docs/p2p.md): agents that use it fetch piece bytes there, as
+	// length-prefixed frames sent with sendfile(2) from the disk cache on a
+	// plaintext connection, or over TLS 1.3 with the tls settings, while
+	// their Exchange streams carry only control messages. Every Exchange
+	// answer names its port (response header shoal-piece-port), so neither
+	// agents nor the cluster need it configured; set a fixed port for
+	// firewalls. Empty (default): Listen's host, a free port. "off": pieces
+	// go on the Exchange streams only (to compare the two).
+	PieceListen string `yaml:"pieceListen"`
 	// Advertise is the address agents and other origin nodes dial: it is
 	// announced to trackers and published to the cluster. Empty: Listen,
 	// with an unspecified host (":7002", "0.0.0.0:7002") replaced by the
@@ -167,6 +177,8 @@ func (c Config) Validate() error {
 		return errors.New("seeder: announceInterval and announceIdle must be positive")
 	case c.MetainfoEntries <= 0:
 		return fmt.Errorf("seeder: metainfoEntries must be positive, got %d", c.MetainfoEntries)
+	case c.PieceListen != "" && c.PieceListen != PieceListenOff && !isHostPort(c.PieceListen):
+		return fmt.Errorf("seeder: pieceListen %q is neither host:port nor %q", c.PieceListen, PieceListenOff)
 	}
 	if err := c.TLS.Validate(); err != nil {
 		return fmt.Errorf("seeder: %w", err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/internal/peerwire"
@@ -89,6 +90,12 @@ func (s *Server) Exchange(stream peerpb.Peer_ExchangeServer) error {
 	}
 	if s.owns(d) {
 		s.track(d)
+	}
+	if s.pieces != nil {
+		// Agents that speak the piece data path fetch the pieces there.
+		if err := stream.SetHeader(metadata.Pairs(peerwire.PieceHeader, s.pieces.port)); err != nil {
+			return err
+		}
 	}
 	if err := stream.Send(&peerpb.Message{Msg: &peerpb.Message_Handshake{Handshake: &peerpb.Handshake{
 		Digest: d.String(), PeerId: s.peerID, Complete: true,

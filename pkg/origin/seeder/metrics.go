@@ -24,13 +24,15 @@ type metrics struct {
 	refused           *prometheus.CounterVec
 	announcedBlobsNow prometheus.Gauge
 	capabilityDenied  *prometheus.CounterVec
+	pieceBytes        *prometheus.CounterVec
+	pieceConns        prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	const ns, sub = "shoal", "origin_seeder"
 	m := &metrics{
 		egressBytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "egress_bytes_total",
-			Help: "Piece bytes sent to peers, every chunk counted once it is handed to the stream (pieces later cancelled included)."}),
+			Help: "Piece bytes sent to peers: on an Exchange stream every chunk once handed to the stream (pieces later cancelled included), on the piece data path a piece's bytes once written."}),
 		servedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "served_bytes_total",
 			Help: "Bytes of pieces sent whole, by where they were read from (cache: the local copy; storage: read directly)."}, []string{"source"}),
 		piecesServed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "pieces_served_total",
@@ -58,7 +60,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "streams",
 			Help: "Open Exchange streams."}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "refused_total",
-			Help: "Calls refused to protect the node, by reason: max_streams and per_connection (Exchange streams refused with RESOURCE_EXHAUSTED at maxStreams or maxStreamsPerConn), handshake_timeout (no handshake within handshakeTimeout), metainfo_rate (GetMetainfo over a client's coldMetainfoRate)."}, []string{"reason"}),
+			Help: "Calls refused to protect the node, by reason: max_streams and per_connection (Exchange streams refused with RESOURCE_EXHAUSTED at maxStreams or maxStreamsPerConn), handshake_timeout (no handshake within handshakeTimeout), metainfo_rate (GetMetainfo over a client's coldMetainfoRate), piece_connections (piece data path connections beyond maxStreams), piece_handshake (piece data path connections whose TLS handshake failed or took longer than handshakeTimeout)."}, []string{"reason"}),
 		handshaking: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "handshaking_streams",
 			Help: "Exchange streams open and waiting for their handshake (ended at handshakeTimeout; not counted against maxStreams)."}),
 		uploads: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "uploads",
@@ -68,12 +70,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		announcedBlobsNow: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "announced_blobs",
 			Help: "Blobs this node currently announces as an origin seeder."}),
 		capabilityDenied: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "capability_denied_total",
-			Help: "GetMetainfo calls and Exchange streams refused with PERMISSION_DENIED for want of a valid capability for the blob, by rpc (get_metainfo, exchange)."}, []string{"rpc"}),
+			Help: "GetMetainfo calls, Exchange streams and piece data path connections refused for want of a valid capability for the blob (or with a tracker's certificate), by rpc (get_metainfo, exchange, pieces)."}, []string{"rpc"}),
+		pieceBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "piece_data_path_bytes_total",
+			Help: "Piece bytes sent on the piece data path (internal/piecewire), by how they were written: sendfile (from the cache file on a plaintext connection) or copy (TLS, or read from storage)."}, []string{"method"}),
+		pieceConns: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "piece_data_path_connections",
+			Help: "Open connections of the piece data path."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.egressBytes, m.servedBytes, m.piecesServed, m.piecesAgain, m.rejects, m.metainfoComputed, m.metainfoRequests,
 			m.metainfoProxied, m.cacheHits, m.cacheMisses, m.cacheEvictions, m.cacheBytes, m.storageReadBytes, m.streams, m.handshaking,
-			m.refused, m.uploads, m.announces, m.announcedBlobsNow, m.capabilityDenied)
+			m.refused, m.uploads, m.announces, m.announcedBlobsNow, m.capabilityDenied, m.pieceBytes, m.pieceConns)
 	}
 	return m
 }

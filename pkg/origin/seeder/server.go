@@ -139,6 +139,7 @@ type Server struct {
 	resolving  inFlight      // blobs whose metainfo is being resolved
 	limiter    *rate.Limiter // nil: egress unlimited
 	ledger     *ledger       // nil: superseeding off
+	pieces     *pieceService // nil: the piece data path is off
 	up         uplink.Meter  // piece bytes accepted and not sent, and the send rate
 	// anonStreams numbers streams whose handshake names no peer, so that
 	// each counts as its own agent in the ledger.
@@ -227,6 +228,10 @@ func New(cfg Config, d storage.Driver, opts Options) (*Server, error) {
 		// and a larger one would let a stream send ahead of the rate.
 		s.limiter = rate.NewLimiter(rate.Limit(cfg.EgressBytesPerSecond), chunkSize)
 	}
+	if s.pieces, err = s.startPieces(); err != nil {
+		cancel()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -249,6 +254,7 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) close() error {
+	s.pieces.close()
 	// Under annMu so that no announce loop starts after tasks.Wait.
 	s.annMu.Lock()
 	s.cancel()
@@ -517,6 +523,10 @@ func (s *Server) metainfoFromOwner(ctx context.Context, d digest.Digest, size in
 		s.m.metainfoProxied.WithLabelValues("error").Inc()
 		s.log.Info("seeder: asking owner for metainfo failed; trying the next or computing it here", "digest", d, "owner", o.Name, "err", err)
 		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		// No other owner has a seeder address (yet): nothing was asked.
+		return nil, errors.New("no other owner to ask")
 	}
 	return nil, errors.Join(errs...)
 }
