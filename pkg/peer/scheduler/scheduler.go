@@ -71,8 +71,8 @@ type Config struct {
 	// agent pipelines to origins like to any peer (MaxInFlightPerPeer each).
 	// In a swarm the origin's link is the bottleneck and every request
 	// queued there is a piece it may send twice: in the swarm simulation
-	// (swarm_test.go) 1 rather than 2 lowers the origin's egress from 1.88
-	// to 1.69 times the layer for 20 agents, 2.44 to 2.31 for 50.
+	// (swarm_test.go) the origin sends less with 1 than with 2, for 20
+	// agents and for 50.
 	MaxOriginInFlight int
 	// MaxPeers is the number of non-origin peers one blob's download uses;
 	// more are refused with ErrTooManyPeers (the caller answers

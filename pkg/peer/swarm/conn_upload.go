@@ -57,8 +57,7 @@ func (c *conn) sendLoop() error {
 	// before it returns, and nothing here installs the stats handlers or
 	// tracing that the gRPC docs warn may read a message later (the origin
 	// seeder reuses its chunk buffers the same way). A fresh buffer per
-	// chunk cost 50 agents ~12 GiB of allocation and zeroing per 256 MiB
-	// layer.
+	// chunk would allocate and zero every byte uploaded once more.
 	chunk := make([]byte, chunkSize)
 	var src *piecestore.Reader
 	defer func() {
@@ -182,11 +181,10 @@ func (c *conn) reject(i int) {
 // below zero, so a send racing a close cannot leave the backlog short.
 //
 // The meter turns away requests this host would not send within half the
-// piece timeout (see conn.handle): without it a host on a slow link
-// accepted every request (one piece at a time per stream, 16 queued per
-// stream, dozens of streams); at 10 Mbit/s each of ~50 concurrent uploads
-// crawled at ~25 KB/s, requesters timed out, asked again elsewhere, and
-// the late chunks were discarded (2 GiB of 3 GiB received, 50 agents).
+// piece timeout (see peerRequested): without it a host on a slow link
+// accepts every request (one piece at a time per stream, MaxQueuedUploads
+// queued per stream, dozens of streams), every upload crawls, requesters
+// time out and ask again elsewhere, and the late chunks are discarded.
 func (c *conn) addPendingLocked(d int64) {
 	d = max(d, -c.pending)
 	c.pending += d

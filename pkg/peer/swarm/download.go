@@ -121,8 +121,8 @@ type download struct {
 	// scheduler (streaming) only while no other agent is joined: agents
 	// pulling together all read from offset 0, so favouring the pieces at
 	// the readers would send every one of them to the origin for the same
-	// pieces (measured: each agent took the whole layer from the origin),
-	// while rarest first spreads the origin's pieces over the swarm.
+	// pieces, while rarest first spreads the origin's pieces over the
+	// swarm.
 	readers   map[int]int64
 	streaming bool
 	// origin holds back the requests to origins of an agent that is not

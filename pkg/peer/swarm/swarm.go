@@ -131,13 +131,11 @@ type Config struct {
 	// OriginFetchers is how many of the agents pulling a blob together
 	// take pieces from the origin at once (chosen by rendezvous hashing of
 	// peer id and blob, so they agree). The others defer their origin
-	// requests while the swarm keeps delivering. 4: before origin seeders
-	// superseeded, every extra fetcher added pieces fetched twice (e2e, 20
-	// agents, 64 MiB: 1.0-1.6x the layer with 1, 1.7-2.1x with 4); now a
-	// seeder refuses a piece it just gave another agent, and one fetcher
-	// with one request at a time left the origin's link three quarters
-	// idle (50 agents, 100 Mbit/s: p90 3.5-3.9 x S/B with 1, 3.1 with 4, at
-	// 1.00 x S egress either way; docs/benchmarks.md).
+	// requests while the swarm keeps delivering. 4: an origin seeder
+	// refuses a piece it just gave another agent (superseeding), so more
+	// fetchers do not make it send pieces twice, while a single fetcher
+	// with one request at a time leaves the origin's link mostly idle
+	// (docs/benchmarks.md, swarm).
 	OriginFetchers int `yaml:"originFetchers"`
 	// OriginDeferral is how long without a new piece makes an agent that
 	// is not a fetcher send its deferred origin requests (at least three
