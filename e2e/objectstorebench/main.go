@@ -387,7 +387,14 @@ type countingProxy struct {
 	mu      sync.Mutex
 	counts  map[string]int64
 	tracing bool
-	lines   []string
+	lines   []*traced
+}
+
+// traced is one request to the store while tracing.
+type traced struct {
+	kind, rng string
+	status    int
+	n         int64
 }
 
 // counted returns o as seen through a new counting proxy.
@@ -399,21 +406,23 @@ func counted(o *testenv.ObjectStore) (*testenv.ObjectStore, *countingProxy) {
 	rp.ErrorLog = log.New(io.Discard, "", 0)
 	p := &countingProxy{counts: map[string]int64{}}
 	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		k := requestKind(r)
+		// Counted as it arrives: a registry may finish its own answer
+		// before this handler returns.
+		e := &traced{kind: requestKind(r), rng: r.Header.Get("Range")}
+		if e.rng == "" {
+			e.rng = r.Header.Get("x-ms-range")
+		}
+		p.mu.Lock()
+		p.counts[e.kind]++
+		if p.tracing {
+			p.lines = append(p.lines, e)
+		}
+		p.mu.Unlock()
 		cw := &countingWriter{ResponseWriter: w}
 		rp.ServeHTTP(cw, r)
 		p.mu.Lock()
-		defer p.mu.Unlock()
-		p.counts[k]++
-		if p.tracing {
-			line := k
-			if rg := r.Header.Get("Range"); rg != "" {
-				line += " Range " + rg
-			} else if rg := r.Header.Get("x-ms-range"); rg != "" {
-				line += " Range " + rg
-			}
-			p.lines = append(p.lines, fmt.Sprintf("%s: %d, %s", line, cw.status, byteSize(cw.n)))
-		}
+		e.status, e.n = cw.status, cw.n
+		p.mu.Unlock()
 	}))
 	via := *o
 	via.Server = &testenv.Server{Process: o.Process, Addr: strings.TrimPrefix(p.srv.URL, "http://")}
@@ -423,11 +432,22 @@ func counted(o *testenv.ObjectStore) (*testenv.ObjectStore, *countingProxy) {
 func (p *countingProxy) Close() { p.srv.Close() }
 
 // trace starts or stops keeping a line per request and returns the lines
-// kept.
+// kept, of the requests that have ended then.
 func (p *countingProxy) trace(on bool) []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	lines := p.lines
+	var lines []string
+	for _, e := range p.lines {
+		line := e.kind
+		if e.rng != "" {
+			line += " Range " + e.rng
+		}
+		if e.status == 0 {
+			lines = append(lines, line+": still open when the pull ended")
+			continue
+		}
+		lines = append(lines, fmt.Sprintf("%s: %d, %s", line, e.status, byteSize(e.n)))
+	}
 	p.tracing, p.lines = on, nil
 	return lines
 }
