@@ -36,7 +36,7 @@ type guardedDriver struct {
 }
 
 func newGuardedDriver(d storage.Driver, h *storageHealth) *guardedDriver {
-	return &guardedDriver{Driver: d, h: h, workers: newStorageWorkers()}
+	return &guardedDriver{Driver: d, h: h, workers: newStorageWorkers(h.timeout)}
 }
 
 type opClass int
@@ -183,10 +183,10 @@ func (g *guardedDriver) outage(err error) error {
 	return fmt.Errorf("%w: %w", storage.ErrUnavailable, err)
 }
 
-// guarded runs f against storage under the breaker. timed calls are given
-// up after the timeout: f runs on one of the driver's workers while the
-// request waits for it, its context cancelled or the timeout, whichever
-// comes first. A request's context is cancelled once the request is
+// guarded runs f against storage under the breaker. Calls are given up
+// after the timeout (up to a sixteenth of it sooner): f runs on one of the
+// driver's workers while the request waits for it, its context cancelled
+// or the timeout, whichever comes first. A request's context is cancelled once the request is
 // answered, which stops a call given up on in a driver that heeds its
 // context; a context that is never cancelled (work that outlives its
 // request) gets the timeout as its deadline for metadata calls, while the
@@ -209,7 +209,7 @@ func guarded[T any](g *guardedDriver, ctx context.Context, c opClass, op, path s
 		p.ctx, cancel = context.WithTimeout(ctx, g.h.timeout)
 		defer cancel()
 	}
-	call := g.workers.start(p, g.h.timeout)
+	call := g.workers.start(p)
 	select {
 	case <-call.done:
 		g.workers.release(call)
@@ -221,7 +221,7 @@ func guarded[T any](g *guardedDriver, ctx context.Context, c opClass, op, path s
 	case <-ctx.Done():
 		g.workers.abandon(call)
 		return zero, ctx.Err()
-	case <-call.timer.C:
+	case <-call.expired:
 		g.workers.abandon(call)
 		g.h.metrics.storageTimeouts.WithLabelValues(op).Inc()
 		err := fmt.Errorf("storage %s: %s %s: no answer within %s (storageTimeout): %w", g.Name(), op, path, g.h.timeout, storage.ErrUnavailable)

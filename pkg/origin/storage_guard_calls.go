@@ -16,10 +16,12 @@ import (
 //     goroutine starts on a small stack that a driver call (path regexps,
 //     syscalls) outgrows, and copying it on every call costs more than the
 //     call itself;
-//   - the request waits on one timer that is reused from call to call,
-//     not on a context deadline and a timer made for each;
+//   - the request waits for its deadline on a channel shared with the
+//     calls that started in the same sixteenth of storageTimeout
+//     (deadlineBuckets), not on a context deadline and a timer made for
+//     each;
 //   - workers idle for storageWorkerIdle exit, so a burst leaves nothing
-//     behind.
+//     behind; they too wait on shared channels.
 
 // storageWorkerIdle is how long a worker waits for the next call before
 // it exits: long enough to live through the pauses of a steady load, short
@@ -37,34 +39,33 @@ type storageJob interface {
 // storageCall is one call handed to a worker, and what the request waits
 // on. It is reused once the worker has finished with it.
 type storageCall struct {
-	job   storageJob
-	done  chan struct{} // the worker sends once the job has run
-	timer *time.Timer   // the request's deadline; stopped while in the pool
+	job     storageJob
+	done    chan struct{}   // the worker sends once the job has run
+	expired <-chan struct{} // closed once the request has waited long enough
 }
 
 // storageWorkers runs storage calls on goroutines that outlive them.
 type storageWorkers struct {
-	work  chan *storageCall // unbuffered: a send succeeds only if a worker waits
-	calls sync.Pool         // of *storageCall
+	work      chan *storageCall // unbuffered: a send succeeds only if a worker waits
+	calls     sync.Pool         // of *storageCall
+	deadlines *deadlineBuckets  // the requests' (storageTimeout)
+	idle      *deadlineBuckets  // the workers' (storageWorkerIdle)
 }
 
-func newStorageWorkers() *storageWorkers {
-	w := &storageWorkers{work: make(chan *storageCall)}
-	w.calls.New = func() any {
-		t := time.NewTimer(time.Hour)
-		t.Stop()
-		return &storageCall{done: make(chan struct{}, 1), timer: t}
-	}
+func newStorageWorkers(timeout time.Duration) *storageWorkers {
+	w := &storageWorkers{work: make(chan *storageCall),
+		deadlines: newDeadlineBuckets(timeout), idle: newDeadlineBuckets(storageWorkerIdle)}
+	w.calls.New = func() any { return &storageCall{done: make(chan struct{}, 1)} }
 	return w
 }
 
 // start hands job to an idle worker, or to a new one if none waits. The
-// caller waits on the call's done and timer, and gives the call back with
-// release once done has been received.
-func (w *storageWorkers) start(job storageJob, timeout time.Duration) *storageCall {
+// caller waits on the call's done and expired, and gives the call back
+// with release once done has been received.
+func (w *storageWorkers) start(job storageJob) *storageCall {
 	c := w.calls.Get().(*storageCall)
 	c.job = job
-	c.timer.Reset(timeout)
+	c.expired = w.deadlines.expiry()
 	select {
 	case w.work <- c:
 	default:
@@ -75,8 +76,7 @@ func (w *storageWorkers) start(job storageJob, timeout time.Duration) *storageCa
 
 // release returns a call whose done has been received to the pool.
 func (w *storageWorkers) release(c *storageCall) {
-	c.timer.Stop()
-	c.job = nil
+	c.job, c.expired = nil, nil
 	w.calls.Put(c)
 }
 
@@ -94,14 +94,12 @@ func (w *storageWorkers) abandon(c *storageCall) {
 // storageWorkerIdle. After the send on done, c belongs to the request
 // again (which may reuse it at once): the worker does not touch it.
 func (w *storageWorkers) serve(c *storageCall) {
-	idle := time.NewTimer(storageWorkerIdle)
 	for {
 		c.job.run()
 		c.done <- struct{}{}
-		idle.Reset(storageWorkerIdle)
 		select {
 		case c = <-w.work:
-		case <-idle.C:
+		case <-w.idle.expiry():
 			return
 		}
 	}
