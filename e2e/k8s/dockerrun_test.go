@@ -58,7 +58,7 @@ func TestDaemonSetContainerRunsInDockerd(t *testing.T) {
 		Trackers: []string{tracker.GRPCAddr},
 	})
 	ports := map[string]string{}
-	for _, p := range []string{"mirror", "peer"} {
+	for _, p := range []string{"mirror", "peer", "pieces"} {
 		addr, err := testenv.FreeAddr()
 		if err != nil {
 			t.Fatal(err)
@@ -73,7 +73,7 @@ func TestDaemonSetContainerRunsInDockerd(t *testing.T) {
 		"agent.origin=" + origin.URL(),
 		"agent.originSeeders={" + origin.SeederAddr + "}",
 		"trackers={" + tracker.GRPCAddr + "}",
-		"agent.mirror.port=" + ports["mirror"], "agent.peerPort=" + ports["peer"],
+		"agent.mirror.port=" + ports["mirror"], "agent.peerPort=" + ports["peer"], "agent.piecePort=" + ports["pieces"],
 	}}}
 	objs, _, err := h.render(root)
 	if err != nil {

@@ -3,11 +3,13 @@ package k8s
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -134,6 +136,9 @@ func (h *podHost) hostMounts(c corev1.Container) []hostMount {
 				h.t.Fatal(err)
 			}
 			files, mode := h.volumeFiles(v), volumeFileMode(v)
+			if _, ok := files[m.SubPath]; m.SubPath != "" && !ok {
+				h.t.Fatalf("container %s mounts key %s of volume %q, which the volume does not have (keys: %s)", c.Name, m.SubPath, m.Name, strings.Join(slices.Sorted(maps.Keys(files)), ", "))
+			}
 			hm.fill = func(rewrite func(string) string) {
 				for k, b := range files {
 					if m.SubPath != "" && k != m.SubPath {
