@@ -141,6 +141,20 @@ func expect(t *testing.T, st *fakeStream, want, why string) *peerpb.Message {
 	return m
 }
 
+// startOriginPiece asks the origin for piece 0 and has it send head, the
+// piece's first bytes, waiting until c assembled them.
+func startOriginPiece(t *testing.T, c *conn, st *fakeStream, head []byte) {
+	t.Helper()
+	c.request(0)
+	expect(t, st, "request 0", "asking the origin for piece 0")
+	st.send(t, chunkMsg(0, 0, head))
+	eventually.True(t, fmt.Sprintf("%d bytes of piece 0 assembled", len(head)), func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.assembling[0]) == len(head)
+	})
+}
+
 // TestOriginPieceHalfReceivedIsLetFinish: the scheduler takes back a
 // request to an origin once half the piece arrived. No cancel goes out,
 // the next request to the origin waits until the piece is in, and the
@@ -152,14 +166,7 @@ func TestOriginPieceHalfReceivedIsLetFinish(t *testing.T) {
 	dl := attachDownload(c)
 	size := m.PieceSize(0)
 
-	c.request(0)
-	expect(t, st, "request 0", "asking the origin for piece 0")
-	st.send(t, chunkMsg(0, 0, data[:size/2]))
-	eventually.True(t, "half of piece 0 assembled", func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return int64(len(c.assembling[0])) == size/2
-	})
+	startOriginPiece(t, c, st, data[:size/2])
 	c.cancelRequest(0)
 	c.request(1)
 	c.have(3) // a marker: whatever the two calls above sent comes before it
@@ -189,14 +196,7 @@ func TestOriginPieceUnderHalfIsCut(t *testing.T) {
 	discarded := s.metrics.discarded.WithLabelValues("origin")
 	before := testutil.ToFloat64(discarded)
 
-	c.request(0)
-	expect(t, st, "request 0", "asking the origin for piece 0")
-	st.send(t, chunkMsg(0, 0, data[:size/4]))
-	eventually.True(t, "a quarter of piece 0 assembled", func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return int64(len(c.assembling[0])) == size/4
-	})
+	startOriginPiece(t, c, st, data[:size/4])
 	c.cancelRequest(0)
 	expect(t, st, "cancel 0", "taking back an origin piece a quarter received")
 	c.request(1)
