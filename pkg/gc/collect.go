@@ -14,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/pkg/storage"
 )
 
@@ -446,6 +447,12 @@ func (c *collection) deleteBlob(ctx context.Context, d digest.Digest, links []st
 	default:
 		if err := c.drv.Delete(ctx, blobDir(d)); err != nil && !isNotFound(err) {
 			return fmt.Errorf("deleting blob %s: %w", d, err)
+		}
+		// The piece metainfo the origin stored at the push or a seeder
+		// stored on first request goes with its blob; should the blob be
+		// pushed again, a seeder computes it anew.
+		if err := c.drv.Delete(ctx, metainfo.StoragePath(d)); err != nil && !isNotFound(err) {
+			return fmt.Errorf("deleting the metainfo of blob %s: %w", d, err)
 		}
 		c.mu.Lock()
 		c.rep.Blobs = append(c.rep.Blobs, BlobDeletion{Digest: d, Size: fi.Size()})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/pkg/storage"
 )
 
@@ -115,6 +116,12 @@ func TestMarkAndSweepKeepsExactlyTheReachableBlobs(t *testing.T) {
 		t.Run(map[bool]string{true: "dry run", false: "delete"}[dry], func(t *testing.T) {
 			drv := newAged(48 * time.Hour)
 			f := buildSweepFixture(t, drv)
+			// Every blob has its piece metainfo stored, as after a push.
+			for _, d := range append(slices.Clone(f.kept), f.swept...) {
+				if err := drv.PutContent(ctx, metainfo.StoragePath(d), []byte("metainfo of "+d)); err != nil {
+					t.Fatal(err)
+				}
+			}
 			before := blobsIn(t, drv)
 			rep, err := newTestRunner(t, drv, testConfig(), "node-1").Run(ctx, RunOptions{DryRun: dry})
 			if err != nil {
@@ -142,6 +149,14 @@ func TestMarkAndSweepKeepsExactlyTheReachableBlobs(t *testing.T) {
 			for _, d := range f.swept {
 				if after[d] == !dry {
 					t.Errorf("blob %s: present=%v after a run with dryRun=%v", d, after[d], dry)
+				}
+				if _, err := drv.Stat(ctx, metainfo.StoragePath(d)); isNotFound(err) == dry {
+					t.Errorf("metainfo of swept blob %s: err=%v after a run with dryRun=%v", d, err, dry)
+				}
+			}
+			for _, d := range f.kept {
+				if _, err := drv.Stat(ctx, metainfo.StoragePath(d)); err != nil {
+					t.Errorf("metainfo of kept blob %s must stay: %v", d, err)
 				}
 			}
 			if dry && len(after) != len(before) {
