@@ -11,22 +11,20 @@ import (
 
 	"github.com/shoal-dev/shoal/e2e/testenv"
 	"github.com/shoal-dev/shoal/pkg/storage"
+	"github.com/shoal-dev/shoal/pkg/storage/internal/largestream"
 )
 
 // store is one Azurite for the package; each test has a prefix
 // of its own.
 var store *testenv.SharedObjectStore
 
-// TestMain runs this package in short mode, whose only effect is on the
-// reference suite: it skips the 5 GiB stream and shrinks two concurrency
-// tests (10 MiB instead of 128 MiB, 8 streams instead of 32). Azurite
-// stores the 5 GiB stream too slowly for CI's budget (measured in
-// docs/storage.md) for what it adds: the reference driver appends in 4 MiB blocks whatever the
-// size, and its many-block path is crossed by the suite's 10 MiB appends
-// (docs/storage.md).
+// TestMain runs the reference suite in short mode, without its 5 GiB
+// stream, which runs alone with SHOAL_LARGE_STREAM=1 (make large-streams;
+// pkg/storage/internal/largestream). Short mode shrinks two concurrency
+// tests (10 MiB instead of 128 MiB, 8 streams instead of 32).
 func TestMain(m *testing.M) {
 	flag.Parse()
-	if err := flag.Set("test.short", "true"); err != nil {
+	if err := largestream.Configure("TestReferenceSuite"); err != nil {
 		panic(err)
 	}
 	store = testenv.StartSharedObjectStore(testenv.KindAzure)
@@ -49,7 +47,7 @@ func newDriver(t testing.TB) storage.Driver {
 }
 
 // TestReferenceSuite runs the reference registry's driver test suite
-// against Azurite, in short mode (TestMain says why).
+// against Azurite (TestMain says in which mode).
 func TestReferenceSuite(t *testing.T) {
 	d := newDriver(t)
 	testsuites.Driver(t, func() (storage.Driver, error) { return d, nil }, false)

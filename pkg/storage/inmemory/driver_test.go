@@ -11,16 +11,16 @@ import (
 	"github.com/distribution/distribution/v3/registry/storage/driver/testsuites"
 
 	"github.com/shoal-dev/shoal/pkg/storage"
+	"github.com/shoal-dev/shoal/pkg/storage/internal/largestream"
 )
 
-// TestMain runs this package in short mode. Its only effect is on the
-// reference suite: in short mode it streams 10 MiB instead of 128 MiB to
-// concurrent readers and skips its 5 GiB stream, which in memory (and
-// under the race detector's shadow memory) would need well over 10 GiB of
-// RAM to show nothing the 1 MiB and 10 MiB streams do not.
+// TestMain runs the reference suite in short mode, without its 5 GiB
+// stream, which runs alone with SHOAL_LARGE_STREAM=1 (make large-streams;
+// pkg/storage/internal/largestream). Short mode streams 10 MiB instead of
+// 128 MiB to concurrent readers.
 func TestMain(m *testing.M) {
 	flag.Parse()
-	if err := flag.Set("test.short", "true"); err != nil {
+	if err := largestream.Configure("TestReferenceDriverSuite"); err != nil {
 		panic(err)
 	}
 	os.Exit(m.Run())

@@ -14,23 +14,21 @@ import (
 
 	"github.com/shoal-dev/shoal/e2e/testenv"
 	"github.com/shoal-dev/shoal/pkg/storage"
+	"github.com/shoal-dev/shoal/pkg/storage/internal/largestream"
 )
 
 // store is one S3 gateway for the package; each test has a prefix
 // of its own.
 var store *testenv.SharedObjectStore
 
-// TestMain runs this package in short mode, whose only effect is on the
-// reference suite: it skips the 5 GiB stream and shrinks two concurrency
-// tests (10 MiB instead of 128 MiB, 8 streams instead of 32). The whole
-// suite took 370 s against the S3 gateway here without the race detector,
-// and ran past 10 minutes with it on a machine shared with other tests:
-// too much of CI's 90 minutes. What the 5 GiB stream checks on S3 (many
-// parts, a Move above the multipart-copy threshold) TestLargeObject checks
-// with 48 MiB (docs/storage.md).
+// TestMain runs the reference suite in short mode, without its 5 GiB
+// stream, which runs alone with SHOAL_LARGE_STREAM=1 (make large-streams;
+// pkg/storage/internal/largestream). Short mode shrinks two concurrency
+// tests (10 MiB instead of 128 MiB, 8 streams instead of 32): the whole
+// suite took 370 s against the S3 gateway here without the race detector.
 func TestMain(m *testing.M) {
 	flag.Parse()
-	if err := flag.Set("test.short", "true"); err != nil {
+	if err := largestream.Configure("TestReferenceSuite"); err != nil {
 		panic(err)
 	}
 	store = testenv.StartSharedObjectStore(testenv.KindS3)
@@ -53,7 +51,7 @@ func newDriver(t testing.TB) storage.Driver {
 }
 
 // TestReferenceSuite runs the reference registry's driver test suite
-// against the S3 gateway, in short mode (TestMain says why).
+// against the S3 gateway (TestMain says in which mode).
 func TestReferenceSuite(t *testing.T) {
 	d := newDriver(t)
 	testsuites.Driver(t, func() (storage.Driver, error) { return d, nil }, false)
