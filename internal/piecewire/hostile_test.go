@@ -426,13 +426,7 @@ func TestServerRefusesConnectionsBeyondItsLimitPerBlob(t *testing.T) {
 	other := newBlob(t, 1<<20+1, 256<<10)
 	k := newKeys(t)
 	ts := startServer(t, ServerConfig{MaxConnsPerBlob: 1}, multiSource{newFileSource(t, b), newFileSource(t, other)}, k.v, nil)
-	first := ts.dial(t, nil, b, k, ClientConfig{})
-	if err := first.Request(0); err != nil {
-		t.Fatal(err)
-	}
-	if r, ok := nextResult(t, first); !ok || r.Data == nil {
-		t.Fatalf("first connection: %v, %v", r, first.Err())
-	}
+	first := ts.fetchPiece(t, "the first connection for the blob", b, k, 0)
 	second := ts.dial(t, nil, b, k, ClientConfig{})
 	if err := second.Request(0); err != nil {
 		t.Fatal(err)
@@ -444,24 +438,24 @@ func TestServerRefusesConnectionsBeyondItsLimitPerBlob(t *testing.T) {
 	if err := waitDone(t, second); !errors.As(err, &re) || re.Code != CodeUnavailable {
 		t.Fatalf("second client ended with %v; want an Error frame, unavailable", err)
 	}
-	// Another blob has its own count.
-	third := ts.dial(t, nil, other, k, ClientConfig{})
-	if err := third.Request(0); err != nil {
-		t.Fatal(err)
-	}
-	if r, ok := nextResult(t, third); !ok || r.Data == nil {
-		t.Fatalf("a connection for another blob: %v, %v; want its piece", r, third.Err())
-	}
-	// The blob's slot is free again once its connection ended.
+	ts.fetchPiece(t, "a connection for another blob, which has its own count", other, k, 0)
 	first.Close()
 	if err := ts.connEnd(t); err != nil {
 		t.Fatalf("the first connection ended with %v; want a clean close", err)
 	}
-	fourth := ts.dial(t, nil, b, k, ClientConfig{})
-	if err := fourth.Request(1); err != nil {
+	ts.fetchPiece(t, "a connection for the blob once the first ended", b, k, 1)
+}
+
+// fetchPiece dials ts for b and fails the test unless piece i comes; the
+// connection stays open.
+func (ts *testServer) fetchPiece(t *testing.T, what string, b *blob, k keys, i int) *Conn {
+	t.Helper()
+	c := ts.dial(t, nil, b, k, ClientConfig{})
+	if err := c.Request(i); err != nil {
 		t.Fatal(err)
 	}
-	if r, ok := nextResult(t, fourth); !ok || r.Data == nil {
-		t.Fatalf("a connection for the blob after the first ended: %v, %v; want its piece", r, fourth.Err())
+	if r, ok := nextResult(t, c); !ok || r.Data == nil {
+		t.Fatalf("%s: %v, %v; want piece %d", what, r, c.Err(), i)
 	}
+	return c
 }
