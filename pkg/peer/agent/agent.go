@@ -157,7 +157,7 @@ func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	sc.AdvertiseAddr = adv.Addr
 	a.swarm, err = swarm.New(sc, cfg.CacheDir, int64(cfg.CacheQuota), swarm.Options{
 		Tracker: a.tracker, DialOptions: dialOpts, Keys: a.keys, Logger: log, Registerer: a.reg, RequireIdentity: mtls,
-		ServerTLS: serverTLS, ClientTLS: clientTLS,
+		ServerTLS: serverTLS, ClientTLS: clientTLS, PeerListen: a.peerLn.Addr().String(),
 	})
 	if err != nil {
 		return nil, err

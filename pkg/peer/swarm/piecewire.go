@@ -18,8 +18,13 @@ import (
 )
 
 // pieceListenEnv sets Config.PieceListen when the configuration leaves it
-// empty: the swarm tests run with the piece data path on through it.
+// empty: the swarm tests and benchmarks turn the piece data path off
+// ("off") or pin it through it.
 const pieceListenEnv = "SHOAL_SWARM_PIECE_LISTEN"
+
+// PieceListenOff, as Config.PieceListen, keeps pieces on the Exchange
+// streams.
+const PieceListenOff = "off"
 
 // pieceHeader is the Exchange response header in which an agent serving
 // the piece data path (internal/piecewire) names its port; the dialer
@@ -209,13 +214,30 @@ func (src storeSource) OpenPiece(_ context.Context, d digest.Digest, i int) (*pi
 	}}, nil
 }
 
-// pieceListen is the piece data path's listen address: the configured one,
-// else the environment's.
-func pieceListen(cfg Config) string {
-	if cfg.PieceListen != "" {
-		return cfg.PieceListen
+// pieceListen is the piece data path's listen address, "" when it is off:
+// the configured one, else the environment's, else peerListen's host with
+// a free port (announced in the Exchange header like any other).
+func pieceListen(cfg Config, peerListen string) string {
+	addr := cfg.PieceListen
+	if addr == "" {
+		addr = os.Getenv(pieceListenEnv)
 	}
-	return os.Getenv(pieceListenEnv)
+	switch addr {
+	case PieceListenOff:
+		return ""
+	case "":
+		host, _, err := net.SplitHostPort(peerListen)
+		if err != nil {
+			host = ""
+		}
+		return net.JoinHostPort(host, "0")
+	}
+	return addr
+}
+
+func isHostPort(addr string) bool {
+	_, _, err := net.SplitHostPort(addr)
+	return err == nil
 }
 
 // pieceTLS is the piece data path's TLS: the peer protocol's certificates,

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -148,14 +149,44 @@ func TestPieceDataPathRefusesAnotherBlobsCapability(t *testing.T) {
 	}
 }
 
-func TestPieceDataPathIsOffByDefault(t *testing.T) {
+func TestPieceDataPathIsOnByDefaultOnThePeerListenersHost(t *testing.T) {
 	t.Setenv(pieceListenEnv, "")
-	s, _ := newPieceSwarm(t, "")
-	if s.pieceServer != nil || s.piecePort != "" {
-		t.Fatalf("piece server %v on port %q with nothing configured; want none", s.pieceServer, s.piecePort)
+	cfg := DefaultConfig()
+	s, _ := newPieceSwarmWith(t, cfg, Options{PeerListen: "127.0.0.1:7002"})
+	if s.pieceServer == nil || s.piecePort == "" || s.piecePort == "0" {
+		t.Fatalf("piece server %v on port %q with nothing configured; want one on a free port", s.pieceServer, s.piecePort)
 	}
-	if md := s.pieceHeaders(metadata.MD{}); len(md.Get(pieceHeader)) != 0 {
-		t.Fatalf("Exchange header %s = %v with the path off; want none, so peers keep pieces on the stream", pieceHeader, md.Get(pieceHeader))
+	if md := s.pieceHeaders(metadata.MD{}); len(md.Get(pieceHeader)) != 1 {
+		t.Fatalf("Exchange header %s = %v; want the piece port, so peers fetch over it", pieceHeader, md.Get(pieceHeader))
+	}
+	// On the peer listener's host: a loopback peer listener keeps the
+	// pieces on loopback too.
+	c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", s.piecePort))
+	if err != nil {
+		t.Fatalf("dialing the default piece port on the peer listener's host: %v", err)
+	}
+	_ = c.Close()
+}
+
+func TestPieceDataPathOff(t *testing.T) {
+	for name, set := range map[string]func(*testing.T, *Config){
+		"configured": func(_ *testing.T, c *Config) { c.PieceListen = PieceListenOff },
+		"from the environment": func(t *testing.T, _ *Config) {
+			t.Setenv(pieceListenEnv, PieceListenOff)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv(pieceListenEnv, "")
+			cfg := DefaultConfig()
+			set(t, &cfg)
+			s, _ := newPieceSwarmWith(t, cfg, Options{})
+			if s.pieceServer != nil || s.piecePort != "" {
+				t.Fatalf("piece server on port %q with pieceListen off; want none", s.piecePort)
+			}
+			if md := s.pieceHeaders(metadata.MD{}); len(md.Get(pieceHeader)) != 0 {
+				t.Fatalf("Exchange header %s = %v with the path off; want none, so peers keep pieces on the stream", pieceHeader, md.Get(pieceHeader))
+			}
+		})
 	}
 }
 
@@ -164,6 +195,14 @@ func TestPieceDataPathFromTheEnvironment(t *testing.T) {
 	s, _ := newPieceSwarm(t, "")
 	if s.pieceServer == nil || s.piecePort == "" {
 		t.Fatalf("no piece server with %s set", pieceListenEnv)
+	}
+}
+
+func TestPieceListenMustBeAnAddressOrOff(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.PieceListen = "7004"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "pieceListen") {
+		t.Fatalf("Validate with pieceListen %q: %v; want it named as neither host:port nor off", cfg.PieceListen, err)
 	}
 }
 

@@ -165,18 +165,21 @@ type Config struct {
 	// BlacklistTTL is how long a peer caught sending a bad piece is not
 	// dialed for any blob: 10m. Timeouts never put a peer here.
 	BlacklistTTL time.Duration `yaml:"blacklistTTL"`
-	// PieceListen turns on the piece data path (internal/piecewire) and
-	// is the address its listener binds (":0": any port). Pieces
-	// this agent holds are then served on it, its port is named in the
-	// Exchange streams it answers, and downloads from agents naming one
-	// take their pieces over it instead of the stream (which still
-	// carries handshakes and Haves). Empty, the default: off, everything
-	// on the stream. With TLS on the peer listener it is TLS 1.3 with the
-	// same certificates (and mTLS with a CA); plaintext, pieces go out
-	// with sendfile(2). Not used with an ingress limit yet. When empty,
-	// the environment variable SHOAL_SWARM_PIECE_LISTEN sets it (the
-	// swarm tests run with the path on that way).
-	PieceListen string `yaml:"-"`
+	// PieceListen is the address of the piece data path
+	// (internal/piecewire, docs/p2p.md): pieces this agent holds are
+	// served there as length-prefixed frames, sent with sendfile(2) from
+	// the page cache on a plaintext connection, or over TLS 1.3 with the
+	// agent's tls settings (mTLS with a CA), and downloads from agents
+	// that name a piece port take their pieces over it, while the
+	// Exchange streams carry only control messages (handshakes, Haves,
+	// requests to origins). Every Exchange answer names the port
+	// (response header shoal-piece-port), so nothing else needs it
+	// configured; set a fixed port for firewalls. Empty (default): the
+	// environment variable SHOAL_SWARM_PIECE_LISTEN if set, else
+	// peerListen's host, a free port. "off": pieces go on the Exchange
+	// streams only, as before the data path (to compare the two). Pieces
+	// from peers stay on the streams while ingressLimit is set.
+	PieceListen string `yaml:"pieceListen"`
 }
 
 // DefaultConfig returns the defaults described on Config.
@@ -218,6 +221,8 @@ func (c Config) Validate() error {
 		return errors.New("swarm: originDeferral must be in [0, pieceTimeout)")
 	case c.IngressLimit < 0 || c.EgressLimit < 0:
 		return errors.New("swarm: bandwidth limits must not be negative")
+	case c.PieceListen != "" && c.PieceListen != PieceListenOff && !isHostPort(c.PieceListen):
+		return fmt.Errorf("swarm: pieceListen %q is neither host:port nor %q", c.PieceListen, PieceListenOff)
 	}
 	return nil
 }
@@ -267,6 +272,10 @@ type Options struct {
 	// RequireIdentity, both ends of a piece connection must show cluster
 	// certificates, as on the streams.
 	ServerTLS, ClientTLS *tls.Config
+	// PeerListen is the address the peer listener bound: the piece data
+	// path listens on its host by default (Config.PieceListen). Empty:
+	// every interface.
+	PeerListen string
 }
 
 // Swarm is the engine. It serves shoal.peer.v1.Peer (Register) and opens
@@ -392,7 +401,7 @@ func New(cfg Config, dir string, quota int64, opts Options) (*Swarm, error) {
 	}
 	s.store = store
 	s.metrics = newMetrics(opts.Registerer, store)
-	if addr := pieceListen(cfg); addr != "" {
+	if addr := pieceListen(cfg, opts.PeerListen); addr != "" {
 		s.pieceTLS = newPieceTLS(opts.ServerTLS, opts.ClientTLS, opts.RequireIdentity)
 		if opts.RequireIdentity && (opts.ServerTLS == nil || opts.ClientTLS == nil) {
 			// Never plaintext pieces in a cluster that requires
