@@ -128,7 +128,7 @@ func demo(ctx context.Context, opts demoOptions, dir string, ps *procs, out io.W
 		listen, peer := take(), take()
 		a, err := ps.start(ctx, names[i], bins["peer-agent"], filepath.Join(dir, names[i]+".log"), "http://"+listen+"/readyz",
 			"--listen", listen, "--peer-listen", peer, "--peer-id", names[i],
-			"--origin", "http://"+oAPI, "--origin-seeders", oSeeder, "--tracker", trGRPC,
+			"--origin", "http://"+oAPI, "--tracker", trGRPC,
 			"--cache-dir", filepath.Join(dir, names[i]+"-cache"))
 		if err != nil {
 			return err

@@ -51,7 +51,6 @@ func TestPodSpecsPullThroughTheAgent(t *testing.T) {
 		"tracker.count=1", "tracker.port=" + ports["tracker"], "tracker.metricsPort=" + ports["trackerMetrics"],
 		"agent.mirror.port=" + ports["mirror"], "agent.peerPort=" + ports["peer"],
 		"agent.origin=http://" + origin,
-		"agent.originSeeders={127.0.0.1:" + ports["seeder"] + "}",
 		"trackers={127.0.0.1:" + ports["tracker"] + "}",
 		"agent.containerd.enabled=true",
 	}}}

@@ -56,19 +56,6 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- toYaml $out -}}
 {{- end -}}
 
-{{/* The origin seeders' gRPC addresses: one per StatefulSet pod, by its stable DNS name. */}}
-{{- define "shoal.seeders" -}}
-{{- $out := list -}}
-{{- if .Values.agent.originSeeders -}}
-{{- $out = .Values.agent.originSeeders -}}
-{{- else if .Values.origin.enabled -}}
-{{- range $i := until (int .Values.origin.replicas) -}}
-{{- $out = append $out (printf "%s-origin-%d.%s.%s.svc.%s:%d" (include "shoal.fullname" $) $i (include "shoal.originHeadless" $) $.Release.Namespace $.Values.clusterDomain (int $.Values.origin.seeder.port)) -}}
-{{- end -}}
-{{- end -}}
-{{- toYaml $out -}}
-{{- end -}}
-
 {{/* containerd registries: agent.containerd.registries, else origin.externalURL's host. */}}
 {{- define "shoal.containerdRegistries" -}}
 {{- $out := .Values.agent.containerd.registries -}}
