@@ -28,9 +28,14 @@ var readBuffers = sync.Pool{New: func() any { b := make([]byte, maxRead); return
 
 var errReadAfterClose = errors.New("read after Close")
 
+// A Close may come from another goroutine while a Read waits on the store
+// (an HTTP body allows that, to cut a stalled read): mu keeps the buffer
+// from going back to the pool while a Read still uses it.
 type reader struct {
 	rc     io.ReadCloser
 	mapErr func(error) error // names the driver, the store and the path
+
+	mu sync.Mutex
 
 	buf    *[]byte // from readBuffers while data may be buffered
 	r, w   int     // (*buf)[r:w] is read from rc, not yet returned
@@ -44,6 +49,8 @@ func newReader(rc io.ReadCloser, mapErr func(error) error) *reader {
 }
 
 func (r *reader) Read(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.closed {
 		return 0, errReadAfterClose
 	}
@@ -107,6 +114,11 @@ func (r *reader) mapped(err error) error {
 }
 
 func (r *reader) Close() error {
+	// Closed first, outside mu: that ends a Read waiting on the store,
+	// which holds mu.
+	err := r.rc.Close()
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.closed {
 		return nil
 	}
@@ -115,5 +127,5 @@ func (r *reader) Close() error {
 		readBuffers.Put(r.buf)
 		r.buf, r.r, r.w = nil, 0, 0
 	}
-	return r.rc.Close()
+	return err
 }

@@ -155,3 +155,53 @@ func TestReaderErrors(t *testing.T) {
 		r.Close()
 	}
 }
+
+// stalled is a body whose Read waits until it is closed, as an HTTP body
+// from a store that stopped sending does.
+type stalled struct {
+	first  bool
+	closed chan struct{}
+}
+
+func (s *stalled) Read(p []byte) (int, error) {
+	if !s.first {
+		s.first = true
+		return copy(p, "abc"), nil
+	}
+	<-s.closed
+	return 0, errors.New("read on closed body")
+}
+
+func (s *stalled) Close() error {
+	select {
+	case <-s.closed:
+	default:
+		close(s.closed)
+	}
+	return nil
+}
+
+// TestReaderCloseEndsAStalledRead: a Close from another goroutine ends a
+// Read waiting on the store (the race detector checks that the buffer is
+// not handed back to the pool under it).
+func TestReaderCloseEndsAStalledRead(t *testing.T) {
+	r := newReader(&stalled{closed: make(chan struct{})}, noMap)
+	buf := make([]byte, 10)
+	if n, err := r.Read(buf); n != 3 || err != nil {
+		t.Fatalf("first Read = %d, %v; want the 3 bytes sent", n, err)
+	}
+	done := make(chan error)
+	go func() {
+		_, err := r.Read(buf)
+		done <- err
+	}()
+	if err := r.Close(); err != nil {
+		t.Errorf("Close = %v", err)
+	}
+	if err := <-done; err == nil {
+		t.Error("the stalled Read returned no error after Close")
+	}
+	if _, err := r.Read(buf); !errors.Is(err, errReadAfterClose) {
+		t.Errorf("Read after Close = %v, want %v", err, errReadAfterClose)
+	}
+}
