@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 
 	"github.com/opencontainers/go-digest"
@@ -101,9 +102,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, name, ref str
 	if size == 0 {
 		return
 	}
-	buf := make([]byte, copyBufferSize)
-	// Past w's ReadFrom, which would copy in its own smaller chunks.
-	written, err := io.CopyBuffer(struct{ io.Writer }{w}, io.LimitReader(rc, n), buf)
+	written, err := s.sendBlob(w, r, rc, n)
 	if err == nil && written < n {
 		err = io.ErrUnexpectedEOF
 	}
@@ -116,6 +115,78 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, name, ref str
 		// dockerd resumes with a Range request.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// FileRanger is implemented by a blob reader (Blob.NewReader) that can hand
+// the rest of its blob over as a region of a file, for the mirror to send
+// with sendfile(2) instead of through a buffer.
+type FileRanger interface {
+	// FileRange returns a file of the reader's own and where in it the
+	// reader's next byte lies (off), with the n bytes to the blob's end
+	// after it: ok only when the blob is complete, every byte of it
+	// verified. The mirror moves the file's position; the reader's Close
+	// closes the file.
+	FileRange() (f *os.File, off, n int64, ok bool)
+}
+
+// sendBlob writes n bytes of rc to w. A blob complete in the store goes to
+// a plaintext client as a file region through w's ReadFrom, which net/http
+// and net.TCPConn turn into sendfile(2): no copy through user space and no
+// buffer per stream. A blob still downloading is streamed through a buffer
+// as its pieces arrive, the newest from memory, until it is complete; a
+// TLS client always is (the bytes are encrypted in user space).
+func (s *Server) sendBlob(w http.ResponseWriter, r *http.Request, rc io.Reader, n int64) (int64, error) {
+	fr, _ := rc.(FileRanger)
+	rf, _ := w.(io.ReaderFrom)
+	if r.TLS != nil || rf == nil {
+		fr = nil
+	}
+	copied := s.metrics.sentBytes.WithLabelValues("buffer")
+	var buf []byte
+	var written int64
+	for written < n {
+		if fr != nil {
+			if f, off, left, ok := fr.FileRange(); ok {
+				m, err := sendFileRange(rf, f, off, min(left, n-written))
+				written += m
+				s.metrics.sentBytes.WithLabelValues("file").Add(float64(m))
+				return written, err
+			}
+		}
+		if buf == nil {
+			buf = make([]byte, copyBufferSize)
+		}
+		m, rerr := rc.Read(buf[:min(int64(len(buf)), n-written)])
+		if m > 0 {
+			m, err := w.Write(buf[:m])
+			written += int64(m)
+			copied.Add(float64(m))
+			if err != nil {
+				return written, err
+			}
+		}
+		if rerr == io.EOF {
+			return written, nil
+		}
+		if rerr != nil {
+			return written, rerr
+		}
+	}
+	return written, nil
+}
+
+// sendFileRange writes n bytes of f from off through rf.
+func sendFileRange(rf io.ReaderFrom, f *os.File, off, n int64) (int64, error) {
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return 0, fmt.Errorf("positioning the blob file at %d: %w", off, err)
+	}
+	// An *io.LimitedReader over an *os.File is what net.TCPConn.ReadFrom
+	// sends with sendfile(2).
+	m, err := rf.ReadFrom(&io.LimitedReader{R: f, N: n})
+	if err == nil && m < n {
+		err = fmt.Errorf("blob file ended %d bytes short: %w", n-m, io.ErrUnexpectedEOF)
+	}
+	return m, err
 }
 
 // blobSize authorizes the blob at the origin and returns its size. While

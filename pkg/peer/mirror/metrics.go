@@ -13,6 +13,7 @@ type metrics struct {
 	responseBytes *prometheus.CounterVec
 	manifestCache *prometheus.CounterVec
 	blobCache     *prometheus.CounterVec
+	sentBytes     *prometheus.CounterVec
 	originBytes   prometheus.Counter
 	prefetches    *prometheus.CounterVec
 }
@@ -66,6 +67,10 @@ func newMetrics(reg prometheus.Registerer, caches map[string]cacheSizer) *metric
 			Name: "shoal_agent_blob_cache_requests_total",
 			Help: "Blob GETs served from a complete cached blob (hit), through a download (miss), or proxied from the origin without P2P (origin).",
 		}, []string{"result"}),
+		sentBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_agent_blob_sent_bytes_total",
+			Help: "Blob bytes sent to clients from the P2P engine: handed to the connection as a file region, sendfile(2) (file), or copied through a buffer (buffer: a blob still downloading, or a TLS client).",
+		}, []string{"how"}),
 		originBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_agent_origin_proxy_bytes_total",
 			Help: "Blob bytes proxied from the origin's registry API without P2P (only when no P2P engine is configured).",
@@ -85,7 +90,7 @@ func newMetrics(reg prometheus.Registerer, caches map[string]cacheSizer) *metric
 			[]string{"cache"}, nil),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.responseBytes, m.manifestCache, m.blobCache, m.originBytes, m.prefetches, cc)
+		reg.MustRegister(m.requests, m.duration, m.responseBytes, m.manifestCache, m.blobCache, m.sentBytes, m.originBytes, m.prefetches, cc)
 	}
 	return m
 }

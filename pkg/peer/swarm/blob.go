@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/opencontainers/go-digest"
 
@@ -107,7 +108,8 @@ func (b *Blob) NewReader(ctx context.Context, offset int64) (io.ReadCloser, erro
 		cancel(nil)
 		return nil, err
 	}
-	br := &blobReader{r: r, ctx: ctx, cancel: cancel, dl: b.dl, id: int(b.s.readerIDs.Add(1)), lastPiece: -1, size: b.size}
+	br := &blobReader{r: r, ctx: ctx, cancel: cancel, dl: b.dl, id: int(b.s.readerIDs.Add(1)), lastPiece: -1, size: b.size,
+		store: b.s.store, d: b.d}
 	if b.dl != nil {
 		br.verified = b.dl.verified
 	}
@@ -130,6 +132,35 @@ type blobReader struct {
 	// verified is the download's (nil for a blob complete when opened, or
 	// once closed): the blob's last byte waits for it.
 	verified <-chan struct{}
+	store    *piecestore.Store
+	d        digest.Digest
+	// file is the blob's file once FileRange opened it; Close closes it.
+	file *piecestore.BlobFile
+}
+
+// FileRange returns the rest of the blob, from the reader's offset, as a
+// region of a file of the reader's own, for a server that hands it to the
+// kernel (sendfile(2)) instead of reading it through a buffer: ok only
+// once the blob is complete in the store, so every byte of it verified and
+// its digest checked. f is closed by Close; reading it does not move the
+// reader.
+func (r *blobReader) FileRange() (f *os.File, off, n int64, ok bool) {
+	if r.file == nil {
+		if r.dl != nil {
+			select {
+			case <-r.dl.done:
+			default:
+				return nil, 0, 0, false // still downloading: no file to send yet
+			}
+		}
+		bf, err := r.store.OpenFile(r.d)
+		if err != nil {
+			return nil, 0, 0, false // failed or evicted: Read says why
+		}
+		r.file = bf
+	}
+	off = r.r.Offset()
+	return r.file.File, off, r.size - off, true
 }
 
 func (r *blobReader) Read(p []byte) (int, error) {
@@ -184,5 +215,8 @@ func (r *blobReader) Close() error {
 		r.dl.readerAt(r.id, -1)
 	}
 	r.cancel(nil)
+	if r.file != nil {
+		_ = r.file.Close()
+	}
 	return r.r.Close()
 }
