@@ -40,6 +40,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/shoal-dev/shoal/e2e/procstat"
 	"github.com/shoal-dev/shoal/e2e/testenv"
 )
 
@@ -138,7 +139,7 @@ func run(o options) error {
 	rng := rand.NewChaCha8([32]byte{1})
 	_, _ = rng.Read(blob)
 	fmt.Printf("blob %d MiB, %d alternating rounds, manifest HEADs for %s with %d clients per round; load average %s\n",
-		o.sizeMiB, o.rounds, o.headFor, o.headWorkers, loadAverage())
+		o.sizeMiB, o.rounds, o.headFor, o.headWorkers, procstat.LoadAvg())
 
 	var summaries []summary
 	for _, kind := range strings.Split(o.stores, ",") {
@@ -148,7 +149,7 @@ func run(o options) error {
 		}
 		summaries = append(summaries, s...)
 	}
-	fmt.Printf("\nmedians of %d rounds; load average at the end %s\n", o.rounds, loadAverage())
+	fmt.Printf("\nmedians of %d rounds; load average at the end %s\n", o.rounds, procstat.LoadAvg())
 	printSummary(summaries)
 	return nil
 }
@@ -298,7 +299,7 @@ func printSample(kind, name string, i int, s sample) {
 		return
 	}
 	fmt.Printf("%s round %d %-12s push %4.0f MB/s (%d requests, CPU %.2fs, store %.2fs)  pull %4.0f MB/s (%d requests, CPU %.2fs, store %.2fs)  HEAD %5.0f/s  load %s\n",
-		kind, i+1, name, s.pushMBps, s.pushReqs, s.pushCPU, s.storePushCPU, s.pullMBps, s.pullReqs, s.pullCPU, s.storePullCPU, s.headRPS, loadAverage())
+		kind, i+1, name, s.pushMBps, s.pushReqs, s.pushCPU, s.storePushCPU, s.pullMBps, s.pullReqs, s.pullCPU, s.storePullCPU, s.headRPS, procstat.LoadAvg())
 }
 
 // summary is one registry's rounds on one store.
@@ -549,42 +550,14 @@ func byteSize(n int64) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-// cpuSeconds is the user and system CPU time process pid has used, from
-// /proc (Linux), or 0 where it cannot be read.
+// cpuSeconds is the user and system CPU time process pid has used, or 0
+// where it cannot be read (not Linux).
 func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	d, err := procstat.CPU(pid)
 	if err != nil {
 		return 0
 	}
-	// The fields after the command name, which is in parentheses and may
-	// hold spaces: state is field 3, utime 14, stime 15.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / clockTicks
-}
-
-// clockTicks is USER_HZ, the unit of /proc's CPU times: 100 on every Linux
-// architecture Go supports.
-const clockTicks = 100
-
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
+	return d.Seconds()
 }
 
 // pushBlob uploads blob with a POST and one streaming PUT, as clients that
