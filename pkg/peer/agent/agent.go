@@ -165,7 +165,7 @@ func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
 
 	a.checks = newChecker(&checker{
 		origin: cfg.Origin, client: keysClient, originTimeout: cfg.Mirror.OriginTimeout, dialTimeout: cfg.Swarm.DialTimeout,
-		configured: cfg.OriginSeeders, trackers: cfg.Tracker.Trackers, advertise: adv,
+		configured: cfg.OriginSeeders, trackers: cfg.Tracker.Trackers, advertise: adv, tls: clientTLS,
 		setSeeders: a.swarm.SetSeeders, log: log,
 	}, a.reg)
 	var blobs mirror.Blobs = blobSource{a.swarm}

@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -26,6 +28,7 @@ const (
 	checkSeeders   = "seeders"
 	checkTracker   = "tracker"
 	checkAdvertise = "advertise"
+	checkTLS       = "tls"
 )
 
 // checkUserAgent tells the agent's own /v2/ requests apart in the
@@ -69,7 +72,12 @@ type checker struct {
 	// learned from the origin's SeedersHeader.
 	configured []string
 	trackers   []string
-	advertise  advertised
+	// tls is what the agent's gRPC connections to seeders and trackers
+	// use; set, a check completes a TLS handshake with it, so that a
+	// certificate or CA mismatch shows at start and not at the first pull.
+	// Nil: plaintext, a TCP connection is the check.
+	tls       *tls.Config
+	advertise advertised
 	// setSeeders hands a changed seeder list to the swarm.
 	setSeeders func([]string)
 	log        *slog.Logger
@@ -86,14 +94,14 @@ func newChecker(c *checker, reg prometheus.Registerer) *checker {
 	c.seeders = slices.Clone(c.configured)
 	c.problems = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "shoal_agent_problems",
-		Help: "1 while the check named (origin, seeders, tracker, advertise) reports what keeps P2P from working (see /readyz), else 0.",
+		Help: "1 while the check named (origin, seeders, tracker, advertise, tls) reports what keeps P2P from working (see /readyz), else 0.",
 	}, []string{"check"})
 	c.seederN = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "shoal_agent_origin_seeders",
 		Help: "Origin seeders the agent takes metainfo from, configured or learned from the origin.",
 	})
 	reg.MustRegister(c.problems, c.seederN)
-	for _, name := range []string{checkOrigin, checkSeeders, checkTracker, checkAdvertise} {
+	for _, name := range checkNamesAll {
 		c.problems.WithLabelValues(name)
 	}
 	return c
@@ -148,10 +156,15 @@ func (c *checker) round(ctx context.Context) {
 		c.log.Info("origin seeders learned from the origin", "seeders", seeders, "origin", c.origin)
 	}
 	c.seederN.Set(float64(len(seeders)))
-	if p := c.checkSeeders(ctx, seeders, reachable); p != nil {
+	seederTLS, p := c.checkSeeders(ctx, seeders, reachable)
+	if p != nil {
 		ps = append(ps, *p)
 	}
-	if p := c.checkTrackers(ctx); p != nil {
+	trackerTLS, p := c.checkTrackers(ctx)
+	if p != nil {
+		ps = append(ps, *p)
+	}
+	if p := tlsProblem(seederTLS, trackerTLS); p != nil {
 		ps = append(ps, *p)
 	}
 	if c.advertise.Problem != nil {
@@ -166,7 +179,7 @@ func (c *checker) round(ctx context.Context) {
 	first, prev := !c.done, c.last
 	c.last, c.done = r, true
 	c.mu.Unlock()
-	for _, name := range []string{checkOrigin, checkSeeders, checkTracker, checkAdvertise} {
+	for _, name := range checkNamesAll {
 		v := 0.0
 		if slices.ContainsFunc(ps, func(p problem) bool { return p.Check == name }) {
 			v = 1
@@ -190,6 +203,9 @@ func (c *checker) round(ctx context.Context) {
 	}
 	c.log.Warn("P2P cannot work: "+strings.Join(reasons, "; "), "fix", strings.Join(fixes, "; "), "readyz", "/readyz lists these problems")
 }
+
+// checkNamesAll are the checks with a shoal_agent_problems series.
+var checkNamesAll = []string{checkOrigin, checkSeeders, checkTracker, checkAdvertise, checkTLS}
 
 func checkNames(ps []problem) []string {
 	out := make([]string, len(ps))
@@ -226,7 +242,9 @@ func (c *checker) askOrigin(ctx context.Context) (reachable bool, seeders []stri
 	return true, seeders, nil
 }
 
-func (c *checker) checkSeeders(ctx context.Context, seeders []string, originReachable bool) *problem {
+// checkSeeders reports no seeder reachable as a problem, and returns the
+// seeders that answered but failed the TLS handshake.
+func (c *checker) checkSeeders(ctx context.Context, seeders []string, originReachable bool) (tlsFailed []string, _ *problem) {
 	if len(seeders) == 0 {
 		p := &problem{Check: checkSeeders}
 		switch {
@@ -237,57 +255,121 @@ func (c *checker) checkSeeders(ctx context.Context, seeders []string, originReac
 			p.Reason = "no origin seeders known: none configured and the origin could not be asked for them"
 			p.Fix = "make the origin reachable (the agent asks it again every checkInterval) or give --origin-seeders"
 		}
-		return p
+		return nil, p
 	}
-	if failed := dialAll(ctx, seeders, c.dialTimeout); len(failed) == len(seeders) {
+	failed, tlsFailed := dialAll(ctx, seeders, c.dialTimeout, c.tls)
+	if len(failed) == len(seeders) {
 		fix := "check --origin-seeders and that the seeders' port is open to this host"
 		if len(c.configured) == 0 {
 			fix = "the origin lists these addresses: set seeder.advertise on the origin nodes to an address agents reach, and open the seeder port to this host"
 		}
-		return &problem{Check: checkSeeders, Reason: "no origin seeder can be reached: " + strings.Join(failed, "; "), Fix: fix}
+		return tlsFailed, &problem{Check: checkSeeders, Reason: "no origin seeder can be reached: " + strings.Join(failed, "; "), Fix: fix}
 	}
-	return nil
+	return tlsFailed, nil
 }
 
-func (c *checker) checkTrackers(ctx context.Context) *problem {
+// checkTrackers reports no tracker configured or reachable as a problem,
+// and returns the trackers that answered but failed the TLS handshake.
+func (c *checker) checkTrackers(ctx context.Context) (tlsFailed []string, _ *problem) {
 	if len(c.trackers) == 0 {
-		return &problem{Check: checkTracker,
+		return nil, &problem{Check: checkTracker,
 			Reason: "no tracker configured: agents do not find each other, every piece comes from the origin seeders",
 			Fix:    "give --tracker host:7001 (the same list on every agent)"}
 	}
-	if failed := dialAll(ctx, c.trackers, c.dialTimeout); len(failed) == len(c.trackers) {
-		return &problem{Check: checkTracker,
+	failed, tlsFailed := dialAll(ctx, c.trackers, c.dialTimeout, c.tls)
+	if len(failed) == len(c.trackers) {
+		return tlsFailed, &problem{Check: checkTracker,
 			Reason: "no tracker can be reached, so agents do not find each other: " + strings.Join(failed, "; "),
 			Fix:    "check --tracker and that a tracker runs and its port is open to this host; pulls take every piece from the origin seeders meanwhile"}
 	}
-	return nil
+	return tlsFailed, nil
 }
 
-// dialAll connects to every address at once and returns "addr: error" for
-// those that could not be reached within timeout.
-func dialAll(ctx context.Context, addrs []string, timeout time.Duration) []string {
-	errs := make([]error, len(addrs))
+// tlsProblem names the seeders and trackers whose TLS handshake failed:
+// the connections the swarm makes to them fail the same way.
+func tlsProblem(seeders, trackers []string) *problem {
+	if len(seeders)+len(trackers) == 0 {
+		return nil
+	}
+	var reasons []string
+	for _, s := range seeders {
+		reasons = append(reasons, "seeder "+s)
+	}
+	for _, t := range trackers {
+		reasons = append(reasons, "tracker "+t)
+	}
+	return &problem{Check: checkTLS,
+		Reason: "the TLS handshake fails, so pieces and announces will too: " + strings.Join(reasons, "; "),
+		Fix:    "tls.ca must be the CA that signed the seeders' and trackers' certificates, and theirs the CA that signed tls.cert (docs/certificates.md); certificates issued for one shared name need tls.serverName"}
+}
+
+// dialAll connects to every address at once and, with tlsCfg, completes
+// a TLS handshake on each. It returns "addr: error" for those that could
+// not be reached within timeout and, apart, for those whose handshake
+// failed.
+func dialAll(ctx context.Context, addrs []string, timeout time.Duration, tlsCfg *tls.Config) (failed, tlsFailed []string) {
+	tcpErrs, tlsErrs := make([]error, len(addrs)), make([]error, len(addrs))
 	var wg sync.WaitGroup
 	for i, addr := range addrs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d := net.Dialer{Timeout: timeout}
-			conn, err := d.DialContext(ctx, "tcp", addr)
-			if err == nil {
-				conn.Close()
-			}
-			errs[i] = err
+			tcpErrs[i], tlsErrs[i] = probe(ctx, addr, timeout, tlsCfg)
 		}()
 	}
 	wg.Wait()
-	var failed []string
-	for i, err := range errs {
-		if err != nil {
-			failed = append(failed, fmt.Sprintf("%s: %v", addrs[i], err))
+	for i := range addrs {
+		if tcpErrs[i] != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", addrs[i], tcpErrs[i]))
+		}
+		if tlsErrs[i] != nil {
+			tlsFailed = append(tlsFailed, fmt.Sprintf("%s: %v", addrs[i], tlsErrs[i]))
 		}
 	}
-	return failed
+	return failed, tlsFailed
+}
+
+// probe connects to addr and, with tlsCfg, shakes hands as the agent's
+// gRPC connections do (ALPN h2, the host dialled as the name unless
+// tlsCfg names one). A server that refuses the agent's certificate says
+// so with an alert after a TLS 1.3 client has finished its handshake, so
+// the first bytes are read too: a gRPC server sends its settings at once.
+// A server that sends nothing within timeout is taken as accepting.
+func probe(ctx context.Context, addr string, timeout time.Duration, tlsCfg *tls.Config) (tcpErr, tlsErr error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err, nil
+	}
+	defer conn.Close()
+	if tlsCfg == nil {
+		return nil, nil
+	}
+	cfg := tlsCfg.Clone()
+	cfg.NextProtos = []string{"h2"}
+	if cfg.ServerName == "" {
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			cfg.ServerName = host
+		}
+	}
+	tc := tls.Client(conn, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = tc.SetReadDeadline(dl)
+	}
+	var b [1]byte
+	if _, err := tc.Read(b[:]); err != nil {
+		// crypto/tls reports an alert from the peer so, as "remote error".
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "remote error" {
+			return nil, err
+		}
+	}
+	return nil, nil
 }
 
 // serveReadyz answers /readyz: the last round of checks as JSON, 200 when

@@ -188,3 +188,64 @@ func TestCertPeerID(t *testing.T) {
 		t.Errorf("certPeerID of a certificate outside the cluster profile: %v, want an error showing the profile", err)
 	}
 }
+
+// TestReadyzNamesATLSMismatch: a seeder that answers over TCP but whose
+// TLS handshake with the agent fails is named in /readyz and the start-up
+// WARN with the TLS error, at start rather than at the first pull. Both
+// sides are checked: the agent not trusting the seeder's CA, and the
+// seeder refusing the agent's certificate.
+func TestReadyzNamesATLSMismatch(t *testing.T) {
+	cl := startTLSCluster(t, 1000, 32)
+	other := newTestPKI(t)
+	// trusted is an agent certificate the seeder accepts.
+	trusted := cl.pki.tlsFor(t, auth.RoleAgent, "agent-ok")
+	// stranger is one of another CA.
+	stranger := other.tlsFor(t, auth.RoleAgent, "agent-x")
+	for _, tc := range []struct {
+		name    string
+		tls     TLSConfig
+		wantErr string // "" for no tls problem
+	}{
+		{"agent with the wrong CA", stranger, "certificate signed by unknown authority"},
+		{"agent certificate of another CA", TLSConfig{Cert: stranger.Cert, Key: stranger.Key, CA: trusted.CA}, "remote error: tls: "},
+		{"matching CA", trusted, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t, cl.o.URL, []string{cl.seeder.addr}, nil)
+			cfg.TLS = tc.tls
+			cfg.Swarm.PeerID = ""
+			a, logs := startLoggedAgent(t, cfg)
+			_, r := readyz(t, a)
+			var tlsProblem *problem
+			for i, p := range r.Problems {
+				if p.Check == checkTLS {
+					tlsProblem = &r.Problems[i]
+				}
+				if p.Check == checkSeeders {
+					t.Errorf("/readyz reports the seeder %s unreachable; it answers, only its TLS may not match: %+v", cl.seeder.addr, p)
+				}
+			}
+			if tc.wantErr == "" {
+				if tlsProblem != nil {
+					t.Errorf("/readyz reports a TLS problem with a matching CA: %+v", *tlsProblem)
+				}
+				return
+			}
+			if tlsProblem == nil || !strings.Contains(tlsProblem.Reason, "seeder "+cl.seeder.addr) ||
+				!strings.Contains(tlsProblem.Reason, tc.wantErr) || tlsProblem.Fix == "" {
+				t.Fatalf("/readyz problems %+v, want a %q problem naming seeder %s and the error %q, with a fix",
+					r.Problems, checkTLS, cl.seeder.addr, tc.wantErr)
+			}
+			if n := a.metric("shoal_agent_problems", "check", checkTLS); n != 1 {
+				t.Errorf("shoal_agent_problems{check=tls} = %v, want 1", n)
+			}
+			var warned bool
+			for _, l := range logs.lines("WARN") {
+				warned = warned || strings.Contains(l, "P2P cannot work") && strings.Contains(l, cl.seeder.addr) && strings.Contains(l, tc.wantErr)
+			}
+			if !warned {
+				t.Errorf("no start-up WARN names the seeder %s and %q; WARN lines: %q", cl.seeder.addr, tc.wantErr, logs.lines("WARN"))
+			}
+		})
+	}
+}
