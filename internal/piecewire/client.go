@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 )
 
@@ -31,6 +33,12 @@ type ClientConfig struct {
 	// The agent passes its piece store's buffers (PieceBuffer), so
 	// verified pieces move into the store without a copy.
 	Buffer func(size int64) []byte `yaml:"-"`
+	// Ingress, if set, meters every piece byte this connection receives
+	// (a token bucket shared with whatever else the caller meters with
+	// it): a piece is read in steps of at most 256 KiB, each waiting for
+	// its bytes' tokens first, and TCP holds the sender back meanwhile.
+	// Its burst must be at least 256 KiB. nil: no limit.
+	Ingress *rate.Limiter `yaml:"-"`
 }
 
 // DefaultClientConfig returns the defaults documented on ClientConfig.
@@ -125,6 +133,9 @@ type Conn struct {
 
 	results chan Result
 	done    chan struct{}
+	// ctx ends with the connection: a wait for ingress tokens gives up.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	wmu sync.Mutex // one writer at a time
 
@@ -181,6 +192,7 @@ func NewConn(nc net.Conn, meta *metainfo.Metainfo, capability string, cfg Client
 		results:     make(chan Result, cfg.MaxOutstanding),
 		done:        make(chan struct{}),
 		outstanding: map[uint32]reqState{}}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if err := c.write(Preface[:]); err != nil {
 		_ = nc.Close()
 		return nil, err
@@ -299,6 +311,7 @@ func (c *Conn) fail(err error) {
 	c.err = err
 	close(c.done)
 	c.mu.Unlock()
+	c.cancel()
 	_ = c.nc.Close()
 }
 
@@ -408,6 +421,9 @@ func (c *Conn) receive(i int, size int64) (buf []byte, sum [sha256.Size]byte, er
 	h := sha256.New()
 	for off := int64(0); off < size; {
 		n := min(readStep, size-off)
+		if err := c.meter(n); err != nil {
+			return nil, sum, err
+		}
 		_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.Timeout))
 		if _, err := io.ReadFull(c.br, buf[off:off+n]); err != nil {
 			if err == io.EOF {
@@ -424,10 +440,24 @@ func (c *Conn) receive(i int, size int64) (buf []byte, sum [sha256.Size]byte, er
 	return buf, sum, nil
 }
 
+// meter waits for the ingress bucket's tokens for n bytes about to be
+// read, if there is a bucket.
+func (c *Conn) meter(n int64) error {
+	if l := c.cfg.Ingress; l != nil {
+		if err := l.WaitN(c.ctx, int(n)); err != nil {
+			return fmt.Errorf("piecewire: waiting for ingress budget: %w", err)
+		}
+	}
+	return nil
+}
+
 // discard reads and drops a piece whose request was cancelled.
 func (c *Conn) discard(i uint32, size int64) error {
 	for off := int64(0); off < size; {
 		n := min(readStep, size-off)
+		if err := c.meter(n); err != nil {
+			return err
+		}
 		_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.Timeout))
 		m, err := c.br.Discard(int(n))
 		off += int64(m)

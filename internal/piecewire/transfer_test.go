@@ -400,3 +400,17 @@ func TestPieceWantedAgainAfterACancel(t *testing.T) {
 		}
 	})
 }
+
+func TestIngressLimitMetersPiecesReceived(t *testing.T) {
+	b := newBlob(t, 768<<10, 256<<10)
+	k := newKeys(t)
+	ts := startServer(t, ServerConfig{}, newFileSource(t, b), k.v, nil)
+	// A bucket of 1 MiB refilling at one byte a second: what the pieces
+	// take out of it stays out for the test's length.
+	lim := rate.NewLimiter(1, 1<<20)
+	c := ts.dial(t, nil, b, k, ClientConfig{Ingress: lim})
+	fetchAll(t, c, b)
+	if left := lim.Tokens(); left > float64(1<<20-len(b.data))+60 {
+		t.Fatalf("%.0f tokens left in a 1 MiB ingress bucket after receiving %d bytes; want the bytes taken from it", left, len(b.data))
+	}
+}

@@ -78,9 +78,7 @@ func (s *Swarm) pieceHeaders(md metadata.MD) metadata.MD {
 // whose server named its piece port in hdr. It returns nil when there is
 // none to open or it fails: the stream then carries the pieces, as before.
 func (s *Swarm) dialPieces(ctx context.Context, dl *download, addr, peerID string, hdr metadata.MD) *piecewire.Conn {
-	// With an ingress limit the stream's metering applies (piecewire has
-	// none of its own yet).
-	if s.pieceServer == nil || s.ingress != nil {
+	if s.pieceServer == nil {
 		return nil
 	}
 	v := hdr.Get(pieceHeader)
@@ -95,6 +93,7 @@ func (s *Swarm) dialPieces(ctx context.Context, dl *download, addr, peerID strin
 		MaxOutstanding: 4 * s.cfg.MaxInFlightPerPeer,
 		Timeout:        s.cfg.PieceTimeout,
 		Buffer:         s.store.PieceBuffer,
+		Ingress:        s.ingress,
 	})
 	s.metrics.pieceDials.WithLabelValues(boolLabel(err == nil, "ok", "failed")).Inc()
 	if err != nil {

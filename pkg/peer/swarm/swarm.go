@@ -177,8 +177,7 @@ type Config struct {
 	// configured; set a fixed port for firewalls. Empty (default): the
 	// environment variable SHOAL_SWARM_PIECE_LISTEN if set, else
 	// peerListen's host, a free port. "off": pieces go on the Exchange
-	// streams only, as before the data path (to compare the two). Pieces
-	// from peers stay on the streams while ingressLimit is set.
+	// streams only, as before the data path (to compare the two).
 	PieceListen string `yaml:"pieceListen"`
 }
 
