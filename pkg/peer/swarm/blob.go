@@ -136,6 +136,9 @@ type blobReader struct {
 	d        digest.Digest
 	// file is the blob's file once FileRange opened it; Close closes it.
 	file *piecestore.BlobFile
+	// noFile: the blob could not be opened once its download had ended
+	// (failed, or evicted): FileRange does not try again.
+	noFile bool
 }
 
 // FileRange returns the rest of the blob, from the reader's offset, as a
@@ -145,6 +148,9 @@ type blobReader struct {
 // its digest checked. f is closed by Close; reading it does not move the
 // reader.
 func (r *blobReader) FileRange() (f *os.File, off, n int64, ok bool) {
+	if r.noFile {
+		return nil, 0, 0, false
+	}
 	if r.file == nil {
 		if r.dl != nil {
 			select {
@@ -155,7 +161,8 @@ func (r *blobReader) FileRange() (f *os.File, off, n int64, ok bool) {
 		}
 		bf, err := r.store.OpenFile(r.d)
 		if err != nil {
-			return nil, 0, 0, false // failed or evicted: Read says why
+			r.noFile = true // failed or evicted: Read says why
+			return nil, 0, 0, false
 		}
 		r.file = bf
 	}
