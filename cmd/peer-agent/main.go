@@ -16,9 +16,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
-	"fmt"
 	"os"
 	"os/signal"
 	"strings"
@@ -51,16 +49,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	// One agent per piece store: two would each evict and rewrite what
-	// the other believes it holds.
-	unlock, err := daemon.LockDir(cfg.CacheDir)
-	if err != nil {
-		if inUse := (*daemon.DirInUseError)(nil); errors.As(err, &inUse) {
-			return fmt.Errorf("cache directory: %w; is another peer-agent running? Give each its own --cache-dir", err)
-		}
-		return fmt.Errorf("cache directory: %w", err)
-	}
-	defer unlock()
+	// agent.Listen locks the cache directory: one agent per piece store.
 	log.Info("piece store", "dir", cfg.CacheDir, "quota", cfg.CacheQuota)
 	a, err := agent.Listen(cfg, log)
 	if err != nil {

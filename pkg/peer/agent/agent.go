@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/shoal-dev/shoal/internal/connlimit"
+	"github.com/shoal-dev/shoal/internal/daemon"
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/peer/mirror"
 	"github.com/shoal-dev/shoal/pkg/peer/swarm"
@@ -56,9 +57,15 @@ type Agent struct {
 	http    *http.Server
 	checks  *checker
 	ready   atomic.Bool
+	// unlock releases the cache directory, claimed by Listen and held
+	// until Run has closed the piece store.
+	unlock func() error
 }
 
-// Listen binds the agent's listeners and builds its parts; Run serves.
+// Listen claims the cache directory, binds the agent's listeners and
+// builds its parts; Run serves. A second agent on the same cache directory,
+// in this process or another, fails here: two would each evict and rewrite
+// what the other believes it holds.
 func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	if log == nil {
 		log = slog.Default()
@@ -80,13 +87,21 @@ func Listen(cfg Config, log *slog.Logger) (a *Agent, err error) {
 			return nil, err
 		}
 	}
-	a = &Agent{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	unlock, err := daemon.LockDir(cfg.CacheDir)
+	if err != nil {
+		if inUse := (*daemon.DirInUseError)(nil); errors.As(err, &inUse) {
+			return nil, fmt.Errorf("cache directory: %w; is another peer-agent running? Give each its own cacheDir (--cache-dir)", err)
+		}
+		return nil, fmt.Errorf("cache directory: %w", err)
+	}
+	a = &Agent{cfg: cfg, log: log, reg: prometheus.NewRegistry(), unlock: unlock}
 	// The error returns set a to nil before this runs: close what was
 	// opened through its own variable.
 	built := a
 	defer func() {
 		if err != nil {
 			built.closeListeners()
+			_ = built.unlock()
 		}
 	}()
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -250,6 +265,8 @@ func (a *Agent) Registry() *prometheus.Registry { return a.reg }
 // being served get ShutdownGrace to finish, the tracker is told the blobs
 // are gone, streams close.
 func (a *Agent) Run(ctx context.Context) error {
+	// Deferred first, so released last: after the piece store is closed.
+	defer a.unlock()
 	errc := make(chan error, 2)
 	go func() {
 		if err := a.grpc.Serve(a.peerLn); err != nil {
