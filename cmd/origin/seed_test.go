@@ -190,7 +190,7 @@ func TestStartSeederServesAndAnnounces(t *testing.T) {
 	if p.GetKeyId() != key.ID() || len(p.GetSignature()) == 0 {
 		t.Errorf("metainfo from the wired seeder signed by %q, want the origin's key %s", p.GetKeyId(), key.ID())
 	}
-	if got := hdr.Get(seeder.OwnersHeader); len(got) != 1 || got[0] != addr {
+	if got := hdr.Get(peerwire.OwnersHeader); len(got) != 1 || got[0] != addr {
 		t.Errorf("owners header = %v, want [%s]", got, addr)
 	}
 	// The registry API's /v2/ lists the seeder for agents to learn, also

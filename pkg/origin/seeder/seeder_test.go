@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/internal/eventually"
+	"github.com/shoal-dev/shoal/internal/peerwire"
 	"github.com/shoal-dev/shoal/pkg/cluster"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
@@ -363,8 +364,8 @@ func TestNonOwnerAsksOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := hdr.Get(OwnersHeader); len(got) != 1 || got[0] != a.addr {
-		t.Errorf("%s header = %v, want [%s]", OwnersHeader, got, a.addr)
+	if got := hdr.Get(peerwire.OwnersHeader); len(got) != 1 || got[0] != a.addr {
+		t.Errorf("%s header = %v, want [%s]", peerwire.OwnersHeader, got, a.addr)
 	}
 	if n := counter(t, a.m.metainfoComputed); n != 1 {
 		t.Errorf("owner computed metainfo %.0f times, want 1", n)

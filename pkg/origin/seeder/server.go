@@ -36,6 +36,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/shoal-dev/shoal/internal/peerwire"
 	"github.com/shoal-dev/shoal/internal/uplink"
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/cluster"
@@ -45,14 +46,9 @@ import (
 	"github.com/shoal-dev/shoal/proto/trackerpb"
 )
 
-// chunkSize is the largest PieceChunk payload: 1 MiB, well under gRPC's
-// 4 MiB default message limit.
-const chunkSize = 1 << 20
-
-// OwnersHeader is the gRPC response header of GetMetainfo that lists the
-// blob's owners' seeder addresses, best first, comma-separated. An agent
-// that reached a non-owner (or has no tracker) exchanges pieces with these.
-const OwnersHeader = "shoal-owners"
+// chunkSize is the PieceChunk payload the seeder sends: as large as the
+// protocol allows, for the fewest messages per piece.
+const chunkSize = peerwire.MaxChunk
 
 // maxPeerID is the tracker's limit on peer ids.
 const maxPeerID = 128
@@ -313,7 +309,7 @@ func parseDigest(v string) (digest.Digest, error) {
 // a capability for the blob (PERMISSION_DENIED otherwise), within the
 // caller's coldMetainfoRate when answering would read the blob from storage
 // (RESOURCE_EXHAUSTED with a RetryInfo otherwise); NOT_FOUND when
-// the blob is not in storage. The response header OwnersHeader lists the
+// the blob is not in storage. The response header peerwire.OwnersHeader lists the
 // owners' addresses.
 func (s *Server) GetMetainfo(ctx context.Context, req *peerpb.GetMetainfoRequest) (*peerpb.Metainfo, error) {
 	d, err := parseDigest(req.GetDigest())
@@ -356,7 +352,7 @@ func (s *Server) GetMetainfo(ctx context.Context, req *peerpb.GetMetainfoRequest
 			}
 		}
 		if len(addrs) > 0 {
-			_ = grpc.SetHeader(ctx, metadata.Pairs(OwnersHeader, strings.Join(addrs, ",")))
+			_ = grpc.SetHeader(ctx, metadata.Pairs(peerwire.OwnersHeader, strings.Join(addrs, ",")))
 		}
 	}
 	if s.owns(d) {

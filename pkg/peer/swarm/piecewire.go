@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/shoal-dev/shoal/internal/peerwire"
 	"github.com/shoal-dev/shoal/internal/piecewire"
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/proto/peerpb"
@@ -25,13 +26,6 @@ const pieceListenEnv = "SHOAL_SWARM_PIECE_LISTEN"
 // PieceListenOff, as Config.PieceListen, keeps pieces on the Exchange
 // streams.
 const PieceListenOff = "off"
-
-// pieceHeader is the Exchange response header in which an agent serving
-// the piece data path (internal/piecewire) names its port; the dialer
-// connects to it on the host it dialed. Metadata rather than a handshake
-// field, like incarnationHeader: peers that do not know it ignore it, and
-// keep exchanging pieces on the stream.
-const pieceHeader = "shoal-piece-port"
 
 // startPieceServer serves the pieces held on the piece data path at addr.
 func (s *Swarm) startPieceServer(addr string) error {
@@ -69,7 +63,7 @@ func (s *Swarm) startPieceServer(addr string) error {
 // header, when it serves one.
 func (s *Swarm) pieceHeaders(md metadata.MD) metadata.MD {
 	if s.piecePort != "" {
-		md.Set(pieceHeader, s.piecePort)
+		md.Set(peerwire.PieceHeader, s.piecePort)
 	}
 	return md
 }
@@ -81,7 +75,7 @@ func (s *Swarm) dialPieces(ctx context.Context, dl *download, addr, peerID strin
 	if s.pieceServer == nil {
 		return nil
 	}
-	v := hdr.Get(pieceHeader)
+	v := hdr.Get(peerwire.PieceHeader)
 	host, _, err := net.SplitHostPort(addr)
 	if len(v) == 0 || err != nil {
 		return nil

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/shoal-dev/shoal/internal/eventually"
+	"github.com/shoal-dev/shoal/internal/peerwire"
 	"github.com/shoal-dev/shoal/internal/piecewire"
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
@@ -82,8 +83,8 @@ func TestHeldPiecesAreServedOnThePieceDataPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	md := s.pieceHeaders(metadata.MD{})
-	if got := md.Get(pieceHeader); len(got) != 1 || got[0] != s.piecePort {
-		t.Fatalf("Exchange header %s = %v; want the piece port %s", pieceHeader, got, s.piecePort)
+	if got := md.Get(peerwire.PieceHeader); len(got) != 1 || got[0] != s.piecePort {
+		t.Fatalf("Exchange header %s = %v; want the piece port %s", peerwire.PieceHeader, got, s.piecePort)
 	}
 	c, err := piecewire.Dial(context.Background(), net.JoinHostPort("127.0.0.1", s.piecePort), nil, m, tok, piecewire.ClientConfig{})
 	if err != nil {
@@ -156,8 +157,8 @@ func TestPieceDataPathIsOnByDefaultOnThePeerListenersHost(t *testing.T) {
 	if s.pieceServer == nil || s.piecePort == "" || s.piecePort == "0" {
 		t.Fatalf("piece server %v on port %q with nothing configured; want one on a free port", s.pieceServer, s.piecePort)
 	}
-	if md := s.pieceHeaders(metadata.MD{}); len(md.Get(pieceHeader)) != 1 {
-		t.Fatalf("Exchange header %s = %v; want the piece port, so peers fetch over it", pieceHeader, md.Get(pieceHeader))
+	if md := s.pieceHeaders(metadata.MD{}); len(md.Get(peerwire.PieceHeader)) != 1 {
+		t.Fatalf("Exchange header %s = %v; want the piece port, so peers fetch over it", peerwire.PieceHeader, md.Get(peerwire.PieceHeader))
 	}
 	// On the peer listener's host: a loopback peer listener keeps the
 	// pieces on loopback too.
@@ -183,8 +184,8 @@ func TestPieceDataPathOff(t *testing.T) {
 			if s.pieceServer != nil || s.piecePort != "" {
 				t.Fatalf("piece server on port %q with pieceListen off; want none", s.piecePort)
 			}
-			if md := s.pieceHeaders(metadata.MD{}); len(md.Get(pieceHeader)) != 0 {
-				t.Fatalf("Exchange header %s = %v with the path off; want none, so peers keep pieces on the stream", pieceHeader, md.Get(pieceHeader))
+			if md := s.pieceHeaders(metadata.MD{}); len(md.Get(peerwire.PieceHeader)) != 0 {
+				t.Fatalf("Exchange header %s = %v with the path off; want none, so peers keep pieces on the stream", peerwire.PieceHeader, md.Get(peerwire.PieceHeader))
 			}
 		})
 	}
