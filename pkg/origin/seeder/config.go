@@ -82,11 +82,10 @@ type Config struct {
 	// the time this node's link, at its measured rate, takes to send the
 	// whole blob once, clamped to [superseedWindow, superseedMaxWindow]
 	// (2m); it ends at once when the recipient's stream breaks. 0 turns
-	// superseeding off: every request is served. Measured
-	// (docs/benchmarks.md, 50 agents and two busy cores): on 100 Mbit/s
-	// links a 2s floor let pieces go out again while the swarm was still
-	// spreading them (1.13-1.24 x the layer), 15s gave 1.03 x; on 10 Mbit/s
-	// links the piece's send time alone gave 2.5 x.
+	// superseeding off: every request is served. The floor is long
+	// because a short one lets a piece go out again while the swarm is
+	// still spreading it, and the piece's send time alone does on slow
+	// links (docs/benchmarks.md, swarm).
 	SuperseedWindow    time.Duration `yaml:"superseedWindow"`
 	SuperseedMaxWindow time.Duration `yaml:"superseedMaxWindow"`
 	// MaxUploadWait turns away (BUSY) a piece request that this node, at

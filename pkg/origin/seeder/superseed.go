@@ -22,8 +22,8 @@ import (
 // agents with links like the origin's spreads a piece over about that
 // long, so the piece should not go out again before; and short enough that
 // a recipient that left quietly is replaced by the next agent that asks.
-// (With the piece's send time alone, 50 agents on 10 Mbit/s links got the
-// layer 2.5 times from the origin; docs/benchmarks.md.) A recipient whose
+// (The piece's send time alone is too short on slow links: the swarm has
+// not spread the piece by then; docs/benchmarks.md, swarm.) A recipient whose
 // stream breaks (killed, network gone) frees its pieces at once. An agent
 // asking again for a piece it was given (a retry after a cancel, a second
 // stream) is always served.

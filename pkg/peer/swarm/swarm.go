@@ -66,7 +66,7 @@ type Config struct {
 	// A fixed one (stable per host) is
 	// fine: each process also sends a random incarnation with its
 	// handshakes, so a restarted agent is not held to what its
-	// predecessor did (see incarnationHeader).
+	// predecessor did (the shoal-incarnation header).
 	PeerID string `yaml:"peerID"`
 	// AdvertiseAddr is the host:port of this agent's peer service, as
 	// announced to the tracker. An empty host (":7002") lets the tracker
