@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -458,4 +459,54 @@ func (ts *testServer) fetchPiece(t *testing.T, what string, b *blob, k keys, i i
 		t.Fatalf("%s: %v, %v; want piece %d", what, r, c.Err(), i)
 	}
 	return c
+}
+
+// TestServerTakesARequestAgainOnceItsAnswerIsOut: a client may ask for a
+// piece again as soon as it has the answer (the agent does at once after
+// a cancelled reject), which can reach it before the server's write has
+// returned. The server must take that request, not refuse the client for
+// asking twice.
+func TestServerTakesARequestAgainOnceItsAnswerIsOut(t *testing.T) {
+	b := newBlob(t, 1<<20, 256<<10)
+	k := newKeys(t)
+	again := make(chan struct{}, 2)
+	ts := startServer(t, ServerConfig{}, newFileSource(t, b), k.v, nil, func(f Frame) {
+		if f.Type == FrameRequest && f.Index == 0 {
+			again <- struct{}{}
+		}
+	})
+	release := make(chan struct{})
+	var once sync.Once
+	ts.written = func(i uint32) {
+		// Hold the writer after the first answer until the client's
+		// second request for the same piece was acted on.
+		once.Do(func() {
+			select {
+			case <-release:
+			case <-time.After(30 * time.Second): // the server refused it: no second request comes
+			}
+		})
+	}
+	rc := rawDial(t, ts.addr)
+	_ = rc.nc.SetReadDeadline(time.Now().Add(time.Minute))
+	rc.write(t, Preface[:])
+	tok := k.capability(t, b.meta.Digest)
+	go func() {
+		<-again // the first request
+		<-again // the second, sent after the first answer arrived
+		close(release)
+	}()
+	rc.request(t, b, tok, 0)
+	for n := range 2 {
+		f, err := ReadFrame(rc.br)
+		if err != nil || f.Type != FramePiece || f.Index != 0 {
+			t.Fatalf("answer %d: %+v, %v; want piece 0 (the server refused a request made after its answer?)", n+1, f, err)
+		}
+		if _, err := rc.br.Discard(int(f.Length)); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			rc.request(t, b, tok, 0)
+		}
+	}
 }

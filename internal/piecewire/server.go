@@ -174,6 +174,9 @@ type Server struct {
 	// handled, if set (tests), is called with every client frame once
 	// it has been acted on.
 	handled func(Frame)
+	// written, if set (tests), is called after an answer is written and
+	// before the connection counts it answered.
+	written func(index uint32)
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -549,9 +552,16 @@ func (c *serverConn) next() (it item, ok bool, fatal *Frame, err error) {
 	}
 }
 
+// unmark lets piece i be requested again.
+func (c *serverConn) unmark(i uint32) {
+	c.mu.Lock()
+	delete(c.active, i)
+	c.mu.Unlock()
+}
+
+// answered ends the work of an answered request.
 func (c *serverConn) answered(it item) {
 	c.mu.Lock()
-	delete(c.active, it.index)
 	if it.request {
 		c.requests--
 	}
@@ -568,10 +578,18 @@ func (c *serverConn) writeLoop() error {
 			}
 			return err
 		}
+		// The piece may be asked for again as soon as the client has the
+		// answer, which can be before the write returns: the agent asks
+		// again at once after a cancelled reject. So it stops being
+		// active before the answer goes out.
+		c.unmark(it.index)
 		if it.reject != 0 {
 			err = c.writeFrame(Frame{Type: FrameReject, Index: it.index, Reason: it.reject, RetryAfterMs: it.retryMs})
 		} else {
 			err = c.sendPiece(it.index)
+		}
+		if c.s.written != nil {
+			c.s.written(it.index)
 		}
 		c.answered(it)
 		if err != nil {
