@@ -60,6 +60,12 @@ func TestPreheatWithAgentsLeavesTheImageInTheirCaches(t *testing.T) {
 		}
 	}
 
+	// The agents took the pieces from the origin seeders over the piece
+	// data path, not their gRPC streams.
+	if got := c.originSum(t, "shoal_origin_seeder_piece_data_path_bytes_total"); got == 0 {
+		t.Errorf("the origin seeders sent no bytes over the piece data path to the prefetching agents")
+	}
+
 	// A pull of a layer through an agent is now a cache hit, with the
 	// right bytes.
 	layer := want[len(want)-1]

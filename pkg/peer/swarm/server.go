@@ -277,11 +277,11 @@ func (s *Swarm) openStream(dl *download, addr string, origin bool) (*conn, error
 	c.addr, c.origin, c.outgoing = addr, origin, true
 	if hdr, err := st.Header(); err == nil {
 		c.incarnation = incarnationOf(hdr)
-		if !origin {
-			pctx, pcancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
-			c.pw = s.dialPieces(pctx, dl, addr, peerID, hdr)
-			pcancel()
-		}
+		// Agents and origin seeders alike name their piece port in the
+		// header when they serve the piece data path.
+		pctx, pcancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
+		c.pw = s.dialPieces(pctx, dl, addr, peerID, hdr)
+		pcancel()
 	}
 	c.cancel = cancel
 	c.release = release
