@@ -176,9 +176,6 @@ func TestPiecesOverTheDataPathSuperseed(t *testing.T) {
 	if r := answer(t, second, 1); r.Data == nil {
 		t.Errorf("piece 1 to the second agent: %v, want its bytes (only the piece given away waits)", r)
 	}
-	// Another answer first: piecewire's server forgets a request only
-	// after writing its answer, so asking again at once for the piece just
-	// received could be taken as asking twice.
 	if r := answer(t, first, 2); r.Data == nil {
 		t.Errorf("piece 2 to the first agent: %v, want its bytes", r)
 	}
@@ -204,7 +201,6 @@ func TestPiecesOverTheDataPathAdmission(t *testing.T) {
 	if r := answer(t, pc, 1); r.Data == nil {
 		t.Fatalf("piece 1 once the slot is free: %v, want its bytes", r)
 	}
-	// Asked again after another answer (see the superseeding test).
 	if r := answer(t, pc, 0); r.Data == nil {
 		t.Fatalf("piece 0 once the slot is free: %v, want its bytes (the busy answer gave no piece away)", r)
 	}

@@ -9,11 +9,9 @@ import (
 // A store's answer to a read is an HTTP response body, which the origin
 // copies to its client 32 KiB at a time (net/http's copy buffer). Read in
 // 32 KiB pieces, the body costs a system call, and often a wait on the
-// network poller, per piece. Serving a 256 MiB object of versitygw over
-// loopback that way cost about 0.43 CPU-seconds per pull (server and
-// client in one process), 0.28 with the body read through a 4 MiB buffer
-// as registry:2 reads it (its blob reader's bufio.Reader), and 0.28 with
-// this reader (docs/storage.md).
+// network poller, per piece: a large blob's pull costs far more CPU than
+// read through a large buffer, as registry:2 reads it (its blob reader's
+// bufio.Reader). docs/storage.md has the measurements.
 //
 // reader reads the body in reads that start at firstRead and double up to
 // maxRead, so that a short ranged read (a P2P piece, a manifest) does not
