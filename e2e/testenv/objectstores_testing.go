@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -93,6 +94,10 @@ func (s *SharedObjectStore) FreshURL(t testing.TB) string {
 	_, _ = rand.Read(b[:])
 	return o.StorageURL("/test-" + hex.EncodeToString(b[:]))
 }
+
+// DataDir is the directory the server keeps its data in (for a store with
+// a filesystem backend, the bucket is the directory of that name in it).
+func (s *SharedObjectStore) DataDir() string { return filepath.Join(s.dir, "data") }
 
 // Stop stops the server and removes its data.
 func (s *SharedObjectStore) Stop() {
