@@ -122,11 +122,18 @@ func runSingle(ctx context.Context, c config, bins binaries, dir string) error {
 	if err != nil {
 		return err
 	}
+	fresh, warmPages, err := pageCacheWriteCost(dir, lay.size)
+	if err != nil {
+		return err
+	}
 	mbs := func(v float64) string { return fmt.Sprintf("%.0f MB/s", v/1e6) }
 	fmt.Printf("  direct GET from the origin's registry API: %s (median of %s, %s, %s)\n", mbs(direct), mbs(directAll[0]), mbs(directAll[1]), mbs(directAll[2]))
 	fmt.Printf("  cold pull through the agent: %s = %.0f%% of direct  goal >= %.0f%%: %s\n", mbs(cold), 100*cold/direct, 100*goalColdRatio, verdict(cold >= goalColdRatio*direct))
 	fmt.Printf("  warm pull from the agent's cache: %s (median of %s, %s, %s)  goal >= 1 GB/s: %s\n", mbs(warm), mbs(warmAll[0]), mbs(warmAll[1]), mbs(warmAll[2]), verdict(warm >= goalWarm))
 	fmt.Printf("  CPU-s per GiB pulled: direct: %s; cold through the agent: %s\n", directCPU, coldCPU)
+	g := S / (1 << 30)
+	fmt.Printf("  this machine's page cache, CPU-s per GiB of new file data written (the agent's cache writes pay it, a direct GET does not): %.2f on free memory as the pull found it, %.2f on pages just freed\n",
+		fresh.Seconds()/g, warmPages.Seconds()/g)
 	fmt.Printf("  agent peak RSS: cold pull %.0f MiB, warm pulls %.0f MiB  goal <= 150 MiB: %s\n", mib(float64(coldPeak)), mib(float64(warmPeak)), verdict(max(coldPeak, warmPeak) <= goalRSS))
 	return nil
 }
