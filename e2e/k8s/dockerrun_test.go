@@ -102,15 +102,7 @@ func TestDaemonSetContainerRunsInDockerd(t *testing.T) {
 	if code := getStatus(t, live); code != http.StatusOK {
 		t.Errorf("the liveness probe %s answers %d, want 200", live, code)
 	}
-	for _, p := range agent.Ports {
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(p.ContainerPort)))
-		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			t.Errorf("rendered port %s (%d): nothing listens on the host network: %v", p.Name, p.ContainerPort, err)
-			continue
-		}
-		conn.Close()
-	}
+	checkPortsListen(t, agent)
 
 	// Push an image to the origin, pull it through the agent.
 	img, err := random.Image(2<<20, 2)

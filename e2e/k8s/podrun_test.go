@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net"
 	"os"
 	"os/exec"
 	"path"
@@ -302,6 +303,26 @@ func (h *podHost) command(c corev1.Container, binary string) (argv []string, env
 		argv = append([]string{binary}, argv...)
 	}
 	return argv, environ
+}
+
+// checkPortsListen checks that something listens on every TCP port the
+// container declares, on this host: a declared port nothing serves would
+// open a firewall or network policy for nothing, and a served port the
+// spec does not declare would be closed by one.
+func checkPortsListen(t *testing.T, c corev1.Container) {
+	t.Helper()
+	for _, p := range c.Ports {
+		if p.Protocol != "" && p.Protocol != corev1.ProtocolTCP {
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(p.ContainerPort)))
+		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Errorf("container %s, rendered port %s (%d): nothing listens on the host network: %v", c.Name, p.Name, p.ContainerPort, err)
+			continue
+		}
+		conn.Close()
+	}
 }
 
 // probeURL is the container's readiness probe as a URL on this host.

@@ -33,7 +33,7 @@ import (
 func TestPodSpecsPullThroughTheAgent(t *testing.T) {
 	root := workspaceRoot(t)
 	ports := map[string]string{}
-	for _, p := range []string{"registry", "seeder", "gossip", "tracker", "trackerMetrics", "mirror", "peer"} {
+	for _, p := range []string{"registry", "seeder", "seederPieces", "gossip", "tracker", "trackerMetrics", "mirror", "peer", "pieces"} {
 		addr, err := testenv.FreeAddr()
 		if err != nil {
 			t.Fatal(err)
@@ -46,10 +46,11 @@ func TestPodSpecsPullThroughTheAgent(t *testing.T) {
 	// that parallel tests do not clash, and one origin node and tracker.
 	h := helmRender{Name: "pod specs", Release: "shoal", Namespace: "shoal", Values: valueOptions{Values: []string{
 		"origin.replicas=1", "origin.storage.filesystem.accessModes={ReadWriteOnce}",
-		"origin.port=" + ports["registry"], "origin.seeder.port=" + ports["seeder"], "origin.cluster.port=" + ports["gossip"],
+		"origin.port=" + ports["registry"], "origin.seeder.port=" + ports["seeder"], "origin.seeder.piecePort=" + ports["seederPieces"],
+		"origin.cluster.port=" + ports["gossip"],
 		"origin.externalURL=http://" + origin,
 		"tracker.count=1", "tracker.port=" + ports["tracker"], "tracker.metricsPort=" + ports["trackerMetrics"],
-		"agent.mirror.port=" + ports["mirror"], "agent.peerPort=" + ports["peer"],
+		"agent.mirror.port=" + ports["mirror"], "agent.peerPort=" + ports["peer"], "agent.piecePort=" + ports["pieces"],
 		"agent.origin=http://" + origin,
 		"trackers={127.0.0.1:" + ports["tracker"] + "}",
 		"agent.containerd.enabled=true",
@@ -66,6 +67,8 @@ func TestPodSpecsPullThroughTheAgent(t *testing.T) {
 		"metadata.name": "shoal-origin-0", "status.podIP": "127.0.0.1",
 	}, nil)
 	originPod.start("origin")
+	// The seeder's piece port included: the chart pins it for firewalls.
+	checkPortsListen(t, originPod.container("origin"))
 
 	// The agent's node: containerd's certs.d already holds a hosts.toml
 	// for the origin's host, which the init container must keep.
@@ -82,6 +85,7 @@ func TestPodSpecsPullThroughTheAgent(t *testing.T) {
 	checkHostsTOML(t, certsDir, origin, "http://127.0.0.1:"+ports["mirror"], before)
 
 	agentPod.start("agent")
+	checkPortsListen(t, agentPod.container("agent"))
 	mirror := "http://127.0.0.1:" + ports["mirror"]
 
 	// Push an image to the origin, pull it through the agent.
