@@ -142,6 +142,10 @@ type Conn struct {
 	mu          sync.Mutex
 	outstanding map[uint32]reqState // requested, not answered
 	err         error
+	// arriving is the piece whose bytes are being read (-1: none) and
+	// arrived how many of them are in, for Arrived.
+	arriving int
+	arrived  int64
 }
 
 // reqState is where an outstanding request stands.
@@ -191,7 +195,7 @@ func NewConn(nc net.Conn, meta *metainfo.Metainfo, capability string, cfg Client
 	c := &Conn{nc: nc, br: bufio.NewReaderSize(nc, 64<<10), meta: meta, cap: capability, cfg: cfg,
 		results:     make(chan Result, cfg.MaxOutstanding),
 		done:        make(chan struct{}),
-		outstanding: map[uint32]reqState{}}
+		outstanding: map[uint32]reqState{}, arriving: -1}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if err := c.write(Preface[:]); err != nil {
 		_ = nc.Close()
@@ -260,6 +264,20 @@ func (c *Conn) Request(i int) error {
 		return err
 	}
 	return c.write(b)
+}
+
+// Arrived reports how many bytes of piece i have been read while its
+// answer is arriving (in steps of 256 KiB); ok is true from the header of
+// its Piece frame until its last byte is read. A caller deciding whether to withdraw a
+// request uses it: Cancel cannot stop a piece already on its way, whose
+// bytes are then read and thrown away.
+func (c *Conn) Arrived(i int) (n int64, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.arriving != i {
+		return 0, false
+	}
+	return c.arrived, true
 }
 
 // Cancel withdraws the request of piece i. The server answers a request it
@@ -419,6 +437,8 @@ func (c *Conn) answering(f Frame, done bool) (reqState, error) {
 func (c *Conn) receive(i int, size int64) (buf []byte, sum [sha256.Size]byte, err error) {
 	buf = c.cfg.Buffer(size)[:size]
 	h := sha256.New()
+	c.setArrived(i, 0)
+	defer c.setArrived(-1, 0)
 	for off := int64(0); off < size; {
 		n := min(readStep, size-off)
 		if err := c.meter(n); err != nil {
@@ -433,11 +453,18 @@ func (c *Conn) receive(i int, size int64) (buf []byte, sum [sha256.Size]byte, er
 		}
 		h.Write(buf[off : off+n])
 		off += n
+		c.setArrived(i, off)
 	}
 	if h.Sum(sum[:0]); sum != c.meta.PieceHashes[i] {
 		return nil, sum, fmt.Errorf("%w: piece %d of %s: %w", ErrProtocol, i, c.meta.Digest, metainfo.ErrCorruptPiece)
 	}
 	return buf, sum, nil
+}
+
+func (c *Conn) setArrived(i int, n int64) {
+	c.mu.Lock()
+	c.arriving, c.arrived = i, n
+	c.mu.Unlock()
 }
 
 // meter waits for the ingress bucket's tokens for n bytes about to be

@@ -45,8 +45,8 @@ func (c *conn) cancelRequest(i int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.origin {
-		buf, started := c.assembling[i]
-		if c.takeback.Cancel(i, started, int64(len(buf)), c.meta.PieceSize(i)) != scheduler.CancelCut {
+		received, started := c.receivedLocked(i)
+		if c.takeback.Cancel(i, started, received, c.meta.PieceSize(i)) != scheduler.CancelCut {
 			return
 		}
 	}
@@ -59,15 +59,35 @@ func (c *conn) cancelRequest(i int) {
 	c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Cancel{Cancel: &peerpb.Cancel{Index: uint32(i)}}})
 }
 
+// receivedLocked is how much of piece i has arrived, on whichever path
+// carries this conn's pieces; started: any of it at all.
+func (c *conn) receivedLocked(i int) (received int64, started bool) {
+	if c.pw != nil {
+		return c.pw.Arrived(i)
+	}
+	buf, started := c.assembling[i]
+	return int64(len(buf)), started
+}
+
 // pieceEndedLocked notes that piece i is no longer on the wire (received,
 // rejected or broken) and sends the held requests once no piece the
-// scheduler took back is still arriving.
+// scheduler took back is still arriving, on the path the pieces come by:
+// a request on the stream while a piece connection is open would have the
+// peer send the piece on the stream, past the data path.
 func (c *conn) pieceEndedLocked(i int) {
 	delete(c.requested, i)
 	delete(c.assembling, i)
 	for _, j := range c.takeback.Ended(i) {
 		c.requested[j] = true
-		c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Request{Request: &peerpb.Request{Index: uint32(j)}}})
+		if c.pw == nil {
+			c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Request{Request: &peerpb.Request{Index: uint32(j)}}})
+			continue
+		}
+		if err := c.pw.Request(j); err != nil {
+			// close takes mu.
+			go c.close(fmt.Errorf("requesting piece %d on the piece connection: %w", j, err))
+			return
+		}
 	}
 }
 

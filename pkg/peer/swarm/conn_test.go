@@ -6,13 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"net"
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shoal-dev/shoal/internal/eventually"
+	"github.com/shoal-dev/shoal/internal/piecewire"
+	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/proto/peerpb"
 )
@@ -81,9 +86,17 @@ func chunkMsg(i int, off int64, data []byte) *peerpb.Message {
 // (as far as the conn knows), for a blob of m in s's store.
 func runConn(t *testing.T, s *Swarm, m *metainfo.Metainfo, origin bool) (*conn, *fakeStream) {
 	t.Helper()
+	return runConnWith(t, s, m, origin, nil)
+}
+
+// runConnWith is runConn with pw as the conn's piece connection (nil:
+// none, pieces on the stream).
+func runConnWith(t *testing.T, s *Swarm, m *metainfo.Metainfo, origin bool, pw *piecewire.Conn) (*conn, *fakeStream) {
+	t.Helper()
 	st := newFakeStream(t)
 	c := newConn(s, m, st, "the-peer", metainfo.NewBitfield(m.NumPieces()))
 	c.origin = origin
+	c.pw = pw
 	s.mu.Lock()
 	c.bs = s.blobLocked(m.Digest)
 	s.mu.Unlock()
@@ -182,6 +195,109 @@ func TestOriginPieceHalfReceivedIsLetFinish(t *testing.T) {
 	if p, ok := evs[0].(evPiece); !ok || p.piece != 0 || p.err != nil || len(evs) != 1 {
 		t.Fatalf("the download got %#v; want piece 0, stored, alone", evs)
 	}
+}
+
+// TestOriginPieceHalfReceivedOnThePieceDataPathIsLetFinish is the
+// take-back rule on the piece data path: there a cancel cannot stop a
+// piece already on its way (it arrives whole and is thrown away), so a
+// piece half received from the origin is let finish, and the request held
+// meanwhile goes out on the piece connection, where the pieces come, not
+// on the stream.
+func TestOriginPieceHalfReceivedOnThePieceDataPathIsLetFinish(t *testing.T) {
+	s, key := newPieceSwarm(t, "")
+	const pieceLength = 1 << 20 // four of the piece client's read steps
+	data := make([]byte, 3*pieceLength)
+	_, _ = rand.NewChaCha8([32]byte{3}).Read(data)
+	m, err := metainfo.Compute(bytes.NewReader(data), digest.FromBytes(data), int64(len(data)), pieceLength)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.store.Create(m); err != nil {
+		t.Fatal(err)
+	}
+	// The origin's piece server sends the first half of piece 0, then
+	// waits for gate.
+	gate := make(chan struct{})
+	src := &gatedSource{data: data, meta: m, gate: gate, opened: make(chan int, 8)}
+	srv := piecewire.NewServer(piecewire.ServerConfig{}, src, auth.NewVerifier(key.Public()))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	tok, err := key.IssueCapability(m.Digest, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, err := piecewire.Dial(t.Context(), l.Addr().String(), nil, m, tok, piecewire.ClientConfig{Buffer: s.store.PieceBuffer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, st := runConnWith(t, s, m, true, pw)
+	dl := attachDownload(c)
+
+	c.request(0)
+	eventually.True(t, "half of piece 0 in from the origin's piece connection", func() bool {
+		n, ok := pw.Arrived(0)
+		return ok && n >= pieceLength/2
+	})
+	c.cancelRequest(0)
+	c.request(1)
+	c.mu.Lock()
+	sent := c.requested[1]
+	c.mu.Unlock()
+	if sent {
+		t.Fatal("piece 1 was asked of the origin while piece 0, taken back half received, is still arriving; want the request held")
+	}
+
+	close(gate)
+	var evs []any
+	eventually.True(t, "pieces 0 (let finish) and 1 (asked once 0 was in) reach the download", func() bool {
+		evs = append(evs, pieceEvents(dl)...)
+		return len(evs) >= 2
+	})
+	for k, want := range []int{0, 1} {
+		if p, ok := evs[k].(evPiece); !ok || p.piece != want || p.err != nil {
+			t.Fatalf("download event %d is %#v; want piece %d, stored (all: %#v)", k, evs[k], want, evs)
+		}
+	}
+	if got := []int{<-src.opened, <-src.opened}; got[0] != 0 || got[1] != 1 {
+		t.Fatalf("the origin's piece server was asked for pieces %v; want 0 then 1", got)
+	}
+	c.have(2) // a marker: a request sent on the stream would come before it
+	expect(t, st, "have 2", "the held request went out on the piece connection, so the stream carries only the Have")
+}
+
+// gatedSource serves a blob's pieces on the piece data path, piece 0 in
+// two halves with a wait for gate between them, and tells opened which
+// pieces it was asked for.
+type gatedSource struct {
+	data   []byte
+	meta   *metainfo.Metainfo
+	gate   chan struct{}
+	opened chan int
+}
+
+func (g *gatedSource) OpenPiece(_ context.Context, _ digest.Digest, i int) (*piecewire.Piece, error) {
+	g.opened <- i
+	off, size := g.meta.PieceOffset(i), g.meta.PieceSize(i)
+	b := g.data[off : off+size]
+	if i != 0 {
+		return &piecewire.Piece{Size: size, Reader: bytes.NewReader(b)}, nil
+	}
+	return &piecewire.Piece{Size: size, Reader: io.MultiReader(bytes.NewReader(b[:size/2]), &gatedReader{gate: g.gate, r: bytes.NewReader(b[size/2:])})}, nil
+}
+
+// gatedReader reads r once gate is closed.
+type gatedReader struct {
+	gate chan struct{}
+	r    io.Reader
+}
+
+func (g *gatedReader) Read(p []byte) (int, error) {
+	<-g.gate
+	return g.r.Read(p)
 }
 
 // TestOriginPieceUnderHalfIsCut: taken back with less than half of it

@@ -118,7 +118,7 @@ func (c *conn) pieceLoop(pw *piecewire.Conn) {
 				c.s.store.PutPieceBuffer(r.Data)
 				continue
 			}
-			delete(c.requested, i)
+			c.pieceEndedLocked(i)
 			c.mu.Unlock()
 			// Hashed as it arrived: the store checks that hash against
 			// the metainfo instead of hashing the piece again. Written
@@ -130,7 +130,7 @@ func (c *conn) pieceLoop(pw *piecewire.Conn) {
 			err := c.s.store.WriteVerifiedPiece(c.bs.d, i, r.Data, r.Sum)
 			dl.post(evPiece{c: c, piece: i, size: n, err: err}, c.closed)
 		case r.Err != nil:
-			delete(c.requested, i)
+			c.pieceEndedLocked(i)
 			c.mu.Unlock()
 			if dl != nil && wanted {
 				dl.post(evPiece{c: c, piece: i, err: r.Err}, c.closed)
