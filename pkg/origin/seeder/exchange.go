@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	grpcpeer "google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/internal/peerwire"
@@ -87,6 +88,14 @@ func (s *Server) Exchange(stream peerpb.Peer_ExchangeServer) error {
 	}
 	if peer == "" {
 		peer = fmt.Sprintf("\x00stream-%d", s.anonStreams.Add(1))
+	} else if !s.requireIdentity {
+		// Before the piece port goes out in the header: the agent's piece
+		// connection, which names no agent, counts as this one.
+		if p, ok := grpcpeer.FromContext(ctx); ok {
+			if host := hostOf(p.Addr); host != "" {
+				defer s.streamHosts.add(d, host, peer)()
+			}
+		}
 	}
 	if s.owns(d) {
 		s.track(d)

@@ -189,10 +189,10 @@ func (p *pieceService) serveConn(nc net.Conn) {
 		}
 	}
 	if src.peer == "" {
-		// Without mTLS the requests name no agent: each connection counts
-		// as its own in the superseeding ledger (as a stream whose
-		// handshake names none).
-		src.peer = fmt.Sprintf("\x00pieces-%d", s.anonStreams.Add(1))
+		// Without mTLS the requests name no agent: the first one, which
+		// names the blob, finds it by the streams from this host
+		// (pieceConnPeer).
+		src.host = hostOf(nc.RemoteAddr())
 	}
 	srv := piecewire.NewServer(piecewire.ServerConfig{
 		MaxQueued: s.cfg.MaxQueuedRequests,
@@ -262,6 +262,7 @@ func (k pieceKeys) VerifyCapability(token string, d digest.Digest) error {
 type pieceConn struct {
 	s    *Server
 	peer string // the agent, for the superseeding ledger
+	host string // without a certificate: the agent's IP, for pieceConnPeer
 	srv  *piecewire.Server
 	sent piecewire.Stats // srv's counts already added to the metrics
 
@@ -287,6 +288,9 @@ func (c *pieceConn) OpenPiece(ctx context.Context, d digest.Digest, i int) (*pie
 			return nil, err
 		}
 		c.m, c.src, c.grants = m, s.pieceSource(d, m.Size), s.ledger.open(d, m.NumPieces(), m.Size)
+		if c.peer == "" {
+			c.peer = s.pieceConnPeer(d, c.host)
+		}
 		if s.owns(d) {
 			s.track(d)
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/pkg/storage"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
+	"github.com/shoal-dev/shoal/proto/peerpb"
 )
 
 // pieceBlobSize makes three pieces, the last one short.
@@ -184,6 +185,43 @@ func TestPiecesOverTheDataPathSuperseed(t *testing.T) {
 	}
 	if n := counter(t, s.m.rejects.WithLabelValues("at_peers")); n != 1 {
 		t.Errorf("rejects_total{reason=at_peers} = %v, want 1", n)
+	}
+}
+
+// Without mTLS a piece connection names no agent: it counts as the agent
+// whose stream for the blob is open from its host, so an agent given a
+// piece over its piece connection is given it again on its stream (one
+// recipient, not two). A host with two agents' streams cannot say which a
+// piece connection is: it counts as neither.
+func TestPieceConnectionCountsAsItsAgentsStream(t *testing.T) {
+	s, _, m := seedPieces(t, inmemory.New(), func(c *Config, _ *Options, _ string) {
+		c.SuperseedWindow, c.SuperseedMaxWindow = time.Minute, time.Minute
+	})
+	open := func(id string) peerpb.Peer_ExchangeClient {
+		st, err := s.client().Exchange(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		handshakeAs(t, st, m.Digest, id)
+		return st
+	}
+
+	a := open("agent-a")
+	if r := answer(t, dialPieces(t, s, m, nil), 0); r.Data == nil {
+		t.Fatalf("piece 0 to agent a's piece connection: %v, want its bytes", r)
+	}
+	request(t, a, 0)
+	if r := receiveAnswer(t, a, m, 0); r != nil {
+		t.Fatalf("agent a asking on its stream for the piece its piece connection got: %v, want the piece (one agent, one recipient)", r)
+	}
+
+	b := open("agent-b")
+	request(t, b, 0)
+	if r := receiveAnswer(t, b, m, 0); r.GetReason() != peerpb.Reject_REASON_AT_PEERS {
+		t.Fatalf("agent b asking for piece 0, given to a: %v, want REASON_AT_PEERS", r)
+	}
+	if r := answer(t, dialPieces(t, s, m, nil), 0); r.Reject != piecewire.ReasonAtPeers {
+		t.Fatalf("piece 0 to a piece connection from a host with a's and b's streams: %v, want 'at peers' (taken for neither agent)", r)
 	}
 }
 

@@ -222,6 +222,32 @@ func request(t *testing.T, stream peerpb.Peer_ExchangeClient, i uint32) {
 	}
 }
 
+// receiveAnswer reads one answer to a stream's request of piece i of m:
+// the whole piece (nil), or a reject.
+func receiveAnswer(t *testing.T, st peerpb.Peer_ExchangeClient, m *metainfo.Metainfo, i uint32) *peerpb.Reject {
+	t.Helper()
+	var got int64
+	for {
+		msg, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := msg.GetReject(); r != nil {
+			if r.Index != i {
+				t.Fatalf("reject of piece %d, want an answer about %d", r.Index, i)
+			}
+			return r
+		}
+		ch := msg.GetChunk()
+		if ch == nil || ch.Index != i {
+			t.Fatalf("got %v, want a chunk of piece %d", msg, i)
+		}
+		if got += int64(len(ch.Data)); got == m.PieceSize(int(i)) {
+			return nil
+		}
+	}
+}
+
 // With one upload slot and a slow egress budget, a second stream's request
 // is rejected as busy while the first piece is being sent; a Cancel stops
 // that piece; an index past the end is rejected as not held; and the egress

@@ -153,29 +153,9 @@ func TestSeederSendsOtherAgentsToTheSwarm(t *testing.T) {
 		handshakeAs(t, st, dg, id)
 		return st
 	}
-	// receive reads one answer to a request: the whole piece, or a reject.
 	receive := func(st peerpb.Peer_ExchangeClient, i uint32) *peerpb.Reject {
 		t.Helper()
-		var got int64
-		for {
-			msg, err := st.Recv()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r := msg.GetReject(); r != nil {
-				if r.Index != i {
-					t.Fatalf("reject of piece %d, want an answer about %d", r.Index, i)
-				}
-				return r
-			}
-			ch := msg.GetChunk()
-			if ch == nil || ch.Index != i {
-				t.Fatalf("got %v, want a chunk of piece %d", msg, i)
-			}
-			if got += int64(len(ch.Data)); got == m.PieceSize(int(i)) {
-				return nil
-			}
-		}
+		return receiveAnswer(t, st, m, i)
 	}
 
 	a, b := open("agent-a"), open("agent-b")
