@@ -70,7 +70,12 @@ func Open(ctx context.Context, u *url.URL) (storage.Driver, error) {
 // New connects to HDFS and creates the root directory if it is missing. It
 // fails, with an error matching storage.ErrUnavailable, if no namenode
 // answers.
-func New(ctx context.Context, cfg Config) (*Driver, error) {
+func New(ctx context.Context, cfg Config) (*Driver, error) { return newWithDial(ctx, cfg, nil) }
+
+// newWithDial is New with a wrapper around the namenode dial function, which
+// tests use to cut the driver off from a real namenode at a moment of their
+// choosing.
+func newWithDial(ctx context.Context, cfg Config, wrapNamenodeDial func(dialFunc) dialFunc) (*Driver, error) {
 	def := DefaultConfig()
 	if len(cfg.NameNodes) == 0 {
 		return nil, errors.New("hdfs: no namenode address")
@@ -95,6 +100,9 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		NamenodeDialFunc:       dial,
 		DatanodeDialFunc:       dial,
 		DataTransferProtection: cfg.DataTransferProtection,
+	}
+	if wrapNamenodeDial != nil {
+		opts.NamenodeDialFunc = wrapNamenodeDial(opts.NamenodeDialFunc)
 	}
 	if cfg.Kerberos != nil {
 		kc, err := cfg.Kerberos.client()

@@ -18,7 +18,6 @@ import (
 	"github.com/distribution/distribution/v3/registry/storage/driver/testsuites"
 
 	minihdfs "github.com/shoal-dev/shoal/e2e/hdfs"
-	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/pkg/storage"
 )
 
@@ -47,6 +46,19 @@ func TestMain(m *testing.M) {
 // do not see each other's files.
 func newDriver(t testing.TB, query string) *Driver {
 	t.Helper()
+	u := freshRoot(t, query)
+	d, err := Open(context.Background(), u)
+	if err != nil {
+		t.Fatalf("open %s: %v", u, err)
+	}
+	t.Cleanup(func() { d.(*Driver).Close() })
+	return d.(*Driver)
+}
+
+// freshRoot returns the storage URL of a new root directory in the shared
+// cluster, with query appended to its parameters.
+func freshRoot(t testing.TB, query string) *url.URL {
+	t.Helper()
 	c := minihdfs.Require(t, cluster, clusterErr)
 	var b [6]byte
 	_, _ = rand.Read(b[:])
@@ -54,12 +66,7 @@ func newDriver(t testing.TB, query string) *Driver {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := Open(context.Background(), u)
-	if err != nil {
-		t.Fatalf("open %s: %v", u, err)
-	}
-	t.Cleanup(func() { d.(*Driver).Close() })
-	return d.(*Driver)
+	return u
 }
 
 // TestReferenceSuite runs the reference registry's driver test suite on the
@@ -174,18 +181,17 @@ func TestNameNodeOutage(t *testing.T) {
 	}
 	restarted = true
 
-	// The driver replaces clients whose connection broke, so it should
-	// serve on the first try; allow for the namenode to finish starting
-	// its RPC handlers.
-	var got []byte
-	if werr := eventually.Wait(eventually.Timeout, func() bool {
-		got, err = d.GetContent(ctx, "/before")
-		return err == nil
-	}); werr != nil {
-		t.Fatalf("waiting for GetContent to succeed after the namenode restarted: %v; last error %v", werr, err)
-	}
-	if string(got) != "old" {
-		t.Fatalf("content after outage = %q, want %q", got, "old")
+	// StartNameNode returns once the namenode serves writes. The driver
+	// replaces clients whose namenode connection broke, so every client of
+	// the pool, used during the outage or idle, serves on its first call.
+	for i := 0; i < d.cfg.Clients; i++ {
+		got, err := d.GetContent(ctx, "/before")
+		if err != nil {
+			t.Fatalf("GetContent %d of %d (one per pooled client) after the namenode restarted: %v", i+1, d.cfg.Clients, err)
+		}
+		if string(got) != "old" {
+			t.Fatalf("content after outage = %q, want %q", got, "old")
+		}
 	}
 	if _, err := d.Stat(ctx, "/during"); !errors.As(err, new(storage.PathNotFoundError)) {
 		t.Fatalf("Stat of a file put during the outage: %v; want PathNotFoundError", err)

@@ -16,12 +16,16 @@ import (
 // single client would queue every request of a busy origin behind the
 // slowest namenode call.
 //
-// A client whose connection failed is retired and replaced on next use: the
-// library would reconnect by itself, but only after returning one more error
-// on the dead connection and waiting out a 5 s backoff, which would delay
-// recovery after a namenode restart. A retired client is closed once nothing
-// (an open reader or writer) uses it any more, because closing it earlier
-// would drop the HDFS lease of a file being written through it.
+// A client whose namenode connection failed is retired and replaced before it
+// is handed out again. After a failed call the library refuses every call for
+// 5 s without dialing ("no available namenodes"), and its lease renewer calls
+// the namenode every second whether the client is busy or idle: by the time a
+// restarted namenode serves again, every client has failed, and those that
+// failed in the last 5 s would fail the first requests made on them. So the
+// pool follows each client's namenode connection itself (namenodeLink) rather
+// than learn of its failure from a request. A retired client is closed once
+// nothing (an open reader or writer) uses it any more, because closing it
+// earlier would drop the HDFS lease of a file being written through it.
 type pool struct {
 	opts  hdfs.ClientOptions
 	slots []*slot
@@ -39,7 +43,8 @@ type client struct {
 	*hdfs.Client
 	defaults hdfs.ServerDefaults // replication and block size for new files
 	slot     *slot
-	refs     int // guarded by slot.mu
+	namenode *namenodeLink // whether its namenode connection still works
+	refs     int           // guarded by slot.mu
 	retired  bool
 	// closeOnce: the library's Close panics when called twice, and both
 	// the pool's close and the last release of a retired client close it.
@@ -61,8 +66,9 @@ func newPool(opts hdfs.ClientOptions, n int) *pool {
 	return p
 }
 
-// get returns a client, connecting one if its slot is empty. The caller
-// must pass it to put when done.
+// get returns a client, connecting one if its slot is empty or holds a
+// client whose namenode connection failed. The caller must pass it to put
+// when done.
 func (p *pool) get() (*client, error) {
 	s := p.slots[int(p.next.Add(1))%len(p.slots)]
 	s.mu.Lock()
@@ -70,24 +76,39 @@ func (p *pool) get() (*client, error) {
 	if s.closed {
 		return nil, errClosed
 	}
+	if s.c != nil && s.c.namenode.broken() {
+		s.retire(s.c)
+	}
 	if s.c == nil {
-		hc, err := hdfs.NewClient(p.opts)
+		c, err := p.dial(s)
 		if err != nil {
 			return nil, err
 		}
-		// The library caches the server defaults in the Client on first
-		// use without a lock, and reads them on every create and datanode
-		// connection: a data race when the client is shared. Fetch them
-		// here, before any other goroutine sees the client.
-		def, err := hc.ServerDefaults()
-		if err != nil {
-			_ = hc.Close()
-			return nil, err
-		}
-		s.c = &client{Client: hc, slot: s, defaults: def}
+		s.c = c
 	}
 	s.c.refs++
 	return s.c, nil
+}
+
+// dial connects a new client for slot s.
+func (p *pool) dial(s *slot) (*client, error) {
+	link := &namenodeLink{}
+	opts := p.opts
+	opts.NamenodeDialFunc = link.watch(opts.NamenodeDialFunc)
+	hc, err := hdfs.NewClient(opts)
+	if err != nil {
+		return nil, err
+	}
+	// The library caches the server defaults in the Client on first use
+	// without a lock, and reads them on every create and datanode
+	// connection: a data race when the client is shared. Fetch them here,
+	// before any other goroutine sees the client.
+	def, err := hc.ServerDefaults()
+	if err != nil {
+		_ = hc.Close()
+		return nil, err
+	}
+	return &client{Client: hc, slot: s, defaults: def, namenode: link}, nil
 }
 
 // put hands a client back. err is the outcome of what it was used for: a
@@ -109,13 +130,21 @@ func (p *pool) release(c *client, retire bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c.refs--
-	if retire && !c.retired {
-		c.retired = true
-		if s.c == c {
-			s.c = nil
-		}
+	if retire || c.retired {
+		// Again for a retired client, so that its last user closes it.
+		s.retire(c)
 	}
-	if c.retired && c.refs == 0 {
+}
+
+// retire takes c out of service: the slot connects a new client on next
+// use, and c is closed once nobody uses it (now, or by the last release).
+// s.mu must be held.
+func (s *slot) retire(c *client) {
+	c.retired = true
+	if s.c == c {
+		s.c = nil
+	}
+	if c.refs == 0 {
 		c.shut()
 	}
 }
@@ -135,12 +164,15 @@ func (p *pool) close() error {
 	return nil
 }
 
+// dialFunc dials a namenode or a datanode, as hdfs.ClientOptions takes it.
+type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
+
 // dialer returns a dial function whose connections time out each read and
 // write after ioTimeout. The HDFS client sets no deadline on namenode calls,
 // so without this a namenode that accepts connections but does not answer
 // (a GC pause, a hung host) would hang every request forever instead of
 // failing with an error the origin turns into 503.
-func dialer(dialTimeout, ioTimeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+func dialer(dialTimeout, ioTimeout time.Duration) dialFunc {
 	d := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := d.DialContext(ctx, network, addr)
@@ -170,4 +202,67 @@ func (c *timeoutConn) Write(b []byte) (int, error) {
 		return 0, err
 	}
 	return c.Conn.Write(b)
+}
+
+// namenodeLink follows the namenode connection of one client: whether the
+// connection the library uses now has failed. The library keeps that state
+// to itself, and learns of a failure only by failing a call; it dials only
+// in the call that replaces a failed connection, so the last connection it
+// dialed is the one it uses.
+type namenodeLink struct {
+	current atomic.Pointer[watchedConn] // nil before the first dial and after a failed one
+}
+
+// broken reports whether the client's last namenode dial failed or its
+// connection has since failed a read or write or been closed: its next call
+// would fail, or wait out the library's backoff.
+func (l *namenodeLink) broken() bool {
+	c := l.current.Load()
+	return c == nil || c.failed.Load()
+}
+
+// watch wraps a namenode dial function so that l follows what it returns.
+func (l *namenodeLink) watch(dial dialFunc) dialFunc {
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext // the library's default
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			l.current.Store(nil)
+			return nil, err
+		}
+		w := &watchedConn{Conn: c}
+		l.current.Store(w)
+		return w, nil
+	}
+}
+
+// watchedConn records that its connection failed. Any error counts, timeouts
+// included: the library keeps a connection whose read timed out, and the
+// late answer would then be taken for the answer to the next call.
+type watchedConn struct {
+	net.Conn
+	failed atomic.Bool
+}
+
+func (c *watchedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err != nil {
+		c.failed.Store(true)
+	}
+	return n, err
+}
+
+func (c *watchedConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if err != nil {
+		c.failed.Store(true)
+	}
+	return n, err
+}
+
+func (c *watchedConn) Close() error {
+	c.failed.Store(true)
+	return c.Conn.Close()
 }
