@@ -73,6 +73,13 @@ func TestSwarmPullsAtOnce(t *testing.T) {
 	// for a CI machine so loaded that deferring agents time out and fetch
 	// from the origin themselves (2.3x seen at load 20 on 2 cores); the
 	// figure itself is measured by make bench-swarm.
+	// Every agent serves the piece data path (on by default), so pieces go
+	// over it whichever agent opened the stream between two of them.
+	for i, a := range as[:agents-1] {
+		if n := a.metric("shoal_agent_stream_uploaded_bytes_total"); n != 0 {
+			t.Errorf("agent %d sent %.0f piece bytes on Exchange streams; want every piece on the piece data path", i, n)
+		}
+	}
 	if sent := seeder.sent.Load(); sent > int64(3*len(layer)) {
 		t.Errorf("the origin seeder sent %.2fx the layer to %d agents; want ≤ 3x (without sharing it would be %dx)", float64(sent)/float64(len(layer)), agents-1, agents-1)
 	}

@@ -143,6 +143,7 @@ func (c *conn) sendLoop() error {
 			return fmt.Errorf("sending piece %d to peer: %w", idx, err)
 		}
 		c.s.metrics.uploaded.Add(float64(n))
+		c.s.metrics.uploadedStream.Add(float64(n))
 		c.s.up.Sent(n, time.Now())
 		c.mu.Lock()
 		c.addPendingLocked(-n)

@@ -9,6 +9,7 @@ import (
 type metrics struct {
 	downloaded       *prometheus.CounterVec
 	uploaded         prometheus.Counter
+	uploadedStream   prometheus.Counter
 	uploadsRefused   prometheus.Counter
 	duplicate        prometheus.Counter
 	discarded        *prometheus.CounterVec
@@ -38,6 +39,10 @@ func newMetrics(reg prometheus.Registerer, store *piecestore.Store) *metrics {
 		uploaded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_agent_uploaded_bytes_total",
 			Help: "Piece bytes sent to other agents.",
+		}),
+		uploadedStream: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_agent_stream_uploaded_bytes_total",
+			Help: "Piece bytes sent to other agents on Exchange streams rather than the piece data path: to a peer with swarm.pieceListen off, or whose piece port could not be dialed. 0 when every agent serves the piece data path.",
 		}),
 		uploadsRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_agent_uploads_refused_total",
@@ -114,7 +119,7 @@ func newMetrics(reg prometheus.Registerer, store *piecestore.Store) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.downloaded, m.uploaded, m.uploadsRefused, m.duplicate, m.discarded, m.piecesVerified, m.piecesRejected,
+		reg.MustRegister(m.downloaded, m.uploaded, m.uploadedStream, m.uploadsRefused, m.duplicate, m.discarded, m.piecesVerified, m.piecesRejected,
 			m.blacklisted, m.connections, m.dials, m.announces, m.announceDuration, m.downloads, m.downloadsActive,
 			m.cacheHits, m.cacheMisses, m.capabilityDenied, m.metainfoRejected, m.digestMismatches, m.pieceDials,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{

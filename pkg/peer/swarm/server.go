@@ -117,6 +117,9 @@ func (p *peerService) Exchange(st grpc.BidiStreamingServer[peerpb.Message, peerp
 		return status.Error(codes.Unavailable, err.Error())
 	}
 	if dl != nil {
+		// Before the join: the download may ask the peer for pieces
+		// as soon as it knows the stream.
+		c.setPieceConn(s.dialPiecesBack(st.Context(), dl, peerID, md))
 		dl.post(evJoined{c: c}, c.closed)
 	}
 	c.run()
@@ -243,7 +246,13 @@ func (s *Swarm) openStream(dl *download, addr string, origin bool) (*conn, error
 		return nil, err
 	}
 	timer := time.AfterFunc(s.cfg.DialTimeout, cancel)
-	st, err := peerpb.NewPeerClient(cc).Exchange(metadata.AppendToOutgoingContext(s.withCapability(ctx, dl.d), peerwire.IncarnationHeader, s.incarnation))
+	// This agent's piece port goes with the stream, so that the peer
+	// fetches pieces from it on the piece data path too (dialPiecesBack).
+	kv := []string{peerwire.IncarnationHeader, s.incarnation}
+	if s.piecePort != "" {
+		kv = append(kv, peerwire.PieceHeader, s.piecePort)
+	}
+	st, err := peerpb.NewPeerClient(cc).Exchange(metadata.AppendToOutgoingContext(s.withCapability(ctx, dl.d), kv...))
 	if err != nil {
 		return fail(fmt.Errorf("opening a stream to %s: %w", addr, err))
 	}
