@@ -286,11 +286,11 @@ func (s *Server) writeChunk(ctx context.Context, name, id string, st *uploadStat
 		}}
 	}
 	src := &readErrRecorder{r: body}
-	dst := io.MultiWriter(c.fw, h)
+	var pieces io.Writer
 	if c.pieces != nil {
-		dst = io.MultiWriter(c.fw, h, c.pieces)
+		pieces = c.pieces
 	}
-	c.n, err = copyBuffered(dst, src)
+	c.n, err = copyChunk(c.fw, h, pieces, src)
 	if err == nil && want >= 0 && c.n != want {
 		err = &ociapi.Error{Status: http.StatusBadRequest, Code: ociapi.CodeBlobUploadInvalid,
 			Message: fmt.Sprintf("chunk body had %d bytes, Content-Length/Content-Range said %d", c.n, want)}

@@ -1,0 +1,163 @@
+package origin
+
+import (
+	"hash"
+	"io"
+	"sync"
+	"sync/atomic"
+)
+
+// chunkBuffers bounds the bytes of one chunk that have been read from the
+// client but not yet taken by the storage writer or the piece hasher, in
+// copyBuffers (1 MiB each). The reference storage writers send what they
+// are given in requests of their own size, one after the other, and take
+// nothing while a request is out (S3's parts are 10 MiB, Azure's appends
+// 4 MiB). Meanwhile the next 8 MiB are read and hashed, so that once the
+// store has taken a part the writer waits only for the read and hashes of
+// the last 2 MiB of the next, little against what a part takes at the
+// store (docs/storage.md, "Pushes").
+const chunkBuffers = 8
+
+// copyChunk copies src to the upload's part writer fw, to h (the digest of
+// the whole upload) and to pieces (its piece hasher; nil for none), and
+// returns how many bytes fw took. fw and pieces take the bytes on
+// goroutines of their own, h on the one that reads src, so the store is
+// sent bytes while the next ones are read and hashed: the store does not
+// wait for the origin's two SHA-256 passes. fw and pieces share each
+// buffer read from src, no copy, which goes back to copyBuffers once both
+// are done with it; at most chunkBuffers are in flight.
+//
+// Reading stops at the first error of fw or src: fw's error is returned
+// (wrapped errors keep their type), then src's. On any error the caller
+// throws the chunk away, and the state of h and pieces does not matter. On
+// success every byte read was written to all three.
+func copyChunk(fw io.Writer, h hash.Hash, pieces io.Writer, src io.Reader) (int64, error) {
+	p := &chunkPipe{
+		slots:   make(chan struct{}, chunkBuffers),
+		toStore: make(chan *chunkBuf, chunkBuffers),
+		stopped: make(chan struct{}),
+	}
+	consumers := int32(2)
+	if pieces == nil {
+		consumers = 1
+	}
+	var wg sync.WaitGroup
+	var stored int64
+	var storeErr error
+	wg.Go(func() {
+		for b := range p.toStore {
+			if storeErr == nil {
+				n, err := fw.Write(b.bytes())
+				stored += int64(n)
+				if err == nil && n < len(b.bytes()) {
+					err = io.ErrShortWrite
+				}
+				if err != nil {
+					storeErr = err
+					close(p.stopped)
+				}
+			}
+			p.release(b)
+		}
+	})
+	var toPieces chan *chunkBuf
+	if pieces != nil {
+		toPieces = make(chan *chunkBuf, chunkBuffers)
+		wg.Go(func() {
+			for b := range toPieces {
+				_, _ = pieces.Write(b.bytes()) // a Hasher never fails
+				p.release(b)
+			}
+		})
+	}
+
+	var readErr error
+	for readErr == nil {
+		select {
+		case p.slots <- struct{}{}:
+		case <-p.stopped:
+		}
+		if p.isStopped() {
+			break
+		}
+		b := &chunkBuf{buf: copyBuffers.Get().(*[]byte)}
+		b.n, readErr = p.fill(src, *b.buf)
+		if b.n == 0 {
+			copyBuffers.Put(b.buf)
+			<-p.slots
+			continue
+		}
+		_, _ = h.Write(b.bytes())
+		b.refs.Store(consumers)
+		p.toStore <- b
+		if toPieces != nil {
+			toPieces <- b
+		}
+	}
+	close(p.toStore)
+	if toPieces != nil {
+		close(toPieces)
+	}
+	wg.Wait()
+	if storeErr != nil {
+		return stored, storeErr
+	}
+	if readErr == io.EOF {
+		readErr = nil
+	}
+	return stored, readErr
+}
+
+// chunkPipe is what copyChunk's goroutines share.
+type chunkPipe struct {
+	// slots holds a token per buffer in flight.
+	slots   chan struct{}
+	toStore chan *chunkBuf
+	// stopped is closed when the store writer fails: reading stops.
+	stopped chan struct{}
+}
+
+func (p *chunkPipe) isStopped() bool {
+	select {
+	case <-p.stopped:
+		return true
+	default:
+		return false
+	}
+}
+
+// release is called by each consumer of b when done with it; the last one
+// gives the buffer and its slot back.
+func (p *chunkPipe) release(b *chunkBuf) {
+	if b.refs.Add(-1) > 0 {
+		return
+	}
+	copyBuffers.Put(b.buf)
+	<-p.slots
+}
+
+// chunkBuf is one buffer of a chunk on its way to the store and the piece
+// hasher.
+type chunkBuf struct {
+	buf  *[]byte
+	n    int
+	refs atomic.Int32 // consumers not done with it yet
+}
+
+func (b *chunkBuf) bytes() []byte { return (*b.buf)[:b.n] }
+
+// fill reads from r until buf is full, r fails or ends, or the store
+// writer fails: the store writer and the hashers are handed whole buffers,
+// not each short read the network gives. It returns io.EOF only when r
+// ended.
+func (p *chunkPipe) fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) && !p.isStopped() {
+		k, err := r.Read(buf[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}

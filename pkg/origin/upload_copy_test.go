@@ -1,0 +1,152 @@
+package origin
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"slices"
+	"sync/atomic"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/pkg/metainfo"
+)
+
+// shortReads returns data in reads of random sizes, as a network does, and
+// counts the bytes it gave.
+type shortReads struct {
+	data []byte
+	rng  *rand.Rand
+	read atomic.Int64
+	// failAt makes the read that would pass this offset fail with err.
+	failAt int
+	err    error
+}
+
+func (r *shortReads) Read(p []byte) (int, error) {
+	off := int(r.read.Load())
+	if off == len(r.data) {
+		return 0, io.EOF
+	}
+	n := min(len(p), len(r.data)-off, 1+r.rng.IntN(300<<10))
+	if r.err != nil && off+n > r.failAt {
+		n = r.failAt - off
+		r.read.Add(int64(n))
+		copy(p, r.data[off:off+n])
+		return n, r.err
+	}
+	copy(p, r.data[off:off+n])
+	r.read.Add(int64(n))
+	return n, nil
+}
+
+// failingWriter takes limit bytes, then fails.
+type failingWriter struct {
+	bytes.Buffer
+	limit int
+	err   error
+}
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if w.Len()+len(p) > w.limit {
+		n, _ := w.Buffer.Write(p[:w.limit-w.Len()])
+		return n, w.err
+	}
+	return w.Buffer.Write(p)
+}
+
+func randomBlob(t *testing.T, size int) []byte {
+	t.Helper()
+	b := make([]byte, size)
+	rng := rand.NewChaCha8([32]byte{7})
+	_, _ = rng.Read(b)
+	return b
+}
+
+// Every byte reaches the store writer, the upload's digest and its piece
+// hashes, in order, whatever sizes the body's reads have and however many
+// buffers the chunk spans.
+func TestCopyChunkFeedsStoreDigestAndPiecesInOrder(t *testing.T) {
+	for _, size := range []int{1, 1 << 20, 3*metainfo.DefaultPieceLength + 12345, (chunkBuffers+3)<<20 + 1} {
+		data := randomBlob(t, size)
+		var store bytes.Buffer
+		h := sha256.New()
+		pieces, err := metainfo.NewHasher(metainfo.DefaultPieceLength)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := copyChunk(&store, h, pieces, &shortReads{data: data, rng: rand.New(rand.NewPCG(1, uint64(size)))})
+		if err != nil || n != int64(size) {
+			t.Fatalf("%d bytes: copyChunk stored %d bytes, err %v; want all of them, no error", size, n, err)
+		}
+		if !bytes.Equal(store.Bytes(), data) {
+			t.Errorf("%d bytes: the store got other bytes than the body's (%d bytes)", size, store.Len())
+		}
+		if got, want := digest.NewDigest(digest.SHA256, h), digest.FromBytes(data); got != want {
+			t.Errorf("%d bytes: upload digest %s, want %s", size, got, want)
+		}
+		d := digest.FromBytes(data)
+		got, err := pieces.Metainfo(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := metainfo.Compute(bytes.NewReader(data), d, int64(size), metainfo.DefaultPieceLength)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got.PieceHashes, want.PieceHashes) {
+			t.Errorf("%d bytes: piece hashes differ from the blob's (%d pieces hashed, %d in the blob)", size, got.NumPieces(), want.NumPieces())
+		}
+	}
+}
+
+func TestCopyChunkWithoutPieces(t *testing.T) {
+	data := randomBlob(t, 2<<20+5)
+	var store bytes.Buffer
+	n, err := copyChunk(&store, sha256.New(), nil, bytes.NewReader(data))
+	if err != nil || n != int64(len(data)) || !bytes.Equal(store.Bytes(), data) {
+		t.Fatalf("without a piece hasher: stored %d of %d bytes (equal: %t), err %v", n, len(data), bytes.Equal(store.Bytes(), data), err)
+	}
+}
+
+// A store that fails stops the copy: its error comes back, with the bytes
+// it took, and the body is not read to its end (a client is not made to
+// send a layer the origin cannot store).
+func TestCopyChunkStopsAtAStoreFailure(t *testing.T) {
+	data := randomBlob(t, (4*chunkBuffers)<<20)
+	errStore := errors.New("store failed")
+	store := &failingWriter{limit: 3<<20 + 7, err: errStore}
+	src := &shortReads{data: data, rng: rand.New(rand.NewPCG(3, 4))}
+	pieces, _ := metainfo.NewHasher(metainfo.DefaultPieceLength)
+	n, err := copyChunk(store, sha256.New(), pieces, src)
+	if !errors.Is(err, errStore) {
+		t.Fatalf("copyChunk returned %v, want the store's error", err)
+	}
+	if n != int64(store.limit) {
+		t.Errorf("copyChunk says the store took %d bytes; it took %d", n, store.limit)
+	}
+	// The reader may be ahead of the store by the buffers in flight and
+	// the one it was filling.
+	if most := int64(store.limit) + (chunkBuffers+2)<<20; src.read.Load() > most {
+		t.Errorf("the body was read to %d bytes after the store failed at %d; at most %d (the buffers in flight) should be", src.read.Load(), store.limit, most)
+	}
+}
+
+// A body that fails mid-way returns its error; what was read before it
+// was stored (the caller throws the chunk away in any case).
+func TestCopyChunkReturnsABodyFailure(t *testing.T) {
+	data := randomBlob(t, 5<<20)
+	errBody := errors.New("client went away")
+	src := &shortReads{data: data, rng: rand.New(rand.NewPCG(5, 6)), failAt: 2<<20 + 3, err: errBody}
+	var store bytes.Buffer
+	n, err := copyChunk(&store, sha256.New(), nil, src)
+	if !errors.Is(err, errBody) {
+		t.Fatalf("copyChunk returned %v, want the body's error", err)
+	}
+	if n != int64(src.failAt) || !bytes.Equal(store.Bytes(), data[:src.failAt]) {
+		t.Errorf("before the body failed at %d, the store took %d bytes (equal to the body's: %t)", src.failAt, n, bytes.Equal(store.Bytes(), data[:n]))
+	}
+}
