@@ -113,13 +113,25 @@ func (c *conn) peerHas(i int) {
 }
 
 // attach makes dl the download this conn delivers to and returns the
-// peer's pieces at that moment; Haves after it go to dl as events.
-func (c *conn) attach(dl *download) *metainfo.Bitfield {
+// peer's pieces at that moment; Haves after it go to dl as events, and so
+// does its end (evLeft). A conn that ended before is not attached (open
+// false): its close found no download to tell, so the caller must not
+// count the peer as joined.
+func (c *conn) attach(dl *download) (bf *metainfo.Bitfield, open bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	select {
+	case <-c.closed:
+		// close shuts c.closed before it takes mu to look for the
+		// download: attached now, the conn might or might not be told to
+		// dl as left; left unattached, it never is, and the caller drops
+		// the join.
+		return nil, false
+	default:
+	}
 	c.dl = dl
-	bf, _ := metainfo.ParseBitfield(c.remote.Bytes(), c.remote.Len())
-	return bf
+	bf, _ = metainfo.ParseBitfield(c.remote.Bytes(), c.remote.Len())
+	return bf, true
 }
 
 // detach stops delivering to the download: outstanding requests are

@@ -348,7 +348,16 @@ func (dl *download) join(now time.Time, c *conn) {
 		refuse = scheduler.ErrBlacklisted
 	}
 	if refuse == nil {
-		bf := c.attach(dl)
+		bf, open := c.attach(dl)
+		if !open {
+			// The stream ended after its join was queued: it was never
+			// known here, so it is dropped as if it had left at once.
+			dl.log.Debug("peer left before it joined", "peer", c.id, "direction", c.direction())
+			if cand, ok := dl.cands[c.addr]; ok && c.outgoing && cand.state == candConnected {
+				dl.retry(now, cand)
+			}
+			return
+		}
 		refuse = dl.sched.Handle(now, scheduler.PeerJoined{Peer: scheduler.PeerID(c.id), Bitfield: bf, Origin: c.origin, Incarnation: c.incarnation})
 		if refuse != nil {
 			c.detach()
