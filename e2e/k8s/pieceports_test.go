@@ -48,23 +48,16 @@ func TestPiecePortsArePinned(t *testing.T) {
 			}
 
 			cm := find(t, objs, "ConfigMap", "-config")
-			var origin struct {
-				Seeder struct {
-					PieceListen string `json:"pieceListen"`
-				} `json:"seeder"`
-			}
-			configFile(t, cm, "origin.yaml", &origin)
-			if origin.Seeder.PieceListen != tc.seederListen {
-				t.Errorf("origin.yaml sets seeder.pieceListen %q, want %q", origin.Seeder.PieceListen, tc.seederListen)
-			}
-			var agent struct {
-				Swarm struct {
-					PieceListen string `json:"pieceListen"`
-				} `json:"swarm"`
-			}
-			configFile(t, cm, "peer-agent.yaml", &agent)
-			if agent.Swarm.PieceListen != tc.agentListen {
-				t.Errorf("peer-agent.yaml sets swarm.pieceListen %q, want %q", agent.Swarm.PieceListen, tc.agentListen)
+			for _, f := range []struct{ file, section, want string }{
+				{"origin.yaml", "seeder", tc.seederListen},
+				{"peer-agent.yaml", "swarm", tc.agentListen},
+			} {
+				var cfg map[string]any
+				configFile(t, cm, f.file, &cfg)
+				got, _, _ := unstructured.NestedString(cfg, f.section, "pieceListen")
+				if got != f.want {
+					t.Errorf("%s sets %s.pieceListen %q, want %q", f.file, f.section, got, f.want)
+				}
 			}
 		})
 	}
