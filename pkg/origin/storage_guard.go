@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -65,6 +66,10 @@ type storageHealth struct {
 	log     *slog.Logger
 	metrics *metrics
 
+	// out is down[readOp] || down[writeOp], read without mu: while storage
+	// is up, which is nearly always, admit and record take no lock.
+	out atomic.Bool
+
 	mu      sync.Mutex
 	down    [2]bool      // by opClass
 	since   time.Time    // when storage went out
@@ -80,6 +85,9 @@ func withProbe(ctx context.Context) context.Context { return context.WithValue(c
 
 // admit decides whether a call of class c may go to storage.
 func (h *storageHealth) admit(ctx context.Context, c opClass) error {
+	if !h.out.Load() {
+		return nil
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.down[readOp] && !(c == writeOp && h.down[writeOp]) {
@@ -112,6 +120,9 @@ func (h *storageHealth) record(c opClass, err error) {
 	if err != nil && c == writeOp {
 		return
 	}
+	if !h.out.Load() {
+		return // nothing to bring back (a trip racing this answer wins)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	was := h.down
@@ -119,6 +130,7 @@ func (h *storageHealth) record(c opClass, err error) {
 	if c == writeOp {
 		h.down[readOp] = false // a write that went through needs reads too
 	}
+	h.out.Store(h.down[readOp] || h.down[writeOp])
 	if was != h.down && !h.down[readOp] && !h.down[writeOp] {
 		h.log.Info("storage is back", "driver", h.driver, "outFor", h.now().Sub(h.since).String())
 		h.metrics.storageUp.Set(1)
@@ -134,6 +146,7 @@ func (h *storageHealth) trip(c opClass, err error) {
 		h.metrics.storageUp.Set(0)
 	}
 	h.down[c] = true
+	h.out.Store(true)
 	h.lastErr = err
 	// The next call to find out whether storage is back comes a probe
 	// interval after this failure.
@@ -185,14 +198,17 @@ func (g *guardedDriver) outage(err error) error {
 
 // guarded runs f against storage under the breaker. Calls are given up
 // after the timeout (up to a sixteenth of it sooner): f runs on one of the
-// driver's workers while the request waits for it, its context cancelled
-// or the timeout, whichever comes first. A request's context is cancelled once the request is
-// answered, which stops a call given up on in a driver that heeds its
-// context; a context that is never cancelled (work that outlives its
-// request) gets the timeout as its deadline for metadata calls, while the
-// opening of a stream does not (some drivers tie the stream to the context
-// it was opened with). cleanup releases what an abandoned call returns
-// when it completes after all.
+// driver's workers while the request waits for it, its context to be
+// done or the timeout, whichever comes first (the watchdog that ends the
+// wait looks at the context once a sixteenth of the timeout, so a request
+// whose client went away returns up to that much later). A request's
+// context is cancelled once the request is answered, which stops a call
+// given up on in a driver that heeds its context; a context that is never
+// cancelled (work that outlives its request) gets the timeout as its
+// deadline for metadata calls, while the opening of a stream does not
+// (some drivers tie the stream to the context it was opened with).
+// cleanup releases what an abandoned call returns when it completes after
+// all.
 func guarded[T any](g *guardedDriver, ctx context.Context, c opClass, op, path string, meta bool, cleanup func(T), f func(context.Context) (T, error)) (T, error) {
 	var zero T
 	if err := g.h.admit(ctx, c); err != nil {
@@ -203,26 +219,22 @@ func guarded[T any](g *guardedDriver, ctx context.Context, c opClass, op, path s
 		g.h.record(c, err)
 		return v, g.outage(err)
 	}
-	p := &pendingCall[T]{ctx: ctx, f: f, cleanup: cleanup}
+	p := &pendingCall[T]{callState: callState{ctx: ctx}, fctx: ctx, f: f, cleanup: cleanup}
 	if meta && ctx.Done() == nil {
 		var cancel context.CancelFunc
-		p.ctx, cancel = context.WithTimeout(ctx, g.h.timeout)
+		p.fctx, cancel = context.WithTimeout(ctx, g.h.timeout)
 		defer cancel()
 	}
-	call := g.workers.start(p)
-	select {
-	case <-call.done:
-		g.workers.release(call)
+	switch g.workers.run(p) {
+	case callDone:
 		if p.err != nil && ctx.Err() != nil {
 			return zero, p.err // the client went away: not storage's fault
 		}
 		g.h.record(c, p.err)
 		return p.v, g.outage(p.err)
-	case <-ctx.Done():
-		g.workers.abandon(call)
+	case callCancelled:
 		return zero, ctx.Err()
-	case <-call.expired:
-		g.workers.abandon(call)
+	default: // callExpired
 		g.h.metrics.storageTimeouts.WithLabelValues(op).Inc()
 		err := fmt.Errorf("storage %s: %s %s: no answer within %s (storageTimeout): %w", g.Name(), op, path, g.h.timeout, storage.ErrUnavailable)
 		g.h.trip(c, err)

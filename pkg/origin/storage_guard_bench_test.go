@@ -15,19 +15,27 @@ import (
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
 )
 
-// BenchmarkManifestGETGuarded is the in-process half of e2e/bench's
-// -against limits-off manifest figures: the handler's cost per manifest
-// GET by tag (one storage call) with storageTimeout on (the default) and
-// off, on in-memory storage (the guard's own cost) and on the filesystem
-// (a driver that ignores its context, as e2e/bench's origin runs on), one
-// request at a time and from many goroutines at once.
-func BenchmarkManifestGETGuarded(b *testing.B) {
+// BenchmarkManifestGuarded is the in-process half of e2e/bench's -against
+// limits-off manifest figures: the handler's cost per manifest GET and
+// HEAD, by tag and by digest (one storage call each once the manifest's
+// content is cached), with storageTimeout on (the default) and off, on
+// in-memory storage (the guard's own cost) and on the filesystem (a driver
+// that ignores its context, as e2e/bench's origin runs on), one request at
+// a time and from many goroutines at once. Compare the two timeouts'
+// cpu-ns/op within one run.
+func BenchmarkManifestGuarded(b *testing.B) {
 	fsd, err := filesystem.New(b.TempDir())
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, d := range []storage.Driver{inmemory.New(), fsd} {
-		seedRepo(openOrigin(b, d), "team/bench")
+		seeded := seedRepo(openOrigin(b, d), "team/bench")
+		requests := []struct{ name, method, ref string }{
+			{"GET-tag", http.MethodGet, "latest"},
+			{"HEAD-tag", http.MethodHead, "latest"},
+			{"GET-digest", http.MethodGet, seeded.digest.String()},
+			{"HEAD-digest", http.MethodHead, seeded.digest.String()},
+		}
 		for _, timeout := range []time.Duration{DefaultConfig().StorageTimeout, 0} {
 			cfg := DefaultConfig()
 			cfg.StorageTimeout = timeout
@@ -35,42 +43,83 @@ func BenchmarkManifestGETGuarded(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			// As net/http's, the requests' context is cancellable.
-			ctx, cancel := context.WithCancel(context.Background())
+			// As net/http's, each request has a context of its own, cancelled
+			// once it is answered, under one of the connection's.
+			conn, cancel := context.WithCancel(context.Background())
 			b.Cleanup(cancel)
-			newRequest := func() *http.Request {
-				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "/v2/team/bench/manifests/latest", nil)
-				req.Header.Set("Accept", mediaTypeOCIManifest)
-				return req
-			}
-			get := func(b *testing.B, req *http.Request) {
-				w := httptest.NewRecorder()
-				s.ServeHTTP(w, req)
-				if w.Code != http.StatusOK {
-					b.Fatalf("GET answered %d: %s", w.Code, w.Body)
+			for _, rq := range requests {
+				newRequest := func() *http.Request {
+					req, _ := http.NewRequestWithContext(conn, rq.method, "/v2/team/bench/manifests/"+rq.ref, nil)
+					req.Header.Set("Accept", mediaTypeOCIManifest)
+					return req
 				}
-			}
-			name := d.Name() + "/storageTimeout=" + timeout.String()
-			b.Run(name+"/serial", func(b *testing.B) {
-				req := newRequest()
-				b.ReportAllocs()
-				defer reportCPU(b)()
-				for b.Loop() {
-					get(b, req)
+				serve := func(b *testing.B, req *http.Request) {
+					ctx, cancel := context.WithCancel(conn)
+					defer cancel()
+					w := httptest.NewRecorder()
+					s.ServeHTTP(w, req.WithContext(ctx))
+					if w.Code != http.StatusOK {
+						b.Fatalf("%s %s answered %d: %s", req.Method, req.URL, w.Code, w.Body)
+					}
 				}
-			})
-			b.Run(name+"/parallel", func(b *testing.B) {
-				b.ReportAllocs()
-				defer reportCPU(b)()
-				b.SetParallelism(16)
-				b.RunParallel(func(pb *testing.PB) {
+				name := d.Name() + "/storageTimeout=" + timeout.String() + "/" + rq.name
+				b.Run(name+"/serial", func(b *testing.B) {
 					req := newRequest()
-					for pb.Next() {
-						get(b, req)
+					b.ReportAllocs()
+					defer reportCPU(b)()
+					for b.Loop() {
+						serve(b, req)
 					}
 				})
-			})
+				b.Run(name+"/parallel", func(b *testing.B) {
+					b.ReportAllocs()
+					defer reportCPU(b)()
+					b.SetParallelism(16)
+					b.RunParallel(func(pb *testing.PB) {
+						req := newRequest()
+						for pb.Next() {
+							serve(b, req)
+						}
+					})
+				})
+			}
 		}
+	}
+}
+
+// BenchmarkStorageGuardCall is the guard's own cost per storage call: a
+// call that returns at once, with storageTimeout on (a handoff to a worker
+// and back) and off (the breaker's bookkeeping alone).
+func BenchmarkStorageGuardCall(b *testing.B) {
+	for _, timeout := range []time.Duration{DefaultConfig().StorageTimeout, 0} {
+		h := &storageHealth{driver: "inmemory", timeout: timeout, now: time.Now,
+			log: slog.New(slog.NewTextHandler(io.Discard, nil)), metrics: newMetrics(nil)}
+		g := newGuardedDriver(inmemory.New(), h)
+		ctx, cancel := context.WithCancel(context.Background())
+		b.Cleanup(cancel)
+		call := func() {
+			if _, err := guarded(g, ctx, readOp, "stat", "/x", true, nil, func(context.Context) (int, error) { return 1, nil }); err != nil {
+				b.Fatal(err)
+			}
+		}
+		name := "storageTimeout=" + timeout.String()
+		b.Run(name+"/serial", func(b *testing.B) {
+			b.ReportAllocs()
+			defer reportCPU(b)()
+			for b.Loop() {
+				call()
+			}
+		})
+		b.Run(name+"/parallel", func(b *testing.B) {
+			b.ReportAllocs()
+			defer reportCPU(b)()
+			b.SetParallelism(16)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					call()
+				}
+			})
+		})
 	}
 }
 

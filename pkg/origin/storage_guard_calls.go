@@ -3,6 +3,7 @@ package origin
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -10,112 +11,231 @@ import (
 // goroutine: the drivers that matter (filesystem, HDFS) ignore their
 // context, so only a request that is not stuck in the call can answer 503
 // when the call stalls. What a call costs beyond the driver is therefore
-// kept to a handoff to a goroutine that already exists:
+// kept to one handoff to a goroutine that already exists and back, each
+// side waiting on one channel:
 //
 //   - calls go to long-lived workers, not to a new goroutine each: a new
 //     goroutine starts on a small stack that a driver call (path regexps,
 //     syscalls) outgrows, and copying it on every call costs more than the
 //     call itself;
-//   - the request waits for its deadline on a channel shared with the
-//     calls that started in the same sixteenth of storageTimeout
-//     (deadlineBuckets), not on a context deadline and a timer made for
-//     each;
-//   - workers idle for storageWorkerIdle exit, so a burst leaves nothing
-//     behind; they too wait on shared channels.
+//   - neither the request nor the worker waits on a timer, a context or a
+//     select: one watchdog goroutine, ticking every sixteenth of
+//     storageTimeout, ends the wait of a request whose call has run for
+//     sixteen ticks or whose context is done (a select over three
+//     channels cost as much as the rest of the handoff);
+//   - a worker whose call was given up on releases what the call returns
+//     itself, then goes; the watchdog retires workers idle for
+//     storageWorkerIdle, so a burst leaves nothing behind (the watchdog
+//     goes with the last worker).
 
 // storageWorkerIdle is how long a worker waits for the next call before
-// it exits: long enough to live through the pauses of a steady load, short
-// enough that the goroutines of a burst do not stay.
+// it is retired: long enough to live through the pauses of a steady load,
+// short enough that the goroutines of a burst do not stay.
 const storageWorkerIdle = 10 * time.Second
+
+// storageTimeoutTicks is how many watchdog ticks make storageTimeout: a
+// call is given up on between 15/16 of storageTimeout and storageTimeout
+// after it started.
+const storageTimeoutTicks = 16
+
+// How a request's wait for its call ended.
+const (
+	callRunning   uint32 = iota // not yet
+	callDone                    // the call returned
+	callExpired                 // it ran for storageTimeout
+	callCancelled               // the request's context is done
+)
 
 // storageJob is a call given to a worker.
 type storageJob interface {
+	state() *callState
 	run()
 	// abandoned releases what the call returned, once it has run, when
 	// the request no longer waits for it.
 	abandoned()
 }
 
-// storageCall is one call handed to a worker, and what the request waits
-// on. It is reused once the worker has finished with it.
-type storageCall struct {
-	job     storageJob
-	done    chan struct{}   // the worker sends once the job has run
-	expired <-chan struct{} // closed once the request has waited long enough
+// callState is what the request, the worker and the watchdog share about
+// one call. Whoever moves it out of callRunning wakes the request, so the
+// request is woken exactly once.
+type callState struct {
+	ctx   context.Context // the request's, which the watchdog watches
+	tick  int64           // the watchdog's count when the call started
+	done  chan struct{}   // the worker's: wakes the request
+	phase atomic.Uint32
+}
+
+// end moves the call to phase p and wakes the request, unless its wait
+// has ended already.
+func (c *callState) end(p uint32) bool {
+	if !c.phase.CompareAndSwap(callRunning, p) {
+		return false
+	}
+	c.done <- struct{}{} // buffered, and this is the call's only send
+	return true
+}
+
+// storageWorker is one goroutine that runs calls.
+type storageWorker struct {
+	jobs chan storageJob // buffered 1; a nil job retires the worker
+	done chan struct{}   // buffered 1; see callState.done
+	cur  atomic.Pointer[callState]
+	// idleSince is the watchdog's count when the worker last became idle
+	// (under storageWorkers.mu).
+	idleSince int64
 }
 
 // storageWorkers runs storage calls on goroutines that outlive them.
 type storageWorkers struct {
-	work      chan *storageCall // unbuffered: a send succeeds only if a worker waits
-	calls     sync.Pool         // of *storageCall
-	deadlines *deadlineBuckets  // the requests' (storageTimeout)
-	idle      *deadlineBuckets  // the workers' (storageWorkerIdle)
+	tick      time.Duration // a sixteenth of storageTimeout, 1ms at least
+	callTicks int64         // storageTimeout in ticks
+	idleTicks int64         // storageWorkerIdle in ticks
+	start     time.Time     // ticks count from here (monotonic)
+	now       atomic.Int64  // ticks since start, as of the watchdog's last
+
+	mu       sync.Mutex
+	idle     []*storageWorker // the last to become idle last
+	all      map[*storageWorker]struct{}
+	watching bool // the watchdog runs (while there are workers)
 }
 
 func newStorageWorkers(timeout time.Duration) *storageWorkers {
-	w := &storageWorkers{work: make(chan *storageCall),
-		deadlines: newDeadlineBuckets(timeout), idle: newDeadlineBuckets(storageWorkerIdle)}
-	w.calls.New = func() any { return &storageCall{done: make(chan struct{}, 1)} }
-	return w
+	tick := max(timeout/storageTimeoutTicks, time.Millisecond)
+	return &storageWorkers{tick: tick, callTicks: max(int64(timeout/tick), 1), idleTicks: int64(storageWorkerIdle/tick) + 1,
+		start: time.Now(), all: make(map[*storageWorker]struct{})}
 }
 
-// start hands job to an idle worker, or to a new one if none waits. The
-// caller waits on the call's done and expired, and gives the call back
-// with release once done has been received.
-func (w *storageWorkers) start(job storageJob) *storageCall {
-	c := w.calls.Get().(*storageCall)
-	c.job = job
-	c.expired = w.deadlines.expiry()
-	select {
-	case w.work <- c:
-	default:
-		go w.serve(c)
+// run has job run by a worker and waits until the call returns, runs
+// for its time or the request's context is done, whichever comes first.
+// It returns which it was. A call not waited for to its end is left to
+// its worker, which releases what it returns (storageJob.abandoned).
+func (w *storageWorkers) run(job storageJob) uint32 {
+	c := job.state()
+	wk := w.worker(c)
+	wk.jobs <- job
+	<-c.done
+	p := c.phase.Load()
+	if p == callDone {
+		// Idle again only now: its done channel has had its one send for
+		// this call, and the next request may wait on it.
+		w.mu.Lock()
+		wk.idleSince = w.now.Load()
+		w.idle = append(w.idle, wk)
+		w.mu.Unlock()
 	}
-	return c
+	return p
 }
 
-// release returns a call whose done has been received to the pool.
-func (w *storageWorkers) release(c *storageCall) {
-	c.job, c.expired = nil, nil
-	w.calls.Put(c)
+// worker takes the most recently idle worker, or starts one, for call c.
+func (w *storageWorkers) worker(c *callState) *storageWorker {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var wk *storageWorker
+	if n := len(w.idle); n > 0 {
+		wk = w.idle[n-1]
+		w.idle[n-1] = nil
+		w.idle = w.idle[:n-1]
+	} else {
+		wk = &storageWorker{jobs: make(chan storageJob, 1), done: make(chan struct{}, 1)}
+		w.all[wk] = struct{}{}
+		go w.serve(wk)
+		if !w.watching {
+			w.watching = true
+			w.now.Store(int64(time.Since(w.start) / w.tick))
+			go w.watch()
+		}
+	}
+	c.tick = w.now.Load()
+	c.done = wk.done
+	return wk
 }
 
-// abandon leaves c to finish without the request: what it returns once
-// it does is released, and c goes back to the pool.
-func (w *storageWorkers) abandon(c *storageCall) {
-	go func() {
-		<-c.done
-		c.job.abandoned()
-		w.release(c)
-	}()
-}
-
-// serve runs c, then the calls handed to it, until none comes for
-// storageWorkerIdle. After the send on done, c belongs to the request
-// again (which may reuse it at once): the worker does not touch it.
-func (w *storageWorkers) serve(c *storageCall) {
-	for {
-		c.job.run()
-		c.done <- struct{}{}
-		select {
-		case c = <-w.work:
-		case <-w.idle.expiry():
+// serve runs the calls handed to wk until it is retired.
+func (w *storageWorkers) serve(wk *storageWorker) {
+	for job := range wk.jobs {
+		if job == nil {
+			return
+		}
+		c := job.state()
+		wk.cur.Store(c)
+		job.run()
+		wk.cur.Store(nil)
+		if !c.end(callDone) {
+			// Given up on: nobody takes what the call returned. The worker
+			// goes rather than back to work: the request it ran for may not
+			// have taken the watchdog's wake-up from its done channel yet,
+			// and must not leave it for the next request to take.
+			job.abandoned()
+			w.mu.Lock()
+			delete(w.all, wk)
+			w.mu.Unlock()
 			return
 		}
 	}
 }
 
+// watch ends the waits of calls that ran for their time or whose request
+// went away, and retires idle workers, until there are no workers.
+func (w *storageWorkers) watch() {
+	t := time.NewTicker(w.tick)
+	defer t.Stop()
+	for range t.C {
+		now := int64(time.Since(w.start) / w.tick)
+		w.now.Store(now)
+		if !w.patrol(now) {
+			return
+		}
+	}
+}
+
+// patrol is one tick of the watchdog. It reports whether the watchdog
+// goes on.
+func (w *storageWorkers) patrol(now int64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	old := 0
+	for old < len(w.idle) && now-w.idle[old].idleSince >= w.idleTicks {
+		wk := w.idle[old]
+		delete(w.all, wk)
+		wk.jobs <- nil // idle: its buffer is empty
+		old++
+	}
+	if old > 0 {
+		n := copy(w.idle, w.idle[old:])
+		clear(w.idle[n:])
+		w.idle = w.idle[:n]
+	}
+	for wk := range w.all {
+		c := wk.cur.Load()
+		switch {
+		case c == nil:
+		case now-c.tick >= w.callTicks:
+			c.end(callExpired)
+		case c.ctx.Err() != nil:
+			c.end(callCancelled)
+		}
+	}
+	if len(w.all) == 0 {
+		w.watching = false
+		return false
+	}
+	return true
+}
+
 // pendingCall is what a guarded call runs and where its result is left
 // for the request.
 type pendingCall[T any] struct {
-	ctx     context.Context
+	callState
+	fctx    context.Context // f's: the request's, or with storageTimeout as its deadline
 	f       func(context.Context) (T, error)
 	cleanup func(T) // releases v of a call given up on; nil: nothing to release
 	v       T
 	err     error
 }
 
-func (p *pendingCall[T]) run() { p.v, p.err = p.f(p.ctx) }
+func (p *pendingCall[T]) state() *callState { return &p.callState }
+
+func (p *pendingCall[T]) run() { p.v, p.err = p.f(p.fctx) }
 
 func (p *pendingCall[T]) abandoned() {
 	if p.cleanup != nil && p.err == nil {

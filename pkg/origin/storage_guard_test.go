@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -127,4 +128,64 @@ func TestStreamOpenedAfterTimeoutIsClosed(t *testing.T) {
 	eventually.True(t, "the stream opened after the request was answered to be closed", func() bool {
 		return d.opened.Load() == 1 && d.closed.Load() == 1
 	})
+}
+
+// TestCancelledRequestStopsWaitingForStalledCall: a request whose client
+// goes away while its storage call is stuck (within storageTimeout) stops
+// waiting for the call, and that does not count as storage failing; the
+// call's worker serves again once storage answers.
+func TestCancelledRequestStopsWaitingForStalledCall(t *testing.T) {
+	d := newPathStall(inmemory.New(), "get_content", "team/slow")
+	// Long enough that the call does not run out of time before the
+	// cancel; the request notices the cancel within a sixteenth of it.
+	s, e := newServerOn(t, d, func(c *Config) { c.StorageTimeout = 8 * time.Second })
+	e.pushImage("team/slow", "v1", []byte("slow layer"))
+	manifest, _ := e.pushImage("team/app", "v1", []byte("layer"))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "/v2/team/slow/manifests/v1", nil)
+	w := httptest.NewRecorder()
+	var returned atomic.Bool
+	go func() {
+		s.ServeHTTP(w, req)
+		returned.Store(true)
+	}()
+	<-d.entered
+	cancel()
+	eventually.True(t, "the request to return once its context is cancelled, its storage call still stuck", returned.Load)
+	if w.Code == http.StatusOK {
+		t.Fatalf("the cancelled request was answered 200 although its storage call never returned")
+	}
+	if _, err := s.health.state(); err != nil {
+		t.Fatalf("a request cancelled while its call was stuck put storage out: %v", err)
+	}
+	close(d.release)
+	for i := range 3 {
+		if got := e.expect(e.do("GET", "/v2/team/app/manifests/v1", nil), http.StatusOK); string(got) != string(manifest) {
+			t.Fatalf("GET %d of team/app after the stuck call returned: the manifest differs from the one pushed", i)
+		}
+	}
+}
+
+// TestStorageWorkersRetireWhenIdle: the workers of a burst and their
+// watchdog go once no call comes for storageWorkerIdle, and come back for
+// the next call.
+func TestStorageWorkersRetireWhenIdle(t *testing.T) {
+	w := newStorageWorkers(16 * time.Millisecond)
+	w.idleTicks = 3
+	call := func() uint32 {
+		return w.run(&pendingCall[int]{callState: callState{ctx: context.Background()}, fctx: context.Background(),
+			f: func(context.Context) (int, error) { return 1, nil }})
+	}
+	gone := func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return len(w.all) == 0 && len(w.idle) == 0 && !w.watching
+	}
+	for round := range 2 {
+		if got := call(); got != callDone {
+			t.Fatalf("round %d: a call that returns at once ended its wait with %d, want %d (done)", round, got, callDone)
+		}
+		eventually.True(t, "the idle worker and the watchdog to go", gone)
+	}
 }
