@@ -13,6 +13,7 @@ import (
 
 	"github.com/shoal-dev/shoal/e2e/testenv"
 	"github.com/shoal-dev/shoal/internal/eventually"
+	hdfsdriver "github.com/shoal-dev/shoal/pkg/storage/hdfs"
 )
 
 // TestNamenodeOutage stops the namenode under an origin that has a blob
@@ -118,6 +119,14 @@ func TestNamenodeOutage(t *testing.T) {
 	p.done("start the namenode")
 	waitReady(t, o.URL(), true)
 	p.done("origin ready again")
+
+	// Once ready, every HDFS client the origin pools serves, including
+	// those idle through the outage: HEAD the stored blob more times than
+	// there are clients, so that each of them answers at least once.
+	for i := 0; i < 2*hdfsdriver.DefaultConfig().Clients; i++ {
+		r := send(t, http.MethodHead, o.URL()+"/v2/"+repo+"/blobs/"+storedDig, nil, 0, nil)
+		wantStatus(t, r, http.StatusOK, fmt.Sprintf("HEAD %d of the stored blob once the origin is ready again", i+1))
+	}
 
 	for _, d := range []string{uDig, vDig, digestOf(mono)} {
 		r := send(t, http.MethodHead, o.URL()+"/v2/"+repo+"/blobs/"+d, nil, 0, nil)
