@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/shoal-dev/shoal/internal/ociapi/ociapitest"
 )
 
 func TestParseRoute(t *testing.T) {
@@ -43,32 +45,13 @@ func TestParseRoute(t *testing.T) {
 }
 
 func TestCanonicalPathRefusesWhatCouldNameAnotherRepository(t *testing.T) {
-	for _, p := range []string{
-		"/v2/team/../private/manifests/latest",
-		"/v2/team/./app/manifests/latest",
-		"/v2/team/app/manifests/..",
-		"/v2/../v2/team/app/tags/list",
-		"/v2/team/%2e%2e/private/blobs/sha256:abc",
-		"/v2/team/%2E%2E/private/blobs/sha256:abc",
-		"/v2/team/.%2e/private/blobs/sha256:abc",
-		"/v2/team/%2e/app/manifests/latest",
-		"/v2/team%2fapp/manifests/latest",
-		"/v2/team%2Fapp/manifests/latest",
-		"/v2/team%5capp/manifests/latest",
-		"/v2/team\\app/manifests/latest",
-		"/v2//team/app/manifests/latest",
-		"/v2/team//app/manifests/latest",
-		"/v2/team/manifests//latest",
-		"//v2/team/app/manifests/latest",
-		"/./v2/",
-		"/metrics/../v2/_catalog",
+	// Beside the targets every server's test sends, those that net/http
+	// refuses itself before any handler sees them.
+	for _, p := range append(ociapitest.NonCanonicalTargets(),
 		"/v2/team/app/manifests/%",
 		"/v2/team/app/manifests/%zz",
-		"/v2/team/app/manifests/%00",
 		"/v2/team/app/manifests/latest\x00",
-		"/v2/team/app%0a/manifests/latest",
-		"/v2/_catalog/..",
-	} {
+	) {
 		got, err := CanonicalPath(p)
 		var e *Error
 		if !errors.As(err, &e) || e.Status != http.StatusBadRequest || e.Code != CodeNameInvalid {

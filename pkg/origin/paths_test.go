@@ -1,65 +1,16 @@
 package origin
 
 import (
-	"bufio"
 	"encoding/json"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/shoal-dev/shoal/internal/ociapi"
+	"github.com/shoal-dev/shoal/internal/ociapi/ociapitest"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
 )
-
-// rawRequest sends target exactly as given (no client cleans or escapes
-// it) and returns the answer.
-func rawRequest(t *testing.T, addr, method, target string) (*http.Response, []byte) {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := fmt.Fprintf(c, "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", method, target, addr); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: method})
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, target, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp, body
-}
-
-// nonCanonical are request targets that a path cleaner, a proxy or a
-// storage path could resolve to another repository.
-var nonCanonical = []string{
-	"/v2/a/../b/manifests/latest",
-	"/v2/a/./b/manifests/latest",
-	"/v2/a/%2e%2e/b/manifests/latest",
-	"/v2/%2E%2E/b/tags/list",
-	"/v2/a%2fb/manifests/latest",
-	"/v2/a%2Fb/blobs/uploads/",
-	"/v2//a/manifests/latest",
-	"/v2/a//b/manifests/latest",
-	"/v2/a/manifests//latest",
-	`/v2/a\b/manifests/latest`,
-	"/v2/a%5cb/manifests/latest",
-	"/v2/a/%2e/manifests/latest",
-	"/v2/_catalog/..",
-	"//v2/_catalog",
-	"/./v2/",
-	"/metrics/../v2/_catalog",
-	"/healthz/..",
-	"/v2/a/blobs/uploads/../../../x/blobs/uploads/",
-	"/v2/a/manifests/latest%00",
-	// A malformed escape (%zz) never reaches a handler: net/http answers
-	// its own plain 400.
-}
 
 // TestNonCanonicalPathsAre400NeverARedirect: every non-canonical path is
 // answered 400 NAME_INVALID with an OCI body, by every method, whether or
@@ -72,9 +23,9 @@ func TestNonCanonicalPathsAre400NeverARedirect(t *testing.T) {
 	authTS, _ := newAuthOrigin(t, d, newTestAuthorizer(t))
 	for _, base := range []string{open.base, authTS.URL} {
 		addr := strings.TrimPrefix(base, "http://")
-		for _, target := range nonCanonical {
+		for _, target := range ociapitest.NonCanonicalTargets() {
 			for _, method := range []string{"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"} {
-				resp, body := rawRequest(t, addr, method, target)
+				resp, body := ociapitest.RawRequest(t, addr, method, target)
 				if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" {
 					t.Errorf("%s %s: %d (Location %q), want 400 and no redirect", method, target, resp.StatusCode, resp.Header.Get("Location"))
 					continue
@@ -95,7 +46,7 @@ func TestNonCanonicalPathsAre400NeverARedirect(t *testing.T) {
 	// The canonical endpoints beside the API still answer.
 	addr := strings.TrimPrefix(open.base, "http://")
 	for _, p := range []string{"/healthz", "/readyz", "/v2/", "/v2", "/v2/b/tags/list"} {
-		if resp, body := rawRequest(t, addr, "GET", p); resp.StatusCode != http.StatusOK {
+		if resp, body := ociapitest.RawRequest(t, addr, "GET", p); resp.StatusCode != http.StatusOK {
 			t.Errorf("GET %s: %d %s, want 200", p, resp.StatusCode, body)
 		}
 	}
