@@ -10,10 +10,7 @@ package swarm_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -360,25 +357,7 @@ func (c *cluster) pull(ctx context.Context, i int, l layer) (r pullResult) {
 	ctx, cancel := context.WithTimeout(ctx, pullTimeout)
 	defer cancel()
 	url := c.agents[i].URL() + "/v2/" + l.repo + "/blobs/" + l.digest.String()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		r.err = err
-		return r
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		r.err = err
-		return r
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		r.err = fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
-		return r
-	}
-	h := sha256.New()
-	r.bytes, r.err = io.Copy(h, resp.Body)
-	r.digest = "sha256:" + hex.EncodeToString(h.Sum(nil))
+	r.bytes, r.digest, r.err = testenv.GetDigest(ctx, http.DefaultClient, url)
 	return r
 }
 
