@@ -15,6 +15,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/peerwire"
 	"github.com/shoal-dev/shoal/internal/piecewire"
 	"github.com/shoal-dev/shoal/pkg/auth"
+	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/proto/peerpb"
 )
 
@@ -69,9 +70,10 @@ func (s *Swarm) pieceHeaders(md metadata.MD) metadata.MD {
 }
 
 // dialPieces opens the piece connection of an outgoing stream to addr
-// whose server named its piece port in hdr. It returns nil when there is
-// none to open or it fails: the stream then carries the pieces, as before.
-func (s *Swarm) dialPieces(ctx context.Context, dl *download, addr, peerID string, hdr metadata.MD) *piecewire.Conn {
+// whose server named its piece port in hdr, for the blob meta describes.
+// It returns nil when there is none to open or it fails: the stream then
+// carries the pieces, as before.
+func (s *Swarm) dialPieces(ctx context.Context, meta *metainfo.Metainfo, addr, peerID string, hdr metadata.MD) *piecewire.Conn {
 	if s.pieceServer == nil {
 		return nil
 	}
@@ -80,8 +82,8 @@ func (s *Swarm) dialPieces(ctx context.Context, dl *download, addr, peerID strin
 	if len(v) == 0 || err != nil {
 		return nil
 	}
-	tok := s.capability(dl.d)
-	pc, err := piecewire.Dial(ctx, net.JoinHostPort(host, v[0]), s.pieceTLS.dialing(host, peerID), dl.meta, tok, piecewire.ClientConfig{
+	tok := s.capability(meta.Digest)
+	pc, err := piecewire.Dial(ctx, net.JoinHostPort(host, v[0]), s.pieceTLS.dialing(host, peerID), meta, tok, piecewire.ClientConfig{
 		// Cancelled requests stay outstanding until answered, and the
 		// scheduler may ask for more meanwhile.
 		MaxOutstanding: 4 * s.cfg.MaxInFlightPerPeer,
@@ -94,7 +96,7 @@ func (s *Swarm) dialPieces(ctx context.Context, dl *download, addr, peerID strin
 		s.log.Debug("piece data path: dialing failed, pieces stay on the stream", "addr", addr, "err", err)
 		return nil
 	}
-	s.log.Debug("piece data path: pieces from this peer come over it", "addr", addr, "digest", dl.d)
+	s.log.Debug("piece data path: pieces from this peer come over it", "addr", addr, "digest", meta.Digest)
 	return pc
 }
 

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/shoal-dev/shoal/internal/piecewire"
+	"github.com/shoal-dev/shoal/pkg/metainfo"
 )
 
 // dialPiecesBack opens the piece connection of an incoming stream: the
@@ -17,15 +18,18 @@ import (
 // and about half a swarm's piece bytes would stay on the streams. The
 // port is dialed at the stream's remote address. It returns nil when the
 // peer named no port or the dial fails (within DialTimeout): the stream
-// then carries the pieces.
-func (s *Swarm) dialPiecesBack(ctx context.Context, dl *download, peerID string, md metadata.MD) *piecewire.Conn {
+// then carries the pieces. meta is the blob's metainfo as the stream's
+// handler found it in the piece store, not the download's: a download
+// still preparing (its metainfo just stored) has none yet, and its loop
+// sets it without a lock.
+func (s *Swarm) dialPiecesBack(ctx context.Context, meta *metainfo.Metainfo, peerID string, md metadata.MD) *piecewire.Conn {
 	p, ok := peer.FromContext(ctx)
 	if !ok || p.Addr == nil {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
 	defer cancel()
-	return s.dialPieces(ctx, dl, p.Addr.String(), peerID, md)
+	return s.dialPieces(ctx, meta, p.Addr.String(), peerID, md)
 }
 
 // setPieceConn gives c the piece connection pw (nil: none), before c runs.

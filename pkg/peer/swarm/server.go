@@ -119,7 +119,7 @@ func (p *peerService) Exchange(st grpc.BidiStreamingServer[peerpb.Message, peerp
 	if dl != nil {
 		// Before the join: the download may ask the peer for pieces
 		// as soon as it knows the stream.
-		c.setPieceConn(s.dialPiecesBack(st.Context(), dl, peerID, md))
+		c.setPieceConn(s.dialPiecesBack(st.Context(), meta, peerID, md))
 		dl.post(evJoined{c: c}, c.closed)
 	}
 	c.run()
@@ -289,7 +289,7 @@ func (s *Swarm) openStream(dl *download, addr string, origin bool) (*conn, error
 		// Agents and origin seeders alike name their piece port in the
 		// header when they serve the piece data path.
 		pctx, pcancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
-		c.pw = s.dialPieces(pctx, dl, addr, peerID, hdr)
+		c.pw = s.dialPieces(pctx, dl.meta, addr, peerID, hdr)
 		pcancel()
 	}
 	c.cancel = cancel
