@@ -45,8 +45,12 @@ func (s *Swarm) startPieceServer(addr string) error {
 	s.piecePort = port
 	s.pieceServer = piecewire.NewServer(piecewire.ServerConfig{
 		MaxQueued: s.cfg.MaxQueuedUploads,
-		// A peer's piece connection goes with its stream: the same bound.
-		MaxConnsPerBlob: s.cfg.MaxUploadsPerBlob,
+		// A peer's piece connection goes with its stream, whichever end
+		// opened it: the agents that opened streams to this one dial it,
+		// and so do those this one opened streams to (dialPiecesBack).
+		// One more than the streams can have is refused, and a refused
+		// piece connection ends its stream.
+		MaxConnsPerBlob: s.cfg.MaxUploadsPerBlob + s.cfg.MaxPeersPerBlob,
 		Timeout:         s.cfg.PieceTimeout,
 		Egress:          s.egress,
 		Logger:          s.log,

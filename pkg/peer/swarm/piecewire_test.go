@@ -210,7 +210,7 @@ func TestPieceListenMustBeAnAddressOrOff(t *testing.T) {
 func TestPieceDataPathBoundsConnectionsPerBlobAsStreams(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.PieceListen = "127.0.0.1:0"
-	cfg.MaxUploadsPerBlob = 1
+	cfg.MaxUploadsPerBlob, cfg.MaxPeersPerBlob = 1, 1
 	s, key := newPieceSwarmWith(t, cfg, Options{})
 	_, m := holdPieces(t, s, 2, 0, 1)
 	tok, err := key.IssueCapability(m.Digest, time.Hour)
@@ -232,11 +232,17 @@ func TestPieceDataPathBoundsConnectionsPerBlobAsStreams(t *testing.T) {
 		}
 		return c, r, nil
 	}
+	// The agent that opened the one stream maxUploadsPerBlob allows, and
+	// the one this agent opened a stream to (maxPeersPerBlob), dialing
+	// back: a refused piece connection would end its stream.
 	if _, r, err := fetch(0); err != nil || r.Data == nil {
 		t.Fatalf("the first piece connection for the blob: %v, %v; want its piece", r, err)
 	}
+	if _, r, err := fetch(1); err != nil || r.Data == nil {
+		t.Fatalf("a second piece connection with maxUploadsPerBlob and maxPeersPerBlob 1: %v, %v; want its piece (both ends of a stream dial)", r, err)
+	}
 	var re *piecewire.RemoteError
 	if _, r, err := fetch(1); !errors.As(err, &re) || re.Code != piecewire.CodeUnavailable {
-		t.Fatalf("a second piece connection with maxUploadsPerBlob 1: %v, %v; want it refused as unavailable", r, err)
+		t.Fatalf("a third piece connection with maxUploadsPerBlob and maxPeersPerBlob 1: %v, %v; want it refused as unavailable", r, err)
 	}
 }

@@ -92,8 +92,9 @@ type Config struct {
 	// once (origins not counted): 16.
 	MaxPeersPerBlob int `yaml:"maxPeersPerBlob"`
 	// MaxUploadsPerBlob is how many streams other agents may open to this
-	// one for one blob; more are refused with RESOURCE_EXHAUSTED: 32. It
-	// bounds the piece data path's connections for one blob as well.
+	// one for one blob; more are refused with RESOURCE_EXHAUSTED: 32.
+	// With MaxPeersPerBlob it bounds the piece data path's connections for
+	// one blob as well: both ends of a stream dial each other's piece port.
 	MaxUploadsPerBlob int `yaml:"maxUploadsPerBlob"`
 	// MaxInFlightPerPeer is how many piece requests are pipelined to one
 	// peer: 4 (see scheduler.Config).
