@@ -7,12 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
-	"strings"
 
 	"github.com/aws/aws-sdk-go/aws"
 	"github.com/aws/aws-sdk-go/aws/awserr"
-	"github.com/aws/aws-sdk-go/aws/session"
 	"github.com/aws/aws-sdk-go/service/s3"
 
 	"github.com/shoal-dev/shoal/pkg/storage"
@@ -24,36 +21,19 @@ import (
 // and with If-Match: <ETag> replaces it only if it is still that version;
 // the store answers 412 (or 409 to the loser of two writes in flight)
 // otherwise. AWS S3 has both since 2024; Versity's gateway evaluates them
-// under its per-object publish lock. The reference driver keeps its client
-// to itself, so this is a client of its own on the same configuration.
+// under its per-object publish lock. It calls through the driver's own
+// client (driver.client).
 type conditional struct {
-	client *s3.S3
-	cfg    Config
+	inner *driver
+	cfg   Config
 	// errs maps errors as the driver's own calls map them.
 	errs *objectstore.Driver
 }
 
-// withConditional returns d offering S3's conditional writes on cfg's
-// bucket. cfg has its defaults applied (New).
-func withConditional(d *objectstore.Driver, cfg Config) (storage.Driver, error) {
-	c := aws.NewConfig().WithRegion(cfg.Region).WithS3ForcePathStyle(cfg.PathStyle)
-	if cfg.Endpoint != "" {
-		e, err := url.Parse(cfg.Endpoint)
-		if err != nil {
-			return nil, fmt.Errorf("s3 bucket %q: endpoint %q: %w", cfg.Bucket, cfg.Endpoint, err)
-		}
-		c = c.WithEndpoint(cfg.Endpoint).WithDisableSSL(e.Scheme == "http")
-	}
-	sess, err := session.NewSession(c)
-	if err != nil {
-		return nil, fmt.Errorf("s3 bucket %q: creating an AWS session: %w", cfg.Bucket, err)
-	}
-	return storage.WithConditionalWriter(d, &conditional{client: s3.New(sess), cfg: cfg, errs: d}), nil
-}
-
-// key is the object key of path p, as the reference driver names it.
-func (c *conditional) key(p string) string {
-	return strings.TrimLeft(strings.TrimRight(c.cfg.Prefix, "/")+p, "/")
+// withConditional returns d, which wraps inner, offering S3's conditional
+// writes on cfg's bucket. cfg has its defaults applied (New).
+func withConditional(d *objectstore.Driver, inner *driver, cfg Config) storage.Driver {
+	return storage.WithConditionalWriter(d, &conditional{inner: inner, cfg: cfg, errs: d})
 }
 
 // GetContentVersion reads the object at p and its ETag.
@@ -61,7 +41,7 @@ func (c *conditional) GetContentVersion(ctx context.Context, p string) ([]byte, 
 	if err := objectstore.CheckPath(p, DriverName); err != nil {
 		return nil, "", err
 	}
-	out, err := c.client.GetObjectWithContext(ctx, &s3.GetObjectInput{Bucket: aws.String(c.cfg.Bucket), Key: aws.String(c.key(p))})
+	out, err := c.inner.client.GetObjectWithContext(ctx, &s3.GetObjectInput{Bucket: aws.String(c.inner.bucket), Key: aws.String(c.inner.key(p))})
 	if status(err) == http.StatusNotFound {
 		return nil, "", storage.PathNotFoundError{Path: p, DriverName: DriverName}
 	}
@@ -84,8 +64,8 @@ func (c *conditional) PutContentIf(ctx context.Context, p string, content []byte
 	}
 	// As the reference driver's PutContent writes objects.
 	in := &s3.PutObjectInput{
-		Bucket:      aws.String(c.cfg.Bucket),
-		Key:         aws.String(c.key(p)),
+		Bucket:      aws.String(c.inner.bucket),
+		Key:         aws.String(c.inner.key(p)),
 		ContentType: aws.String("application/octet-stream"),
 		ACL:         aws.String(s3.ObjectCannedACLPrivate),
 		Body:        bytes.NewReader(content),
@@ -103,7 +83,7 @@ func (c *conditional) PutContentIf(ctx context.Context, p string, content []byte
 			in.SSEKMSKeyId = aws.String(c.cfg.KMSKeyID)
 		}
 	}
-	req, out := c.client.PutObjectRequest(in)
+	req, out := c.inner.client.PutObjectRequest(in)
 	req.SetContext(ctx)
 	// aws-sdk-go v1's PutObjectInput predates the two headers; they are
 	// added before the request is signed.

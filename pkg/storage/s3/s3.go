@@ -32,7 +32,10 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/aws/aws-sdk-go/aws"
 	"github.com/aws/aws-sdk-go/aws/awserr"
+	"github.com/aws/aws-sdk-go/aws/session"
+	"github.com/aws/aws-sdk-go/service/s3"
 	s3aws "github.com/distribution/distribution/v3/registry/storage/driver/s3-aws"
 
 	"github.com/shoal-dev/shoal/pkg/storage"
@@ -185,12 +188,32 @@ func New(ctx context.Context, cfg Config) (storage.Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", store, err)
 	}
-	client, err := newUploadsClient(cfg)
+	client, err := newClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", store, err)
 	}
-	inner := &driver{StorageDriver: d, uploads: client, bucket: cfg.Bucket, prefix: cfg.Prefix}
-	return withConditional(objectstore.Wrap(inner, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage, Redirect: cfg.Redirect}), cfg)
+	inner := &driver{StorageDriver: d, client: client, bucket: cfg.Bucket, prefix: cfg.Prefix}
+	return withConditional(objectstore.Wrap(inner, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage, Redirect: cfg.Redirect}), inner, cfg), nil
+}
+
+// newClient returns the S3 client of Shoal's own calls (see driver.client)
+// for the same store, region, addressing and credentials (the SDK's
+// default chain, as the reference driver's) as the reference driver that
+// New opens for cfg, which has its defaults applied.
+func newClient(cfg Config) (*s3.S3, error) {
+	c := aws.NewConfig().WithRegion(cfg.Region).WithS3ForcePathStyle(cfg.PathStyle)
+	if cfg.Endpoint != "" {
+		e, err := url.Parse(cfg.Endpoint)
+		if err != nil {
+			return nil, fmt.Errorf("endpoint %q: %w", cfg.Endpoint, err)
+		}
+		c = c.WithEndpoint(cfg.Endpoint).WithDisableSSL(e.Scheme == "http")
+	}
+	sess, err := session.NewSession(c)
+	if err != nil {
+		return nil, fmt.Errorf("creating an AWS session: %w", err)
+	}
+	return s3.New(sess), nil
 }
 
 // Throttling and "try again" codes S3 and S3-compatible stores answer with,

@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 
 	"github.com/aws/aws-sdk-go/aws"
 	"github.com/aws/aws-sdk-go/aws/awserr"
-	"github.com/aws/aws-sdk-go/aws/session"
 	"github.com/aws/aws-sdk-go/service/s3"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 
@@ -30,28 +28,11 @@ import (
 // session.
 type driver struct {
 	storagedriver.StorageDriver
-	uploads *s3.S3 // a client of its own: the reference driver's is hidden
-	bucket  string
-	prefix  string
-}
-
-// newUploadsClient returns an S3 client for the same store, region,
-// addressing and credentials (the SDK's default chain, as the reference
-// driver's) as the reference driver that New opens for cfg.
-func newUploadsClient(cfg Config) (*s3.S3, error) {
-	c := aws.NewConfig().WithRegion(cfg.Region).WithS3ForcePathStyle(cfg.PathStyle)
-	if cfg.Endpoint != "" {
-		e, err := url.Parse(cfg.Endpoint)
-		if err != nil {
-			return nil, fmt.Errorf("endpoint %q: %w", cfg.Endpoint, err)
-		}
-		c = c.WithEndpoint(cfg.Endpoint).WithDisableSSL(e.Scheme == "http")
-	}
-	sess, err := session.NewSession(c)
-	if err != nil {
-		return nil, fmt.Errorf("creating an AWS session: %w", err)
-	}
-	return s3.New(sess), nil
+	// client makes Shoal's own calls (these aborts, the conditional
+	// writes): the reference driver keeps its client to itself.
+	client *s3.S3
+	bucket string
+	prefix string
 }
 
 // key is the object key of storage path p, as the reference driver names it.
@@ -85,7 +66,7 @@ func (d *driver) abortUploads(ctx context.Context, p string) (int, error) {
 	in := &s3.ListMultipartUploadsInput{Bucket: aws.String(d.bucket), Prefix: aws.String(key)}
 	n := 0
 	for {
-		resp, err := d.uploads.ListMultipartUploadsWithContext(ctx, in)
+		resp, err := d.client.ListMultipartUploadsWithContext(ctx, in)
 		if err != nil {
 			return n, err
 		}
@@ -94,7 +75,7 @@ func (d *driver) abortUploads(ctx context.Context, p string) (int, error) {
 			if k != key && !strings.HasPrefix(k, key+"/") {
 				continue // "/a" does not hold "/ab"
 			}
-			_, err := d.uploads.AbortMultipartUploadWithContext(ctx, &s3.AbortMultipartUploadInput{
+			_, err := d.client.AbortMultipartUploadWithContext(ctx, &s3.AbortMultipartUploadInput{
 				Bucket: aws.String(d.bucket), Key: u.Key, UploadId: u.UploadId,
 			})
 			var ae awserr.Error

@@ -35,11 +35,11 @@ func TestDeleteAbortsOpenMultipartUploads(t *testing.T) {
 	}
 	// The test's own view of the bucket, with the driver's region default.
 	cfg.Region = "us-east-1"
-	client, err := newUploadsClient(cfg)
+	client, err := newClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	inner := &driver{uploads: client, bucket: cfg.Bucket, prefix: cfg.Prefix}
+	inner := &driver{client: client, bucket: cfg.Bucket, prefix: cfg.Prefix}
 
 	if err := d.PutContent(ctx, "/up/id1/startedat", []byte("now")); err != nil {
 		t.Fatal(err)
@@ -87,7 +87,7 @@ func TestDeleteAbortsOpenMultipartUploads(t *testing.T) {
 func openUploads(t *testing.T, d *driver) []string {
 	t.Helper()
 	prefix := d.key("/")
-	out, err := d.uploads.ListMultipartUploads(&s3.ListMultipartUploadsInput{Bucket: aws.String(d.bucket), Prefix: aws.String(prefix)})
+	out, err := d.client.ListMultipartUploads(&s3.ListMultipartUploadsInput{Bucket: aws.String(d.bucket), Prefix: aws.String(prefix)})
 	if err != nil {
 		t.Fatal(err)
 	}
