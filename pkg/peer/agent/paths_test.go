@@ -1,16 +1,15 @@
 package agent
 
 import (
-	"bufio"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
-	"time"
+
+	"github.com/shoal-dev/shoal/internal/ociapi/ociapitest"
 )
 
 // TestMirrorRefusesPathsThatAreNotCanonical: the agent's HTTP listener
@@ -37,19 +36,11 @@ func TestMirrorRefusesPathsThatAreNotCanonical(t *testing.T) {
 	}))
 	t.Cleanup(o.Close)
 	a := startAgent(t, testConfig(t, o.URL, nil, nil))
-	for _, target := range []string{
-		"/v2/public/app/../../private/app/manifests/latest",
-		"/v2/public/app/%2e%2e/%2e%2e/private/app/manifests/latest",
-		"/v2/team%2Fapp/manifests/latest",
-		"/v2/team/./app/tags/list",
-		"/v2//team/app/manifests/latest",
-		"//v2/team/app/manifests/latest",
-		"/v2/../metrics",
-		"/v2/./",
-		"/metrics/../v2/_catalog",
-	} {
+	// The agent's own endpoints beside the shared cases.
+	targets := append(ociapitest.NonCanonicalTargets(), "/v2/../metrics", "/v2/./")
+	for _, target := range targets {
 		for _, m := range []string{http.MethodGet, http.MethodHead} {
-			resp, body := rawRequest(t, a.MirrorAddr(), m, target)
+			resp, body := ociapitest.RawRequest(t, a.MirrorAddr(), m, target)
 			if loc := resp.Header.Get("Location"); loc != "" || resp.StatusCode != http.StatusBadRequest {
 				t.Errorf("%s %s: %d (Location %q), want 400 and no redirect", m, target, resp.StatusCode, loc)
 				continue
@@ -71,36 +62,11 @@ func TestMirrorRefusesPathsThatAreNotCanonical(t *testing.T) {
 	}
 	mu.Unlock()
 	for _, p := range []string{"/healthz", "/metrics"} {
-		if resp, body := rawRequest(t, a.MirrorAddr(), http.MethodGet, p); resp.StatusCode != http.StatusOK {
+		if resp, body := ociapitest.RawRequest(t, a.MirrorAddr(), http.MethodGet, p); resp.StatusCode != http.StatusOK {
 			t.Errorf("GET %s: %d %s", p, resp.StatusCode, body)
 		}
 	}
-	if resp, body := rawRequest(t, a.MirrorAddr(), http.MethodGet, "/v2/"); resp.StatusCode != http.StatusOK {
+	if resp, body := ociapitest.RawRequest(t, a.MirrorAddr(), http.MethodGet, "/v2/"); resp.StatusCode != http.StatusOK {
 		t.Errorf("GET /v2/: %d %s", resp.StatusCode, body)
 	}
-}
-
-// rawRequest sends method and the request target exactly as given (no
-// client-side cleaning or re-escaping) to addr.
-func rawRequest(t *testing.T, addr, method, target string) (*http.Response, []byte) {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(time.Minute))
-	if _, err := io.WriteString(conn, method+" "+target+" HTTP/1.1\r\nHost: "+addr+"\r\nConnection: close\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: method})
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, target, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: reading the body: %v", method, target, err)
-	}
-	return resp, body
 }
