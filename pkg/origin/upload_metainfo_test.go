@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
+	"net/http"
 	"slices"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/pkg/metainfo"
+	"github.com/shoal-dev/shoal/pkg/storage"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
 )
 
@@ -25,18 +28,54 @@ func TestPushStoresTheBlobsMetainfo(t *testing.T) {
 	} {
 		blob := make([]byte, 2*metainfo.DefaultPieceLength+4321)
 		_, _ = rand.Read(blob)
-		dg := push(blob)
-		got, err := metainfo.Load(context.Background(), d, dg)
-		if err != nil {
-			t.Fatalf("%s push: no metainfo stored with the blob: %v", name, err)
-		}
-		want, err := metainfo.Compute(bytes.NewReader(blob), dg, int64(len(blob)), metainfo.PieceLengthFor(int64(len(blob))))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.Size != want.Size || got.PieceLength != want.PieceLength || !slices.Equal(got.PieceHashes, want.PieceHashes) {
-			t.Errorf("%s push: stored metainfo (%d bytes, %d pieces of %d) is not the blob's (%d bytes, %d pieces of %d) or has other hashes",
-				name, got.Size, got.NumPieces(), got.PieceLength, want.Size, want.NumPieces(), want.PieceLength)
-		}
+		expectStoredMetainfo(t, d, blob, push(blob), name+" push")
 	}
+}
+
+// expectStoredMetainfo checks that the metainfo stored for blob (digest dg)
+// is what the seeders would compute from it.
+func expectStoredMetainfo(t *testing.T, d storage.Driver, blob []byte, dg digest.Digest, what string) {
+	t.Helper()
+	got, err := metainfo.Load(context.Background(), d, dg)
+	if err != nil {
+		t.Fatalf("%s: no metainfo stored with the blob: %v", what, err)
+	}
+	want, err := metainfo.Compute(bytes.NewReader(blob), dg, int64(len(blob)), metainfo.PieceLengthFor(int64(len(blob))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Size != want.Size || got.PieceLength != want.PieceLength || !slices.Equal(got.PieceHashes, want.PieceHashes) {
+		t.Errorf("%s: stored metainfo (%d bytes, %d pieces of %d) is not the blob's (%d bytes, %d pieces of %d) or has other hashes",
+			what, got.Size, got.NumPieces(), got.PieceLength, want.Size, want.NumPieces(), want.PieceLength)
+	}
+}
+
+// An upload whose chunks go to two origin nodes in turn, each chunk
+// spanning several of the buffers a chunk is copied in and none ending on a
+// piece's boundary, and whose last bytes come with the closing PUT, stores
+// the metainfo of the whole blob: each node goes on from the piece
+// hasher's state the other saved.
+func TestChunksOnTwoNodesStoreTheBlobsMetainfo(t *testing.T) {
+	d := inmemory.New()
+	_, a := newServerOn(t, d)
+	_, b := newServerOn(t, d)
+	blob := make([]byte, 3*metainfo.DefaultPieceLength+(chunkBuffers<<20)+4321)
+	_, _ = rand.Read(blob)
+	dg := digest.FromBytes(blob)
+
+	loc := startSession(a, "team/app")
+	cuts := []int{0, 3<<20 + 17, (chunkBuffers+5)<<20 + 3, len(blob) - 1000, len(blob)}
+	nodes := []exchange{a, b, a, b}
+	for i, node := range nodes {
+		start, end := cuts[i], cuts[i+1]
+		method, target, status := http.MethodPatch, loc, http.StatusAccepted
+		if i == len(nodes)-1 {
+			method, target, status = http.MethodPut, loc+"?digest="+dg.String(), http.StatusCreated
+		}
+		resp := node.do(method, target, blob[start:end], "Content-Range", fmt.Sprintf("%d-%d", start, end-1))
+		node.expect(resp, status)
+		loc = resp.Header.Get("Location")
+	}
+
+	expectStoredMetainfo(t, d, blob, dg, "chunks on two nodes")
 }
