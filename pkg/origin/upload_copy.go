@@ -1,6 +1,7 @@
 package origin
 
 import (
+	"fmt"
 	"hash"
 	"io"
 	"sync"
@@ -13,9 +14,9 @@ import (
 // are given in requests of their own size, one after the other, and take
 // nothing while a request is out (S3's parts are 10 MiB, Azure's appends
 // 4 MiB). Meanwhile the next 8 MiB are read and hashed, so that once the
-// store has taken a part the writer waits only for the read and hashes of
-// the last 2 MiB of the next, little against what a part takes at the
-// store (docs/storage.md, "Pushes").
+// store has taken a part most of the next is ready (on S3 all but 2 MiB,
+// little against what a part takes at the store; docs/storage.md,
+// "Pushes").
 const chunkBuffers = 8
 
 // copyChunk copies src to the upload's part writer fw, to h (the digest of
@@ -27,8 +28,8 @@ const chunkBuffers = 8
 // buffer read from src, no copy, which goes back to copyBuffers once both
 // are done with it; at most chunkBuffers are in flight.
 //
-// Reading stops at the first error of fw or src: fw's error is returned
-// (wrapped errors keep their type), then src's. On any error the caller
+// Reading stops at the first error of fw or src. fw's error is returned as
+// it is (an outage stays one), else src's. On any error the caller
 // throws the chunk away, and the state of h and pieces does not matter. On
 // success every byte read was written to all three.
 func copyChunk(fw io.Writer, h hash.Hash, pieces io.Writer, src io.Reader) (int64, error) {
@@ -47,7 +48,7 @@ func copyChunk(fw io.Writer, h hash.Hash, pieces io.Writer, src io.Reader) (int6
 	wg.Go(func() {
 		for b := range p.toStore {
 			if storeErr == nil {
-				n, err := fw.Write(b.bytes())
+				n, err := writeRecovering(fw, b.bytes())
 				stored += int64(n)
 				if err == nil && n < len(b.bytes()) {
 					err = io.ErrShortWrite
@@ -106,6 +107,18 @@ func copyChunk(fw io.Writer, h hash.Hash, pieces io.Writer, src io.Reader) (int6
 		readErr = nil
 	}
 	return stored, readErr
+}
+
+// writeRecovering writes p to w and turns a panic of w's into an error:
+// on the request's goroutine net/http would have recovered it and ended
+// only the request, not the origin.
+func writeRecovering(w io.Writer, p []byte) (n int, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("storage writer panicked: %v", v)
+		}
+	}()
+	return w.Write(p)
 }
 
 // chunkPipe is what copyChunk's goroutines share.

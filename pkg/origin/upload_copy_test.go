@@ -150,3 +150,17 @@ func TestCopyChunkReturnsABodyFailure(t *testing.T) {
 		t.Errorf("before the body failed at %d, the store took %d bytes (equal to the body's: %t)", src.failAt, n, bytes.Equal(store.Bytes(), data[:n]))
 	}
 }
+
+type panickingWriter struct{}
+
+func (panickingWriter) Write([]byte) (int, error) { panic("driver bug") }
+
+// A store writer that panics fails the chunk, as it did when it ran on the
+// request's goroutine (where net/http recovers), instead of the origin.
+func TestCopyChunkTurnsAStoreWriterPanicIntoAnError(t *testing.T) {
+	data := randomBlob(t, 3<<20)
+	n, err := copyChunk(panickingWriter{}, sha256.New(), nil, bytes.NewReader(data))
+	if err == nil || n != 0 {
+		t.Fatalf("copyChunk through a panicking writer returned %d bytes, err %v; want 0 bytes and an error", n, err)
+	}
+}
