@@ -92,11 +92,23 @@ func (s *Server) manifestContent(ctx context.Context, d digest.Digest) (*cachedM
 
 func (s *Server) getManifest(w http.ResponseWriter, r *http.Request, rt ociapi.Route) error {
 	ctx := r.Context()
+	if r.ProtoMajor == 1 && s.cfg.StorageTimeout > 0 && flushes(w) {
+		// The storage calls run on this goroutine, not handed to a worker
+		// and waited for: the most frequent requests pay no handoff. One
+		// that stalls is answered by the storage guard's watchdog.
+		ctx = withStallAnswer(ctx, &stalledRequest{s, w, r})
+	}
 	d, err := s.resolve(ctx, rt.Name, rt.Ref)
+	if errors.Is(err, errAnswered) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
 	c, err := s.manifestContent(ctx, d)
+	if errors.Is(err, errAnswered) {
+		return nil
+	}
 	if err != nil {
 		if isNotFound(err) {
 			return ociapi.ManifestUnknown(rt.Ref)
@@ -114,6 +126,39 @@ func (s *Server) getManifest(w http.ResponseWriter, r *http.Request, rt ociapi.R
 		s.metrics.bytesOut.WithLabelValues(ociapi.Manifest).Add(float64(n))
 	}
 	return nil
+}
+
+// stalledRequest answers an HTTP/1 request whose storage call stalled, in
+// its place (its goroutine is still in the call): the error, with its
+// length, sent at once, and the connection closed once the call returns,
+// so that the client waits for nothing more.
+type stalledRequest struct {
+	s *Server
+	w http.ResponseWriter
+	r *http.Request
+}
+
+// flushes tells whether w, or what it wraps, can send what was written
+// at once, as the answer to a stalled request must be sent.
+func flushes(w http.ResponseWriter) bool {
+	for {
+		switch u := w.(type) {
+		case http.Flusher, interface{ FlushError() error }:
+			return true
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = u.Unwrap()
+		default:
+			return false
+		}
+	}
+}
+
+func (a *stalledRequest) answerStall(err error) {
+	a.w.Header().Set("Connection", "close")
+	a.s.writeError(a.w, a.r, err)
+	if err := http.NewResponseController(a.w).Flush(); err != nil {
+		a.s.log.Warn("sending the answer to a request whose storage call stalled", "path", a.r.URL.Path, "err", err)
+	}
 }
 
 func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, rt ociapi.Route) error {

@@ -197,8 +197,11 @@ func (g *guardedDriver) outage(err error) error {
 }
 
 // guarded runs f against storage under the breaker. Calls are given up
-// after the timeout (up to a sixteenth of it sooner): f runs on one of the
-// driver's workers while the request waits for it, its context to be
+// after the timeout (up to a sixteenth of it sooner). Under a context with
+// a stallAnswer, f runs on the calling goroutine and the watchdog answers
+// the request when it stalls (the call returns errAnswered once it is
+// done). Otherwise f runs on one of the driver's workers while the
+// request waits for it, its context to be
 // done or the timeout, whichever comes first (the watchdog that ends the
 // wait looks at the context once a sixteenth of the timeout, so a request
 // whose client went away returns up to that much later). A request's
@@ -220,6 +223,17 @@ func guarded[T any](g *guardedDriver, ctx context.Context, c opClass, op, path s
 		return v, g.outage(err)
 	}
 	p := &pendingCall[T]{callState: callState{ctx: ctx}, fctx: ctx, f: f, cleanup: cleanup}
+	if a, ok := ctx.Value(stallAnswerKey{}).(stallAnswer); ok {
+		p.answer, p.guard, p.class, p.op, p.path = a, g, c, op, path
+		if g.workers.runInline(p) == callExpired {
+			return zero, errAnswered
+		}
+		if p.err != nil && ctx.Err() != nil {
+			return zero, p.err // the client went away: not storage's fault
+		}
+		g.h.record(c, p.err)
+		return p.v, g.outage(p.err)
+	}
 	if meta && ctx.Done() == nil {
 		var cancel context.CancelFunc
 		p.fctx, cancel = context.WithTimeout(ctx, g.h.timeout)
@@ -235,11 +249,17 @@ func guarded[T any](g *guardedDriver, ctx context.Context, c opClass, op, path s
 	case callCancelled:
 		return zero, ctx.Err()
 	default: // callExpired
-		g.h.metrics.storageTimeouts.WithLabelValues(op).Inc()
-		err := fmt.Errorf("storage %s: %s %s: no answer within %s (storageTimeout): %w", g.Name(), op, path, g.h.timeout, storage.ErrUnavailable)
-		g.h.trip(c, err)
-		return zero, err
+		return zero, g.timedOut(c, op, path)
 	}
+}
+
+// timedOut notes that a call of class c got no answer within the timeout,
+// and returns the error that says so.
+func (g *guardedDriver) timedOut(c opClass, op, path string) error {
+	g.h.metrics.storageTimeouts.WithLabelValues(op).Inc()
+	err := fmt.Errorf("storage %s: %s %s: no answer within %s (storageTimeout): %w", g.Name(), op, path, g.h.timeout, storage.ErrUnavailable)
+	g.h.trip(c, err)
+	return err
 }
 
 type none struct{}

@@ -2,17 +2,23 @@ package origin
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// A storage call under storageTimeout cannot run on the request's own
-// goroutine: the drivers that matter (filesystem, HDFS) ignore their
-// context, so only a request that is not stuck in the call can answer 503
-// when the call stalls. What a call costs beyond the driver is therefore
-// kept to one handoff to a goroutine that already exists and back, each
-// side waiting on one channel:
+// A storage call under storageTimeout cannot simply run on the request's
+// own goroutine: the drivers that matter (filesystem, HDFS) ignore their
+// context, so only a goroutine that is not stuck in the call can answer
+// 503 when the call stalls. Either the call is handed to a worker while
+// the request waits, or (stallAnswer: manifest GET and HEAD over HTTP/1,
+// the most frequent requests) it runs inline and the watchdog answers the
+// request if it stalls; the handoff, and the thread wake-ups it costs the
+// scheduler when a processor is idle, is what running inline saves. What
+// a handed-off call costs beyond the driver is kept to one handoff to a
+// goroutine that already exists and back, each side waiting on one
+// channel:
 //
 //   - calls go to long-lived workers, not to a new goroutine each: a new
 //     goroutine starts on a small stack that a driver call (path regexps,
@@ -21,8 +27,9 @@ import (
 //   - neither the request nor the worker waits on a timer, a context or a
 //     select: one watchdog goroutine, ticking every sixteenth of
 //     storageTimeout, ends the wait of a request whose call has run for
-//     sixteen ticks or whose context is done (a select over three
-//     channels cost as much as the rest of the handoff);
+//     sixteen ticks or whose context is done (a select locks and queues
+//     on every channel it waits on, a timer each call is a clock read and
+//     a heap entry);
 //   - a worker whose call was given up on releases what the call returns
 //     itself, then goes; the watchdog retires workers idle for
 //     storageWorkerIdle, so a burst leaves nothing behind (the watchdog
@@ -61,8 +68,16 @@ type storageJob interface {
 type callState struct {
 	ctx   context.Context // the request's, which the watchdog watches
 	tick  int64           // the watchdog's count when the call started
-	done  chan struct{}   // the worker's: wakes the request
+	done  chan struct{}   // the worker's: wakes the request; nil: inline
 	phase atomic.Uint32
+
+	// Of a call run inline (see stallAnswer): what the watchdog needs to
+	// answer its request, and answered, closed once it has.
+	answer   stallAnswer
+	guard    *guardedDriver
+	class    opClass
+	op, path string
+	answered chan struct{}
 }
 
 // end moves the call to phase p and wakes the request, unless its wait
@@ -75,7 +90,72 @@ func (c *callState) end(p uint32) bool {
 	return true
 }
 
-// storageWorker is one goroutine that runs calls.
+// stallAnswer lets a request's storage calls run inline, on the request's
+// own goroutine, with no handoff: when one stalls past storageTimeout, the
+// watchdog answers the request in its place through answerStall, which
+// must send a complete response that the client needs nothing more after (an
+// HTTP/1 response with its length, the connection to be closed). Over
+// HTTP/2 a response ends only when its handler returns, so only HTTP/1
+// requests get one. The request's goroutine stays in the call until the
+// driver returns, as a worker would.
+type stallAnswer interface {
+	answerStall(err error)
+}
+
+type stallAnswerKey struct{}
+
+// withStallAnswer returns ctx under which storage calls run inline, a
+// stalled one answered by a.
+func withStallAnswer(ctx context.Context, a stallAnswer) context.Context {
+	return context.WithValue(ctx, stallAnswerKey{}, a)
+}
+
+// errAnswered is what a call run inline returns when the watchdog has
+// answered its request: the request must not write anything more.
+var errAnswered = errors.New("the request was answered while its storage call stalled")
+
+// runInline runs job on the calling goroutine under the watchdog. It
+// returns callDone, or callExpired once the watchdog has answered the
+// request (c.answer) because the call ran for its time; then what the
+// call returned has been released.
+func (w *storageWorkers) runInline(job storageJob) uint32 {
+	c := job.state()
+	slot := w.slot(c)
+	slot.cur.Store(c)
+	job.run()
+	slot.cur.Store(nil)
+	w.mu.Lock()
+	slot.idleSince = w.now.Load()
+	w.idleSlots = append(w.idleSlots, slot)
+	w.mu.Unlock()
+	if c.phase.CompareAndSwap(callRunning, callDone) {
+		return callDone
+	}
+	<-c.answered // the request's writer is the watchdog's until then
+	job.abandoned()
+	return callExpired
+}
+
+// slot takes an idle slot, or makes one, for call c run inline.
+func (w *storageWorkers) slot(c *callState) *storageWorker {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var slot *storageWorker
+	if n := len(w.idleSlots); n > 0 {
+		slot = w.idleSlots[n-1]
+		w.idleSlots[n-1] = nil
+		w.idleSlots = w.idleSlots[:n-1]
+	} else {
+		slot = &storageWorker{}
+		w.all[slot] = struct{}{}
+		w.watch0()
+	}
+	c.tick = w.now.Load()
+	return slot
+}
+
+// storageWorker is one goroutine that runs calls, or the slot of a call
+// run inline (no jobs, no done) that the watchdog watches.
 type storageWorker struct {
 	jobs chan storageJob // buffered 1; a nil job retires the worker
 	done chan struct{}   // buffered 1; see callState.done
@@ -93,10 +173,11 @@ type storageWorkers struct {
 	start     time.Time     // ticks count from here (monotonic)
 	now       atomic.Int64  // ticks since start, as of the watchdog's last
 
-	mu       sync.Mutex
-	idle     []*storageWorker // the last to become idle last
-	all      map[*storageWorker]struct{}
-	watching bool // the watchdog runs (while there are workers)
+	mu        sync.Mutex
+	idle      []*storageWorker // the last to become idle last
+	idleSlots []*storageWorker // the same, of the slots of inline calls
+	all       map[*storageWorker]struct{}
+	watching  bool // the watchdog runs (while there are workers or slots)
 }
 
 func newStorageWorkers(timeout time.Duration) *storageWorkers {
@@ -139,15 +220,20 @@ func (w *storageWorkers) worker(c *callState) *storageWorker {
 		wk = &storageWorker{jobs: make(chan storageJob, 1), done: make(chan struct{}, 1)}
 		w.all[wk] = struct{}{}
 		go w.serve(wk)
-		if !w.watching {
-			w.watching = true
-			w.now.Store(int64(time.Since(w.start) / w.tick))
-			go w.watch()
-		}
+		w.watch0()
 	}
 	c.tick = w.now.Load()
 	c.done = wk.done
 	return wk
+}
+
+// watch0 starts the watchdog if it does not run. w.mu is held.
+func (w *storageWorkers) watch0() {
+	if !w.watching {
+		w.watching = true
+		w.now.Store(int64(time.Since(w.start) / w.tick))
+		go w.watch()
+	}
 }
 
 // serve runs the calls handed to wk until it is retired.
@@ -182,33 +268,41 @@ func (w *storageWorkers) watch() {
 	for range t.C {
 		now := int64(time.Since(w.start) / w.tick)
 		w.now.Store(now)
-		if !w.patrol(now) {
+		goOn, stalled := w.patrol(now)
+		for _, c := range stalled {
+			err := c.guard.timedOut(c.class, c.op, c.path)
+			go func() {
+				defer close(c.answered)
+				c.answer.answerStall(err)
+			}()
+		}
+		if !goOn {
 			return
 		}
 	}
 }
 
 // patrol is one tick of the watchdog. It reports whether the watchdog
-// goes on.
-func (w *storageWorkers) patrol(now int64) bool {
+// goes on, and the inline calls that ran for their time, whose requests
+// it is to answer.
+func (w *storageWorkers) patrol(now int64) (goOn bool, stalled []*callState) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	old := 0
-	for old < len(w.idle) && now-w.idle[old].idleSince >= w.idleTicks {
-		wk := w.idle[old]
-		delete(w.all, wk)
-		wk.jobs <- nil // idle: its buffer is empty
-		old++
-	}
-	if old > 0 {
-		n := copy(w.idle, w.idle[old:])
-		clear(w.idle[n:])
-		w.idle = w.idle[:n]
-	}
+	w.idle = w.retire(now, w.idle)
+	w.idleSlots = w.retire(now, w.idleSlots)
 	for wk := range w.all {
 		c := wk.cur.Load()
 		switch {
 		case c == nil:
+		case c.done == nil: // inline: its request's goroutine is in the call
+			// answered is set before the call can be seen expired: the
+			// request reads it only then.
+			if now-c.tick >= w.callTicks && c.phase.Load() == callRunning {
+				c.answered = make(chan struct{})
+				if c.phase.CompareAndSwap(callRunning, callExpired) {
+					stalled = append(stalled, c)
+				}
+			}
 		case now-c.tick >= w.callTicks:
 			c.end(callExpired)
 		case c.ctx.Err() != nil:
@@ -217,9 +311,30 @@ func (w *storageWorkers) patrol(now int64) bool {
 	}
 	if len(w.all) == 0 {
 		w.watching = false
-		return false
+		return false, stalled
 	}
-	return true
+	return true, stalled
+}
+
+// retire lets go of the workers or slots of idle that have been idle for
+// storageWorkerIdle (the first of idle are the longest idle), and returns
+// the others. w.mu is held.
+func (w *storageWorkers) retire(now int64, idle []*storageWorker) []*storageWorker {
+	old := 0
+	for old < len(idle) && now-idle[old].idleSince >= w.idleTicks {
+		wk := idle[old]
+		delete(w.all, wk)
+		if wk.jobs != nil {
+			wk.jobs <- nil // idle: its buffer is empty
+		}
+		old++
+	}
+	if old == 0 {
+		return idle
+	}
+	n := copy(idle, idle[old:])
+	clear(idle[n:])
+	return idle[:n]
 }
 
 // pendingCall is what a guarded call runs and where its result is left

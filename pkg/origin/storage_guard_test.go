@@ -130,10 +130,11 @@ func TestStreamOpenedAfterTimeoutIsClosed(t *testing.T) {
 	})
 }
 
-// TestCancelledRequestStopsWaitingForStalledCall: a request whose client
-// goes away while its storage call is stuck (within storageTimeout) stops
-// waiting for the call, and that does not count as storage failing; the
-// call's worker serves again once storage answers.
+// TestCancelledRequestStopsWaitingForStalledCall: a request whose storage
+// calls go to workers (HTTP/2) and whose client goes away while its call
+// is stuck (within storageTimeout) stops waiting for the call, and that
+// does not count as storage failing; the call's worker serves again once
+// storage answers.
 func TestCancelledRequestStopsWaitingForStalledCall(t *testing.T) {
 	d := newPathStall(inmemory.New(), "get_content", "team/slow")
 	// Long enough that the call does not run out of time before the
@@ -143,7 +144,7 @@ func TestCancelledRequestStopsWaitingForStalledCall(t *testing.T) {
 	manifest, _ := e.pushImage("team/app", "v1", []byte("layer"))
 
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "/v2/team/slow/manifests/v1", nil)
+	req := http2Request(ctx, http.MethodGet, "/v2/team/slow/manifests/v1")
 	w := httptest.NewRecorder()
 	var returned atomic.Bool
 	go func() {
@@ -187,5 +188,62 @@ func TestStorageWorkersRetireWhenIdle(t *testing.T) {
 			t.Fatalf("round %d: a call that returns at once ended its wait with %d, want %d (done)", round, got, callDone)
 		}
 		eventually.True(t, "the idle worker and the watchdog to go", gone)
+	}
+}
+
+// http2Request is a request as it reaches the handler over HTTP/2.
+func http2Request(ctx context.Context, method, target string) *http.Request {
+	req, _ := http.NewRequestWithContext(ctx, method, target, nil)
+	req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/2.0", 2, 0
+	return req
+}
+
+// TestStalledManifestCallIsAnsweredInItsPlace: a manifest GET or HEAD over
+// HTTP/1 runs its storage calls on its own goroutine; when one stalls past
+// storageTimeout, the request gets its 503 naming storage all the same,
+// complete and with the connection to be closed, while the call is still
+// stuck, and storage counts as out. Once the call returns, the request's
+// goroutine writes nothing more.
+func TestStalledManifestCallIsAnsweredInItsPlace(t *testing.T) {
+	for _, method := range []string{http.MethodGet, http.MethodHead} {
+		t.Run(method, func(t *testing.T) {
+			d := newPathStall(inmemory.New(), "get_content", "team/slow")
+			s, e := newServerOn(t, d, func(c *Config) { c.StorageTimeout = 100 * time.Millisecond })
+			e.pushImage("team/slow", "v1", []byte("slow layer"))
+
+			resp := e.do(method, "/v2/team/slow/manifests/v1", nil)
+			select {
+			case <-d.entered:
+			default:
+				t.Fatal("the manifest request was answered without its storage call reaching the driver")
+			}
+			expectUnavailable(e, resp, method+" of a manifest whose storage call stalls", "inmemory")
+			if !resp.Close {
+				t.Errorf("the answer in place of the stalled request leaves the connection open (Connection: %q): the request's goroutine still holds it", resp.Header.Get("Connection"))
+			}
+			if _, err := s.health.state(); err == nil {
+				t.Error("storage does not count as out after a call got no answer within storageTimeout")
+			}
+			close(d.release)
+		})
+	}
+}
+
+// TestStalledCallOverHTTP2IsAnswered: over HTTP/2, where only a returning
+// handler ends its response, a manifest request's storage calls go to a
+// worker, and the request answers 503 itself when one stalls.
+func TestStalledCallOverHTTP2IsAnswered(t *testing.T) {
+	d := newPathStall(inmemory.New(), "get_content", "team/slow")
+	s, e := newServerOn(t, d, func(c *Config) { c.StorageTimeout = 100 * time.Millisecond })
+	e.pushImage("team/slow", "v1", []byte("slow layer"))
+	defer close(d.release)
+
+	w := httptest.NewRecorder()
+	s.ServeHTTP(w, http2Request(context.Background(), http.MethodGet, "/v2/team/slow/manifests/v1"))
+	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "storage backend inmemory") {
+		t.Fatalf("HTTP/2 manifest GET whose storage call stalls: %d %s, want 503 naming storage inmemory", w.Code, w.Body)
+	}
+	if w.Header().Get("Connection") != "" {
+		t.Errorf("HTTP/2 answer sets Connection: %q, a header HTTP/2 forbids", w.Header().Get("Connection"))
 	}
 }
