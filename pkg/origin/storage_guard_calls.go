@@ -120,38 +120,17 @@ var errAnswered = errors.New("the request was answered while its storage call st
 // call returned has been released.
 func (w *storageWorkers) runInline(job storageJob) uint32 {
 	c := job.state()
-	slot := w.slot(c)
+	slot := w.take(c, &w.idleSlots, func() *storageWorker { return &storageWorker{} })
 	slot.cur.Store(c)
 	job.run()
 	slot.cur.Store(nil)
-	w.mu.Lock()
-	slot.idleSince = w.now.Load()
-	w.idleSlots = append(w.idleSlots, slot)
-	w.mu.Unlock()
+	w.putIdle(&w.idleSlots, slot)
 	if c.phase.CompareAndSwap(callRunning, callDone) {
 		return callDone
 	}
 	<-c.answered // the request's writer is the watchdog's until then
 	job.abandoned()
 	return callExpired
-}
-
-// slot takes an idle slot, or makes one, for call c run inline.
-func (w *storageWorkers) slot(c *callState) *storageWorker {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	var slot *storageWorker
-	if n := len(w.idleSlots); n > 0 {
-		slot = w.idleSlots[n-1]
-		w.idleSlots[n-1] = nil
-		w.idleSlots = w.idleSlots[:n-1]
-	} else {
-		slot = &storageWorker{}
-		w.all[slot] = struct{}{}
-		w.watch0()
-	}
-	c.tick = w.now.Load()
-	return slot
 }
 
 // storageWorker is one goroutine that runs calls, or the slot of a call
@@ -192,39 +171,48 @@ func newStorageWorkers(timeout time.Duration) *storageWorkers {
 // its worker, which releases what it returns (storageJob.abandoned).
 func (w *storageWorkers) run(job storageJob) uint32 {
 	c := job.state()
-	wk := w.worker(c)
+	wk := w.take(c, &w.idle, func() *storageWorker {
+		wk := &storageWorker{jobs: make(chan storageJob, 1), done: make(chan struct{}, 1)}
+		go w.serve(wk)
+		return wk
+	})
+	c.done = wk.done
 	wk.jobs <- job
 	<-c.done
 	p := c.phase.Load()
 	if p == callDone {
 		// Idle again only now: its done channel has had its one send for
 		// this call, and the next request may wait on it.
-		w.mu.Lock()
-		wk.idleSince = w.now.Load()
-		w.idle = append(w.idle, wk)
-		w.mu.Unlock()
+		w.putIdle(&w.idle, wk)
 	}
 	return p
 }
 
-// worker takes the most recently idle worker, or starts one, for call c.
-func (w *storageWorkers) worker(c *callState) *storageWorker {
+// take takes the most recently idle of *idle (workers or slots), or one
+// that fresh makes, for call c.
+func (w *storageWorkers) take(c *callState, idle *[]*storageWorker, fresh func() *storageWorker) *storageWorker {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var wk *storageWorker
-	if n := len(w.idle); n > 0 {
-		wk = w.idle[n-1]
-		w.idle[n-1] = nil
-		w.idle = w.idle[:n-1]
+	if n := len(*idle); n > 0 {
+		wk = (*idle)[n-1]
+		(*idle)[n-1] = nil
+		*idle = (*idle)[:n-1]
 	} else {
-		wk = &storageWorker{jobs: make(chan storageJob, 1), done: make(chan struct{}, 1)}
+		wk = fresh()
 		w.all[wk] = struct{}{}
-		go w.serve(wk)
 		w.watch0()
 	}
 	c.tick = w.now.Load()
-	c.done = wk.done
 	return wk
+}
+
+// putIdle puts wk back on *idle.
+func (w *storageWorkers) putIdle(idle *[]*storageWorker, wk *storageWorker) {
+	w.mu.Lock()
+	wk.idleSince = w.now.Load()
+	*idle = append(*idle, wk)
+	w.mu.Unlock()
 }
 
 // watch0 starts the watchdog if it does not run. w.mu is held.
