@@ -168,26 +168,29 @@ func TestCancelledRequestStopsWaitingForStalledCall(t *testing.T) {
 	}
 }
 
-// TestStorageWorkersRetireWhenIdle: the workers of a burst and their
-// watchdog go once no call comes for storageWorkerIdle, and come back for
-// the next call.
+// TestStorageWorkersRetireWhenIdle: the workers of a burst, the slots of
+// its inline calls and their watchdog go once no call comes for
+// storageWorkerIdle, and come back for the next call.
 func TestStorageWorkersRetireWhenIdle(t *testing.T) {
 	w := newStorageWorkers(16 * time.Millisecond)
 	w.idleTicks = 3
-	call := func() uint32 {
-		return w.run(&pendingCall[int]{callState: callState{ctx: context.Background()}, fctx: context.Background(),
-			f: func(context.Context) (int, error) { return 1, nil }})
+	job := func() *pendingCall[int] {
+		return &pendingCall[int]{callState: callState{ctx: context.Background()}, fctx: context.Background(),
+			f: func(context.Context) (int, error) { return 1, nil }}
 	}
 	gone := func() bool {
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		return len(w.all) == 0 && len(w.idle) == 0 && !w.watching
+		return len(w.all) == 0 && len(w.idle) == 0 && len(w.idleSlots) == 0 && !w.watching
 	}
 	for round := range 2 {
-		if got := call(); got != callDone {
+		if got := w.run(job()); got != callDone {
 			t.Fatalf("round %d: a call that returns at once ended its wait with %d, want %d (done)", round, got, callDone)
 		}
-		eventually.True(t, "the idle worker and the watchdog to go", gone)
+		if got := w.runInline(job()); got != callDone {
+			t.Fatalf("round %d: an inline call that returns at once ended with %d, want %d (done)", round, got, callDone)
+		}
+		eventually.True(t, "the idle worker, the idle slot and the watchdog to go", gone)
 	}
 }
 
