@@ -160,9 +160,12 @@ type chunkBuf struct {
 func (b *chunkBuf) bytes() []byte { return (*b.buf)[:b.n] }
 
 // fill reads from r until buf is full, r fails or ends, or the store
-// writer fails: the store writer and the hashers are handed whole buffers,
-// not each short read the network gives. It returns io.EOF only when r
-// ended.
+// writer fails: while the store writer and the piece hasher are busy they
+// are handed whole buffers, not each short read the network gives. Once
+// they have taken every earlier buffer (only buf's slot is taken), what
+// was read goes to them at once: holding a slow client's bytes until a
+// buffer fills would only delay them, and keep them from storage while
+// the client is still sending. It returns io.EOF only when r ended.
 func (p *chunkPipe) fill(r io.Reader, buf []byte) (int, error) {
 	n := 0
 	for n < len(buf) && !p.isStopped() {
@@ -170,6 +173,9 @@ func (p *chunkPipe) fill(r io.Reader, buf []byte) (int, error) {
 		n += k
 		if err != nil {
 			return n, err
+		}
+		if n > 0 && len(p.slots) <= 1 {
+			return n, nil
 		}
 	}
 	return n, nil

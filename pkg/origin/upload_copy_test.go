@@ -9,9 +9,11 @@ import (
 	"slices"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 )
 
@@ -164,3 +166,43 @@ func TestCopyChunkTurnsAStoreWriterPanicIntoAnError(t *testing.T) {
 		t.Fatalf("copyChunk through a panicking writer returned %d bytes, err %v; want 0 bytes and an error", n, err)
 	}
 }
+
+// TestCopyChunkStoresATrickleAsItComes: the bytes of a client that sends
+// slowly reach the store writer while the chunk is still arriving, not
+// once a whole buffer has filled (the origin stores the part as it goes,
+// and a chunk in flight when it is asked to stop is partly stored).
+func TestCopyChunkStoresATrickleAsItComes(t *testing.T) {
+	pr, pw := io.Pipe()
+	stored := make(chan int, 16)
+	store := writerFunc(func(p []byte) (int, error) {
+		stored <- len(p)
+		return len(p), nil
+	})
+	done := make(chan error, 1)
+	go func() {
+		_, err := copyChunk(store, sha256.New(), nil, pr)
+		done <- err
+	}()
+	for i := range 3 {
+		if _, err := pw.Write(make([]byte, 1000)); err != nil {
+			t.Fatal(err)
+		}
+		// The next bytes are sent only once these reached the store.
+		select {
+		case n := <-stored:
+			if n != 1000 {
+				t.Fatalf("write %d: the store writer got %d bytes; want the 1000 sent", i, n)
+			}
+		case <-time.After(eventually.Timeout):
+			t.Fatalf("write %d: 1000 bytes sent, none reached the store writer within %s", i, eventually.Timeout)
+		}
+	}
+	pw.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
