@@ -91,9 +91,14 @@ func (s *Swarm) dialPieces(ctx context.Context, meta *metainfo.Metainfo, addr, p
 		// Cancelled requests stay outstanding until answered, and the
 		// scheduler may ask for more meanwhile.
 		MaxOutstanding: 4 * s.cfg.MaxInFlightPerPeer,
-		Timeout:        s.cfg.PieceTimeout,
-		Buffer:         s.store.PieceBuffer,
-		Ingress:        s.ingress,
+		// Twice the scheduler's piece timeout: a peer that stops sending
+		// is the scheduler's to find (its requests time out one by one
+		// and it is dropped as unresponsive); this only ends a connection
+		// whose peer went silent past that, which would otherwise end the
+		// stream first and let the peer back in at the next dial.
+		Timeout: 2 * s.cfg.PieceTimeout,
+		Buffer:  s.store.PieceBuffer,
+		Ingress: s.ingress,
 	})
 	s.metrics.pieceDials.WithLabelValues(boolLabel(err == nil, "ok", "failed")).Inc()
 	if err != nil {
