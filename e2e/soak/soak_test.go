@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -141,6 +142,7 @@ func TestSoakPullsAndPushesSurviveFaults(t *testing.T) {
 	load.waitFor("pulls through the surviving agents", milestone, 0)
 	d.logf("load without agent %d: %s", victim, load)
 	if err := d.agents[victim].Restart(t.Context()); err != nil {
+		d.dumpStacks(d.agents[victim].Process)
 		t.Fatalf("starting agent %d again: %v", victim, err)
 	}
 	d.setPhase(fmt.Sprintf("agent %d started again", victim))
@@ -319,6 +321,45 @@ func (d *deployment) stopOnCleanup(ps ...*testenv.Process) {
 			}
 		}
 	})
+}
+
+// dumpStacks logs where the goroutines of this test process (the load
+// and the probes) and of p are, for a failure that may be either side's
+// stall: this process's grouped by stack, p's from the dump Go writes to
+// its log on SIGQUIT (which ends it).
+func (d *deployment) dumpStacks(p *testenv.Process) {
+	var b bytes.Buffer
+	_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
+	d.t.Logf("goroutines of the test process (load, probes), grouped:\n%s", truncate(b.Bytes(), 24<<10))
+	before, _ := os.ReadFile(p.LogPath)
+	if err := unix.Kill(p.PID(), unix.SIGQUIT); err != nil {
+		d.t.Logf("SIGQUIT to %s: %v", p.Name, err)
+		return
+	}
+	var after []byte
+	_ = eventually.Wait(10*time.Second, func() bool {
+		after, _ = os.ReadFile(p.LogPath)
+		return p.Exited()
+	})
+	if len(after) <= len(before) {
+		return
+	}
+	// Only the goroutines in Shoal's code: the runtime's own say little.
+	var ours [][]byte
+	for _, g := range bytes.Split(after[len(before):], []byte("\n\n")) {
+		if bytes.Contains(g, []byte("shoal-dev/shoal")) {
+			ours = append(ours, g)
+		}
+	}
+	d.t.Logf("goroutines of %s in Shoal's code (SIGQUIT):\n%s", p.Name, truncate(bytes.Join(ours, []byte("\n\n")), 24<<10))
+}
+
+// truncate cuts b to at most n bytes, saying so.
+func truncate(b []byte, n int) []byte {
+	if len(b) <= n {
+		return b
+	}
+	return append(b[:n:n], fmt.Sprintf("\n... (%d bytes more)", len(b)-n)...)
 }
 
 // randomBytes is size bytes of a ChaCha8 stream seeded by seed, so that a
