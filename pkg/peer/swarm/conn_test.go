@@ -219,18 +219,12 @@ func TestOriginPieceHalfReceivedOnThePieceDataPathIsLetFinish(t *testing.T) {
 	// waits for gate.
 	gate := make(chan struct{})
 	src := &gatedSource{data: data, meta: m, gate: gate, opened: make(chan int, 8)}
-	srv := piecewire.NewServer(piecewire.ServerConfig{}, src, auth.NewVerifier(key.Public()))
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	addr := servePieces(t, src, key)
 	tok, err := key.IssueCapability(m.Digest, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pw, err := piecewire.Dial(t.Context(), l.Addr().String(), nil, m, tok, piecewire.ClientConfig{Buffer: s.store.PieceBuffer})
+	pw, err := piecewire.Dial(t.Context(), addr, nil, m, tok, piecewire.ClientConfig{Buffer: s.store.PieceBuffer})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,4 +352,19 @@ func TestPeerRequestsAreAnsweredFromTheStore(t *testing.T) {
 	case <-time.After(eventually.Timeout):
 		t.Fatal("a request of piece 9 of a 4-piece blob did not end the stream")
 	}
+}
+
+// servePieces serves src on a piece data path listener on 127.0.0.1,
+// checking capabilities against key, until the test ends, and returns its
+// address.
+func servePieces(t *testing.T, src piecewire.Source, key *auth.Key) string {
+	t.Helper()
+	srv := piecewire.NewServer(piecewire.ServerConfig{}, src, auth.NewVerifier(key.Public()))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return l.Addr().String()
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/internal/peerwire"
-	"github.com/shoal-dev/shoal/internal/piecewire"
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/proto/peerpb"
@@ -50,14 +49,7 @@ func TestStreamArrivingWhileTheDownloadPreparesDialsBack(t *testing.T) {
 	gate := make(chan struct{})
 	close(gate)
 	src := &gatedSource{data: data, meta: m, gate: gate, opened: make(chan int, 8)}
-	ps := piecewire.NewServer(piecewire.ServerConfig{}, src, auth.NewVerifier(key.Public()))
-	pl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = ps.Serve(pl) }()
-	t.Cleanup(func() { _ = ps.Close() })
-	_, piecePort, _ := net.SplitHostPort(pl.Addr().String())
+	_, piecePort, _ := net.SplitHostPort(servePieces(t, src, key))
 
 	// The peer opens a stream to s, naming its piece port.
 	g := grpc.NewServer()
