@@ -31,6 +31,26 @@ func TestVerdict(t *testing.T) {
 	}
 }
 
+// A round's ratio compares the servers under that round's load: a round
+// where the machine was busy slows both, and the row's ratio is the
+// median of the rounds' ratios, not the ratio of the medians.
+func TestRatioIsTheMedianOfTheRounds(t *testing.T) {
+	r := row{shoal: 100, ref: 80, rounds: []float64{0.97, 1.02, 0.99}, target: target{targetRatioAtLst, 0.95}}
+	if got := r.ratio(); got != 0.99 {
+		t.Errorf("ratio = %v, want 0.99, the median of the rounds' ratios (not %v, the medians')", got, 100.0/80)
+	}
+	if got := r.verdict(); got != "PASS" {
+		t.Errorf("verdict = %s, want PASS", got)
+	}
+	var out bytes.Buffer
+	if err := writeTable(&out, []row{r}, "Shoal", "Shoal, limits off", false); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "0.97 1.02 0.99") {
+		t.Errorf("the table does not list the rounds' ratios in order:\n%s", out.String())
+	}
+}
+
 func TestMedian(t *testing.T) {
 	if got := median([]float64{3, 1, 2}); got != 2 {
 		t.Errorf("median of 3 values = %v, want 2", got)

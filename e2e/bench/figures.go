@@ -67,7 +67,10 @@ func (b *bench) ratio(want float64) target {
 }
 
 // bothRounds measures one figure on each server rounds times, alternating which server goes
-// first, and records each server's median as a row.
+// first, and records each server's median as a row, and each round's ratio. A round measures
+// the two servers back to back, so its ratio compares them under the same machine load; the
+// row's ratio is the median of the rounds' ratios, which load that drifts from round to round
+// (other jobs on a shared machine) moves far less than the ratio of the two medians.
 func (b *bench) bothRounds(rounds int, figure, unit string, t target, each func(s *server) (float64, error)) {
 	r := row{figure: figure, unit: unit, target: t}
 	values := map[*server][]float64{}
@@ -89,6 +92,9 @@ measure:
 			}
 			slog.Info("measured", "figure", figure, "server", s.name, "round", round+1, unit, formatValue(v))
 			values[s] = append(values[s], v)
+		}
+		if ref := values[b.ref][round]; ref > 0 {
+			r.rounds = append(r.rounds, values[b.shoal][round]/ref)
 		}
 	}
 	if r.err == nil {

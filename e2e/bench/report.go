@@ -40,10 +40,18 @@ type row struct {
 	shoal  float64
 	ref    float64
 	target target
+	// rounds holds each round's Shoal/reference ratio, for figures
+	// measured in rounds of both servers back to back.
+	rounds []float64
 	err    error // measurement failed on either side
 }
 
+// ratio is the median of the rounds' ratios when the figure was measured
+// in rounds, else the ratio of the two figures.
 func (r row) ratio() float64 {
+	if len(r.rounds) > 0 {
+		return median(r.rounds)
+	}
 	if r.ref == 0 {
 		return math.NaN()
 	}
@@ -113,6 +121,22 @@ func writeTable(w io.Writer, rows []row, shoalName, refName string, markdown boo
 		}
 	} else if err := writeAligned(w, lines); err != nil {
 		return err
+	}
+	var perRound []string
+	for _, r := range rows {
+		if len(r.rounds) < 2 || r.err != nil {
+			continue
+		}
+		ratios := make([]string, len(r.rounds))
+		for i, v := range r.rounds {
+			ratios[i] = fmt.Sprintf("%.2f", v)
+		}
+		perRound = append(perRound, fmt.Sprintf("  %s: %s\n", r.figure, strings.Join(ratios, " ")))
+	}
+	if len(perRound) > 0 {
+		if _, err := fmt.Fprintf(w, "\nratio: the median of the rounds' ratios (a round measures both servers back to back); each round's:\n%s", strings.Join(perRound, "")); err != nil {
+			return err
+		}
 	}
 	for _, r := range rows {
 		if r.err != nil {
