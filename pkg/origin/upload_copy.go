@@ -28,10 +28,13 @@ const chunkBuffers = 8
 // buffer read from src, no copy, which goes back to copyBuffers once both
 // are done with it; at most chunkBuffers are in flight.
 //
-// Reading stops at the first error of fw or src. fw's error is returned as
-// it is (an outage stays one), else src's. On any error the caller
-// throws the chunk away, and the state of h and pieces does not matter. On
-// success every byte read was written to all three.
+// Reading stops at the first error of fw or src. fw's error wins, as a
+// *storeFailure (which unwraps to it, so an outage stays one), even when
+// src failed too: the chunk would not have been stored either way, and
+// the client is told about storage. Else src's error is returned as it
+// is. On any error the caller throws the chunk away, and the state of h
+// and pieces does not matter. On success every byte read was written to
+// all three.
 func copyChunk(fw io.Writer, h hash.Hash, pieces io.Writer, src io.Reader) (int64, error) {
 	p := &chunkPipe{
 		slots:   make(chan struct{}, chunkBuffers),
@@ -101,13 +104,19 @@ func copyChunk(fw io.Writer, h hash.Hash, pieces io.Writer, src io.Reader) (int6
 	}
 	wg.Wait()
 	if storeErr != nil {
-		return stored, storeErr
+		return stored, &storeFailure{err: storeErr}
 	}
 	if readErr == io.EOF {
 		readErr = nil
 	}
 	return stored, readErr
 }
+
+// storeFailure is copyChunk's error when the store writer failed.
+type storeFailure struct{ err error }
+
+func (e *storeFailure) Error() string { return e.err.Error() }
+func (e *storeFailure) Unwrap() error { return e.err }
 
 // writeRecovering writes p to w and turns a panic of w's into an error:
 // on the request's goroutine net/http would have recovered it and ended

@@ -301,23 +301,35 @@ func (s *Server) writeChunk(ctx context.Context, name, id string, st *uploadStat
 	}
 	if err != nil {
 		c.abort(context.WithoutCancel(ctx))
-		var ae *ociapi.Error
-		if errors.As(err, &ae) {
-			return nil, err
-		}
-		if src.err == nil {
-			// Storage failed, not the client: an outage becomes 503.
-			return nil, fmt.Errorf("upload %s: storing chunk after %d bytes (the upload is still at %d bytes): %w", id, c.n, st.Size, err)
-		}
-		if errors.Is(src.err, errBodyStalled) {
-			return nil, &ociapi.Error{Status: http.StatusRequestTimeout, Code: ociapi.CodeBlobUploadInvalid,
-				Message: fmt.Sprintf("chunk not stored: the request body sent nothing for %s after %d bytes; the upload is still at %d bytes, resume from there", s.cfg.BodyTimeout, c.n, st.Size),
-				Cause:   src.err}
-		}
-		return nil, &ociapi.Error{Status: http.StatusBadRequest, Code: ociapi.CodeBlobUploadInvalid,
-			Message: fmt.Sprintf("chunk not stored: reading the request body failed after %d bytes; the upload is still at %d bytes, resume from there", c.n, st.Size), Cause: err}
+		return nil, s.chunkFailure(ctx, id, err, src.err, c.n, st.Size)
 	}
 	return c, nil
+}
+
+// chunkFailure turns the error of copying a chunk of upload id, which
+// had size bytes before it, into what the client is told; n bytes were
+// stored, bodyErr is the request body's read error, if any. The store's
+// failure wins over the body's (503 naming storage for an outage), unless
+// the client went away, when the store's failure is likely only the
+// consequence of its request's context ending.
+func (s *Server) chunkFailure(ctx context.Context, id string, err, bodyErr error, n, size int64) error {
+	var sf *storeFailure
+	if errors.As(err, &sf) && (bodyErr == nil || ctx.Err() == nil) {
+		return fmt.Errorf("upload %s: storing chunk after %d bytes (the upload is still at %d bytes): %w", id, n, size, sf.err)
+	}
+	var ae *ociapi.Error
+	switch {
+	case errors.As(bodyErr, &ae):
+		return bodyErr
+	case bodyErr == nil:
+		return fmt.Errorf("upload %s: storing chunk after %d bytes (the upload is still at %d bytes): %w", id, n, size, err)
+	case errors.Is(bodyErr, errBodyStalled):
+		return &ociapi.Error{Status: http.StatusRequestTimeout, Code: ociapi.CodeBlobUploadInvalid,
+			Message: fmt.Sprintf("chunk not stored: the request body sent nothing for %s after %d bytes; the upload is still at %d bytes, resume from there", s.cfg.BodyTimeout, n, size),
+			Cause:   bodyErr}
+	}
+	return &ociapi.Error{Status: http.StatusBadRequest, Code: ociapi.CodeBlobUploadInvalid,
+		Message: fmt.Sprintf("chunk not stored: reading the request body failed after %d bytes; the upload is still at %d bytes, resume from there", n, size), Cause: bodyErr}
 }
 
 // commitChunk commits c and adds it to st, in memory only: a monolithic

@@ -2,6 +2,7 @@ package origin
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -290,4 +291,40 @@ func TestStalledBodyBesideTheAPIIsCut(t *testing.T) {
 	eventually.True(t, "a stalled token request body was never cut", func() bool {
 		return testutil.ToFloat64(s.metrics.bodyTimeouts.WithLabelValues("other")) == 1
 	})
+}
+
+// failingBody gives its data and, in the same read, an error: the
+// client's connection broke.
+type failingBody struct {
+	data []byte
+	err  error
+}
+
+func (b *failingBody) Read(p []byte) (int, error) {
+	n := copy(p, b.data)
+	b.data = b.data[n:]
+	return n, b.err
+}
+
+// TestStorageFailureWinsOverABodyFailure: when the store fails a chunk and
+// the request body fails too, the client is told that storage failed (503
+// naming storage), not that its body was bad (400): the chunk could not
+// have been stored either way, and a client that retries the same bytes at
+// once only fails again.
+func TestStorageFailureWinsOverABodyFailure(t *testing.T) {
+	d := newFaultDriver(inmemory.New())
+	s, _ := newServerOn(t, d)
+	d.set(false, nil, 1) // the part opens, its first write fails
+	body := &failingBody{data: bytes.Repeat([]byte("x"), 3<<20), err: fmt.Errorf("connection reset by peer")}
+	_, err := s.writeChunk(t.Context(), "team/app", "0b3e1c62-9a3f-4e0b-9d1e-1f4c2b7a8e90", &uploadState{}, body, -1)
+	if err == nil {
+		t.Fatal("a chunk whose store write and body both failed was taken")
+	}
+	var oe *ociapi.Error
+	if errors.As(err, &oe) {
+		t.Fatalf("the client is told %d %s (%q): the body's failure won over the store's", oe.Status, oe.Code, oe.Message)
+	}
+	if ae := s.internalError(err); ae.Status != http.StatusServiceUnavailable || !strings.Contains(ae.Message, "storage backend") {
+		t.Fatalf("the client is told %d %q for %v; want 503 naming storage", ae.Status, ae.Message, err)
+	}
 }
