@@ -151,3 +151,20 @@ func (w *instrumentedWriter) Commit(ctx context.Context) error {
 	w.i.m.observe(w.i.driver, "commit", start, err)
 	return err
 }
+
+// instrumentedStaged times the opening and the commit of staged writes as
+// Writer's.
+type instrumentedStaged struct {
+	sw StagedWriter
+	i  *instrumented
+}
+
+func (s instrumentedStaged) StagedWriter(ctx context.Context, path, stage string) (FileWriter, error) {
+	start := time.Now()
+	w, err := s.sw.StagedWriter(ctx, path, stage)
+	s.i.m.observe(s.i.driver, "writer", start, err)
+	if err != nil {
+		return nil, err
+	}
+	return &instrumentedWriter{FileWriter: w, i: s.i}, nil
+}

@@ -126,3 +126,47 @@ func ContentVersion(content []byte) string {
 	sum := sha256.Sum256(content)
 	return hex.EncodeToString(sum[:])
 }
+
+// StagedWriter is an optional capability of a Driver: a writer of a new
+// file whose bytes stay invisible until Commit, on a store whose writes are
+// not seen until they are committed (an S3 multipart upload until
+// CompleteMultipartUpload, Azure blocks until Put Block List). The origin
+// writes a push whose digest it knows in advance straight to the blob's
+// path this way and commits only once the digest checks, where otherwise
+// it writes to the upload's directory and Moves the verified bytes, which
+// on an object store is a server-side copy of the whole blob. Drivers whose
+// bytes are visible as they are written (filesystem, HDFS, append blobs)
+// do not offer it. Find it with StagedWriterOf.
+type StagedWriter interface {
+	// StagedWriter opens a writer of path. Until Commit, nothing of what
+	// it is written is seen at path (by Stat, Reader, GetContent, List or
+	// Walk), and a file already at path stays as it is; Commit replaces
+	// it whole, in one step. Cancel, and a Close without Commit, discard
+	// the bytes and leave path as it was. The writer cannot be continued
+	// (there is no append).
+	//
+	// stage is a directory that the caller owns and deletes once it is
+	// done with the write, or gives up on it (an upload session's). A
+	// driver may keep there what it needs to find the bytes of a writer
+	// that was neither committed nor cancelled, its process killed, so
+	// that Delete(stage) discards them too; stores that discard such
+	// bytes by themselves keep nothing there.
+	StagedWriter(ctx context.Context, path, stage string) (FileWriter, error)
+}
+
+// StagedWriterOf returns d's staged writes, looking through Instrument's
+// wrapper (whose commit metric they keep), or false if d has none.
+func StagedWriterOf(d Driver) (StagedWriter, bool) {
+	in, instrumented := d.(*instrumented)
+	if instrumented {
+		d = in.Driver
+	}
+	sw, ok := d.(StagedWriter)
+	if !ok {
+		return nil, false
+	}
+	if instrumented {
+		return instrumentedStaged{sw: sw, i: in}, true
+	}
+	return sw, true
+}

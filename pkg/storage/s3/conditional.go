@@ -30,12 +30,6 @@ type conditional struct {
 	errs *objectstore.Driver
 }
 
-// withConditional returns d, which wraps inner, offering S3's conditional
-// writes on cfg's bucket. cfg has its defaults applied (New).
-func withConditional(d *objectstore.Driver, inner *driver, cfg Config) storage.Driver {
-	return storage.WithConditionalWriter(d, &conditional{inner: inner, cfg: cfg, errs: d})
-}
-
 // GetContentVersion reads the object at p and its ETag.
 func (c *conditional) GetContentVersion(ctx context.Context, p string) ([]byte, string, error) {
 	if err := objectstore.CheckPath(p, DriverName); err != nil {
@@ -70,19 +64,8 @@ func (c *conditional) PutContentIf(ctx context.Context, p string, content []byte
 		ACL:         aws.String(s3.ObjectCannedACLPrivate),
 		Body:        bytes.NewReader(content),
 	}
-	if c.cfg.StorageClass != "NONE" {
-		in.StorageClass = aws.String(s3.StorageClassStandard)
-		if c.cfg.StorageClass != "" {
-			in.StorageClass = aws.String(c.cfg.StorageClass)
-		}
-	}
-	if c.cfg.Encrypt {
-		in.ServerSideEncryption = aws.String(s3.ServerSideEncryptionAes256)
-		if c.cfg.KMSKeyID != "" {
-			in.ServerSideEncryption = aws.String(s3.ServerSideEncryptionAwsKms)
-			in.SSEKMSKeyId = aws.String(c.cfg.KMSKeyID)
-		}
-	}
+	in.StorageClass = c.cfg.storageClass()
+	in.ServerSideEncryption, in.SSEKMSKeyId = c.cfg.encryption()
 	req, out := c.inner.client.PutObjectRequest(in)
 	req.SetContext(ctx)
 	// aws-sdk-go v1's PutObjectInput predates the two headers; they are

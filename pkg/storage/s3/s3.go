@@ -193,7 +193,45 @@ func New(ctx context.Context, cfg Config) (storage.Driver, error) {
 		return nil, fmt.Errorf("opening %s: %w", store, err)
 	}
 	inner := &driver{StorageDriver: d, client: client, bucket: cfg.Bucket, prefix: cfg.Prefix}
-	return withConditional(objectstore.Wrap(inner, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage, Redirect: cfg.Redirect}), inner, cfg), nil
+	wrapped := objectstore.Wrap(inner, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage, Redirect: cfg.Redirect})
+	return &s3Driver{
+		Driver:      wrapped,
+		conditional: &conditional{inner: inner, cfg: cfg, errs: wrapped},
+		staged:      &staged{inner: inner, cfg: cfg, errs: wrapped},
+	}, nil
+}
+
+// s3Driver is the driver New returns: the reference driver adapted to
+// Shoal's contract, with the capabilities Shoal adds through its own client
+// (storage.ConditionalWriter, storage.StagedWriter).
+type s3Driver struct {
+	*objectstore.Driver
+	*conditional
+	*staged
+}
+
+// storageClass is the storage class of new objects as the reference driver
+// sets it (Config.StorageClass), nil for none.
+func (c Config) storageClass() *string {
+	switch c.StorageClass {
+	case "NONE":
+		return nil
+	case "":
+		return aws.String(s3.StorageClassStandard)
+	}
+	return aws.String(c.StorageClass)
+}
+
+// encryption is the server-side encryption of new objects as the
+// reference driver asks for it (Config.Encrypt, Config.KMSKeyID).
+func (c Config) encryption() (sse, kmsKeyID *string) {
+	switch {
+	case !c.Encrypt:
+		return nil, nil
+	case c.KMSKeyID != "":
+		return aws.String(s3.ServerSideEncryptionAwsKms), aws.String(c.KMSKeyID)
+	}
+	return aws.String(s3.ServerSideEncryptionAes256), nil
 }
 
 // newClient returns the S3 client of Shoal's own calls (see driver.client)

@@ -41,9 +41,15 @@ func (d *driver) key(p string) string {
 }
 
 // Delete removes the objects at and under p, then aborts the multipart
-// uploads open at or under p. A path that holds only open uploads is
+// uploads open at or under p and those of the staged writes whose markers
+// are in p (staged.go): a staged write's upload is at its object's key,
+// not under the stage it names. A path that holds only open uploads is
 // found (and emptied) as well.
 func (d *driver) Delete(ctx context.Context, p string) error {
+	markers, serr := d.abortStaged(ctx, p)
+	if serr != nil {
+		return fmt.Errorf("aborting the staged writes of %s: %w", p, serr)
+	}
 	err := d.StorageDriver.Delete(ctx, p)
 	var notFound storagedriver.PathNotFoundError
 	if err != nil && !errors.As(err, &notFound) {
@@ -53,7 +59,7 @@ func (d *driver) Delete(ctx context.Context, p string) error {
 	switch {
 	case aerr != nil:
 		return fmt.Errorf("aborting the multipart uploads under %s: %w", p, aerr)
-	case err != nil && aborted == 0:
+	case err != nil && aborted == 0 && markers == 0:
 		return err
 	}
 	return nil

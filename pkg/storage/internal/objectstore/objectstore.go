@@ -351,3 +351,10 @@ func IsConnFailure(err error) bool {
 func IsOutageStatus(code int) bool {
 	return code >= 500 || code == http.StatusTooManyRequests || code == http.StatusRequestTimeout
 }
+
+// WrapWriter gives w, a writer of p that the store's driver opened beside
+// the wrapped driver (a staged write), the end states, Size and error
+// mapping of the writers Writer returns.
+func (d *Driver) WrapWriter(p string, w storage.FileWriter) storage.FileWriter {
+	return &writer{FileWriter: w, d: d, path: p, start: w.Size()}
+}
