@@ -71,15 +71,25 @@ func (s *Server) handleUploads(w http.ResponseWriter, r *http.Request, rt ociapi
 			}
 		}
 		id := uuid.NewString()
-		st := &uploadState{}
-		body, done := s.watchBody(w, r, ociapi.Uploads)
-		c, err := s.writeChunk(ctx, rt.Name, id, st, body, r.ContentLength)
-		done()
-		if err == nil && c != nil {
-			err = s.commitChunk(ctx, id, st, c)
+		sw, err := s.stagedWriter(ctx, d, r.ContentLength)
+		if err != nil {
+			return err
 		}
-		if err == nil {
-			err = s.finishUpload(ctx, rt.Name, id, st, d)
+		body, done := s.watchBody(w, r, ociapi.Uploads)
+		if sw != nil {
+			err = s.putStaged(ctx, sw, nil, rt.Name, id, body, r.ContentLength, d)
+			done()
+		} else {
+			st := &uploadState{}
+			var c *pendingChunk
+			c, err = s.writeChunk(ctx, rt.Name, id, st, body, r.ContentLength)
+			done()
+			if err == nil && c != nil {
+				err = s.commitChunk(ctx, id, st, c)
+			}
+			if err == nil {
+				err = s.finishUpload(ctx, rt.Name, id, st, d)
+			}
 		}
 		if err != nil {
 			if derr := s.driver.Delete(ctx, uploadPath(rt.Name, id)); derr != nil && !isNotFound(derr) {
@@ -207,6 +217,23 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request, rt ociapi.
 	if want > 0 {
 		if err := s.checkBlobSize(rt.Name, st.Size+want); err != nil {
 			return err
+		}
+	}
+	if r.Method == http.MethodPut && st.Size == 0 {
+		sw, err := s.stagedWriter(ctx, d, want)
+		if err != nil {
+			return err
+		}
+		if sw != nil {
+			body, done := s.watchBody(w, r, ociapi.Upload)
+			err := s.putStaged(ctx, sw, sess, rt.Name, id, body, want, d)
+			done()
+			if err != nil {
+				return err
+			}
+			s.forgetUpload(id)
+			writeBlobCreated(w, rt.Name, d)
+			return nil
 		}
 	}
 	if want != 0 {

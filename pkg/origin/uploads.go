@@ -292,8 +292,7 @@ func (s *Server) writeChunk(ctx context.Context, name, id string, st *uploadStat
 	}
 	c.n, err = copyChunk(c.fw, h, pieces, src)
 	if err == nil && want >= 0 && c.n != want {
-		err = &ociapi.Error{Status: http.StatusBadRequest, Code: ociapi.CodeBlobUploadInvalid,
-			Message: fmt.Sprintf("chunk body had %d bytes, Content-Length/Content-Range said %d", c.n, want)}
+		err = errChunkLength(c.n, want)
 	}
 	if err == nil && c.n == 0 {
 		c.abort(ctx)
@@ -304,6 +303,11 @@ func (s *Server) writeChunk(ctx context.Context, name, id string, st *uploadStat
 		return nil, s.chunkFailure(ctx, id, err, src.err, c.n, st.Size)
 	}
 	return c, nil
+}
+
+func errChunkLength(n, want int64) error {
+	return &ociapi.Error{Status: http.StatusBadRequest, Code: ociapi.CodeBlobUploadInvalid,
+		Message: fmt.Sprintf("chunk body had %d bytes, Content-Length/Content-Range said %d", n, want)}
 }
 
 // chunkFailure turns the error of copying a chunk of upload id, which
@@ -521,13 +525,24 @@ func (s *Server) finishUpload(ctx context.Context, name, id string, st *uploadSt
 		got = v.Digest()
 	}
 	if got != want {
-		return &ociapi.Error{Status: http.StatusBadRequest, Code: ociapi.CodeDigestInvalid,
-			Message: fmt.Sprintf("digest mismatch: the %d uploaded bytes have digest %s, not %s; nothing was stored as a blob", st.Size, got, want),
-			Detail:  map[string]string{"expected": want.String(), "computed": got.String()}}
+		return errDigestMismatch(st.Size, got, want)
 	}
 	if err := s.placeBlob(ctx, name, id, st, want); err != nil {
 		return err
 	}
+	return s.completeUpload(ctx, name, id, st, want)
+}
+
+func errDigestMismatch(size int64, got, want digest.Digest) error {
+	return &ociapi.Error{Status: http.StatusBadRequest, Code: ociapi.CodeDigestInvalid,
+		Message: fmt.Sprintf("digest mismatch: the %d uploaded bytes have digest %s, not %s; nothing was stored as a blob", size, got, want),
+		Detail:  map[string]string{"expected": want.String(), "computed": got.String()}}
+}
+
+// completeUpload makes blob want, whose data is in place, upload st of
+// repository name: it links it, checks it against a collection under way,
+// stores its metainfo and removes the session.
+func (s *Server) completeUpload(ctx context.Context, name, id string, st *uploadState, want digest.Digest) error {
 	if err := s.linkBlob(ctx, name, want); err != nil {
 		return err
 	}
