@@ -147,7 +147,30 @@ func New(ctx context.Context, cfg Config) (storage.Driver, error) {
 			return nil, fmt.Errorf("opening %s: %w", store, err)
 		}
 	}
-	return withConditional(objectstore.Wrap(d, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage, Redirect: cfg.Redirect}), cfg)
+	cc, err := newContainerClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", store, err)
+	}
+	wrapped := objectstore.Wrap(d, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage, Redirect: cfg.Redirect})
+	return &azureDriver{
+		Driver:      wrapped,
+		conditional: &conditional{container: cc, prefix: cfg.Prefix, errs: wrapped},
+		staged:      &staged{container: cc, prefix: cfg.Prefix, errs: wrapped},
+	}, nil
+}
+
+// azureDriver is the driver New returns: the reference driver adapted to
+// Shoal's contract, with the capabilities Shoal adds through its own client
+// (storage.ConditionalWriter, storage.StagedWriter).
+type azureDriver struct {
+	*objectstore.Driver
+	*conditional
+	*staged
+}
+
+// blobName is the name of path p's blob, as the reference driver names it.
+func blobName(prefix, p string) string {
+	return strings.TrimLeft(strings.TrimRight(prefix, "/")+p, "/")
 }
 
 // isOutage reports whether an error of the Azure SDK says that the store

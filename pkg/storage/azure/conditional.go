@@ -26,8 +26,8 @@ import (
 // (storage.ConditionalWriter): Put Blob with If-None-Match: * creates a
 // blob only if there is none, and with If-Match: <ETag> replaces it only if
 // it is still that version; the service answers 409 BlobAlreadyExists or 412
-// ConditionNotMet otherwise. The reference driver keeps its client to
-// itself, so this is a client of its own with the same credentials.
+// ConditionNotMet otherwise. It calls through the driver's own client
+// (newContainerClient).
 type conditional struct {
 	container *container.Client
 	prefix    string
@@ -35,41 +35,34 @@ type conditional struct {
 	errs *objectstore.Driver
 }
 
-// withConditional returns d offering Azure's conditional writes on cfg's
-// container. cfg has its defaults applied (New).
-func withConditional(d *objectstore.Driver, cfg Config) (storage.Driver, error) {
+// newContainerClient returns the client of Shoal's own calls (the
+// conditional and the staged writes) for cfg's container, with the
+// credentials the reference driver takes (New): the reference driver keeps
+// its client to itself. cfg has its defaults applied.
+func newContainerClient(cfg Config) (*container.Client, error) {
 	serviceURL := strings.TrimRight(cfg.Endpoint, "/")
 	if serviceURL == "" {
 		serviceURL = fmt.Sprintf("https://%s.blob.core.windows.net", cfg.Account)
 	}
 	containerURL := serviceURL + "/" + cfg.Container
-	var (
-		cc  *container.Client
-		err error
-	)
 	if key := os.Getenv("AZURE_STORAGE_KEY"); key != "" {
-		cred, kerr := container.NewSharedKeyCredential(cfg.Account, key)
-		if kerr != nil {
-			return nil, fmt.Errorf("azure container %q: AZURE_STORAGE_KEY: %w", cfg.Container, kerr)
+		cred, err := container.NewSharedKeyCredential(cfg.Account, key)
+		if err != nil {
+			return nil, fmt.Errorf("AZURE_STORAGE_KEY: %w", err)
 		}
-		cc, err = container.NewClientWithSharedKeyCredential(containerURL, cred, nil)
-	} else {
-		cred, cerr := azidentity.NewDefaultAzureCredential(nil)
-		if cerr != nil {
-			return nil, fmt.Errorf("azure container %q: Azure credentials: %w", cfg.Container, cerr)
-		}
-		cc, err = container.NewClient(containerURL, cred, nil)
+		return container.NewClientWithSharedKeyCredential(containerURL, cred, nil)
 	}
+	cred, err := azidentity.NewDefaultAzureCredential(nil)
 	if err != nil {
-		return nil, fmt.Errorf("azure container %q: %w", cfg.Container, err)
+		return nil, fmt.Errorf("azure credentials: %w", err)
 	}
-	return storage.WithConditionalWriter(d, &conditional{container: cc, prefix: cfg.Prefix, errs: d}), nil
+	return container.NewClient(containerURL, cred, nil)
 }
 
 // blob is the client of path p's blob, named as the reference driver names
 // it.
 func (c *conditional) blob(p string) *blockblob.Client {
-	return c.container.NewBlockBlobClient(strings.TrimLeft(strings.TrimRight(c.prefix, "/")+p, "/"))
+	return c.container.NewBlockBlobClient(blobName(c.prefix, p))
 }
 
 // GetContentVersion reads the blob at p and its ETag.

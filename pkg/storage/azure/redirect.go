@@ -50,7 +50,7 @@ func (d *plainHTTPRedirects) RedirectURL(r *http.Request, p string) (string, err
 	if r.Method != http.MethodGet {
 		return "", nil
 	}
-	name := strings.TrimLeft(strings.TrimRight(d.prefix, "/")+p, "/") // the reference driver's blob name
+	name := blobName(d.prefix, p)
 	now := time.Now().UTC()
 	q, err := sas.BlobSignatureValues{
 		Protocol:      sas.ProtocolHTTPSandHTTP,

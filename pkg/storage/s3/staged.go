@@ -49,9 +49,10 @@ type staged struct {
 const stagedMarkers = "staged"
 
 // stagedPartsInFlight is how many parts of one staged write are sent at
-// once. The reference writer sends one at a time and takes no bytes
-// meanwhile; with two, the store receives a part while the next is
-// being filled, at the cost of one part's memory more per writer.
+// once (objectstore.PartWriter). The reference writer sends one at a time
+// and takes no bytes meanwhile; with two, the store receives a part while
+// the next is being filled, at the cost of one part's memory more per
+// writer.
 const stagedPartsInFlight = 2
 
 // StagedWriter opens a staged writer of p (storage.StagedWriter).
@@ -65,232 +66,122 @@ func (s *staged) StagedWriter(ctx context.Context, p, stage string) (storage.Fil
 	return s.errs.WrapWriter(p, s.open(ctx, p, stage)), nil
 }
 
-func (s *staged) open(ctx context.Context, p, stage string) *stagedWriter {
-	return &stagedWriter{s: s, ctx: ctx, path: p, key: s.inner.key(p), stage: stage,
-		inFlight: make(chan struct{}, stagedPartsInFlight)}
+func (s *staged) open(ctx context.Context, p, stage string) *objectstore.PartWriter {
+	return objectstore.NewPartWriter(ctx, &stagedUpload{s: s, key: s.inner.key(p), stage: stage}, s.cfg.ChunkSize, stagedPartsInFlight)
 }
 
-// stagedWriter is one staged write. Its methods are called from one
-// goroutine; parts are sent on goroutines of their own.
-type stagedWriter struct {
+// stagedUpload is the multipart upload of one staged write
+// (objectstore.Parts).
+type stagedUpload struct {
 	s     *staged
-	ctx   context.Context
-	path  string
 	key   string
 	stage string
 
-	buf  []byte // the part being filled
-	size int64  // bytes taken
-
-	uploadID string // "" until the first full part
+	uploadID string
 	marker   string // the marker's key
-	nextPart int64
-	inFlight chan struct{} // a token per part being sent
-	wg       sync.WaitGroup
 
 	mu    sync.Mutex
 	parts []*s3.CompletedPart // guarded by mu
-	err   error               // the first part's failure; guarded by mu
-
-	done bool // committed or cancelled
 }
 
-var partBuffers sync.Pool
-
-func (w *stagedWriter) newBuf() []byte {
-	if b, ok := partBuffers.Get().(*[]byte); ok && cap(*b) == w.s.cfg.ChunkSize {
-		return (*b)[:0]
-	}
-	return make([]byte, 0, w.s.cfg.ChunkSize)
-}
-
-func (w *stagedWriter) partErr() error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.err
-}
-
-func (w *stagedWriter) Write(p []byte) (int, error) {
-	if err := w.partErr(); err != nil {
-		return 0, err
-	}
-	n := 0
-	for len(p) > 0 {
-		if w.buf == nil {
-			w.buf = w.newBuf()
-		}
-		k := min(len(p), cap(w.buf)-len(w.buf))
-		w.buf = append(w.buf, p[:k]...)
-		p, n = p[k:], n+k
-		w.size += int64(k)
-		if len(w.buf) == cap(w.buf) {
-			if err := w.send(); err != nil {
-				return n, err
-			}
-		}
-	}
-	return n, nil
-}
-
-func (w *stagedWriter) Size() int64 { return w.size }
-
-// send starts sending the filled buffer as the next part, once fewer than
-// stagedPartsInFlight are being sent, creating the multipart upload (and
-// its marker) with the first.
-func (w *stagedWriter) send() error {
-	if w.uploadID == "" {
-		if err := w.create(); err != nil {
-			return err
-		}
-	}
-	w.inFlight <- struct{}{}
-	if err := w.partErr(); err != nil {
-		<-w.inFlight
-		return err
-	}
-	w.nextPart++
-	num, buf := w.nextPart, w.buf
-	w.buf = nil
-	w.wg.Go(func() {
-		defer func() { <-w.inFlight }()
-		defer partBuffers.Put(&buf)
-		out, err := w.s.inner.client.UploadPartWithContext(w.ctx, &s3.UploadPartInput{
-			Bucket:     aws.String(w.s.inner.bucket),
-			Key:        aws.String(w.key),
-			PartNumber: aws.Int64(num),
-			UploadId:   aws.String(w.uploadID),
-			Body:       bytes.NewReader(buf),
-		})
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		if err != nil {
-			if w.err == nil {
-				w.err = fmt.Errorf("uploading part %d: %w", num, err)
-			}
-			return
-		}
-		w.parts = append(w.parts, &s3.CompletedPart{ETag: out.ETag, PartNumber: aws.Int64(num)})
-	})
-	return nil
-}
-
-// create starts the multipart upload at the key, with the object's
+// Start creates the multipart upload at the key, with the object's
 // settings as the reference driver gives them, and writes its marker.
-func (w *stagedWriter) create() error {
-	cfg, d := w.s.cfg, w.s.inner
+func (u *stagedUpload) Start(ctx context.Context) error {
+	cfg, d := u.s.cfg, u.s.inner
 	in := &s3.CreateMultipartUploadInput{
 		Bucket:       aws.String(d.bucket),
-		Key:          aws.String(w.key),
+		Key:          aws.String(u.key),
 		ContentType:  aws.String("application/octet-stream"),
 		ACL:          aws.String(s3.ObjectCannedACLPrivate),
 		StorageClass: cfg.storageClass(),
 	}
 	in.ServerSideEncryption, in.SSEKMSKeyId = cfg.encryption()
-	out, err := d.client.CreateMultipartUploadWithContext(w.ctx, in)
+	out, err := d.client.CreateMultipartUploadWithContext(ctx, in)
 	if err != nil {
 		return fmt.Errorf("starting a multipart upload: %w", err)
 	}
-	w.uploadID = aws.StringValue(out.UploadId)
-	sum := sha256.Sum256([]byte(w.uploadID))
-	w.marker = d.key(path.Join(w.stage, stagedMarkers, hex.EncodeToString(sum[:8])))
-	if _, err := d.client.PutObjectWithContext(w.ctx, &s3.PutObjectInput{
+	u.uploadID = aws.StringValue(out.UploadId)
+	sum := sha256.Sum256([]byte(u.uploadID))
+	u.marker = d.key(path.Join(u.stage, stagedMarkers, hex.EncodeToString(sum[:8])))
+	if _, err := d.client.PutObjectWithContext(ctx, &s3.PutObjectInput{
 		Bucket: aws.String(d.bucket),
-		Key:    aws.String(w.marker),
-		Body:   strings.NewReader(w.key + "\n" + w.uploadID),
+		Key:    aws.String(u.marker),
+		Body:   strings.NewReader(u.key + "\n" + u.uploadID),
 	}); err != nil {
-		w.abort(context.WithoutCancel(w.ctx))
-		return fmt.Errorf("writing the marker of multipart upload %s: %w", w.uploadID, err)
+		_ = u.Abort(context.WithoutCancel(ctx))
+		return fmt.Errorf("writing the marker of multipart upload %s: %w", u.uploadID, err)
 	}
 	return nil
 }
 
-// Commit makes the object visible: one PutObject for a body of less than
-// a part, else the last part and CompleteMultipartUpload.
-func (w *stagedWriter) Commit(ctx context.Context) error {
-	w.done = true
-	d := w.s.inner
-	if w.uploadID == "" {
-		in := &s3.PutObjectInput{
-			Bucket:       aws.String(d.bucket),
-			Key:          aws.String(w.key),
-			ContentType:  aws.String("application/octet-stream"),
-			ACL:          aws.String(s3.ObjectCannedACLPrivate),
-			StorageClass: w.s.cfg.storageClass(),
-			Body:         bytes.NewReader(w.buf),
-		}
-		in.ServerSideEncryption, in.SSEKMSKeyId = w.s.cfg.encryption()
-		_, err := d.client.PutObjectWithContext(ctx, in)
-		w.release()
-		return err
+// Part uploads part num.
+func (u *stagedUpload) Part(ctx context.Context, num int, b []byte) error {
+	d := u.s.inner
+	out, err := d.client.UploadPartWithContext(ctx, &s3.UploadPartInput{
+		Bucket:     aws.String(d.bucket),
+		Key:        aws.String(u.key),
+		PartNumber: aws.Int64(int64(num)),
+		UploadId:   aws.String(u.uploadID),
+		Body:       bytes.NewReader(b),
+	})
+	if err != nil {
+		return fmt.Errorf("uploading part %d: %w", num, err)
 	}
-	if len(w.buf) > 0 {
-		if err := w.send(); err != nil {
-			w.abort(context.WithoutCancel(ctx))
-			return err
-		}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.parts = append(u.parts, &s3.CompletedPart{ETag: out.ETag, PartNumber: aws.Int64(int64(num))})
+	return nil
+}
+
+// Complete completes the multipart upload, then deletes its marker: the
+// stage's Delete would only find the upload gone.
+func (u *stagedUpload) Complete(ctx context.Context, n int) error {
+	d := u.s.inner
+	u.mu.Lock()
+	parts := u.parts
+	u.mu.Unlock()
+	if len(parts) != n {
+		return fmt.Errorf("completing multipart upload %s: %d parts stored, %d sent", u.uploadID, len(parts), n)
 	}
-	w.wg.Wait()
-	if err := w.partErr(); err != nil {
-		w.abort(context.WithoutCancel(ctx))
-		return err
-	}
-	sort.Slice(w.parts, func(i, j int) bool { return *w.parts[i].PartNumber < *w.parts[j].PartNumber })
+	sort.Slice(parts, func(i, j int) bool { return *parts[i].PartNumber < *parts[j].PartNumber })
 	if _, err := d.client.CompleteMultipartUploadWithContext(ctx, &s3.CompleteMultipartUploadInput{
 		Bucket:          aws.String(d.bucket),
-		Key:             aws.String(w.key),
-		UploadId:        aws.String(w.uploadID),
-		MultipartUpload: &s3.CompletedMultipartUpload{Parts: w.parts},
+		Key:             aws.String(u.key),
+		UploadId:        aws.String(u.uploadID),
+		MultipartUpload: &s3.CompletedMultipartUpload{Parts: parts},
 	}); err != nil {
-		w.abort(context.WithoutCancel(ctx))
-		return fmt.Errorf("completing multipart upload %s: %w", w.uploadID, err)
+		return fmt.Errorf("completing multipart upload %s: %w", u.uploadID, err)
 	}
-	// The marker's upload is complete; the stage's Delete would only
-	// find it gone.
-	_, _ = d.client.DeleteObjectWithContext(ctx, &s3.DeleteObjectInput{Bucket: aws.String(d.bucket), Key: aws.String(w.marker)})
+	_, _ = d.client.DeleteObjectWithContext(ctx, &s3.DeleteObjectInput{Bucket: aws.String(d.bucket), Key: aws.String(u.marker)})
 	return nil
 }
 
-// Cancel discards what was written; the key stays as it was.
-func (w *stagedWriter) Cancel(ctx context.Context) error {
-	if w.done {
-		return nil
+// PutWhole writes the object in one PutObject.
+func (u *stagedUpload) PutWhole(ctx context.Context, b []byte) error {
+	in := &s3.PutObjectInput{
+		Bucket:       aws.String(u.s.inner.bucket),
+		Key:          aws.String(u.key),
+		ContentType:  aws.String("application/octet-stream"),
+		ACL:          aws.String(s3.ObjectCannedACLPrivate),
+		StorageClass: u.s.cfg.storageClass(),
+		Body:         bytes.NewReader(b),
 	}
-	w.done = true
-	if w.uploadID == "" {
-		w.release()
-		return nil
-	}
-	w.wg.Wait()
-	return w.abort(ctx)
+	in.ServerSideEncryption, in.SSEKMSKeyId = u.s.cfg.encryption()
+	_, err := u.s.inner.client.PutObjectWithContext(ctx, in)
+	return err
 }
 
-// Close without Commit cancels: a staged write cannot be continued.
-func (w *stagedWriter) Close() error {
-	return w.Cancel(context.WithoutCancel(w.ctx))
-}
-
-// release gives back the buffer of a write that sent no part.
-func (w *stagedWriter) release() {
-	if b := w.buf; b != nil {
-		partBuffers.Put(&b)
-		w.buf = nil
-	}
-}
-
-// abort aborts the multipart upload once its parts in flight are done,
-// and removes its marker.
-func (w *stagedWriter) abort(ctx context.Context) error {
-	w.wg.Wait()
-	w.release()
-	d := w.s.inner
+// Abort aborts the multipart upload and removes its marker.
+func (u *stagedUpload) Abort(ctx context.Context) error {
+	d := u.s.inner
 	_, err := d.client.AbortMultipartUploadWithContext(ctx, &s3.AbortMultipartUploadInput{
-		Bucket: aws.String(d.bucket), Key: aws.String(w.key), UploadId: aws.String(w.uploadID),
+		Bucket: aws.String(d.bucket), Key: aws.String(u.key), UploadId: aws.String(u.uploadID),
 	})
 	if err != nil && !isNoSuchUpload(err) {
-		return fmt.Errorf("aborting multipart upload %s: %w", w.uploadID, err)
+		return fmt.Errorf("aborting multipart upload %s: %w", u.uploadID, err)
 	}
-	if w.marker != "" {
-		_, _ = d.client.DeleteObjectWithContext(ctx, &s3.DeleteObjectInput{Bucket: aws.String(d.bucket), Key: aws.String(w.marker)})
+	if u.marker != "" {
+		_, _ = d.client.DeleteObjectWithContext(ctx, &s3.DeleteObjectInput{Bucket: aws.String(d.bucket), Key: aws.String(u.marker)})
 	}
 	return nil
 }

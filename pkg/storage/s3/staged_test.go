@@ -168,7 +168,7 @@ func TestStagedWriteOfAKilledProcessGoesWithItsStage(t *testing.T) {
 	if _, err := killed.Write(randomBytes(t, 11<<20)); err != nil {
 		t.Fatal(err)
 	}
-	killed.wg.Wait() // its parts are stored; then its process is gone
+	killed.Wait() // its parts are stored; then its process is gone
 	other := writeStaged(t, sw, "/blobs/a/data", "/uploads/other", randomBytes(t, 6<<20))
 	if open := openUploads(t, inner); len(open) != 2 {
 		t.Fatalf("open multipart uploads of the two writers: %v, want 2 at blobs/a/data", open)
