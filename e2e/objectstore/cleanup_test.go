@@ -63,7 +63,7 @@ func TestAbandonedUploadLeavesNothingInTheBucket(t *testing.T) {
 		// The second chunk: 11 MiB sent (past S3's 10 MiB part and
 		// Azure's 4 MiB blocks), then the origin dies before the rest.
 		uploadDir := strings.TrimPrefix(prefix, "/") + "/docker/registry/v2/repositories/" + repo + "/_uploads/" + id
-		sent := streamChunk(t, loc.String(), 11<<20)
+		sent := streamChunk(t, http.MethodPatch, loc.String(), 11<<20)
 		select {
 		case <-sent:
 		case <-t.Context().Done():
@@ -112,14 +112,15 @@ func TestAbandonedUploadLeavesNothingInTheBucket(t *testing.T) {
 	})
 }
 
-// streamChunk PATCHes n random bytes to the upload at u and then sends
-// nothing more: the request stays open until the test ends. The channel
-// closes once the n bytes are handed to the connection.
-func streamChunk(t *testing.T, u string, n int) <-chan struct{} {
+// streamChunk sends n random bytes to the upload at u (with method PATCH,
+// or PUT with ?digest= in u) and then nothing more: the request stays open
+// until the test ends. The channel closes once the n bytes are handed to
+// the connection.
+func streamChunk(t *testing.T, method, u string, n int) <-chan struct{} {
 	t.Helper()
 	pr, pw := io.Pipe()
 	t.Cleanup(func() { pw.CloseWithError(errors.New("test over")) })
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPatch, u, pr)
+	req, err := http.NewRequestWithContext(t.Context(), method, u, pr)
 	if err != nil {
 		t.Fatal(err)
 	}
