@@ -146,6 +146,11 @@ type Conn struct {
 	// arrived how many of them are in, for Arrived.
 	arriving int
 	arrived  int64
+	// whole are the pieces read whole and verified, delivered to Results
+	// or waiting to be, until requested again: Arrived reports them
+	// complete, so that a caller withdrawing a request does not take a
+	// piece that is already here for one not started.
+	whole map[uint32]bool
 }
 
 // reqState is where an outstanding request stands.
@@ -195,7 +200,7 @@ func NewConn(nc net.Conn, meta *metainfo.Metainfo, capability string, cfg Client
 	c := &Conn{nc: nc, br: bufio.NewReaderSize(nc, 64<<10), meta: meta, cap: capability, cfg: cfg,
 		results:     make(chan Result, cfg.MaxOutstanding),
 		done:        make(chan struct{}),
-		outstanding: map[uint32]reqState{}, arriving: -1}
+		outstanding: map[uint32]reqState{}, arriving: -1, whole: map[uint32]bool{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if err := c.write(Preface[:]); err != nil {
 		_ = nc.Close()
@@ -253,6 +258,7 @@ func (c *Conn) Request(i int) error {
 		return fmt.Errorf("piecewire: requesting piece %d: %d requests outstanding already", i, len(c.outstanding))
 	}
 	c.outstanding[uint32(i)] = wanted
+	delete(c.whole, uint32(i))
 	if len(c.outstanding) == 1 {
 		// The reader may be waiting without a deadline (nothing was
 		// expected); from now on the server owes an answer.
@@ -268,16 +274,22 @@ func (c *Conn) Request(i int) error {
 
 // Arrived reports how many bytes of piece i have been read while its
 // answer is arriving (in steps of 256 KiB); ok is true from the header of
-// its Piece frame until its last byte is read. A caller deciding whether to withdraw a
-// request uses it: Cancel cannot stop a piece already on its way, whose
-// bytes are then read and thrown away.
+// its Piece frame on. A piece read whole and verified reports its size
+// from then on, while its Result waits in Results and after, until it is
+// requested again. A caller deciding whether to withdraw a request uses
+// it: Cancel cannot stop a piece already on its way, whose bytes are then
+// read and thrown away, nor one already here (its Result is delivered
+// all the same).
 func (c *Conn) Arrived(i int) (n int64, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.arriving != i {
-		return 0, false
+	switch {
+	case c.arriving == i:
+		return c.arrived, true
+	case i >= 0 && c.whole[uint32(i)]:
+		return c.meta.PieceSize(i), true
 	}
-	return c.arrived, true
+	return 0, false
 }
 
 // Cancel withdraws the request of piece i. The server answers a request it
@@ -388,7 +400,7 @@ func (c *Conn) readAnswer() error {
 			return nil
 		}
 		data, sum, err := c.receive(int(f.Index), size)
-		st, _ = c.answering(f, true)
+		st = c.received(f.Index, err == nil)
 		if errors.Is(err, metainfo.ErrCorruptPiece) {
 			c.deliver(Result{Index: int(f.Index), Err: err})
 		}
@@ -431,14 +443,29 @@ func (c *Conn) answering(f Frame, done bool) (reqState, error) {
 	return st, nil
 }
 
+// received takes the request of piece i, whose bytes were read (ok: whole
+// and verified), off the outstanding ones and returns where it stood. In
+// the same step a piece that is to be delivered becomes whole for
+// Arrived, so that it never looks not started in between.
+func (c *Conn) received(i uint32, ok bool) reqState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.outstanding[i]
+	delete(c.outstanding, i)
+	c.arriving, c.arrived = -1, 0
+	if ok && st != cancelled {
+		c.whole[i] = true
+	}
+	return st
+}
+
 // receive reads piece i's size bytes into a buffer, hashing them as they
 // arrive (no second pass), and returns the buffer and the hash if it
-// matches.
+// matches. Arrived follows it; the caller ends that with received.
 func (c *Conn) receive(i int, size int64) (buf []byte, sum [sha256.Size]byte, err error) {
 	buf = c.cfg.Buffer(size)[:size]
 	h := sha256.New()
 	c.setArrived(i, 0)
-	defer c.setArrived(-1, 0)
 	for off := int64(0); off < size; {
 		n := min(readStep, size-off)
 		if err := c.meter(n); err != nil {

@@ -272,6 +272,47 @@ func TestPieceCancelledInFlightIsDiscarded(t *testing.T) {
 	}
 }
 
+// TestPieceWaitingInResultsHasArrived: a piece read whole and verified
+// whose Result the caller has not taken yet is complete for Arrived, not
+// "not started": a caller withdrawing requests (the agent's origin
+// take-back) would otherwise cancel a piece that is already here and
+// throw its bytes away. Requested again, it starts over.
+func TestPieceWaitingInResultsHasArrived(t *testing.T) {
+	b := newBlob(t, 1<<20, 512<<10)
+	fs := newFakeServer(t)
+	c := fs.dial(t, b.meta, ClientConfig{})
+	if err := c.Request(0); err != nil {
+		t.Fatal(err)
+	}
+	fs.expectFrame(t, FrameRequest)
+	if n, ok := c.Arrived(0); ok {
+		t.Fatalf("Arrived(0) = %d, true before any byte of it; want not started", n)
+	}
+	fs.send(t, Frame{Type: FramePiece, Index: 0, Length: uint32(b.meta.PieceSize(0))})
+	fs.write(t, b.piece(0))
+	eventually.True(t, "piece 0 read and waiting in Results", func() bool { return len(c.Results()) == 1 })
+	if n, ok := c.Arrived(0); !ok || n != b.meta.PieceSize(0) {
+		t.Fatalf("Arrived(0) = %d, %v for a piece read whole and waiting in Results; want %d, true (complete)", n, ok, b.meta.PieceSize(0))
+	}
+	if err := c.Cancel(0); err != nil {
+		t.Fatal(err)
+	}
+	r, ok := nextResult(t, c)
+	if !ok || r.Index != 0 || !bytes.Equal(r.Data, b.piece(0)) {
+		t.Fatalf("result %+v (conn %v); want piece 0, here before the cancel", r, c.Err())
+	}
+	if n, ok := c.Arrived(0); !ok || n != b.meta.PieceSize(0) {
+		t.Fatalf("Arrived(0) = %d, %v after its Result was taken; want still complete", n, ok)
+	}
+	if err := c.Request(0); err != nil {
+		t.Fatal(err)
+	}
+	fs.expectFrame(t, FrameRequest)
+	if n, ok := c.Arrived(0); ok {
+		t.Fatalf("Arrived(0) = %d, true once requested again; want not started", n)
+	}
+}
+
 func TestSourceRejectionsReachTheClient(t *testing.T) {
 	b := newBlob(t, 1<<20, 256<<10)
 	k := newKeys(t)

@@ -60,8 +60,14 @@ func (c *conn) cancelRequest(i int) {
 }
 
 // receivedLocked is how much of piece i has arrived, on whichever path
-// carries this conn's pieces; started: any of it at all.
+// carries this conn's pieces; started: any of it at all. A piece no longer
+// requested (delivered, its event on the way to the download) has nothing
+// more to arrive: the piece connection still reports it whole, and letting
+// it finish would hold the next requests for an end that came already.
 func (c *conn) receivedLocked(i int) (received int64, started bool) {
+	if !c.requested[i] {
+		return 0, false
+	}
 	if c.pw != nil {
 		return c.pw.Arrived(i)
 	}

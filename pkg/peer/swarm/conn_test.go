@@ -263,6 +263,51 @@ func TestOriginPieceHalfReceivedOnThePieceDataPathIsLetFinish(t *testing.T) {
 	expect(t, st, "have 2", "the held request went out on the piece connection, so the stream carries only the Have")
 }
 
+// TestOriginPieceTakenBackAfterItsDeliveryHoldsNothing: the scheduler's
+// take-back of an origin piece can cross the piece on its way to the
+// download. The piece connection reports a delivered piece as whole; the
+// conn must not let it "finish" (an end that came already), which would
+// hold every later request to the origin for good.
+func TestOriginPieceTakenBackAfterItsDeliveryHoldsNothing(t *testing.T) {
+	s, key := newPieceSwarm(t, "")
+	data, m := holdPieces(t, s, 4)
+	gate := make(chan struct{})
+	close(gate)
+	src := &gatedSource{data: data, meta: m, gate: gate, opened: make(chan int, 8)}
+	tok, err := key.IssueCapability(m.Digest, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, err := piecewire.Dial(t.Context(), servePieces(t, src, key), nil, m, tok, piecewire.ClientConfig{Buffer: s.store.PieceBuffer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := runConnWith(t, s, m, true, pw)
+	dl := attachDownload(c)
+
+	c.request(0)
+	var evs []any
+	eventually.True(t, "piece 0 to reach the download", func() bool {
+		evs = append(evs, pieceEvents(dl)...)
+		return len(evs) > 0
+	})
+	c.cancelRequest(0)
+	c.request(1)
+	c.mu.Lock()
+	sent := c.requested[1]
+	c.mu.Unlock()
+	if !sent {
+		t.Fatal("piece 1 held back after piece 0, already delivered, was taken back; want it asked of the origin at once")
+	}
+	eventually.True(t, "piece 1 to reach the download", func() bool {
+		evs = append(evs, pieceEvents(dl)...)
+		return len(evs) > 1
+	})
+	if p, ok := evs[1].(evPiece); !ok || p.piece != 1 || p.err != nil {
+		t.Fatalf("the download got %#v; want piece 0 then piece 1, stored", evs)
+	}
+}
+
 // gatedSource serves a blob's pieces on the piece data path, piece 0 in
 // two halves with a wait for gate between them, and tells opened which
 // pieces it was asked for.
