@@ -53,10 +53,10 @@ type conn struct {
 	cancel  context.CancelFunc
 	release func()
 	log     *slog.Logger
-	// pw carries this side's requests and the peer's pieces when the peer
-	// serves the piece data path (internal/piecewire); nil: the stream
-	// does. Set before run; cleared (under mu) when it ends quietly.
-	pw *piecewire.Conn
+	// pieceAddr is the peer's piece server, dialed once the download
+	// accepts the peer (connectPieces); "" when it named none. Set before
+	// the conn's join is posted.
+	pieceAddr string
 
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -67,19 +67,30 @@ type conn struct {
 	// mu guards the fields below. Lock order: mu may be held while
 	// taking the uplink meter's lock (Swarm.up, in addPendingLocked and
 	// peerRequested) and the piece connection's (pw.Arrived, pw.Cancel,
-	// pw.Close, and pw.Request for requests held back by the take-back);
+	// pw.Close, and pw.Request for requests held back by the take-back or
+	// for the piece connection's dial);
 	// never while taking Swarm.mu, nor Swarm.mu while taking it (close and
 	// broadcastHave take one after releasing the other); and never while
 	// posting to the download's loop, which calls in here and may be
 	// waiting for mu.
-	mu   sync.Mutex
-	dl   *download // nil while not attached
-	left bool      // the download was told the peer left
+	mu sync.Mutex
+	// pw carries this side's requests and the peer's pieces when the peer
+	// serves the piece data path (internal/piecewire); nil: the stream
+	// does. Set once dialed (usePieceConn); cleared when it ends quietly.
+	pw *piecewire.Conn
+	// stopDial cancels the piece connection's dial (nil: none started);
+	// while holding, requests wait for it in dialHeld (viaDial).
+	stopDial context.CancelFunc
+	holding  bool
+	dialHeld []int
+	dl       *download // nil while not attached
+	left     bool      // the download was told the peer left
 	// remote is the peer's pieces, from its handshake and Haves.
 	remote *metainfo.Bitfield
-	// requested are this side's outstanding requests to the peer; chunks
-	// of any other piece are discarded (cancelled, or never asked for).
-	requested  map[int]bool
+	// requested are this side's outstanding requests to the peer, by the
+	// path each went on; pieces of any other, or coming by another path,
+	// are discarded (cancelled, or never asked for there).
+	requested  map[int]route
 	assembling map[int][]byte
 	// progressAt is when the download was last told that chunks arrive
 	// (at most every progressEvery).
@@ -108,7 +119,7 @@ func newConn(s *Swarm, meta *metainfo.Metainfo, st stream, id string, remote *me
 		closed:     make(chan struct{}),
 		wake:       make(chan struct{}, 1),
 		verifying:  make(chan struct{}, 2),
-		requested:  make(map[int]bool),
+		requested:  make(map[int]route),
 		assembling: make(map[int][]byte),
 		current:    -1,
 	}
@@ -151,6 +162,9 @@ func (c *conn) close(why error) {
 			c.cancel()
 		}
 		c.mu.Lock()
+		if c.stopDial != nil {
+			c.stopDial()
+		}
 		if c.pw != nil {
 			_ = c.pw.Close()
 		}
@@ -185,11 +199,9 @@ func (c *conn) close(why error) {
 
 // run serves the stream until it ends: recvLoop in a goroutine, sendLoop in
 // the caller's (the server handler's, so that no Send happens after the
-// handler returns).
+// handler returns). The piece connection's loop is started by
+// usePieceConn, which gives c its piece connection.
 func (c *conn) run() {
-	if c.pw != nil {
-		go c.pieceLoop(c.pw)
-	}
 	go c.recvLoop()
 	err := c.sendLoop()
 	c.close(err)
@@ -233,7 +245,7 @@ func (c *conn) handle(m *peerpb.Message) error {
 		if i >= n {
 			return fmt.Errorf("%w: reject of piece %d of %d", errProtocol, i, n)
 		}
-		c.rejected(i, msg.Reject.GetReason(), time.Duration(msg.Reject.GetRetryAfterMs())*time.Millisecond)
+		c.rejected(i, viaStream, msg.Reject.GetReason(), time.Duration(msg.Reject.GetRetryAfterMs())*time.Millisecond)
 	case *peerpb.Message_Chunk:
 		return c.chunk(msg.Chunk)
 	case *peerpb.Message_Handshake:

@@ -14,23 +14,21 @@ import (
 	"github.com/shoal-dev/shoal/proto/peerpb"
 )
 
-// request asks the peer for piece i. Requests to an origin wait while a
-// piece the scheduler took back is still arriving from it
-// (scheduler.OriginTakeback).
+// request asks the peer for piece i, on the piece connection, the stream,
+// or once the piece connection being dialed is up (routeLocked). Requests
+// to an origin wait while a piece the scheduler took back is still
+// arriving from it (scheduler.OriginTakeback).
 func (c *conn) request(i int) {
 	c.mu.Lock()
 	if c.origin && !c.takeback.Request(i) {
 		c.mu.Unlock()
 		return
 	}
-	c.requested[i] = true
-	pw := c.pw
-	if pw == nil {
-		c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Request{Request: &peerpb.Request{Index: uint32(i)}}})
-		c.mu.Unlock()
+	r, pw := c.routeLocked(i), c.pw
+	c.mu.Unlock()
+	if r != viaPieces {
 		return
 	}
-	c.mu.Unlock()
 	if err := pw.Request(i); err != nil {
 		// Called from the download's loop: close posts to it.
 		go c.close(fmt.Errorf("requesting piece %d on the piece connection: %w", i, err))
@@ -50,29 +48,25 @@ func (c *conn) cancelRequest(i int) {
 			return
 		}
 	}
-	delete(c.requested, i)
-	delete(c.assembling, i)
-	if c.pw != nil {
-		_ = c.pw.Cancel(i) // a failure ends the piece connection, and pieceLoop the conn
-		return
-	}
-	c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Cancel{Cancel: &peerpb.Cancel{Index: uint32(i)}}})
+	c.unrouteLocked(i)
 }
 
-// receivedLocked is how much of piece i has arrived, on whichever path
-// carries this conn's pieces; started: any of it at all. A piece no longer
-// requested (delivered, its event on the way to the download) has nothing
-// more to arrive: the piece connection still reports it whole, and letting
-// it finish would hold the next requests for an end that came already.
+// receivedLocked is how much of piece i has arrived, on the path its
+// request went; started: any of it at all. A piece no longer requested
+// (delivered, its event on the way to the download) has nothing more to
+// arrive: the piece connection still reports it whole, and letting it
+// finish would hold the next requests for an end that came already.
 func (c *conn) receivedLocked(i int) (received int64, started bool) {
-	if !c.requested[i] {
-		return 0, false
+	switch c.requested[i] {
+	case viaPieces:
+		if c.pw != nil {
+			return c.pw.Arrived(i)
+		}
+	case viaStream:
+		buf, started := c.assembling[i]
+		return int64(len(buf)), started
 	}
-	if c.pw != nil {
-		return c.pw.Arrived(i)
-	}
-	buf, started := c.assembling[i]
-	return int64(len(buf)), started
+	return 0, false
 }
 
 // pieceEndedLocked notes that piece i is no longer on the wire (received,
@@ -84,9 +78,7 @@ func (c *conn) pieceEndedLocked(i int) {
 	delete(c.requested, i)
 	delete(c.assembling, i)
 	for _, j := range c.takeback.Ended(i) {
-		c.requested[j] = true
-		if c.pw == nil {
-			c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Request{Request: &peerpb.Request{Index: uint32(j)}}})
+		if c.routeLocked(j) != viaPieces {
 			continue
 		}
 		if err := c.pw.Request(j); err != nil {
@@ -149,12 +141,19 @@ func (c *conn) detach() {
 	c.left = true
 	if c.pw != nil {
 		// Pieces on their way would be discarded on arrival.
-		for i := range c.requested {
-			_ = c.pw.Cancel(i)
+		for i, r := range c.requested {
+			if r == viaPieces {
+				_ = c.pw.Cancel(i)
+			}
 		}
+	}
+	if c.stopDial != nil {
+		// No more requests: a piece connection would sit idle.
+		c.stopDial()
 	}
 	clear(c.requested)
 	clear(c.assembling)
+	c.dialHeld = nil
 	c.takeback.Reset()
 }
 
@@ -165,15 +164,21 @@ func (c *conn) remoteComplete() bool {
 	return c.remote.Complete()
 }
 
-// rejected handles the peer's refusal of this side's request of piece i.
-func (c *conn) rejected(i int, reason peerpb.Reject_Reason, retryAfter time.Duration) {
+// rejected handles the peer's refusal of this side's request of piece i,
+// which came by path from: a refusal of a request withdrawn since (and
+// perhaps made again on the other path) ends nothing.
+func (c *conn) rejected(i int, from route, reason peerpb.Reject_Reason, retryAfter time.Duration) {
 	c.mu.Lock()
-	asked := c.requested[i] && !c.takeback.Continuing(i)
-	c.pieceEndedLocked(i)
-	dl := c.dl
 	if reason == peerpb.Reject_REASON_NOT_HELD {
 		c.remote.Clear(i)
 	}
+	if c.requested[i] != from {
+		c.mu.Unlock()
+		return
+	}
+	asked := !c.takeback.Continuing(i)
+	c.pieceEndedLocked(i)
+	dl := c.dl
 	c.mu.Unlock()
 	if dl != nil && asked {
 		ev := evRejected{c: c, piece: i}
@@ -202,7 +207,7 @@ func (c *conn) chunk(ch *peerpb.PieceChunk) error {
 		}
 	}
 	c.mu.Lock()
-	if !c.requested[i] {
+	if c.requested[i] != viaStream {
 		c.mu.Unlock()
 		c.s.metrics.discarded.WithLabelValues(c.source()).Add(float64(len(data)))
 		return nil

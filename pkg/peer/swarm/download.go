@@ -386,6 +386,10 @@ func (dl *download) join(now time.Time, c *conn) {
 		return
 	}
 	dl.peers[scheduler.PeerID(c.id)] = c
+	// Only now: a refused peer keeps no piece connection. Not before the
+	// first requests either (they wait for it a little, see
+	// pieceDialGrace).
+	c.connectPieces()
 	if !c.origin {
 		if dl.stats.firstAgent == 0 {
 			dl.stats.firstAgent = now.Sub(dl.started)

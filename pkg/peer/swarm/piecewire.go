@@ -73,21 +73,28 @@ func (s *Swarm) pieceHeaders(md metadata.MD) metadata.MD {
 	return md
 }
 
-// dialPieces opens the piece connection of an outgoing stream to addr
-// whose server named its piece port in hdr, for the blob meta describes.
-// It returns nil when there is none to open or it fails: the stream then
-// carries the pieces, as before.
-func (s *Swarm) dialPieces(ctx context.Context, meta *metainfo.Metainfo, addr, peerID string, hdr metadata.MD) *piecewire.Conn {
-	if s.pieceServer == nil {
-		return nil
+// pieceAddr is the address of the piece server that a stream's peer named
+// in md (peerwire.PieceHeader, a port) at host, the host its stream came
+// from or went to; "" when it named none or this agent keeps pieces on the
+// streams.
+func (s *Swarm) pieceAddr(host string, md metadata.MD) string {
+	v := md.Get(peerwire.PieceHeader)
+	if s.pieceServer == nil || len(v) == 0 || host == "" {
+		return ""
 	}
-	v := hdr.Get(peerwire.PieceHeader)
+	return net.JoinHostPort(host, v[0])
+}
+
+// dialPieces opens a piece connection to addr, the piece server of the
+// peer peerID, for the blob meta describes. It returns nil when the dial
+// fails: the stream then carries the pieces.
+func (s *Swarm) dialPieces(ctx context.Context, meta *metainfo.Metainfo, addr, peerID string) *piecewire.Conn {
 	host, _, err := net.SplitHostPort(addr)
-	if len(v) == 0 || err != nil {
+	if err != nil {
 		return nil
 	}
 	tok := s.capability(meta.Digest)
-	pc, err := piecewire.Dial(ctx, net.JoinHostPort(host, v[0]), s.pieceTLS.dialing(host, peerID), meta, tok, piecewire.ClientConfig{
+	pc, err := s.dialPiece(ctx, addr, s.pieceTLS.dialing(host, peerID), meta, tok, piecewire.ClientConfig{
 		// Cancelled requests stay outstanding until answered, and the
 		// scheduler may ask for more meanwhile.
 		MaxOutstanding: 4 * s.cfg.MaxInFlightPerPeer,
@@ -119,7 +126,7 @@ func (c *conn) pieceLoop(pw *piecewire.Conn) {
 	for r := range pw.Results() {
 		i := r.Index
 		c.mu.Lock()
-		wanted := c.requested[i]
+		wanted := c.requested[i] == viaPieces
 		dl := c.dl
 		switch {
 		case r.Data != nil:
@@ -157,7 +164,7 @@ func (c *conn) pieceLoop(pw *piecewire.Conn) {
 			}
 		default:
 			c.mu.Unlock()
-			c.rejected(i, rejectReason(r.Reject), r.RetryAfter)
+			c.rejected(i, viaPieces, rejectReason(r.Reject), r.RetryAfter)
 		}
 	}
 	select {
@@ -167,7 +174,7 @@ func (c *conn) pieceLoop(pw *piecewire.Conn) {
 	}
 	err := pw.Err()
 	c.mu.Lock()
-	quiet := len(c.requested) == 0 && !errors.Is(err, piecewire.ErrProtocol)
+	quiet := c.onPiecesLocked() == 0 && !errors.Is(err, piecewire.ErrProtocol)
 	if quiet {
 		c.pw = nil
 	}

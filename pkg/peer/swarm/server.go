@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -117,9 +118,10 @@ func (p *peerService) Exchange(st grpc.BidiStreamingServer[peerpb.Message, peerp
 		return status.Error(codes.Unavailable, err.Error())
 	}
 	if dl != nil {
-		// Before the join: the download may ask the peer for pieces
-		// as soon as it knows the stream.
-		c.setPieceConn(s.dialPiecesBack(st.Context(), meta, peerID, md))
+		// Dialed once the download accepts the peer (connectPieces),
+		// with the metainfo found in the store above: a download still
+		// preparing has none of its own yet.
+		c.pieceAddr = s.pieceAddrBack(st.Context(), md)
 		dl.post(evJoined{c: c}, c.closed)
 	}
 	c.run()
@@ -247,7 +249,7 @@ func (s *Swarm) openStream(dl *download, addr string, origin bool) (*conn, error
 	}
 	timer := time.AfterFunc(s.cfg.DialTimeout, cancel)
 	// This agent's piece port goes with the stream, so that the peer
-	// fetches pieces from it on the piece data path too (dialPiecesBack).
+	// fetches pieces from it on the piece data path too (connectPieces).
 	kv := []string{peerwire.IncarnationHeader, s.incarnation}
 	if s.piecePort != "" {
 		kv = append(kv, peerwire.PieceHeader, s.piecePort)
@@ -287,17 +289,15 @@ func (s *Swarm) openStream(dl *download, addr string, origin bool) (*conn, error
 	if hdr, err := st.Header(); err == nil {
 		c.incarnation = incarnationOf(hdr)
 		// Agents and origin seeders alike name their piece port in the
-		// header when they serve the piece data path.
-		pctx, pcancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
-		c.pw = s.dialPieces(pctx, dl.meta, addr, peerID, hdr)
-		pcancel()
+		// header when they serve the piece data path; it is dialed once
+		// the download accepts the peer (connectPieces).
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			c.pieceAddr = s.pieceAddr(host, hdr)
+		}
 	}
 	c.cancel = cancel
 	c.release = release
 	if _, err := s.register(c, dl.d, sent); err != nil {
-		if c.pw != nil {
-			_ = c.pw.Close()
-		}
 		return fail(err)
 	}
 	return c, nil

@@ -40,6 +40,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/peerwire"
 	"github.com/shoal-dev/shoal/internal/piecewire"
 	"github.com/shoal-dev/shoal/internal/uplink"
+	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/pkg/peer/piecestore"
 	"github.com/shoal-dev/shoal/pkg/peer/scheduler"
 	"github.com/shoal-dev/shoal/pkg/tracker"
@@ -318,6 +319,11 @@ type Swarm struct {
 	// pieceTLS holds the piece data path's TLS configurations; its
 	// fields are nil for plaintext.
 	pieceTLS pieceTLS
+	// dialPiece opens a piece connection: piecewire.Dial; tests stand
+	// in a dial that hangs. pieceGrace is pieceDialGrace (tests lengthen
+	// it).
+	pieceGrace time.Duration
+	dialPiece  func(ctx context.Context, addr string, tlsConfig *tls.Config, meta *metainfo.Metainfo, capability string, cfg piecewire.ClientConfig) (*piecewire.Conn, error)
 
 	mu        sync.Mutex
 	blobs     map[digest.Digest]*blobState
@@ -403,6 +409,7 @@ func New(cfg Config, dir string, quota int64, opts Options) (*Swarm, error) {
 	s.metrics = newMetrics(opts.Registerer, store)
 	if addr := pieceListen(cfg, opts.PeerListen); addr != "" {
 		s.pieceTLS = newPieceTLS(opts.ServerTLS, opts.ClientTLS, opts.RequireIdentity)
+		s.dialPiece, s.pieceGrace = piecewire.Dial, pieceDialGrace
 		if opts.RequireIdentity && (opts.ServerTLS == nil || opts.ClientTLS == nil) {
 			// Never plaintext pieces in a cluster that requires
 			// certificates on its streams.
