@@ -19,11 +19,15 @@ import (
 	"github.com/shoal-dev/shoal/proto/peerpb"
 )
 
-// The issue's goals for one agent, meant for a 1 GiB layer on loopback.
+// The goals for one agent, meant for a 1 GiB layer on loopback: issue 4's,
+// and issue 10's (the piece data path) for the agent's CPU.
 const (
 	goalColdRatio = 0.8 // cold pull through the agent / direct GET from the origin
 	goalWarm      = 1e9 // bytes/s from the agent's cache
 	goalRSS       = 150 << 20
+
+	goal10ColdRatio = 0.4 // issue 10: cold pull / direct
+	goal10AgentCPU  = 2.0 // issue 10: the agent's CPU-s per GiB of a cold pull
 )
 
 // runSingle measures one agent on loopback without shaping: a cold pull of
@@ -114,7 +118,9 @@ func runSingle(ctx context.Context, c config, bins binaries, dir string) error {
 		rss.Stop()
 		return err
 	}
-	coldCPU := perGiB(c0, snap(), S)
+	c1 := snap()
+	coldCPU := perGiB(c0, c1, S)
+	coldAgentCPU := (c1.agent - c0.agent).Seconds() / (S / (1 << 30))
 	coldPeak := peakRSS(rss, pids)[0]
 	rss = procstat.StartSampler(pids, 20*time.Millisecond)
 	warm, warmAll, err := median(a.url+blobPath, 3)
@@ -135,6 +141,10 @@ func runSingle(ctx context.Context, c config, bins binaries, dir string) error {
 	fmt.Printf("  this machine's page cache, CPU-s per GiB of new file data written (the agent's cache writes pay it, a direct GET does not): %.2f on free memory as the pull found it, %.2f on pages just freed\n",
 		fresh.Seconds()/g, warmPages.Seconds()/g)
 	fmt.Printf("  agent peak RSS: cold pull %.0f MiB, warm pulls %.0f MiB  goal <= 150 MiB: %s\n", mib(float64(coldPeak)), mib(float64(warmPeak)), verdict(max(coldPeak, warmPeak) <= goalRSS))
+	fmt.Println("  goals (issue 10, 1 GiB, loopback):")
+	fmt.Printf("    cold pull >= %.0f%% of direct: %.0f%%  %s\n", 100*goal10ColdRatio, 100*cold/direct, verdict(cold >= goal10ColdRatio*direct))
+	fmt.Printf("    agent CPU-s per GiB of the cold pull <= %.1f: %.2f (%.2f of it at most this machine's page-cache cost above)  %s\n",
+		goal10AgentCPU, coldAgentCPU, min(coldAgentCPU, fresh.Seconds()/g), verdict(coldAgentCPU <= goal10AgentCPU))
 	return nil
 }
 

@@ -135,6 +135,7 @@ func runSwarm(ctx context.Context, c config, bins binaries, dir string) error {
 	} else {
 		fmt.Println("    p90 completion <= 1.5 x S/B: not measured in loopback mode (no link rate)")
 	}
+	printGoals10(c, st, egress.total()/S, bound, agentCPU, peaks)
 
 	// The same hosts, straight from the origin's registry API.
 	for i := range urls {
@@ -174,6 +175,48 @@ func runSwarm(ctx context.Context, c config, bins binaries, dir string) error {
 		return fmt.Errorf("swarm: %d of %d P2P pulls failed or were wrong; first: %s", c.n-st.ok, c.n, st.firstErr)
 	}
 	return nil
+}
+
+// Issue 10's goals (the piece data path), each for one setting: 16 hosts,
+// a 64 MiB layer, 200 Mbit/s links; 50 hosts, 256 MiB, 100 Mbit/s.
+type swarmGoals struct {
+	n       int
+	size    int64
+	rate    string
+	p90     float64 // completion p90 / (S/B)
+	egress  float64 // origin egress / S
+	cpu     float64 // the agents' CPU-s per GiB delivered to clients; 0: none
+	rssMiB  float64 // each agent's peak RSS; 0: none
+	setting string
+}
+
+var goals10 = []swarmGoals{
+	{n: 16, size: 64 << 20, rate: "200mbit", p90: 1.5, egress: 1.05, cpu: 4, setting: "16 hosts, 64 MiB, 200 Mbit/s"},
+	{n: 50, size: 256 << 20, rate: "100mbit", p90: 2.0, egress: 1.05, rssMiB: 150, setting: "50 hosts, 256 MiB, 100 Mbit/s"},
+}
+
+// printGoals10 prints issue 10's goals for the setting this run is, if it
+// is one of them.
+func printGoals10(c config, st pullStats, egress, bound float64, agentCPU time.Duration, peaks []int64) {
+	i := slices.IndexFunc(goals10, func(g swarmGoals) bool { return g.n == c.n && g.size == c.size && g.rate == c.rate && c.netns })
+	if i < 0 {
+		fmt.Printf("  goals (issue 10): none for this setting (they are for %s; %s)\n", goals10[0].setting, goals10[1].setting)
+		return
+	}
+	g := goals10[i]
+	allOK := st.ok == c.n
+	fmt.Printf("  goals (issue 10, %s):\n", g.setting)
+	p90 := percentile(st.times, 90).Seconds() / bound
+	fmt.Printf("    p90 completion <= %.1f x S/B: %.2f x S/B  %s\n", g.p90, p90, verdict(allOK && p90 <= g.p90))
+	fmt.Printf("    origin egress <= %.2f x S: %.3f x S  %s\n", g.egress, egress, verdict(allOK && egress <= g.egress))
+	if g.cpu > 0 && st.ok > 0 {
+		perGiB := agentCPU.Seconds() / (float64(st.ok) * float64(c.size) / (1 << 30))
+		fmt.Printf("    agents' CPU-s per GiB delivered <= %.0f: %.1f  %s\n", g.cpu, perGiB, verdict(allOK && perGiB <= g.cpu))
+	}
+	if g.rssMiB > 0 && len(peaks) > 0 {
+		top := mib(float64(slices.Max(peaks)))
+		fmt.Printf("    every agent's peak RSS <= %.0f MiB: max %.0f MiB  %s\n", g.rssMiB, top, verdict(top <= g.rssMiB))
+	}
 }
 
 func printPulls(st pullStats, n int, bound float64) {
