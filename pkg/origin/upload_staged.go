@@ -106,7 +106,12 @@ func (s *Server) putStaged(ctx context.Context, sw storage.StagedWriter, sess *u
 		}
 	}
 	if err := fw.Commit(ctx); err != nil {
-		return fmt.Errorf("upload %s: storing the blob: %w", id, err)
+		// Another push may have stored the blob meanwhile, in a form the
+		// store would not commit over (an Azure append blob, which a
+		// Move makes): what is at a blob's path was verified too.
+		if stored, serr := s.blobSize(ctx, want); serr != nil || stored != n {
+			return fmt.Errorf("upload %s: storing the blob: %w", id, err)
+		}
 	}
 	committed = true
 	s.metrics.bytesIn.WithLabelValues(ociapi.Upload).Add(float64(n))

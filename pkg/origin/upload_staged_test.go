@@ -27,6 +27,9 @@ type stagingMemory struct {
 	// failWriteAt makes a staged writer fail past this many bytes (0:
 	// never).
 	failWriteAt int
+	// storedMeanwhile makes a commit fail after another push stored the
+	// same bytes at the path.
+	storedMeanwhile bool
 }
 
 type stagingCounts struct{ opened, commits, cancels, moves int }
@@ -47,7 +50,11 @@ func (d *stagingMemory) count(f func()) {
 
 func (d *stagingMemory) StagedWriter(ctx context.Context, p, stage string) (storage.FileWriter, error) {
 	w := &memStaged{d: d, path: p}
-	d.count(func() { d.n.opened++; d.stages = append(d.stages, stage); w.failAt = d.failWriteAt })
+	d.count(func() {
+		d.n.opened++
+		d.stages = append(d.stages, stage)
+		w.failAt, w.storedMeanwhile = d.failWriteAt, d.storedMeanwhile
+	})
 	return w, nil
 }
 
@@ -57,11 +64,12 @@ func (d *stagingMemory) Move(ctx context.Context, src, dst string) error {
 }
 
 type memStaged struct {
-	d      *stagingMemory
-	path   string
-	buf    bytes.Buffer
-	failAt int
-	done   bool
+	d               *stagingMemory
+	path            string
+	buf             bytes.Buffer
+	failAt          int
+	storedMeanwhile bool
+	done            bool
 }
 
 func (w *memStaged) Write(p []byte) (int, error) {
@@ -75,6 +83,12 @@ func (w *memStaged) Size() int64 { return int64(w.buf.Len()) }
 
 func (w *memStaged) Commit(ctx context.Context) error {
 	w.done = true
+	if w.storedMeanwhile {
+		if err := w.d.Driver.PutContent(ctx, w.path, w.buf.Bytes()); err != nil {
+			return err
+		}
+		return errors.New("the store would not commit over the blob another push stored")
+	}
 	w.d.count(func() { w.d.n.commits++ })
 	return w.d.Driver.PutContent(ctx, w.path, w.buf.Bytes())
 }
@@ -212,5 +226,21 @@ func TestFailedStagedPushLeavesNothing(t *testing.T) {
 	}
 	if _, err := d.Driver.Stat(context.Background(), blobDataPath(dg)); !errors.As(err, new(storage.PathNotFoundError)) {
 		t.Fatalf("the blob's path after the failed pushes: Stat %v, want not found", err)
+	}
+}
+
+// TestStagedPushOfABlobAnotherPushStored: a staged write whose commit
+// fails because another push of the same blob stored it meanwhile (on
+// Azure, as an append blob a block list is not committed over) is a
+// successful push: the blob at its path is verified content too.
+func TestStagedPushOfABlobAnotherPushStored(t *testing.T) {
+	d := newStagingMemory()
+	d.storedMeanwhile = true
+	_, e := newServerOn(t, d)
+	content := randomBlob(t, 2<<20)
+	dg := digest.FromBytes(content)
+	e.expect(e.pushWithPUT("team/app", content, dg), http.StatusCreated)
+	if got := e.expect(e.do("GET", "/v2/team/app/blobs/"+dg.String(), nil), http.StatusOK); !bytes.Equal(got, content) {
+		t.Errorf("the blob reads %d bytes that differ from the %d pushed", len(got), len(content))
 	}
 }
