@@ -97,6 +97,9 @@ func (s *Server) Exchange(stream peerpb.Peer_ExchangeServer) error {
 			}
 		}
 	}
+	// The stream is a recipient of its own: should it break, the pieces
+	// its agent got over its piece connection keep their windows.
+	to := recipient{peer: peer, via: s.carriers.Add(1)}
 	if s.owns(d) {
 		s.track(d)
 	}
@@ -123,9 +126,9 @@ func (s *Server) Exchange(stream peerpb.Peer_ExchangeServer) error {
 		q.close()
 		recvErr <- err
 	}()
-	if err := s.send(ctx, stream, m, src, q, grants, peer); err != nil {
+	if err := s.send(ctx, stream, m, src, q, grants, to); err != nil {
 		cancel()
-		s.ledger.release(grants, peer)
+		s.ledger.release(grants, to)
 		return err
 	}
 	err = <-recvErr
@@ -134,7 +137,7 @@ func (s *Server) Exchange(stream peerpb.Peer_ExchangeServer) error {
 		// given may never reach the swarm, so the next agent asking gets
 		// them at once instead of after their window. A clean close (its
 		// download is done) keeps the windows: it is seeding them.
-		s.ledger.release(grants, peer)
+		s.ledger.release(grants, to)
 	}
 	return err
 }
@@ -173,7 +176,7 @@ func (s *Server) receive(stream peerpb.Peer_ExchangeServer, m *metainfo.Metainfo
 
 // send answers queued requests until the queue is closed and drained, so
 // that requests sent before the peer closed its side are still answered.
-func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m *metainfo.Metainfo, src pieceSource, q *requestQueue, grants *blobLedger, peer string) error {
+func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m *metainfo.Metainfo, src pieceSource, q *requestQueue, grants *blobLedger, to recipient) error {
 	for {
 		it, ok := q.next(ctx)
 		if !ok {
@@ -186,7 +189,7 @@ func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m 
 			continue
 		}
 		i := int(it.index)
-		wait, again := s.ledger.take(grants, i, peer, time.Now())
+		wait, again := s.ledger.take(grants, i, to, time.Now())
 		if wait > 0 {
 			q.done(it.index)
 			if err := s.sendAtPeers(stream, it.index, wait); err != nil {
@@ -199,7 +202,7 @@ func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m 
 			// At maxUploads, or this node's link would not send it within
 			// maxUploadWait: the agent asks another holder, or here again
 			// after its busy backoff.
-			s.ledger.undo(grants, i, peer)
+			s.ledger.undo(grants, i, to)
 			q.done(it.index)
 			if err := s.sendReject(stream, it.index, peerpb.Reject_REASON_BUSY); err != nil {
 				return err
@@ -208,7 +211,7 @@ func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m 
 		}
 		if again {
 			s.m.piecesAgain.Inc()
-			s.log.Debug("seeder: sending a piece again", "digest", m.Digest, "piece", i, "peer", peer)
+			s.log.Debug("seeder: sending a piece again", "digest", m.Digest, "piece", i, "peer", to.peer)
 		}
 		s.m.uploads.Inc()
 		// One chunk buffer per piece being sent, not per stream: memory is
@@ -217,7 +220,7 @@ func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m 
 		s.up.Add(size)
 		sent, complete, err := s.sendPiece(ctx, stream, m, src, q, i, *buf)
 		s.up.Add(-(size - sent)) // the chunks sent were taken off as they went
-		s.ledger.done(grants, i, peer, time.Now(), complete)
+		s.ledger.done(grants, i, to, time.Now(), complete)
 		s.chunks.Put(buf)
 		s.m.uploads.Dec()
 		<-s.uploads

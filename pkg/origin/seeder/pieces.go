@@ -162,7 +162,7 @@ func (p *pieceService) serveConn(nc net.Conn) {
 	s.m.pieceConns.Inc()
 	defer s.m.pieceConns.Dec()
 
-	src := &pieceConn{s: s}
+	src := &pieceConn{s: s, via: s.carriers.Add(1)}
 	keys := pieceKeys{s: s}
 	if p.tls != nil {
 		tc := tls.Server(nc, p.tls)
@@ -262,6 +262,7 @@ func (k pieceKeys) VerifyCapability(token string, d digest.Digest) error {
 type pieceConn struct {
 	s    *Server
 	peer string // the agent, for the superseeding ledger
+	via  uint64 // this connection, for the ledger (recipient.via)
 	host string // without a certificate: the agent's IP, for pieceConnPeer
 	srv  *piecewire.Server
 	sent piecewire.Stats // srv's counts already added to the metrics
@@ -300,21 +301,21 @@ func (c *pieceConn) OpenPiece(ctx context.Context, d digest.Digest, i int) (*pie
 		s.m.rejects.WithLabelValues("not_held").Inc()
 		return nil, piecewire.ErrNotHeld
 	}
-	wait, again := s.ledger.take(c.grants, i, c.peer, time.Now())
+	wait, again := s.ledger.take(c.grants, i, c.recipient(), time.Now())
 	if wait > 0 {
 		s.m.rejects.WithLabelValues("at_peers").Inc()
 		return nil, &piecewire.RejectError{Reason: piecewire.ReasonAtPeers, RetryAfter: wait + time.Millisecond}
 	}
 	size := m.PieceSize(i)
 	if !s.takeUploadSlot(size) {
-		s.ledger.undo(c.grants, i, c.peer)
+		s.ledger.undo(c.grants, i, c.recipient())
 		s.m.rejects.WithLabelValues("busy").Inc()
 		return nil, &piecewire.RejectError{Reason: piecewire.ReasonBusy}
 	}
 	p, closer, source, err := c.open(ctx, m.PieceOffset(i), size)
 	if err != nil {
 		<-s.uploads
-		s.ledger.done(c.grants, i, c.peer, time.Now(), false)
+		s.ledger.done(c.grants, i, c.recipient(), time.Now(), false)
 		if ctx.Err() == nil {
 			s.log.Warn("seeder: reading piece failed", "digest", d, "piece", i, "err", err)
 			s.m.rejects.WithLabelValues("not_held").Inc()
@@ -336,7 +337,7 @@ func (c *pieceConn) OpenPiece(ctx context.Context, d digest.Digest, i int) (*pie
 		s.up.Sent(sent, now)
 		s.m.egressBytes.Add(float64(sent))
 		complete := err == nil && sent == size
-		s.ledger.done(c.grants, i, c.peer, now, complete)
+		s.ledger.done(c.grants, i, c.recipient(), now, complete)
 		if complete {
 			s.m.servedBytes.WithLabelValues(source).Add(float64(size))
 			s.m.piecesServed.WithLabelValues(source).Inc()
@@ -374,15 +375,20 @@ func (c *pieceConn) count() {
 	c.sent = st
 }
 
+// recipient is what the ledger knows this connection as: its agent's
+// name, and the connection itself.
+func (c *pieceConn) recipient() recipient { return recipient{peer: c.peer, via: c.via} }
+
 // end releases what the connection held once it ended with err: a
 // connection that broke (err set) frees the pieces given over it at once,
-// as a broken stream does; one the agent closed keeps their windows.
+// as a broken stream does, and only those (not its agent's stream's); one
+// the agent closed keeps their windows.
 func (c *pieceConn) end(err error) {
 	if c.m == nil {
 		return
 	}
 	if err != nil {
-		c.s.ledger.release(c.grants, c.peer)
+		c.s.ledger.release(c.grants, c.recipient())
 	}
 	c.s.ledger.close(c.m.Digest, c.grants)
 	c.src.close()

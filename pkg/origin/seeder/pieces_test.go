@@ -225,6 +225,62 @@ func TestPieceConnectionCountsAsItsAgentsStream(t *testing.T) {
 	}
 }
 
+// Through the seeder: agent a got piece 0 on its stream and piece 1 on its
+// piece connection, which then breaks (reset). Only piece 1 is freed for
+// the next agent: piece 0 is with a, whose stream is fine, and sending it
+// again would be origin egress the swarm does not need.
+func TestBrokenPieceConnectionFreesOnlyItsOwnPieces(t *testing.T) {
+	s, _, m := seedPieces(t, inmemory.New(), func(c *Config, _ *Options, _ string) {
+		c.SuperseedWindow, c.SuperseedMaxWindow = time.Minute, time.Minute
+	})
+	open := func(id string) peerpb.Peer_ExchangeClient {
+		st, err := s.client().Exchange(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		handshakeAs(t, st, m.Digest, id)
+		return st
+	}
+	a := open("agent-a")
+	request(t, a, 0)
+	if r := receiveAnswer(t, a, m, 0); r != nil {
+		t.Fatalf("piece 0 to agent a's stream: %v, want the piece", r)
+	}
+	tok, err := clusterKey().IssueCapability(m.Digest, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := net.Dial("tcp", s.PieceAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := piecewire.NewConn(nc, m, tok, piecewire.ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	if r := answer(t, pc, 1); r.Data == nil {
+		t.Fatalf("piece 1 to agent a's piece connection: %v, want its bytes", r)
+	}
+	// Broken, not closed: a reset, as when the agent's host goes away.
+	_ = nc.(*net.TCPConn).SetLinger(0)
+	_ = pc.Close()
+
+	b := open("agent-b")
+	var last *peerpb.Reject
+	if err := eventually.Wait(30*time.Second, func() bool {
+		request(t, b, 1)
+		last = receiveAnswer(t, b, m, 1)
+		return last == nil
+	}); err != nil {
+		t.Fatalf("agent b asking for piece 1 after a's piece connection broke: %v; last answer %v, want the piece", err, last)
+	}
+	request(t, b, 0)
+	if r := receiveAnswer(t, b, m, 0); r.GetReason() != peerpb.Reject_REASON_AT_PEERS {
+		t.Fatalf("agent b asking for piece 0, given on a's stream, after a's piece connection broke: %v, want REASON_AT_PEERS (a still has it)", r)
+	}
+}
+
 // A request beyond the node's upload slots is answered busy; the
 // connection stays usable.
 func TestPiecesOverTheDataPathAdmission(t *testing.T) {

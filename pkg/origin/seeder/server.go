@@ -140,6 +140,9 @@ type Server struct {
 	// anonStreams numbers streams whose handshake names no peer, so that
 	// each counts as its own agent in the ledger.
 	anonStreams atomic.Int64
+	// carriers numbers streams and piece connections: each is a
+	// recipient of its own in the ledger (recipient.via).
+	carriers atomic.Uint64
 	// streamHosts names the agent of a piece connection without a
 	// certificate, by the streams open from its host.
 	streamHosts streamHosts

@@ -23,10 +23,12 @@ import (
 // long, so the piece should not go out again before; and short enough that
 // a recipient that left quietly is replaced by the next agent that asks.
 // (The piece's send time alone is too short on slow links: the swarm has
-// not spread the piece by then; docs/benchmarks.md, swarm.) A recipient whose
-// stream breaks (killed, network gone) frees its pieces at once. An agent
-// asking again for a piece it was given (a retry after a cancel, a second
-// stream) is always served.
+// not spread the piece by then; docs/benchmarks.md, swarm.) A stream or
+// piece connection that breaks (killed, network gone) frees the pieces
+// given over it at once, and only those: an agent's stream and its piece
+// connection are separate recipients of one agent. An agent asking again
+// for a piece it was given (a retry after a cancel, on its other
+// connection) is always served.
 type ledger struct {
 	minWindow, maxWindow time.Duration
 	// rate returns the node's send rate in bytes per second (0: unknown).
@@ -51,10 +53,18 @@ type grant struct {
 
 type grantRecord struct {
 	given bool // sent (or being sent) at least once, to anyone
-	peer  string
+	recipient
 	start time.Time
 	end   time.Time     // zero while being sent
 	took  time.Duration // how long the last completed send took
+}
+
+// recipient is what a piece was given to: the agent (peer), and the
+// stream or piece connection that carried it (via, a number of the
+// seeder's own), so that one that breaks frees its own grants only.
+type recipient struct {
+	peer string
+	via  uint64
 }
 
 // newLedger returns a ledger; minWindow 0 turns superseeding off (nil).
@@ -106,18 +116,18 @@ func (l *ledger) window(b *blobLedger, g grantRecord) time.Duration {
 	return min(max(w, l.minWindow), l.maxWindow)
 }
 
-// take asks to send piece i to peer at now. It returns 0 and records the
+// take asks to send piece i to r at now. It returns 0 and records the
 // grant when the piece may be sent, or how long until it may. again
 // reports a piece given before (to this or another agent), for the
 // seeder's debug log and metrics.
-func (l *ledger) take(b *blobLedger, i int, peer string, now time.Time) (wait time.Duration, again bool) {
+func (l *ledger) take(b *blobLedger, i int, r recipient, now time.Time) (wait time.Duration, again bool) {
 	if l == nil || b == nil || i < 0 || i >= len(b.grants) {
 		return 0, false
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	g := &b.grants[i]
-	if g.peer != "" && g.peer != peer {
+	if g.peer != "" && g.peer != r.peer {
 		if g.end.IsZero() {
 			// Being sent to another agent: that send plus the window.
 			return l.window(b, g.grantRecord), false
@@ -128,53 +138,54 @@ func (l *ledger) take(b *blobLedger, i int, peer string, now time.Time) (wait ti
 	}
 	again = g.given
 	g.prev = g.grantRecord
-	g.peer, g.start, g.end, g.given = peer, now, time.Time{}, true
+	g.recipient, g.start, g.end, g.given = r, now, time.Time{}, true
 	return 0, again
 }
 
-// release frees the pieces given to peer, whose stream broke: the next
-// agent asking for one is served at once.
-func (l *ledger) release(b *blobLedger, peer string) {
+// release frees the pieces given to r, whose stream or piece connection
+// broke: the next agent asking for one is served at once. What the agent
+// got over its other connection keeps its window.
+func (l *ledger) release(b *blobLedger, r recipient) {
 	if l == nil || b == nil {
 		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for i := range b.grants {
-		if g := &b.grants[i]; g.peer == peer {
-			g.peer, g.start, g.end = "", time.Time{}, time.Time{}
+		if g := &b.grants[i]; g.recipient == r {
+			g.recipient, g.start, g.end = recipient{}, time.Time{}, time.Time{}
 		}
 	}
 }
 
 // undo withdraws a grant of take that was not acted on (no upload slot):
 // the piece's record is as before.
-func (l *ledger) undo(b *blobLedger, i int, peer string) {
+func (l *ledger) undo(b *blobLedger, i int, r recipient) {
 	if l == nil || b == nil || i < 0 || i >= len(b.grants) {
 		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	g := &b.grants[i]
-	if g.peer == peer && g.end.IsZero() {
+	if g.recipient == r && g.end.IsZero() {
 		g.grantRecord = g.prev
 	}
 }
 
 // done records the end of a send granted by take. An incomplete send
 // (cancelled, failed) frees the piece for the next agent at once.
-func (l *ledger) done(b *blobLedger, i int, peer string, now time.Time, complete bool) {
+func (l *ledger) done(b *blobLedger, i int, r recipient, now time.Time, complete bool) {
 	if l == nil || b == nil || i < 0 || i >= len(b.grants) {
 		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	g := &b.grants[i]
-	if g.peer != peer || !g.end.IsZero() {
+	if g.recipient != r || !g.end.IsZero() {
 		return
 	}
 	if !complete {
-		g.peer, g.start, g.end = "", time.Time{}, time.Time{}
+		g.recipient, g.start, g.end = recipient{}, time.Time{}, time.Time{}
 		return
 	}
 	g.end, g.took = now, now.Sub(g.start)

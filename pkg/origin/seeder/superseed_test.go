@@ -12,10 +12,13 @@ import (
 	"github.com/shoal-dev/shoal/proto/peerpb"
 )
 
+// agent is the recipient of the one stream of agent peer.
+func agent(peer string) recipient { return recipient{peer: peer} }
+
 func TestLedgerGivesAPieceToOneAgentPerWindow(t *testing.T) {
 	l := newLedger(2*time.Second, 30*time.Second, nil)
 	take := func(b *blobLedger, i int, peer string, now time.Time) time.Duration {
-		w, _ := l.take(b, i, peer, now)
+		w, _ := l.take(b, i, agent(peer), now)
 		return w
 	}
 	d := digest.FromString("blob")
@@ -32,14 +35,14 @@ func TestLedgerGivesAPieceToOneAgentPerWindow(t *testing.T) {
 		t.Errorf("another piece for b: wait %s, want 0 (only the piece waits)", w)
 	}
 	// The send to a took 5s: the window is 2 x 5s.
-	l.done(b, 0, "a", t0.Add(5*time.Second), true)
+	l.done(b, 0, agent("a"), t0.Add(5*time.Second), true)
 	if w := take(b, 0, "b", t0.Add(8*time.Second)); w != 7*time.Second {
 		t.Errorf("piece 0, 3s after a got it in 5s: wait %s, want 10s - 3s = 7s", w)
 	}
 	if w := take(b, 0, "a", t0.Add(8*time.Second)); w != 0 {
 		t.Errorf("a asking again for its own piece: wait %s, want 0", w)
 	}
-	l.done(b, 0, "a", t0.Add(9*time.Second), true) // took 1s: window 2s
+	l.done(b, 0, agent("a"), t0.Add(9*time.Second), true) // took 1s: window 2s
 	if w := take(b, 0, "b", t0.Add(10*time.Second)); w != time.Second {
 		t.Errorf("piece 0, 1s after a got it in 1s: wait %s, want 2s - 1s = 1s", w)
 	}
@@ -51,7 +54,7 @@ func TestLedgerGivesAPieceToOneAgentPerWindow(t *testing.T) {
 	if w := take(b, 2, "a", t0); w != 0 {
 		t.Fatal(w)
 	}
-	l.done(b, 2, "a", t0.Add(time.Second), false)
+	l.done(b, 2, agent("a"), t0.Add(time.Second), false)
 	if w := take(b, 2, "b", t0.Add(time.Second)); w != 0 {
 		t.Errorf("piece 2 after a's send was cancelled: wait %s, want 0", w)
 	}
@@ -60,7 +63,7 @@ func TestLedgerGivesAPieceToOneAgentPerWindow(t *testing.T) {
 	if w := take(b, 3, "a", t0); w != 0 {
 		t.Fatal(w)
 	}
-	l.done(b, 3, "a", t0.Add(time.Hour), true)
+	l.done(b, 3, agent("a"), t0.Add(time.Hour), true)
 	if w := take(b, 3, "b", t0.Add(time.Hour)); w != 30*time.Second {
 		t.Errorf("piece 3 that took an hour: wait %s, want the maximum 30s", w)
 	}
@@ -76,20 +79,20 @@ func TestLedgerGivesAPieceToOneAgentPerWindow(t *testing.T) {
 		t.Errorf("%d blob records left after every stream closed", len(l.blobs))
 	}
 	b3 := l.open(d, 1, 1<<20)
-	if _, again := l.take(b3, 0, "a", t0); again {
+	if _, again := l.take(b3, 0, agent("a"), t0); again {
 		t.Error("first send of a piece reported as a send again")
 	}
-	l.done(b3, 0, "a", t0.Add(time.Second), true)
-	if _, again := l.take(b3, 0, "b", t0.Add(time.Minute)); !again {
+	l.done(b3, 0, agent("a"), t0.Add(time.Second), true)
+	if _, again := l.take(b3, 0, agent("b"), t0.Add(time.Minute)); !again {
 		t.Error("second send of a piece, after the window, not reported as a send again")
 	}
 	// A grant withdrawn (no upload slot) leaves the record as it was.
-	l.undo(b3, 0, "b")
-	if w, again := l.take(b3, 0, "c", t0.Add(time.Minute)); w != 0 || !again {
+	l.undo(b3, 0, agent("b"))
+	if w, again := l.take(b3, 0, agent("c"), t0.Add(time.Minute)); w != 0 || !again {
 		t.Errorf("after an undone grant: wait %s, again %v; want the record of a's send (0, true)", w, again)
 	}
-	l.undo(b3, 0, "c")
-	if w, _ := l.take(b3, 0, "d", t0.Add(time.Minute+time.Second)); w != 0 {
+	l.undo(b3, 0, agent("c"))
+	if w, _ := l.take(b3, 0, agent("d"), t0.Add(time.Minute+time.Second)); w != 0 {
 		t.Errorf("undo kept a grant: wait %s", w)
 	}
 	l.close(d, b3)
@@ -104,26 +107,26 @@ func TestLedgerWindowCoversSendingTheBlobOnce(t *testing.T) {
 	d := digest.FromString("blob")
 	b := l.open(d, 64, 64<<20) // 64 MiB
 	t0 := time.Unix(1000, 0)
-	if w, _ := l.take(b, 0, "a", t0); w != 0 {
+	if w, _ := l.take(b, 0, agent("a"), t0); w != 0 {
 		t.Fatal(w)
 	}
-	l.done(b, 0, "a", t0.Add(3*time.Second), true) // took 3s
-	if w, _ := l.take(b, 0, "b", t0.Add(3*time.Second)); w != 6*time.Second {
+	l.done(b, 0, agent("a"), t0.Add(3*time.Second), true) // took 3s
+	if w, _ := l.take(b, 0, agent("b"), t0.Add(3*time.Second)); w != 6*time.Second {
 		t.Errorf("rate unknown: wait %s, want twice the send time, 6s", w)
 	}
 	// At 1 MiB/s the node needs 64s to send the blob once.
 	rate = 1 << 20
-	if w, _ := l.take(b, 0, "b", t0.Add(3*time.Second)); w != 64*time.Second {
+	if w, _ := l.take(b, 0, agent("b"), t0.Add(3*time.Second)); w != 64*time.Second {
 		t.Errorf("64 MiB blob at 1 MiB/s: wait %s, want 64s", w)
 	}
 	// At 100 MiB/s that is under a second: twice the send time again.
 	rate = 100 << 20
-	if w, _ := l.take(b, 0, "b", t0.Add(3*time.Second)); w != 6*time.Second {
+	if w, _ := l.take(b, 0, agent("b"), t0.Add(3*time.Second)); w != 6*time.Second {
 		t.Errorf("64 MiB blob at 100 MiB/s: wait %s, want 6s", w)
 	}
 	// Never beyond the maximum.
 	rate = 1 << 10
-	if w, _ := l.take(b, 0, "b", t0.Add(3*time.Second)); w != 2*time.Minute {
+	if w, _ := l.take(b, 0, agent("b"), t0.Add(3*time.Second)); w != 2*time.Minute {
 		t.Errorf("64 MiB blob at 1 KiB/s: wait %s, want the maximum 2m", w)
 	}
 	l.close(d, b)
@@ -197,12 +200,12 @@ func TestLedgerReleasesTheGrantsOfABrokenStream(t *testing.T) {
 	d := digest.FromString("blob")
 	b := l.open(d, 2, 2<<20)
 	t0 := time.Unix(1000, 0)
-	l.take(b, 0, "a", t0)
-	l.done(b, 0, "a", t0.Add(time.Second), true)
-	l.take(b, 1, "a", t0.Add(time.Second))
-	l.release(b, "a")
+	l.take(b, 0, agent("a"), t0)
+	l.done(b, 0, agent("a"), t0.Add(time.Second), true)
+	l.take(b, 1, agent("a"), t0.Add(time.Second))
+	l.release(b, agent("a"))
 	for i := range 2 {
-		if w, again := l.take(b, i, "b", t0.Add(2*time.Second)); w != 0 || !again {
+		if w, again := l.take(b, i, agent("b"), t0.Add(2*time.Second)); w != 0 || !again {
 			t.Errorf("piece %d after a's stream broke: wait %s, again %v; want 0, true", i, w, again)
 		}
 	}
@@ -307,5 +310,33 @@ func TestSeederRefusesWhatItsLinkWouldNotSendInTime(t *testing.T) {
 	msg, err := b.Recv()
 	if err != nil || msg.GetReject().GetReason() != peerpb.Reject_REASON_BUSY || msg.GetReject().GetIndex() != 3 {
 		t.Fatalf("agent b asking for a 4 MiB piece behind ~6 MiB at 2 MiB/s, with maxUploadWait 2s: %v, %v; want Reject{3, BUSY}", msg, err)
+	}
+}
+
+// An agent's stream and its piece connection are recipients of their own:
+// the one that breaks frees what it was given, not what the agent got over
+// the other (which may be with the swarm already), while the agent is
+// served again on either.
+func TestLedgerReleasesOnlyTheGrantsOfTheBrokenConnection(t *testing.T) {
+	l := newLedger(time.Minute, time.Minute, nil)
+	d := digest.FromString("blob")
+	b := l.open(d, 2, 2<<20)
+	t0 := time.Unix(1000, 0)
+	stream, pieces := recipient{peer: "a", via: 1}, recipient{peer: "a", via: 2}
+	l.take(b, 0, stream, t0)
+	l.done(b, 0, stream, t0.Add(time.Second), true)
+	l.take(b, 1, pieces, t0)
+	l.done(b, 1, pieces, t0.Add(time.Second), true)
+	if w, _ := l.take(b, 1, stream, t0.Add(2*time.Second)); w != 0 {
+		t.Fatalf("agent a asking on its stream for the piece its piece connection got: wait %s, want 0 (one agent)", w)
+	}
+	l.undo(b, 1, stream)
+
+	l.release(b, pieces)
+	if w, again := l.take(b, 1, agent("b"), t0.Add(2*time.Second)); w != 0 || !again {
+		t.Errorf("piece 1 after a's piece connection, which got it, broke: wait %s, again %v; want 0, true", w, again)
+	}
+	if w, _ := l.take(b, 0, agent("b"), t0.Add(2*time.Second)); w == 0 {
+		t.Error("piece 0, given on a's stream, is free after a's piece connection broke; want it kept at a (its stream is fine)")
 	}
 }
