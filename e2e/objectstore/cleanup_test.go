@@ -79,37 +79,44 @@ func TestAbandonedUploadLeavesNothingInTheBucket(t *testing.T) {
 			t.Logf("left by the killed origin: %s", strings.Join(left, ", "))
 		}
 
-		// The session expires: its start moved back two days.
-		drv, err := drivers.Open(t.Context(), storageURL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		startedAt := "/docker/registry/v2/repositories/" + repo + "/_uploads/" + id + "/startedat"
-		if err := drv.PutContent(t.Context(), startedAt, []byte(time.Now().Add(-48*time.Hour).UTC().Format(time.RFC3339))); err != nil {
-			t.Fatal(err)
-		}
-
-		cfg := filepath.Join(t.TempDir(), "origin.yaml")
-		if err := os.WriteFile(cfg, []byte("gc:\n  interval: 0s\n  grace: 1m\n  uploadMaxAge: 1h\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		admin, err := testenv.FreeAddr()
-		if err != nil {
-			t.Fatal(err)
-		}
-		testenv.Origin(t, storageURL, "--config", cfg, "--admin-listen", admin)
-		report := runGC(t, admin)
-		purged := false
-		for _, u := range report.Uploads {
-			purged = purged || u.ID == id
-		}
-		if !purged {
-			t.Fatalf("GC purged uploads %+v, not the abandoned %s (report error %q)", report.Uploads, id, report.Error)
-		}
+		purgeWithGC(t, storageURL, repo, id)
 		if left := leftovers(t, o, uploadDir); len(left) > 0 {
 			t.Errorf("after GC purged the abandoned upload, the store still holds: %s", strings.Join(left, ", "))
 		}
 	})
+}
+
+// purgeWithGC moves the start of upload id of repository repo, in the
+// store at storageURL, two days back, so that it is older than
+// gc.uploadMaxAge, and has GC purge it: an origin started for it runs one
+// collection (gc.uploadMaxAge 1h), which must report the upload purged.
+func purgeWithGC(t *testing.T, storageURL, repo, id string) {
+	t.Helper()
+	drv, err := drivers.Open(t.Context(), storageURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startedAt := "/docker/registry/v2/repositories/" + repo + "/_uploads/" + id + "/startedat"
+	if err := drv.PutContent(t.Context(), startedAt, []byte(time.Now().Add(-48*time.Hour).UTC().Format(time.RFC3339))); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "origin.yaml")
+	if err := os.WriteFile(cfg, []byte("gc:\n  interval: 0s\n  grace: 1m\n  uploadMaxAge: 1h\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	admin, err := testenv.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Origin(t, storageURL, "--config", cfg, "--admin-listen", admin)
+	report := runGC(t, admin)
+	purged := false
+	for _, u := range report.Uploads {
+		purged = purged || u.ID == id
+	}
+	if !purged {
+		t.Fatalf("GC purged uploads %+v, not %s (report error %q)", report.Uploads, id, report.Error)
+	}
 }
 
 // streamChunk sends n random bytes to the upload at u (with method PATCH,

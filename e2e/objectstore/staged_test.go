@@ -2,22 +2,17 @@ package objectstore
 
 import (
 	"bytes"
-	"crypto/rand"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go/aws"
 	"github.com/aws/aws-sdk-go/service/s3"
 
 	"github.com/shoal-dev/shoal/e2e/testenv"
 	"github.com/shoal-dev/shoal/internal/eventually"
-	"github.com/shoal-dev/shoal/pkg/storage/drivers"
 )
 
 // TestStagedPushesOnEachStore: on S3 and Azure a push whose one request
@@ -36,7 +31,7 @@ func TestStagedPushesOnEachStore(t *testing.T) {
 
 			// Past S3's 10 MiB parts and Azure's 8 MiB blocks, and
 			// under both (sent whole at commit).
-			large, small := randomBytes(t, 21<<20+5), randomBytes(t, 3000)
+			large, small := randomBlob(t, 21<<20+5), randomBlob(t, 3000)
 			resp := do(t, http.MethodPost, origin.URL()+"/v2/"+repo+"/blobs/uploads/", nil, nil)
 			wantStatus(t, resp, http.StatusAccepted, "POST of an upload")
 			resp = do(t, http.MethodPut, withDigest(location(t, origin.URL(), resp), sha256Digest(large)), large, nil)
@@ -113,31 +108,7 @@ func TestKilledStagedPushLeavesNothingOnS3(t *testing.T) {
 		t.Fatalf("open multipart uploads at the blob's key after the kill: %v, want one", open)
 	}
 
-	drv, err := drivers.Open(t.Context(), storageURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	startedAt := "/docker/registry/v2/repositories/" + repo + "/_uploads/" + id + "/startedat"
-	if err := drv.PutContent(t.Context(), startedAt, []byte(time.Now().Add(-48*time.Hour).UTC().Format(time.RFC3339))); err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(t.TempDir(), "origin.yaml")
-	if err := os.WriteFile(cfg, []byte("gc:\n  interval: 0s\n  grace: 1m\n  uploadMaxAge: 1h\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	admin, err := testenv.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.Origin(t, storageURL, "--config", cfg, "--admin-listen", admin)
-	report := runGC(t, admin)
-	purged := false
-	for _, u := range report.Uploads {
-		purged = purged || u.ID == id
-	}
-	if !purged {
-		t.Fatalf("GC purged uploads %+v, not the killed push's %s (report error %q)", report.Uploads, id, report.Error)
-	}
+	purgeWithGC(t, storageURL, repo, id)
 	if open := openMultipartUploads(t, o, blobKey); len(open) > 0 {
 		t.Errorf("after GC purged the killed push's session, open multipart uploads at the blob's key: %v", open)
 	}
@@ -171,13 +142,4 @@ func openMultipartUploads(t *testing.T, o *testenv.ObjectStore, key string) []st
 		keys = append(keys, aws.StringValue(u.Key))
 	}
 	return keys
-}
-
-func randomBytes(t *testing.T, n int) []byte {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return b
 }

@@ -168,6 +168,13 @@ type azureDriver struct {
 	*staged
 }
 
+// The capabilities must stay promoted: a method of the same name on
+// objectstore.Driver would hide both.
+var (
+	_ storage.ConditionalWriter = (*azureDriver)(nil)
+	_ storage.StagedWriter      = (*azureDriver)(nil)
+)
+
 // blobName is the name of path p's blob, as the reference driver names it.
 func blobName(prefix, p string) string {
 	return strings.TrimLeft(strings.TrimRight(prefix, "/")+p, "/")

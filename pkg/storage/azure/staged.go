@@ -48,17 +48,13 @@ const stagedBlocksInFlight = 2
 
 // StagedWriter opens a staged writer of p (storage.StagedWriter).
 func (s *staged) StagedWriter(ctx context.Context, p, stage string) (storage.FileWriter, error) {
-	if err := objectstore.CheckPath(p, DriverName); err != nil {
-		return nil, err
-	}
-	if err := objectstore.CheckPath(stage, DriverName); err != nil {
-		return nil, err
-	}
-	b := &stagedBlob{blob: s.container.NewBlockBlobClient(blobName(s.prefix, p))}
-	if _, err := rand.Read(b.id[:16]); err != nil {
-		return nil, err
-	}
-	return s.errs.WrapWriter(p, objectstore.NewPartWriter(ctx, b, stagedBlockSize, stagedBlocksInFlight)), nil
+	return s.errs.OpenStaged(p, stage, func() (storage.FileWriter, error) {
+		b := &stagedBlob{blob: s.container.NewBlockBlobClient(blobName(s.prefix, p))}
+		if _, err := rand.Read(b.id[:16]); err != nil {
+			return nil, err
+		}
+		return objectstore.NewPartWriter(ctx, b, stagedBlockSize, stagedBlocksInFlight), nil
+	})
 }
 
 // stagedBlob is the blocks of one staged write (objectstore.Parts).

@@ -210,6 +210,13 @@ type s3Driver struct {
 	*staged
 }
 
+// The capabilities must stay promoted: a method of the same name on
+// objectstore.Driver would hide both.
+var (
+	_ storage.ConditionalWriter = (*s3Driver)(nil)
+	_ storage.StagedWriter      = (*s3Driver)(nil)
+)
+
 // storageClass is the storage class of new objects as the reference driver
 // sets it (Config.StorageClass), nil for none.
 func (c Config) storageClass() *string {

@@ -57,13 +57,7 @@ const stagedPartsInFlight = 2
 
 // StagedWriter opens a staged writer of p (storage.StagedWriter).
 func (s *staged) StagedWriter(ctx context.Context, p, stage string) (storage.FileWriter, error) {
-	if err := objectstore.CheckPath(p, DriverName); err != nil {
-		return nil, err
-	}
-	if err := objectstore.CheckPath(stage, DriverName); err != nil {
-		return nil, err
-	}
-	return s.errs.WrapWriter(p, s.open(ctx, p, stage)), nil
+	return s.errs.OpenStaged(p, stage, func() (storage.FileWriter, error) { return s.open(ctx, p, stage), nil })
 }
 
 func (s *staged) open(ctx context.Context, p, stage string) *objectstore.PartWriter {

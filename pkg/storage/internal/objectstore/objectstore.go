@@ -352,9 +352,19 @@ func IsOutageStatus(code int) bool {
 	return code >= 500 || code == http.StatusTooManyRequests || code == http.StatusRequestTimeout
 }
 
-// WrapWriter gives w, a writer of p that the store's driver opened beside
-// the wrapped driver (a staged write), the end states, Size and error
-// mapping of the writers Writer returns.
-func (d *Driver) WrapWriter(p string, w storage.FileWriter) storage.FileWriter {
-	return &writer{FileWriter: w, d: d, path: p, start: w.Size()}
+// OpenStaged checks p and stage, opens a staged writer of p with open
+// (the store's driver makes it beside the wrapped driver) and gives it the
+// end states, Size and error mapping of the writers Writer returns.
+func (d *Driver) OpenStaged(p, stage string, open func() (storage.FileWriter, error)) (storage.FileWriter, error) {
+	if err := d.check(p, false); err != nil {
+		return nil, err
+	}
+	if err := d.check(stage, false); err != nil {
+		return nil, err
+	}
+	w, err := open()
+	if err != nil {
+		return nil, d.mapErr("open staged writer", p, err)
+	}
+	return &writer{FileWriter: w, d: d, path: p, start: w.Size()}, nil
 }

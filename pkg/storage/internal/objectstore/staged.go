@@ -29,8 +29,8 @@ type Parts interface {
 // of a fixed size, up to inFlight at once: the store receives a part while
 // the next one is filled, where the reference writers send one part at a
 // time and take no bytes meanwhile. Its methods are called from one
-// goroutine. Wrap it with Driver.WrapWriter for the end states and the
-// error mapping.
+// goroutine. Driver.OpenStaged gives it the end states and the error
+// mapping.
 type PartWriter struct {
 	ctx      context.Context
 	parts    Parts
