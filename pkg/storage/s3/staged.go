@@ -51,8 +51,8 @@ const stagedMarkers = "staged"
 // stagedPartsInFlight is how many parts of one staged write are sent at
 // once (objectstore.PartWriter). The reference writer sends one at a time
 // and takes no bytes meanwhile; with two, the store receives a part while
-// the next is being filled, at the cost of one part's memory more per
-// writer.
+// the next is being filled, at the cost of holding up to three parts
+// per writer (two sent, one filling) where the reference writer holds one.
 const stagedPartsInFlight = 2
 
 // StagedWriter opens a staged writer of p (storage.StagedWriter).
