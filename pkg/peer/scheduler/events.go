@@ -225,7 +225,6 @@ func (s *Scheduler) pieceReceived(now time.Time, ev PieceReceived) error {
 		s.blacklistPeer(p, Corrupt)
 		return nil
 	}
-	sent, requested := s.requestedAt(ev.Piece, p)
 	s.dropRequest(ev.Piece, p)
 	p.stats.Delivered++
 	p.stats.ConsecutiveTimeouts = 0
@@ -243,9 +242,6 @@ func (s *Scheduler) pieceReceived(now time.Time, ev PieceReceived) error {
 	s.have.Set(ev.Piece)
 	s.missing--
 	pc := &s.pieces[ev.Piece]
-	if requested {
-		s.notePieceTime(now.Sub(sent))
-	}
 	for _, r := range pc.requests {
 		r.peer.inFlight--
 		if r.peer.origin {
@@ -258,27 +254,6 @@ func (s *Scheduler) pieceReceived(now time.Time, ev PieceReceived) error {
 	}
 	pc.requests = pc.requests[:0]
 	return nil
-}
-
-// requestedAt returns when piece i was requested from p, if it was.
-func (s *Scheduler) requestedAt(i int, p *peer) (sent time.Time, ok bool) {
-	for _, r := range s.pieces[i].requests {
-		if r.peer == p {
-			return r.sentAt, true
-		}
-	}
-	return time.Time{}, false
-}
-
-// notePieceTime adds d, the time a piece took from its request to its
-// arrival, to the moving average endgame goes by (weight 1/4: a few
-// pieces follow a change of pace, one outlier does not).
-func (s *Scheduler) notePieceTime(d time.Duration) {
-	if s.pieceTime == 0 {
-		s.pieceTime = d
-		return
-	}
-	s.pieceTime += (d - s.pieceTime) / 4
 }
 
 // dropRequest forgets the request of piece i from p, reporting whether

@@ -177,14 +177,10 @@ func (s *Scheduler) candidateHeap() *candidateHeap {
 	return &h
 }
 
-// endgame duplicates requests for the last pieces once all are in flight,
-// each once it is late (copiesDue).
+// endgame duplicates requests for the last pieces once all are in flight.
 func (s *Scheduler) endgame(now time.Time, a *Actions) {
 	if s.missing > s.cfg.EndgameThreshold || s.cfg.EndgameMaxRequests < 2 {
 		return
-	}
-	if s.cfg.EndgameLate > 0 && s.pieceTime == 0 {
-		return // no pace to tell a late piece by yet
 	}
 	var pending []int
 	for i := range s.pieces {
@@ -206,8 +202,7 @@ func (s *Scheduler) endgame(now time.Time, a *Actions) {
 	})
 	free := s.freeAgents(now)
 	for _, i := range pending {
-		due := s.copiesDue(now, i)
-		for len(s.pieces[i].requests) < due {
+		for len(s.pieces[i].requests) < s.cfg.EndgameMaxRequests {
 			p := s.bestAgent(i, free)
 			if p == nil {
 				break
@@ -218,25 +213,6 @@ func (s *Scheduler) endgame(now time.Time, a *Actions) {
 			}
 		}
 	}
-}
-
-// copiesDue is how many requests of piece i endgame wants at now: one, and
-// one more for each EndgameLate times the pieces' average time its oldest
-// request has been out, up to EndgameMaxRequests. A piece coming at the
-// pace of the others arrives before a second copy is asked for, so its
-// bytes come once.
-func (s *Scheduler) copiesDue(now time.Time, i int) int {
-	late := time.Duration(s.cfg.EndgameLate * float64(s.pieceTime))
-	if late <= 0 {
-		return s.cfg.EndgameMaxRequests
-	}
-	oldest := now
-	for _, r := range s.pieces[i].requests {
-		if r.sentAt.Before(oldest) {
-			oldest = r.sentAt
-		}
-	}
-	return min(1+int(now.Sub(oldest)/late), s.cfg.EndgameMaxRequests)
 }
 
 // pick chooses the peer to request piece i from, or nil to wait: a healthy

@@ -29,12 +29,10 @@
 //     soon as a healthy agent announces the piece (it then goes to that
 //     agent), so a swarm leaves most uploads to its members;
 //   - endgame: once at most Config.EndgameThreshold pieces are missing and
-//     every one of them is in flight, a piece that is late (its request
-//     older than Config.EndgameLate times the pieces' average time) is
-//     also requested from another agent, and one more each time it is
-//     that late again (up to Config.EndgameMaxRequests in all); when one
-//     copy arrives the others are cancelled. Endgame never duplicates onto
-//     an origin, whose egress is the thing being saved;
+//     every one of them is in flight, each is also requested from other
+//     agents (up to Config.EndgameMaxRequests in all); when one copy
+//     arrives the others are cancelled. Endgame never duplicates onto an
+//     origin, whose egress is the thing being saved;
 //   - a peer whose piece fails verification is blacklisted at once and never
 //     asked again. One blacklisted as unresponsive is refused too, unless it
 //     joins again as another process (a different PeerJoined.Incarnation):
@@ -104,18 +102,6 @@ type Config struct {
 	// EndgameMaxRequests is how many peers one piece may be requested from
 	// at once in endgame, the first request included.
 	EndgameMaxRequests int
-	// EndgameLate is how late a piece must be, in multiples of the time
-	// this download's pieces have been taking (request to arrival, a
-	// moving average), before endgame asks another peer for it, and again
-	// for each further copy. A piece arriving at the pace of the others
-	// would come in about that time anyway; a second copy of it is a
-	// whole piece of duplicate bytes, since a piece already on its way
-	// cannot be cancelled. Until a piece has arrived there is no pace to
-	// go by, and endgame waits. 0: every copy at once. 0.75 is the
-	// largest of those tried in the swarm simulation (swarm_test.go,
-	// TestSwarmEndgameDuplicates) that finishes no later than every copy
-	// at once; larger values cut more duplicates and finish later.
-	EndgameLate float64
 	// ReaderWindow is how many pieces at and after a streaming reader's
 	// position are fetched before any other.
 	ReaderWindow int
@@ -138,7 +124,6 @@ func DefaultConfig() Config {
 		OriginAfterFailures: 3,
 		EndgameThreshold:    8,
 		EndgameMaxRequests:  3,
-		EndgameLate:         0.75,
 		ReaderWindow:        4,
 	}
 }
@@ -300,10 +285,6 @@ type Scheduler struct {
 	readers   []reader
 
 	originInFlight int
-	// pieceTime is the moving average of the time from a request to its
-	// piece's arrival (first copies only), for EndgameLate; 0 until a
-	// piece arrived.
-	pieceTime time.Duration
 	// Outputs of events, handed out by the next Next.
 	cancels     []Cancel
 	blacklisted []Blacklisting

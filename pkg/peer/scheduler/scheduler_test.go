@@ -46,7 +46,6 @@ func testConfig() Config {
 		OriginAfterFailures: 2,
 		EndgameThreshold:    0, // off unless a case turns it on
 		EndgameMaxRequests:  2,
-		EndgameLate:         0, // every copy at once unless a case sets it
 		ReaderWindow:        2,
 		Seed:                1,
 	}
@@ -417,30 +416,6 @@ func TestRules(t *testing.T) {
 				nextDo(s, Actions{Cancels: []Cancel{{Peer: "a", Piece: 3}}}),
 				ev(s, got("b", 2)),
 				nextDo(s, Actions{Cancels: []Cancel{{Peer: "a", Piece: 2}}, Done: true}),
-			},
-		},
-		{
-			name: "late endgame: a piece coming at the others' pace is not asked twice; once late, it is", pieces: 2,
-			config: func(c *Config) { c.EndgameThreshold = 1; c.MaxInFlightPerPeer = 1; c.EndgameLate = 1 },
-			steps: []step{
-				ev(0, join("a", 2, 0, 1)), ev(0, join("b", 2)),
-				next(0, r("a", 1)),
-				ev(s, got("a", 1)), // pieces take 1s
-				next(s, r("a", 0)),
-				ev(s+s/2, PeerHave{Peer: "b", Piece: 0}),
-				next(s + s/2), // out for 0.5s: not late
-				next(2*s, r("b", 0)),
-				ev(2*s+s/2, got("b", 0)),
-				nextDo(2*s+s/2, Actions{Cancels: []Cancel{{Peer: "a", Piece: 0}}, Done: true}),
-			},
-		},
-		{
-			name: "late endgame asks for no copy before a piece has arrived (no pace yet)", pieces: 1,
-			config: func(c *Config) { c.EndgameThreshold = 1; c.EndgameLate = 1 },
-			steps: []step{
-				ev(0, join("a", 1, 0)), ev(0, join("b", 1, 0)),
-				next(0, r("a", 0)),
-				next(5 * s),
 			},
 		},
 		{

@@ -61,8 +61,6 @@ type swarmParams struct {
 	rules    bool
 	fetchers int
 	deferral time.Duration
-	// config, if set, adjusts every agent's scheduler configuration.
-	config func(*Config)
 }
 
 type swarmQueue []swarmEvent
@@ -84,9 +82,6 @@ type swarmResult struct {
 	originPieces int           // pieces the origin sent
 	originCut    float64       // pieces' worth the origin sent of transfers cut
 	last         time.Duration // when the last agent finished
-	// duplicates are pieces an agent received whole while it held them
-	// already (endgame copies; a cancel cannot stop a piece being sent).
-	duplicates int
 }
 
 // simulateSwarm runs the swarm.
@@ -100,9 +95,6 @@ func simulateSwarm(t testing.TB, seed uint64, sp swarmParams) swarmResult {
 	for a := range agents {
 		cfg := DefaultConfig()
 		cfg.Seed = seed*1000 + uint64(a)
-		if sp.config != nil {
-			sp.config(&cfg)
-		}
 		s, err := New(m, nil, cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -173,7 +165,6 @@ func simulateSwarm(t testing.TB, seed uint64, sp swarmParams) swarmResult {
 	// their delivery event is void and the uploader was freed at once.
 	cut := map[int]bool{}
 	originCut := 0.0
-	duplicates := 0
 	var serve func(u int, now time.Duration)
 	toOrigin := func(a, piece int, now time.Duration) {
 		if sp.rules && !nodes[a].takeback.Request(piece) {
@@ -333,8 +324,7 @@ func simulateSwarm(t testing.TB, seed uint64, sp swarmParams) swarmResult {
 			}
 		}
 		if down.s.Have().Has(e.up.piece) {
-			duplicates++ // wasted, but harmless
-			continue
+			continue // a duplicate: wasted, but harmless
 		}
 		down.lastPiece = now
 		if err := down.s.Handle(t0.Add(now), PieceReceived{Peer: up.id, Piece: e.up.piece, OK: true}); err != nil {
@@ -351,7 +341,7 @@ func simulateSwarm(t testing.TB, seed uint64, sp swarmParams) swarmResult {
 			act(b, now)
 		}
 	}
-	res := swarmResult{originPieces: nodes[0].served, originCut: originCut, duplicates: duplicates}
+	res := swarmResult{originPieces: nodes[0].served, originCut: originCut}
 	for _, n := range nodes[1:] {
 		if !n.s.Done() {
 			t.Fatalf("seed %d: %s stalled with %d of %d pieces", seed, n.id, n.s.Have().Count(), pieces)
@@ -401,11 +391,8 @@ func TestSwarmOriginEgress(t *testing.T) {
 // TestSwarmOriginEgressRules: the same swarms with the agents'
 // origin-egress rules on (4 fetchers, deferral of 6 piece times, origin
 // pieces past half way let finish), over 5 seeds each, without help from
-// the seeder: every agent completes, the origin sends at most one piece
-// more in any run than with the scheduler's policy alone (runs differ in
-// their timing from the first deferred request on; with late endgame
-// copies seed 4 of 20 agents sends 26 pieces with the rules, 25 without),
-// and less over the five.
+// the seeder: every agent completes, the origin sends no more in any run
+// than with the scheduler's policy alone, and less over the five.
 func TestSwarmOriginEgressRules(t *testing.T) {
 	const pieces = 16
 	const pieceTime = 100 * time.Millisecond
@@ -420,7 +407,7 @@ func TestSwarmOriginEgressRules(t *testing.T) {
 			egressWithout := float64(without.originPieces) / pieces
 			worst, sum, sumWithout = max(worst, egress), sum+egress, sumWithout+egressWithout
 			slowest = max(slowest, float64(res.last)/float64(pieces*pieceTime))
-			if egress > egressWithout+1.0/pieces {
+			if egress > egressWithout {
 				t.Errorf("%d agents, seed %d: with the origin-egress rules the origin sent %.2f x the layer, without them %.2f x",
 					agents, seed, egress, egressWithout)
 			}
@@ -431,37 +418,5 @@ func TestSwarmOriginEgressRules(t *testing.T) {
 		}
 		t.Logf("%d agents: origin egress <= %.2f x layer with the rules, %.2f layers over 5 seeds (%.2f without); last agent done <= %.1f x one upload of the layer",
 			agents, worst, sum, sumWithout, slowest)
-	}
-}
-
-// TestSwarmEndgameDuplicates: 16 and 50 agents pulling a 16-piece layer at
-// once, over 10 seeds, with endgame asking for another copy of a piece
-// only once it is late (the default EndgameLate) against every copy at
-// once (0, as before). Late copies cost the swarm at most 80% of the
-// duplicate pieces, and the last agent finishes no later on average
-// (2% of slack for the seeds' spread).
-func TestSwarmEndgameDuplicates(t *testing.T) {
-	const pieces = 16
-	const pieceTime = 100 * time.Millisecond
-	for _, agents := range []int{16, 50} {
-		var dups, eagerDups int
-		var last, eagerLast time.Duration
-		for seed := uint64(1); seed <= 10; seed++ {
-			sp := swarmParams{agents: agents, pieces: pieces, pieceTime: pieceTime, rules: true, fetchers: 4, deferral: 6 * pieceTime}
-			res := simulateSwarm(t, seed, sp)
-			sp.config = func(c *Config) { c.EndgameLate = 0 }
-			eager := simulateSwarm(t, seed, sp)
-			dups, eagerDups = dups+res.duplicates, eagerDups+eager.duplicates
-			last, eagerLast = last+res.last, eagerLast+eager.last
-		}
-		t.Logf("%d agents, 10 seeds: %d duplicate pieces (%.1f%% of those delivered) with late endgame copies, %d with every copy at once; last agent done in %s against %s on average",
-			agents, dups, 100*float64(dups)/float64(10*agents*pieces), eagerDups, last/10, eagerLast/10)
-		if 5*dups > 4*eagerDups {
-			t.Errorf("%d agents: %d duplicate pieces over 10 seeds with late endgame copies, %d with every copy at once; want at most 80%%", agents, dups, eagerDups)
-		}
-		if float64(last) > 1.02*float64(eagerLast) {
-			t.Errorf("%d agents: the last agent finished in %s on average with late endgame copies, %s with every copy at once; want no later (2%% slack)",
-				agents, last/10, eagerLast/10)
-		}
 	}
 }
