@@ -188,6 +188,17 @@ func TestPiecesOverTheDataPathSuperseed(t *testing.T) {
 	}
 }
 
+// openAs opens an Exchange stream to the seeder for m's blob as agent id.
+func openAs(t *testing.T, s *testSeeder, m *metainfo.Metainfo, id string) peerpb.Peer_ExchangeClient {
+	t.Helper()
+	st, err := s.client().Exchange(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	handshakeAs(t, st, m.Digest, id)
+	return st
+}
+
 // Without mTLS a piece connection names no agent: it counts as the agent
 // whose stream for the blob is open from its host, so an agent given a
 // piece over its piece connection is given it again on its stream (one
@@ -197,16 +208,8 @@ func TestPieceConnectionCountsAsItsAgentsStream(t *testing.T) {
 	s, _, m := seedPieces(t, inmemory.New(), func(c *Config, _ *Options, _ string) {
 		c.SuperseedWindow, c.SuperseedMaxWindow = time.Minute, time.Minute
 	})
-	open := func(id string) peerpb.Peer_ExchangeClient {
-		st, err := s.client().Exchange(t.Context())
-		if err != nil {
-			t.Fatal(err)
-		}
-		handshakeAs(t, st, m.Digest, id)
-		return st
-	}
 
-	a := open("agent-a")
+	a := openAs(t, s, m, "agent-a")
 	if r := answer(t, dialPieces(t, s, m, nil), 0); r.Data == nil {
 		t.Fatalf("piece 0 to agent a's piece connection: %v, want its bytes", r)
 	}
@@ -215,7 +218,7 @@ func TestPieceConnectionCountsAsItsAgentsStream(t *testing.T) {
 		t.Fatalf("agent a asking on its stream for the piece its piece connection got: %v, want the piece (one agent, one recipient)", r)
 	}
 
-	b := open("agent-b")
+	b := openAs(t, s, m, "agent-b")
 	request(t, b, 0)
 	if r := receiveAnswer(t, b, m, 0); r.GetReason() != peerpb.Reject_REASON_AT_PEERS {
 		t.Fatalf("agent b asking for piece 0, given to a: %v, want REASON_AT_PEERS", r)
@@ -233,15 +236,7 @@ func TestBrokenPieceConnectionFreesOnlyItsOwnPieces(t *testing.T) {
 	s, _, m := seedPieces(t, inmemory.New(), func(c *Config, _ *Options, _ string) {
 		c.SuperseedWindow, c.SuperseedMaxWindow = time.Minute, time.Minute
 	})
-	open := func(id string) peerpb.Peer_ExchangeClient {
-		st, err := s.client().Exchange(t.Context())
-		if err != nil {
-			t.Fatal(err)
-		}
-		handshakeAs(t, st, m.Digest, id)
-		return st
-	}
-	a := open("agent-a")
+	a := openAs(t, s, m, "agent-a")
 	request(t, a, 0)
 	if r := receiveAnswer(t, a, m, 0); r != nil {
 		t.Fatalf("piece 0 to agent a's stream: %v, want the piece", r)
@@ -266,7 +261,7 @@ func TestBrokenPieceConnectionFreesOnlyItsOwnPieces(t *testing.T) {
 	_ = nc.(*net.TCPConn).SetLinger(0)
 	_ = pc.Close()
 
-	b := open("agent-b")
+	b := openAs(t, s, m, "agent-b")
 	var last *peerpb.Reject
 	if err := eventually.Wait(30*time.Second, func() bool {
 		request(t, b, 1)

@@ -54,6 +54,45 @@ func openStreamFrom(t *testing.T, s *Swarm, tok string, m *metainfo.Metainfo, pe
 	}
 }
 
+// grantBlob gives s a capability for m's blob, signed with key, and
+// returns it.
+func grantBlob(t *testing.T, s *Swarm, key *auth.Key, m *metainfo.Metainfo) string {
+	t.Helper()
+	tok, err := key.IssueCapability(m.Digest, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.grant(m.Digest, tok)
+	return tok
+}
+
+// testDownload makes a download of m's blob s's running one, its events
+// read by the test rather than a loop; prepared: with the metainfo and
+// scheduler that prepare sets.
+func testDownload(t *testing.T, s *Swarm, m *metainfo.Metainfo, prepared bool) *download {
+	t.Helper()
+	s.mu.Lock()
+	bs := s.blobLocked(m.Digest)
+	dl := newDownload(s, bs)
+	if prepared {
+		sched, err := scheduler.New(m, metainfo.NewBitfield(m.NumPieces()), s.sched)
+		if err != nil {
+			s.mu.Unlock()
+			t.Fatal(err)
+		}
+		dl.meta, dl.sched = m, sched
+	}
+	bs.dl = dl
+	s.mu.Unlock()
+	t.Cleanup(func() {
+		s.mu.Lock()
+		bs.dl = nil
+		s.mu.Unlock()
+		close(dl.done)
+	})
+	return dl
+}
+
 // TestStreamArrivingWhileTheDownloadPreparesDialsBack: a peer may open a
 // stream as soon as the blob's metainfo is in the piece store, while the
 // download that put it there is still preparing and has none of its own.
@@ -63,24 +102,10 @@ func openStreamFrom(t *testing.T, s *Swarm, tok string, m *metainfo.Metainfo, pe
 func TestStreamArrivingWhileTheDownloadPreparesDialsBack(t *testing.T) {
 	s, key := newPieceSwarm(t, "127.0.0.1:0")
 	data, m := holdPieces(t, s, 4)
-	tok, err := key.IssueCapability(m.Digest, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.grant(m.Digest, tok)
+	tok := grantBlob(t, s, key, m)
 	// A download whose loop has not set its metainfo yet, as while
 	// prepare runs.
-	s.mu.Lock()
-	bs := s.blobLocked(m.Digest)
-	dl := newDownload(s, bs)
-	bs.dl = dl
-	s.mu.Unlock()
-	t.Cleanup(func() {
-		s.mu.Lock()
-		bs.dl = nil
-		s.mu.Unlock()
-		close(dl.done)
-	})
+	dl := testDownload(t, s, m, false)
 
 	// The peer's piece server, holding the whole blob.
 	gate := make(chan struct{})
@@ -91,17 +116,7 @@ func TestStreamArrivingWhileTheDownloadPreparesDialsBack(t *testing.T) {
 	// The peer opens a stream to s, naming its piece port.
 	openStreamFrom(t, s, tok, m, "the-peer", piecePort)
 
-	var c *conn
-	select {
-	case ev := <-dl.events:
-		j, ok := ev.(evJoined)
-		if !ok {
-			t.Fatalf("the download got %#v; want the stream's join", ev)
-		}
-		c = j.c
-	case <-time.After(eventually.Timeout):
-		t.Fatal("the stream never joined the download")
-	}
+	c := joinedConn(t, dl)
 	// As the download's loop does once it accepted the peer.
 	c.connectPieces()
 	eventually.True(t, "a piece connection dialed back to the peer that named its piece port", func() bool {
@@ -148,28 +163,9 @@ func joinedConn(t *testing.T, dl *download) *conn {
 func TestRefusedPeerGetsNoPieceConnection(t *testing.T) {
 	s, key := newPieceSwarm(t, "127.0.0.1:0")
 	data, m := holdPieces(t, s, 4)
-	tok, err := key.IssueCapability(m.Digest, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.grant(m.Digest, tok)
+	tok := grantBlob(t, s, key, m)
 	// A running download, driven here as its loop would.
-	sched, err := scheduler.New(m, metainfo.NewBitfield(m.NumPieces()), s.sched)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.mu.Lock()
-	bs := s.blobLocked(m.Digest)
-	dl := newDownload(s, bs)
-	dl.meta, dl.sched = m, sched
-	bs.dl = dl
-	s.mu.Unlock()
-	t.Cleanup(func() {
-		s.mu.Lock()
-		bs.dl = nil
-		s.mu.Unlock()
-		close(dl.done)
-	})
+	dl := testDownload(t, s, m, true)
 	port := func(l *countingListener) string {
 		_, p, _ := net.SplitHostPort(l.Addr().String())
 		return p
@@ -264,11 +260,7 @@ func TestRequestsWaitForThePieceConnection(t *testing.T) {
 	s, key := newPieceSwarm(t, "127.0.0.1:0")
 	s.pieceGrace = time.Hour
 	data, m := holdPieces(t, s, 4)
-	tok, err := key.IssueCapability(m.Digest, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.grant(m.Digest, tok)
+	grantBlob(t, s, key, m)
 	gate := make(chan struct{})
 	close(gate)
 	src := &gatedSource{data: data, meta: m, gate: gate, opened: make(chan int, 8)}
