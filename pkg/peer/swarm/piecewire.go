@@ -47,7 +47,7 @@ func (s *Swarm) startPieceServer(addr string) error {
 		MaxQueued: s.cfg.MaxQueuedUploads,
 		// A peer's piece connection goes with its stream, whichever end
 		// opened it: the agents that opened streams to this one dial it,
-		// and so do those this one opened streams to (dialPiecesBack).
+		// and so do those this one opened streams to (connectPieces).
 		// One more than the streams can have is refused, and a refused
 		// piece connection ends its stream.
 		MaxConnsPerBlob: s.cfg.MaxUploadsPerBlob + s.cfg.MaxPeersPerBlob,
