@@ -101,7 +101,8 @@ type Result struct {
 	// Reject is why the server declined the request (zero when Data or
 	// Err is set); RetryAfter goes with ReasonAtPeers. ReasonCancelled
 	// comes only for a request cancelled and then requested again before
-	// its answer, which the server had dropped: ask again.
+	// its answer, which the server had dropped, or which was arriving and
+	// being dropped here: ask again.
 	Reject     Reason
 	RetryAfter time.Duration
 	// Err is set for a piece that arrived corrupt (it wraps
@@ -234,7 +235,8 @@ func (c *Conn) Close() error {
 // of range or already outstanding, or MaxOutstanding requests are. A piece
 // cancelled and not yet answered is wanted again without a new frame: its
 // answer is delivered after all, and if the server had dropped the
-// request, that is a Result with Reject ReasonCancelled (ask again).
+// request, or its answer was already being read and dropped, that is a
+// Result with Reject ReasonCancelled (ask again).
 func (c *Conn) Request(i int) error {
 	if i < 0 || i >= c.meta.NumPieces() {
 		return fmt.Errorf("piecewire: requesting piece %d of %d", i, c.meta.NumPieces())
@@ -396,7 +398,12 @@ func (c *Conn) readAnswer() error {
 			if err := c.discard(f.Index, size); err != nil {
 				return err
 			}
-			_, _ = c.answering(f, true)
+			if st, _ := c.answering(f, true); st == rewanted {
+				// Requested again while its bytes were dropped: the
+				// server owes nothing more (this was its answer), so the
+				// caller asks again, as after a request it had dropped.
+				c.deliver(Result{Index: int(f.Index), Reject: ReasonCancelled})
+			}
 			return nil
 		}
 		data, sum, err := c.receive(int(f.Index), size)

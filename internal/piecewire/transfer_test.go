@@ -272,6 +272,56 @@ func TestPieceCancelledInFlightIsDiscarded(t *testing.T) {
 	}
 }
 
+// TestPieceRequestedAgainWhileItsCancelledBytesAreDroppedIsAnswered: a
+// piece cancelled after the server started it, and requested again while
+// its bytes are being read and dropped, gets an answer: the server owes
+// none (it sent the piece), so the caller is told to ask again
+// (ReasonCancelled). The request was taken off with the dropped bytes and
+// never answered, and the caller waited for it until its piece timeout.
+func TestPieceRequestedAgainWhileItsCancelledBytesAreDroppedIsAnswered(t *testing.T) {
+	b := newBlob(t, 512<<10, 256<<10)
+	// One piece's worth of burst and next to no rate: the reader takes the
+	// whole burst for piece 0's one step, which shows it is past its
+	// header and dropping it.
+	lim := rate.NewLimiter(1, 256<<10)
+	fs := newFakeServer(t)
+	c := fs.dial(t, b.meta, ClientConfig{Ingress: lim})
+	for i := range 2 {
+		if err := c.Request(i); err != nil {
+			t.Fatal(err)
+		}
+		fs.expectFrame(t, FrameRequest)
+	}
+	if err := c.Cancel(0); err != nil {
+		t.Fatal(err)
+	}
+	fs.expectFrame(t, FrameCancel)
+	// The server had started piece 0 when the cancel came.
+	fs.send(t, Frame{Type: FramePiece, Index: 0, Length: uint32(b.meta.PieceSize(0))})
+	fs.write(t, b.piece(0)[:1000])
+	eventually.True(t, "the client dropping the cancelled piece 0", func() bool { return lim.Tokens() < 1<<10 })
+	lim.SetLimit(rate.Inf)
+	if err := c.Request(0); err != nil {
+		t.Fatal(err)
+	}
+	fs.write(t, b.piece(0)[1000:])
+	fs.send(t, Frame{Type: FramePiece, Index: 1, Length: uint32(b.meta.PieceSize(1))})
+	fs.write(t, b.piece(1))
+	r, ok := nextResult(t, c)
+	if !ok || r.Index != 0 || r.Reject != ReasonCancelled {
+		t.Fatalf("first result %v (conn %v); want piece 0 rejected as cancelled, so that its request made again is asked again", r, c.Err())
+	}
+	if r, ok := nextResult(t, c); !ok || r.Index != 1 || !bytes.Equal(r.Data, b.piece(1)) {
+		t.Fatalf("second result %v (conn %v); want piece 1", r, c.Err())
+	}
+	if err := c.Request(0); err != nil {
+		t.Fatalf("asking for piece 0 again: %v", err)
+	}
+	if f := fs.expectFrame(t, FrameRequest); f.Index != 0 {
+		t.Fatalf("request frame for piece %d; want 0", f.Index)
+	}
+}
+
 // TestPieceWaitingInResultsHasArrived: a piece read whole and verified
 // whose Result the caller has not taken yet is complete for Arrived, not
 // "not started": a caller withdrawing requests (the agent's origin
