@@ -188,6 +188,11 @@ func TestRefusedPeerGetsNoPieceConnection(t *testing.T) {
 		defer accepted.mu.Unlock()
 		return accepted.pw != nil
 	})
+	// The dial returns once the connection is up and the preface written,
+	// which may be before the server's Accept returns.
+	eventually.True(t, "the accepted peer's piece server taking the connection", func() bool {
+		return acceptedPieces.accepted.Load() >= 1
+	})
 	if n := acceptedPieces.accepted.Load(); n != 1 {
 		t.Fatalf("the accepted peer's piece server took %d connections; want 1", n)
 	}
