@@ -106,7 +106,9 @@ func (c *conn) piecesLate() {
 // usePieceConn gives c the piece connection pw, or none (nil: the dial
 // failed): requests held for it go out, on it or on the stream, and later
 // ones follow them. A conn closed meanwhile does not get it: pw is closed
-// here instead (close closes c.pw under mu after closing c.closed).
+// here instead (close closes c.pw under mu after closing c.closed). Nor
+// does one the download let go (detach cancels the dial, but a dial that
+// connected first returns all the same): no request would use it.
 func (c *conn) usePieceConn(pw *piecewire.Conn) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -117,6 +119,10 @@ func (c *conn) usePieceConn(pw *piecewire.Conn) {
 		}
 		return
 	default:
+	}
+	if pw != nil && c.left {
+		_ = pw.Close()
+		pw = nil
 	}
 	if pw != nil {
 		c.pw = pw

@@ -296,3 +296,58 @@ func TestRequestsWaitForThePieceConnection(t *testing.T) {
 		t.Fatalf("the piece server was asked for piece %d; want 0", got)
 	}
 }
+
+// TestPieceConnectionUpAfterTheDownloadLetThePeerGoIsClosed: a piece
+// connection whose dial completes as the download lets the peer go
+// (detach: the download finished, the stream kept for the peer's own
+// download) is closed, as the dial's cancel intends: kept, it would sit
+// idle beside the stream, holding one of the connections the peer's piece
+// server allows per blob until its idle timeout.
+func TestPieceConnectionUpAfterTheDownloadLetThePeerGoIsClosed(t *testing.T) {
+	s, key := newPieceSwarm(t, "127.0.0.1:0")
+	data, m := holdPieces(t, s, 4)
+	grantBlob(t, s, key, m)
+	gate := make(chan struct{})
+	close(gate)
+	addr := servePieces(t, &gatedSource{data: data, meta: m, gate: gate, opened: make(chan int, 8)}, key)
+	up := make(chan struct{})
+	dialed := make(chan *piecewire.Conn, 1)
+	s.dialPiece = func(ctx context.Context, _ string, tc *tls.Config, meta *metainfo.Metainfo, capability string, cfg piecewire.ClientConfig) (*piecewire.Conn, error) {
+		<-up
+		// Connected just before the cancel could stop it.
+		pc, err := piecewire.Dial(context.WithoutCancel(ctx), addr, tc, meta, capability, cfg)
+		if err == nil {
+			dialed <- pc
+		}
+		return pc, err
+	}
+	c, _ := runConn(t, s, m, false)
+	c.pieceAddr = addr
+	attachDownload(c)
+	c.connectPieces()
+	c.detach()
+	close(up)
+
+	var pc *piecewire.Conn
+	select {
+	case pc = <-dialed:
+	case <-time.After(eventually.Timeout):
+		t.Fatal("the piece port was never dialed")
+	}
+	select {
+	case <-pc.Done():
+	case <-time.After(eventually.Timeout):
+		t.Fatal("a piece connection up after the download let the peer go was kept open beside the stream; want it closed")
+	}
+	c.mu.Lock()
+	pw := c.pw
+	c.mu.Unlock()
+	if pw != nil {
+		t.Fatal("the conn the download let go has a piece connection; want none")
+	}
+	select {
+	case <-c.closed:
+		t.Fatal("the stream was closed; want it kept for the peer's own download")
+	default:
+	}
+}
