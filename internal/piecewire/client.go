@@ -435,8 +435,10 @@ func (c *Conn) readAnswer() error {
 }
 
 // answering looks up the request f answers and returns where it stands;
-// with done it also takes the request off the outstanding ones.
-// An answer to nothing asked is a protocol violation.
+// with done it also takes the request off the outstanding ones, without
+// it (a Piece frame's header) it starts the piece's arrival for Arrived,
+// unless the request was cancelled. An answer to nothing asked is a
+// protocol violation.
 func (c *Conn) answering(f Frame, done bool) (reqState, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -446,6 +448,10 @@ func (c *Conn) answering(f Frame, done bool) (reqState, error) {
 	}
 	if done {
 		delete(c.outstanding, f.Index)
+	} else if f.Type == FramePiece && st != cancelled {
+		// Its bytes follow: started for Arrived in the same step, so that
+		// it never looks not started once it is on its way here.
+		c.arriving, c.arrived = int(f.Index), 0
 	}
 	return st, nil
 }
@@ -468,11 +474,11 @@ func (c *Conn) received(i uint32, ok bool) reqState {
 
 // receive reads piece i's size bytes into a buffer, hashing them as they
 // arrive (no second pass), and returns the buffer and the hash if it
-// matches. Arrived follows it; the caller ends that with received.
+// matches. Arrived follows it (answering started it at the piece's header;
+// the caller ends it with received).
 func (c *Conn) receive(i int, size int64) (buf []byte, sum [sha256.Size]byte, err error) {
 	buf = c.cfg.Buffer(size)[:size]
 	h := sha256.New()
-	c.setArrived(i, 0)
 	for off := int64(0); off < size; {
 		n := min(readStep, size-off)
 		if err := c.meter(n); err != nil {

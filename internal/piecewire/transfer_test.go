@@ -322,6 +322,41 @@ func TestPieceRequestedAgainWhileItsCancelledBytesAreDroppedIsAnswered(t *testin
 	}
 }
 
+// TestPieceHasArrivedFromItsHeader: Arrived reports a piece started from
+// the moment its Piece frame's header is read, also while the buffer for
+// its bytes is being found (a 4 MiB allocation): said not started then, a
+// caller withdrawing requests (the agent's origin take-back) cut a piece
+// already on its way, and its bytes were thrown away.
+func TestPieceHasArrivedFromItsHeader(t *testing.T) {
+	b := newBlob(t, 1<<20, 512<<10)
+	fs := newFakeServer(t)
+	finding, found := make(chan struct{}), make(chan struct{})
+	c := fs.dial(t, b.meta, ClientConfig{Buffer: func(size int64) []byte {
+		close(finding)
+		<-found
+		return make([]byte, size)
+	}})
+	if err := c.Request(0); err != nil {
+		t.Fatal(err)
+	}
+	fs.expectFrame(t, FrameRequest)
+	fs.send(t, Frame{Type: FramePiece, Index: 0, Length: uint32(b.meta.PieceSize(0))})
+	select {
+	case <-finding:
+	case <-time.After(eventually.Timeout):
+		t.Fatal("the client never took a buffer for piece 0")
+	}
+	n, ok := c.Arrived(0)
+	close(found)
+	if !ok || n != 0 {
+		t.Fatalf("Arrived(0) = %d, %v once its header is read; want 0, true (started)", n, ok)
+	}
+	fs.write(t, b.piece(0))
+	if r, ok := nextResult(t, c); !ok || r.Index != 0 || !bytes.Equal(r.Data, b.piece(0)) {
+		t.Fatalf("result %v (conn %v); want piece 0", r, c.Err())
+	}
+}
+
 // TestPieceWaitingInResultsHasArrived: a piece read whole and verified
 // whose Result the caller has not taken yet is complete for Arrived, not
 // "not started": a caller withdrawing requests (the agent's origin
