@@ -48,15 +48,12 @@ func TestAbandonedUploadLeavesNothingInTheBucket(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = killed.Stop(testenv.DefaultStopTimeout) })
 
-		resp := do(t, http.MethodPost, killed.URL()+"/v2/"+repo+"/blobs/uploads/", nil, nil)
-		wantStatus(t, resp, http.StatusAccepted, "POST of an upload")
-		loc := location(t, killed.URL(), resp)
-		id := loc.Path[strings.LastIndexByte(loc.Path, '/')+1:]
+		loc, id := startUpload(t, killed.URL(), repo)
 		first := make([]byte, 6<<20)
 		if _, err := rand.Read(first); err != nil {
 			t.Fatal(err)
 		}
-		resp = do(t, http.MethodPatch, loc.String(), first, map[string]string{"Content-Type": "application/octet-stream"})
+		resp := do(t, http.MethodPatch, loc.String(), first, map[string]string{"Content-Type": "application/octet-stream"})
 		wantStatus(t, resp, http.StatusAccepted, "PATCH of the first chunk")
 		loc = location(t, killed.URL(), resp)
 

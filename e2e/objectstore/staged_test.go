@@ -86,10 +86,7 @@ func TestKilledStagedPushLeavesNothingOnS3(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = killed.Stop(testenv.DefaultStopTimeout) })
 
-	resp := do(t, http.MethodPost, killed.URL()+"/v2/"+repo+"/blobs/uploads/", nil, nil)
-	wantStatus(t, resp, http.StatusAccepted, "POST of an upload")
-	loc := location(t, killed.URL(), resp)
-	id := loc.Path[strings.LastIndexByte(loc.Path, '/')+1:]
+	loc, id := startUpload(t, killed.URL(), repo)
 	claimed := sha256Digest([]byte("the blob the killed push claimed"))
 	hex := strings.TrimPrefix(claimed, "sha256:")
 	blobKey := strings.TrimPrefix(prefix, "/") + "/docker/registry/v2/blobs/sha256/" + hex[:2] + "/" + hex + "/data"

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/shoal-dev/shoal/e2e/testenv"
@@ -147,6 +148,16 @@ func wantRange(t *testing.T, resp *http.Response, size int, what string) {
 	if got, want := resp.Header.Get("Range"), "0-"+strconv.Itoa(size-1); got != want {
 		t.Errorf("%s: Range header %q, want %q", what, got, want)
 	}
+}
+
+// startUpload opens an upload session in repo on the origin at base, and
+// returns its location and id.
+func startUpload(t *testing.T, base, repo string) (*url.URL, string) {
+	t.Helper()
+	resp := do(t, http.MethodPost, base+"/v2/"+repo+"/blobs/uploads/", nil, nil)
+	wantStatus(t, resp, http.StatusAccepted, "POST of an upload")
+	loc := location(t, base, resp)
+	return loc, loc.Path[strings.LastIndexByte(loc.Path, '/')+1:]
 }
 
 // location resolves the Location header against the server's base URL.

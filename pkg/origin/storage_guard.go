@@ -331,8 +331,13 @@ func (g *guardedDriver) Reader(ctx context.Context, path string, offset int64) (
 }
 
 func (g *guardedDriver) Writer(ctx context.Context, path string, append bool) (storage.FileWriter, error) {
-	fw, err := guarded(g, ctx, writeOp, "writer", path, false, func(fw storage.FileWriter) { _ = fw.Cancel(context.Background()) },
-		func(ctx context.Context) (storage.FileWriter, error) { return g.Driver.Writer(ctx, path, append) })
+	return g.openWriter(ctx, path, func(ctx context.Context) (storage.FileWriter, error) { return g.Driver.Writer(ctx, path, append) })
+}
+
+// openWriter opens a writer of path with open under the guard, and
+// reports its stream's failures to the breaker.
+func (g *guardedDriver) openWriter(ctx context.Context, path string, open func(context.Context) (storage.FileWriter, error)) (storage.FileWriter, error) {
+	fw, err := guarded(g, ctx, writeOp, "writer", path, false, func(fw storage.FileWriter) { _ = fw.Cancel(context.Background()) }, open)
 	if err != nil {
 		return nil, err
 	}

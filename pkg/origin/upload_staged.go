@@ -132,10 +132,5 @@ type guardedStaged struct {
 }
 
 func (gs guardedStaged) StagedWriter(ctx context.Context, p, stage string) (storage.FileWriter, error) {
-	fw, err := guarded(gs.g, ctx, writeOp, "writer", p, false, func(fw storage.FileWriter) { _ = fw.Cancel(context.Background()) },
-		func(ctx context.Context) (storage.FileWriter, error) { return gs.sw.StagedWriter(ctx, p, stage) })
-	if err != nil {
-		return nil, err
-	}
-	return &guardedWriter{FileWriter: fw, g: gs.g}, nil
+	return gs.g.openWriter(ctx, p, func(ctx context.Context) (storage.FileWriter, error) { return gs.sw.StagedWriter(ctx, p, stage) })
 }
