@@ -72,29 +72,47 @@ func (b *bench) ratio(want float64) target {
 // row's ratio is the median of the rounds' ratios, which load that drifts from round to round
 // (other jobs on a shared machine) moves far less than the ratio of the two medians.
 func (b *bench) bothRounds(rounds int, figure, unit string, t target, each func(s *server) (float64, error)) {
-	r := row{figure: figure, unit: unit, target: t}
-	values := map[*server][]float64{}
-measure:
-	for round := range rounds {
-		order := b.pair()
-		if round%2 == 1 {
-			order = []*server{b.ref, b.shoal}
-		}
+	b.pairedRounds(rounds, figure, unit, t, func(order []*server) (map[*server]float64, error) {
+		got := make(map[*server]float64, len(order))
 		for _, s := range order {
-			if b.ctx.Err() != nil {
-				r.err = b.ctx.Err()
-				break measure
+			if err := b.ctx.Err(); err != nil {
+				return nil, err
 			}
 			v, err := each(s)
 			if err != nil {
-				r.err = fmt.Errorf("%s: %w", s.name, err)
-				break measure
+				return nil, fmt.Errorf("%s: %w", s.name, err)
 			}
-			slog.Info("measured", "figure", figure, "server", s.name, "round", round+1, unit, formatValue(v))
-			values[s] = append(values[s], v)
+			got[s] = v
 		}
-		if ref := values[b.ref][round]; ref > 0 {
-			r.rounds = append(r.rounds, values[b.shoal][round]/ref)
+		return got, nil
+	})
+}
+
+// pairedRounds is bothRounds with the round left to round, which measures
+// both servers, order[0] first, and returns each one's figure.
+func (b *bench) pairedRounds(rounds int, figure, unit string, t target, round func(order []*server) (map[*server]float64, error)) {
+	r := row{figure: figure, unit: unit, target: t}
+	values := map[*server][]float64{}
+	for i := range rounds {
+		order := b.pair()
+		if i%2 == 1 {
+			order = []*server{b.ref, b.shoal}
+		}
+		if err := b.ctx.Err(); err != nil {
+			r.err = err
+			break
+		}
+		got, err := round(order)
+		if err != nil {
+			r.err = err
+			break
+		}
+		for _, s := range order {
+			slog.Info("measured", "figure", figure, "server", s.name, "round", i+1, unit, formatValue(got[s]))
+			values[s] = append(values[s], got[s])
+		}
+		if ref := got[b.ref]; ref > 0 {
+			r.rounds = append(r.rounds, got[b.shoal]/ref)
 		}
 	}
 	if r.err == nil {
@@ -135,45 +153,79 @@ func (b *bench) manifests() error {
 		for _, by := range []string{"tag", "digest"} {
 			figure := fmt.Sprintf("manifest %s by %s, %d clients", method, by, c.clients)
 			cpuPerReq := map[*server][]float64{}
-			b.bothRounds(c.rounds, figure, "req/s", b.ratio(2), func(s *server) (float64, error) {
+			requests := func(s *server) func(context.Context) (*http.Request, error) {
 				ref := tag
 				if by == "digest" {
 					ref = manifestDigest[s]
 				}
 				u := b.clients[s].url("/v2/" + manifestRepo + "/manifests/" + ref)
-				newReq := func(ctx context.Context) (*http.Request, error) {
+				return func(ctx context.Context) (*http.Request, error) {
 					req, err := http.NewRequestWithContext(ctx, method, u, nil)
 					if err == nil {
 						req.Header.Set("Accept", manifestAccept)
 					}
 					return req, err
 				}
-				hc := b.clients[s].http
-				if _, _, err := requestRate(ctx, hc, c.clients, c.warmup, newReq); err != nil {
-					return 0, fmt.Errorf("warm-up: %w", err)
-				}
+			}
+			b.pairedRounds(c.rounds, figure, "req/s", b.ratio(2), func(order []*server) (map[*server]float64, error) {
 				var (
-					n       int64
-					elapsed time.Duration
+					n               map[*server]int64
+					elapsed, srvCPU map[*server]time.Duration
+					selfCPU         map[*server]time.Duration
 				)
-				var selfCPU time.Duration
-				serverCPUTime, err := procstat.CPUDuring(s.PID(), func() error {
-					var err error
-					selfCPU, err = procstat.CPUDuring(os.Getpid(), func() error {
-						n, elapsed, err = requestRate(ctx, hc, c.clients, c.duration, newReq)
-						return err
-					})
-					return err
-				})
-				if err != nil {
-					return 0, err
+				n, elapsed = map[*server]int64{}, map[*server]time.Duration{}
+				srvCPU, selfCPU = map[*server]time.Duration{}, map[*server]time.Duration{}
+				for _, s := range order {
+					newReq := requests(s)
+					if _, _, err := requestRate(ctx, b.clients[s].http, c.clients, c.warmup, newReq); err != nil {
+						return nil, fmt.Errorf("%s: warm-up: %w", s.name, err)
+					}
 				}
-				if n == 0 {
-					return 0, fmt.Errorf("no request completed in %s", elapsed)
+				// Without slices each server is measured in one block of
+				// c.duration; with them the servers take turns, a slice
+				// each, until each has had c.duration.
+				slice := c.duration
+				if c.slice > 0 {
+					slice = c.slice
 				}
-				cpuPerReq[s] = append(cpuPerReq[s], float64(serverCPUTime.Microseconds())/float64(n))
-				clientPerReq[s] = append(clientPerReq[s], float64(selfCPU.Microseconds())/float64(n))
-				return float64(n) / elapsed.Seconds(), nil
+				for elapsed[order[0]] < c.duration || elapsed[order[1]] < c.duration {
+					for _, s := range order {
+						if elapsed[s] >= c.duration {
+							continue
+						}
+						newReq := requests(s)
+						var (
+							got  int64
+							took time.Duration
+							self time.Duration
+						)
+						cpu, err := procstat.CPUDuring(s.PID(), func() error {
+							var err error
+							self, err = procstat.CPUDuring(os.Getpid(), func() error {
+								got, took, err = requestRate(ctx, b.clients[s].http, c.clients, min(slice, c.duration-elapsed[s]), newReq)
+								return err
+							})
+							return err
+						})
+						if err != nil {
+							return nil, fmt.Errorf("%s: %w", s.name, err)
+						}
+						n[s] += got
+						elapsed[s] += took
+						srvCPU[s] += cpu
+						selfCPU[s] += self
+					}
+				}
+				rates := make(map[*server]float64, len(order))
+				for _, s := range order {
+					if n[s] == 0 {
+						return nil, fmt.Errorf("%s: no request completed in %s", s.name, elapsed[s])
+					}
+					cpuPerReq[s] = append(cpuPerReq[s], float64(srvCPU[s].Microseconds())/float64(n[s]))
+					clientPerReq[s] = append(clientPerReq[s], float64(selfCPU[s].Microseconds())/float64(n[s]))
+					rates[s] = float64(n[s]) / elapsed[s].Seconds()
+				}
+				return rates, nil
 			})
 			if !b.lastFailed() {
 				cpuRows = append(cpuRows, row{figure: fmt.Sprintf("manifest %s by %s: server CPU per request", method, by), unit: "µs",
