@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -72,6 +73,16 @@ var (
 	ErrDenied = errors.New("piecewire: capability refused")
 	// ErrClosed is a Conn's error after Close.
 	ErrClosed = errors.New("piecewire: connection closed")
+	// ErrClosedByServer is wrapped when the server closed the connection
+	// between answers (an end of the connection, or a reset, where the
+	// next frame would start): nothing of an answer was cut, and the
+	// requests outstanding had not started. A server closes a connection
+	// so when it has been idle (ServerConfig.IdleTimeout), and a request
+	// sent as it does meets that end: ask for those pieces elsewhere.
+	ErrClosedByServer = errors.New("piecewire: the server closed the connection")
+	// ErrRequested is wrapped by Request for a piece requested already and
+	// still wanted: its answer is on the way.
+	ErrRequested = errors.New("piecewire: piece requested already")
 )
 
 // RemoteError is an Error frame received from the server.
@@ -232,11 +243,16 @@ func (c *Conn) Close() error {
 }
 
 // Request asks for piece i. It fails if the connection has ended, i is out
-// of range or already outstanding, or MaxOutstanding requests are. A piece
-// cancelled and not yet answered is wanted again without a new frame: its
-// answer is delivered after all, and if the server had dropped the
-// request, or its answer was already being read and dropped, that is a
-// Result with Reject ReasonCancelled (ask again).
+// of range or already outstanding (ErrRequested), or MaxOutstanding
+// requests are. A piece cancelled and not yet answered is wanted again
+// without a new frame: its answer is delivered after all, and if the
+// server had dropped the request, or its answer was already being read
+// and dropped, that is a Result with Reject ReasonCancelled (ask again).
+//
+// A request that could not be written because the server had closed the
+// connection fails with ErrClosedByServer and stays outstanding: the
+// connection is ending, and Err says how once Results is closed (wrapping
+// ErrClosedByServer too, unless an answer was cut short).
 func (c *Conn) Request(i int) error {
 	if i < 0 || i >= c.meta.NumPieces() {
 		return fmt.Errorf("piecewire: requesting piece %d of %d", i, c.meta.NumPieces())
@@ -254,7 +270,7 @@ func (c *Conn) Request(i int) error {
 		return nil
 	case ok:
 		c.mu.Unlock()
-		return fmt.Errorf("piecewire: piece %d is requested already", i)
+		return fmt.Errorf("%w: piece %d", ErrRequested, i)
 	case len(c.outstanding) >= c.cfg.MaxOutstanding:
 		c.mu.Unlock()
 		return fmt.Errorf("piecewire: requesting piece %d: %d requests outstanding already", i, len(c.outstanding))
@@ -322,15 +338,28 @@ func (c *Conn) write(b []byte) error {
 	defer c.wmu.Unlock()
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.Timeout))
 	if _, err := c.nc.Write(b); err != nil {
-		if isTimeout(err) {
+		switch {
+		case isTimeout(err):
 			err = fmt.Errorf("%w: writing a request: the server stopped reading (%s): %w", ErrTimeout, c.cfg.Timeout, err)
-		} else {
+		case isClosedByPeer(err):
+			// The server closed the connection, or reset it: the reader
+			// meets that end too and ends the connection with what it
+			// found there (a cut answer, or nothing: ErrClosedByServer).
+			// Failing it here would hide which.
+			return fmt.Errorf("%w: writing a request: %w", ErrClosedByServer, err)
+		default:
 			err = fmt.Errorf("piecewire: writing a request: %w", err)
 		}
 		c.fail(err)
 		return err
 	}
 	return nil
+}
+
+// isClosedByPeer reports whether err is the other end closing or resetting
+// the connection.
+func isClosedByPeer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // fail ends the connection with err (the first error wins).
@@ -378,9 +407,14 @@ func (c *Conn) readAnswer() error {
 		_ = c.nc.SetReadDeadline(time.Time{})
 	}
 	c.mu.Unlock()
+	// Where the next frame would start, an end of the connection is the
+	// server closing it; past its first byte, a cut frame.
+	if _, err := c.br.Peek(1); err != nil {
+		return c.frameErr(err)
+	}
 	f, err := ReadFrame(c.br)
 	if err != nil {
-		return c.frameErr(err)
+		return c.readErr("reading an answer", err)
 	}
 	switch f.Type {
 	case FramePiece:
@@ -550,14 +584,15 @@ func (c *Conn) readErr(what string, err error) error {
 	return fmt.Errorf("piecewire: %s: %w", what, err)
 }
 
-// frameErr describes a failure to read the next frame: between frames, an
-// end of the connection is the server closing it, not a truncated frame.
+// frameErr describes a failure to read the first byte of the next frame:
+// between frames, an end (or a reset) of the connection is the server
+// closing it, not a truncated frame.
 func (c *Conn) frameErr(err error) error {
-	if errors.Is(err, io.EOF) {
+	if isClosedByPeer(err) {
 		c.mu.Lock()
 		n := len(c.outstanding)
 		c.mu.Unlock()
-		return fmt.Errorf("piecewire: the server closed the connection with %d requests unanswered: %w", n, err)
+		return fmt.Errorf("%w with %d requests unanswered: %w", ErrClosedByServer, n, err)
 	}
 	return c.readErr("reading an answer", err)
 }

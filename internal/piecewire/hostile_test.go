@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -169,8 +171,24 @@ func TestClientDropsATruncatedFrame(t *testing.T) {
 	t.Run("server closes with requests unanswered", func(t *testing.T) {
 		fs, c := requested(t, b, ClientConfig{})
 		fs.nc.Close()
-		expectDropped(t, c, io.EOF, "closed the connection with 2 requests unanswered")
+		expectDropped(t, c, ErrClosedByServer, "closed the connection with 2 requests unanswered")
 	})
+	// A cut frame is not a close between answers: the caller drops the
+	// peer rather than asking it again another way.
+	for _, why := range []string{"inside a piece", "inside a header"} {
+		t.Run(why+" is not closed by the server", func(t *testing.T) {
+			fs, c := requested(t, b, ClientConfig{})
+			if why == "inside a piece" {
+				fs.send(t, Frame{Type: FramePiece, Index: 0, Length: uint32(b.meta.PieceSize(0))})
+			} else {
+				fs.write(t, []byte{byte(FrameReject), 0})
+			}
+			fs.nc.Close()
+			if err := waitDone(t, c); errors.Is(err, ErrClosedByServer) {
+				t.Fatalf("connection cut %s ended with %v; want it not taken for a close between answers", why, err)
+			}
+		})
+	}
 }
 
 func TestClientDropsAPieceNeverRequested(t *testing.T) {
@@ -372,6 +390,103 @@ func TestServerClosesAnIdleConnection(t *testing.T) {
 	if err := waitDone(t, c); err == nil || !strings.Contains(err.Error(), "closed the connection with 0 requests unanswered") {
 		t.Fatalf("client ended with %v; want the server's close", err)
 	}
+}
+
+// TestRequestMeetingAnIdleCloseIsClosedByTheServer: a server closes a
+// connection idle for IdleTimeout, and a request the client sends just then
+// goes unread. The client's end says the server closed the connection
+// between answers (ErrClosedByServer), so that its caller asks for the
+// piece another way instead of taking the peer for a broken one.
+func TestRequestMeetingAnIdleCloseIsClosedByTheServer(t *testing.T) {
+	b := newBlob(t, 1<<20, 256<<10)
+	k := newKeys(t)
+	srv := NewServer(ServerConfig{IdleTimeout: time.Millisecond, Logger: quietLogger()}, newFileSource(t, b), k.v)
+	conns := make(chan *Conn, 1)
+	requested := make(chan error, 1)
+	// The request goes out once the server has found the connection idle
+	// and before it closes it.
+	srv.idled = func() { requested <- (<-conns).Request(0) }
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan error, 1)
+	go func() {
+		nc, err := l.Accept()
+		if err != nil {
+			ended <- err
+			return
+		}
+		ended <- srv.ServeConn(nc)
+	}()
+	t.Cleanup(func() { l.Close(); srv.Close() })
+	c, err := Dial(context.Background(), l.Addr().String(), nil, b.meta, k.capability(t, b.meta.Digest), ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	conns <- c
+
+	if err := <-requested; err != nil {
+		t.Fatalf("requesting piece 0 as the server finds the connection idle: %v", err)
+	}
+	if err := <-ended; !errors.Is(err, ErrIdle) {
+		t.Fatalf("server connection ended with %v; want ErrIdle", err)
+	}
+	expectDropped(t, c, ErrClosedByServer, "closed the connection with 1 requests unanswered")
+}
+
+// TestRequestWrittenAfterTheServerClosedIsClosedByTheServer: a request
+// whose write fails because the server closed the connection does not end
+// it with the write's error: the reader finds the close between answers,
+// and that is the connection's end (ErrClosedByServer), the request still
+// outstanding.
+func TestRequestWrittenAfterTheServerClosedIsClosedByTheServer(t *testing.T) {
+	b := newBlob(t, 1<<20, 256<<10)
+	fs := newFakeServer(t)
+	raw, err := net.Dial("tcp", fs.l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The client reads nothing until the request's write has failed.
+	nc := &brokenPipeConn{Conn: raw, readable: make(chan struct{})}
+	c, err := NewConn(nc, b.meta, "capability", ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	sc, err := fs.l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc.Close()
+
+	nc.broken.Store(true)
+	if err := c.Request(0); !errors.Is(err, ErrClosedByServer) {
+		t.Fatalf("requesting piece 0 from a server that closed the connection: %v; want ErrClosedByServer", err)
+	}
+	close(nc.readable)
+	expectDropped(t, c, ErrClosedByServer, "closed the connection with 1 requests unanswered")
+}
+
+// brokenPipeConn is a connection whose writes fail as on a socket the
+// other end reset (EPIPE) once broken, and whose reads wait for readable.
+type brokenPipeConn struct {
+	net.Conn
+	broken   atomic.Bool
+	readable chan struct{}
+}
+
+func (c *brokenPipeConn) Write(b []byte) (int, error) {
+	if c.broken.Load() {
+		return 0, &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", syscall.EPIPE)}
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *brokenPipeConn) Read(b []byte) (int, error) {
+	<-c.readable
+	return c.Conn.Read(b)
 }
 
 func TestServerAnswersQueuedRequestsAfterTheClientCloses(t *testing.T) {

@@ -177,6 +177,9 @@ type Server struct {
 	// written, if set (tests), is called after an answer is written and
 	// before the connection counts it answered.
 	written func(index uint32)
+	// idled, if set (tests), is called when a connection has been idle for
+	// IdleTimeout, before it is closed.
+	idled func()
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -381,6 +384,9 @@ func (c *serverConn) readLoop() error {
 			if isTimeout(err) {
 				if c.busy() {
 					continue
+				}
+				if c.s.idled != nil {
+					c.s.idled()
 				}
 				return fmt.Errorf("%w for %s", ErrIdle, cfg.IdleTimeout)
 			}

@@ -26,12 +26,10 @@ func (c *conn) request(i int) {
 	}
 	r, pw := c.routeLocked(i), c.pw
 	c.mu.Unlock()
-	if r != viaPieces {
-		return
-	}
-	if err := pw.Request(i); err != nil {
-		// Called from the download's loop: close posts to it.
-		go c.close(fmt.Errorf("requesting piece %d on the piece connection: %w", i, err))
+	if r == viaPieces {
+		// Out of mu: a write that waits on the peer holds up nothing
+		// else of the conn.
+		c.requestOnPieces(pw, i)
 	}
 }
 
@@ -78,13 +76,8 @@ func (c *conn) pieceEndedLocked(i int) {
 	delete(c.requested, i)
 	delete(c.assembling, i)
 	for _, j := range c.takeback.Ended(i) {
-		if c.routeLocked(j) != viaPieces {
-			continue
-		}
-		if err := c.pw.Request(j); err != nil {
-			// close takes mu.
-			go c.close(fmt.Errorf("requesting piece %d on the piece connection: %w", j, err))
-			return
+		if c.routeLocked(j) == viaPieces {
+			c.requestOnPieces(c.pw, j)
 		}
 	}
 }

@@ -119,11 +119,16 @@ func (s *Swarm) dialPieces(ctx context.Context, meta *metainfo.Metainfo, addr, p
 // pieceLoop turns the piece connection's answers into what the stream's
 // PieceChunk and Reject messages would have been, until it ends. A piece
 // connection that ends with requests outstanding, or because the peer broke
-// the protocol, ends the conn too (the download asks elsewhere); one that
-// ends quietly (the peer closed it while idle) leaves the requests to the
-// stream.
+// the protocol, ends the conn too (the download asks elsewhere); one the
+// peer closed between answers (idle, perhaps as a request went out:
+// piecewire.ErrClosedByServer), or quietly with nothing outstanding, is
+// gone: the requests outstanding on it go on the stream, and so do later
+// ones.
 func (c *conn) pieceLoop(pw *piecewire.Conn) {
 	for r := range pw.Results() {
+		if h := c.s.pieceAnswered; h != nil {
+			h(c, r)
+		}
 		i := r.Index
 		c.mu.Lock()
 		wanted := c.requested[i] == viaPieces
@@ -154,14 +159,15 @@ func (c *conn) pieceLoop(pw *piecewire.Conn) {
 				dl.post(evPiece{c: c, piece: i, err: r.Err}, c.closed)
 			}
 		case r.Reject == piecewire.ReasonCancelled:
-			// Cancelled, then asked again before the server saw it.
-			c.mu.Unlock()
+			// Cancelled, then asked again before the server saw it: asked
+			// once more, under mu, so that no cancel comes between the
+			// look at requested and the request. A cancel and a request
+			// since the answer came may have asked already (the request
+			// is then live on pw: requestOnPieces leaves it).
 			if wanted {
-				if err := pw.Request(i); err != nil {
-					c.close(fmt.Errorf("requesting piece %d again on the piece connection: %w", i, err))
-					return
-				}
+				c.requestOnPieces(pw, i)
 			}
+			c.mu.Unlock()
 		default:
 			c.mu.Unlock()
 			c.rejected(i, viaPieces, rejectReason(r.Reject), r.RetryAfter)
@@ -174,13 +180,24 @@ func (c *conn) pieceLoop(pw *piecewire.Conn) {
 	}
 	err := pw.Err()
 	c.mu.Lock()
-	quiet := c.onPiecesLocked() == 0 && !errors.Is(err, piecewire.ErrProtocol)
-	if quiet {
+	gone := errors.Is(err, piecewire.ErrClosedByServer) ||
+		c.onPiecesLocked() == 0 && !errors.Is(err, piecewire.ErrProtocol)
+	var moved int
+	if gone {
 		c.pw = nil
+		// Asked again on the stream, which answers them as it answers a
+		// peer without a piece port.
+		for i, r := range c.requested {
+			if r == viaPieces {
+				c.requested[i] = viaStream
+				c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Request{Request: &peerpb.Request{Index: uint32(i)}}})
+				moved++
+			}
+		}
 	}
 	c.mu.Unlock()
-	if quiet {
-		c.log.Debug("piece connection ended; pieces go on the stream", "err", err)
+	if gone {
+		c.log.Debug("piece connection ended; pieces go on the stream", "err", err, "requests moved", moved)
 		return
 	}
 	c.close(fmt.Errorf("piece connection: %w", err))

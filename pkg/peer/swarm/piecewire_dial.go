@@ -13,6 +13,7 @@ package swarm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -146,11 +147,25 @@ func (c *conn) releaseHeldLocked(pw *piecewire.Conn) {
 			continue
 		}
 		c.requested[i] = viaPieces
-		if err := pw.Request(i); err != nil {
-			// close takes mu.
-			go c.close(fmt.Errorf("requesting piece %d on the piece connection: %w", i, err))
-			return
-		}
+		c.requestOnPieces(pw, i)
+	}
+}
+
+// requestOnPieces sends this side's request of piece i, routed to the
+// piece connection pw, on it; with mu held or not (it takes only pw's
+// locks). A request still live there (asked again after a cancel by
+// pieceLoop and by the download at once) is left as it is. A failure that
+// ends pw, the peer having closed it, is pieceLoop's to handle: it sees the
+// end and moves the requests outstanding on pw to the stream, or ends the
+// conn. Any other ends the conn.
+func (c *conn) requestOnPieces(pw *piecewire.Conn, i int) {
+	err := pw.Request(i)
+	switch {
+	case err == nil, errors.Is(err, piecewire.ErrRequested):
+	case errors.Is(err, piecewire.ErrClosedByServer), pw.Err() != nil:
+	default:
+		// close takes mu.
+		go c.close(fmt.Errorf("requesting piece %d on the piece connection: %w", i, err))
 	}
 }
 

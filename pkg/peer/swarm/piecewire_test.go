@@ -1,14 +1,20 @@
 package swarm
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -245,4 +251,225 @@ func TestPieceDataPathBoundsConnectionsPerBlobAsStreams(t *testing.T) {
 	if _, r, err := fetch(1); !errors.As(err, &re) || re.Code != piecewire.CodeUnavailable {
 		t.Fatalf("a third piece connection with maxUploadsPerBlob and maxPeersPerBlob 1: %v, %v; want it refused as unavailable", r, err)
 	}
+}
+
+// scriptedPieceServer is a peer's piece server driven by the test: it
+// reads what the agent sends and answers what the test tells it to.
+type scriptedPieceServer struct {
+	nc net.Conn
+	br *bufio.Reader
+}
+
+// dialScripted opens a piece connection for s's conns to a scripted
+// server, which has read its preface.
+func dialScripted(t *testing.T, s *Swarm, key *auth.Key, m *metainfo.Metainfo) (*piecewire.Conn, *scriptedPieceServer) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	tok, err := key.IssueCapability(m.Digest, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, err := piecewire.Dial(t.Context(), l.Addr().String(), nil, m, tok, piecewire.ClientConfig{Buffer: s.store.PieceBuffer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pw.Close() })
+	nc, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nc.Close() })
+	ps := &scriptedPieceServer{nc: nc, br: bufio.NewReader(nc)}
+	var pre [len(piecewire.Preface)]byte
+	if _, err := io.ReadFull(ps.br, pre[:]); err != nil || pre != piecewire.Preface {
+		t.Fatalf("preface %q, %v", pre[:], err)
+	}
+	return pw, ps
+}
+
+// expect reads the agent's next frame and checks it is of type typ for
+// piece i.
+func (ps *scriptedPieceServer) expect(t *testing.T, typ piecewire.FrameType, i int, why string) {
+	t.Helper()
+	f, err := piecewire.ReadFrame(ps.br)
+	if err != nil || f.Type != typ || f.Index != uint32(i) {
+		t.Fatalf("%s: the agent sent %+v, %v; want a %s of piece %d", why, f, err, typ, i)
+	}
+}
+
+func (ps *scriptedPieceServer) send(t *testing.T, f piecewire.Frame, raw []byte) {
+	t.Helper()
+	b, err := piecewire.AppendFrame(nil, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ps.nc.Write(append(b, raw...)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPieceCancelledAndAskedAgainBeforeItsCancelledRejectIsHandled: a piece
+// cancelled and asked for again comes back as a cancelled reject (ask
+// again). If the download cancels it and asks for it once more after that
+// answer came and before the conn acted on it, the request is live on the
+// piece connection already: the conn must not ask a second time (the
+// piece client refuses a piece requested already, and that used to end the
+// stream), and the piece must still arrive.
+func TestPieceCancelledAndAskedAgainBeforeItsCancelledRejectIsHandled(t *testing.T) {
+	s, key := newPieceSwarm(t, "")
+	data, m := holdPieces(t, s, 4)
+	pw, ps := dialScripted(t, s, key, m)
+	var once sync.Once
+	s.pieceAnswered = func(c *conn, r piecewire.Result) {
+		if r.Index == 1 && r.Reject == piecewire.ReasonCancelled {
+			once.Do(func() {
+				c.cancelRequest(1)
+				c.request(1)
+			})
+		}
+	}
+	c, _ := runConnWith(t, s, m, false, pw)
+	dl := attachDownload(c)
+
+	c.request(1)
+	ps.expect(t, piecewire.FrameRequest, 1, "asking for piece 1")
+	c.cancelRequest(1)
+	ps.expect(t, piecewire.FrameCancel, 1, "cancelling piece 1")
+	c.request(1) // wanted again: no frame, the answer will do
+	ps.send(t, piecewire.Frame{Type: piecewire.FrameReject, Index: 1, Reason: piecewire.ReasonCancelled}, nil)
+	// The hook cancelled and asked again: a fresh request.
+	ps.expect(t, piecewire.FrameRequest, 1, "piece 1 cancelled and asked for again after its cancelled reject")
+	off, size := m.PieceOffset(1), m.PieceSize(1)
+	ps.send(t, piecewire.Frame{Type: piecewire.FramePiece, Index: 1, Length: uint32(size)}, data[off:off+size])
+
+	var evs []any
+	eventually.True(t, "piece 1 to reach the download", func() bool {
+		evs = append(evs, pieceEvents(dl)...)
+		return len(evs) > 0
+	})
+	if p, ok := evs[0].(evPiece); !ok || p.piece != 1 || p.err != nil {
+		t.Fatalf("the download got %#v; want piece 1, stored", evs)
+	}
+	// A marker: a second request of piece 1 would come before it.
+	c.request(2)
+	ps.expect(t, piecewire.FrameRequest, 2, "the next request after piece 1 (piece 1 asked once)")
+	select {
+	case <-c.closed:
+		t.Fatal("the stream was closed")
+	default:
+	}
+}
+
+// TestRequestMeetingAnIdleClosedPieceConnectionGoesOnTheStream: the peer's
+// piece server closes a connection idle for its IdleTimeout just as the
+// agent sends a request on it (the request lands after the close, or its
+// write fails). The piece connection is gone, not broken: the request is
+// asked again on the stream, which stays up and delivers the piece.
+func TestRequestMeetingAnIdleClosedPieceConnectionGoesOnTheStream(t *testing.T) {
+	for _, writeFails := range []bool{false, true} {
+		t.Run(fmt.Sprintf("write fails %v", writeFails), func(t *testing.T) {
+			s, key := newPieceSwarm(t, "")
+			data, m := holdPieces(t, s, 4)
+			srv := piecewire.NewServer(piecewire.ServerConfig{IdleTimeout: time.Millisecond, Logger: s.log}, storeSource{s}, auth.NewVerifier(key.Public()))
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cl := &closeNotifyingListener{Listener: l, closed: make(chan struct{}, 1)}
+			go func() { _ = srv.Serve(cl) }()
+			t.Cleanup(func() { _ = srv.Close() })
+
+			tok, err := key.IssueCapability(m.Digest, time.Hour)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, err := net.Dial("tcp", l.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The agent's side reads nothing until the request went out:
+			// it has not seen the close yet when it sends it.
+			nc := &heldConn{Conn: raw, readable: make(chan struct{})}
+			pw, err := piecewire.NewConn(nc, m, tok, piecewire.ClientConfig{Buffer: s.store.PieceBuffer})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, st := runConnWith(t, s, m, false, pw)
+			dl := attachDownload(c)
+
+			select {
+			case <-cl.closed:
+			case <-time.After(eventually.Timeout):
+				t.Fatal("the piece server did not close the idle connection")
+			}
+			nc.broken.Store(writeFails)
+			c.request(0)
+			close(nc.readable)
+			expect(t, st, "request 0", "piece 0, asked on a piece connection its server had closed")
+			size := m.PieceSize(0)
+			st.send(t, chunkMsg(0, 0, data[:size]))
+			var evs []any
+			eventually.True(t, "piece 0 to reach the download from the stream", func() bool {
+				evs = append(evs, pieceEvents(dl)...)
+				return len(evs) > 0
+			})
+			if p, ok := evs[0].(evPiece); !ok || p.piece != 0 || p.err != nil {
+				t.Fatalf("the download got %#v; want piece 0, stored", evs)
+			}
+			// Later requests go on the stream too.
+			c.request(1)
+			expect(t, st, "request 1", "the next piece after the piece connection is gone")
+		})
+	}
+}
+
+// closeNotifyingListener tells closed when a connection it accepted is
+// closed.
+type closeNotifyingListener struct {
+	net.Listener
+	closed chan struct{}
+}
+
+func (l *closeNotifyingListener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &notifyingConn{Conn: nc, closed: l.closed}, nil
+}
+
+type notifyingConn struct {
+	net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (c *notifyingConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.closed <- struct{}{} })
+	return err
+}
+
+// heldConn is a connection whose reads wait for readable, and whose writes
+// fail as on a socket the other end reset (EPIPE) while broken.
+type heldConn struct {
+	net.Conn
+	broken   atomic.Bool
+	readable chan struct{}
+}
+
+func (c *heldConn) Write(b []byte) (int, error) {
+	if c.broken.Load() {
+		return 0, &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", syscall.EPIPE)}
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *heldConn) Read(b []byte) (int, error) {
+	<-c.readable
+	return c.Conn.Read(b)
 }

@@ -324,6 +324,10 @@ type Swarm struct {
 	// it).
 	pieceGrace time.Duration
 	dialPiece  func(ctx context.Context, addr string, tlsConfig *tls.Config, meta *metainfo.Metainfo, capability string, cfg piecewire.ClientConfig) (*piecewire.Conn, error)
+	// pieceAnswered, if set (tests, before any conn starts), sees every
+	// answer of a piece connection as pieceLoop takes it, before it acts
+	// on it.
+	pieceAnswered func(*conn, piecewire.Result)
 
 	mu        sync.Mutex
 	blobs     map[digest.Digest]*blobState
