@@ -232,10 +232,24 @@ func (c *cluster) stopAgents() {
 }
 
 // originEgress is what the origin sent: piece bytes from its seeder and
-// blob bodies from its registry API.
-type originEgress struct{ seeder, http float64 }
+// blob bodies from its registry API, and the seeder's counts of pieces
+// sent whole, sent again and requests declined by reason.
+type originEgress struct {
+	seeder, http  float64
+	pieces, again float64
+	busy, atPeers float64
+}
 
 func (e originEgress) total() float64 { return e.seeder + e.http }
+
+// minus is what happened between before and e.
+func (e originEgress) minus(before originEgress) originEgress {
+	return originEgress{
+		seeder: e.seeder - before.seeder, http: e.http - before.http,
+		pieces: e.pieces - before.pieces, again: e.again - before.again,
+		busy: e.busy - before.busy, atPeers: e.atPeers - before.atPeers,
+	}
+}
 
 // originEgress scrapes the origin, retrying: right after 50 hosts pulled
 // through its shaped link, on two overloaded cores, one scrape can time
@@ -254,8 +268,12 @@ func (c *cluster) originEgress(ctx context.Context) (originEgress, error) {
 		return originEgress{}, err
 	}
 	return originEgress{
-		seeder: m.Sum("shoal_origin_seeder_egress_bytes_total"),
-		http:   m.Sum("shoal_origin_http_response_bytes_total", "handler", "blob"),
+		seeder:  m.Sum("shoal_origin_seeder_egress_bytes_total"),
+		http:    m.Sum("shoal_origin_http_response_bytes_total", "handler", "blob"),
+		pieces:  m.Sum("shoal_origin_seeder_pieces_served_total"),
+		again:   m.Sum("shoal_origin_seeder_pieces_sent_again_total"),
+		busy:    m.Sum("shoal_origin_seeder_rejects_total", "reason", "busy"),
+		atPeers: m.Sum("shoal_origin_seeder_rejects_total", "reason", "at_peers"),
 	}, nil
 }
 

@@ -50,6 +50,7 @@ type config struct {
 	agentConfig     string
 	originConfig    string
 	keep            bool
+	originBin       string
 }
 
 func main() {
@@ -74,6 +75,7 @@ func main() {
 	flag.StringVar(&c.originConfig, "origin-config", "", "origin YAML config for the swarm (default: production defaults); the bench's flags override its addresses")
 	flag.StringVar(&c.agentConfig, "agent-config", "", "peer-agent YAML config for the swarm (default: production defaults, shutdownGrace 5s)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (storage, caches, logs)")
+	flag.StringVar(&c.originBin, "origin-bin", "", "origin binary to run instead of building cmd/origin (to compare two builds of the origin on one setup)")
 	flag.Parse()
 	if *pullURL != "" {
 		pullMain(*pullURL, *pullHost, *pullAt, *pullTimeout)
@@ -139,6 +141,12 @@ func runBench(c config) error {
 		if *p, err = ws.Build(ctx, name, testenv.BuildOptions{}); err != nil {
 			return err
 		}
+	}
+	if c.originBin != "" {
+		if bins.origin, err = filepath.Abs(c.originBin); err != nil {
+			return err
+		}
+		fmt.Printf("origin binary: %s\n", bins.origin)
 	}
 	var errs []error
 	if c.only == "" || c.only == "swarm" {

@@ -112,12 +112,14 @@ func runSwarm(ctx context.Context, c config, bins binaries, dir string) error {
 	cl.stopAgents()
 
 	st := summarize(lay, start, results)
-	egress := originEgress{after.seeder - before.seeder, after.http - before.http}
+	egress := after.minus(before)
 	S := float64(lay.size)
 	fmt.Println("\nP2P, every host pulling through its agent (GET /v2/<name>/blobs/<digest> on the agent, digest checked by the client):")
 	printPulls(st, c.n, bound)
 	fmt.Printf("  origin egress: %.1f MiB = %.3f x S (seeder %.1f MiB, registry API blob bodies %.1f MiB)\n",
 		mib(egress.total()), egress.total()/S, mib(egress.seeder), mib(egress.http))
+	fmt.Printf("  seeder: %.0f pieces sent whole, %.0f sends of a piece sent before; requests declined: %.0f busy, %.0f at peers (superseeding)\n",
+		egress.pieces, egress.again, egress.busy, egress.atPeers)
 	fmt.Printf("  agents received %.1f MiB from peers, %.1f MiB from the origin's seeder (duplicates %.1f MiB, discarded %.1f MiB)\n",
 		mib(fromPeers), mib(fromOrigin), mib(duplicate), mib(discarded))
 	printRSS(peaks)
@@ -157,7 +159,7 @@ func runSwarm(ctx context.Context, c config, bins binaries, dir string) error {
 		return err
 	}
 	dst := summarize(lay, start, results)
-	egress = originEgress{after.seeder - before.seeder, after.http - before.http}
+	egress = after.minus(before)
 	fmt.Printf("\nDirect, every host pulling from the origin's registry API (bounded to %s):\n", c.directTimeout)
 	printPulls(dst, c.n, bound)
 	fmt.Printf("  origin egress: %.1f MiB = %.3f x S (clients received %.1f MiB)\n", mib(egress.total()), egress.total()/S, mib(float64(dst.bytes)))

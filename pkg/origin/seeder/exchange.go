@@ -217,9 +217,9 @@ func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m 
 		// One chunk buffer per piece being sent, not per stream: memory is
 		// bounded by maxUploads, however many streams are open.
 		buf := s.chunks.Get().(*[]byte)
-		s.up.Add(size)
+		snd := s.pace.accept(size, time.Now())
 		sent, complete, err := s.sendPiece(ctx, stream, m, src, q, i, *buf)
-		s.up.Add(-(size - sent)) // the chunks sent were taken off as they went
+		s.pace.end(snd, sent, time.Now())
 		s.ledger.done(grants, i, to, time.Now(), complete)
 		s.chunks.Put(buf)
 		s.m.uploads.Dec()
@@ -236,7 +236,7 @@ func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m 
 // busy, would not send it within maxUploadWait. Release it with
 // <-s.uploads.
 func (s *Server) takeUploadSlot(size int64) bool {
-	if s.cfg.MaxUploadWait > 0 && s.up.Wait(size) > s.cfg.MaxUploadWait {
+	if s.cfg.MaxUploadWait > 0 && s.pace.wait(size) > s.cfg.MaxUploadWait {
 		return false
 	}
 	select {
@@ -302,8 +302,6 @@ func (s *Server) sendPiece(ctx context.Context, stream peerpb.Peer_ExchangeServe
 			return off, false, err
 		}
 		s.m.egressBytes.Add(float64(n))
-		s.up.Sent(n, time.Now())
-		s.up.Add(-n)
 		off += n
 	}
 	s.m.servedBytes.WithLabelValues(source).Add(float64(size))

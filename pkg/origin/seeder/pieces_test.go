@@ -403,3 +403,33 @@ func TestPiecesOverTheDataPathOff(t *testing.T) {
 		t.Errorf("pieces on the stream = %q", got)
 	}
 }
+
+// A node whose link is slower than what it accepted answers BUSY on the
+// piece data path, too, for a piece it would not send within
+// maxUploadWait: the rate is measured from the pieces sent whole, one
+// of which takes longer than a byte counter's idle gap.
+func TestPiecesOverTheDataPathRefuseWhatTheLinkWouldNotSendInTime(t *testing.T) {
+	s, _, m := seedPieces(t, inmemory.New(), func(c *Config, _ *Options, _ string) {
+		c.EgressBytesPerSecond = 1 << 20
+		c.MaxUploadWait = 2 * time.Second
+	})
+	a, b := dialPieces(t, s, m, nil), dialPieces(t, s, m, nil)
+	// About 3 s of sending (the egress bucket starts with 1 MiB) measure
+	// the rate.
+	if r := answer(t, a, 0); r.Data == nil {
+		t.Fatalf("piece 0: %v, want its bytes", r)
+	}
+	if err := a.Request(1); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, "piece 1 on its way to a", func() bool { _, ok := a.Arrived(1); return ok })
+	if r := answer(t, b, 2); r.Reject != piecewire.ReasonBusy {
+		t.Fatalf("piece 2 asked while 4 MiB are being sent at 1 MiB/s, with maxUploadWait 2s: %v, want a reject 'busy'", r)
+	}
+	if r := <-a.Results(); r.Index != 1 || r.Data == nil {
+		t.Fatalf("piece 1: %v, want its bytes", r)
+	}
+	if r := answer(t, b, 2); r.Data == nil {
+		t.Fatalf("piece 2 once the node is idle: %v, want its bytes", r)
+	}
+}
