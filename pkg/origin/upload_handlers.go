@@ -75,6 +75,9 @@ func (s *Server) handleUploads(w http.ResponseWriter, r *http.Request, rt ociapi
 		if err != nil {
 			return err
 		}
+		if err := s.markUploadStarted(ctx, rt.Name, id); err != nil {
+			return err
+		}
 		body, done := s.watchBody(w, r, ociapi.Uploads)
 		if sw != nil {
 			err = s.putStaged(ctx, sw, nil, rt.Name, id, body, r.ContentLength, d)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"path"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -57,19 +55,12 @@ func (s *Server) stagedWriter(ctx context.Context, d digest.Digest, want int64) 
 
 // putStaged stores body, the whole of blob want, through sw, and makes it
 // the blob want of repository name: upload id's session (sess, nil for a
-// monolithic POST, which has no session in storage) is where a writer that
+// monolithic POST, whose directory has only its start time) is where a writer that
 // never ends keeps what its store needs to discard it (the stage). want's
 // length is size, or -1 when unknown. On any error nothing is visible at
 // the blob's path and the session is as it was.
 func (s *Server) putStaged(ctx context.Context, sw storage.StagedWriter, sess *uploadSession, name, id string, body io.Reader, size int64, want digest.Digest) error {
 	stage := uploadPath(name, id)
-	if sess == nil {
-		// GC purges only sessions with a start time: a monolithic push
-		// killed mid-way then leaves nothing behind either.
-		if err := s.driver.PutContent(ctx, path.Join(stage, "startedat"), []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
-			return err
-		}
-	}
 	fw, err := sw.StagedWriter(ctx, blobDataPath(want), stage)
 	if err != nil {
 		return fmt.Errorf("upload %s: opening the blob's staged write: %w", id, err)

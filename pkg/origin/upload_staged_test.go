@@ -5,12 +5,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"path"
+	"slices"
 	"sync"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/internal/ociapi"
 	"github.com/shoal-dev/shoal/pkg/storage"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
@@ -242,5 +246,45 @@ func TestStagedPushOfABlobAnotherPushStored(t *testing.T) {
 	e.expect(e.pushWithPUT("team/app", content, dg), http.StatusCreated)
 	if got := e.expect(e.do("GET", "/v2/team/app/blobs/"+dg.String(), nil), http.StatusOK); !bytes.Equal(got, content) {
 		t.Errorf("the blob reads %d bytes that differ from the %d pushed", len(got), len(content))
+	}
+}
+
+// TestMonolithicPushHasAStartTimeWhileItRuns: a monolithic POST
+// (?digest= with the blob) writes its session's start time before any of
+// its bytes, on a store with staged writes and on one without: GC purges
+// only the sessions that have one, so an origin killed mid-push leaves
+// nothing behind for good. The push then completes.
+func TestMonolithicPushHasAStartTimeWhileItRuns(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		d    storage.Driver
+	}{
+		{"staged", newStagingMemory()},
+		{"parts", inmemory.New()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, e := newServerOn(t, tc.d)
+			content := randomBlob(t, 1<<20)
+			dg := digest.FromBytes(content)
+			push := startStalled(t, http.MethodPost, e.base+"/v2/team/app/blobs/uploads/?digest="+dg.String(), content[:1000], "")
+			uploads := path.Dir(uploadPath("team/app", "x"))
+			var started []string
+			eventually.True(t, "the monolithic push's session to show in storage", func() bool {
+				ids, err := tc.d.List(context.Background(), uploads)
+				if err != nil || len(ids) != 1 {
+					return false
+				}
+				started, err = tc.d.List(context.Background(), ids[0])
+				return err == nil && len(started) > 0
+			})
+			if !slices.Contains(started, path.Join(path.Dir(started[0]), "startedat")) {
+				t.Errorf("the session of a monolithic push in flight holds %v, no startedat", started)
+			}
+			resp := push.finish(t, content[1000:])
+			if resp.StatusCode != http.StatusCreated {
+				b, _ := io.ReadAll(resp.Body)
+				t.Fatalf("the monolithic push, finished: status %d, want 201: %s", resp.StatusCode, b)
+			}
+		})
 	}
 }

@@ -157,8 +157,7 @@ func (u *uploadSessions) writers() int {
 
 func (s *Server) startUpload(ctx context.Context, name string) (string, error) {
 	id := uuid.NewString()
-	if err := s.driver.PutContent(ctx, path.Join(uploadPath(name, id), "startedat"),
-		[]byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
+	if err := s.markUploadStarted(ctx, name, id); err != nil {
 		return "", err
 	}
 	if err := s.saveUploadState(ctx, name, id, &uploadState{}); err != nil {
@@ -166,6 +165,13 @@ func (s *Server) startUpload(ctx context.Context, name string) (string, error) {
 	}
 	s.catalog.add(s, name)
 	return id, nil
+}
+
+// markUploadStarted writes upload id's start time, first of anything in its
+// directory: GC purges only the sessions that have one, so a push killed
+// mid-way, a monolithic POST's included, leaves nothing behind for good.
+func (s *Server) markUploadStarted(ctx context.Context, name, id string) error {
+	return s.driver.PutContent(ctx, path.Join(uploadPath(name, id), "startedat"), []byte(time.Now().UTC().Format(time.RFC3339)))
 }
 
 func (s *Server) loadUploadState(ctx context.Context, name, id string) (*uploadState, error) {

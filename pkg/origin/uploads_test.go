@@ -41,22 +41,29 @@ func newServerOn(t *testing.T, d storage.Driver, mutate ...func(*Config)) (*Serv
 // stalledChunk is a PATCH whose body sends its first bytes and then nothing
 // until release or the test's end.
 type stalledChunk struct {
-	pw   *io.PipeWriter
-	resp chan *http.Response
-	err  chan error
+	pw    *io.PipeWriter
+	first chan struct{} // closed once the first bytes are written (or cannot be)
+	resp  chan *http.Response
+	err   chan error
 }
 
 func startStalledChunk(t *testing.T, url string, first []byte, contentRange string) *stalledChunk {
 	t.Helper()
+	return startStalled(t, http.MethodPatch, url, first, contentRange)
+}
+
+// startStalled is startStalledChunk with another method.
+func startStalled(t *testing.T, method, url string, first []byte, contentRange string) *stalledChunk {
+	t.Helper()
 	pr, pw := io.Pipe()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPatch, url, pr)
+	req, err := http.NewRequestWithContext(t.Context(), method, url, pr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if contentRange != "" {
 		req.Header.Set("Content-Range", contentRange)
 	}
-	c := &stalledChunk{pw: pw, resp: make(chan *http.Response, 1), err: make(chan error, 1)}
+	c := &stalledChunk{pw: pw, first: make(chan struct{}), resp: make(chan *http.Response, 1), err: make(chan error, 1)}
 	// Each stalled chunk on its own connection, as separate clients are.
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	go func() {
@@ -67,7 +74,10 @@ func startStalledChunk(t *testing.T, url string, first []byte, contentRange stri
 		}
 		c.resp <- resp
 	}()
-	go func() { _, _ = pw.Write(first) }()
+	go func() {
+		defer close(c.first)
+		_, _ = pw.Write(first)
+	}()
 	t.Cleanup(func() { pw.CloseWithError(io.ErrUnexpectedEOF) })
 	return c
 }
@@ -76,6 +86,7 @@ func startStalledChunk(t *testing.T, url string, first []byte, contentRange stri
 func (c *stalledChunk) finish(t *testing.T, rest []byte) *http.Response {
 	t.Helper()
 	go func() {
+		<-c.first // the rest after the first bytes, not before
 		_, _ = c.pw.Write(rest)
 		_ = c.pw.Close()
 	}()
