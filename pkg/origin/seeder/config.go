@@ -79,13 +79,14 @@ type Config struct {
 	// is left to the swarm: other agents asking this node for it meanwhile
 	// are answered REASON_AT_PEERS and fetch it from agents (15s). The
 	// window is the longer of twice the time the piece took to send and
-	// the time this node's link, at its measured rate, takes to send the
-	// whole blob once, clamped to [superseedWindow, superseedMaxWindow]
+	// three times what this node's link, at its measured rate, takes to
+	// send the whole blob once (the swarm spreads the blob over longer
+	// than one send), clamped to [superseedWindow, superseedMaxWindow]
 	// (2m); it ends at once when the recipient's stream breaks. 0 turns
 	// superseeding off: every request is served. The floor is long
 	// because a short one lets a piece go out again while the swarm is
-	// still spreading it, and the piece's send time alone does on slow
-	// links (docs/benchmarks.md, swarm).
+	// still spreading it, and so do the piece's send time alone and one
+	// blob's send time on slow links (docs/benchmarks.md, swarm).
 	SuperseedWindow    time.Duration `yaml:"superseedWindow"`
 	SuperseedMaxWindow time.Duration `yaml:"superseedMaxWindow"`
 	// MaxUploadWait turns away (BUSY) a piece request that this node, at

@@ -17,11 +17,12 @@ import (
 // own deferral does.
 //
 // The window is the longer of twice the time the piece last took to send
-// and the time this node's link, at the rate it has been sending, takes to
-// send the whole blob once, clamped to [minWindow, maxWindow]: a swarm of
-// agents with links like the origin's spreads a piece over about that
-// long, so the piece should not go out again before; and short enough that
-// a recipient that left quietly is replaced by the next agent that asks.
+// and blobSpread (3) times the time this node's link, at the rate it has
+// been sending, takes to send the whole blob once, clamped to [minWindow,
+// maxWindow]: a swarm of agents with links like the origin's spreads a
+// piece over about that long, so the piece should not go out again
+// before; and short enough that a recipient that left quietly is replaced
+// by the next agent that asks.
 // (The piece's send time alone is too short on slow links: the swarm has
 // not spread the piece by then; docs/benchmarks.md, swarm.) A stream or
 // piece connection that breaks (killed, network gone) frees the pieces
@@ -104,13 +105,21 @@ func (l *ledger) close(d digest.Digest, b *blobLedger) {
 	}
 }
 
+// blobSpread is how many times the time this node's link takes to send a
+// blob once the superseeding window lasts at least: a swarm spreads a
+// blob over longer than that (every agent needs it all, over links like
+// the origin's; 3.3 to 4.8 times it at 10 Mbit/s with 50 agents), and a
+// window of one blob's send time let most pieces go out again while the
+// swarm was still passing them on (docs/benchmarks.md, swarm).
+const blobSpread = 3
+
 // window is how long after a completed send of g, a piece of b, the piece
 // stays with the swarm.
 func (l *ledger) window(b *blobLedger, g grantRecord) time.Duration {
 	w := 2 * g.took
 	if l.rate != nil {
 		if r := l.rate(); r > 0 {
-			w = max(w, time.Duration(float64(b.size)/r*float64(time.Second)))
+			w = max(w, time.Duration(blobSpread*float64(b.size)/r*float64(time.Second)))
 		}
 	}
 	return min(max(w, l.minWindow), l.maxWindow)

@@ -101,9 +101,11 @@ func TestLedgerGivesAPieceToOneAgentPerWindow(t *testing.T) {
 	}
 }
 
-func TestLedgerWindowCoversSendingTheBlobOnce(t *testing.T) {
+// The window is at least the time the swarm takes to spread the blob,
+// blobSpread times what this node's link takes to send it once.
+func TestLedgerWindowCoversTheSwarmSpreadingTheBlob(t *testing.T) {
 	var rate float64 // bytes per second; 0 while unmeasured
-	l := newLedger(2*time.Second, 2*time.Minute, func() float64 { return rate })
+	l := newLedger(2*time.Second, 5*time.Minute, func() float64 { return rate })
 	d := digest.FromString("blob")
 	b := l.open(d, 64, 64<<20) // 64 MiB
 	t0 := time.Unix(1000, 0)
@@ -114,20 +116,24 @@ func TestLedgerWindowCoversSendingTheBlobOnce(t *testing.T) {
 	if w, _ := l.take(b, 0, agent("b"), t0.Add(3*time.Second)); w != 6*time.Second {
 		t.Errorf("rate unknown: wait %s, want twice the send time, 6s", w)
 	}
-	// At 1 MiB/s the node needs 64s to send the blob once.
+	// At 1 MiB/s the node needs 64s to send the blob once; the swarm
+	// three times that.
 	rate = 1 << 20
-	if w, _ := l.take(b, 0, agent("b"), t0.Add(3*time.Second)); w != 64*time.Second {
-		t.Errorf("64 MiB blob at 1 MiB/s: wait %s, want 64s", w)
+	if w, _ := l.take(b, 0, agent("b"), t0.Add(3*time.Second)); w != 192*time.Second {
+		t.Errorf("64 MiB blob at 1 MiB/s: wait %s, want 3 x 64s", w)
 	}
-	// At 100 MiB/s that is under a second: twice the send time again.
+	if w, _ := l.take(b, 0, agent("b"), t0.Add(70*time.Second)); w != 125*time.Second {
+		t.Errorf("64 MiB blob at 1 MiB/s, 67s after the send: wait %s, want 125s (one blob's send time is too short: the swarm is still spreading it)", w)
+	}
+	// At 100 MiB/s that is under two seconds: twice the send time again.
 	rate = 100 << 20
 	if w, _ := l.take(b, 0, agent("b"), t0.Add(3*time.Second)); w != 6*time.Second {
 		t.Errorf("64 MiB blob at 100 MiB/s: wait %s, want 6s", w)
 	}
 	// Never beyond the maximum.
 	rate = 1 << 10
-	if w, _ := l.take(b, 0, agent("b"), t0.Add(3*time.Second)); w != 2*time.Minute {
-		t.Errorf("64 MiB blob at 1 KiB/s: wait %s, want the maximum 2m", w)
+	if w, _ := l.take(b, 0, agent("b"), t0.Add(3*time.Second)); w != 5*time.Minute {
+		t.Errorf("64 MiB blob at 1 KiB/s: wait %s, want the maximum 5m", w)
 	}
 	l.close(d, b)
 }
