@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -37,18 +38,24 @@ type corruptPeer struct {
 	served atomic.Int64
 }
 
-func (p *corruptPeer) Exchange(stream grpc.BidiStreamingServer[peerpb.Message, peerpb.Message]) error {
+// handshakeAsComplete answers an Exchange stream's handshake for the blob
+// meta describes as the peer id, holding every piece.
+func handshakeAsComplete(stream grpc.BidiStreamingServer[peerpb.Message, peerpb.Message], id string, meta *metainfo.Metainfo) error {
 	first, err := stream.Recv()
 	if err != nil {
 		return err
 	}
 	hs := first.GetHandshake()
-	if hs == nil || hs.GetDigest() != p.meta.Digest.String() {
-		return errors.New("corrupt peer: want a handshake for its blob")
+	if hs == nil || hs.GetDigest() != meta.Digest.String() {
+		return fmt.Errorf("%s: want a handshake for its blob", id)
 	}
-	if err := stream.Send(&peerpb.Message{Msg: &peerpb.Message_Handshake{Handshake: &peerpb.Handshake{
-		Digest: hs.GetDigest(), PeerId: p.id, Complete: true,
-	}}}); err != nil {
+	return stream.Send(&peerpb.Message{Msg: &peerpb.Message_Handshake{Handshake: &peerpb.Handshake{
+		Digest: hs.GetDigest(), PeerId: id, Complete: true,
+	}}})
+}
+
+func (p *corruptPeer) Exchange(stream grpc.BidiStreamingServer[peerpb.Message, peerpb.Message]) error {
+	if err := handshakeAsComplete(stream, p.id, p.meta); err != nil {
 		return err
 	}
 	for {

@@ -83,6 +83,10 @@ var (
 	// ErrRequested is wrapped by Request for a piece requested already and
 	// still wanted: its answer is on the way.
 	ErrRequested = errors.New("piecewire: piece requested already")
+	// ErrFull is wrapped by Request when MaxOutstanding requests are
+	// outstanding (cancelled ones among them, until their answers come):
+	// ask on another path, or once an answer came.
+	ErrFull = errors.New("piecewire: as many requests outstanding as the connection takes")
 )
 
 // RemoteError is an Error frame received from the server.
@@ -244,7 +248,7 @@ func (c *Conn) Close() error {
 
 // Request asks for piece i. It fails if the connection has ended, i is out
 // of range or already outstanding (ErrRequested), or MaxOutstanding
-// requests are. A piece cancelled and not yet answered is wanted again
+// requests are (ErrFull). A piece cancelled and not yet answered is wanted again
 // without a new frame: its answer is delivered after all, and if the
 // server had dropped the request, or its answer was already being read
 // and dropped, that is a Result with Reject ReasonCancelled (ask again).
@@ -272,8 +276,9 @@ func (c *Conn) Request(i int) error {
 		c.mu.Unlock()
 		return fmt.Errorf("%w: piece %d", ErrRequested, i)
 	case len(c.outstanding) >= c.cfg.MaxOutstanding:
+		n := len(c.outstanding)
 		c.mu.Unlock()
-		return fmt.Errorf("piecewire: requesting piece %d: %d requests outstanding already", i, len(c.outstanding))
+		return fmt.Errorf("%w: requesting piece %d: %d requests outstanding already", ErrFull, i, n)
 	}
 	c.outstanding[uint32(i)] = wanted
 	delete(c.whole, uint32(i))

@@ -67,9 +67,8 @@ type conn struct {
 	// mu guards the fields below. Lock order: mu may be held while
 	// taking the uplink meter's lock (Swarm.up, in addPendingLocked and
 	// peerRequested) and the piece connection's (pw.Arrived, pw.Cancel,
-	// pw.Close, pw.Err, and pw.Request for requests held back by the
-	// take-back or for the piece connection's dial, and for a piece asked
-	// again after a cancelled reject);
+	// pw.Close, pw.Err, and pw.Request: every request on the piece
+	// connection is sent under mu, requestOnPiecesLocked);
 	// never while taking Swarm.mu, nor Swarm.mu while taking it (close and
 	// broadcastHave take one after releasing the other); and never while
 	// posting to the download's loop, which calls in here and may be

@@ -24,13 +24,15 @@ func (c *conn) request(i int) {
 		c.mu.Unlock()
 		return
 	}
-	r, pw := c.routeLocked(i), c.pw
-	c.mu.Unlock()
-	if r == viaPieces {
-		// Out of mu: a write that waits on the peer holds up nothing
-		// else of the conn.
-		c.requestOnPieces(pw, i)
+	if c.routeLocked(i) == viaPieces {
+		// Under mu, as every request on the piece connection, so that
+		// pieceLoop's requests do not come between the route and the
+		// request. The write does not wait on the peer: the requests
+		// outstanding are bounded, and their frames are far smaller than
+		// the socket's buffers.
+		c.requestOnPiecesLocked(c.pw, i)
 	}
+	c.mu.Unlock()
 }
 
 // cancelRequest withdraws the request of piece i; chunks of it still in
@@ -77,7 +79,7 @@ func (c *conn) pieceEndedLocked(i int) {
 	delete(c.assembling, i)
 	for _, j := range c.takeback.Ended(i) {
 		if c.routeLocked(j) == viaPieces {
-			c.requestOnPieces(c.pw, j)
+			c.requestOnPiecesLocked(c.pw, j)
 		}
 	}
 }

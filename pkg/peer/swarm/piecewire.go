@@ -163,9 +163,9 @@ func (c *conn) pieceLoop(pw *piecewire.Conn) {
 			// once more, under mu, so that no cancel comes between the
 			// look at requested and the request. A cancel and a request
 			// since the answer came may have asked already (the request
-			// is then live on pw: requestOnPieces leaves it).
+			// is then live on pw: requestOnPiecesLocked leaves it).
 			if wanted {
-				c.requestOnPieces(pw, i)
+				c.requestOnPiecesLocked(pw, i)
 			}
 			c.mu.Unlock()
 		default:

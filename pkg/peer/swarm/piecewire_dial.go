@@ -147,21 +147,26 @@ func (c *conn) releaseHeldLocked(pw *piecewire.Conn) {
 			continue
 		}
 		c.requested[i] = viaPieces
-		c.requestOnPieces(pw, i)
+		c.requestOnPiecesLocked(pw, i)
 	}
 }
 
-// requestOnPieces sends this side's request of piece i, routed to the
-// piece connection pw, on it; with mu held or not (it takes only pw's
-// locks). A request still live there (asked again after a cancel by
-// pieceLoop and by the download at once) is left as it is. A failure that
-// ends pw, the peer having closed it, is pieceLoop's to handle: it sees the
-// end and moves the requests outstanding on pw to the stream, or ends the
-// conn. Any other ends the conn.
-func (c *conn) requestOnPieces(pw *piecewire.Conn, i int) {
+// requestOnPiecesLocked sends this side's request of piece i, routed to
+// the piece connection pw, on it. A request still live there (asked again
+// after a cancel by pieceLoop and by the download at once) is left as it
+// is. On a piece connection with as many requests outstanding as it takes
+// (cancelled ones wait there for their answers, behind a slow piece) the
+// request goes on the stream instead. A failure that ends pw, the peer
+// having closed it, is pieceLoop's to handle: it sees the end and moves
+// the requests outstanding on pw to the stream, or ends the conn. Any
+// other ends the conn.
+func (c *conn) requestOnPiecesLocked(pw *piecewire.Conn, i int) {
 	err := pw.Request(i)
 	switch {
 	case err == nil, errors.Is(err, piecewire.ErrRequested):
+	case errors.Is(err, piecewire.ErrFull):
+		c.requested[i] = viaStream
+		c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Request{Request: &peerpb.Request{Index: uint32(i)}}})
 	case errors.Is(err, piecewire.ErrClosedByServer), pw.Err() != nil:
 	default:
 		// close takes mu.
@@ -170,8 +175,9 @@ func (c *conn) requestOnPieces(pw *piecewire.Conn, i int) {
 }
 
 // routeLocked records this side's request of piece i and sends it on the
-// path it takes: the piece connection (the caller sends it: the returned
-// route is viaPieces), held for the one being dialed, or the stream.
+// path it takes: the piece connection (the caller sends it with
+// requestOnPiecesLocked before it releases mu: the returned route is
+// viaPieces), held for the one being dialed, or the stream.
 func (c *conn) routeLocked(i int) route {
 	r := viaStream
 	switch {

@@ -38,8 +38,8 @@ func newPieceSwarm(t *testing.T, listen string) (*Swarm, *auth.Key) {
 	return newPieceSwarmWith(t, cfg, Options{})
 }
 
-// newPieceSwarmWith is newPieceSwarm with cfg and opts (their peer id,
-// Keys and Logger are set here).
+// newPieceSwarmWith is newPieceSwarm with cfg and opts (their peer id and
+// Keys are set here, and Logger unless given).
 func newPieceSwarmWith(t *testing.T, cfg Config, opts Options) (*Swarm, *auth.Key) {
 	t.Helper()
 	key, err := auth.GenerateKey()
@@ -48,7 +48,9 @@ func newPieceSwarmWith(t *testing.T, cfg Config, opts Options) (*Swarm, *auth.Ke
 	}
 	cfg.PeerID = "agent-under-test"
 	opts.Keys = auth.NewVerifier(key.Public())
-	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	s, err := New(cfg, t.TempDir(), 1<<30, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -472,4 +474,147 @@ func (c *heldConn) Write(b []byte) (int, error) {
 func (c *heldConn) Read(b []byte) (int, error) {
 	<-c.readable
 	return c.Conn.Read(b)
+}
+
+// TestPieceReaderThatStopsReadingIsDropped: a peer that asks the agent's
+// piece server for pieces and stops reading mid-transfer is dropped once a
+// write makes no progress for pieceTimeout. The piece it held is let go
+// (the uplink backlog returns to zero: the agent does not go on turning
+// others away as busy for it), and the next peer is served.
+func TestPieceReaderThatStopsReadingIsDropped(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.PieceListen = "127.0.0.1:0"
+	cfg.PieceTimeout, cfg.OriginDeferral = 500*time.Millisecond, 0
+	logs := &lockedBuffer{}
+	s, key := newPieceSwarmWith(t, cfg, Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	// More than loopback's socket buffers hold, so that the writes stall.
+	const pieceLength, n = 1 << 20, 16
+	data := make([]byte, n*pieceLength)
+	_, _ = rand.NewChaCha8([32]byte{16}).Read(data)
+	m, err := metainfo.Compute(bytes.NewReader(data), digest.FromBytes(data), int64(len(data)), pieceLength)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.store.Create(m); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if err := s.store.WritePiece(m.Digest, i, data[i*pieceLength:(i+1)*pieceLength]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tok, err := key.IssueCapability(m.Digest, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", s.piecePort)
+
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.(*net.TCPConn).SetReadBuffer(4096)
+	out := piecewire.Preface[:]
+	for i := range n {
+		out, err = piecewire.AppendFrame(out, piecewire.Frame{Type: piecewire.FrameRequest, Index: uint32(i), Digest: m.Digest.String(), Capability: tok})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := nc.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	// Mid-transfer: the first piece's header and a few of its bytes, then
+	// nothing more is read.
+	br := bufio.NewReaderSize(nc, 4096)
+	if f, err := piecewire.ReadFrame(br); err != nil || f.Type != piecewire.FramePiece {
+		t.Fatalf("first answer %+v, %v; want a piece", f, err)
+	}
+	if _, err := io.ReadFull(br, make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+
+	eventually.True(t, "the agent to drop the peer that stopped reading", func() bool {
+		return strings.Contains(logs.String(), "the peer stopped reading")
+	})
+	// The connection's end is logged after its last piece's Done.
+	if b := s.up.Backlog(); b != 0 {
+		t.Fatalf("uplink backlog %d after the peer that stopped reading was dropped; want 0", b)
+	}
+	c, err := piecewire.Dial(t.Context(), addr, nil, m, tok, piecewire.ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Request(n - 1); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := <-c.Results(); !ok || !bytes.Equal(r.Data, data[(n-1)*pieceLength:]) {
+		t.Fatalf("the next peer got %v (%v); want piece %d", r, c.Err(), n-1)
+	}
+}
+
+// lockedBuffer is a log's destination that tests read while it is written.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestRequestBeyondAFullPieceConnectionGoesOnTheStream: cancelled requests
+// stay outstanding on a piece connection until their answers come, which a
+// slow piece ahead of them holds back, and the scheduler asks for more
+// meanwhile. A request beyond what the piece connection takes goes on the
+// stream (it used to end the stream: a slow but healthy peer lost).
+func TestRequestBeyondAFullPieceConnectionGoesOnTheStream(t *testing.T) {
+	s, key := newPieceSwarm(t, "")
+	_, m := holdPieces(t, s, 10)
+	pw, ps := dialScripted(t, s, key, m)
+	c, st := runConnWith(t, s, m, false, pw)
+	dl := attachDownload(c)
+
+	// All cancelled but the last, which is still wanted.
+	full := piecewire.DefaultClientConfig().MaxOutstanding
+	for i := range full {
+		c.request(i)
+		ps.expect(t, piecewire.FrameRequest, i, "asking for a piece")
+		if i < full-1 {
+			c.cancelRequest(i)
+			ps.expect(t, piecewire.FrameCancel, i, "cancelling it")
+		}
+	}
+	c.request(full)
+	expect(t, st, fmt.Sprint("request ", full), "a request while the piece connection has as many outstanding as it takes")
+
+	// Answers free places there: once the wanted one's is in, the
+	// cancelled one's before it is too.
+	ps.send(t, piecewire.Frame{Type: piecewire.FrameReject, Index: 0, Reason: piecewire.ReasonCancelled}, nil)
+	ps.send(t, piecewire.Frame{Type: piecewire.FrameReject, Index: uint32(full - 1), Reason: piecewire.ReasonBusy}, nil)
+	var evs []any
+	eventually.True(t, "the busy reject to reach the download", func() bool {
+		evs = append(evs, pieceEvents(dl)...)
+		return len(evs) > 0
+	})
+	if r, ok := evs[0].(evRejected); !ok || r.piece != full-1 {
+		t.Fatalf("the download got %#v; want piece %d rejected", evs, full-1)
+	}
+	c.request(full + 1)
+	ps.expect(t, piecewire.FrameRequest, full+1, "a request once the piece connection has room")
+	select {
+	case <-c.closed:
+		t.Fatal("the stream was closed")
+	default:
+	}
 }
