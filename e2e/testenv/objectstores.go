@@ -23,11 +23,21 @@ const (
 	// VersityGW is Versity's S3 gateway (Apache-2.0), serving the S3 API
 	// over a POSIX directory.
 	VersityGW = "github.com/versity/versitygw/cmd/versitygw@v1.8.0"
-	// FakeGCSServer serves the GCS JSON API over a directory.
-	FakeGCSServer = "github.com/fsouza/fake-gcs-server@v1.56.1"
 	// Azurite is Microsoft's Azure Storage emulator, an npm package.
 	Azurite = "azurite@3.37.0"
 )
+
+// FakeGCSServer serves the GCS JSON API over a directory: fake-gcs-server
+// with resumable uploads streamed to disk (the patch's header and
+// docs/storage.md say what changes and why). Released, it keeps an upload
+// in memory and recomputes its checksums over all of it at every chunk, so
+// a 5 GiB upload cannot finish.
+var FakeGCSServer = PatchedTool{
+	Module:  "github.com/fsouza/fake-gcs-server",
+	Version: "v1.56.1",
+	Package: ".",
+	Patches: []string{"e2e/testenv/patches/fake-gcs-server-stream-uploads.patch"},
+}
 
 // Azurite's well-known development account (the same in every Azurite, and
 // published in its documentation): not a secret.
@@ -94,8 +104,9 @@ func (o *ObjectStore) StorageURL(prefix string) string {
 
 // ObjectStoreOptions describes an object store server to start.
 type ObjectStoreOptions struct {
-	// Binary is the server: the versitygw or fake-gcs-server binary
-	// (Workspace.Install), or azurite-blob (Workspace.InstallNPM).
+	// Binary is the server: the versitygw binary (Workspace.Install),
+	// the patched fake-gcs-server (Workspace.BuildPatchedTool), or
+	// azurite-blob (Workspace.InstallNPM).
 	Binary string
 	// Dir holds the server's data (Dir/data) and its log.
 	Dir string
@@ -149,16 +160,22 @@ func StartVersityGW(ctx context.Context, opts ObjectStoreOptions) (*ObjectStore,
 }
 
 // StartFakeGCS starts fake-gcs-server with its filesystem backend on a free
-// 127.0.0.1 port, plain HTTP, and creates the bucket.
+// 127.0.0.1 port, plain HTTP, and creates the bucket. The patched server
+// keeps unfinished resumable uploads under Dir/uploads.
 func StartFakeGCS(ctx context.Context, opts ObjectStoreOptions) (*ObjectStore, error) {
 	data, err := opts.fill("fake-gcs-server")
 	if err != nil {
 		return nil, err
 	}
+	uploads := filepath.Join(opts.Dir, "uploads")
+	if err := os.MkdirAll(uploads, 0o755); err != nil {
+		return nil, fmt.Errorf("starting fake-gcs-server: %w", err)
+	}
 	s, err := startServer(ctx, func(addr string) (Options, error) {
 		_, port, _ := strings.Cut(addr, ":")
 		return Options{
 			Name: "fake-gcs-server " + addr,
+			Env:  []string{"TMPDIR=" + uploads},
 			Path: opts.Binary,
 			Args: []string{"-scheme", "http", "-host", "127.0.0.1", "-port", port,
 				"-backend", "filesystem", "-filesystem-root", data,
@@ -334,7 +351,7 @@ func (w *Workspace) StartObjectStore(ctx context.Context, kind, dir string) (*Ob
 			return StartAzurite(ctx, opts)
 		}
 	case KindGCS:
-		if opts.Binary, err = w.Install(ctx, FakeGCSServer); err == nil {
+		if opts.Binary, err = w.BuildPatchedTool(ctx, FakeGCSServer); err == nil {
 			return StartFakeGCS(ctx, opts)
 		}
 	default:

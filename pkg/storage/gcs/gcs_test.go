@@ -13,26 +13,24 @@ import (
 
 	"github.com/shoal-dev/shoal/e2e/testenv"
 	"github.com/shoal-dev/shoal/pkg/storage"
+	"github.com/shoal-dev/shoal/pkg/storage/internal/largestream"
 )
 
 // store is one fake-gcs-server for the package; each test has a prefix
 // of its own.
 var store *testenv.SharedObjectStore
 
-// TestMain runs this package in short mode, whose only effect is on the
-// reference suite: it skips the 5 GiB stream and shrinks two concurrency
-// tests (10 MiB instead of 128 MiB, 8 streams instead of 32). Unlike the
-// other drivers' (make large-streams), this one's 5 GiB stream cannot run
-// on fake-gcs-server, which holds a resumable upload in memory and
-// recomputes its MD5 and CRC32C over everything received at every chunk:
-// with 1 MiB chunks 1 GiB took 291 s (time grows with the square of the
-// size), with 512 MiB chunks 1 GiB took 74 s and the server's resident
-// memory peaked at 6.5 GiB, so 5 GiB would need well over the machine's
-// memory (docs/storage.md). The suite's streams still cross chunk
-// boundaries: the test driver uses 1 MiB chunks.
+// TestMain runs the reference suite in short mode, without its 5 GiB
+// stream, which runs alone with SHOAL_LARGE_STREAM=1 (make large-streams;
+// pkg/storage/internal/largestream). Short mode shrinks two concurrency
+// tests (10 MiB instead of 128 MiB, 8 streams instead of 32). The 5 GiB
+// stream needs fake-gcs-server patched to stream resumable uploads to disk
+// (e2e/testenv.FakeGCSServer, docs/storage.md): released, it holds an
+// upload in memory and recomputes its checksums over all of it at every
+// chunk.
 func TestMain(m *testing.M) {
 	flag.Parse()
-	if err := flag.Set("test.short", "true"); err != nil {
+	if err := largestream.Configure("TestReferenceSuite"); err != nil {
 		panic(err)
 	}
 	store = testenv.StartSharedObjectStore(testenv.KindGCS)
@@ -41,10 +39,16 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// newDriverAt opens the driver on storageURL (a FreshURL) with 1 MiB chunks.
+// newDriverAt opens the driver on storageURL (a FreshURL) with 1 MiB
+// chunks, so that the tests' writes cross chunk boundaries; the 5 GiB
+// stream's run (largestream.Enabled) keeps the default 16 MiB, as in
+// production.
 func newDriverAt(t testing.TB, storageURL string) storage.Driver {
 	t.Helper()
-	u, err := url.Parse(storageURL + "&chunkSize=1048576")
+	if !largestream.Enabled() {
+		storageURL += "&chunkSize=1048576"
+	}
+	u, err := url.Parse(storageURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +60,7 @@ func newDriverAt(t testing.TB, storageURL string) storage.Driver {
 }
 
 // TestReferenceSuite runs the reference registry's driver test suite
-// against fake-gcs-server, in short mode (TestMain says why).
+// against fake-gcs-server (TestMain says in which mode).
 func TestReferenceSuite(t *testing.T) {
 	d := newPruningDriver(t)
 	testsuites.Driver(t, func() (storage.Driver, error) { return d, nil }, false)
