@@ -51,6 +51,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 5, "alternating rounds: each pushes, pulls and HEADs on every registry once")
 	flag.DurationVar(&o.headFor, "head-duration", 3*time.Second, "how long to send manifest HEADs in each round")
 	flag.IntVar(&o.headWorkers, "head-workers", 8, "concurrent manifest HEAD clients")
+	flag.StringVar(&o.shoalParams, "shoal-params", "", "storage URL parameters added to the origin's, such as readRanges=0 (one streaming GET per read) or readRangeSize=16777216 (docs/storage.md)")
 	quick := flag.Bool("quick", false, "a check that the benchmark works, not figures: -stores s3 -size 16 -rounds 2 -head-duration 500ms, unless set")
 	flag.Parse()
 	if *quick {
@@ -85,6 +86,8 @@ type options struct {
 	rounds      int
 	headFor     time.Duration
 	headWorkers int
+	// shoalParams are added to the origin's storage URL.
+	shoalParams string
 }
 
 // The two registries, by the names the figures carry.
@@ -140,6 +143,9 @@ func run(o options) error {
 	_, _ = rng.Read(blob)
 	fmt.Printf("blob %d MiB, %d alternating rounds, manifest HEADs for %s with %d clients per round; load average %s\n",
 		o.sizeMiB, o.rounds, o.headFor, o.headWorkers, procstat.LoadAvg())
+	if o.shoalParams != "" {
+		fmt.Printf("the origin's storage URL has %s added\n", o.shoalParams)
+	}
 
 	var summaries []summary
 	for _, kind := range strings.Split(o.stores, ",") {
@@ -157,6 +163,14 @@ func run(o options) error {
 // measureStore starts a store of kind, the origin and (where its driver can
 // reach the store) registry:2 on it, and measures them in alternating
 // rounds.
+// withParams adds the URL parameters params (k=v&k=v) to storageURL.
+func withParams(storageURL, params string) string {
+	if params == "" {
+		return storageURL
+	}
+	return storageURL + "&" + params
+}
+
 func measureStore(ctx context.Context, w *testenv.Workspace, o options, kind, dir, originBin, registryBin string, blob []byte) ([]summary, error) {
 	store, err := w.StartObjectStore(ctx, kind, dir)
 	if err != nil {
@@ -173,7 +187,7 @@ func measureStore(ctx context.Context, w *testenv.Workspace, o options, kind, di
 	// that its requests can be told apart.
 	viaOrigin, originProxy := counted(store)
 	defer originProxy.Close()
-	origin, err := testenv.StartOrigin(ctx, testenv.OriginOptions{Binary: originBin, Storage: viaOrigin.StorageURL("/bench"), Dir: dir})
+	origin, err := testenv.StartOrigin(ctx, testenv.OriginOptions{Binary: originBin, Storage: withParams(viaOrigin.StorageURL("/bench"), o.shoalParams), Dir: dir})
 	if err != nil {
 		return nil, err
 	}

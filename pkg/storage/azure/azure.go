@@ -24,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"regexp"
@@ -31,6 +32,8 @@ import (
 	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	azref "github.com/distribution/distribution/v3/registry/storage/driver/azure"
 
 	"github.com/shoal-dev/shoal/pkg/storage"
@@ -60,13 +63,18 @@ type Config struct {
 	// so the bytes come from Azure rather than through the origin.
 	// Default false.
 	Redirect bool
+	// Reads sizes the ranged GETs of a large read (storage URL parameters
+	// readRangeSize and readRanges; docs/storage.md).
+	Reads objectstore.Reads
 }
 
 // ParseURL reads a storage URL of the form
 //
 //	azure://CONTAINER/PREFIX?account=NAME&endpoint=https://host&redirect=true
 //
-// Unknown parameters are an error, and so are credentials in the URL.
+// Further query parameters: readRangeSize and readRanges
+// (objectstore.Reads). Unknown parameters are an error, and so are
+// credentials in the URL.
 func ParseURL(u *url.URL) (Config, error) {
 	if u.User != nil {
 		return Config{}, errors.New("azure storage URL: credentials never go in the URL; set AZURE_STORAGE_KEY or use an Azure identity")
@@ -86,7 +94,10 @@ func ParseURL(u *url.URL) (Config, error) {
 		case "redirect":
 			cfg.Redirect, err = strconv.ParseBool(v)
 		default:
-			return Config{}, fmt.Errorf("azure storage URL: unknown parameter %q; known: account, endpoint, redirect", key)
+			var ok bool
+			if ok, err = cfg.Reads.Parse(key, v); !ok {
+				return Config{}, fmt.Errorf("azure storage URL: unknown parameter %q; known: account, endpoint, redirect, "+objectstore.ReadParams, key)
+			}
 		}
 		if err != nil {
 			return Config{}, fmt.Errorf("azure storage URL: parameter %s=%q: %w", key, v, err)
@@ -151,7 +162,8 @@ func New(ctx context.Context, cfg Config) (storage.Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", store, err)
 	}
-	wrapped := objectstore.Wrap(d, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage, Redirect: cfg.Redirect})
+	wrapped := objectstore.Wrap(d, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage, Redirect: cfg.Redirect,
+		Ranges: &ranges{container: cc, prefix: cfg.Prefix}, Reads: cfg.Reads})
 	return &azureDriver{
 		Driver:      wrapped,
 		conditional: &conditional{container: cc, prefix: cfg.Prefix, errs: wrapped},
@@ -203,3 +215,46 @@ var (
 	responseStatus  = regexp.MustCompile(`RESPONSE (\d{3}):`)
 	connFailureText = regexp.MustCompile(`connection refused|connection reset|broken pipe|i/o timeout|unexpected EOF`)
 )
+
+// ranges reads byte ranges of blobs (objectstore.RangeOpener) through the
+// driver's own client (newContainerClient).
+type ranges struct {
+	container *container.Client
+	prefix    string
+}
+
+// OpenRange reads n bytes of the blob at p from off with a ranged Get Blob,
+// with If-Match: version when version is set.
+func (r *ranges) OpenRange(ctx context.Context, p string, off, n int64, version string) (io.ReadCloser, objectstore.Object, error) {
+	opts := &blob.DownloadStreamOptions{Range: blob.HTTPRange{Offset: off, Count: n}}
+	if version != "" {
+		etag := azcore.ETag(version)
+		opts.AccessConditions = &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfMatch: &etag}}
+	}
+	resp, err := r.container.NewBlobClient(blobName(r.prefix, p)).DownloadStream(ctx, opts)
+	if err != nil {
+		var re *azcore.ResponseError
+		code := 0
+		if errors.As(err, &re) {
+			code = re.StatusCode
+		}
+		return nil, objectstore.Object{}, objectstore.RangeError(p, DriverName, version, code, err)
+	}
+	var contentRange, etag string
+	var length int64
+	if resp.ContentRange != nil {
+		contentRange = *resp.ContentRange
+	}
+	if resp.ContentLength != nil {
+		length = *resp.ContentLength
+	}
+	if resp.ETag != nil {
+		etag = string(*resp.ETag)
+	}
+	obj, err := objectstore.ObjectFromContentRange(off, contentRange, length, etag)
+	if err != nil {
+		resp.Body.Close()
+		return nil, objectstore.Object{}, err
+	}
+	return resp.Body, obj, nil
+}

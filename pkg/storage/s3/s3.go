@@ -27,6 +27,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"strconv"
@@ -82,6 +83,9 @@ type Config struct {
 	// to a pre-signed URL of the blob's object (valid 20 minutes), so the
 	// bytes come from S3 rather than through the origin. Default false.
 	Redirect bool
+	// Reads sizes the ranged GETs of a large read (storage URL parameters
+	// readRangeSize and readRanges; docs/storage.md).
+	Reads objectstore.Reads
 }
 
 // defaultChunkSize is registry:2's part size, 10 MiB: two of S3's 5 MiB
@@ -93,8 +97,8 @@ const defaultChunkSize = 10 << 20
 //	s3://BUCKET/PREFIX?region=eu-west-1&endpoint=https://host:port&pathStyle=true
 //
 // Further query parameters: chunkSize (bytes), storageClass, encrypt,
-// kmsKeyID, redirect. Unknown parameters are an error, and so are credentials in the
-// URL.
+// kmsKeyID, redirect, readRangeSize and readRanges (objectstore.Reads).
+// Unknown parameters are an error, and so are credentials in the URL.
 func ParseURL(u *url.URL) (Config, error) {
 	if u.User != nil {
 		return Config{}, fmt.Errorf("s3 storage URL: credentials never go in the URL; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use a profile or an instance role")
@@ -124,7 +128,10 @@ func ParseURL(u *url.URL) (Config, error) {
 		case "redirect":
 			cfg.Redirect, err = strconv.ParseBool(v)
 		default:
-			return Config{}, fmt.Errorf("s3 storage URL: unknown parameter %q; known: region, endpoint, pathStyle, chunkSize, storageClass, encrypt, kmsKeyID, redirect", key)
+			var ok bool
+			if ok, err = cfg.Reads.Parse(key, v); !ok {
+				return Config{}, fmt.Errorf("s3 storage URL: unknown parameter %q; known: region, endpoint, pathStyle, chunkSize, storageClass, encrypt, kmsKeyID, redirect, "+objectstore.ReadParams, key)
+			}
 		}
 		if err != nil {
 			return Config{}, fmt.Errorf("s3 storage URL: parameter %s=%q: %w", key, v, err)
@@ -193,7 +200,7 @@ func New(ctx context.Context, cfg Config) (storage.Driver, error) {
 		return nil, fmt.Errorf("opening %s: %w", store, err)
 	}
 	inner := &driver{StorageDriver: d, client: client, bucket: cfg.Bucket, prefix: cfg.Prefix}
-	wrapped := objectstore.Wrap(inner, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage, Redirect: cfg.Redirect})
+	wrapped := objectstore.Wrap(inner, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage, Redirect: cfg.Redirect, Ranges: inner, Reads: cfg.Reads})
 	return &s3Driver{
 		Driver:      wrapped,
 		conditional: &conditional{inner: inner, cfg: cfg, errs: wrapped},
@@ -298,4 +305,28 @@ func isOutage(err error) bool {
 		err = ae.OrigErr()
 	}
 	return false
+}
+
+// OpenRange reads n bytes of the object at p from off with a ranged
+// GetObject, with If-Match: version when version is set
+// (objectstore.RangeOpener).
+func (d *driver) OpenRange(ctx context.Context, p string, off, n int64, version string) (io.ReadCloser, objectstore.Object, error) {
+	in := &s3.GetObjectInput{
+		Bucket: aws.String(d.bucket),
+		Key:    aws.String(d.key(p)),
+		Range:  aws.String(fmt.Sprintf("bytes=%d-%d", off, off+n-1)),
+	}
+	if version != "" {
+		in.IfMatch = aws.String(version)
+	}
+	out, err := d.client.GetObjectWithContext(ctx, in)
+	if err != nil {
+		return nil, objectstore.Object{}, objectstore.RangeError(p, DriverName, version, status(err), err)
+	}
+	obj, err := objectstore.ObjectFromContentRange(off, aws.StringValue(out.ContentRange), aws.Int64Value(out.ContentLength), aws.StringValue(out.ETag))
+	if err != nil {
+		out.Body.Close()
+		return nil, objectstore.Object{}, err
+	}
+	return out.Body, obj, nil
 }

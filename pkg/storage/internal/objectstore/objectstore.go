@@ -49,6 +49,12 @@ type Options struct {
 	// with a redirect instead of the bytes. Default false: RedirectURL
 	// returns "" and every byte goes through the origin.
 	Redirect bool
+	// Ranges lets Reader read a large object with ranged GETs in
+	// parallel (ranged.go) when Reads.InFlight > 0; nil: one GET
+	// through the wrapped driver.
+	Ranges RangeOpener
+	// Reads sizes them.
+	Reads Reads
 }
 
 // Driver is a storage.Driver adapted by Wrap.
@@ -61,8 +67,15 @@ var _ storage.Driver = (*Driver)(nil)
 
 // Wrap adapts d, a driver over the object store that opts describes.
 func Wrap(d storage.Driver, opts Options) *Driver {
+	if opts.Reads.RangeSize <= 0 {
+		opts.Reads.RangeSize = DefaultRangeSize
+	}
 	return &Driver{inner: d, opts: opts}
 }
+
+// Ranges returns the RangeOpener Reader reads large objects with, nil for
+// none.
+func (d *Driver) Ranges() RangeOpener { return d.opts.Ranges }
 
 // Unwrap returns the wrapped driver.
 func (d *Driver) Unwrap() storage.Driver { return d.inner }
@@ -113,11 +126,46 @@ func (d *Driver) PutContent(ctx context.Context, p string, content []byte) error
 
 // Reader reads the file at p from offset on. At offset == size it is empty;
 // past the end it is an InvalidOffsetError. The store's answer is read in
-// growing reads (reader, below).
+// growing reads (reader.go); with Reads.InFlight > 0, and where the store's
+// driver offers them, a large object with ranged GETs in parallel
+// (ranged.go).
 func (d *Driver) Reader(ctx context.Context, p string, offset int64) (io.ReadCloser, error) {
 	if err := d.check(p, false); err != nil {
 		return nil, err
 	}
+	if d.opts.Ranges == nil || d.opts.Reads.InFlight <= 0 {
+		return d.streamReader(ctx, p, offset)
+	}
+	if offset < 0 {
+		return nil, storage.InvalidOffsetError{Path: p, Offset: offset, DriverName: d.opts.Name}
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	body, obj, err := d.opts.Ranges.OpenRange(rctx, p, offset, 2*d.opts.Reads.RangeSize, "")
+	if errors.Is(err, ErrRangeNotSatisfiable) {
+		// At or past the end, or an empty object: the one-GET path
+		// tells which.
+		cancel()
+		return d.streamReader(ctx, p, offset)
+	}
+	if err != nil {
+		cancel()
+		return nil, d.mapErr("read", p, err)
+	}
+	open := func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+		rc, o, err := d.opts.Ranges.OpenRange(ctx, p, off, n, obj.Version)
+		if err == nil && o.Size != obj.Size {
+			rc.Close()
+			err = fmt.Errorf("%w: %d bytes, then %d", ErrObjectChanged, obj.Size, o.Size)
+		}
+		return rc, err
+	}
+	cfg := readConfig{rangeSize: d.opts.Reads.RangeSize, inFlight: d.opts.Reads.InFlight}
+	return newRanged(rctx, cancel, body, offset, obj, cfg, open, func(err error) error { return d.mapErr("read", p, err) }), nil
+}
+
+// streamReader reads the file at p from offset on with one GET through the
+// wrapped driver.
+func (d *Driver) streamReader(ctx context.Context, p string, offset int64) (io.ReadCloser, error) {
 	rc, err := d.inner.Reader(ctx, p, offset)
 	if err != nil {
 		return nil, d.mapErr("read", p, err)
