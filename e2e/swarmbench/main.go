@@ -51,6 +51,7 @@ type config struct {
 	originConfig    string
 	keep            bool
 	originBin       string
+	agentBin        string
 }
 
 func main() {
@@ -76,6 +77,7 @@ func main() {
 	flag.StringVar(&c.agentConfig, "agent-config", "", "peer-agent YAML config for the swarm (default: production defaults, shutdownGrace 5s)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (storage, caches, logs)")
 	flag.StringVar(&c.originBin, "origin-bin", "", "origin binary to run instead of building cmd/origin (to compare two builds of the origin on one setup)")
+	flag.StringVar(&c.agentBin, "agent-bin", "", "peer-agent binary to run instead of building cmd/peer-agent (as -origin-bin)")
 	flag.Parse()
 	if *pullURL != "" {
 		pullMain(*pullURL, *pullHost, *pullAt, *pullTimeout)
@@ -142,11 +144,17 @@ func runBench(c config) error {
 			return err
 		}
 	}
-	if c.originBin != "" {
-		if bins.origin, err = filepath.Abs(c.originBin); err != nil {
+	for _, b := range []struct {
+		name, flag string
+		bin        *string
+	}{{"origin", c.originBin, &bins.origin}, {"peer-agent", c.agentBin, &bins.agent}} {
+		if b.flag == "" {
+			continue
+		}
+		if *b.bin, err = filepath.Abs(b.flag); err != nil {
 			return err
 		}
-		fmt.Printf("origin binary: %s\n", bins.origin)
+		fmt.Printf("%s binary: %s\n", b.name, *b.bin)
 	}
 	var errs []error
 	if c.only == "" || c.only == "swarm" {
