@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -29,6 +30,12 @@ const (
 	goal10ColdRatio = 0.4 // issue 10: cold pull / direct
 	goal10AgentCPU  = 2.0 // issue 10: the agent's CPU-s per GiB of a cold pull
 )
+
+// singleCompare is a peer-agent config for a second fresh agent whose cold
+// pull is printed beside the first's, in the same run (two settings
+// compared as a ratio on the same machine state, under the same load).
+var singleCompare = flag.String("single-compare-config", "",
+	"peer-agent YAML config of a second fresh agent whose cold pull is printed beside the first's (the one-agent figures; default: none)")
 
 // runSingle measures one agent on loopback without shaping: a cold pull of
 // a layer through it, warm pulls from its cache and its peak RSS, against
@@ -128,6 +135,25 @@ func runSingle(ctx context.Context, c config, bins binaries, dir string) error {
 	if err != nil {
 		return err
 	}
+	var compare string
+	if *singleCompare != "" {
+		// The first agent goes, so that the second takes the layer from
+		// the origin, not from it (same peer id: the tracker's entry is
+		// the second's from its first announce).
+		cl.stopAgents()
+		if err := cl.startAgents(ctx, "single-compare", 1, *singleCompare, nil); err != nil {
+			return err
+		}
+		agentPID = cl.agents[0].proc.PID()
+		c0 := snap()
+		v, err := timed(cl.agents[0].url + blobPath)
+		if err != nil {
+			return err
+		}
+		c1 := snap()
+		compare = fmt.Sprintf("  cold pull through a second agent with %s: %.0f MB/s = %.0f%% of direct (%.2f x the first's); CPU-s per GiB: %s\n",
+			*singleCompare, v/1e6, 100*v/direct, v/cold, perGiB(c0, c1, S))
+	}
 	fresh, warmPages, err := pageCacheWriteCost(dir, lay.size)
 	if err != nil {
 		return err
@@ -137,6 +163,7 @@ func runSingle(ctx context.Context, c config, bins binaries, dir string) error {
 	fmt.Printf("  cold pull through the agent: %s = %.0f%% of direct  goal >= %.0f%%: %s\n", mbs(cold), 100*cold/direct, 100*goalColdRatio, verdict(cold >= goalColdRatio*direct))
 	fmt.Printf("  warm pull from the agent's cache: %s (median of %s, %s, %s)  goal >= 1 GB/s: %s\n", mbs(warm), mbs(warmAll[0]), mbs(warmAll[1]), mbs(warmAll[2]), verdict(warm >= goalWarm))
 	fmt.Printf("  CPU-s per GiB pulled: direct: %s; cold through the agent: %s\n", directCPU, coldCPU)
+	fmt.Print(compare)
 	g := S / (1 << 30)
 	fmt.Printf("  this machine's page cache, CPU-s per GiB of new file data written (the agent's cache writes pay it, a direct GET does not): %.2f on free memory as the pull found it, %.2f on pages just freed\n",
 		fresh.Seconds()/g, warmPages.Seconds()/g)
