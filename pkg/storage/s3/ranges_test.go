@@ -1,8 +1,6 @@
 package s3
 
 import (
-	"context"
-	"net/url"
 	"testing"
 
 	"github.com/shoal-dev/shoal/pkg/storage/internal/objectstore/objectstoretest"
@@ -15,16 +13,7 @@ func TestRangeOpener(t *testing.T) {
 	objectstoretest.RangeOpener(t, d, d.(*s3Driver).Ranges())
 }
 
-// TestLargeReads reads an object of several ranges through Reader, with
-// ranges of 1 MiB, 4 in flight.
+// TestLargeReads reads objects of several ranges through Reader.
 func TestLargeReads(t *testing.T) {
-	u, err := url.Parse(store.FreshURL(t) + "&" + objectstoretest.LargeReadsParams)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := Open(context.Background(), u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	objectstoretest.LargeReads(t, d)
+	objectstoretest.LargeReads(t, store.FreshURL(t), Open)
 }

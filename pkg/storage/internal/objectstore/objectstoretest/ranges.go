@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"net/url"
 	"testing"
 
 	"github.com/shoal-dev/shoal/pkg/storage"
@@ -71,16 +72,21 @@ func RangeOpener(t *testing.T, d storage.Driver, o objectstore.RangeOpener) {
 	}
 }
 
-// LargeReadsParams are the storage URL parameters of the driver that
-// LargeReads checks: ranges of 1 MiB, 4 in flight.
-const LargeReadsParams = "readRangeSize=1048576&readRanges=4"
-
-// LargeReads checks that d's Reader, opened with LargeReadsParams, reads an
-// object several ranges long intact, whole and from offsets that are not
-// on a range's boundary, and that a short read from the middle is intact
-// too.
-func LargeReads(t *testing.T, d storage.Driver) {
+// LargeReads opens a driver with open on storageURL (a fresh prefix of the
+// store), with ranges of 1 MiB, 4 in flight, and checks that its Reader
+// reads an object several ranges long intact, whole and from offsets that
+// are not on a range's boundary, and that a short read from the middle is
+// intact too.
+func LargeReads(t *testing.T, storageURL string, open func(context.Context, *url.URL) (storage.Driver, error)) {
 	ctx := context.Background()
+	u, err := url.Parse(storageURL + "&readRangeSize=1048576&readRanges=4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := open(ctx, u)
+	if err != nil {
+		t.Fatalf("opening %s: %v", u, err)
+	}
 	const p, rangeSize = "/ranges/large", 1 << 20
 	want := random(t, 9*rangeSize+12345)
 	if err := d.PutContent(ctx, p, want); err != nil {
