@@ -4,99 +4,16 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"errors"
 	"testing"
 
 	"github.com/shoal-dev/shoal/pkg/storage"
+	"github.com/shoal-dev/shoal/pkg/storage/internal/stagedtest"
 )
 
-// TestStagedWriteIsInvisibleUntilCommit: a staged write, of less than a
-// block (one Put Blob at Commit) or of several blocks, shows nothing at its
-// path or in a listing before Commit, leaves a blob already there as it
-// was, then replaces it whole; a cancelled or closed write leaves nothing,
-// and a write of the same path after it (its blocks left uncommitted)
-// commits its own bytes only.
+// TestStagedWriteIsInvisibleUntilCommit: blocks of stagedBlockSize
+// (stagedtest.InvisibleUntilCommit says what it checks).
 func TestStagedWriteIsInvisibleUntilCommit(t *testing.T) {
-	d := newDriver(t)
-	sw, ok := storage.StagedWriterOf(d)
-	if !ok {
-		t.Fatal("the Azure driver offers no staged writes")
-	}
-	ctx := context.Background()
-	read := func(p string) []byte {
-		t.Helper()
-		b, err := d.GetContent(ctx, p)
-		if errors.As(err, new(storage.PathNotFoundError)) {
-			return nil
-		}
-		if err != nil {
-			t.Fatalf("reading %s: %v", p, err)
-		}
-		return b
-	}
-	write := func(p string, size int) (storage.FileWriter, []byte) {
-		t.Helper()
-		data := make([]byte, size)
-		_, _ = rand.Read(data)
-		w, err := sw.StagedWriter(ctx, p, "/uploads/x")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rest := data; len(rest) > 0; {
-			n := min(len(rest), 1<<20+7)
-			if _, err := w.Write(rest[:n]); err != nil {
-				t.Fatalf("writing %s: %v", p, err)
-			}
-			rest = rest[n:]
-		}
-		return w, data
-	}
-	old := []byte("the blob before")
-	for _, tc := range []struct {
-		name string
-		size int
-		old  []byte
-	}{
-		{"small-new", 3000, nil},
-		{"blocks-new", 2*stagedBlockSize + 3, nil},
-		{"small-over-a-blob", 3000, old},
-		{"blocks-over-a-blob", 2*stagedBlockSize + 3, old},
-	} {
-		p := "/blobs/" + tc.name + "/data"
-		if tc.old != nil {
-			if err := d.PutContent(ctx, p, tc.old); err != nil {
-				t.Fatal(err)
-			}
-		}
-		for _, end := range []string{"Cancel", "Close"} {
-			w, _ := write(p, tc.size)
-			var err error
-			if end == "Cancel" {
-				err = w.Cancel(ctx)
-			} else {
-				err = w.Close()
-			}
-			if err != nil {
-				t.Fatalf("%s: %s: %v", tc.name, end, err)
-			}
-			if got := read(p); !bytes.Equal(got, tc.old) {
-				t.Fatalf("%s: after %s, %s holds %d bytes; want what was there (%d bytes)", tc.name, end, p, len(got), len(tc.old))
-			}
-		}
-		w, want := write(p, tc.size)
-		if got := read(p); !bytes.Equal(got, tc.old) {
-			t.Fatalf("%s: before Commit, %s holds %d bytes; want what was there (%d bytes)", tc.name, p, len(got), len(tc.old))
-		}
-		if l, err := d.List(ctx, "/blobs/"+tc.name); tc.old == nil && err == nil {
-			t.Errorf("%s: before Commit, a listing shows %v", tc.name, l)
-		}
-		if err := w.Commit(ctx); err != nil {
-			t.Fatalf("%s: Commit: %v", tc.name, err)
-		}
-		if got := read(p); !bytes.Equal(got, want) {
-			t.Fatalf("%s: after Commit, %s holds %d bytes that differ from the %d written", tc.name, p, len(got), len(want))
-		}
-	}
+	stagedtest.InvisibleUntilCommit(t, newDriver(t), stagedBlockSize)
 }
 
 // TestStagedWriteOverAnAppendBlob: the reference driver's writers write

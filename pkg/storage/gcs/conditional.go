@@ -26,12 +26,6 @@ type conditional struct {
 	errs *objectstore.Driver
 }
 
-// withConditional returns wrapped (d, as objectstore.Wrap adapted it)
-// offering GCS's conditional writes.
-func withConditional(wrapped *objectstore.Driver, d *driver) shoalstorage.Driver {
-	return shoalstorage.WithConditionalWriter(wrapped, &conditional{d: d, errs: wrapped})
-}
-
 // GetContentVersion reads the object at p and its generation.
 func (c *conditional) GetContentVersion(ctx context.Context, p string) ([]byte, string, error) {
 	if err := check(p); err != nil {

@@ -205,7 +205,7 @@ func New(ctx context.Context, cfg Config) (shoalstorage.Driver, error) {
 		}
 		d.signer.Insecure = true
 	}
-	return withConditional(objectstore.Wrap(d, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage, Redirect: cfg.Redirect, Ranges: d, Reads: cfg.Reads}), d), nil
+	return withCapabilities(objectstore.Wrap(d, objectstore.Options{Name: DriverName, Store: store, IsOutage: isOutage, Redirect: cfg.Redirect, Ranges: d, Reads: cfg.Reads}), d), nil
 }
 
 // driver implements the contract on the SDK; objectstore.Wrap maps its
