@@ -26,11 +26,6 @@ const (
 	// recentBudget bounds the bytes held in memory by all blobs together
 	// (16 blobs' worth of 4 MiB pieces at recentPerBlob, 64 MiB).
 	recentBudget = 64 << 20
-	// freeBuffers is how many recycled piece buffers wait for reuse: a
-	// download takes one per piece as it arrives and gives one back per
-	// piece leaving the recent ones, so a few absorb the jitter between
-	// the two (16 MiB of 4 MiB pieces held idle at most).
-	freeBuffers = 4
 )
 
 // recent is a blob's in-memory tail of pieces.
@@ -45,58 +40,18 @@ type recentPiece struct {
 }
 
 // buffers recycles piece buffers: a fresh 4 MiB buffer per piece costs
-// zeroing, garbage at the rate of the download and, once the runtime has
-// returned the freed memory to the system, a page fault per 4 KiB page as
-// the socket fills it. The free list is bounded (freeBuffers) and, unlike
-// a sync.Pool, not emptied by the garbage collector, which a download's
-// own piece buffers trigger every few pieces.
+// zeroing and garbage at the rate of the download.
 type buffers struct {
-	mu   sync.Mutex
-	free [][]byte     // at most freeBuffers, each of length 0
+	pool sync.Pool
 	held atomic.Int64 // bytes held by all blobs' recent pieces
-}
-
-// get takes a free buffer with room for size bytes, if there is one.
-func (f *buffers) get(size int64) ([]byte, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for k, b := range f.free {
-		if int64(cap(b)) >= size {
-			last := len(f.free) - 1
-			f.free[k], f.free[last] = f.free[last], nil
-			f.free = f.free[:last]
-			return b, true
-		}
-	}
-	return nil, false
-}
-
-// put keeps b for reuse; a full list keeps the larger buffers (a blob's
-// last piece is usually shorter than the others).
-func (f *buffers) put(b []byte) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.free) < freeBuffers {
-		f.free = append(f.free, b[:0])
-		return
-	}
-	small := 0
-	for k := range f.free {
-		if cap(f.free[k]) < cap(f.free[small]) {
-			small = k
-		}
-	}
-	if cap(b) > cap(f.free[small]) {
-		f.free[small] = b[:0]
-	}
 }
 
 // PieceBuffer returns an empty buffer with room for size bytes, for
 // assembling a piece to hand to WritePieceBuffer (or back with
 // PutPieceBuffer if it is not written).
 func (s *Store) PieceBuffer(size int64) []byte {
-	if b, ok := s.bufs.get(size); ok {
-		return b
+	if p, ok := s.bufs.pool.Get().(*[]byte); ok && int64(cap(*p)) >= size {
+		return (*p)[:0]
 	}
 	return make([]byte, 0, size)
 }
@@ -107,7 +62,8 @@ func (s *Store) PutPieceBuffer(b []byte) {
 	if cap(b) == 0 {
 		return
 	}
-	s.bufs.put(b)
+	b = b[:0]
+	s.bufs.pool.Put(&b)
 }
 
 // WritePieceBuffer is WritePiece taking ownership of data, a buffer from

@@ -7,8 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
-	"slices"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -182,51 +180,5 @@ func TestCompleteWithoutDigestCheckTrustsVerifiedPieces(t *testing.T) {
 	}
 	if info, err := s.Stat(wrong.Digest); err != nil || !info.Complete {
 		t.Fatalf("blob not complete: %+v, %v", info, err)
-	}
-}
-
-func TestPieceBuffersOutliveGarbageCollections(t *testing.T) {
-	s := open(t, t.TempDir(), 1<<20)
-	const size = 4 << 20
-	var given [][]byte
-	for range freeBuffers {
-		given = append(given, s.PieceBuffer(size))
-	}
-	for _, b := range given {
-		s.PutPieceBuffer(b)
-	}
-	// A download's garbage collects every few pieces; a sync.Pool would
-	// have dropped the buffers by the second collection.
-	runtime.GC()
-	runtime.GC()
-	for range freeBuffers {
-		b := s.PieceBuffer(size)
-		if cap(b) < size || len(b) != 0 {
-			t.Fatalf("PieceBuffer(%d): len %d cap %d", size, len(b), cap(b))
-		}
-		if !slices.ContainsFunc(given, func(g []byte) bool { return &g[:1][0] == &b[:1][0] }) {
-			t.Fatal("a recycled piece buffer did not survive garbage collection: a new one was made")
-		}
-	}
-}
-
-func TestPieceBufferFreeListIsBoundedAndKeepsTheLargest(t *testing.T) {
-	s := open(t, t.TempDir(), 1<<20)
-	s.PutPieceBuffer(s.PieceBuffer(1 << 10))
-	// Made new: the small buffer has no room for them.
-	var large [][]byte
-	for range freeBuffers + 2 {
-		large = append(large, s.PieceBuffer(1<<20))
-	}
-	for _, b := range large {
-		s.PutPieceBuffer(b)
-	}
-	if n := len(s.bufs.free); n != freeBuffers {
-		t.Fatalf("%d free buffers, want %d", n, freeBuffers)
-	}
-	for _, b := range s.bufs.free {
-		if cap(b) < 1<<20 {
-			t.Fatalf("a %d-byte buffer kept over a 1 MiB one", cap(b))
-		}
 	}
 }
