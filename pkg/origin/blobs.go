@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -197,7 +198,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, d digest.Dige
 	}
 	defer rc.Close()
 	w.WriteHeader(status)
-	n, err := io.CopyN(w, rc, length)
+	n, err := copyBlob(w, rc, length, start+length == size)
 	s.metrics.bytesOut.WithLabelValues(ociapi.Blob).Add(float64(n))
 	if err != nil {
 		// The status is sent: all that is left is to cut the connection so
@@ -206,6 +207,25 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, d digest.Dige
 		panic(http.ErrAbortHandler)
 	}
 	return nil
+}
+
+// copyBlob copies length bytes of rc to w. A stream that can write itself
+// out (an object store's reader, in buffers of up to 4 MiB) does so when
+// the copy runs to the blob's end (toEnd): io.CopyN would hide that behind
+// a LimitedReader and copy 32 KiB at a time. A file does not: net/http
+// sends a file, a LimitedReader of one included, with sendfile(2), which a
+// file's own WriteTo would lose.
+func copyBlob(w io.Writer, rc io.Reader, length int64, toEnd bool) (int64, error) {
+	if wt, ok := rc.(io.WriterTo); ok && toEnd {
+		if _, isFile := rc.(*os.File); !isFile {
+			n, err := wt.WriteTo(w)
+			if err == nil && n != length {
+				err = fmt.Errorf("the blob's stream has %d bytes, not %d", n, length)
+			}
+			return n, err
+		}
+	}
+	return io.CopyN(w, rc, length)
 }
 
 func errMethod(r *http.Request) error {

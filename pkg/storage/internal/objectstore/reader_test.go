@@ -3,7 +3,9 @@ package objectstore
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"testing/iotest"
 )
@@ -203,5 +205,49 @@ func TestReaderCloseEndsAStalledRead(t *testing.T) {
 	}
 	if _, err := r.Read(buf); !errors.Is(err, errReadAfterClose) {
 		t.Errorf("Read after Close = %v, want %v", err, errReadAfterClose)
+	}
+}
+
+// writes records the size of each Write.
+type writes struct {
+	bytes.Buffer
+	sizes []int
+}
+
+func (w *writes) Write(p []byte) (int, error) {
+	w.sizes = append(w.sizes, len(p))
+	return w.Buffer.Write(p)
+}
+
+// TestReaderWritesItselfOutInItsReads: io.Copy of a stream (as the origin
+// copies a blob to its client) writes the store's reads whole, up to 4
+// MiB each, not 32 KiB at a time; what a Read took first is not written
+// again, and a store's error mid-stream ends the copy, mapped.
+func TestReaderWritesItselfOutInItsReads(t *testing.T) {
+	want := content(20<<20 + 123)
+	r := newReader(&body{r: bytes.NewReader(want)}, noMap)
+	first := make([]byte, 1000)
+	if _, err := io.ReadFull(r, first); err != nil {
+		t.Fatal(err)
+	}
+	var w writes
+	n, err := io.Copy(&w, r)
+	if err != nil || n != int64(len(want)-1000) {
+		t.Fatalf("io.Copy = %d, %v; want %d, nil", n, err, len(want)-1000)
+	}
+	if !bytes.Equal(append(first, w.Bytes()...), want) {
+		t.Fatal("the stream written out differs from the object")
+	}
+	if len(w.sizes) > 12 {
+		t.Errorf("%d MiB written in %d writes (%v); want the reads' sizes, up to 4 MiB each", len(want)>>20, len(w.sizes), w.sizes[:12])
+	}
+
+	boom := errors.New("connection reset")
+	r = newReader(&body{r: io.MultiReader(bytes.NewReader(want[:5<<20]), iotest.ErrReader(boom))},
+		func(err error) error { return fmt.Errorf("s3 read: %w", err) })
+	w = writes{}
+	n, err = io.Copy(&w, r)
+	if !errors.Is(err, boom) || !strings.HasPrefix(err.Error(), "s3 read:") || n != 5<<20 {
+		t.Errorf("io.Copy of a stream failing after 5 MiB = %d, %v; want 5 MiB and the mapped error", n, err)
 	}
 }
