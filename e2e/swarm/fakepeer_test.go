@@ -92,6 +92,13 @@ func (p *corruptPeer) Exchange(stream grpc.BidiStreamingServer[peerpb.Message, p
 // address; it stops when the test ends.
 func startCorruptPeer(t *testing.T, p *corruptPeer) string {
 	t.Helper()
+	return servePeer(t, p)
+}
+
+// servePeer serves p's Peer service (Exchange) on 127.0.0.1 until the
+// test ends and returns its address.
+func servePeer(t *testing.T, p peerpb.PeerServer) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -165,15 +165,7 @@ func startHostilePiecePeer(t *testing.T, p *hostilePiecePeer) string {
 		mu.Unlock()
 		wg.Wait()
 	})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := grpc.NewServer()
-	peerpb.RegisterPeerServer(s, p)
-	go func() { _ = s.Serve(l) }()
-	t.Cleanup(s.Stop)
-	return l.Addr().String()
+	return servePeer(t, p)
 }
 
 // TestPullsCompleteDespitePeersBreakingThePieceDataPath: three peers, each
