@@ -99,3 +99,127 @@ func TestMeterAdmitsARequestWhenIdle(t *testing.T) {
 		t.Errorf("wait for 4 MiB behind 4 MiB at 512 KiB/s = %s, want 16s", w)
 	}
 }
+
+// link10Mbit is a 10 Mbit/s link in bytes per second.
+const link10Mbit = 10e6 / 8
+
+// Pieces sent whole beside one another, each reported only at its end,
+// give the link's rate: each piece's bytes count with its share of the
+// time the link was busy, so a sample that closes while other pieces are
+// half sent leaves neither their bytes nor their time in it. The node then
+// turns away a piece it would not send within its limit.
+func TestMeterMeasuresPiecesSentTogether(t *testing.T) {
+	const piece = 4 << 20
+	var u Meter
+	t0 := time.Unix(1000, 0)
+	// Two pieces share the link from t0 and end together after 2·piece/R
+	// (6.7 s, three samples' worth of busy time).
+	both := time.Duration(2 * piece / link10Mbit * float64(time.Second))
+	a, b := u.Start(piece, t0), u.Start(piece, t0)
+	if w := u.Wait(piece); w != 0 {
+		t.Fatalf("wait before any piece ended = %s, want 0 (rate unknown)", w)
+	}
+	for _, s := range []*Send{a, b} {
+		s.Sent(piece, t0.Add(both))
+		s.End(t0.Add(both))
+		if r := u.Rate(); r < 0.95*link10Mbit || r > 1.05*link10Mbit {
+			t.Fatalf("rate after a piece sent beside another = %.0f bytes/s, want the link's %.0f", r, link10Mbit)
+		}
+	}
+	// Three pieces, each started halfway through the one before: the
+	// first and second share the link for a piece time, then the second
+	// and third; the third ends alone half a piece time later.
+	one := time.Duration(piece / link10Mbit * float64(time.Second))
+	t1 := t0.Add(both + 5*time.Second) // an idle gap, not counted
+	s1 := u.Start(piece, t1)
+	s2 := u.Start(piece, t1.Add(one/2))
+	s1.Sent(piece, t1.Add(3*one/2))
+	s1.End(t1.Add(3 * one / 2))
+	s3 := u.Start(piece, t1.Add(3*one/2))
+	s2.Sent(piece, t1.Add(5*one/2))
+	s2.End(t1.Add(5 * one / 2))
+	s3.Sent(piece, t1.Add(3*one))
+	s3.End(t1.Add(3 * one))
+	if r := u.Rate(); r < 0.95*link10Mbit || r > 1.05*link10Mbit {
+		t.Fatalf("rate after overlapping pieces = %.0f bytes/s, want the link's %.0f", r, link10Mbit)
+	}
+	if b := u.Backlog(); b != 0 {
+		t.Fatalf("backlog = %d after every piece ended, want 0", b)
+	}
+
+	t2 := t1.Add(10 * time.Minute)
+	if w := u.Wait(piece); w != 0 {
+		t.Errorf("wait of an idle node = %s, want 0 (it would never measure again)", w)
+	}
+	u.Start(piece, t2)
+	if w := u.Wait(piece); w < 6500*time.Millisecond || w > 6900*time.Millisecond {
+		t.Errorf("wait for a piece behind one at 10 Mbit/s = %s, want 6.7s", w)
+	}
+	u.Start(piece, t2)
+	if w := u.Wait(piece); w <= 10*time.Second {
+		t.Errorf("wait for a piece behind two at 10 Mbit/s = %s, want over 10s", w)
+	}
+}
+
+// A send cut short counts the bytes it sent, over the time it took, and
+// leaves the backlog whole; a send reported in chunks takes each off the
+// backlog as it goes.
+func TestMeterCountsWhatWasSent(t *testing.T) {
+	var u Meter
+	t0 := time.Unix(1000, 0)
+	const rate = 25e6 // 200 Mbit/s
+	for k := range 20 {
+		at := t0.Add(time.Duration(k) * time.Second)
+		sent := int64(4 << 20)
+		if k%2 == 1 {
+			sent = 1 << 20 // cancelled after 1 MiB
+		}
+		s := u.Start(4<<20, at)
+		end := at.Add(time.Duration(float64(sent) / rate * float64(time.Second)))
+		s.Sent(sent, end)
+		s.End(end)
+	}
+	if r := u.Rate(); r < 0.95*rate || r > 1.05*rate {
+		t.Errorf("rate = %.0f bytes/s, want %.0f", r, rate)
+	}
+	if w, b := u.Wait(4<<20), u.Backlog(); w != 0 || b != 0 {
+		t.Errorf("with nothing accepted: wait %s, backlog %d; want 0, 0", w, b)
+	}
+
+	t1 := t0.Add(time.Hour)
+	s := u.Start(4<<20, t1)
+	s.Sent(1<<20, t1.Add(time.Second))
+	if b := u.Backlog(); b != 3<<20 {
+		t.Errorf("backlog after 1 MiB of a 4 MiB send = %d, want 3 MiB", b)
+	}
+	s.Sent(8<<20, t1.Add(2*time.Second)) // more than was left: the rest
+	s.End(t1.Add(2 * time.Second))
+	s.End(t1.Add(3 * time.Second)) // once is enough
+	if b := u.Backlog(); b != 0 {
+		t.Errorf("backlog after the send ended = %d, want 0", b)
+	}
+}
+
+// Bytes of Add and Sends share the link: each counts its share of the
+// busy time.
+func TestMeterSharesTheLinkBetweenAddAndSends(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	u := Meter{now: c.now}
+	const rate = 2 << 20
+	// A Send and Add's bytes each get half of a 2 MiB/s link for 4 s.
+	s := u.Start(4<<20, c.t)
+	u.Add(4 << 20)
+	for range 4 {
+		c.t = c.t.Add(time.Second)
+		u.Sent(1<<20, c.t)
+		u.Add(-1 << 20)
+		s.Sent(1<<20, c.t)
+	}
+	s.End(c.t)
+	if r := u.Rate(); r < 0.95*rate || r > 1.05*rate {
+		t.Errorf("rate = %.0f bytes/s, want %.0f", r, float64(rate))
+	}
+	if b := u.Backlog(); b != 0 {
+		t.Errorf("backlog = %d, want 0", b)
+	}
+}

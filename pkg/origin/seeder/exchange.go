@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/internal/peerwire"
+	"github.com/shoal-dev/shoal/internal/uplink"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/proto/peerpb"
 )
@@ -217,9 +218,9 @@ func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m 
 		// One chunk buffer per piece being sent, not per stream: memory is
 		// bounded by maxUploads, however many streams are open.
 		buf := s.chunks.Get().(*[]byte)
-		snd := s.pace.accept(size, time.Now())
-		sent, complete, err := s.sendPiece(ctx, stream, m, src, q, i, *buf)
-		s.pace.end(snd, sent, time.Now())
+		snd := s.up.Start(size, time.Now())
+		complete, err := s.sendPiece(ctx, stream, m, src, q, i, *buf, snd)
+		snd.End(time.Now())
 		s.ledger.done(grants, i, to, time.Now(), complete)
 		s.chunks.Put(buf)
 		s.m.uploads.Dec()
@@ -236,7 +237,7 @@ func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m 
 // busy, would not send it within maxUploadWait. Release it with
 // <-s.uploads.
 func (s *Server) takeUploadSlot(size int64) bool {
-	if s.cfg.MaxUploadWait > 0 && s.pace.wait(size) > s.cfg.MaxUploadWait {
+	if s.cfg.MaxUploadWait > 0 && s.up.Wait(size) > s.cfg.MaxUploadWait {
 		return false
 	}
 	select {
@@ -264,34 +265,34 @@ func (s *Server) sendReject(stream peerpb.Peer_ExchangeServer, i uint32, reason 
 	return stream.Send(&peerpb.Message{Msg: &peerpb.Message_Reject{Reject: &peerpb.Reject{Index: i, Reason: reason}}})
 }
 
-// sendPiece streams piece i in chunks of at most chunkSize and reports how
-// many bytes and whether all of it went out. A piece that cannot be read
-// is rejected as not held, so the peer asks elsewhere; only errors of the
-// stream itself end it.
-func (s *Server) sendPiece(ctx context.Context, stream peerpb.Peer_ExchangeServer, m *metainfo.Metainfo, src pieceSource, q *requestQueue, i int, buf []byte) (int64, bool, error) {
+// sendPiece streams piece i in chunks of at most chunkSize, telling snd of
+// each as it goes, and reports whether all of it went out. A piece that
+// cannot be read is rejected as not held, so the peer asks elsewhere; only
+// errors of the stream itself end it.
+func (s *Server) sendPiece(ctx context.Context, stream peerpb.Peer_ExchangeServer, m *metainfo.Metainfo, src pieceSource, q *requestQueue, i int, buf []byte, snd *uplink.Send) (bool, error) {
 	size := m.PieceSize(i)
 	r, source, err := src.open(ctx, m.PieceOffset(i), size)
 	if err != nil {
 		s.log.Warn("seeder: reading piece failed", "digest", m.Digest, "piece", i, "err", err)
-		return 0, false, s.sendReject(stream, uint32(i), peerpb.Reject_REASON_NOT_HELD)
+		return false, s.sendReject(stream, uint32(i), peerpb.Reject_REASON_NOT_HELD)
 	}
 	defer r.Close()
 	var off int64
 	for off < size {
 		if q.cancelled(uint32(i)) {
-			return off, false, nil
+			return false, nil
 		}
 		n := min(int64(len(buf)), size-off)
 		if _, err := io.ReadFull(r, buf[:n]); err != nil {
 			if ctx.Err() != nil {
-				return off, false, ctx.Err()
+				return false, ctx.Err()
 			}
 			s.log.Warn("seeder: reading piece failed", "digest", m.Digest, "piece", i, "offset", off, "err", err)
-			return off, false, s.sendReject(stream, uint32(i), peerpb.Reject_REASON_NOT_HELD)
+			return false, s.sendReject(stream, uint32(i), peerpb.Reject_REASON_NOT_HELD)
 		}
 		if s.limiter != nil {
 			if err := s.limiter.WaitN(ctx, int(n)); err != nil {
-				return off, false, fmt.Errorf("waiting for egress budget: %w", err)
+				return false, fmt.Errorf("waiting for egress budget: %w", err)
 			}
 		}
 		// Send copies the message into gRPC's buffers before returning, so
@@ -299,14 +300,15 @@ func (s *Server) sendPiece(ctx context.Context, stream peerpb.Peer_ExchangeServe
 		if err := stream.Send(&peerpb.Message{Msg: &peerpb.Message_Chunk{Chunk: &peerpb.PieceChunk{
 			Index: uint32(i), Offset: off, Data: buf[:n],
 		}}}); err != nil {
-			return off, false, err
+			return false, err
 		}
 		s.m.egressBytes.Add(float64(n))
+		snd.Sent(n, time.Now())
 		off += n
 	}
 	s.m.servedBytes.WithLabelValues(source).Add(float64(size))
 	s.m.piecesServed.WithLabelValues(source).Inc()
-	return off, true, nil
+	return true, nil
 }
 
 // pieceSource reads pieces of one blob for one stream.

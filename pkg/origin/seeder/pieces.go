@@ -327,13 +327,14 @@ func (c *pieceConn) OpenPiece(ctx context.Context, d digest.Digest, i int) (*pie
 		s.log.Debug("seeder: sending a piece again", "digest", d, "piece", i, "peer", c.peer)
 	}
 	s.m.uploads.Inc()
-	snd := s.pace.accept(size, time.Now())
+	snd := s.up.Start(size, time.Now())
 	p.Done = func(sent int64, err error) {
 		if closer != nil {
 			_ = closer.Close()
 		}
 		now := time.Now()
-		s.pace.end(snd, sent, now)
+		snd.Sent(sent, now)
+		snd.End(now)
 		s.m.egressBytes.Add(float64(sent))
 		complete := err == nil && sent == size
 		s.ledger.done(c.grants, i, c.recipient(), now, complete)

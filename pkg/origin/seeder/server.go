@@ -37,6 +37,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/internal/peerwire"
+	"github.com/shoal-dev/shoal/internal/uplink"
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/cluster"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
@@ -135,7 +136,7 @@ type Server struct {
 	limiter    *rate.Limiter // nil: egress unlimited
 	ledger     *ledger       // nil: superseeding off
 	pieces     *pieceService // nil: the piece data path is off
-	pace       pacer         // pieces accepted and not sent, and the send rate
+	up         uplink.Meter  // piece bytes accepted and not sent, and the send rate
 	// anonStreams numbers streams whose handshake names no peer, so that
 	// each counts as its own agent in the ledger.
 	anonStreams atomic.Int64
@@ -205,7 +206,7 @@ func New(cfg Config, d storage.Driver, opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	s.ledger = newLedger(cfg.SuperseedWindow, cfg.SuperseedMaxWindow, s.pace.Rate)
+	s.ledger = newLedger(cfg.SuperseedWindow, cfg.SuperseedMaxWindow, s.up.Rate)
 	s.chunks.New = func() any {
 		b := make([]byte, chunkSize)
 		return &b
