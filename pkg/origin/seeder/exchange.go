@@ -82,7 +82,7 @@ func (s *Server) Exchange(stream peerpb.Peer_ExchangeServer) error {
 	src := s.pieceSource(d, m.Size)
 	defer src.close()
 	grants := s.ledger.open(d, m.NumPieces(), m.Size)
-	defer s.ledger.close(d, grants)
+	defer func() { s.ledger.close(d, grants, time.Now()) }()
 	peer, err := s.streamPeer(ctx, hs.GetPeerId())
 	if err != nil {
 		return err
@@ -129,7 +129,7 @@ func (s *Server) Exchange(stream peerpb.Peer_ExchangeServer) error {
 	}()
 	if err := s.send(ctx, stream, m, src, q, grants, to); err != nil {
 		cancel()
-		s.ledger.release(grants, to)
+		s.ledger.release(grants, to, time.Now())
 		return err
 	}
 	err = <-recvErr
@@ -138,7 +138,7 @@ func (s *Server) Exchange(stream peerpb.Peer_ExchangeServer) error {
 		// given may never reach the swarm, so the next agent asking gets
 		// them at once instead of after their window. A clean close (its
 		// download is done) keeps the windows: it is seeding them.
-		s.ledger.release(grants, to)
+		s.ledger.release(grants, to, time.Now())
 	}
 	return err
 }

@@ -8,6 +8,7 @@ type metrics struct {
 	servedBytes       *prometheus.CounterVec
 	piecesServed      *prometheus.CounterVec
 	piecesAgain       prometheus.Counter
+	grantsFreed       *prometheus.CounterVec
 	rejects           *prometheus.CounterVec
 	metainfoComputed  prometheus.Counter
 	metainfoRequests  *prometheus.CounterVec
@@ -39,6 +40,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Pieces sent whole, by where they were read from."}, []string{"source"}),
 		piecesAgain: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "pieces_sent_again_total",
 			Help: "Piece sends started for a piece of a blob already sent (or being sent) while streams for the blob stayed open: after the superseeding window, after a cancelled send, or to the same agent again."}),
+		grantsFreed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "superseed_grants_freed_total",
+			Help: "Superseeding grants (a piece given to an agent, which other agents are sent to the swarm for) freed for the next agent asking, by reason: window_over (asked for once the piece's window had run out), send_incomplete (the send was cancelled or failed), connection_broken (the recipient's stream or piece connection broke), streams_closed (the blob's last stream or piece connection closed within the window)."}, []string{"reason"}),
 		rejects: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rejects_total",
 			Help: "Piece requests rejected, by reason (busy, not_held, at_peers)."}, []string{"reason"}),
 		metainfoComputed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "metainfo_computed_total",
@@ -77,7 +80,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Open connections of the piece data path."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.egressBytes, m.servedBytes, m.piecesServed, m.piecesAgain, m.rejects, m.metainfoComputed, m.metainfoRequests,
+		reg.MustRegister(m.egressBytes, m.servedBytes, m.piecesServed, m.piecesAgain, m.grantsFreed, m.rejects, m.metainfoComputed, m.metainfoRequests,
 			m.metainfoProxied, m.cacheHits, m.cacheMisses, m.cacheEvictions, m.cacheBytes, m.storageReadBytes, m.streams, m.handshaking,
 			m.refused, m.uploads, m.announces, m.announcedBlobsNow, m.capabilityDenied, m.pieceBytes, m.pieceConns)
 	}

@@ -388,8 +388,8 @@ func (c *pieceConn) end(err error) {
 		return
 	}
 	if err != nil {
-		c.s.ledger.release(c.grants, c.recipient())
+		c.s.ledger.release(c.grants, c.recipient(), time.Now())
 	}
-	c.s.ledger.close(c.m.Digest, c.grants)
+	c.s.ledger.close(c.m.Digest, c.grants, time.Now())
 	c.src.close()
 }

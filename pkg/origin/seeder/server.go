@@ -206,7 +206,7 @@ func New(cfg Config, d storage.Driver, opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	s.ledger = newLedger(cfg.SuperseedWindow, cfg.SuperseedMaxWindow, s.up.Rate)
+	s.ledger = newLedger(cfg.SuperseedWindow, cfg.SuperseedMaxWindow, s.up.Rate, s.grantFreed)
 	s.chunks.New = func() any {
 		b := make([]byte, chunkSize)
 		return &b

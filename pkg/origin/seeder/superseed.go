@@ -34,6 +34,9 @@ type ledger struct {
 	minWindow, maxWindow time.Duration
 	// rate returns the node's send rate in bytes per second (0: unknown).
 	rate func() float64
+	// freed is told of each grant freed for another agent, and why
+	// (nil: nobody is).
+	freed func(freedGrant)
 
 	mu    sync.Mutex
 	blobs map[digest.Digest]*blobLedger
@@ -41,6 +44,7 @@ type ledger struct {
 
 // blobLedger is one blob's grants, kept while streams for it are open.
 type blobLedger struct {
+	digest digest.Digest
 	refs   int
 	size   int64 // the blob's size
 	grants []grant
@@ -68,13 +72,68 @@ type recipient struct {
 	via  uint64
 }
 
+// Why a grant was freed, the reason label of
+// shoal_origin_seeder_superseed_grants_freed_total.
+const (
+	// freedWindowOver: another agent asked once the piece's window had
+	// run out since its send ended.
+	freedWindowOver = "window_over"
+	// freedSendIncomplete: the send was cancelled or failed.
+	freedSendIncomplete = "send_incomplete"
+	// freedConnBroken: the stream or piece connection the piece was
+	// given over broke (the agent killed, its network gone).
+	freedConnBroken = "connection_broken"
+	// freedStreamsClosed: the blob's last stream or piece connection
+	// closed while the piece was being sent or within its window: the
+	// record is forgotten, and the next stream starts afresh.
+	freedStreamsClosed = "streams_closed"
+)
+
+// freedGrant is a grant freed for the next agent asking, and why.
+type freedGrant struct {
+	digest digest.Digest
+	piece  int
+	recipient
+	reason string
+	// sending: the piece's send had not ended; else since is how long
+	// ago it ended and window the piece's window then.
+	sending       bool
+	since, window time.Duration
+}
+
+// grantFreed logs a freed grant at debug level and counts it by reason.
+func (s *Server) grantFreed(f freedGrant) {
+	s.m.grantsFreed.WithLabelValues(f.reason).Inc()
+	if f.sending {
+		s.log.Debug("seeder: superseeding grant freed while its piece was being sent",
+			"digest", f.digest, "piece", f.piece, "peer", f.peer, "reason", f.reason)
+		return
+	}
+	s.log.Debug("seeder: superseeding grant freed", "digest", f.digest, "piece", f.piece, "peer", f.peer,
+		"reason", f.reason, "sent_ago", f.since.Round(time.Millisecond), "window", f.window.Round(time.Millisecond))
+}
+
 // newLedger returns a ledger; minWindow 0 turns superseeding off (nil).
-// rate reports the node's send rate (nil: the piece's send time alone).
-func newLedger(minWindow, maxWindow time.Duration, rate func() float64) *ledger {
+// rate reports the node's send rate (nil: the piece's send time alone);
+// freed, if not nil, is told of every grant freed, under the ledger's
+// lock.
+func newLedger(minWindow, maxWindow time.Duration, rate func() float64, freed func(freedGrant)) *ledger {
 	if minWindow <= 0 {
 		return nil
 	}
-	return &ledger{minWindow: minWindow, maxWindow: max(minWindow, maxWindow), rate: rate, blobs: map[digest.Digest]*blobLedger{}}
+	return &ledger{minWindow: minWindow, maxWindow: max(minWindow, maxWindow), rate: rate, freed: freed, blobs: map[digest.Digest]*blobLedger{}}
+}
+
+// free forgets g's recipient (piece i of b) at now, and tells l.freed why.
+func (l *ledger) free(b *blobLedger, i int, g *grant, reason string, now time.Time) {
+	if l.freed != nil && g.peer != "" {
+		f := freedGrant{digest: b.digest, piece: i, recipient: g.recipient, reason: reason, sending: g.end.IsZero()}
+		if !f.sending {
+			f.since, f.window = now.Sub(g.end), l.window(b, g.grantRecord)
+		}
+		l.freed(f)
+	}
+	g.recipient, g.start, g.end = recipient{}, time.Time{}, time.Time{}
 }
 
 // open returns the record of a blob of size bytes for a stream; release it
@@ -87,21 +146,30 @@ func (l *ledger) open(d digest.Digest, pieces int, size int64) *blobLedger {
 	defer l.mu.Unlock()
 	b := l.blobs[d]
 	if b == nil {
-		b = &blobLedger{size: size, grants: make([]grant, pieces)}
+		b = &blobLedger{digest: d, size: size, grants: make([]grant, pieces)}
 		l.blobs[d] = b
 	}
 	b.refs++
 	return b
 }
 
-func (l *ledger) close(d digest.Digest, b *blobLedger) {
+// close releases a record of open at now. The last one forgets the blob's
+// grants.
+func (l *ledger) close(d digest.Digest, b *blobLedger, now time.Time) {
 	if l == nil || b == nil {
 		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if b.refs--; b.refs == 0 {
-		delete(l.blobs, d)
+	if b.refs--; b.refs > 0 {
+		return
+	}
+	delete(l.blobs, d)
+	for i := range b.grants {
+		g := &b.grants[i]
+		if g.peer != "" && (g.end.IsZero() || now.Sub(g.end) < l.window(b, g.grantRecord)) {
+			l.free(b, i, g, freedStreamsClosed, now)
+		}
 	}
 }
 
@@ -144,6 +212,7 @@ func (l *ledger) take(b *blobLedger, i int, r recipient, now time.Time) (wait ti
 		if left := l.window(b, g.grantRecord) - now.Sub(g.end); left > 0 {
 			return left, false
 		}
+		l.free(b, i, g, freedWindowOver, now)
 	}
 	again = g.given
 	g.prev = g.grantRecord
@@ -152,9 +221,9 @@ func (l *ledger) take(b *blobLedger, i int, r recipient, now time.Time) (wait ti
 }
 
 // release frees the pieces given to r, whose stream or piece connection
-// broke: the next agent asking for one is served at once. What the agent
-// got over its other connection keeps its window.
-func (l *ledger) release(b *blobLedger, r recipient) {
+// broke at now: the next agent asking for one is served at once. What the
+// agent got over its other connection keeps its window.
+func (l *ledger) release(b *blobLedger, r recipient, now time.Time) {
 	if l == nil || b == nil {
 		return
 	}
@@ -162,7 +231,7 @@ func (l *ledger) release(b *blobLedger, r recipient) {
 	defer l.mu.Unlock()
 	for i := range b.grants {
 		if g := &b.grants[i]; g.recipient == r {
-			g.recipient, g.start, g.end = recipient{}, time.Time{}, time.Time{}
+			l.free(b, i, g, freedConnBroken, now)
 		}
 	}
 }
@@ -194,7 +263,7 @@ func (l *ledger) done(b *blobLedger, i int, r recipient, now time.Time, complete
 		return
 	}
 	if !complete {
-		g.recipient, g.start, g.end = recipient{}, time.Time{}, time.Time{}
+		l.free(b, i, g, freedSendIncomplete, now)
 		return
 	}
 	g.end, g.took = now, now.Sub(g.start)

@@ -1,13 +1,17 @@
 package seeder
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/internal/eventually"
+	"github.com/shoal-dev/shoal/internal/fakeclock"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
 	"github.com/shoal-dev/shoal/proto/peerpb"
 )
@@ -16,7 +20,7 @@ import (
 func agent(peer string) recipient { return recipient{peer: peer} }
 
 func TestLedgerGivesAPieceToOneAgentPerWindow(t *testing.T) {
-	l := newLedger(2*time.Second, 30*time.Second, nil)
+	l := newLedger(2*time.Second, 30*time.Second, nil, nil)
 	take := func(b *blobLedger, i int, peer string, now time.Time) time.Duration {
 		w, _ := l.take(b, i, agent(peer), now)
 		return w
@@ -70,11 +74,11 @@ func TestLedgerGivesAPieceToOneAgentPerWindow(t *testing.T) {
 
 	// The record lives while streams for the blob are open.
 	b2 := l.open(d, 4, 4<<20)
-	l.close(d, b)
+	l.close(d, b, t0)
 	if b2 != b || len(l.blobs) != 1 {
 		t.Fatalf("second stream of the blob got another record")
 	}
-	l.close(d, b2)
+	l.close(d, b2, t0)
 	if len(l.blobs) != 0 {
 		t.Errorf("%d blob records left after every stream closed", len(l.blobs))
 	}
@@ -95,8 +99,8 @@ func TestLedgerGivesAPieceToOneAgentPerWindow(t *testing.T) {
 	if w, _ := l.take(b3, 0, agent("d"), t0.Add(time.Minute+time.Second)); w != 0 {
 		t.Errorf("undo kept a grant: wait %s", w)
 	}
-	l.close(d, b3)
-	if newLedger(0, time.Minute, nil) != nil {
+	l.close(d, b3, t0)
+	if newLedger(0, time.Minute, nil, nil) != nil {
 		t.Error("superseedWindow 0 should turn superseeding off")
 	}
 }
@@ -105,7 +109,7 @@ func TestLedgerGivesAPieceToOneAgentPerWindow(t *testing.T) {
 // blobSpread times what this node's link takes to send it once.
 func TestLedgerWindowCoversTheSwarmSpreadingTheBlob(t *testing.T) {
 	var rate float64 // bytes per second; 0 while unmeasured
-	l := newLedger(2*time.Second, 5*time.Minute, func() float64 { return rate })
+	l := newLedger(2*time.Second, 5*time.Minute, func() float64 { return rate }, nil)
 	d := digest.FromString("blob")
 	b := l.open(d, 64, 64<<20) // 64 MiB
 	t0 := time.Unix(1000, 0)
@@ -135,7 +139,7 @@ func TestLedgerWindowCoversTheSwarmSpreadingTheBlob(t *testing.T) {
 	if w, _ := l.take(b, 0, agent("b"), t0.Add(3*time.Second)); w != 5*time.Minute {
 		t.Errorf("64 MiB blob at 1 KiB/s: wait %s, want the maximum 5m", w)
 	}
-	l.close(d, b)
+	l.close(d, b, t0)
 }
 
 // Through real streams: while agent a is given piece 0, agent b asking for
@@ -202,14 +206,14 @@ func TestSeederSendsOtherAgentsToTheSwarm(t *testing.T) {
 }
 
 func TestLedgerReleasesTheGrantsOfABrokenStream(t *testing.T) {
-	l := newLedger(time.Minute, time.Minute, nil)
+	l := newLedger(time.Minute, time.Minute, nil, nil)
 	d := digest.FromString("blob")
 	b := l.open(d, 2, 2<<20)
 	t0 := time.Unix(1000, 0)
 	l.take(b, 0, agent("a"), t0)
 	l.done(b, 0, agent("a"), t0.Add(time.Second), true)
 	l.take(b, 1, agent("a"), t0.Add(time.Second))
-	l.release(b, agent("a"))
+	l.release(b, agent("a"), t0.Add(2*time.Second))
 	for i := range 2 {
 		if w, again := l.take(b, i, agent("b"), t0.Add(2*time.Second)); w != 0 || !again {
 			t.Errorf("piece %d after a's stream broke: wait %s, again %v; want 0, true", i, w, again)
@@ -324,7 +328,7 @@ func TestSeederRefusesWhatItsLinkWouldNotSendInTime(t *testing.T) {
 // the other (which may be with the swarm already), while the agent is
 // served again on either.
 func TestLedgerReleasesOnlyTheGrantsOfTheBrokenConnection(t *testing.T) {
-	l := newLedger(time.Minute, time.Minute, nil)
+	l := newLedger(time.Minute, time.Minute, nil, nil)
 	d := digest.FromString("blob")
 	b := l.open(d, 2, 2<<20)
 	t0 := time.Unix(1000, 0)
@@ -338,11 +342,84 @@ func TestLedgerReleasesOnlyTheGrantsOfTheBrokenConnection(t *testing.T) {
 	}
 	l.undo(b, 1, stream)
 
-	l.release(b, pieces)
+	l.release(b, pieces, t0.Add(2*time.Second))
 	if w, again := l.take(b, 1, agent("b"), t0.Add(2*time.Second)); w != 0 || !again {
 		t.Errorf("piece 1 after a's piece connection, which got it, broke: wait %s, again %v; want 0, true", w, again)
 	}
 	if w, _ := l.take(b, 0, agent("b"), t0.Add(2*time.Second)); w == 0 {
 		t.Error("piece 0, given on a's stream, is free after a's piece connection broke; want it kept at a (its stream is fine)")
+	}
+}
+
+// Each way a grant is freed for the next agent is counted by its reason
+// (and logged); what is not freed (a grant still in its window, a piece
+// asked for again by its own agent, a freed one freed again) is not.
+func TestLedgerCountsWhyGrantsAreFreed(t *testing.T) {
+	var logged bytes.Buffer
+	s := &Server{m: newMetrics(nil), log: slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	l := newLedger(time.Minute, time.Minute, nil, s.grantFreed)
+	freed := func(reason string) float64 { return counter(t, s.m.grantsFreed.WithLabelValues(reason)) }
+	d := digest.FromString("blob")
+	b := l.open(d, 4, 4<<20)
+	clock := fakeclock.New()
+	a, aPieces := recipient{peer: "a", via: 1}, recipient{peer: "a", via: 2}
+
+	// Piece 0 sent to a; b asks within the window, a asks again: kept.
+	l.take(b, 0, a, clock.Now())
+	clock.Advance(time.Second)
+	l.done(b, 0, a, clock.Now(), true)
+	if w, _ := l.take(b, 0, agent("b"), clock.Now().Add(30*time.Second)); w == 0 {
+		t.Fatal("piece 0 given to b within a's window")
+	}
+	l.take(b, 0, a, clock.Now())
+	l.done(b, 0, a, clock.Now(), true)
+	// Once the window is over, b is given it.
+	clock.Advance(time.Minute)
+	if w, _ := l.take(b, 0, agent("b"), clock.Now()); w != 0 {
+		t.Fatalf("piece 0 after a's window: wait %s", w)
+	}
+	l.done(b, 0, agent("b"), clock.Now(), true)
+	if n := freed(freedWindowOver); n != 1 {
+		t.Errorf("window_over = %v, want 1", n)
+	}
+
+	// Piece 1's send to a is cancelled.
+	l.take(b, 1, a, clock.Now())
+	l.done(b, 1, a, clock.Now(), false)
+	if n := freed(freedSendIncomplete); n != 1 {
+		t.Errorf("send_incomplete = %v, want 1", n)
+	}
+
+	// Pieces 2 and 3 go over a's piece connection, which breaks while
+	// piece 3 is being sent; a's stream, which got piece 0, is fine.
+	l.take(b, 2, aPieces, clock.Now())
+	l.done(b, 2, aPieces, clock.Now(), true)
+	l.take(b, 3, aPieces, clock.Now())
+	l.release(b, aPieces, clock.Now())
+	l.release(b, aPieces, clock.Now()) // nothing left to free
+	if n := freed(freedConnBroken); n != 2 {
+		t.Errorf("connection_broken = %v, want 2 (pieces 2 and 3)", n)
+	}
+
+	// The blob's last stream closes while piece 1 is being sent to c: its
+	// grant is forgotten. Pieces 0 and 2, whose windows are over, and 3
+	// (freed) are not counted.
+	l.take(b, 2, agent("c"), clock.Now())
+	l.done(b, 2, agent("c"), clock.Now(), true)
+	clock.Advance(2 * time.Minute) // piece 2's window is over
+	l.take(b, 1, agent("c"), clock.Now())
+	l.close(d, b, clock.Now())
+	if n := freed(freedStreamsClosed); n != 1 {
+		t.Errorf("streams_closed = %v, want 1 (piece 1, being sent to c)", n)
+	}
+	for _, r := range []string{freedWindowOver, freedSendIncomplete, freedConnBroken} {
+		if n, want := freed(r), map[string]float64{freedWindowOver: 1, freedSendIncomplete: 1, freedConnBroken: 2}[r]; n != want {
+			t.Errorf("%s = %v after the close, want still %v", r, n, want)
+		}
+	}
+	for _, want := range []string{"reason=window_over", "reason=send_incomplete", "reason=connection_broken", "reason=streams_closed", "piece=3", "sent_ago=1m0s"} {
+		if !strings.Contains(logged.String(), want) {
+			t.Errorf("debug log lacks %q:\n%s", want, logged.String())
+		}
 	}
 }
