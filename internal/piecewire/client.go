@@ -106,12 +106,12 @@ func (e *RemoteError) Is(target error) bool { return target == ErrDenied && e.Co
 type Result struct {
 	// Index is the piece requested.
 	Index int
-	// Data is the piece, verified against its SHA-256, when it came; the
-	// receiver owns it (a buffer from ClientConfig.Buffer).
+	// Data is the piece, verified against the metainfo's piece hash when
+	// it came; the receiver owns it (a buffer from ClientConfig.Buffer).
 	Data []byte
-	// Sum is Data's SHA-256, computed as it arrived and equal to the
-	// metainfo's: a receiver that checks pieces again (a piece store)
-	// takes it instead of hashing Data a second time.
+	// Sum is Data's piece hash (metainfo.PieceDigester), computed as it
+	// arrived and equal to the metainfo's: a receiver that checks pieces
+	// again (a piece store) takes it instead of hashing Data a second time.
 	Sum [sha256.Size]byte
 	// Reject is why the server declined the request (zero when Data or
 	// Err is set); RetryAfter goes with ReasonAtPeers. ReasonCancelled
@@ -516,8 +516,11 @@ func (c *Conn) received(i uint32, ok bool) reqState {
 // matches. Arrived follows it (answering started it at the piece's header;
 // the caller ends it with received).
 func (c *Conn) receive(i int, size int64) (buf []byte, sum [sha256.Size]byte, err error) {
+	h, err := c.meta.PieceDigester(i)
+	if err != nil {
+		return nil, sum, fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
 	buf = c.cfg.Buffer(size)[:size]
-	h := sha256.New()
 	for off := int64(0); off < size; {
 		n := min(readStep, size-off)
 		if err := c.meter(n); err != nil {
@@ -530,14 +533,14 @@ func (c *Conn) receive(i int, size int64) (buf []byte, sum [sha256.Size]byte, er
 			}
 			return nil, sum, c.readErr(fmt.Sprintf("reading piece %d at %d of %d bytes", i, off, size), err)
 		}
-		h.Write(buf[off : off+n])
+		_, _ = h.Write(buf[off : off+n])
 		off += n
 		c.setArrived(i, off)
 	}
-	if h.Sum(sum[:0]); sum != c.meta.PieceHashes[i] {
-		return nil, sum, fmt.Errorf("%w: piece %d of %s: %w", ErrProtocol, i, c.meta.Digest, metainfo.ErrCorruptPiece)
+	if err := h.Verify(); err != nil {
+		return nil, sum, fmt.Errorf("%w: %w", ErrProtocol, err)
 	}
-	return buf, sum, nil
+	return buf, h.Sum(), nil
 }
 
 func (c *Conn) setArrived(i int, n int64) {

@@ -22,8 +22,9 @@
 //
 // The raw bytes of a piece are written with sendfile(2) from the piece's
 // file on a plaintext connection, and with ordinary writes under TLS. The
-// client hashes each piece as it arrives and accepts it only if its SHA-256
-// matches the metainfo; the piece is never read twice.
+// client hashes each piece as it arrives and accepts it only if its hash
+// (SHA-256, chained or of the piece alone: metainfo.PieceDigester) matches
+// the metainfo; the piece is never read twice.
 package piecewire
 
 import (

@@ -13,7 +13,15 @@ import (
 // metainfoContext starts every signed metainfo encoding, so that a
 // signature over it can never be taken for one over anything else the
 // origin key signs (JWS inputs start with a base64 header, never this).
-const metainfoContext = "shoal metainfo signature v1\x00"
+// Metainfo of a scheme other than metainfo.PerPiece is signed under
+// metainfoContextV2, followed by the scheme: an agent that knows no
+// schemes (before Chained) refuses it as unsigned rather than take its
+// chaining values for piece hashes, and no signature can be moved from
+// one scheme to another.
+const (
+	metainfoContext   = "shoal metainfo signature v1\x00"
+	metainfoContextV2 = "shoal metainfo signature v2\x00"
+)
 
 // ErrBadMetainfoSignature is wrapped by every refusal of VerifyMetainfo.
 var ErrBadMetainfoSignature = errors.New("metainfo not signed by the origin")
@@ -23,6 +31,11 @@ var ErrBadMetainfoSignature = errors.New("metainfo not signed by the origin")
 //	context | digest length u8 | digest | size u64 | piece length u64
 //	| SHA-256 of the concatenated piece hashes
 //
+// for PerPiece metainfo (what every origin signed before schemes), and
+//
+//	context v2 | scheme u8 | digest length u8 | ... as above
+//
+// for the others,
 // integers big-endian. Hashing the piece hashes keeps the input small for
 // any number of pieces; it binds them as well as the list itself would.
 func metainfoSigningInput(m *metainfo.Metainfo) ([]byte, error) {
@@ -34,8 +47,13 @@ func metainfoSigningInput(m *metainfo.Metainfo) ([]byte, error) {
 	for _, ph := range m.PieceHashes {
 		h.Write(ph[:])
 	}
-	b := make([]byte, 0, len(metainfoContext)+1+len(d)+16+sha256.Size)
-	b = append(b, metainfoContext...)
+	b := make([]byte, 0, len(metainfoContextV2)+2+len(d)+16+sha256.Size)
+	if m.Scheme == metainfo.PerPiece {
+		b = append(b, metainfoContext...)
+	} else {
+		b = append(b, metainfoContextV2...)
+		b = append(b, byte(m.Scheme))
+	}
 	b = append(b, byte(len(d)))
 	b = append(b, d...)
 	b = binary.BigEndian.AppendUint64(b, uint64(m.Size))
@@ -55,7 +73,7 @@ func (k *Key) SignMetainfo(m *metainfo.Metainfo) error {
 }
 
 // VerifyMetainfo checks that m carries a signature, by one of the keys
-// held, over its digest, size, piece length and piece hashes. A refusal
+// held, over its digest, size, piece length, scheme and piece hashes. A refusal
 // wraps ErrBadMetainfoSignature, and ErrUnknownKey when m names a key not
 // held.
 func (v *Verifier) VerifyMetainfo(m *metainfo.Metainfo) error {

@@ -2,7 +2,11 @@ package metainfo
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -21,10 +25,14 @@ func sample(t *testing.T, size int, pieceLength int64) *Metainfo {
 }
 
 func TestBinaryRoundTrip(t *testing.T) {
-	for _, m := range []*Metainfo{sample(t, 0, 16), sample(t, 1, 16), sample(t, 100, 16), sample(t, 4096, 4096)} {
+	for _, m := range []*Metainfo{sample(t, 0, 16), sample(t, 1, 16), sample(t, 100, 16), sample(t, 4096, 4096),
+		sample(t, 0, 64), sample(t, 1000, 64)} {
 		b, err := m.MarshalBinary()
 		if err != nil {
 			t.Fatalf("MarshalBinary: %v", err)
+		}
+		if want := map[Scheme]byte{PerPiece: 1, Chained: 2}[m.Scheme]; b[4] != want {
+			t.Fatalf("%s metainfo written as version %d, want %d", m.Scheme, b[4], want)
 		}
 		var got Metainfo
 		if err := got.UnmarshalBinary(b); err != nil {
@@ -70,24 +78,30 @@ func TestUnmarshalBinaryRejects(t *testing.T) {
 }
 
 func TestJSONRoundTrip(t *testing.T) {
-	m := sample(t, 100, 32)
-	b, err := json.Marshal(m)
-	if err != nil {
-		t.Fatalf("json.Marshal: %v", err)
-	}
-	var fields map[string]any
-	if err := json.Unmarshal(b, &fields); err != nil {
-		t.Fatal(err)
-	}
-	if fields["version"] != float64(Version) || fields["pieceLength"] != float64(32) || fields["digest"] != string(m.Digest) {
-		t.Fatalf("JSON form lacks version, pieceLength or digest: %s", b)
-	}
-	var got Metainfo
-	if err := json.Unmarshal(b, &got); err != nil {
-		t.Fatalf("json.Unmarshal: %v", err)
-	}
-	if !reflect.DeepEqual(&got, m) {
-		t.Fatalf("JSON round trip changed metainfo:\n got %+v\nwant %+v", got, *m)
+	for _, tc := range []struct {
+		m       *Metainfo
+		version float64
+		scheme  any
+	}{{sample(t, 100, 32), 1, nil}, {sample(t, 1000, 64), 2, "chained"}} {
+		m := tc.m
+		b, err := json.Marshal(m)
+		if err != nil {
+			t.Fatalf("json.Marshal: %v", err)
+		}
+		var fields map[string]any
+		if err := json.Unmarshal(b, &fields); err != nil {
+			t.Fatal(err)
+		}
+		if fields["version"] != tc.version || fields["scheme"] != tc.scheme || fields["pieceLength"] != float64(m.PieceLength) || fields["digest"] != string(m.Digest) {
+			t.Fatalf("JSON form lacks version %v, scheme %v, pieceLength or digest: %s", tc.version, tc.scheme, b)
+		}
+		var got Metainfo
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatalf("json.Unmarshal: %v", err)
+		}
+		if !reflect.DeepEqual(&got, m) {
+			t.Fatalf("JSON round trip changed metainfo:\n got %+v\nwant %+v", got, *m)
+		}
 	}
 }
 
@@ -102,6 +116,9 @@ func TestUnmarshalJSONRejects(t *testing.T) {
 		{"non-hex hash", `{"version":1,"digest":"` + string(d) + `","size":1,"pieceLength":16,"pieceHashes":["` + strings.Repeat("zz", 32) + `"]}`, "hash"},
 		{"missing hash", `{"version":1,"digest":"` + string(d) + `","size":20,"pieceLength":16,"pieceHashes":["` + h + `"]}`, "want 2"},
 		{"wrong type", `{"version":"1"}`, "decoding metainfo JSON"},
+		{"scheme in version 1", `{"version":1,"scheme":"chained","digest":"` + string(d) + `","size":1,"pieceLength":64,"pieceHashes":["` + h + `"]}`, "unknown scheme"},
+		{"unknown scheme", `{"version":2,"scheme":"merkle","digest":"` + string(d) + `","size":1,"pieceLength":64,"pieceHashes":["` + h + `"]}`, "unknown scheme"},
+		{"chain not ending in the digest", `{"version":2,"scheme":"chained","digest":"` + string(d) + `","size":1,"pieceLength":64,"pieceHashes":["` + h + `"]}`, "not the digest"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -115,14 +132,28 @@ func TestUnmarshalJSONRejects(t *testing.T) {
 }
 
 func TestProtoRoundTrip(t *testing.T) {
+	for _, m := range []*Metainfo{sample(t, 100, 16), sample(t, 1000, 64)} {
+		got, err := FromProto(m.Proto())
+		if err != nil {
+			t.Fatalf("FromProto: %v", err)
+		}
+		if !reflect.DeepEqual(got, m) {
+			t.Fatalf("proto round trip changed metainfo:\n got %+v\nwant %+v", *got, *m)
+		}
+	}
+	c := sample(t, 1000, 64).Proto()
+	c.Scheme = 7
+	if _, err := FromProto(c); err == nil {
+		t.Fatal("FromProto accepted an unknown scheme")
+	}
+	// Chained hashes passed off as per-piece ones (the scheme dropped
+	// on the way; the signature covers it too) verify no piece.
+	c = sample(t, 1000, 64).Proto()
+	c.Scheme = 0
+	if m, err := FromProto(c); err == nil && m.Verify(0, blob(1000)[:64]) == nil {
+		t.Fatal("chained hashes taken for per-piece ones verified a piece")
+	}
 	m := sample(t, 100, 16)
-	got, err := FromProto(m.Proto())
-	if err != nil {
-		t.Fatalf("FromProto: %v", err)
-	}
-	if !reflect.DeepEqual(got, m) {
-		t.Fatalf("proto round trip changed metainfo:\n got %+v\nwant %+v", *got, *m)
-	}
 	p := m.Proto()
 	p.PieceHashes = p.PieceHashes[:len(p.PieceHashes)-1]
 	if _, err := FromProto(p); err == nil {
@@ -132,5 +163,50 @@ func TestProtoRoundTrip(t *testing.T) {
 	p.PieceLength = 48
 	if _, err := FromProto(p); err == nil {
 		t.Fatal("FromProto accepted a piece length that is not a power of two")
+	}
+}
+
+// Metainfo stored before schemes existed (version 1, no scheme: every
+// origin's until chained hashes) decodes as PerPiece, verifies its pieces
+// with their own SHA-256 even where new metainfo would be chained, and is
+// written back byte for byte.
+func TestVersion1DecodesAsPerPiece(t *testing.T) {
+	data := blob(300)
+	d := digest.FromBytes(data)
+	old := []byte("SHMI\x01")
+	old = append(old, byte(len(d)))
+	old = append(old, d...)
+	old = binary.BigEndian.AppendUint64(old, 300)
+	old = binary.BigEndian.AppendUint64(old, 128)
+	old = binary.BigEndian.AppendUint32(old, 3)
+	for off := 0; off < 300; off += 128 {
+		sum := sha256.Sum256(data[off:min(off+128, 300)])
+		old = append(old, sum[:]...)
+	}
+	var m Metainfo
+	if err := m.UnmarshalBinary(old); err != nil {
+		t.Fatalf("decoding a version 1 metainfo: %v", err)
+	}
+	if m.Scheme != PerPiece || m.NumPieces() != 3 {
+		t.Fatalf("version 1 decoded as %s with %d pieces, want per-piece with 3", m.Scheme, m.NumPieces())
+	}
+	for i := range 3 {
+		if err := m.Verify(i, data[m.PieceOffset(i):m.PieceOffset(i)+m.PieceSize(i)]); err != nil {
+			t.Fatalf("piece %d of a version 1 metainfo: %v", i, err)
+		}
+	}
+	if err := m.Verify(1, data[:128]); !errors.Is(err, ErrCorruptPiece) {
+		t.Fatalf("piece 0's bytes as piece 1: %v", err)
+	}
+	if b, err := m.MarshalBinary(); err != nil || !bytes.Equal(b, old) {
+		t.Fatalf("a per-piece metainfo is not written back as version 1 (%v)", err)
+	}
+	var j Metainfo
+	if err := json.Unmarshal([]byte(`{"version":1,"digest":"`+string(d)+`","size":300,"pieceLength":128,"pieceHashes":["`+
+		hex.EncodeToString(m.PieceHashes[0][:])+`","`+hex.EncodeToString(m.PieceHashes[1][:])+`","`+hex.EncodeToString(m.PieceHashes[2][:])+`"]}`), &j); err != nil {
+		t.Fatalf("decoding version 1 JSON: %v", err)
+	}
+	if !reflect.DeepEqual(&j, &m) {
+		t.Fatalf("version 1 JSON decoded as %+v, want %+v", j, m)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"math/bits"
+	"slices"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -15,24 +16,45 @@ import (
 // Hasher computes a blob's piece hashes from its bytes written in order,
 // one pass, whatever the sizes of the writes. Its state marshals
 // (MarshalBinary), so that hashing can stop after any write and go on
-// elsewhere: the origin's upload sessions keep it with their digest state
-// and hash the pieces as the chunks arrive, on whichever node takes each
-// chunk, so a pushed blob's metainfo is ready without reading it again.
+// elsewhere: the origin's upload sessions keep it in their state and hash
+// the pieces as the chunks arrive, on whichever node takes each chunk, so
+// a pushed blob's metainfo is ready without reading it again.
+//
+// A Chained Hasher hashes the blob with one SHA-256 and notes its chaining
+// value at each piece boundary: that SHA-256 is also the blob's digest
+// (BlobHash), so a sha256 blob is hashed once for both.
 type Hasher struct {
+	scheme      Scheme
 	pieceLength int64
 	size        int64 // bytes written
 	hashes      [][HashSize]byte
-	piece       hash.Hash // over the bytes of the piece being written
+	// h is the SHA-256 of the piece being written (PerPiece), or of the
+	// whole blob (Chained).
+	h   hash.Hash
+	err error // reading a chaining value failed (never, with crypto/sha256)
 }
 
-// NewHasher returns a Hasher for pieces of pieceLength bytes, a power of
-// two no larger than MaxPieceLength.
-func NewHasher(pieceLength int64) (*Hasher, error) {
+// NewHasher returns a Hasher of the given scheme for pieces of
+// pieceLength bytes, a power of two no larger than MaxPieceLength (and
+// for Chained, no smaller than SHA-256's block).
+func NewHasher(s Scheme, pieceLength int64) (*Hasher, error) {
 	if pieceLength <= 0 || pieceLength > MaxPieceLength || bits.OnesCount64(uint64(pieceLength)) != 1 {
 		return nil, fmt.Errorf("piece length %d is not a power of two in [1, %d]", pieceLength, MaxPieceLength)
 	}
-	return &Hasher{pieceLength: pieceLength, piece: sha256.New()}, nil
+	switch s {
+	case PerPiece:
+	case Chained:
+		if pieceLength < sha256.BlockSize {
+			return nil, fmt.Errorf("piece length %d is below SHA-256's block (%d bytes): chained piece hashes need whole blocks", pieceLength, sha256.BlockSize)
+		}
+	default:
+		return nil, fmt.Errorf("unknown piece hash scheme %d", uint8(s))
+	}
+	return &Hasher{scheme: s, pieceLength: pieceLength, h: sha256.New()}, nil
 }
+
+// Scheme is the scheme the Hasher was made for.
+func (h *Hasher) Scheme() Scheme { return h.scheme }
 
 // PieceLength is the piece length the Hasher was made for.
 func (h *Hasher) PieceLength() int64 { return h.pieceLength }
@@ -40,29 +62,60 @@ func (h *Hasher) PieceLength() int64 { return h.pieceLength }
 // Size is how many bytes were written.
 func (h *Hasher) Size() int64 { return h.size }
 
+// BlobHash returns a Chained Hasher's SHA-256 of the bytes written, to
+// take its sum or marshal its state; writing to it would leave bytes out
+// of the piece hashes. It is nil for a PerPiece Hasher.
+func (h *Hasher) BlobHash() hash.Hash {
+	if h.scheme != Chained {
+		return nil
+	}
+	return h.h
+}
+
 // Write hashes p as the next bytes of the blob. It never fails.
 func (h *Hasher) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
 		k := min(int64(len(p)), h.pieceLength-h.size%h.pieceLength)
-		_, _ = h.piece.Write(p[:k])
+		_, _ = h.h.Write(p[:k])
 		h.size += k
 		p = p[k:]
-		if h.size%h.pieceLength == 0 {
-			h.hashes = append(h.hashes, [HashSize]byte(h.piece.Sum(nil)))
-			h.piece.Reset()
+		if h.size%h.pieceLength != 0 {
+			continue
 		}
+		if h.scheme == PerPiece {
+			h.hashes = append(h.hashes, [HashSize]byte(h.h.Sum(nil)))
+			h.h.Reset()
+			continue
+		}
+		cv, err := chainValue(h.h)
+		if err != nil && h.err == nil {
+			h.err = err
+		}
+		h.hashes = append(h.hashes, cv)
 	}
 	return n, nil
 }
 
 // Metainfo returns the metainfo of blob d, the bytes written so far. The
-// caller vouches that they are d (it verified the digest); the Hasher can
-// be written to further.
+// caller vouches that they are d (it verified the digest); a Chained
+// Hasher checks it too, since it hashed the blob. The Hasher can be
+// written to further.
 func (h *Hasher) Metainfo(d digest.Digest) (*Metainfo, error) {
-	m := &Metainfo{Digest: d, Size: h.size, PieceLength: h.pieceLength, PieceHashes: h.hashes[:len(h.hashes):len(h.hashes)]}
-	if h.size%h.pieceLength != 0 {
-		m.PieceHashes = append(m.PieceHashes, [HashSize]byte(h.piece.Sum(nil)))
+	if h.err != nil {
+		return nil, fmt.Errorf("metainfo from hashing: %w", h.err)
+	}
+	m := &Metainfo{Digest: d, Size: h.size, PieceLength: h.pieceLength, Scheme: h.scheme, PieceHashes: h.hashes[:len(h.hashes):len(h.hashes)]}
+	switch {
+	case h.scheme == Chained && d.Algorithm() != digest.SHA256:
+		return nil, fmt.Errorf("metainfo from hashing: chained piece hashes are for sha256 blobs, not %s", d)
+	case h.size%h.pieceLength != 0:
+		m.PieceHashes = append(m.PieceHashes, [HashSize]byte(h.h.Sum(nil)))
+	case h.scheme == Chained && h.size > 0:
+		// The last piece ends at a block boundary: its hash is the
+		// blob's SHA-256, not the chaining value noted there.
+		m.PieceHashes = slices.Clone(m.PieceHashes)
+		m.PieceHashes[len(m.PieceHashes)-1] = [HashSize]byte(h.h.Sum(nil))
 	}
 	if err := m.Validate(); err != nil {
 		return nil, fmt.Errorf("metainfo from hashing: %w", err)
@@ -70,19 +123,30 @@ func (h *Hasher) Metainfo(d digest.Digest) (*Metainfo, error) {
 	return m, nil
 }
 
-// hasherVersion is the first byte of a marshalled Hasher.
-const hasherVersion = 1
+// The first byte of a marshalled Hasher: its scheme.
+const (
+	hasherPerPiece = 1
+	hasherChained  = 2
+)
 
-// MarshalBinary returns the Hasher's state: version u8 | piece length u64 |
-// size u64 | piece hash state length u16 | piece hash state | the hashes of
-// the whole pieces (big-endian).
+// MarshalBinary returns the Hasher's state: version u8 (1 PerPiece, 2
+// Chained) | piece length u64 | size u64 | hash state length u16 | the
+// SHA-256 state (of the piece being written, or of the blob) | the
+// hashes of the whole pieces (big-endian).
 func (h *Hasher) MarshalBinary() ([]byte, error) {
-	st, err := h.piece.(encoding.BinaryMarshaler).MarshalBinary()
+	if h.err != nil {
+		return nil, fmt.Errorf("piece hasher: %w", h.err)
+	}
+	st, err := h.h.(encoding.BinaryMarshaler).MarshalBinary()
 	if err != nil {
 		return nil, fmt.Errorf("piece hasher: %w", err)
 	}
+	v := byte(hasherPerPiece)
+	if h.scheme == Chained {
+		v = hasherChained
+	}
 	b := make([]byte, 0, 1+8+8+2+len(st)+len(h.hashes)*HashSize)
-	b = append(b, hasherVersion)
+	b = append(b, v)
 	b = binary.BigEndian.AppendUint64(b, uint64(h.pieceLength))
 	b = binary.BigEndian.AppendUint64(b, uint64(h.size))
 	b = binary.BigEndian.AppendUint16(b, uint16(len(st)))
@@ -96,8 +160,17 @@ func (h *Hasher) MarshalBinary() ([]byte, error) {
 // UnmarshalBinary restores a state of MarshalBinary.
 func (h *Hasher) UnmarshalBinary(b []byte) error {
 	bad := func(what string) error { return fmt.Errorf("piece hasher state: %s", what) }
-	if len(b) < 1+8+8+2 || b[0] != hasherVersion {
-		return bad("unknown version or truncated")
+	if len(b) < 1+8+8+2 {
+		return bad("truncated")
+	}
+	var s Scheme
+	switch b[0] {
+	case hasherPerPiece:
+		s = PerPiece
+	case hasherChained:
+		s = Chained
+	default:
+		return bad(fmt.Sprintf("unknown version %d", b[0]))
 	}
 	pl, size := int64(binary.BigEndian.Uint64(b[1:])), int64(binary.BigEndian.Uint64(b[9:]))
 	n := int(binary.BigEndian.Uint16(b[17:]))
@@ -105,15 +178,24 @@ func (h *Hasher) UnmarshalBinary(b []byte) error {
 	if len(b) < n {
 		return bad("truncated hash state")
 	}
-	nh, err := NewHasher(pl)
+	nh, err := NewHasher(s, pl)
 	if err != nil {
 		return bad(err.Error())
 	}
-	if err := nh.piece.(encoding.BinaryUnmarshaler).UnmarshalBinary(b[:n]); err != nil {
+	if err := nh.h.(encoding.BinaryUnmarshaler).UnmarshalBinary(b[:n]); err != nil {
 		return fmt.Errorf("piece hasher state: %w", err)
 	}
+	// The SHA-256 state ends with the count of bytes it hashed: those of
+	// the piece being written, or of the blob.
+	hashed := size % pl
+	if s == Chained {
+		hashed = size
+	}
+	if size < 0 || n < 8 || int64(binary.BigEndian.Uint64(b[n-8:n])) != hashed {
+		return errors.New("piece hasher state: its SHA-256 state does not match its size")
+	}
 	b = b[n:]
-	if size < 0 || len(b)%HashSize != 0 || int64(len(b)/HashSize) != size/pl {
+	if len(b)%HashSize != 0 || int64(len(b)/HashSize) != size/pl {
 		return errors.New("piece hasher state: piece hashes do not match its size")
 	}
 	nh.size = size

@@ -65,6 +65,9 @@ func TestComputeSplitsIntoPieces(t *testing.T) {
 		{"exact multiple", 64, 16, 4},
 		{"remainder", 65, 16, 5},
 		{"piece larger than copy buffer", 300 << 10, 256 << 10, 2},
+		{"chained, exact multiple", 256, 64, 4},
+		{"chained, remainder", 200, 64, 4},
+		{"chained, one short piece", 10, 64, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -77,6 +80,11 @@ func TestComputeSplitsIntoPieces(t *testing.T) {
 			if m.NumPieces() != tt.wantPieces {
 				t.Fatalf("NumPieces = %d, want %d", m.NumPieces(), tt.wantPieces)
 			}
+			// A sha256 blob's pieces are chained once they are whole
+			// SHA-256 blocks.
+			if want := map[bool]Scheme{false: PerPiece, true: Chained}[tt.pieceLength >= 64]; m.Scheme != want {
+				t.Fatalf("scheme %s, want %s", m.Scheme, want)
+			}
 			var total int64
 			for i := range m.NumPieces() {
 				off, n := m.PieceOffset(i), m.PieceSize(i)
@@ -84,7 +92,7 @@ func TestComputeSplitsIntoPieces(t *testing.T) {
 					t.Errorf("piece %d offset %d, want %d", i, off, total)
 				}
 				piece := data[off : off+n]
-				if want := sha256.Sum256(piece); m.PieceHashes[i] != want {
+				if want := sha256.Sum256(piece); m.Scheme == PerPiece && m.PieceHashes[i] != want {
 					t.Errorf("piece %d hash %x, want %x", i, m.PieceHashes[i], want)
 				}
 				if err := m.Verify(i, piece); err != nil {
@@ -180,5 +188,143 @@ func TestVerifyRejectsBadPieces(t *testing.T) {
 	}
 	if err := m.Verify(2, data[32:]); err != nil {
 		t.Fatalf("Verify of the short last piece: %v", err)
+	}
+}
+
+// chained returns a Chained metainfo of blob(size) with pieces of
+// pieceLength bytes, and the blob.
+func chained(t *testing.T, size int, pieceLength int64) (*Metainfo, []byte) {
+	t.Helper()
+	data := blob(size)
+	m, err := Compute(bytes.NewReader(data), digest.FromBytes(data), int64(size), pieceLength)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Scheme != Chained {
+		t.Fatalf("Compute of a sha256 blob with %d-byte pieces gave scheme %s, want chained", pieceLength, m.Scheme)
+	}
+	return m, data
+}
+
+func TestChainedVerify(t *testing.T) {
+	m, data := chained(t, 1000, 64) // 15 pieces of 64 bytes and one of 40
+	piece := func(i int) []byte { return data[m.PieceOffset(i) : m.PieceOffset(i)+m.PieceSize(i)] }
+	for i := range m.NumPieces() {
+		if err := m.Verify(i, piece(i)); err != nil {
+			t.Fatalf("Verify(%d) of the right bytes: %v", i, err)
+		}
+	}
+	// The piece hashes are the blob's SHA-256 at the boundaries, not each
+	// piece's own: piece 0's is the chaining value after one block.
+	if own := sha256.Sum256(piece(0)); m.PieceHashes[0] == own {
+		t.Fatal("piece 0's hash is its own SHA-256, not a chaining value")
+	}
+	if last := m.PieceHashes[m.NumPieces()-1]; digest.NewDigestFromBytes(digest.SHA256, last[:]) != m.Digest {
+		t.Fatalf("the last piece hash %x is not the blob's digest %s", last, m.Digest)
+	}
+	flipped := bytes.Clone(piece(3))
+	flipped[17] ^= 1
+	last := piece(m.NumPieces() - 1)
+	tests := []struct {
+		name string
+		i    int
+		data []byte
+	}{
+		{"one bit flipped", 3, flipped},
+		{"another piece's bytes (wrong index)", 4, piece(3)},
+		{"the first piece at the second's index", 1, piece(0)},
+		{"pieces 3 and 4 swapped", 3, piece(4)},
+		{"truncated piece", 5, piece(5)[:63]},
+		{"truncated last piece", m.NumPieces() - 1, last[:len(last)-1]},
+		{"last piece padded", m.NumPieces() - 1, append(bytes.Clone(last), 0)},
+		{"last piece empty", m.NumPieces() - 1, nil},
+		{"a whole piece as the last", m.NumPieces() - 1, piece(2)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := m.Verify(tt.i, tt.data); !errors.Is(err, ErrCorruptPiece) {
+				t.Fatalf("Verify(%d) = %v, want ErrCorruptPiece", tt.i, err)
+			}
+		})
+	}
+	if err := m.Verify(m.NumPieces(), nil); err == nil || errors.Is(err, ErrCorruptPiece) {
+		t.Fatalf("Verify past the end = %v, want an index error", err)
+	}
+}
+
+// A PieceDigester written a piece in writes of any size gives the piece's
+// hash, and refuses a piece that is short of a whole block.
+func TestPieceDigesterAcrossWrites(t *testing.T) {
+	m, data := chained(t, 64*10+5, 128)
+	for i := range m.NumPieces() {
+		pd, err := m.PieceDigester(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := data[m.PieceOffset(i) : m.PieceOffset(i)+m.PieceSize(i)]
+		for len(p) > 0 {
+			n := min(len(p), 1+len(p)/3)
+			_, _ = pd.Write(p[:n])
+			p = p[n:]
+		}
+		if err := pd.Verify(); err != nil || pd.Sum() != m.PieceHashes[i] {
+			t.Fatalf("piece %d in small writes: %v, sum %x, want %x", i, err, pd.Sum(), m.PieceHashes[i])
+		}
+	}
+	pd, _ := m.PieceDigester(1)
+	_, _ = pd.Write(data[128 : 128+100])
+	if err := pd.Verify(); !errors.Is(err, ErrCorruptPiece) {
+		t.Fatalf("a piece cut inside a block verified: %v", err)
+	}
+}
+
+// A blob whose pieces all verify against Chained metainfo is the blob its
+// digest names: the chain ends in the digest, which Validate requires,
+// and each piece goes on from the state the previous one was checked to
+// reach.
+func TestChainedPiecesImplyTheDigest(t *testing.T) {
+	m, data := chained(t, 5000, 256)
+	whole := sha256.New()
+	for i := range m.NumPieces() {
+		p := data[m.PieceOffset(i) : m.PieceOffset(i)+m.PieceSize(i)]
+		if err := m.Verify(i, p); err != nil {
+			t.Fatal(err)
+		}
+		whole.Write(p)
+	}
+	if got := digest.NewDigest(digest.SHA256, whole); got != m.Digest {
+		t.Fatalf("the verified pieces hash to %s, not the digest %s", got, m.Digest)
+	}
+	// Metainfo whose chain ends elsewhere than its digest: pieces that
+	// verify against it would not be the blob.
+	other := *m
+	other.Digest = digest.FromString("another blob")
+	if err := other.Validate(); err == nil {
+		t.Fatal("chained metainfo whose last hash is not its digest validated")
+	}
+	// An empty blob's chained metainfo must name the empty blob.
+	empty, _ := chained(t, 0, 64)
+	empty.Digest = digest.FromString("not empty")
+	if err := empty.Validate(); err == nil {
+		t.Fatal("chained metainfo of no bytes validated with another digest")
+	}
+}
+
+func TestValidateChainedNeedsSHA256AndWholeBlocks(t *testing.T) {
+	m, _ := chained(t, 300, 64)
+	sha512 := *m
+	sha512.Digest = digest.SHA512.FromString("x")
+	small := *m
+	small.PieceLength, small.PieceHashes = 32, make([][HashSize]byte, 10)
+	small.PieceHashes[9] = m.PieceHashes[len(m.PieceHashes)-1]
+	unknown := *m
+	unknown.Scheme = 9
+	for name, bad := range map[string]*Metainfo{"sha512 digest": &sha512, "32-byte pieces": &small, "unknown scheme": &unknown} {
+		if err := bad.Validate(); err == nil {
+			t.Errorf("%s: chained metainfo validated", name)
+		}
+	}
+	if m, err := Compute(bytes.NewReader(blob(100)), digest.SHA512.FromBytes(blob(100)), 100, 64); err != nil || m.Scheme != PerPiece {
+		t.Fatalf("Compute of a sha512 blob: %v, want per-piece metainfo", err)
 	}
 }

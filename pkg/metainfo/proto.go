@@ -15,7 +15,7 @@ func (m *Metainfo) Proto() *peerpb.Metainfo {
 		hashes = append(hashes, h[:]...)
 	}
 	return &peerpb.Metainfo{Digest: string(m.Digest), Size: m.Size, PieceLength: m.PieceLength, PieceHashes: hashes,
-		Signature: m.Signature, KeyId: m.KeyID}
+		Scheme: peerpb.PieceHashScheme(m.Scheme), Signature: m.Signature, KeyId: m.KeyID}
 }
 
 // FromProto converts a GetMetainfo answer and validates it. Callers should
@@ -28,7 +28,11 @@ func FromProto(p *peerpb.Metainfo) (*Metainfo, error) {
 		return nil, fmt.Errorf("decoding metainfo for %s: %d bytes of piece hashes is not a multiple of %d", p.GetDigest(), len(raw), HashSize)
 	}
 	m := &Metainfo{Digest: digest.Digest(p.GetDigest()), Size: p.GetSize(), PieceLength: p.GetPieceLength(),
-		PieceHashes: make([][HashSize]byte, len(raw)/HashSize), Signature: p.GetSignature(), KeyID: p.GetKeyId()}
+		Scheme: Scheme(p.GetScheme()), PieceHashes: make([][HashSize]byte, len(raw)/HashSize),
+		Signature: p.GetSignature(), KeyID: p.GetKeyId()}
+	if int32(m.Scheme) != int32(p.GetScheme()) {
+		return nil, fmt.Errorf("decoding metainfo for %s: unknown piece hash scheme %d", p.GetDigest(), p.GetScheme())
+	}
 	for i := range m.PieceHashes {
 		copy(m.PieceHashes[i][:], raw[i*HashSize:])
 	}

@@ -2,7 +2,6 @@ package origin
 
 import (
 	"fmt"
-	"hash"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -20,11 +19,12 @@ import (
 const chunkBuffers = 8
 
 // copyChunk copies src to the upload's part writer fw, to h (the digest of
-// the whole upload) and to pieces (its piece hasher; nil for none), and
-// returns how many bytes fw took. fw and pieces take the bytes on
-// goroutines of their own, h on the one that reads src, so the store is
-// sent bytes while the next ones are read and hashed: the store does not
-// wait for the origin's two SHA-256 passes. fw and pieces share each
+// the whole upload, or a Chained piece hasher computing it) and to pieces
+// (a PerPiece piece hasher; nil for none: chunkHashers), and returns how
+// many bytes fw took. fw and pieces take the bytes on goroutines of their
+// own, h on the one that reads src, so the store is sent bytes while the
+// next ones are read and hashed: the store does not wait for the origin's
+// hashing. fw and pieces share each
 // buffer read from src, no copy, which goes back to copyBuffers once both
 // are done with it; at most chunkBuffers are in flight.
 //
@@ -35,7 +35,7 @@ const chunkBuffers = 8
 // is. On any error the caller throws the chunk away, and the state of h
 // and pieces does not matter. On success every byte read was written to
 // all three.
-func copyChunk(fw io.Writer, h hash.Hash, pieces io.Writer, src io.Reader) (int64, error) {
+func copyChunk(fw io.Writer, h io.Writer, pieces io.Writer, src io.Reader) (int64, error) {
 	p := &chunkPipe{
 		slots:   make(chan struct{}, chunkBuffers),
 		toStore: make(chan *chunkBuf, chunkBuffers),

@@ -70,17 +70,32 @@ func randomBlob(t *testing.T, size int) []byte {
 
 // Every byte reaches the store writer, the upload's digest and its piece
 // hashes, in order, whatever sizes the body's reads have and however many
-// buffers the chunk spans.
+// buffers the chunk spans: through a chained piece hasher that is the
+// upload's SHA-256 (one pass), or a per-piece one beside it.
 func TestCopyChunkFeedsStoreDigestAndPiecesInOrder(t *testing.T) {
-	for _, size := range []int{1, 1 << 20, 3*metainfo.DefaultPieceLength + 12345, (chunkBuffers+3)<<20 + 1} {
+	for _, tc := range []struct {
+		size   int
+		scheme metainfo.Scheme
+	}{
+		{1, metainfo.Chained}, {1 << 20, metainfo.Chained}, {3*metainfo.DefaultPieceLength + 12345, metainfo.Chained},
+		{(chunkBuffers+3)<<20 + 1, metainfo.Chained}, {3*metainfo.DefaultPieceLength + 12345, metainfo.PerPiece},
+	} {
+		size := tc.size
 		data := randomBlob(t, size)
 		var store bytes.Buffer
-		h := sha256.New()
-		pieces, err := metainfo.NewHasher(metainfo.DefaultPieceLength)
+		pieces, err := metainfo.NewHasher(tc.scheme, metainfo.DefaultPieceLength)
 		if err != nil {
 			t.Fatal(err)
 		}
-		n, err := copyChunk(&store, h, pieces, &shortReads{data: data, rng: rand.New(rand.NewPCG(1, uint64(size)))})
+		h := chainedHash(pieces)
+		if h == nil {
+			h = sha256.New()
+		}
+		hw, side := chunkHashers(h, pieces)
+		if (side == nil) != (tc.scheme == metainfo.Chained) {
+			t.Fatalf("%s: a second hash pass beside the upload's: %t", tc.scheme, side != nil)
+		}
+		n, err := copyChunk(&store, hw, side, &shortReads{data: data, rng: rand.New(rand.NewPCG(1, uint64(size)))})
 		if err != nil || n != int64(size) {
 			t.Fatalf("%d bytes: copyChunk stored %d bytes, err %v; want all of them, no error", size, n, err)
 		}
@@ -99,8 +114,13 @@ func TestCopyChunkFeedsStoreDigestAndPiecesInOrder(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !slices.Equal(got.PieceHashes, want.PieceHashes) {
+		if tc.scheme == metainfo.Chained && (got.Scheme != want.Scheme || !slices.Equal(got.PieceHashes, want.PieceHashes)) {
 			t.Errorf("%d bytes: piece hashes differ from the blob's (%d pieces hashed, %d in the blob)", size, got.NumPieces(), want.NumPieces())
+		}
+		for i := range got.NumPieces() {
+			if err := got.Verify(i, data[got.PieceOffset(i):got.PieceOffset(i)+got.PieceSize(i)]); err != nil {
+				t.Fatalf("%s, %d bytes: %v", tc.scheme, size, err)
+			}
 		}
 	}
 }
@@ -122,7 +142,7 @@ func TestCopyChunkStopsAtAStoreFailure(t *testing.T) {
 	errStore := errors.New("store failed")
 	store := &failingWriter{limit: 3<<20 + 7, err: errStore}
 	src := &shortReads{data: data, rng: rand.New(rand.NewPCG(3, 4))}
-	pieces, _ := metainfo.NewHasher(metainfo.DefaultPieceLength)
+	pieces, _ := metainfo.NewHasher(metainfo.PerPiece, metainfo.DefaultPieceLength)
 	n, err := copyChunk(store, sha256.New(), pieces, src)
 	if !errors.Is(err, errStore) {
 		t.Fatalf("copyChunk returned %v, want the store's error", err)

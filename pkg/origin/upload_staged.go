@@ -8,6 +8,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/internal/ociapi"
+	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/pkg/storage"
 )
 
@@ -77,9 +78,16 @@ func (s *Server) putStaged(ctx context.Context, sw storage.StagedWriter, sess *u
 		}}
 	}
 	src := &readErrRecorder{r: body}
-	h := want.Algorithm().Hash()
-	pieces := pieceHasher(&uploadState{})
-	n, err := copyChunk(fw, h, pieces, src)
+	pieces, err := metainfo.NewHasher(metainfo.SchemeFor(want, metainfo.DefaultPieceLength), metainfo.DefaultPieceLength)
+	if err != nil {
+		return err
+	}
+	h := chainedHash(pieces)
+	if h == nil {
+		h = want.Algorithm().Hash()
+	}
+	hw, side := chunkHashers(h, pieces)
+	n, err := copyChunk(fw, hw, side, src)
 	switch {
 	case err != nil:
 		return s.chunkFailure(ctx, id, err, src.err, n, 0)

@@ -51,9 +51,13 @@ type uploadState struct {
 	SHA256 []byte `json:"sha256,omitempty"`
 	// Pieces is the marshalled metainfo.Hasher over the first Size bytes:
 	// the blob's piece hashes, computed as the chunks arrive so that the
-	// seeders need not read the blob back to compute its metainfo. Absent
-	// for uploads past maxHashedUpload, and for those an older node
-	// started.
+	// seeders need not read the blob back to compute its metainfo. It is
+	// Chained: its SHA-256 is the upload's (SHA256 is a copy of its state,
+	// for nodes that know no Chained hasher), so each byte is hashed once.
+	// A PerPiece one, from a node before Chained, goes on as it started.
+	// Absent for uploads past maxHashedUpload, and for those a node that
+	// did not know the hasher's version (an older one) took a chunk of:
+	// their metainfo is computed by the seeders from the blob.
 	Pieces []byte `json:"pieces,omitempty"`
 }
 
@@ -238,9 +242,10 @@ type pendingChunk struct {
 	part    uploadPart // the part written to, Length as before the chunk
 	newPart bool
 	n       int64
-	hash    hash.Hash // over the upload up to the chunk's end
+	hash    hash.Hash // SHA-256 over the upload up to the chunk's end
 	// pieces hashes the pieces up to the chunk's end; nil when the upload
-	// has no piece hashes.
+	// has no piece hashes. A Chained one hashes through hash (its
+	// BlobHash).
 	pieces *metainfo.Hasher
 }
 
@@ -258,11 +263,11 @@ func (c *pendingChunk) abort(ctx context.Context) {
 // writeChunk writes body at the end of the upload, without committing it.
 // It returns nil for an empty body. st is not changed.
 func (s *Server) writeChunk(ctx context.Context, name, id string, st *uploadState, body io.Reader, want int64) (*pendingChunk, error) {
-	h, err := restoreSHA256(st.SHA256, st.Size)
+	h, pieces, err := uploadHashers(st)
 	if err != nil {
 		return nil, fmt.Errorf("upload %s: %w", id, err)
 	}
-	c := &pendingChunk{hash: h, pieces: pieceHasher(st)}
+	c := &pendingChunk{hash: h, pieces: pieces}
 	if n := len(st.Parts); n > 0 && st.Parts[n-1].Start+st.Parts[n-1].Length == st.Size {
 		last := st.Parts[n-1]
 		w, err := s.driver.Writer(ctx, uploadPartPath(name, id, last.Name), true)
@@ -292,11 +297,8 @@ func (s *Server) writeChunk(ctx context.Context, name, id string, st *uploadStat
 		}}
 	}
 	src := &readErrRecorder{r: body}
-	var pieces io.Writer
-	if c.pieces != nil {
-		pieces = c.pieces
-	}
-	c.n, err = copyChunk(c.fw, h, pieces, src)
+	hw, side := chunkHashers(h, pieces)
+	c.n, err = copyChunk(c.fw, hw, side, src)
 	if err == nil && want >= 0 && c.n != want {
 		err = errChunkLength(c.n, want)
 	}
@@ -437,12 +439,48 @@ func (r *readErrRecorder) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// uploadHashers returns the upload's SHA-256 and piece hasher (nil if
+// none), to be written its next bytes: with a Chained piece hasher, the
+// SHA-256 is the hasher's own.
+func uploadHashers(st *uploadState) (hash.Hash, *metainfo.Hasher, error) {
+	pieces := pieceHasher(st)
+	if h := chainedHash(pieces); h != nil {
+		return h, pieces, nil
+	}
+	h, err := restoreSHA256(st.SHA256, st.Size)
+	return h, pieces, err
+}
+
+// chainedHash is the SHA-256 of pieces if it is a Chained hasher (which
+// hashes the blob with it), else nil.
+func chainedHash(pieces *metainfo.Hasher) hash.Hash {
+	if pieces == nil {
+		return nil
+	}
+	return pieces.BlobHash()
+}
+
+// chunkHashers returns what copyChunk writes a chunk to for the upload's
+// SHA-256 or digest h and its piece hasher: on the goroutine reading the
+// body h, through pieces if it is a Chained hasher built on h (one pass);
+// on a goroutine of its own a PerPiece pieces (a second pass, in
+// parallel), else nil.
+func chunkHashers(h hash.Hash, pieces *metainfo.Hasher) (main, side io.Writer) {
+	switch {
+	case pieces == nil:
+		return h, nil
+	case chainedHash(pieces) != nil:
+		return pieces, nil
+	}
+	return h, pieces
+}
+
 // pieceHasher returns the upload's piece hasher, to be written its next
-// bytes: a new one for an upload with no bytes yet, nil for one whose
-// pieces are not being hashed.
+// bytes: a new Chained one for an upload with no bytes yet, nil for one
+// whose pieces are not being hashed.
 func pieceHasher(st *uploadState) *metainfo.Hasher {
 	if st.Size == 0 {
-		h, _ := metainfo.NewHasher(metainfo.DefaultPieceLength)
+		h, _ := metainfo.NewHasher(metainfo.Chained, metainfo.DefaultPieceLength)
 		return h
 	}
 	var h metainfo.Hasher
@@ -459,7 +497,10 @@ func pieceHasher(st *uploadState) *metainfo.Hasher {
 // so is one whose metainfo cannot be stored (logged): the push stands.
 func (s *Server) storeMetainfo(ctx context.Context, st *uploadState, d digest.Digest) {
 	h := pieceHasher(st)
-	if h == nil || h.PieceLength() != metainfo.PieceLengthFor(st.Size) {
+	if h == nil || h.PieceLength() != metainfo.PieceLengthFor(st.Size) ||
+		h.Scheme() == metainfo.Chained && d.Algorithm() != digest.SHA256 {
+		// Chained hashes of a blob pushed chunked whose digest turned
+		// out sha512: the seeders compute its per-piece hashes.
 		return
 	}
 	m, err := h.Metainfo(d)

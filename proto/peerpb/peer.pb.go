@@ -1,6 +1,6 @@
 // Peer protocol: piece exchange between agents, and from agents to origin
-// seeders. Every piece is verified against its SHA-256 from the metainfo
-// before it is stored or served; peers are not trusted with data.
+// seeders. Every piece is verified with SHA-256 against the metainfo before
+// it is stored or served; peers are not trusted with data.
 //
 // See docs/p2p.md for the message flow.
 
@@ -26,6 +26,61 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// PieceHashScheme says what a metainfo's piece hashes are (pkg/metainfo,
+// docs/p2p.md "Metainfo").
+type PieceHashScheme int32
+
+const (
+	// The SHA-256 of each piece's bytes alone. Metainfo without a scheme
+	// (from origins before the field) is this.
+	PieceHashScheme_PIECE_HASH_SCHEME_PER_PIECE PieceHashScheme = 0
+	// sha256 blobs: the chaining value of the blob's SHA-256 after each
+	// piece (piece lengths are whole SHA-256 blocks), and after the last
+	// piece the blob's SHA-256 itself. Piece i is verified by hashing its
+	// bytes from the state after piece i-1, so a blob whose pieces all
+	// verify has its digest.
+	PieceHashScheme_PIECE_HASH_SCHEME_CHAINED PieceHashScheme = 1
+)
+
+// Enum value maps for PieceHashScheme.
+var (
+	PieceHashScheme_name = map[int32]string{
+		0: "PIECE_HASH_SCHEME_PER_PIECE",
+		1: "PIECE_HASH_SCHEME_CHAINED",
+	}
+	PieceHashScheme_value = map[string]int32{
+		"PIECE_HASH_SCHEME_PER_PIECE": 0,
+		"PIECE_HASH_SCHEME_CHAINED":   1,
+	}
+)
+
+func (x PieceHashScheme) Enum() *PieceHashScheme {
+	p := new(PieceHashScheme)
+	*p = x
+	return p
+}
+
+func (x PieceHashScheme) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PieceHashScheme) Descriptor() protoreflect.EnumDescriptor {
+	return file_peer_v1_peer_proto_enumTypes[0].Descriptor()
+}
+
+func (PieceHashScheme) Type() protoreflect.EnumType {
+	return &file_peer_v1_peer_proto_enumTypes[0]
+}
+
+func (x PieceHashScheme) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PieceHashScheme.Descriptor instead.
+func (PieceHashScheme) EnumDescriptor() ([]byte, []int) {
+	return file_peer_v1_peer_proto_rawDescGZIP(), []int{0}
+}
 
 type Reject_Reason int32
 
@@ -69,11 +124,11 @@ func (x Reject_Reason) String() string {
 }
 
 func (Reject_Reason) Descriptor() protoreflect.EnumDescriptor {
-	return file_peer_v1_peer_proto_enumTypes[0].Descriptor()
+	return file_peer_v1_peer_proto_enumTypes[1].Descriptor()
 }
 
 func (Reject_Reason) Type() protoreflect.EnumType {
-	return &file_peer_v1_peer_proto_enumTypes[0]
+	return &file_peer_v1_peer_proto_enumTypes[1]
 }
 
 func (x Reject_Reason) Number() protoreflect.EnumNumber {
@@ -141,11 +196,15 @@ type Metainfo struct {
 	// Piece length in bytes, a power of two. Every piece has this length
 	// except the last, which holds the remainder.
 	PieceLength int64 `protobuf:"varint,3,opt,name=piece_length,json=pieceLength,proto3" json:"piece_length,omitempty"`
-	// SHA-256 of every piece, concatenated: 32 bytes per piece, in order.
+	// One hash per piece, concatenated: 32 bytes per piece, in order; what
+	// they are is scheme.
 	PieceHashes []byte `protobuf:"bytes,4,opt,name=piece_hashes,json=pieceHashes,proto3" json:"piece_hashes,omitempty"`
+	// What piece_hashes are.
+	Scheme PieceHashScheme `protobuf:"varint,7,opt,name=scheme,proto3,enum=shoal.peer.v1.PieceHashScheme" json:"scheme,omitempty"`
 	// Ed25519 signature by the origin over the canonical encoding of
-	// (digest, size, piece_length, SHA-256 of piece_hashes) (docs/p2p.md,
-	// pkg/auth/metainfo.go). Agents use metainfo only if it verifies with an
+	// (digest, size, piece_length, SHA-256 of piece_hashes, and the scheme
+	// unless PER_PIECE) (docs/p2p.md, pkg/auth/metainfo.go). Agents use
+	// metainfo only if it verifies with an
 	// origin public key: it is what makes pieces from untrusted peers
 	// verifiable, so no seeder or peer may substitute its own.
 	Signature []byte `protobuf:"bytes,5,opt,name=signature,proto3" json:"signature,omitempty"`
@@ -211,6 +270,13 @@ func (x *Metainfo) GetPieceHashes() []byte {
 		return x.PieceHashes
 	}
 	return nil
+}
+
+func (x *Metainfo) GetScheme() PieceHashScheme {
+	if x != nil {
+		return x.Scheme
+	}
+	return PieceHashScheme_PIECE_HASH_SCHEME_PER_PIECE
 }
 
 func (x *Metainfo) GetSignature() []byte {
@@ -722,12 +788,13 @@ const file_peer_v1_peer_proto_rawDesc = "" +
 	"\n" +
 	"\x12peer/v1/peer.proto\x12\rshoal.peer.v1\",\n" +
 	"\x12GetMetainfoRequest\x12\x16\n" +
-	"\x06digest\x18\x01 \x01(\tR\x06digest\"\xb1\x01\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\"\xe9\x01\n" +
 	"\bMetainfo\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12!\n" +
 	"\fpiece_length\x18\x03 \x01(\x03R\vpieceLength\x12!\n" +
-	"\fpiece_hashes\x18\x04 \x01(\fR\vpieceHashes\x12\x1c\n" +
+	"\fpiece_hashes\x18\x04 \x01(\fR\vpieceHashes\x126\n" +
+	"\x06scheme\x18\a \x01(\x0e2\x1e.shoal.peer.v1.PieceHashSchemeR\x06scheme\x12\x1c\n" +
 	"\tsignature\x18\x05 \x01(\fR\tsignature\x12\x15\n" +
 	"\x06key_id\x18\x06 \x01(\tR\x05keyId\"\xbe\x02\n" +
 	"\aMessage\x128\n" +
@@ -762,7 +829,10 @@ const file_peer_v1_peer_proto_rawDesc = "" +
 	"PieceChunk\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\fR\x04data2\x91\x01\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data*Q\n" +
+	"\x0fPieceHashScheme\x12\x1f\n" +
+	"\x1bPIECE_HASH_SCHEME_PER_PIECE\x10\x00\x12\x1d\n" +
+	"\x19PIECE_HASH_SCHEME_CHAINED\x10\x012\x91\x01\n" +
 	"\x04Peer\x12I\n" +
 	"\vGetMetainfo\x12!.shoal.peer.v1.GetMetainfoRequest\x1a\x17.shoal.peer.v1.Metainfo\x12>\n" +
 	"\bExchange\x12\x16.shoal.peer.v1.Message\x1a\x16.shoal.peer.v1.Message(\x010\x01B)Z'github.com/shoal-dev/shoal/proto/peerpbb\x06proto3"
@@ -779,37 +849,39 @@ func file_peer_v1_peer_proto_rawDescGZIP() []byte {
 	return file_peer_v1_peer_proto_rawDescData
 }
 
-var file_peer_v1_peer_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_peer_v1_peer_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_peer_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_peer_v1_peer_proto_goTypes = []any{
-	(Reject_Reason)(0),         // 0: shoal.peer.v1.Reject.Reason
-	(*GetMetainfoRequest)(nil), // 1: shoal.peer.v1.GetMetainfoRequest
-	(*Metainfo)(nil),           // 2: shoal.peer.v1.Metainfo
-	(*Message)(nil),            // 3: shoal.peer.v1.Message
-	(*Handshake)(nil),          // 4: shoal.peer.v1.Handshake
-	(*Have)(nil),               // 5: shoal.peer.v1.Have
-	(*Request)(nil),            // 6: shoal.peer.v1.Request
-	(*Cancel)(nil),             // 7: shoal.peer.v1.Cancel
-	(*Reject)(nil),             // 8: shoal.peer.v1.Reject
-	(*PieceChunk)(nil),         // 9: shoal.peer.v1.PieceChunk
+	(PieceHashScheme)(0),       // 0: shoal.peer.v1.PieceHashScheme
+	(Reject_Reason)(0),         // 1: shoal.peer.v1.Reject.Reason
+	(*GetMetainfoRequest)(nil), // 2: shoal.peer.v1.GetMetainfoRequest
+	(*Metainfo)(nil),           // 3: shoal.peer.v1.Metainfo
+	(*Message)(nil),            // 4: shoal.peer.v1.Message
+	(*Handshake)(nil),          // 5: shoal.peer.v1.Handshake
+	(*Have)(nil),               // 6: shoal.peer.v1.Have
+	(*Request)(nil),            // 7: shoal.peer.v1.Request
+	(*Cancel)(nil),             // 8: shoal.peer.v1.Cancel
+	(*Reject)(nil),             // 9: shoal.peer.v1.Reject
+	(*PieceChunk)(nil),         // 10: shoal.peer.v1.PieceChunk
 }
 var file_peer_v1_peer_proto_depIdxs = []int32{
-	4, // 0: shoal.peer.v1.Message.handshake:type_name -> shoal.peer.v1.Handshake
-	5, // 1: shoal.peer.v1.Message.have:type_name -> shoal.peer.v1.Have
-	6, // 2: shoal.peer.v1.Message.request:type_name -> shoal.peer.v1.Request
-	7, // 3: shoal.peer.v1.Message.cancel:type_name -> shoal.peer.v1.Cancel
-	8, // 4: shoal.peer.v1.Message.reject:type_name -> shoal.peer.v1.Reject
-	9, // 5: shoal.peer.v1.Message.chunk:type_name -> shoal.peer.v1.PieceChunk
-	0, // 6: shoal.peer.v1.Reject.reason:type_name -> shoal.peer.v1.Reject.Reason
-	1, // 7: shoal.peer.v1.Peer.GetMetainfo:input_type -> shoal.peer.v1.GetMetainfoRequest
-	3, // 8: shoal.peer.v1.Peer.Exchange:input_type -> shoal.peer.v1.Message
-	2, // 9: shoal.peer.v1.Peer.GetMetainfo:output_type -> shoal.peer.v1.Metainfo
-	3, // 10: shoal.peer.v1.Peer.Exchange:output_type -> shoal.peer.v1.Message
-	9, // [9:11] is the sub-list for method output_type
-	7, // [7:9] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	0,  // 0: shoal.peer.v1.Metainfo.scheme:type_name -> shoal.peer.v1.PieceHashScheme
+	5,  // 1: shoal.peer.v1.Message.handshake:type_name -> shoal.peer.v1.Handshake
+	6,  // 2: shoal.peer.v1.Message.have:type_name -> shoal.peer.v1.Have
+	7,  // 3: shoal.peer.v1.Message.request:type_name -> shoal.peer.v1.Request
+	8,  // 4: shoal.peer.v1.Message.cancel:type_name -> shoal.peer.v1.Cancel
+	9,  // 5: shoal.peer.v1.Message.reject:type_name -> shoal.peer.v1.Reject
+	10, // 6: shoal.peer.v1.Message.chunk:type_name -> shoal.peer.v1.PieceChunk
+	1,  // 7: shoal.peer.v1.Reject.reason:type_name -> shoal.peer.v1.Reject.Reason
+	2,  // 8: shoal.peer.v1.Peer.GetMetainfo:input_type -> shoal.peer.v1.GetMetainfoRequest
+	4,  // 9: shoal.peer.v1.Peer.Exchange:input_type -> shoal.peer.v1.Message
+	3,  // 10: shoal.peer.v1.Peer.GetMetainfo:output_type -> shoal.peer.v1.Metainfo
+	4,  // 11: shoal.peer.v1.Peer.Exchange:output_type -> shoal.peer.v1.Message
+	10, // [10:12] is the sub-list for method output_type
+	8,  // [8:10] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_peer_v1_peer_proto_init() }
@@ -830,7 +902,7 @@ func file_peer_v1_peer_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_peer_v1_peer_proto_rawDesc), len(file_peer_v1_peer_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -1,6 +1,6 @@
 // Peer protocol: piece exchange between agents, and from agents to origin
-// seeders. Every piece is verified against its SHA-256 from the metainfo
-// before it is stored or served; peers are not trusted with data.
+// seeders. Every piece is verified with SHA-256 against the metainfo before
+// it is stored or served; peers are not trusted with data.
 //
 // See docs/p2p.md for the message flow.
 
@@ -33,7 +33,7 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type PeerClient interface {
-	// GetMetainfo returns the piece layout and per-piece hashes of a blob.
+	// GetMetainfo returns the piece layout and piece hashes of a blob.
 	// Origin seeders serve it from the metainfo they computed and stored,
 	// signed; agents may serve it for blobs they hold. The caller presents a
 	// capability for the blob in metadata "shoal-capability" (issued by the
@@ -86,7 +86,7 @@ type Peer_ExchangeClient = grpc.BidiStreamingClient[Message, Message]
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
 type PeerServer interface {
-	// GetMetainfo returns the piece layout and per-piece hashes of a blob.
+	// GetMetainfo returns the piece layout and piece hashes of a blob.
 	// Origin seeders serve it from the metainfo they computed and stored,
 	// signed; agents may serve it for blobs they hold. The caller presents a
 	// capability for the blob in metadata "shoal-capability" (issued by the

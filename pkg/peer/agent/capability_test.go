@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -168,11 +167,18 @@ func TestDigestMismatchBreaksTheResponse(t *testing.T) {
 	real := randomBytes(300_000, 23)
 	fake := randomBytes(len(real), 24)
 	d, _ := pushImage(t, o, "team/app", "v1", real)
-	m, err := metainfo.Compute(bytes.NewReader(fake), digest.FromBytes(fake), int64(len(fake)), testPieceLen)
+	// Per-piece metainfo (the old scheme, which agents still take): a
+	// chained one whose chain does not end in its digest is refused as
+	// invalid before any piece is fetched.
+	h, err := metainfo.NewHasher(metainfo.PerPiece, testPieceLen)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.Digest = d // the pieces of fake, under the digest of real
+	_, _ = h.Write(fake)
+	m, err := h.Metainfo(d) // the pieces of fake, under the digest of real
+	if err != nil {
+		t.Fatal(err)
+	}
 	seeder := startSeeder(t, "origin-1", testPieceLen, false)
 	seeder.addAs(d, fake, m)
 	a := startAgent(t, testConfig(t, o.URL, []string{seeder.addr}, nil))

@@ -80,7 +80,7 @@ func (s *Store) WritePieceBuffer(d digest.Digest, i int, data []byte) error {
 // checked against the blob's metainfo (a piece hashed against another
 // metainfo, or of the wrong size, is refused with
 // metainfo.ErrCorruptPiece), data is not read; the caller vouches that sum
-// is its SHA-256. The piece data path's client (internal/piecewire) hashes
+// is its piece hash (metainfo.PieceDigester). The piece data path's client (internal/piecewire) hashes
 // every piece to drop a corrupt peer at its first bad piece.
 func (s *Store) WriteVerifiedPiece(d digest.Digest, i int, data []byte, sum [metainfo.HashSize]byte) error {
 	return s.handOver(d, i, data, &sum)

@@ -169,11 +169,10 @@ func TestHandedOverPiecesSurviveReload(t *testing.T) {
 
 func TestCompleteWithoutDigestCheckTrustsVerifiedPieces(t *testing.T) {
 	s := open(t, t.TempDir(), 1<<20, WithoutDigestCheck())
-	data, m := testBlob(t, 25, 3*pieceLen)
+	data, _ := testBlob(t, 25, 3*pieceLen)
 	// Pieces hash right, the digest names other bytes: only the whole-blob
 	// check notices, and it is off.
-	wrong := *m
-	wrong.Digest = digest.FromString("another blob")
+	wrong := *misnamed(t, data, "another blob")
 	fill(t, s, data, &wrong)
 	if err := s.Complete(wrong.Digest); err != nil {
 		t.Fatalf("Complete without the digest check: %v", err)
