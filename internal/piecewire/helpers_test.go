@@ -68,6 +68,9 @@ type fileSource struct {
 	mu     sync.Mutex
 	opened map[int]int
 	done   atomic.Int64 // Done calls
+	// Piece.Sent calls and their bytes; told: Done calls whose sent was
+	// what Sent had reported of the piece.
+	rounds, sentBytes, told atomic.Int64
 }
 
 func newFileSource(t testing.TB, b *blob) *fileSource {
@@ -98,7 +101,20 @@ func (s *fileSource) OpenPiece(ctx context.Context, d digest.Digest, i int) (*Pi
 			return nil, err
 		}
 	}
-	p := &Piece{Size: s.b.meta.PieceSize(i), Done: func(int64, error) { s.done.Add(1) }}
+	var reported int64
+	p := &Piece{Size: s.b.meta.PieceSize(i),
+		Sent: func(n int64) {
+			reported += n
+			s.rounds.Add(1)
+			s.sentBytes.Add(n)
+		},
+		Done: func(sent int64, _ error) {
+			s.done.Add(1)
+			if sent == reported {
+				s.told.Add(1)
+			}
+		},
+	}
 	if s.asReader {
 		p.Reader = bytes.NewReader(s.b.piece(i))
 	} else {

@@ -12,13 +12,14 @@ const haveSendfile = true
 
 // sendfile writes the n bytes of f at off to the socket c with
 // sendfile(2), step bytes per round; before runs ahead of each round with
-// its size (to renew the write deadline and wait for egress budget).
+// its size (to renew the write deadline and wait for egress budget), after
+// once it wrote some.
 //
 // Not io.Copy: Go's sendfile path (net.TCPConn.ReadFrom) sends from the
 // file's current offset, and a piece file is shared by every upload of its
 // blob, each at its own offset. Passing the offset to sendfile keeps the
 // descriptor's position untouched, like pread.
-func sendfile(c syscall.Conn, f *os.File, off, n, step int64, before func(int64) error) (int64, error) {
+func sendfile(c syscall.Conn, f *os.File, off, n, step int64, before func(int64) error, after func(int64)) (int64, error) {
 	out, err := c.SyscallConn()
 	if err != nil {
 		return 0, fmt.Errorf("sendfile: %w", err)
@@ -58,6 +59,9 @@ func sendfile(c syscall.Conn, f *os.File, off, n, step int64, before func(int64)
 				return true
 			})
 			sent += done
+			if done > 0 {
+				after(done)
+			}
 			if werr != nil && opErr == nil {
 				opErr = werr
 			}

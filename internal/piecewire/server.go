@@ -121,6 +121,10 @@ type Piece struct {
 	Offset int64
 	// Reader is the piece's bytes when File is nil.
 	Reader io.Reader
+	// Sent, if set, is called with the bytes of each write round (at most
+	// 1 MiB) once written, before Done: a sender on a slow link measures
+	// its rate as the piece goes, not only once it ended.
+	Sent func(n int64)
 	// Done, if set, is called once after the piece was sent or its send
 	// failed, with the bytes written (release a slot, close a file, count
 	// egress).
@@ -698,9 +702,14 @@ func (c *serverConn) writePiece(i uint32, p *Piece) (int64, error) {
 		}
 		return c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.Timeout))
 	}
+	after := func(n int64) {
+		if p.Sent != nil {
+			p.Sent(n)
+		}
+	}
 	what := fmt.Sprintf("writing piece %d of %s", i, c.d)
 	if sc, ok := c.nc.(syscall.Conn); ok && haveSendfile && p.File != nil {
-		n, err := sendfile(sc, p.File, p.Offset, p.Size, step, before)
+		n, err := sendfile(sc, p.File, p.Offset, p.Size, step, before, after)
 		c.s.sendfileBytes.Add(n)
 		if err != nil {
 			return n, c.writeErr(what, err)
@@ -726,6 +735,9 @@ func (c *serverConn) writePiece(i uint32, p *Piece) (int64, error) {
 		m, err := c.nc.Write(buf[:n])
 		sent += int64(m)
 		c.s.copiedBytes.Add(int64(m))
+		if m > 0 {
+			after(int64(m))
+		}
 		if err != nil {
 			return sent, c.writeErr(what, err)
 		}

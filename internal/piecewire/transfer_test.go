@@ -56,10 +56,11 @@ func fetchAll(t *testing.T, c *Conn, b *blob) {
 	}
 }
 
-func TestPlaintextPiecesGoOutWithSendfile(t *testing.T) {
-	b := newBlob(t, 5<<20+123, 1<<20)
+// serveAll fetches every piece of b from a server of src over plaintext,
+// three requests at a time, and closes the connection cleanly.
+func serveAll(t *testing.T, src *fileSource, b *blob) *testServer {
+	t.Helper()
 	k := newKeys(t)
-	src := newFileSource(t, b)
 	ts := startServer(t, ServerConfig{}, src, k.v, nil)
 	c := ts.dial(t, nil, b, k, ClientConfig{MaxOutstanding: 3})
 	fetchAll(t, c, b)
@@ -67,12 +68,36 @@ func TestPlaintextPiecesGoOutWithSendfile(t *testing.T) {
 	if err := ts.connEnd(t); err != nil {
 		t.Fatalf("server connection ended with %v; want a clean close", err)
 	}
-	st := ts.Stats()
+	return ts
+}
+
+func TestPlaintextPiecesGoOutWithSendfile(t *testing.T) {
+	b := newBlob(t, 5<<20+123, 1<<20)
+	src := newFileSource(t, b)
+	st := serveAll(t, src, b).Stats()
 	if st.SendfileBytes != int64(len(b.data)) || st.CopiedBytes != 0 || st.Pieces != int64(b.meta.NumPieces()) {
 		t.Fatalf("server stats %+v; want all %d bytes of %d pieces sent with sendfile and none copied", st, len(b.data), b.meta.NumPieces())
 	}
 	if got := src.done.Load(); got != int64(b.meta.NumPieces()) {
 		t.Fatalf("Piece.Done called %d times; want once per piece (%d)", got, b.meta.NumPieces())
+	}
+}
+
+// Piece.Sent is told of each write round (at most 1 MiB) as it is
+// written, with sendfile and with copies: a sender on a slow link measures
+// its rate while a piece goes, not only once it ended.
+func TestPieceSentIsToldOfEachWriteRound(t *testing.T) {
+	for _, asReader := range []bool{false, true} {
+		b := newBlob(t, 9<<20+5, 4<<20) // pieces of 4, 4 and 1 MiB + 5
+		src := newFileSource(t, b)
+		src.asReader = asReader
+		serveAll(t, src, b)
+		if n, r := src.sentBytes.Load(), src.rounds.Load(); n != int64(len(b.data)) || r < 10 {
+			t.Errorf("reader %v: Piece.Sent told of %d bytes in %d rounds; want all %d, in at least 10 rounds of at most 1 MiB", asReader, n, r, len(b.data))
+		}
+		if n := src.told.Load(); n != 3 {
+			t.Errorf("reader %v: %d of 3 pieces had their bytes told by Sent before Done", asReader, n)
+		}
 	}
 }
 

@@ -327,13 +327,21 @@ func (c *pieceConn) OpenPiece(ctx context.Context, d digest.Digest, i int) (*pie
 		s.log.Debug("seeder: sending a piece again", "digest", d, "piece", i, "peer", c.peer)
 	}
 	s.m.uploads.Inc()
+	// The link's rate is measured as the piece goes out (each write
+	// round), not only at its end: pieces sent together on a slow link
+	// end together, long after the node had to know what it can take.
 	snd := s.up.Start(size, time.Now())
+	var told int64
+	p.Sent = func(n int64) {
+		told += n
+		snd.Sent(n, time.Now())
+	}
 	p.Done = func(sent int64, err error) {
 		if closer != nil {
 			_ = closer.Close()
 		}
 		now := time.Now()
-		snd.Sent(sent, now)
+		snd.Sent(sent-told, now) // what Sent was not told of (nothing, normally)
 		snd.End(now)
 		s.m.egressBytes.Add(float64(sent))
 		complete := err == nil && sent == size

@@ -433,3 +433,25 @@ func TestPiecesOverTheDataPathRefuseWhatTheLinkWouldNotSendInTime(t *testing.T) 
 		t.Fatalf("piece 2 once the node is idle: %v, want its bytes", r)
 	}
 }
+
+// The link is measured while a piece is being sent, from its write
+// rounds: a node sending one piece slowly turns away the next it would not
+// send within maxUploadWait before the first ends (pieces sent together on
+// a slow link end together, long after the node had to know).
+func TestPiecesOverTheDataPathMeasureTheLinkBeforeAPieceEnds(t *testing.T) {
+	s, _, m := seedPieces(t, inmemory.New(), func(c *Config, _ *Options, _ string) {
+		c.EgressBytesPerSecond = 256 << 10 // piece 0 takes 12 s after the first 1 MiB
+		c.MaxUploadWait = 2 * time.Second
+	})
+	a, b := dialPieces(t, s, m, nil), dialPieces(t, s, m, nil)
+	if err := a.Request(0); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, "the link's rate measured", func() bool { return s.up.Rate() > 0 })
+	if s.up.Backlog() == 0 {
+		t.Fatal("piece 0 was sent before the rate was measured; the test needs it still going")
+	}
+	if r := answer(t, b, 1); r.Reject != piecewire.ReasonBusy {
+		t.Fatalf("piece 1 asked while piece 0 goes out at 256 KiB/s, with maxUploadWait 2s: %v, want a reject 'busy'", r)
+	}
+}
