@@ -6,11 +6,20 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/pkg/peer/piecestore"
 )
 
-// The assembled blob is checked against its digest while it downloads, not
-// after: a goroutine reads the blob from the piece store in piece order,
+// With chained metainfo (metainfo.Chained, every sha256 blob the origin
+// hashed since) the pieces are the check: each is verified as it arrives
+// from the blob's SHA-256 state after the previous one, and the last
+// against the digest itself, so a blob whose pieces all verify has its
+// digest and is not hashed again.
+//
+// With per-piece metainfo (sha512 blobs, metainfo stored before chained
+// hashes) the assembled blob is checked against its digest while it
+// downloads, not after: a goroutine reads the blob from the piece store in
+// piece order,
 // waiting for each piece as a streaming client does, and hashes it. Readers
 // of a downloading blob hold its last byte back until the hash has matched
 // (blobReader), so a blob whose pieces all verify against a metainfo that
@@ -19,10 +28,11 @@ import (
 // keeps the wait at the end to the last few pieces rather than a pass over
 // the whole blob.
 
-// startDigestCheck starts the hash of dl's blob, when VerifyBlobDigest is
-// on; without it the blob counts as verified once every piece is.
+// startDigestCheck starts the hash of dl's blob, when its metainfo is
+// per-piece and VerifyBlobDigest is on; else the blob counts as verified
+// once every piece is.
 func (dl *download) startDigestCheck() {
-	if !dl.s.cfg.VerifyBlobDigest {
+	if !dl.s.cfg.VerifyBlobDigest || dl.meta.Scheme == metainfo.Chained {
 		dl.hashDone = true
 		return
 	}
@@ -43,7 +53,9 @@ func (dl *download) hashBlob(ctx context.Context) error {
 	}
 	defer r.Close()
 	v := dl.d.Verifier()
-	if _, err := io.CopyBuffer(v, r, make([]byte, chunkSize)); err != nil {
+	n, err := io.CopyBuffer(v, r, make([]byte, chunkSize))
+	dl.s.metrics.blobHashed.Add(float64(n))
+	if err != nil {
 		return fmt.Errorf("checking the digest of %s: %w", dl.d, err)
 	}
 	if !v.Verified() {

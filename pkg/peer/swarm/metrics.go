@@ -27,6 +27,7 @@ type metrics struct {
 	capabilityDenied *prometheus.CounterVec
 	metainfoRejected prometheus.Counter
 	digestMismatches prometheus.Counter
+	blobHashed       prometheus.Counter
 	pieceDials       *prometheus.CounterVec
 }
 
@@ -117,11 +118,15 @@ func newMetrics(reg prometheus.Registerer, store *piecestore.Store) *metrics {
 			Name: "shoal_agent_blob_digest_mismatches_total",
 			Help: "Downloads whose assembled blob, every piece verified, did not hash to its digest: the clients' responses were cut before their last byte and the blob dropped.",
 		}),
+		blobHashed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_agent_blob_hashed_bytes_total",
+			Help: "Bytes of downloaded blobs hashed again as a whole against their digest (swarm.verifyBlobDigest), for per-piece metainfo only: chained metainfo's pieces, each verified as it arrives, are the check.",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.downloaded, m.uploaded, m.uploadedStream, m.uploadsRefused, m.duplicate, m.discarded, m.piecesVerified, m.piecesRejected,
 			m.blacklisted, m.connections, m.dials, m.announces, m.announceDuration, m.downloads, m.downloadsActive,
-			m.cacheHits, m.cacheMisses, m.capabilityDenied, m.metainfoRejected, m.digestMismatches, m.pieceDials,
+			m.cacheHits, m.cacheMisses, m.capabilityDenied, m.metainfoRejected, m.digestMismatches, m.blobHashed, m.pieceDials,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "shoal_agent_cache_used_bytes",
 				Help: "Bytes the blobs in the piece store occupy (reserved), complete or not.",

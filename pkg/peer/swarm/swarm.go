@@ -151,18 +151,23 @@ type Config struct {
 	// unlimited. Set by the agent from its own settings.
 	IngressLimit int64 `yaml:"-"`
 	EgressLimit  int64 `yaml:"-"`
-	// VerifyBlobDigest hashes every downloaded blob against its digest,
-	// in piece order as the pieces arrive, and holds back the blob's last
-	// byte from clients until the hash matches: true (docs/design.md: agents
-	// verify every piece and the assembled blob, and a mismatch ends the
-	// client's response broken, never as a complete-looking 200). The
-	// pass costs a SHA-256 of the whole blob (docs/benchmarks.md), mostly
-	// while the download runs. It is implied
-	// by the pieces: each is checked against the metainfo before it is
-	// written, and the metainfo is used only if signed by the origin, which
-	// computes it from the blob while checking the blob's digest
-	// (metainfo.Compute). false skips it, trusting the origin's signed
-	// piece hashes.
+	// VerifyBlobDigest hashes every downloaded blob whose metainfo is
+	// per-piece (sha512 blobs, metainfo the origin stored before chained
+	// piece hashes) against its digest, in piece order as the pieces
+	// arrive, and holds back the blob's last byte from clients until the
+	// hash matches: true (docs/design.md: the client gets the last byte
+	// only once the blob is known to match its digest, and a mismatch ends
+	// its response broken, never as a complete-looking 200). The pass
+	// costs a hash of the whole blob, mostly while the download runs.
+	// Chained metainfo (every sha256 blob the origin hashed since) needs
+	// no pass whatever this says: its pieces, each verified as it arrives
+	// from the blob's SHA-256 state after the previous one, the last
+	// against the digest, are the check. For per-piece metainfo too the
+	// pass is implied by the pieces: each is checked against the metainfo
+	// before it is written, and the metainfo is used only if signed by
+	// the origin, which computes it from the blob while checking the
+	// blob's digest (metainfo.Compute). false skips it, trusting the
+	// origin's signed piece hashes.
 	VerifyBlobDigest bool `yaml:"verifyBlobDigest"`
 	// BlacklistTTL is how long a peer caught sending a bad piece is not
 	// dialed for any blob: 10m. Timeouts never put a peer here.
