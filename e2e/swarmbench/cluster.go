@@ -233,22 +233,31 @@ func (c *cluster) stopAgents() {
 
 // originEgress is what the origin sent: piece bytes from its seeder and
 // blob bodies from its registry API, and the seeder's counts of pieces
-// sent whole, sent again and requests declined by reason.
+// sent whole, sent again, requests declined by reason and superseeding
+// grants freed by reason (freedReasons).
 type originEgress struct {
 	seeder, http  float64
 	pieces, again float64
 	busy, atPeers float64
+	freed         [len(freedReasons)]float64
 }
+
+// freedReasons are the reasons of shoal_origin_seeder_superseed_grants_freed_total.
+var freedReasons = [...]string{"window_over", "send_incomplete", "connection_broken", "streams_closed"}
 
 func (e originEgress) total() float64 { return e.seeder + e.http }
 
 // minus is what happened between before and e.
 func (e originEgress) minus(before originEgress) originEgress {
-	return originEgress{
+	d := originEgress{
 		seeder: e.seeder - before.seeder, http: e.http - before.http,
 		pieces: e.pieces - before.pieces, again: e.again - before.again,
 		busy: e.busy - before.busy, atPeers: e.atPeers - before.atPeers,
 	}
+	for k := range d.freed {
+		d.freed[k] = e.freed[k] - before.freed[k]
+	}
+	return d
 }
 
 // originEgress scrapes the origin, retrying: right after 50 hosts pulled
@@ -267,14 +276,18 @@ func (c *cluster) originEgress(ctx context.Context) (originEgress, error) {
 	if err != nil {
 		return originEgress{}, err
 	}
-	return originEgress{
+	e := originEgress{
 		seeder:  m.Sum("shoal_origin_seeder_egress_bytes_total"),
 		http:    m.Sum("shoal_origin_http_response_bytes_total", "handler", "blob"),
 		pieces:  m.Sum("shoal_origin_seeder_pieces_served_total"),
 		again:   m.Sum("shoal_origin_seeder_pieces_sent_again_total"),
 		busy:    m.Sum("shoal_origin_seeder_rejects_total", "reason", "busy"),
 		atPeers: m.Sum("shoal_origin_seeder_rejects_total", "reason", "at_peers"),
-	}, nil
+	}
+	for k, r := range freedReasons {
+		e.freed[k] = m.Sum("shoal_origin_seeder_superseed_grants_freed_total", "reason", r)
+	}
+	return e, nil
 }
 
 // agentSum sums a metric over the agents.

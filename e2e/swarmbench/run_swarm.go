@@ -120,6 +120,11 @@ func runSwarm(ctx context.Context, c config, bins binaries, dir string) error {
 		mib(egress.total()), egress.total()/S, mib(egress.seeder), mib(egress.http))
 	fmt.Printf("  seeder: %.0f pieces sent whole, %.0f sends of a piece sent before; requests declined: %.0f busy, %.0f at peers (superseeding)\n",
 		egress.pieces, egress.again, egress.busy, egress.atPeers)
+	fmt.Printf("  seeder: superseeding grants freed:")
+	for k, r := range freedReasons {
+		fmt.Printf(" %.0f %s", egress.freed[k], r)
+	}
+	fmt.Println()
 	fmt.Printf("  agents received %.1f MiB from peers, %.1f MiB from the origin's seeder (duplicates %.1f MiB, discarded %.1f MiB)\n",
 		mib(fromPeers), mib(fromOrigin), mib(duplicate), mib(discarded))
 	printRSS(peaks)
