@@ -230,8 +230,12 @@ func (l *ledger) release(b *blobLedger, r recipient, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for i := range b.grants {
-		if g := &b.grants[i]; g.recipient == r {
+		g := &b.grants[i]
+		if g.recipient == r {
 			l.free(b, i, g, freedConnBroken, now)
+		}
+		if g.prev.recipient == r {
+			g.prev.recipient, g.prev.start, g.prev.end = recipient{}, time.Time{}, time.Time{}
 		}
 	}
 }
@@ -251,7 +255,9 @@ func (l *ledger) undo(b *blobLedger, i int, r recipient) {
 }
 
 // done records the end of a send granted by take. An incomplete send
-// (cancelled, failed) frees the piece for the next agent at once.
+// (cancelled, failed) frees the piece for the next agent at once, unless
+// its agent was given it over its other connection before (a retry there
+// after a cancel): that earlier grant holds again.
 func (l *ledger) done(b *blobLedger, i int, r recipient, now time.Time, complete bool) {
 	if l == nil || b == nil || i < 0 || i >= len(b.grants) {
 		return
@@ -259,12 +265,28 @@ func (l *ledger) done(b *blobLedger, i int, r recipient, now time.Time, complete
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	g := &b.grants[i]
-	if g.recipient != r || !g.end.IsZero() {
-		return
-	}
-	if !complete {
+	switch {
+	case g.recipient == r && g.end.IsZero():
+		if complete {
+			g.end, g.took = now, now.Sub(g.start)
+			return
+		}
+		if p := g.prev; p.peer == r.peer && p.via != r.via {
+			// The agent asked again over its other connection for a
+			// piece it was given there: that send holds the piece (it
+			// is with the agent, or still on its way; the agent is
+			// served again whenever it asks).
+			g.grantRecord = p
+			return
+		}
 		l.free(b, i, g, freedSendIncomplete, now)
-		return
+	case g.prev.recipient == r && g.prev.end.IsZero():
+		// The send of a grant its agent has since taken again over its
+		// other connection: recorded for when that one gives it back.
+		if complete {
+			g.prev.end, g.prev.took = now, now.Sub(g.prev.start)
+		} else {
+			g.prev.recipient, g.prev.start = recipient{}, time.Time{}
+		}
 	}
-	g.end, g.took = now, now.Sub(g.start)
 }

@@ -423,3 +423,88 @@ func TestLedgerCountsWhyGrantsAreFreed(t *testing.T) {
 		}
 	}
 }
+
+// On a slow link a piece is being sent for a long time (a 4 MiB piece
+// shared with 15 others at 10 Mbit/s: 54 s): its grant holds however long
+// that takes, past any window, and its window counts from the send's end.
+// Only the send's failure, or its connection breaking, frees it early.
+func TestLedgerHoldsAGrantWhileItsPieceIsBeingSent(t *testing.T) {
+	const piece = 4 << 20
+	rate := 10e6 / 8
+	l := newLedger(15*time.Second, 2*time.Minute, func() float64 { return rate }, nil)
+	d := digest.FromString("blob")
+	b := l.open(d, 16, 16*piece)
+	clock := fakeclock.New()
+	a := recipient{peer: "a", via: 1}
+	if w, _ := l.take(b, 0, a, clock.Now()); w != 0 {
+		t.Fatal(w)
+	}
+	for range 10 {
+		clock.Advance(time.Minute)
+		if w, _ := l.take(b, 0, agent("b"), clock.Now()); w == 0 {
+			t.Fatalf("piece 0 given to b while still being sent to a, %s after it started", clock.Now().Sub(fakeclock.Start))
+		}
+	}
+	l.done(b, 0, a, clock.Now(), true)
+	clock.Advance(2*time.Minute - time.Second)
+	if w, _ := l.take(b, 0, agent("b"), clock.Now()); w != time.Second {
+		t.Errorf("piece 0, 1m59s after its 10m send ended: wait %s, want the 2m window's last 1s", w)
+	}
+	clock.Advance(time.Second)
+	if w, again := l.take(b, 0, agent("b"), clock.Now()); w != 0 || !again {
+		t.Errorf("piece 0 once its window is over: wait %s, again %v; want 0, true", w, again)
+	}
+	l.close(d, b, clock.Now())
+}
+
+// An agent that asks again over its stream for a piece being sent to it
+// over its piece connection (a retry after a cancel, on a slow link) and
+// cancels that second send keeps the piece: the first send still brings
+// it, so the next agent is sent to the swarm, not given it again. The
+// first send's end counts for the window even if it comes while the
+// second holds the record (and the second is then withdrawn).
+func TestLedgerKeepsAPieceOnItsWayOverTheAgentsOtherConnection(t *testing.T) {
+	l := newLedger(15*time.Second, 2*time.Minute, nil, nil)
+	d := digest.FromString("blob")
+	b := l.open(d, 3, 12<<20)
+	clock := fakeclock.New()
+	pieces, stream := recipient{peer: "a", via: 1}, recipient{peer: "a", via: 2}
+
+	l.take(b, 0, pieces, clock.Now())
+	clock.Advance(20 * time.Second) // a's piece timeout: it asks again
+	if w, again := l.take(b, 0, stream, clock.Now()); w != 0 || !again {
+		t.Fatalf("a asking again on its stream: wait %s, again %v; want 0, true", w, again)
+	}
+	clock.Advance(time.Second)
+	l.done(b, 0, stream, clock.Now(), false) // cancelled
+	if w, _ := l.take(b, 0, agent("b"), clock.Now()); w == 0 {
+		t.Fatal("piece 0 given to b while it is still being sent to a over a's piece connection")
+	}
+	clock.Advance(10 * time.Second)
+	l.done(b, 0, pieces, clock.Now(), true)
+	if w, _ := l.take(b, 0, agent("b"), clock.Now().Add(61*time.Second)); w != time.Second {
+		t.Errorf("piece 0, 61s after its 31s send to a ended: wait %s, want 1s of the 62s window", w)
+	}
+
+	// Piece 1: the first send ends while the second holds the record,
+	// and the second gets no upload slot.
+	l.take(b, 1, pieces, clock.Now())
+	l.take(b, 1, stream, clock.Now())
+	clock.Advance(5 * time.Second)
+	l.done(b, 1, pieces, clock.Now(), true)
+	l.undo(b, 1, stream)
+	clock.Advance(15 * time.Second)
+	if w, again := l.take(b, 1, agent("b"), clock.Now()); w != 0 || !again {
+		t.Errorf("piece 1, 15s after its send to a ended: wait %s, again %v; want 0, true (the window over, not the send held forever)", w, again)
+	}
+
+	// A broken piece connection takes its earlier grant with it.
+	l.take(b, 2, pieces, clock.Now())
+	l.take(b, 2, stream, clock.Now())
+	l.release(b, pieces, clock.Now())
+	l.done(b, 2, stream, clock.Now(), false)
+	if w, _ := l.take(b, 2, agent("c"), clock.Now()); w != 0 {
+		t.Errorf("piece 2 after both of a's sends failed: wait %s, want 0", w)
+	}
+	l.close(d, b, clock.Now())
+}
