@@ -27,12 +27,14 @@ import (
 // shared among the senders busy at once (the link is), and a sender's
 // share since its last report counts with the bytes it reports. So a piece
 // sent whole beside others brings its bytes and the time it took, divided
-// among the pieces sent meanwhile, into one sample; counting the whole busy
-// time as it passes but bytes only when a piece ends would put a piece's
-// time in one sample and its bytes in the next (a sample ending as two
-// pieces sent together are half through measures half the link's rate).
-// Each Send (Start) is a sender; the bytes of Add are one more while any
-// are left.
+// among the pieces sent meanwhile, into one sample. Counting the whole busy
+// time as it passes but bytes only when a piece ends puts a piece's time in
+// one sample and its bytes in the next: two pieces sent together on a
+// slow link and reported at their common end measure half its rate (the
+// first brings the whole busy time, the second's bytes go to the next
+// sample). Each Send (Start) is a sender; the bytes of Add are one more
+// while any are left, so pieces sent whole side by side are better
+// counted with Start than with Add and Sent.
 type Meter struct {
 	mu      sync.Mutex
 	backlog int64 // bytes accepted and not yet sent
