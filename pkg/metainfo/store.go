@@ -21,8 +21,10 @@ func StoragePath(d digest.Digest) string {
 }
 
 // Store writes m in its binary form to StoragePath(m.Digest). Writing is
-// idempotent: metainfo is a pure function of the blob and its piece length,
-// so two origin nodes racing to store it write the same thing.
+// idempotent: metainfo is a pure function of the blob, its piece length
+// and its scheme, so two origin nodes racing to store it write the same
+// thing (during an upgrade, a node before chained hashes may write the
+// per-piece form instead: either is right).
 func Store(ctx context.Context, d storage.Driver, m *Metainfo) error {
 	b, err := m.MarshalBinary()
 	if err != nil {
