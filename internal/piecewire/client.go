@@ -34,12 +34,33 @@ type ClientConfig struct {
 	// The agent passes its piece store's buffers (PieceBuffer), so
 	// verified pieces move into the store without a copy.
 	Buffer func(size int64) []byte `yaml:"-"`
+	// Sink, if set, is asked for a place to write piece i to as its
+	// bytes arrive, in steps of 256 KiB, instead of a buffer of the
+	// piece's size: a connection then holds one step's buffer, however
+	// large the pieces. The piece is delivered as Result.Sink, for the
+	// receiver to Commit or Abort; a piece that arrives corrupt, or is
+	// cancelled while it arrives, is aborted here. Sink's error (the
+	// piece is held, or being written by another connection) means the
+	// piece goes into a Buffer as without a Sink. The agent passes its
+	// piece store's StartPiece, which writes into the blob's file.
+	Sink func(i int) (PieceSink, error) `yaml:"-"`
 	// Ingress, if set, meters every piece byte this connection receives
 	// (a token bucket shared with whatever else the caller meters with
 	// it): a piece is read in steps of at most 256 KiB, each waiting for
 	// its bytes' tokens first, and TCP holds the sender back meanwhile.
 	// Its burst must be at least 256 KiB. nil: no limit.
 	Ingress *rate.Limiter `yaml:"-"`
+}
+
+// PieceSink receives one piece's bytes in order (ClientConfig.Sink).
+type PieceSink interface {
+	// Write takes the piece's next bytes; an error ends the connection.
+	io.Writer
+	// Commit ends the piece, written whole and hashed to sum as it
+	// arrived: it becomes the receiver's.
+	Commit(sum [sha256.Size]byte) error
+	// Abort ends the piece without it.
+	Abort()
 }
 
 // DefaultClientConfig returns the defaults documented on ClientConfig.
@@ -109,9 +130,13 @@ type Result struct {
 	// Data is the piece, verified against the metainfo's piece hash when
 	// it came; the receiver owns it (a buffer from ClientConfig.Buffer).
 	Data []byte
-	// Sum is Data's piece hash (metainfo.PieceDigester), computed as it
+	// Sink, instead of Data, is where the piece was written as it came
+	// (ClientConfig.Sink), verified: the receiver must Commit or Abort it.
+	Sink PieceSink
+	// Sum is the piece's hash (metainfo.PieceDigester), computed as it
 	// arrived and equal to the metainfo's: a receiver that checks pieces
-	// again (a piece store) takes it instead of hashing Data a second time.
+	// again (a piece store) takes it instead of hashing the piece a second
+	// time.
 	Sum [sha256.Size]byte
 	// Reject is why the server declined the request (zero when Data or
 	// Err is set); RetryAfter goes with ReasonAtPeers. ReasonCancelled
@@ -135,6 +160,9 @@ func (r Result) String() string {
 	case r.Reject != 0:
 		return fmt.Sprintf("piece %d: rejected, %s", r.Index, r.Reject)
 	}
+	if r.Sink != nil {
+		return fmt.Sprintf("piece %d: written", r.Index)
+	}
 	return fmt.Sprintf("piece %d: %d bytes", r.Index, len(r.Data))
 }
 
@@ -154,6 +182,9 @@ type Conn struct {
 	cancel context.CancelFunc
 
 	wmu sync.Mutex // one writer at a time
+
+	// step is the reader's buffer for a piece written to a Sink.
+	step []byte
 
 	mu          sync.Mutex
 	outstanding map[uint32]reqState // requested, not answered
@@ -385,6 +416,9 @@ func (c *Conn) deliver(r Result) {
 	select {
 	case c.results <- r:
 	case <-c.done:
+		if r.Sink != nil {
+			r.Sink.Abort()
+		}
 	}
 }
 
@@ -445,15 +479,18 @@ func (c *Conn) readAnswer() error {
 			}
 			return nil
 		}
-		data, sum, err := c.receive(int(f.Index), size)
+		r, err := c.receive(int(f.Index), size)
 		st = c.received(f.Index, err == nil)
 		if errors.Is(err, metainfo.ErrCorruptPiece) {
 			c.deliver(Result{Index: int(f.Index), Err: err})
 		}
 		if err != nil || st == cancelled {
+			if err == nil && r.Sink != nil {
+				r.Sink.Abort()
+			}
 			return err
 		}
-		c.deliver(Result{Index: int(f.Index), Data: data, Sum: sum})
+		c.deliver(r)
 	case FrameReject:
 		st, err := c.answering(f, true)
 		if err != nil {
@@ -511,36 +548,72 @@ func (c *Conn) received(i uint32, ok bool) reqState {
 	return st
 }
 
-// receive reads piece i's size bytes into a buffer, hashing them as they
-// arrive (no second pass), and returns the buffer and the hash if it
-// matches. Arrived follows it (answering started it at the piece's header;
-// the caller ends it with received).
-func (c *Conn) receive(i int, size int64) (buf []byte, sum [sha256.Size]byte, err error) {
+// receive reads piece i's size bytes into a Sink's piece, or else a
+// buffer, hashing them as they arrive (no second pass), and returns the
+// piece (Data or Sink, and Sum) if the hash matches; a Sink's piece that
+// does not is aborted. Arrived follows it (answering started it at the
+// piece's header; the caller ends it with received).
+func (c *Conn) receive(i int, size int64) (Result, error) {
+	r := Result{Index: i}
 	h, err := c.meta.PieceDigester(i)
 	if err != nil {
-		return nil, sum, fmt.Errorf("%w: %w", ErrProtocol, err)
+		return r, fmt.Errorf("%w: %w", ErrProtocol, err)
 	}
-	buf = c.cfg.Buffer(size)[:size]
+	var sink PieceSink
+	if c.cfg.Sink != nil {
+		if s, err := c.cfg.Sink(i); err == nil {
+			sink = s
+		}
+	}
+	var buf []byte
+	if sink != nil {
+		if c.step == nil {
+			c.step = make([]byte, readStep)
+		}
+	} else {
+		buf = c.cfg.Buffer(size)[:size]
+	}
 	for off := int64(0); off < size; {
 		n := min(readStep, size-off)
-		if err := c.meter(n); err != nil {
-			return nil, sum, err
+		var b []byte
+		if sink != nil {
+			b = c.step[:n]
+		} else {
+			b = buf[off : off+n]
 		}
-		_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.Timeout))
-		if _, err := io.ReadFull(c.br, buf[off:off+n]); err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF // inside a piece
+		err := c.meter(n)
+		if err == nil {
+			_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.Timeout))
+			if _, err = io.ReadFull(c.br, b); err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF // inside a piece
+				}
+				err = c.readErr(fmt.Sprintf("reading piece %d at %d of %d bytes", i, off, size), err)
 			}
-			return nil, sum, c.readErr(fmt.Sprintf("reading piece %d at %d of %d bytes", i, off, size), err)
 		}
-		_, _ = h.Write(buf[off : off+n])
+		if err == nil && sink != nil {
+			if _, err = sink.Write(b); err != nil {
+				err = fmt.Errorf("piecewire: piece %d: %w", i, err)
+			}
+		}
+		if err != nil {
+			if sink != nil {
+				sink.Abort()
+			}
+			return r, err
+		}
+		_, _ = h.Write(b)
 		off += n
 		c.setArrived(i, off)
 	}
 	if err := h.Verify(); err != nil {
-		return nil, sum, fmt.Errorf("%w: %w", ErrProtocol, err)
+		if sink != nil {
+			sink.Abort()
+		}
+		return r, fmt.Errorf("%w: %w", ErrProtocol, err)
 	}
-	return buf, h.Sum(), nil
+	r.Data, r.Sink, r.Sum = buf, sink, h.Sum()
+	return r, nil
 }
 
 func (c *Conn) setArrived(i int, n int64) {

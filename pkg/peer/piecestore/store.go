@@ -110,6 +110,8 @@ type blob struct {
 	f    *os.File
 	// recent holds the newest pieces in memory (recent.go).
 	recent recent
+	// writing are the pieces being written (receive.go).
+	writing map[int]*pieceClaim
 	// dir is the blob's current directory; it moves on completion.
 	dir        string
 	have       *metainfo.Bitfield

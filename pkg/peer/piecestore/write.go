@@ -132,7 +132,7 @@ func (s *Store) WritePiece(d digest.Digest, i int, data []byte) error {
 // woken, so that they read it from memory.
 func (s *Store) writePiece(b *blob, d digest.Digest, i int, data []byte, sum *[metainfo.HashSize]byte, keep bool) (written bool, err error) {
 	if sum != nil {
-		err = verifiedSum(b.meta, i, data, *sum)
+		err = verifiedSum(b.meta, i, int64(len(data)), *sum)
 	} else {
 		err = b.meta.Verify(i, data)
 	}
@@ -140,19 +140,38 @@ func (s *Store) writePiece(b *blob, d digest.Digest, i int, data []byte, sum *[m
 		return false, fmt.Errorf("writing piece: %w", err)
 	}
 	s.mu.Lock()
-	held := b.have.Has(i)
-	s.mu.Unlock()
-	if held {
+	if b.have.Has(i) {
+		s.mu.Unlock()
 		return false, nil
 	}
+	// A PieceWriter receiving the piece stops writing it: this copy is
+	// verified whole, that one is not yet.
+	s.claimLocked(b, i).buffered++
+	s.mu.Unlock()
 	// Concurrent writers of different pieces touch disjoint ranges; two
 	// writers of the same piece write the same verified bytes.
-	if _, err := b.f.WriteAt(data, b.meta.PieceOffset(i)); err != nil {
-		return false, fmt.Errorf("writing piece %d of %s: %w", i, d, err)
-	}
+	_, err = b.f.WriteAt(data, b.meta.PieceOffset(i))
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.unclaimLocked(b, i, nil)
+	if err != nil {
+		return false, fmt.Errorf("writing piece %d of %s: %w", i, d, err)
+	}
+	if written, err = b.holdLocked(d, i); !written {
+		return false, err
+	}
+	if keep {
+		s.keepRecent(b, i, data)
+	}
+	b.notifyLocked()
+	return true, nil
+}
+
+// holdLocked records piece i, whose bytes are in b's file, as held (the
+// caller then wakes b's readers); written is false if it was already, or
+// b was removed.
+func (b *blob) holdLocked(d digest.Digest, i int) (written bool, err error) {
 	if b.removed || b.have.Has(i) {
 		return false, nil
 	}
@@ -165,21 +184,17 @@ func (s *Store) writePiece(b *blob, d digest.Digest, i int, data []byte, sum *[m
 			return false, fmt.Errorf("writing piece %d of %s: recording it: %w", i, d, err)
 		}
 	}
-	if keep {
-		s.keepRecent(b, i, data)
-	}
-	b.notifyLocked()
 	return true, nil
 }
 
 // verifiedSum checks a piece hashed by the caller as Verify would, without
-// hashing it: sum must be the metainfo's hash of piece i, data its size.
-func verifiedSum(m *metainfo.Metainfo, i int, data []byte, sum [metainfo.HashSize]byte) error {
+// hashing it: sum must be the metainfo's hash of piece i, n its size.
+func verifiedSum(m *metainfo.Metainfo, i int, n int64, sum [metainfo.HashSize]byte) error {
 	switch {
 	case i < 0 || i >= len(m.PieceHashes):
 		return fmt.Errorf("verifying piece %d of %s: index out of range [0,%d)", i, m.Digest, len(m.PieceHashes))
-	case int64(len(data)) != m.PieceSize(i):
-		return fmt.Errorf("verifying piece %d of %s: got %d bytes, want %d: %w", i, m.Digest, len(data), m.PieceSize(i), metainfo.ErrCorruptPiece)
+	case n != m.PieceSize(i):
+		return fmt.Errorf("verifying piece %d of %s: got %d bytes, want %d: %w", i, m.Digest, n, m.PieceSize(i), metainfo.ErrCorruptPiece)
 	case sum != m.PieceHashes[i]:
 		return fmt.Errorf("verifying piece %d of %s: hashed by the receiver to %x, want %x: %w", i, m.Digest, sum, m.PieceHashes[i], metainfo.ErrCorruptPiece)
 	}

@@ -104,6 +104,13 @@ func (s *Swarm) dialPieces(ctx context.Context, meta *metainfo.Metainfo, addr, p
 		// whose peer went silent past that, which would otherwise end the
 		// stream first and let the peer back in at the next dial.
 		Timeout: 2 * s.cfg.PieceTimeout,
+		// Pieces are written into the blob's file as they arrive: a
+		// connection holds 256 KiB rather than a whole piece
+		// (docs/agent.md, "Memory"). A piece that another connection is
+		// writing already comes into a buffer.
+		Sink: func(i int) (piecewire.PieceSink, error) {
+			return s.store.StartPiece(meta.Digest, i)
+		},
 		Buffer:  s.store.PieceBuffer,
 		Ingress: s.ingress,
 	})
@@ -134,6 +141,19 @@ func (c *conn) pieceLoop(pw *piecewire.Conn) {
 		wanted := c.requested[i] == viaPieces
 		dl := c.dl
 		switch {
+		case r.Sink != nil:
+			if !wanted || dl == nil {
+				c.mu.Unlock()
+				c.s.metrics.discarded.WithLabelValues(c.source()).Add(float64(c.meta.PieceSize(i)))
+				r.Sink.Abort()
+				continue
+			}
+			c.pieceEndedLocked(i)
+			c.mu.Unlock()
+			// Written as it arrived and hashed: the store checks the hash
+			// against the metainfo and records the piece.
+			err := r.Sink.Commit(r.Sum)
+			dl.post(evPiece{c: c, piece: i, size: int(c.meta.PieceSize(i)), err: err}, c.closed)
 		case r.Data != nil:
 			if !wanted || dl == nil {
 				c.mu.Unlock()
