@@ -253,13 +253,32 @@ func (src storeSource) OpenPiece(_ context.Context, d digest.Digest, i int) (*pi
 		s.metrics.uploadsRefused.Inc()
 		return nil, &piecewire.RejectError{Reason: piecewire.ReasonBusy}
 	}
-	s.up.Add(size)
-	return &piecewire.Piece{Size: size, File: sec.File, Offset: sec.Offset, Done: func(sent int64, _ error) {
-		sec.Release()
-		s.up.Add(-size)
-		s.up.Sent(sent, time.Now())
-		s.metrics.uploaded.Add(float64(sent))
-	}}, nil
+	// Measured per write round, each piece a sender of its own (as the
+	// origin seeder does): pieces sent side by side and reported whole at
+	// their end would measure a fraction of the link.
+	now := s.upClock()
+	snd := s.up.Start(size, now())
+	var told int64
+	return &piecewire.Piece{Size: size, File: sec.File, Offset: sec.Offset,
+		Sent: func(n int64) {
+			told += n
+			snd.Sent(n, now())
+		},
+		Done: func(sent int64, _ error) {
+			sec.Release()
+			t := now()
+			snd.Sent(sent-told, t) // what Sent was not told of (nothing, normally)
+			snd.End(t)
+			s.metrics.uploaded.Add(float64(sent))
+		}}, nil
+}
+
+// upClock is the clock of the piece data path's uploads in s.up.
+func (s *Swarm) upClock() func() time.Time {
+	if s.upNow != nil {
+		return s.upNow
+	}
+	return time.Now
 }
 
 // pieceListen is the piece data path's listen address, "" when it is off:

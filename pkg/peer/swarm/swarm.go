@@ -298,6 +298,9 @@ type Swarm struct {
 	ingress *rate.Limiter
 	egress  *rate.Limiter
 	up      uplink.Meter
+	// upNow is the clock of the piece data path's uploads in up (nil:
+	// time.Now; tests set a fake one).
+	upNow func() time.Time
 
 	// ctx ends when the swarm closes; downloads and streams run under it.
 	ctx    context.Context
