@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"math"
 	"math/bits"
 	"slices"
 
@@ -22,12 +23,20 @@ import (
 //
 // A Chained Hasher hashes the blob with one SHA-256 and notes its chaining
 // value at each piece boundary: that SHA-256 is also the blob's digest
-// (BlobHash), so a sha256 blob is hashed once for both.
+// (BlobHash), so a sha256 blob is hashed once for both. Chaining values at
+// the boundaries of pieces of one length are those of pieces twice as
+// long, every other one, so a Chained Hasher can also follow the piece
+// length policy as the blob grows (NewGrowingHasher).
 type Hasher struct {
 	scheme      Scheme
 	pieceLength int64
-	size        int64 // bytes written
-	hashes      [][HashSize]byte
+	// grow: the piece length follows pieceLengthFor(size, ..., maxPieces,
+	// maxPieceLength) as bytes are written (NewGrowingHasher).
+	grow           bool
+	maxPieces      int
+	maxPieceLength int64
+	size           int64 // bytes written
+	hashes         [][HashSize]byte
 	// h is the SHA-256 of the piece being written (PerPiece), or of the
 	// whole blob (Chained).
 	h   hash.Hash
@@ -53,10 +62,40 @@ func NewHasher(s Scheme, pieceLength int64) (*Hasher, error) {
 	return &Hasher{scheme: s, pieceLength: pieceLength, h: sha256.New()}, nil
 }
 
+// NewGrowingHasher returns a Chained Hasher whose piece length is
+// PieceLengthFor the bytes written so far, for a blob whose size is not
+// known until its last byte (an upload's chunks): it starts at
+// DefaultPieceLength and, whenever more than TargetMaxPieces pieces
+// would be needed, doubles it (up to MaxPolicyPieceLength) and keeps every
+// other chaining value, those of the longer pieces' boundaries.
+func NewGrowingHasher() *Hasher {
+	h, _ := newGrowingHasher(DefaultPieceLength, TargetMaxPieces, MaxPolicyPieceLength)
+	return h
+}
+
+func newGrowingHasher(pieceLength int64, maxPieces int, maxPieceLength int64) (*Hasher, error) {
+	h, err := NewHasher(Chained, pieceLength)
+	switch {
+	case err != nil:
+		return nil, err
+	case maxPieces < 1:
+		return nil, fmt.Errorf("growing piece hasher: at most %d pieces", maxPieces)
+	case maxPieceLength < pieceLength || maxPieceLength > MaxPieceLength || bits.OnesCount64(uint64(maxPieceLength)) != 1:
+		return nil, fmt.Errorf("growing piece hasher: piece length cap %d is not a power of two in [%d, %d]", maxPieceLength, pieceLength, MaxPieceLength)
+	}
+	h.grow, h.maxPieces, h.maxPieceLength = true, maxPieces, maxPieceLength
+	return h, nil
+}
+
+// Growing reports whether the Hasher's piece length follows the policy
+// as bytes are written (NewGrowingHasher).
+func (h *Hasher) Growing() bool { return h.grow }
+
 // Scheme is the scheme the Hasher was made for.
 func (h *Hasher) Scheme() Scheme { return h.scheme }
 
-// PieceLength is the piece length the Hasher was made for.
+// PieceLength is the piece length of the Hasher's pieces: the one it was
+// made for, or a growing one's for the bytes written so far.
 func (h *Hasher) PieceLength() int64 { return h.pieceLength }
 
 // Size is how many bytes were written.
@@ -76,6 +115,9 @@ func (h *Hasher) BlobHash() hash.Hash {
 func (h *Hasher) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
+		if h.grow {
+			h.growPieces()
+		}
 		k := min(int64(len(p)), h.pieceLength-h.size%h.pieceLength)
 		_, _ = h.h.Write(p[:k])
 		h.size += k
@@ -95,6 +137,22 @@ func (h *Hasher) Write(p []byte) (int, error) {
 		h.hashes = append(h.hashes, cv)
 	}
 	return n, nil
+}
+
+// growPieces doubles the piece length while the next byte written would
+// make more than maxPieces pieces, keeping the chaining values of the
+// longer pieces' boundaries: every other one. Write stops at every piece
+// boundary, so when the pieces grow the size is at one, the last of
+// maxPieces pieces.
+func (h *Hasher) growPieces() {
+	for h.pieceLength < h.maxPieceLength && h.size >= int64(h.maxPieces)*h.pieceLength {
+		kept := make([][HashSize]byte, 0, len(h.hashes)/2)
+		for i := 1; i < len(h.hashes); i += 2 {
+			kept = append(kept, h.hashes[i])
+		}
+		h.hashes = kept
+		h.pieceLength *= 2
+	}
 }
 
 // Metainfo returns the metainfo of blob d, the bytes written so far. The
@@ -127,10 +185,12 @@ func (h *Hasher) Metainfo(d digest.Digest) (*Metainfo, error) {
 const (
 	hasherPerPiece = 1
 	hasherChained  = 2
+	hasherGrowing  = 3 // Chained, from NewGrowingHasher
 )
 
 // MarshalBinary returns the Hasher's state: version u8 (1 PerPiece, 2
-// Chained) | piece length u64 | size u64 | hash state length u16 | the
+// Chained, 3 growing Chained) | piece length u64 | size u64 | [version
+// 3: max pieces u32 | piece length cap u64] | hash state length u16 | the
 // SHA-256 state (of the piece being written, or of the blob) | the
 // hashes of the whole pieces (big-endian).
 func (h *Hasher) MarshalBinary() ([]byte, error) {
@@ -142,13 +202,20 @@ func (h *Hasher) MarshalBinary() ([]byte, error) {
 		return nil, fmt.Errorf("piece hasher: %w", err)
 	}
 	v := byte(hasherPerPiece)
-	if h.scheme == Chained {
+	switch {
+	case h.grow:
+		v = hasherGrowing
+	case h.scheme == Chained:
 		v = hasherChained
 	}
-	b := make([]byte, 0, 1+8+8+2+len(st)+len(h.hashes)*HashSize)
+	b := make([]byte, 0, 1+8+8+12+2+len(st)+len(h.hashes)*HashSize)
 	b = append(b, v)
 	b = binary.BigEndian.AppendUint64(b, uint64(h.pieceLength))
 	b = binary.BigEndian.AppendUint64(b, uint64(h.size))
+	if h.grow {
+		b = binary.BigEndian.AppendUint32(b, uint32(h.maxPieces))
+		b = binary.BigEndian.AppendUint64(b, uint64(h.maxPieceLength))
+	}
 	b = binary.BigEndian.AppendUint16(b, uint16(len(st)))
 	b = append(b, st...)
 	for _, p := range h.hashes {
@@ -163,24 +230,39 @@ func (h *Hasher) UnmarshalBinary(b []byte) error {
 	if len(b) < 1+8+8+2 {
 		return bad("truncated")
 	}
-	var s Scheme
-	switch b[0] {
-	case hasherPerPiece:
-		s = PerPiece
-	case hasherChained:
-		s = Chained
-	default:
-		return bad(fmt.Sprintf("unknown version %d", b[0]))
-	}
+	version := b[0]
 	pl, size := int64(binary.BigEndian.Uint64(b[1:])), int64(binary.BigEndian.Uint64(b[9:]))
-	n := int(binary.BigEndian.Uint16(b[17:]))
-	b = b[19:]
-	if len(b) < n {
-		return bad("truncated hash state")
+	b = b[17:]
+	var nh *Hasher
+	var err error
+	switch version {
+	case hasherPerPiece:
+		nh, err = NewHasher(PerPiece, pl)
+	case hasherChained:
+		nh, err = NewHasher(Chained, pl)
+	case hasherGrowing:
+		if len(b) < 12 {
+			return bad("truncated")
+		}
+		maxPieces, maxLength := binary.BigEndian.Uint32(b), int64(binary.BigEndian.Uint64(b[4:]))
+		b = b[12:]
+		nh, err = newGrowingHasher(pl, int(min(maxPieces, math.MaxInt32)), maxLength)
+		if err == nil && size > int64(maxPieces)*pl && pl != maxLength {
+			err = errors.New("more pieces than its maximum")
+		}
+	default:
+		return bad(fmt.Sprintf("unknown version %d", version))
 	}
-	nh, err := NewHasher(s, pl)
 	if err != nil {
 		return bad(err.Error())
+	}
+	if len(b) < 2 {
+		return bad("truncated")
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	if len(b) < n {
+		return bad("truncated hash state")
 	}
 	if err := nh.h.(encoding.BinaryUnmarshaler).UnmarshalBinary(b[:n]); err != nil {
 		return fmt.Errorf("piece hasher state: %w", err)
@@ -188,7 +270,7 @@ func (h *Hasher) UnmarshalBinary(b []byte) error {
 	// The SHA-256 state ends with the count of bytes it hashed: those of
 	// the piece being written, or of the blob.
 	hashed := size % pl
-	if s == Chained {
+	if nh.scheme == Chained {
 		hashed = size
 	}
 	if size < 0 || n < 8 || int64(binary.BigEndian.Uint64(b[n-8:n])) != hashed {

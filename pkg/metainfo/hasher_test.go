@@ -2,6 +2,7 @@ package metainfo
 
 import (
 	"bytes"
+	"encoding/binary"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -89,5 +90,66 @@ func TestHasherRefusesBadStates(t *testing.T) {
 				t.Errorf("%s: %s state accepted", s, name)
 			}
 		}
+	}
+}
+
+// A growing Hasher, fed a blob of a size it does not know in writes of any
+// size with its state restored between them, gives the metainfo Compute
+// gives with the policy's piece length for the final size: pieces doubled
+// while more than the maximum count would be needed, up to the cap, then
+// more pieces. (Small numbers: 64-byte pieces, at most 4, cap 512.)
+func TestGrowingHasherFollowsThePolicy(t *testing.T) {
+	const minLength, maxPieces, maxLength = 64, 4, 512
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, size := range []int{0, 1, 64, 255, 256, 257, 511, 512, 513, 1000, 2047, 2048, 2049, 2100, 4096, 5000} {
+		data := blob(size)
+		d := digest.FromBytes(data)
+		pl := pieceLengthFor(int64(size), minLength, maxPieces, maxLength)
+		want, err := Compute(bytes.NewReader(data), d, int64(size), pl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := newGrowingHasher(minLength, maxPieces, maxLength)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off := 0; off < size; {
+			n := min(size-off, rng.IntN(300))
+			_, _ = h.Write(data[off : off+n])
+			off += n
+			st, err := h.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			h = &Hasher{}
+			if err := h.UnmarshalBinary(st); err != nil {
+				t.Fatalf("size %d: restoring after %d bytes: %v", size, off, err)
+			}
+			if !h.Growing() {
+				t.Fatalf("size %d: a restored growing hasher no longer grows", size)
+			}
+		}
+		got, err := h.Metainfo(d)
+		if err != nil {
+			t.Fatalf("size %d: %v", size, err)
+		}
+		if got.Scheme != Chained || got.PieceLength != pl || got.Size != want.Size || !slices.Equal(got.PieceHashes, want.PieceHashes) {
+			t.Errorf("size %d: growing hasher gave %d pieces of %d, Compute %d of %d (the policy's), or other hashes",
+				size, got.NumPieces(), got.PieceLength, want.NumPieces(), want.PieceLength)
+		}
+	}
+	if _, err := newGrowingHasher(64, 4, 96); err == nil {
+		t.Error("a growing hasher took a cap that is not a power of two")
+	}
+	h, _ := newGrowingHasher(64, 4, 512)
+	_, _ = h.Write(blob(300))
+	st, _ := h.MarshalBinary()
+	bad := bytes.Clone(st)
+	binary.BigEndian.PutUint32(bad[17:], 2) // at most 2 pieces: 300 bytes are 3 of 128
+	if err := (&Hasher{}).UnmarshalBinary(bad); err == nil {
+		t.Error("a growing hasher's state with more pieces than its maximum was accepted")
+	}
+	if err := (&Hasher{}).UnmarshalBinary(st[:25]); err == nil {
+		t.Error("a truncated growing hasher's state was accepted")
 	}
 }

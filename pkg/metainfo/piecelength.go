@@ -21,8 +21,14 @@ const (
 // smallest power of two at least DefaultPieceLength that splits the blob
 // into at most TargetMaxPieces pieces, capped at MaxPolicyPieceLength.
 func PieceLengthFor(size int64) int64 {
-	l := int64(DefaultPieceLength)
-	for l < MaxPolicyPieceLength && NumPieces(size, l) > TargetMaxPieces {
+	return pieceLengthFor(size, DefaultPieceLength, TargetMaxPieces, MaxPolicyPieceLength)
+}
+
+// pieceLengthFor is PieceLengthFor with the policy's numbers as arguments
+// (tests use small ones).
+func pieceLengthFor(size, minLength int64, maxPieces int, maxLength int64) int64 {
+	l := minLength
+	for l < maxLength && NumPieces(size, l) > maxPieces {
 		l *= 2
 	}
 	return l

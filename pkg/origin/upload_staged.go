@@ -78,9 +78,11 @@ func (s *Server) putStaged(ctx context.Context, sw storage.StagedWriter, sess *u
 		}}
 	}
 	src := &readErrRecorder{r: body}
-	pieces, err := metainfo.NewHasher(metainfo.SchemeFor(want, metainfo.DefaultPieceLength), metainfo.DefaultPieceLength)
-	if err != nil {
-		return err
+	pieces := metainfo.NewGrowingHasher()
+	if metainfo.SchemeFor(want, metainfo.DefaultPieceLength) != metainfo.Chained {
+		if pieces, err = metainfo.NewHasher(metainfo.PerPiece, metainfo.DefaultPieceLength); err != nil {
+			return err
+		}
 	}
 	h := chainedHash(pieces)
 	if h == nil {
@@ -115,7 +117,7 @@ func (s *Server) putStaged(ctx context.Context, sw storage.StagedWriter, sess *u
 	committed = true
 	s.metrics.bytesIn.WithLabelValues(ociapi.Upload).Add(float64(n))
 	st := &uploadState{Size: n}
-	if n <= maxHashedUpload {
+	if n <= maxHashedUpload(pieces) {
 		if st.Pieces, err = pieces.MarshalBinary(); err != nil {
 			return err
 		}

@@ -54,6 +54,7 @@ type uploadState struct {
 	// seeders need not read the blob back to compute its metainfo. It is
 	// Chained: its SHA-256 is the upload's (SHA256 is a copy of its state,
 	// for nodes that know no Chained hasher), so each byte is hashed once.
+	// Its piece length grows with the upload (metainfo.NewGrowingHasher).
 	// A PerPiece one, from a node before Chained, goes on as it started.
 	// Absent for uploads past maxHashedUpload, and for those a node that
 	// did not know the hasher's version (an older one) took a chunk of:
@@ -61,11 +62,19 @@ type uploadState struct {
 	Pieces []byte `json:"pieces,omitempty"`
 }
 
-// maxHashedUpload is the largest upload whose pieces are hashed as it
-// arrives: up to it every blob has metainfo.DefaultPieceLength pieces,
-// beyond it the piece length depends on the final size, unknown while
-// chunks arrive (the seeders then compute the metainfo from the blob).
-const maxHashedUpload = metainfo.DefaultPieceLength * metainfo.TargetMaxPieces
+// maxHashedUpload is the largest upload whose pieces h hashes as it
+// arrives: up to it h's piece length is the blob's (PieceLengthFor,
+// whatever the final size) and its state holds at most TargetMaxPieces
+// hashes; beyond it the seeders compute the metainfo from the blob. A
+// growing hasher (chained, every new upload's) follows the policy up to
+// 64 GiB; a per-piece one (sessions an older node started, sha512
+// monolithic pushes) keeps 4 MiB pieces, the blob's up to 4 GiB.
+func maxHashedUpload(h *metainfo.Hasher) int64 {
+	if h.Growing() {
+		return metainfo.MaxPolicyPieceLength * metainfo.TargetMaxPieces
+	}
+	return h.PieceLength() * metainfo.TargetMaxPieces
+}
 
 type uploadPart struct {
 	Name   string `json:"name"`
@@ -363,7 +372,7 @@ func (s *Server) commitChunk(ctx context.Context, id string, st *uploadState, c 
 	st.Size += c.n
 	st.SHA256 = sum
 	st.Pieces = nil
-	if c.pieces != nil && st.Size <= maxHashedUpload {
+	if c.pieces != nil && st.Size <= maxHashedUpload(c.pieces) {
 		if st.Pieces, err = c.pieces.MarshalBinary(); err != nil {
 			return err
 		}
@@ -476,12 +485,12 @@ func chunkHashers(h hash.Hash, pieces *metainfo.Hasher) (main, side io.Writer) {
 }
 
 // pieceHasher returns the upload's piece hasher, to be written its next
-// bytes: a new Chained one for an upload with no bytes yet, nil for one
-// whose pieces are not being hashed.
+// bytes: a new growing Chained one for an upload with no bytes yet (its
+// final size, and so its piece length, are unknown), nil for one whose
+// pieces are not being hashed.
 func pieceHasher(st *uploadState) *metainfo.Hasher {
 	if st.Size == 0 {
-		h, _ := metainfo.NewHasher(metainfo.Chained, metainfo.DefaultPieceLength)
-		return h
+		return metainfo.NewGrowingHasher()
 	}
 	var h metainfo.Hasher
 	if len(st.Pieces) == 0 || h.UnmarshalBinary(st.Pieces) != nil || h.Size() != st.Size {
