@@ -34,19 +34,7 @@ func TestHasherMatchesComputeAcrossRestores(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for off := 0; off < size; {
-				n := min(size-off, rng.IntN(3*pl))
-				_, _ = h.Write(data[off : off+n])
-				off += n
-				st, err := h.MarshalBinary()
-				if err != nil {
-					t.Fatal(err)
-				}
-				h = &Hasher{}
-				if err := h.UnmarshalBinary(st); err != nil {
-					t.Fatalf("%s, size %d: restoring after %d bytes: %v", tc.scheme, size, off, err)
-				}
-			}
+			h = writeRestoring(t, h, data, rng, 3*pl)
 			got, err := h.Metainfo(d)
 			if err != nil {
 				t.Fatalf("%s, size %d: %v", tc.scheme, size, err)
@@ -60,6 +48,28 @@ func TestHasherMatchesComputeAcrossRestores(t *testing.T) {
 			}
 		}
 	}
+}
+
+// writeRestoring writes data to h in writes of random sizes below
+// maxWrite, marshalling its state after each and going on with a Hasher
+// restored from it (an upload's chunks on different nodes), and returns
+// the last one.
+func writeRestoring(t *testing.T, h *Hasher, data []byte, rng *rand.Rand, maxWrite int) *Hasher {
+	t.Helper()
+	for off := 0; off < len(data); {
+		n := min(len(data)-off, rng.IntN(maxWrite))
+		_, _ = h.Write(data[off : off+n])
+		off += n
+		st, err := h.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		h = &Hasher{}
+		if err := h.UnmarshalBinary(st); err != nil {
+			t.Fatalf("size %d: restoring after %d bytes: %v", len(data), off, err)
+		}
+	}
+	return h
 }
 
 func TestHasherRefusesBadStates(t *testing.T) {
@@ -113,21 +123,8 @@ func TestGrowingHasherFollowsThePolicy(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for off := 0; off < size; {
-			n := min(size-off, rng.IntN(300))
-			_, _ = h.Write(data[off : off+n])
-			off += n
-			st, err := h.MarshalBinary()
-			if err != nil {
-				t.Fatal(err)
-			}
-			h = &Hasher{}
-			if err := h.UnmarshalBinary(st); err != nil {
-				t.Fatalf("size %d: restoring after %d bytes: %v", size, off, err)
-			}
-			if !h.Growing() {
-				t.Fatalf("size %d: a restored growing hasher no longer grows", size)
-			}
+		if h = writeRestoring(t, h, data, rng, 300); !h.Growing() {
+			t.Fatalf("size %d: a restored growing hasher no longer grows", size)
 		}
 		got, err := h.Metainfo(d)
 		if err != nil {
