@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -48,8 +49,9 @@ type conn struct {
 	// (peerwire.IncarnationHeader); empty when it sent none (an origin, an older
 	// agent).
 	incarnation string
-	// cancel ends a client stream; nil on the server side, whose stream
-	// ends when the handler returns.
+	// cancel ends a client stream at once (the peer sees it broken); nil
+	// on the server side, whose stream ends when the handler returns. A
+	// normal end closes this side first (end).
 	cancel  context.CancelFunc
 	release func()
 	log     *slog.Logger
@@ -100,6 +102,9 @@ type conn struct {
 	// has (used for origins only).
 	takeback scheduler.OriginTakeback
 	control  []*peerpb.Message
+	// ending: this side is done with the peer (end); sendLoop sends the
+	// control messages queued, then closes its side of the stream.
+	ending bool
 	// uploads are the peer's requests not yet being sent, in order;
 	// current is the one being sent (-1: none) and abort cancels it.
 	uploads []int
@@ -152,6 +157,27 @@ func (c *conn) queueLocked(m *peerpb.Message) {
 	c.signal()
 }
 
+// end lets the peer go once this side is done with it normally (the blob
+// is complete here, or the peer is not needed): the messages queued (the
+// cancels of detach among them) go out, then this side of the stream
+// closes, and the peer's side is read to its end before the stream is let
+// go. The peer sees a clean close (io.EOF), not a cancel: an origin seeder
+// takes a broken stream for a crashed agent and frees, for the next agent
+// asking, every piece it gave over it, which this agent holds and seeds
+// (shoal_origin_seeder_superseed_grants_freed_total{reason=
+// "connection_broken"}). Errors and shutdown use close. Like close, it
+// does not block.
+func (c *conn) end() {
+	c.mu.Lock()
+	c.ending = true
+	c.mu.Unlock()
+	c.signal()
+}
+
+// errHalfClosed is sendLoop's end after end: this side of the stream is
+// closed, the peer's still being read.
+var errHalfClosed = errors.New("done with the peer: stream closed on this side")
+
 // close ends the stream. It never blocks on the download's loop for long
 // and may be called from any goroutine, the loop included (which detaches
 // the conn first).
@@ -202,15 +228,47 @@ func (c *conn) close(why error) {
 // handler returns). The piece connection's loop is started by
 // usePieceConn, which gives c its piece connection.
 func (c *conn) run() {
-	go c.recvLoop()
+	received := make(chan struct{})
+	go func() {
+		defer close(received)
+		c.recvLoop()
+	}()
 	err := c.sendLoop()
+	if errors.Is(err, errHalfClosed) {
+		// The peer answers what was asked before the cancels and ends
+		// its side, and recvLoop closes c; one that does not within a
+		// piece timeout is cut off.
+		t := time.NewTimer(c.s.cfg.PieceTimeout)
+		select {
+		case <-received:
+		case <-t.C:
+		case <-c.closed:
+		}
+		t.Stop()
+	}
 	c.close(err)
+}
+
+// halfClose closes this side of an outgoing stream (errHalfClosed); a
+// server side's ends when its handler returns (nil).
+func (c *conn) halfClose() error {
+	cs, ok := c.stream.(interface{ CloseSend() error })
+	if !ok {
+		return nil
+	}
+	if err := cs.CloseSend(); err != nil {
+		return fmt.Errorf("closing the stream: %w", err)
+	}
+	return errHalfClosed
 }
 
 func (c *conn) recvLoop() {
 	for {
 		m, err := c.stream.Recv()
 		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errors.New("the peer ended the stream")
+			}
 			c.close(fmt.Errorf("receiving from peer: %w", err))
 			return
 		}

@@ -122,6 +122,10 @@ func (c *conn) attach(dl *download) (bf *metainfo.Bitfield, open bool) {
 		return nil, false
 	default:
 	}
+	if c.ending {
+		// Its stream is closing: no request would go out.
+		return nil, false
+	}
 	c.dl = dl
 	bf, _ = metainfo.ParseBitfield(c.remote.Bytes(), c.remote.Len())
 	return bf, true
@@ -134,12 +138,13 @@ func (c *conn) detach() {
 	defer c.mu.Unlock()
 	c.dl = nil
 	c.left = true
-	if c.pw != nil {
-		// Pieces on their way would be discarded on arrival.
-		for i, r := range c.requested {
-			if r == viaPieces {
-				_ = c.pw.Cancel(i)
-			}
+	// Pieces on their way would be discarded on arrival.
+	for i, r := range c.requested {
+		switch {
+		case r == viaPieces && c.pw != nil:
+			_ = c.pw.Cancel(i)
+		case r == viaStream:
+			c.queueLocked(&peerpb.Message{Msg: &peerpb.Message_Cancel{Cancel: &peerpb.Cancel{Index: uint32(i)}}})
 		}
 	}
 	if c.stopDial != nil {

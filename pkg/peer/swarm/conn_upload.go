@@ -93,6 +93,12 @@ func (c *conn) sendLoop() error {
 			}
 			continue
 		}
+		if c.ending {
+			// Uploads left are dropped: close takes them off the
+			// backlog.
+			c.mu.Unlock()
+			return c.halfClose()
+		}
 		abort := c.abort
 		if src == nil && len(c.uploads) == 0 {
 			c.mu.Unlock()

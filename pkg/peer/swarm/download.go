@@ -381,7 +381,11 @@ func (dl *download) join(now time.Time, c *conn) {
 					cand.failures = max(cand.failures, 1) // not a fetcher (see fetcher)
 				}
 			}
-			c.close(refuse)
+			if errors.Is(refuse, scheduler.ErrBlacklisted) {
+				c.close(refuse)
+			} else {
+				c.end() // not needed: nothing of it is wrong
+			}
 		}
 		return
 	}
@@ -632,8 +636,11 @@ func (dl *download) finish(err error) {
 	close(dl.done)
 	for _, c := range dl.peers {
 		c.detach()
-		if err != nil || c.origin || c.remoteComplete() {
-			c.close(errors.New("download finished"))
+		switch {
+		case err != nil:
+			c.close(fmt.Errorf("download failed: %w", err))
+		case c.origin || c.remoteComplete():
+			c.end()
 		}
 	}
 	if dl.release != nil {
