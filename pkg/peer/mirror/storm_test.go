@@ -117,7 +117,7 @@ func TestBlobStormAsksTheOriginOncePerRepository(t *testing.T) {
 	cfg := testConfig(o.URL)
 	// An origin answer that times out counts as the origin being down,
 	// and each blob is then asked about on its own: under a loaded CI
-	// machine the 300ms of testConfig is not enough for 200 requests.
+	// machine the 2s of testConfig is not enough for 200 requests.
 	cfg.OriginDialTimeout, cfg.OriginHeaderTimeout = time.Minute, time.Minute
 	srv := newTestMirrorWith(t, cfg, Options{Blobs: &fakeBlobs{local: local}, Now: clock.Now})
 
