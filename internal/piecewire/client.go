@@ -182,6 +182,8 @@ type Conn struct {
 	cancel context.CancelFunc
 
 	wmu sync.Mutex // one writer at a time
+	// writeClosed: CloseWrite closed this side (guarded by wmu).
+	writeClosed bool
 
 	// step is the reader's buffer for a piece written to a Sink.
 	step []byte
@@ -271,9 +273,37 @@ func (c *Conn) Err() error {
 	return c.err
 }
 
-// Close ends the connection.
+// Close ends the connection at once. A server in the middle of an answer
+// sees it broken (its write fails); CloseWrite ends it cleanly.
 func (c *Conn) Close() error {
 	c.fail(ErrClosed)
+	return nil
+}
+
+// CloseWrite ends the connection from this side, cleanly: no request or
+// cancel goes out after it (they fail with ErrClosed), and the server,
+// reading the end of the client's side, answers what is outstanding (a
+// cancelled request not started with a Reject, a piece on its way whole:
+// read, and dropped if cancelled) and then closes its own; the connection
+// ends then (Done; Err wraps ErrClosedByServer). On a connection that
+// cannot be half-closed it is Close.
+func (c *Conn) CloseWrite() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.writeClosed || c.Err() != nil {
+		return nil
+	}
+	c.writeClosed = true
+	cw, ok := c.nc.(interface{ CloseWrite() error })
+	if !ok {
+		c.fail(ErrClosed)
+		return nil
+	}
+	if err := cw.CloseWrite(); err != nil {
+		err = fmt.Errorf("piecewire: closing the connection's side: %w", err)
+		c.fail(err)
+		return err
+	}
 	return nil
 }
 
@@ -372,6 +402,9 @@ func (c *Conn) Cancel(i int) error {
 func (c *Conn) write(b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if c.writeClosed {
+		return fmt.Errorf("%w: writing after CloseWrite", ErrClosed)
+	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.Timeout))
 	if _, err := c.nc.Write(b); err != nil {
 		switch {

@@ -159,9 +159,9 @@ func (c *conn) queueLocked(m *peerpb.Message) {
 
 // end lets the peer go once this side is done with it normally (the blob
 // is complete here, or the peer is not needed): the messages queued (the
-// cancels of detach among them) go out, then this side of the stream
-// closes, and the peer's side is read to its end before the stream is let
-// go. The peer sees a clean close (io.EOF), not a cancel: an origin seeder
+// cancels of detach among them) go out, then this side of the stream and
+// of the piece connection closes, and the peer's sides are read to their
+// end before they are let go (drain). The peer sees a clean close (io.EOF), not a cancel: an origin seeder
 // takes a broken stream for a crashed agent and frees, for the next agent
 // asking, every piece it gave over it, which this agent holds and seeds
 // (shoal_origin_seeder_superseed_grants_freed_total{reason=
@@ -234,19 +234,46 @@ func (c *conn) run() {
 		c.recvLoop()
 	}()
 	err := c.sendLoop()
-	if errors.Is(err, errHalfClosed) {
-		// The peer answers what was asked before the cancels and ends
-		// its side, and recvLoop closes c; one that does not within a
-		// piece timeout is cut off.
-		t := time.NewTimer(c.s.cfg.PieceTimeout)
-		select {
-		case <-received:
-		case <-t.C:
-		case <-c.closed:
-		}
-		t.Stop()
+	c.mu.Lock()
+	ending := c.ending
+	c.mu.Unlock()
+	if ending {
+		c.drain(received, errors.Is(err, errHalfClosed))
 	}
 	c.close(err)
+}
+
+// drain waits, after end, for the peer to end what this side closed
+// cleanly: the stream, when this side half-closed it (received: recvLoop
+// returned), and the piece connection, closed the same way here
+// (piecewire.Conn.CloseWrite: the peer writes the piece it is sending to
+// the end rather than into a broken connection). A peer that does not
+// within a piece timeout is cut off.
+func (c *conn) drain(received <-chan struct{}, halfClosed bool) {
+	c.mu.Lock()
+	pw := c.pw
+	c.mu.Unlock()
+	var pieces <-chan struct{}
+	if pw != nil && pw.CloseWrite() == nil {
+		pieces = pw.Done()
+	}
+	if !halfClosed {
+		received = nil
+	}
+	t := time.NewTimer(c.s.cfg.PieceTimeout)
+	defer t.Stop()
+	for received != nil || pieces != nil {
+		select {
+		case <-received:
+			received = nil
+		case <-pieces:
+			pieces = nil
+		case <-t.C:
+			return
+		case <-c.closed:
+			return
+		}
+	}
 }
 
 // halfClose closes this side of an outgoing stream (errHalfClosed); a
@@ -267,6 +294,12 @@ func (c *conn) recvLoop() {
 		m, err := c.stream.Recv()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
+				c.mu.Lock()
+				ending := c.ending
+				c.mu.Unlock()
+				if ending {
+					return // run closes c once the piece connection has ended too
+				}
 				err = errors.New("the peer ended the stream")
 			}
 			c.close(fmt.Errorf("receiving from peer: %w", err))

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -207,28 +206,12 @@ func TestOriginPieceHalfReceivedIsLetFinish(t *testing.T) {
 func TestOriginPieceHalfReceivedOnThePieceDataPathIsLetFinish(t *testing.T) {
 	s, key := newPieceSwarm(t, "")
 	const pieceLength = 1 << 20 // four of the piece client's read steps
-	data := make([]byte, 3*pieceLength)
-	_, _ = rand.NewChaCha8([32]byte{3}).Read(data)
-	m, err := metainfo.Compute(bytes.NewReader(data), digest.FromBytes(data), int64(len(data)), pieceLength)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.store.Create(m); err != nil {
-		t.Fatal(err)
-	}
+	data, m := createBlob(t, s, 3, pieceLength, 3)
 	// The origin's piece server sends the first half of piece 0, then
 	// waits for gate.
 	gate := make(chan struct{})
 	src := &gatedSource{data: data, meta: m, gate: gate, opened: make(chan int, 8)}
-	addr := servePieces(t, src, key)
-	tok, err := key.IssueCapability(m.Digest, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pw, err := piecewire.Dial(t.Context(), addr, nil, m, tok, piecewire.ClientConfig{Buffer: s.store.PieceBuffer})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pw := dialPieceServer(t, s, key, m, servePieces(t, src, key))
 	c, st := runConnWith(t, s, m, true, pw)
 	dl := attachDownload(c)
 
@@ -275,14 +258,7 @@ func TestOriginPieceTakenBackAfterItsDeliveryHoldsNothing(t *testing.T) {
 	gate := make(chan struct{})
 	close(gate)
 	src := &gatedSource{data: data, meta: m, gate: gate, opened: make(chan int, 8)}
-	tok, err := key.IssueCapability(m.Digest, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pw, err := piecewire.Dial(t.Context(), servePieces(t, src, key), nil, m, tok, piecewire.ClientConfig{Buffer: s.store.PieceBuffer})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pw := dialPieceServer(t, s, key, m, servePieces(t, src, key))
 	c, _ := runConnWith(t, s, m, true, pw)
 	dl := attachDownload(c)
 

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"path"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,7 +19,9 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/shoal-dev/shoal/internal/eventually"
+	"github.com/shoal-dev/shoal/internal/piecewire"
 	"github.com/shoal-dev/shoal/pkg/auth"
+	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/pkg/origin/seeder"
 	"github.com/shoal-dev/shoal/pkg/storage/inmemory"
 	"github.com/shoal-dev/shoal/proto/peerpb"
@@ -151,4 +155,130 @@ func TestAgentDoneWithTheOriginEndsItsStreamCleanly(t *testing.T) {
 			}
 		})
 	}
+}
+
+// An agent done with a peer while a piece it no longer wants is still
+// being written on their piece connection closes its side and reads the
+// piece to its end: the peer's write does not break (an origin seeder
+// would free every piece given over the connection, as a crashed agent's).
+func TestAgentDoneWithAPeerLetsThePieceBeingWrittenEnd(t *testing.T) {
+	s, key := newPieceSwarm(t, "")
+	const pieceLength = 4 << 20 // past the socket buffers
+	data, m := createBlob(t, s, 2, pieceLength, 4)
+	// The peer's piece server sends half of piece 0, then waits for gate.
+	gate := make(chan struct{})
+	sent := make(chan error, 1)
+	src := doneSource{gatedSource: &gatedSource{data: data, meta: m, gate: gate, opened: make(chan int, 8)}, done: sent}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	el := &endListener{Listener: l, ended: make(chan struct{})}
+	srv := piecewire.NewServer(piecewire.ServerConfig{Logger: s.log}, src, auth.NewVerifier(key.Public()))
+	go func() { _ = srv.Serve(el) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	pw := dialPieceServer(t, s, key, m, l.Addr().String())
+	c, _ := runConnWith(t, s, m, false, pw)
+	attachDownload(c)
+	c.request(0)
+	eventually.True(t, "half of piece 0 in from the peer's piece connection", func() bool {
+		n, ok := pw.Arrived(0)
+		return ok && n >= pieceLength/2
+	})
+	c.detach()
+	c.end()
+	select {
+	case <-el.ended:
+	case <-time.After(eventually.Timeout):
+		t.Fatal("the peer's piece server never read the end of the agent's side")
+	}
+	close(gate)
+	select {
+	case err := <-sent:
+		if err != nil {
+			t.Fatalf("the peer's send of piece 0 ended with %v; want it written to the end", err)
+		}
+	case <-time.After(eventually.Timeout):
+		t.Fatal("the peer's send of piece 0 never ended")
+	}
+	select {
+	case <-c.closed:
+	case <-time.After(eventually.Timeout):
+		t.Fatal("the conn did not end once the peer had")
+	}
+}
+
+// doneSource is a gatedSource telling done how each piece's send ended.
+type doneSource struct {
+	*gatedSource
+	done chan<- error
+}
+
+func (d doneSource) OpenPiece(ctx context.Context, dg digest.Digest, i int) (*piecewire.Piece, error) {
+	p, err := d.gatedSource.OpenPiece(ctx, dg, i)
+	if err == nil {
+		p.Done = func(_ int64, err error) { d.done <- err }
+	}
+	return p, err
+}
+
+// endListener's connections close ended when a read meets the end of the
+// other side (io.EOF).
+type endListener struct {
+	net.Listener
+	ended chan struct{}
+	once  sync.Once
+}
+
+func (l *endListener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &endConn{Conn: nc, l: l}, nil
+}
+
+type endConn struct {
+	net.Conn
+	l *endListener
+}
+
+func (c *endConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if errors.Is(err, io.EOF) {
+		c.l.once.Do(func() { close(c.l.ended) })
+	}
+	return n, err
+}
+
+// createBlob creates a blob of n pieces of pieceLength random bytes (from
+// seed) in s's store, none of them held, and returns its bytes and
+// metainfo.
+func createBlob(t *testing.T, s *Swarm, n int, pieceLength int64, seed byte) ([]byte, *metainfo.Metainfo) {
+	t.Helper()
+	data := make([]byte, int64(n)*pieceLength)
+	_, _ = rand.NewChaCha8([32]byte{seed}).Read(data)
+	m, err := metainfo.Compute(bytes.NewReader(data), digest.FromBytes(data), int64(len(data)), pieceLength)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.store.Create(m); err != nil {
+		t.Fatal(err)
+	}
+	return data, m
+}
+
+// dialPieceServer opens s's piece connection for m to the piece server at
+// addr, with a capability from key.
+func dialPieceServer(t *testing.T, s *Swarm, key *auth.Key, m *metainfo.Metainfo, addr string) *piecewire.Conn {
+	t.Helper()
+	tok, err := key.IssueCapability(m.Digest, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, err := piecewire.Dial(t.Context(), addr, nil, m, tok, piecewire.ClientConfig{Buffer: s.store.PieceBuffer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pw
 }
