@@ -74,11 +74,17 @@ func TestSwarmPullsAtOnce(t *testing.T) {
 	// from the origin themselves (2.3x seen at load 20 on 2 cores); the
 	// figure itself is measured by make bench-swarm.
 	// Every agent serves the piece data path (on by default), so pieces go
-	// over it whichever agent opened the stream between two of them.
-	for i, a := range as[:agents-1] {
-		if n := a.metric("shoal_agent_stream_uploaded_bytes_total"); n != 0 {
-			t.Errorf("agent %d sent %.0f piece bytes on Exchange streams; want every piece on the piece data path", i, n)
-		}
+	// over it whichever agent opened the stream between two of them. A
+	// piece connection not up within pieceDialGrace (250 ms) has its
+	// first requests sent on the stream, which a loaded machine (CI, load
+	// 15) makes happen now and then: hence a share, not zero.
+	var onStream, uploaded float64
+	for _, a := range as[:agents-1] {
+		onStream += a.metric("shoal_agent_stream_uploaded_bytes_total")
+		uploaded += a.metric("shoal_agent_uploaded_bytes_total")
+	}
+	if uploaded == 0 || onStream > uploaded/10 {
+		t.Errorf("agents sent %.0f of their %.0f uploaded piece bytes on Exchange streams; want at least 90%% on the piece data path", onStream, uploaded)
 	}
 	if sent := seeder.sent.Load(); sent > int64(3*len(layer)) {
 		t.Errorf("the origin seeder sent %.2fx the layer to %d agents; want ≤ 3x (without sharing it would be %dx)", float64(sent)/float64(len(layer)), agents-1, agents-1)
