@@ -222,7 +222,10 @@ func (l *ledger) take(b *blobLedger, i int, r recipient, now time.Time) (wait ti
 
 // release frees the pieces given to r, whose stream or piece connection
 // broke at now: the next agent asking for one is served at once. What the
-// agent got over its other connection keeps its window.
+// agent got over its other connection keeps its window. A grant whose
+// window is over already is left to the next agent asking (window_over):
+// the break freed nothing there, and counting it as connection_broken
+// would blame breaks for re-sends they did not cause.
 func (l *ledger) release(b *blobLedger, r recipient, now time.Time) {
 	if l == nil || b == nil {
 		return
@@ -231,7 +234,7 @@ func (l *ledger) release(b *blobLedger, r recipient, now time.Time) {
 	defer l.mu.Unlock()
 	for i := range b.grants {
 		g := &b.grants[i]
-		if g.recipient == r {
+		if g.recipient == r && (g.end.IsZero() || now.Sub(g.end) < l.window(b, g.grantRecord)) {
 			l.free(b, i, g, freedConnBroken, now)
 		}
 		if g.prev.recipient == r {

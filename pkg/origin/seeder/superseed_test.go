@@ -221,6 +221,35 @@ func TestLedgerReleasesTheGrantsOfABrokenStream(t *testing.T) {
 	}
 }
 
+// A broken connection counts as connection_broken only the grants it
+// frees: one whose window was over already goes to the next agent asking
+// as window_over.
+func TestLedgerCountsAsBrokenOnlyTheGrantsABreakFrees(t *testing.T) {
+	s := &Server{m: newMetrics(nil), log: slog.New(slog.DiscardHandler)}
+	l := newLedger(time.Minute, time.Minute, nil, s.grantFreed)
+	freed := func(reason string) float64 { return counter(t, s.m.grantsFreed.WithLabelValues(reason)) }
+	d := digest.FromString("blob")
+	b := l.open(d, 2, 2<<20)
+	clock := fakeclock.New()
+	l.take(b, 0, agent("a"), clock.Now())
+	l.done(b, 0, agent("a"), clock.Now(), true)
+	clock.Advance(2 * time.Minute) // piece 0's window is over
+	l.take(b, 1, agent("a"), clock.Now())
+	l.done(b, 1, agent("a"), clock.Now(), true)
+	l.release(b, agent("a"), clock.Now())
+	if n := freed(freedConnBroken); n != 1 {
+		t.Errorf("connection_broken = %v, want 1 (piece 1, within its window)", n)
+	}
+	for i := range 2 {
+		if w, _ := l.take(b, i, agent("b"), clock.Now()); w != 0 {
+			t.Errorf("piece %d after a's stream broke: wait %s, want 0", i, w)
+		}
+	}
+	if n := freed(freedWindowOver); n != 1 {
+		t.Errorf("window_over = %v, want 1 (piece 0)", n)
+	}
+}
+
 // Through real streams: an agent given a piece vanishes (its stream is
 // cancelled); the next agent asking is served without waiting out the
 // one-minute window.
