@@ -243,3 +243,33 @@ func TestPieceTakenOverIsCommittedOnceTheBufferIsWritten(t *testing.T) {
 		}
 	})
 }
+
+// A piece of the piece data path that came in a buffer (another
+// connection was writing it) is read from the file, its buffer recycled:
+// kept among the recent pieces, such buffers would stay for the whole
+// download.
+func TestVerifiedPieceBufferIsNotKept(t *testing.T) {
+	s := open(t, t.TempDir(), 1<<20)
+	data, m := testBlob(t, 18, 6*pieceLen)
+	if err := s.Create(m); err != nil {
+		t.Fatal(err)
+	}
+	for i := range m.NumPieces() {
+		p := piece(data, m, i)
+		buf := append(s.PieceBuffer(int64(len(p))), p...)
+		if err := s.WriteVerifiedPiece(m.Digest, i, buf, pieceSum(t, m, i, p)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.ReadPiece(m.Digest, i)
+		if err != nil || !bytes.Equal(got, p) {
+			t.Fatalf("piece %d: %v, equal %v", i, err, bytes.Equal(got, p))
+		}
+	}
+	b := s.blobForTest(t, m.Digest)
+	b.recent.mu.Lock()
+	n := len(b.recent.pieces)
+	b.recent.mu.Unlock()
+	if n != 0 || s.bufs.held.Load() != 0 {
+		t.Fatalf("%d pieces, %d bytes kept in memory; want none", n, s.bufs.held.Load())
+	}
+}

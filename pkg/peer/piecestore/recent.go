@@ -72,7 +72,7 @@ func (s *Store) PutPieceBuffer(b []byte) {
 // the write fails or the piece was already held). The caller must not use
 // data after the call.
 func (s *Store) WritePieceBuffer(d digest.Digest, i int, data []byte) error {
-	return s.handOver(d, i, data, nil)
+	return s.handOver(d, i, data, nil, true)
 }
 
 // WriteVerifiedPiece is WritePieceBuffer for a piece the caller hashed as
@@ -82,19 +82,28 @@ func (s *Store) WritePieceBuffer(d digest.Digest, i int, data []byte) error {
 // metainfo.ErrCorruptPiece), data is not read; the caller vouches that sum
 // is its piece hash (metainfo.PieceDigester). The piece data path's client (internal/piecewire) hashes
 // every piece to drop a corrupt peer at its first bad piece.
+//
+// Unlike WritePieceBuffer's, the buffer is recycled once written, not kept
+// among the recent pieces: the piece data path writes pieces into the file
+// as they arrive (StartPiece), and a piece comes in a buffer only when
+// another connection is writing it already (two peers asked for it at the
+// end of a download). Kept, four such buffers would stay for the whole
+// download, while the reader finds the piece in the page cache.
 func (s *Store) WriteVerifiedPiece(d digest.Digest, i int, data []byte, sum [metainfo.HashSize]byte) error {
-	return s.handOver(d, i, data, &sum)
+	return s.handOver(d, i, data, &sum, false)
 }
 
-func (s *Store) handOver(d digest.Digest, i int, data []byte, sum *[metainfo.HashSize]byte) error {
+// handOver writes data, a buffer from PieceBuffer, as piece i of d; with
+// keep it joins the recent pieces, else it is recycled.
+func (s *Store) handOver(d digest.Digest, i int, data []byte, sum *[metainfo.HashSize]byte, keep bool) error {
 	b, err := s.acquire(d)
 	if err != nil {
 		s.PutPieceBuffer(data)
 		return fmt.Errorf("writing piece %d of %s: %w", i, d, err)
 	}
 	defer s.release(b)
-	written, err := s.writePiece(b, d, i, data, sum, true)
-	if err != nil || !written {
+	written, err := s.writePiece(b, d, i, data, sum, keep)
+	if err != nil || !written || !keep {
 		s.PutPieceBuffer(data)
 	}
 	return err

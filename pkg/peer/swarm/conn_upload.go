@@ -57,8 +57,10 @@ func (c *conn) sendLoop() error {
 	// before it returns, and nothing here installs the stats handlers or
 	// tracing that the gRPC docs warn may read a message later (the origin
 	// seeder reuses its chunk buffers the same way). A fresh buffer per
-	// chunk would allocate and zero every byte uploaded once more.
-	chunk := make([]byte, chunkSize)
+	// chunk would allocate and zero every byte uploaded once more. Made
+	// at the first upload: with the piece data path, most streams never
+	// carry a piece.
+	var chunk []byte
 	var src *piecestore.Reader
 	defer func() {
 		if src != nil {
@@ -129,6 +131,9 @@ func (c *conn) sendLoop() error {
 				continue
 			}
 			src, off, size = r, 0, c.meta.PieceSize(idx)
+			if chunk == nil {
+				chunk = make([]byte, chunkSize)
+			}
 		}
 		n := min(chunkSize, size-off)
 		if c.s.egress != nil {
