@@ -94,7 +94,20 @@ func (s *Swarm) dialPieces(ctx context.Context, meta *metainfo.Metainfo, addr, p
 		return nil
 	}
 	tok := s.capability(meta.Digest)
-	pc, err := s.dialPiece(ctx, addr, s.pieceTLS.dialing(host, peerID), meta, tok, piecewire.ClientConfig{
+	pc, err := s.dialPiece(ctx, addr, s.pieceTLS.dialing(host, peerID), meta, tok, s.pieceClientConfig(meta))
+	s.metrics.pieceDials.WithLabelValues(boolLabel(err == nil, "ok", "failed")).Inc()
+	if err != nil {
+		s.log.Debug("piece data path: dialing failed, pieces stay on the stream", "addr", addr, "err", err)
+		return nil
+	}
+	s.log.Debug("piece data path: pieces from this peer come over it", "addr", addr, "digest", meta.Digest)
+	return pc
+}
+
+// pieceClientConfig is the configuration of a piece connection fetching
+// the blob meta describes.
+func (s *Swarm) pieceClientConfig(meta *metainfo.Metainfo) piecewire.ClientConfig {
+	return piecewire.ClientConfig{
 		// Cancelled requests stay outstanding until answered, and the
 		// scheduler may ask for more meanwhile.
 		MaxOutstanding: 4 * s.cfg.MaxInFlightPerPeer,
@@ -113,14 +126,7 @@ func (s *Swarm) dialPieces(ctx context.Context, meta *metainfo.Metainfo, addr, p
 		},
 		Buffer:  s.store.PieceBuffer,
 		Ingress: s.ingress,
-	})
-	s.metrics.pieceDials.WithLabelValues(boolLabel(err == nil, "ok", "failed")).Inc()
-	if err != nil {
-		s.log.Debug("piece data path: dialing failed, pieces stay on the stream", "addr", addr, "err", err)
-		return nil
 	}
-	s.log.Debug("piece data path: pieces from this peer come over it", "addr", addr, "digest", meta.Digest)
-	return pc
 }
 
 // pieceLoop turns the piece connection's answers into what the stream's

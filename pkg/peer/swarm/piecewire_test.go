@@ -266,6 +266,12 @@ type scriptedPieceServer struct {
 // server, which has read its preface.
 func dialScripted(t *testing.T, s *Swarm, key *auth.Key, m *metainfo.Metainfo) (*piecewire.Conn, *scriptedPieceServer) {
 	t.Helper()
+	return dialScriptedWith(t, s, key, m, piecewire.ClientConfig{Buffer: s.store.PieceBuffer})
+}
+
+// dialScriptedWith is dialScripted with the client's configuration cfg.
+func dialScriptedWith(t *testing.T, s *Swarm, key *auth.Key, m *metainfo.Metainfo, cfg piecewire.ClientConfig) (*piecewire.Conn, *scriptedPieceServer) {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -275,7 +281,7 @@ func dialScripted(t *testing.T, s *Swarm, key *auth.Key, m *metainfo.Metainfo) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	pw, err := piecewire.Dial(t.Context(), l.Addr().String(), nil, m, tok, piecewire.ClientConfig{Buffer: s.store.PieceBuffer})
+	pw, err := piecewire.Dial(t.Context(), l.Addr().String(), nil, m, tok, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,6 +327,52 @@ func (ps *scriptedPieceServer) send(t *testing.T, f piecewire.Frame, raw []byte)
 // piece connection already: the conn must not ask a second time (the
 // piece client refuses a piece requested already, and that used to end the
 // stream), and the piece must still arrive.
+// awaitStored waits for dl's first piece event and checks it is piece i,
+// stored.
+func awaitStored(t *testing.T, dl *download, i int) {
+	t.Helper()
+	var evs []any
+	eventually.True(t, fmt.Sprintf("piece %d to reach the download", i), func() bool {
+		evs = append(evs, pieceEvents(dl)...)
+		return len(evs) > 0
+	})
+	if p, ok := evs[0].(evPiece); !ok || p.piece != i || p.err != nil {
+		t.Fatalf("the download got %#v; want piece %d, stored", evs, i)
+	}
+}
+
+// A piece connection writes its pieces into the store as they arrive: the
+// agent holds no buffer of a piece's size for them (docs/agent.md,
+// "Memory").
+func TestPiecesComeIntoTheStoreWithoutAPieceBuffer(t *testing.T) {
+	s, key := newPieceSwarm(t, "")
+	data, m := holdPieces(t, s, 3)
+	pw, ps := dialScriptedWith(t, s, key, m, s.pieceClientConfig(m))
+	var mu sync.Mutex
+	var answers []piecewire.Result
+	s.pieceAnswered = func(_ *conn, r piecewire.Result) {
+		mu.Lock()
+		answers = append(answers, r)
+		mu.Unlock()
+	}
+	c, _ := runConnWith(t, s, m, false, pw)
+	dl := attachDownload(c)
+	c.request(1)
+	ps.expect(t, piecewire.FrameRequest, 1, "asking for piece 1")
+	off, size := m.PieceOffset(1), m.PieceSize(1)
+	ps.send(t, piecewire.Frame{Type: piecewire.FramePiece, Index: 1, Length: uint32(size)}, data[off:off+size])
+	awaitStored(t, dl, 1)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(answers) != 1 || answers[0].Sink == nil || answers[0].Data != nil {
+		t.Fatalf("piece connection answers %v; want piece 1 written as it came (a Sink), not in a buffer", answers)
+	}
+	got, err := s.store.ReadPiece(m.Digest, 1)
+	if err != nil || !bytes.Equal(got, data[off:off+size]) {
+		t.Fatalf("piece 1 in the store: %v, equal %v", err, bytes.Equal(got, data[off:off+size]))
+	}
+}
+
 func TestPieceCancelledAndAskedAgainBeforeItsCancelledRejectIsHandled(t *testing.T) {
 	s, key := newPieceSwarm(t, "")
 	data, m := holdPieces(t, s, 4)
@@ -348,14 +400,7 @@ func TestPieceCancelledAndAskedAgainBeforeItsCancelledRejectIsHandled(t *testing
 	off, size := m.PieceOffset(1), m.PieceSize(1)
 	ps.send(t, piecewire.Frame{Type: piecewire.FramePiece, Index: 1, Length: uint32(size)}, data[off:off+size])
 
-	var evs []any
-	eventually.True(t, "piece 1 to reach the download", func() bool {
-		evs = append(evs, pieceEvents(dl)...)
-		return len(evs) > 0
-	})
-	if p, ok := evs[0].(evPiece); !ok || p.piece != 1 || p.err != nil {
-		t.Fatalf("the download got %#v; want piece 1, stored", evs)
-	}
+	awaitStored(t, dl, 1)
 	// A marker: a second request of piece 1 would come before it.
 	c.request(2)
 	ps.expect(t, piecewire.FrameRequest, 2, "the next request after piece 1 (piece 1 asked once)")
