@@ -521,9 +521,12 @@ func TestCachedContentServedWhileOriginRefuses(t *testing.T) {
 }
 
 // A blob proxied from the origin streams for longer than every origin
-// timeout: only the wait for its headers is bounded.
+// timeout: only the wait for its headers is bounded. The timeouts leave a
+// loaded machine time to answer the headers; the body takes three times
+// as long.
 func TestProxiedBlobStreamsPastTimeouts(t *testing.T) {
 	const chunks = 6
+	const timeout = time.Second
 	chunk := bytes.Repeat([]byte("x"), 64<<10)
 	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", strconv.Itoa(chunks*len(chunk)))
@@ -534,13 +537,13 @@ func TestProxiedBlobStreamsPastTimeouts(t *testing.T) {
 		for range chunks {
 			w.Write(chunk)
 			w.(http.Flusher).Flush()
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(timeout / 2)
 		}
 	}))
 	defer o.Close()
 	cfg := testConfig(o.URL)
-	cfg.OriginHeaderTimeout = 200 * time.Millisecond
-	cfg.OriginTimeout = 200 * time.Millisecond
+	cfg.OriginHeaderTimeout = timeout
+	cfg.OriginTimeout = timeout
 	srv := newTestMirror(t, cfg, nil)
 	a := get(t, srv, http.MethodGet, "/v2/team/app/blobs/"+otherDigest.String(), "")
 	if a.status != http.StatusOK || len(a.body) != chunks*len(chunk) {
