@@ -206,7 +206,8 @@ func TestMeterSharesTheLinkBetweenAddAndSends(t *testing.T) {
 	c := &clock{t: time.Unix(1000, 0)}
 	u := Meter{now: c.now}
 	const rate = 2 << 20
-	// A Send and Add's bytes each get half of a 2 MiB/s link for 4 s.
+	// A Send and Add's bytes share the link equally, each sending its
+	// bytes over the same seconds.
 	s := u.Start(4<<20, c.t)
 	u.Add(4 << 20)
 	for range 4 {

@@ -43,11 +43,7 @@ func receive(t *testing.T, s *Store, m *metainfo.Metainfo, i int, p []byte, step
 }
 
 func TestReceivedPieceIsInvisibleUntilCommitted(t *testing.T) {
-	s := open(t, t.TempDir(), 1<<20)
-	data, m := testBlob(t, 11, 3*pieceLen+10)
-	if err := s.Create(m); err != nil {
-		t.Fatal(err)
-	}
+	s, data, m := createdBlob(t, 11, 3*pieceLen+10)
 	p := piece(data, m, 1)
 	w, err := s.StartPiece(m.Digest, 1)
 	if err != nil {
@@ -76,11 +72,7 @@ func TestReceivedPieceIsInvisibleUntilCommitted(t *testing.T) {
 }
 
 func TestReceivedPieceThatDoesNotVerifyIsNotHeld(t *testing.T) {
-	s := open(t, t.TempDir(), 1<<20)
-	data, m := testBlob(t, 12, 3*pieceLen)
-	if err := s.Create(m); err != nil {
-		t.Fatal(err)
-	}
+	s, data, m := createdBlob(t, 12, 3*pieceLen)
 	p := piece(data, m, 0)
 	for _, c := range []struct {
 		name  string
@@ -107,11 +99,7 @@ func TestReceivedPieceThatDoesNotVerifyIsNotHeld(t *testing.T) {
 }
 
 func TestOnePieceWriterAtATime(t *testing.T) {
-	s := open(t, t.TempDir(), 1<<20)
-	data, m := testBlob(t, 13, 3*pieceLen)
-	if err := s.Create(m); err != nil {
-		t.Fatal(err)
-	}
+	s, data, m := createdBlob(t, 13, 3*pieceLen)
 	w, err := s.StartPiece(m.Digest, 2)
 	if err != nil {
 		t.Fatal(err)
@@ -134,11 +122,7 @@ func TestOnePieceWriterAtATime(t *testing.T) {
 // piece in progress: the writer's later bytes, which could be anything,
 // must not land on it.
 func TestVerifiedBufferTakesOverAPieceBeingReceived(t *testing.T) {
-	s := open(t, t.TempDir(), 1<<20)
-	data, m := testBlob(t, 14, 3*pieceLen)
-	if err := s.Create(m); err != nil {
-		t.Fatal(err)
-	}
+	s, data, m := createdBlob(t, 14, 3*pieceLen)
 	p := piece(data, m, 1)
 	w, err := s.StartPiece(m.Digest, 1)
 	if err != nil {
@@ -176,11 +160,7 @@ func TestVerifiedBufferTakesOverAPieceBeingReceived(t *testing.T) {
 }
 
 func TestPieceWriterKeepsItsBlob(t *testing.T) {
-	s := open(t, t.TempDir(), 1<<20)
-	data, m := testBlob(t, 15, 2*pieceLen)
-	if err := s.Create(m); err != nil {
-		t.Fatal(err)
-	}
+	s, data, m := createdBlob(t, 15, 2*pieceLen)
 	w, err := s.StartPiece(m.Digest, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -204,11 +184,7 @@ func TestPieceWriterKeepsItsBlob(t *testing.T) {
 // not before: the piece is the receiver's then.
 func TestPieceTakenOverIsCommittedOnceTheBufferIsWritten(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := open(t, t.TempDir(), 1<<20)
-		data, m := testBlob(t, 17, 3*pieceLen)
-		if err := s.Create(m); err != nil {
-			t.Fatal(err)
-		}
+		s, data, m := createdBlob(t, 17, 3*pieceLen)
 		p := piece(data, m, 1)
 		w, err := s.StartPiece(m.Digest, 1)
 		if err != nil {
@@ -249,11 +225,7 @@ func TestPieceTakenOverIsCommittedOnceTheBufferIsWritten(t *testing.T) {
 // kept among the recent pieces, such buffers would stay for the whole
 // download.
 func TestVerifiedPieceBufferIsNotKept(t *testing.T) {
-	s := open(t, t.TempDir(), 1<<20)
-	data, m := testBlob(t, 18, 6*pieceLen)
-	if err := s.Create(m); err != nil {
-		t.Fatal(err)
-	}
+	s, data, m := createdBlob(t, 18, 6*pieceLen)
 	for i := range m.NumPieces() {
 		p := piece(data, m, i)
 		buf := append(s.PieceBuffer(int64(len(p))), p...)
@@ -272,4 +244,17 @@ func TestVerifiedPieceBufferIsNotKept(t *testing.T) {
 	if n != 0 || s.bufs.held.Load() != 0 {
 		t.Fatalf("%d pieces, %d bytes kept in memory; want none", n, s.bufs.held.Load())
 	}
+}
+
+// createdBlob opens a store of 1 MiB and creates in it a blob of size
+// random bytes (from seed), returning the store, the bytes and the
+// metainfo.
+func createdBlob(t *testing.T, seed uint64, size int) (*Store, []byte, *metainfo.Metainfo) {
+	t.Helper()
+	s := open(t, t.TempDir(), 1<<20)
+	data, m := testBlob(t, seed, size)
+	if err := s.Create(m); err != nil {
+		t.Fatal(err)
+	}
+	return s, data, m
 }
