@@ -161,9 +161,10 @@ func (c *conn) queueLocked(m *peerpb.Message) {
 // is complete here, or the peer is not needed): the messages queued (the
 // cancels of detach among them) go out, then this side of the stream and
 // of the piece connection closes, and the peer's sides are read to their
-// end before they are let go (drain). The peer sees a clean close (io.EOF), not a cancel: an origin seeder
-// takes a broken stream for a crashed agent and frees, for the next agent
-// asking, every piece it gave over it, which this agent holds and seeds
+// end before they are let go (drain). The peer sees a clean close
+// (io.EOF), not a cancel: an origin seeder takes a broken stream for a
+// crashed agent and frees, for the next agent asking, every piece it gave
+// over it, which this agent holds and seeds
 // (shoal_origin_seeder_superseed_grants_freed_total{reason=
 // "connection_broken"}). Errors and shutdown use close. Like close, it
 // does not block.

@@ -19,8 +19,8 @@ import (
 // With per-piece metainfo (sha512 blobs, metainfo stored before chained
 // hashes) the assembled blob is checked against its digest while it
 // downloads, not after: a goroutine reads the blob from the piece store in
-// piece order,
-// waiting for each piece as a streaming client does, and hashes it. Readers
+// piece order, waiting for each piece as a streaming client does, and
+// hashes it. Readers
 // of a downloading blob hold its last byte back until the hash has matched
 // (blobReader), so a blob whose pieces all verify against a metainfo that
 // does not describe the digest ends every client's response broken, never
