@@ -12,10 +12,9 @@ import (
 // the given piece length, in the scheme SchemeFor gives. The blob is
 // hashed while it streams (a Hasher), so memory use does not grow with the
 // blob or the piece length; a Chained one hashes each byte once, its
-// SHA-256 being the blob's digest too. It fails
-// if r yields fewer or more than size bytes, or bytes whose digest is not
-// want: metainfo is only ever computed for a blob that is what its name
-// says.
+// SHA-256 being the blob's digest too. It fails if r yields fewer or more
+// than size bytes, or bytes whose digest is not want: metainfo is only
+// ever computed for a blob that is what its name says.
 func Compute(r io.Reader, want digest.Digest, size, pieceLength int64) (*Metainfo, error) {
 	if err := want.Validate(); err != nil {
 		return nil, fmt.Errorf("computing metainfo: invalid digest %q: %w", want, err)

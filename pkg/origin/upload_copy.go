@@ -24,9 +24,9 @@ const chunkBuffers = 8
 // many bytes fw took. fw and pieces take the bytes on goroutines of their
 // own, h on the one that reads src, so the store is sent bytes while the
 // next ones are read and hashed: the store does not wait for the origin's
-// hashing. fw and pieces share each
-// buffer read from src, no copy, which goes back to copyBuffers once both
-// are done with it; at most chunkBuffers are in flight.
+// hashing. fw and pieces share each buffer read from src, no copy, which
+// goes back to copyBuffers once both are done with it; at most
+// chunkBuffers are in flight.
 //
 // Reading stops at the first error of fw or src. fw's error wins, as a
 // *storeFailure (which unwraps to it, so an outage stays one), even when
@@ -35,7 +35,7 @@ const chunkBuffers = 8
 // is. On any error the caller throws the chunk away, and the state of h
 // and pieces does not matter. On success every byte read was written to
 // all three.
-func copyChunk(fw io.Writer, h io.Writer, pieces io.Writer, src io.Reader) (int64, error) {
+func copyChunk(fw, h, pieces io.Writer, src io.Reader) (int64, error) {
 	p := &chunkPipe{
 		slots:   make(chan struct{}, chunkBuffers),
 		toStore: make(chan *chunkBuf, chunkBuffers),
