@@ -139,10 +139,9 @@ type Result struct {
 	// time.
 	Sum [sha256.Size]byte
 	// Reject is why the server declined the request (zero when Data or
-	// Err is set); RetryAfter goes with ReasonAtPeers. ReasonCancelled
-	// comes only for a request cancelled and then requested again before
-	// its answer, which the server had dropped, or which was arriving and
-	// being dropped here: ask again.
+	// Err is set); RetryAfter goes with ReasonAtPeers. It is never
+	// ReasonCancelled: a request the server dropped because it was
+	// cancelled is either withdrawn or, wanted again, asked again.
 	Reject     Reason
 	RetryAfter time.Duration
 	// Err is set for a piece that arrived corrupt (it wraps
@@ -209,8 +208,8 @@ const (
 	wanted    reqState = iota
 	cancelled          // a Cancel was sent: the answer is dropped
 	// rewanted: requested again after a Cancel, before the answer; the
-	// server may have dropped it (Reject ReasonCancelled, delivered so
-	// that the caller asks again) or may still send the piece.
+	// server may have dropped it (Reject ReasonCancelled: the connection
+	// asks again) or may still send the piece.
 	rewanted
 )
 
@@ -309,10 +308,10 @@ func (c *Conn) CloseWrite() error {
 
 // Request asks for piece i. It fails if the connection has ended, i is out
 // of range or already outstanding (ErrRequested), or MaxOutstanding
-// requests are (ErrFull). A piece cancelled and not yet answered is wanted again
-// without a new frame: its answer is delivered after all, and if the
-// server had dropped the request, or its answer was already being read
-// and dropped, that is a Result with Reject ReasonCancelled (ask again).
+// requests are (ErrFull). A piece cancelled and not yet answered is wanted
+// again without a new frame: its answer is delivered after all, and if the
+// server had dropped the request, or its answer was already being read and
+// dropped, the connection asks for it again.
 //
 // A request that could not be written because the server had closed the
 // connection fails with ErrClosedByServer and stays outstanding: the
@@ -349,11 +348,15 @@ func (c *Conn) Request(i int) error {
 		_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.Timeout))
 	}
 	c.mu.Unlock()
-	b, err := AppendFrame(nil, Frame{Type: FrameRequest, Index: uint32(i), Digest: c.meta.Digest.String(), Capability: c.cap})
+	b, err := c.requestFrame(i)
 	if err != nil {
 		return err
 	}
 	return c.write(b)
+}
+
+func (c *Conn) requestFrame(i int) ([]byte, error) {
+	return AppendFrame(nil, Frame{Type: FrameRequest, Index: uint32(i), Digest: c.meta.Digest.String(), Capability: c.cap})
 }
 
 // Arrived reports how many bytes of piece i have been read while its
@@ -402,6 +405,11 @@ func (c *Conn) Cancel(i int) error {
 func (c *Conn) write(b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	return c.writeLocked(b)
+}
+
+// writeLocked is write with wmu held.
+func (c *Conn) writeLocked(b []byte) error {
 	if c.writeClosed {
 		return fmt.Errorf("%w: writing after CloseWrite", ErrClosed)
 	}
@@ -504,13 +512,10 @@ func (c *Conn) readAnswer() error {
 			if err := c.discard(f.Index, size); err != nil {
 				return err
 			}
-			if st, _ := c.answering(f, true); st == rewanted {
-				// Requested again while its bytes were dropped: the
-				// server owes nothing more (this was its answer), so the
-				// caller asks again, as after a request it had dropped.
-				c.deliver(Result{Index: int(f.Index), Reject: ReasonCancelled})
-			}
-			return nil
+			// Requested again while its bytes were dropped, the server
+			// owes nothing more (this was its answer): asked again, as
+			// after a request it had dropped.
+			return c.dropped(f)
 		}
 		r, err := c.receive(int(f.Index), size)
 		st = c.received(f.Index, err == nil)
@@ -525,12 +530,12 @@ func (c *Conn) readAnswer() error {
 		}
 		c.deliver(r)
 	case FrameReject:
+		if f.Reason == ReasonCancelled {
+			return c.dropped(f)
+		}
 		st, err := c.answering(f, true)
 		if err != nil {
 			return err
-		}
-		if f.Reason == ReasonCancelled && st == wanted {
-			return fmt.Errorf("%w: piece %d rejected as cancelled, and it was not", ErrProtocol, f.Index)
 		}
 		if st != cancelled {
 			c.deliver(Result{Index: int(f.Index), Reject: f.Reason, RetryAfter: time.Duration(f.RetryAfterMs) * time.Millisecond})
@@ -540,6 +545,43 @@ func (c *Conn) readAnswer() error {
 	default:
 		return fmt.Errorf("%w: a %s frame from a server", ErrProtocol, f.Type)
 	}
+	return nil
+}
+
+// dropped ends the request f answers, which the server dropped because it
+// was cancelled (or whose bytes were dropped here for that reason). A piece
+// requested again since is asked for again, here rather than by the
+// caller: told to, the caller could not tell that answer from one to a
+// request it made after it, and would ask twice. wmu is held from the
+// look at the request to its frame, so that a Cancel the caller makes
+// meanwhile goes out after it.
+func (c *Conn) dropped(f Frame) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.mu.Lock()
+	st, ok := c.outstanding[f.Index]
+	switch {
+	case !ok:
+		c.mu.Unlock()
+		return fmt.Errorf("%w: a %s frame for piece %d, which was never requested (or was answered already)", ErrProtocol, f.Type, f.Index)
+	case st == wanted:
+		c.mu.Unlock()
+		return fmt.Errorf("%w: piece %d rejected as cancelled, and it was not", ErrProtocol, f.Index)
+	case st == cancelled || c.writeClosed:
+		delete(c.outstanding, f.Index)
+		c.mu.Unlock()
+		return nil
+	}
+	c.outstanding[f.Index] = wanted
+	c.mu.Unlock()
+	b, err := c.requestFrame(int(f.Index))
+	if err != nil {
+		return err
+	}
+	if err := c.writeLocked(b); err != nil && !errors.Is(err, ErrClosedByServer) {
+		return err
+	}
+	// A server that closed the connection: the next read meets its end.
 	return nil
 }
 

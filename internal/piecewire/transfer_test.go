@@ -297,13 +297,13 @@ func TestPieceCancelledInFlightIsDiscarded(t *testing.T) {
 	}
 }
 
-// TestPieceRequestedAgainWhileItsCancelledBytesAreDroppedIsAnswered: a
+// TestPieceRequestedAgainWhileItsCancelledBytesAreDroppedIsAskedAgain: a
 // piece cancelled after the server started it, and requested again while
-// its bytes are being read and dropped, gets an answer: the server owes
-// none (it sent the piece), so the caller is told to ask again
-// (ReasonCancelled). The request was taken off with the dropped bytes and
-// never answered, and the caller waited for it until its piece timeout.
-func TestPieceRequestedAgainWhileItsCancelledBytesAreDroppedIsAnswered(t *testing.T) {
+// its bytes are being read and dropped, is asked for again: the server
+// owes nothing more (it sent the piece). The request was once taken off
+// with the dropped bytes and never answered, and the caller waited for it
+// until its piece timeout.
+func TestPieceRequestedAgainWhileItsCancelledBytesAreDroppedIsAskedAgain(t *testing.T) {
 	b := newBlob(t, 512<<10, 256<<10)
 	// One piece's worth of burst and next to no rate: the reader takes the
 	// whole burst for piece 0's one step, which shows it is past its
@@ -330,20 +330,26 @@ func TestPieceRequestedAgainWhileItsCancelledBytesAreDroppedIsAnswered(t *testin
 		t.Fatal(err)
 	}
 	fs.write(t, b.piece(0)[1000:])
-	fs.send(t, Frame{Type: FramePiece, Index: 1, Length: uint32(b.meta.PieceSize(1))})
-	fs.write(t, b.piece(1))
-	r, ok := nextResult(t, c)
-	if !ok || r.Index != 0 || r.Reject != ReasonCancelled {
-		t.Fatalf("first result %v (conn %v); want piece 0 rejected as cancelled, so that its request made again is asked again", r, c.Err())
-	}
-	if r, ok := nextResult(t, c); !ok || r.Index != 1 || !bytes.Equal(r.Data, b.piece(1)) {
-		t.Fatalf("second result %v (conn %v); want piece 1", r, c.Err())
-	}
-	if err := c.Request(0); err != nil {
-		t.Fatalf("asking for piece 0 again: %v", err)
-	}
 	if f := fs.expectFrame(t, FrameRequest); f.Index != 0 {
-		t.Fatalf("request frame for piece %d; want 0", f.Index)
+		t.Fatalf("request frame for piece %d; want 0, asked again once its dropped bytes were in", f.Index)
+	}
+	expectAskedAgainAnswered(t, fs, c, b, 0, 1)
+}
+
+// expectAskedAgainAnswered answers piece other, then piece i (asked for
+// again by the connection), and checks that the caller gets exactly those
+// two, in that order, and that piece i is outstanding no more.
+func expectAskedAgainAnswered(t *testing.T, fs *fakeServer, c *Conn, b *blob, i, other int) {
+	t.Helper()
+	for _, j := range []int{other, i} {
+		fs.send(t, Frame{Type: FramePiece, Index: uint32(j), Length: uint32(b.meta.PieceSize(j))})
+		fs.write(t, b.piece(j))
+		if r, ok := nextResult(t, c); !ok || r.Index != j || !bytes.Equal(r.Data, b.piece(j)) {
+			t.Fatalf("result %v (conn %v); want piece %d", r, c.Err(), j)
+		}
+	}
+	if err := c.Request(i); err != nil {
+		t.Fatalf("requesting piece %d once delivered: %v", i, err)
 	}
 }
 
@@ -525,14 +531,43 @@ func TestPieceWantedAgainAfterACancel(t *testing.T) {
 			t.Fatalf("requesting a cancelled piece again: %v", err)
 		}
 		fs.send(t, Frame{Type: FrameReject, Index: 0, Reason: ReasonCancelled})
-		if r, ok := nextResult(t, c); !ok || r.Index != 0 || r.Reject != ReasonCancelled {
-			t.Fatalf("result %v (conn %v); want piece 0 rejected as cancelled, to be asked again", r, c.Err())
+		if f := fs.expectFrame(t, FrameRequest); f.Index != 0 {
+			t.Fatalf("request of piece %d; want 0 asked again by the connection", f.Index)
 		}
+		if err := c.Request(0); !errors.Is(err, ErrRequested) {
+			t.Fatalf("requesting piece 0 while it is asked again: %v; want ErrRequested", err)
+		}
+		expectAskedAgainAnswered(t, fs, c, b, 0, 1)
+	})
+	t.Run("cancelled again before the server dropped it", func(t *testing.T) {
+		fs, c := requested(t, b, ClientConfig{})
+		if err := c.Cancel(0); err != nil {
+			t.Fatal(err)
+		}
+		fs.expectFrame(t, FrameCancel)
 		if err := c.Request(0); err != nil {
 			t.Fatal(err)
 		}
-		if f := fs.expectFrame(t, FrameRequest); f.Index != 0 {
-			t.Fatalf("request of piece %d; want 0 asked again", f.Index)
+		if err := c.Cancel(0); err != nil {
+			t.Fatal(err)
+		}
+		fs.send(t, Frame{Type: FrameReject, Index: 0, Reason: ReasonCancelled})
+		// Withdrawn: not asked again. Piece 1's answer shows the reject
+		// was read; then the next frame from the client is its request of
+		// piece 2, and piece 0 takes a request again.
+		fs.send(t, Frame{Type: FramePiece, Index: 1, Length: uint32(b.meta.PieceSize(1))})
+		fs.write(t, b.piece(1))
+		if r, ok := nextResult(t, c); !ok || r.Index != 1 {
+			t.Fatalf("result %v (conn %v); want piece 1", r, c.Err())
+		}
+		if err := c.Request(2); err != nil {
+			t.Fatal(err)
+		}
+		if f := fs.expectFrame(t, FrameRequest); f.Index != 2 {
+			t.Fatalf("request of piece %d; want 2 (0 was withdrawn)", f.Index)
+		}
+		if err := c.Request(0); err != nil {
+			t.Fatalf("requesting the withdrawn piece 0 again: %v", err)
 		}
 	})
 	t.Run("the server sent it", func(t *testing.T) {

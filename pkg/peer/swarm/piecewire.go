@@ -184,16 +184,6 @@ func (c *conn) pieceLoop(pw *piecewire.Conn) {
 			if dl != nil && wanted {
 				dl.post(evPiece{c: c, piece: i, err: r.Err}, c.closed)
 			}
-		case r.Reject == piecewire.ReasonCancelled:
-			// Cancelled, then asked again before the server saw it: asked
-			// once more, under mu, so that no cancel comes between the
-			// look at requested and the request. A cancel and a request
-			// since the answer came may have asked already (the request
-			// is then live on pw: requestOnPiecesLocked leaves it).
-			if wanted {
-				c.requestOnPiecesLocked(pw, i)
-			}
-			c.mu.Unlock()
 		default:
 			c.mu.Unlock()
 			c.rejected(i, viaPieces, rejectReason(r.Reject), r.RetryAfter)
