@@ -50,6 +50,7 @@ func copyChunk(fw, h, pieces io.Writer, src io.Reader) (int64, error) {
 	var storeErr error
 	wg.Go(func() {
 		for b := range p.toStore {
+			p.queued.Add(-1)
 			if storeErr == nil {
 				n, err := writeRecovering(fw, b.bytes())
 				stored += int64(n)
@@ -69,6 +70,7 @@ func copyChunk(fw, h, pieces io.Writer, src io.Reader) (int64, error) {
 		toPieces = make(chan *chunkBuf, chunkBuffers)
 		wg.Go(func() {
 			for b := range toPieces {
+				p.queued.Add(-1)
 				_, _ = pieces.Write(b.bytes()) // a Hasher never fails
 				p.release(b)
 			}
@@ -93,6 +95,7 @@ func copyChunk(fw, h, pieces io.Writer, src io.Reader) (int64, error) {
 		}
 		_, _ = h.Write(b.bytes())
 		b.refs.Store(consumers)
+		p.queued.Add(consumers)
 		p.toStore <- b
 		if toPieces != nil {
 			toPieces <- b
@@ -137,6 +140,9 @@ type chunkPipe struct {
 	toStore chan *chunkBuf
 	// stopped is closed when the store writer fails: reading stops.
 	stopped chan struct{}
+	// queued counts the buffers handed to the consumers and not yet
+	// taken, once per consumer.
+	queued atomic.Int32
 }
 
 func (p *chunkPipe) isStopped() bool {
@@ -169,12 +175,14 @@ type chunkBuf struct {
 func (b *chunkBuf) bytes() []byte { return (*b.buf)[:b.n] }
 
 // fill reads from r until buf is full, r fails or ends, or the store
-// writer fails: while the store writer and the piece hasher are busy they
-// are handed whole buffers, not each short read the network gives. Once
-// they have taken every earlier buffer (only buf's slot is taken), what
-// was read goes to them at once: holding a slow client's bytes until a
-// buffer fills would only delay them, and keep them from storage while
-// the client is still sending. It returns io.EOF only when r ended.
+// writer fails: while buffers wait for the store writer or the piece
+// hasher they are handed whole buffers, not each short read the network
+// gives. Once they have taken every earlier buffer (taken, not finished
+// with: a buffer's slot comes back only after its write, which a slow
+// client's next bytes may have to wait for), what was read goes to them
+// at once: holding a slow client's bytes until a buffer fills would only
+// delay them, and keep them from storage while the client is still
+// sending. It returns io.EOF only when r ended.
 func (p *chunkPipe) fill(r io.Reader, buf []byte) (int, error) {
 	n := 0
 	for n < len(buf) && !p.isStopped() {
@@ -183,7 +191,7 @@ func (p *chunkPipe) fill(r io.Reader, buf []byte) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		if n > 0 && len(p.slots) <= 1 {
+		if n > 0 && p.queued.Load() == 0 {
 			return n, nil
 		}
 	}
