@@ -133,12 +133,13 @@ type Config struct {
 	// OriginFetchers is how many of the agents pulling a blob together
 	// take pieces from the origin at once (chosen by rendezvous hashing of
 	// peer id and blob, so they agree). The others defer their origin
-	// requests while the swarm keeps delivering. 16: an origin seeder
-	// refuses a piece it just gave another agent (superseeding), so more
-	// fetchers do not make it send pieces twice; each fetcher has one
-	// origin piece at a time, arriving over a downlink it shares with the
-	// pieces it takes from agents, so a few fetchers leave the origin's
-	// link partly idle (docs/benchmarks.md, swarm).
+	// requests while the swarm keeps delivering. 4: an origin seeder
+	// refuses a piece it just gave another agent (superseeding), and a
+	// single fetcher with one request at a time leaves the origin's link
+	// mostly idle. More fetchers fill the origin's link sooner (each one's
+	// origin piece shares its downlink with pieces from agents), which
+	// shortens small swarms' pulls, but in a large swarm the origin then
+	// sends pieces again (docs/benchmarks.md, swarm).
 	OriginFetchers int `yaml:"originFetchers"`
 	// OriginDeferral is how long without a new piece makes an agent that
 	// is not a fetcher send its deferred origin requests (at least three
@@ -202,7 +203,7 @@ func DefaultConfig() Config {
 		MetainfoHedgeDelay:       10 * time.Second,
 		StallTimeout:             2 * time.Minute,
 		DownloadAnnounceInterval: 5 * time.Second,
-		OriginFetchers:           16,
+		OriginFetchers:           4,
 		OriginDeferral:           time.Second,
 		BlacklistTTL:             10 * time.Minute,
 		VerifyBlobDigest:         true,
