@@ -563,7 +563,7 @@ func (c *Conn) dropped(f Frame) error {
 	switch {
 	case !ok:
 		c.mu.Unlock()
-		return fmt.Errorf("%w: a %s frame for piece %d, which was never requested (or was answered already)", ErrProtocol, f.Type, f.Index)
+		return unrequested(f)
 	case st == wanted:
 		c.mu.Unlock()
 		return fmt.Errorf("%w: piece %d rejected as cancelled, and it was not", ErrProtocol, f.Index)
@@ -585,6 +585,12 @@ func (c *Conn) dropped(f Frame) error {
 	return nil
 }
 
+// unrequested is the protocol violation of an answer f to no outstanding
+// request.
+func unrequested(f Frame) error {
+	return fmt.Errorf("%w: a %s frame for piece %d, which was never requested (or was answered already)", ErrProtocol, f.Type, f.Index)
+}
+
 // answering looks up the request f answers and returns where it stands;
 // with done it also takes the request off the outstanding ones, without
 // it (a Piece frame's header) it starts the piece's arrival for Arrived,
@@ -595,7 +601,7 @@ func (c *Conn) answering(f Frame, done bool) (reqState, error) {
 	defer c.mu.Unlock()
 	st, ok := c.outstanding[f.Index]
 	if !ok {
-		return 0, fmt.Errorf("%w: a %s frame for piece %d, which was never requested (or was answered already)", ErrProtocol, f.Type, f.Index)
+		return 0, unrequested(f)
 	}
 	if done {
 		delete(c.outstanding, f.Index)

@@ -20,11 +20,10 @@ import (
 // hashes) the assembled blob is checked against its digest while it
 // downloads, not after: a goroutine reads the blob from the piece store in
 // piece order, waiting for each piece as a streaming client does, and
-// hashes it. Readers
-// of a downloading blob hold its last byte back until the hash has matched
-// (blobReader), so a blob whose pieces all verify against a metainfo that
-// does not describe the digest ends every client's response broken, never
-// as a complete-looking 200 (docs/design.md). Hashing as the pieces arrive
+// hashes it. Readers of a downloading blob hold its last byte back until
+// the hash has matched (blobReader), so a blob whose pieces all verify
+// against a metainfo that does not describe the digest ends every client's
+// response broken, never as a complete-looking 200 (docs/design.md). Hashing as the pieces arrive
 // keeps the wait at the end to the last few pieces rather than a pass over
 // the whole blob.
 
