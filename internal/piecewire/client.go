@@ -50,6 +50,13 @@ type ClientConfig struct {
 	// its bytes' tokens first, and TCP holds the sender back meanwhile.
 	// Its burst must be at least 256 KiB. nil: no limit.
 	Ingress *rate.Limiter `yaml:"-"`
+	// Progress, if set, is called on the reading goroutine each time a
+	// step (at most 256 KiB) of a piece has arrived, dropped cancelled
+	// pieces' included, with the piece's index. A piece crossing a slow
+	// or crowded link can take longer than the caller lets a peer go
+	// without delivering; its bytes coming show that the peer is sending.
+	// It must not block.
+	Progress func(i int) `yaml:"-"`
 }
 
 // PieceSink receives one piece's bytes in order (ClientConfig.Sink).
@@ -686,6 +693,7 @@ func (c *Conn) receive(i int, size int64) (Result, error) {
 		_, _ = h.Write(b)
 		off += n
 		c.setArrived(i, off)
+		c.progress(i)
 	}
 	if err := h.Verify(); err != nil {
 		if sink != nil {
@@ -730,8 +738,16 @@ func (c *Conn) discard(i uint32, size int64) error {
 		if err != nil {
 			return c.readErr(fmt.Sprintf("discarding cancelled piece %d at %d of %d bytes", i, off, size), err)
 		}
+		c.progress(int(i))
 	}
 	return nil
+}
+
+// progress tells ClientConfig.Progress that a step of piece i arrived.
+func (c *Conn) progress(i int) {
+	if c.cfg.Progress != nil {
+		c.cfg.Progress(i)
+	}
 }
 
 func (c *Conn) readErr(what string, err error) error {

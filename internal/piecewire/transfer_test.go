@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -294,6 +295,49 @@ func TestPieceCancelledInFlightIsDiscarded(t *testing.T) {
 	}
 	if c.Err() != nil {
 		t.Fatalf("connection ended: %v", c.Err())
+	}
+}
+
+// Progress is told of each step of a piece as it arrives, a cancelled
+// piece's dropped bytes included: the caller's piece timeout must not cut
+// a peer whose pieces cross a slow link, and the bytes of a piece it
+// cancelled keep its next requests waiting as much as any.
+func TestProgressIsToldOfEachStepAsItArrives(t *testing.T) {
+	b := newBlob(t, 3<<20, 1<<20) // three pieces of four steps
+	var mu sync.Mutex
+	var told []int
+	fs := newFakeServer(t)
+	c := fs.dial(t, b.meta, ClientConfig{Progress: func(i int) {
+		mu.Lock()
+		told = append(told, i)
+		mu.Unlock()
+	}})
+	for i := range 3 {
+		if err := c.Request(i); err != nil {
+			t.Fatal(err)
+		}
+		fs.expectFrame(t, FrameRequest)
+	}
+	if err := c.Cancel(1); err != nil {
+		t.Fatal(err)
+	}
+	fs.expectFrame(t, FrameCancel)
+	// A server that had started piece 1 before the cancel came sends it
+	// whole.
+	for i := range 3 {
+		fs.send(t, Frame{Type: FramePiece, Index: uint32(i), Length: uint32(b.meta.PieceSize(i))})
+		fs.write(t, b.piece(i))
+	}
+	for _, want := range []int{0, 2} {
+		if r, ok := nextResult(t, c); !ok || r.Index != want || r.Data == nil {
+			t.Fatalf("result %+v (conn %v); want piece %d", r, c.Err(), want)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []int{0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2}
+	if !equalInts(told, want) {
+		t.Fatalf("Progress told of pieces %v; want each of the three pieces' four steps in order, %v", told, want)
 	}
 }
 

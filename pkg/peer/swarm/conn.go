@@ -94,8 +94,9 @@ type conn struct {
 	// are discarded (cancelled, or never asked for there).
 	requested  map[int]route
 	assembling map[int][]byte
-	// progressAt is when the download was last told that chunks arrive
-	// (at most every progressEvery).
+	// progressAt is when the download was last told that piece bytes
+	// arrive, on the stream or the piece connection (at most every
+	// progressEvery).
 	progressAt time.Time
 	// takeback lets an origin piece the scheduler took back finish once
 	// half of it arrived, and holds requests to the origin back until it

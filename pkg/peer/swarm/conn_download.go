@@ -240,13 +240,9 @@ func (c *conn) chunk(ch *peerpb.PieceChunk) error {
 	buf = append(buf, data...)
 	if int64(len(buf)) < size {
 		c.assembling[i] = buf
-		dl, now := c.dl, time.Now()
-		report := dl != nil && now.Sub(c.progressAt) >= progressEvery
-		if report {
-			c.progressAt = now
-		}
+		dl := c.progressDueLocked()
 		c.mu.Unlock()
-		if report {
+		if dl != nil {
 			dl.progress(c)
 		}
 		return nil
@@ -281,4 +277,28 @@ func (c *conn) store(dl *download, i int, buf []byte) {
 		err := c.s.store.WritePieceBuffer(c.bs.d, i, buf)
 		dl.post(evPiece{c: c, piece: i, size: n, err: err}, c.closed)
 	}()
+}
+
+// progressDueLocked returns the download to tell that bytes of a piece
+// arrive from this peer (scheduler.PeerProgress), or nil when it was told
+// less than progressEvery ago (or there is none). c.mu is held.
+func (c *conn) progressDueLocked() *download {
+	now := time.Now()
+	if c.dl == nil || now.Sub(c.progressAt) < progressEvery {
+		return nil
+	}
+	c.progressAt = now
+	return c.dl
+}
+
+// receiving reports bytes of a piece arriving on the piece connection: a
+// piece that takes longer than the piece timeout on a slow or crowded
+// link is not a mute peer while its bytes keep coming.
+func (c *conn) receiving() {
+	c.mu.Lock()
+	dl := c.progressDueLocked()
+	c.mu.Unlock()
+	if dl != nil {
+		dl.progress(c)
+	}
 }

@@ -86,15 +86,16 @@ func (s *Swarm) pieceAddr(host string, md metadata.MD) string {
 }
 
 // dialPieces opens a piece connection to addr, the piece server of the
-// peer peerID, for the blob meta describes. It returns nil when the dial
-// fails: the stream then carries the pieces.
-func (s *Swarm) dialPieces(ctx context.Context, meta *metainfo.Metainfo, addr, peerID string) *piecewire.Conn {
+// peer peerID, for the blob meta describes, calling progress as piece
+// bytes arrive on it. It returns nil when the dial fails: the stream then
+// carries the pieces.
+func (s *Swarm) dialPieces(ctx context.Context, meta *metainfo.Metainfo, addr, peerID string, progress func()) *piecewire.Conn {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil
 	}
 	tok := s.capability(meta.Digest)
-	pc, err := s.dialPiece(ctx, addr, s.pieceTLS.dialing(host, peerID), meta, tok, s.pieceClientConfig(meta))
+	pc, err := s.dialPiece(ctx, addr, s.pieceTLS.dialing(host, peerID), meta, tok, s.pieceClientConfig(meta, progress))
 	s.metrics.pieceDials.WithLabelValues(boolLabel(err == nil, "ok", "failed")).Inc()
 	if err != nil {
 		s.log.Debug("piece data path: dialing failed, pieces stay on the stream", "addr", addr, "err", err)
@@ -105,8 +106,8 @@ func (s *Swarm) dialPieces(ctx context.Context, meta *metainfo.Metainfo, addr, p
 }
 
 // pieceClientConfig is the configuration of a piece connection fetching
-// the blob meta describes.
-func (s *Swarm) pieceClientConfig(meta *metainfo.Metainfo) piecewire.ClientConfig {
+// the blob meta describes, calling progress as piece bytes arrive.
+func (s *Swarm) pieceClientConfig(meta *metainfo.Metainfo, progress func()) piecewire.ClientConfig {
 	return piecewire.ClientConfig{
 		// Cancelled requests stay outstanding until answered, and the
 		// scheduler may ask for more meanwhile.
@@ -126,6 +127,10 @@ func (s *Swarm) pieceClientConfig(meta *metainfo.Metainfo) piecewire.ClientConfi
 		},
 		Buffer:  s.store.PieceBuffer,
 		Ingress: s.ingress,
+		// The scheduler's piece timeout counts from the peer's last
+		// progress: a piece crossing a slow or crowded link takes longer
+		// than the timeout while its bytes keep coming.
+		Progress: func(int) { progress() },
 	}
 }
 

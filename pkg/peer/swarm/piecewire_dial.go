@@ -89,7 +89,7 @@ func (c *conn) connectPieces() {
 	late := time.AfterFunc(c.s.pieceGrace, func() { c.piecesLate() })
 	go func() {
 		defer cancel()
-		pw := c.s.dialPieces(ctx, c.meta, c.pieceAddr, c.id)
+		pw := c.s.dialPieces(ctx, c.meta, c.pieceAddr, c.id, c.receiving)
 		late.Stop()
 		c.usePieceConn(pw)
 	}()

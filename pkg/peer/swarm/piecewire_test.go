@@ -64,8 +64,13 @@ func newPieceSwarmWith(t *testing.T, cfg Config, opts Options) (*Swarm, *auth.Ke
 // metainfo.
 func holdPieces(t *testing.T, s *Swarm, n int, held ...int) ([]byte, *metainfo.Metainfo) {
 	t.Helper()
-	const pieceLength = 256 << 10
-	data := make([]byte, n*pieceLength-100)
+	return holdPiecesOf(t, s, n, 256<<10, held...)
+}
+
+// holdPiecesOf is holdPieces with pieces of pieceLength bytes.
+func holdPiecesOf(t *testing.T, s *Swarm, n int, pieceLength int64, held ...int) ([]byte, *metainfo.Metainfo) {
+	t.Helper()
+	data := make([]byte, int64(n)*pieceLength-100)
 	_, _ = rand.NewChaCha8([32]byte{byte(n)}).Read(data)
 	m, err := metainfo.Compute(bytes.NewReader(data), digest.FromBytes(data), int64(len(data)), pieceLength)
 	if err != nil {
@@ -320,13 +325,6 @@ func (ps *scriptedPieceServer) send(t *testing.T, f piecewire.Frame, raw []byte)
 	}
 }
 
-// TestPieceCancelledAndAskedAgainBeforeItsCancelledRejectIsHandled: a piece
-// cancelled and asked for again comes back as a cancelled reject (ask
-// again). If the download cancels it and asks for it once more after that
-// answer came and before the conn acted on it, the request is live on the
-// piece connection already: the conn must not ask a second time (the
-// piece client refuses a piece requested already, and that used to end the
-// stream), and the piece must still arrive.
 // awaitStored waits for dl's first piece event and checks it is piece i,
 // stored.
 func awaitStored(t *testing.T, dl *download, i int) {
@@ -347,7 +345,7 @@ func awaitStored(t *testing.T, dl *download, i int) {
 func TestPiecesComeIntoTheStoreWithoutAPieceBuffer(t *testing.T) {
 	s, key := newPieceSwarm(t, "")
 	data, m := holdPieces(t, s, 3)
-	pw, ps := dialScriptedWith(t, s, key, m, s.pieceClientConfig(m))
+	pw, ps := dialScriptedWith(t, s, key, m, s.pieceClientConfig(m, func() {}))
 	var mu sync.Mutex
 	var answers []piecewire.Result
 	s.pieceAnswered = func(_ *conn, r piecewire.Result) {
@@ -371,6 +369,39 @@ func TestPiecesComeIntoTheStoreWithoutAPieceBuffer(t *testing.T) {
 	if err != nil || !bytes.Equal(got, data[off:off+size]) {
 		t.Fatalf("piece 1 in the store: %v, equal %v", err, bytes.Equal(got, data[off:off+size]))
 	}
+}
+
+// A piece arriving on the piece connection is progress for the download
+// while its bytes come, not only once it is whole: the scheduler's piece
+// timeout counts from the peer's last progress, and a piece crossing a
+// slow or crowded link can take longer than that. Before, on the piece
+// data path, such pieces were cut at the timeout over and over (an origin
+// piece among them, left with the swarm for minutes by the seeder, which
+// had sent it whole).
+func TestPieceBytesArrivingOnThePieceConnectionAreProgress(t *testing.T) {
+	s, key := newPieceSwarm(t, "")
+	data, m := holdPiecesOf(t, s, 3, 1<<20) // pieces of four steps
+	var cref atomic.Pointer[conn]
+	pw, ps := dialScriptedWith(t, s, key, m, s.pieceClientConfig(m, func() { cref.Load().receiving() }))
+	c, _ := runConnWith(t, s, m, false, pw)
+	cref.Store(c)
+	dl := attachDownload(c)
+	c.request(1)
+	ps.expect(t, piecewire.FrameRequest, 1, "asking for piece 1")
+	off, size := m.PieceOffset(1), m.PieceSize(1)
+	ps.send(t, piecewire.Frame{Type: piecewire.FramePiece, Index: 1, Length: uint32(size)}, data[off:off+size/2])
+	select {
+	case ev := <-dl.events:
+		if p, ok := ev.(evProgress); !ok || p.c != c {
+			t.Fatalf("the download got %#v while half of piece 1 was in; want progress from the conn", ev)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("no progress reached the download while half of piece 1 was in")
+	}
+	if _, err := ps.nc.Write(data[off+size/2 : off+size]); err != nil {
+		t.Fatal(err)
+	}
+	awaitStored(t, dl, 1)
 }
 
 // TestPieceCancelledAndAskedAgainBeforeItsCancelledRejectIsHandled: a piece

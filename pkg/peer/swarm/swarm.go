@@ -53,8 +53,9 @@ import (
 // keep the per-frame cost negligible.
 const chunkSize = 256 << 10
 
-// progressEvery is how often a stream receiving chunks of an unfinished
-// piece tells the scheduler (scheduler.PeerProgress), which then does not
+// progressEvery is how often a peer delivering bytes of an unfinished
+// piece (chunks on the stream, steps on the piece connection) tells the
+// scheduler (scheduler.PeerProgress), which then does not
 // time the peer's requests out: far below any sensible pieceTimeout.
 const progressEvery = 500 * time.Millisecond
 
