@@ -94,7 +94,8 @@ type Config struct {
 	// within this long behind what it already accepted (10s, half an
 	// agent's default pieceTimeout): on a slow link, accepting everything
 	// made every piece crawl past the agents' timeouts, to be cancelled and
-	// sent again. 0: no such limit (maxUploads alone).
+	// sent again. Until the rate is measured, two pieces go out at once.
+	// 0: no such limit (maxUploads alone).
 	MaxUploadWait time.Duration `yaml:"maxUploadWait"`
 	// EgressBytesPerSecond caps piece data sent by this node (token bucket,
 	// burst of one 1 MiB chunk). 0: no cap.

@@ -234,19 +234,42 @@ func (s *Server) send(ctx context.Context, stream peerpb.Peer_ExchangeServer, m 
 
 // takeUploadSlot takes one of the maxUploads slots for a piece of size
 // bytes, unless none is free or the node's link, at the rate measured while
-// busy, would not send it within maxUploadWait. Release it with
+// busy, would not send it within maxUploadWait. Until that rate is known,
+// at most unmeasuredUploads pieces go out at once. Release it with
 // <-s.uploads.
 func (s *Server) takeUploadSlot(size int64) bool {
-	if s.cfg.MaxUploadWait > 0 && s.up.Wait(size) > s.cfg.MaxUploadWait {
-		return false
+	unmeasured := false
+	if s.cfg.MaxUploadWait > 0 {
+		if s.up.Rate() == 0 {
+			unmeasured = true
+		} else if s.up.Wait(size) > s.cfg.MaxUploadWait {
+			return false
+		}
 	}
 	select {
 	case s.uploads <- struct{}{}:
-		return true
 	default:
 		return false
 	}
+	// Counted by the slots taken, this one's included, not by the meter's
+	// sends: a piece read from storage starts its send only once read, and
+	// requests coming together would all pass.
+	if unmeasured && len(s.uploads) > unmeasuredUploads {
+		<-s.uploads
+		return false
+	}
+	return true
 }
+
+// unmeasuredUploads is how many pieces a node sends at once before it has
+// measured its link (uplink.Meter takes its first sample after two seconds
+// of sending). A swarm starting together asks for a piece per agent at
+// once; taken all together on a slow link, each went out at a fraction of
+// it and none reached the swarm for most of a blob's send time, while
+// slow sends were cut by timeouts and sent again (docs/benchmarks.md,
+// swarm). Two keep a fast link busy (each send is its own connection)
+// and get a slow one's first pieces out in two pieces' time.
+const unmeasuredUploads = 2
 
 // sendAtPeers answers a request for a piece just given to another agent.
 func (s *Server) sendAtPeers(stream peerpb.Peer_ExchangeServer, i uint32, wait time.Duration) error {

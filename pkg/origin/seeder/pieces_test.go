@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"path/filepath"
 	"testing"
@@ -456,5 +457,36 @@ func TestPiecesOverTheDataPathMeasureTheLinkBeforeAPieceEnds(t *testing.T) {
 	}
 	if r := answer(t, b, 1); r.Reject != piecewire.ReasonBusy {
 		t.Fatalf("piece 1 asked while piece 0 goes out at 256 KiB/s, with maxUploadWait 2s: %v, want a reject 'busy'", r)
+	}
+}
+
+// Until a node has measured its link, it sends two pieces at once and
+// answers BUSY beyond them, however long maxUploadWait: a swarm starting
+// together asks for a piece per agent at once, and a slow link taking them
+// all sent each at a fraction of its rate, none reaching the swarm for
+// most of a blob's send time.
+func TestPiecesOverTheDataPathGoTwoAtATimeUntilTheLinkIsMeasured(t *testing.T) {
+	s, _, m := seedPieces(t, inmemory.New(), func(c *Config, _ *Options, _ string) {
+		// The bucket's first 1 MiB goes at once; the next write round
+		// waits 16 s for its tokens, and the first sample of the rate
+		// with it.
+		c.EgressBytesPerSecond = 64 << 10
+		c.MaxUploadWait = time.Hour
+	})
+	if m.NumPieces() < 3 {
+		t.Fatalf("%d pieces, the test needs 3", m.NumPieces())
+	}
+	a, b, c := dialPieces(t, s, m, nil), dialPieces(t, s, m, nil), dialPieces(t, s, m, nil)
+	for i, pc := range []*piecewire.Conn{a, b} {
+		if err := pc.Request(i); err != nil {
+			t.Fatal(err)
+		}
+		eventually.True(t, fmt.Sprintf("piece %d on its way", i), func() bool { _, ok := pc.Arrived(i); return ok })
+	}
+	if s.up.Rate() != 0 {
+		t.Fatal("the link was measured already; the test needs it unmeasured")
+	}
+	if r := answer(t, c, 2); r.Reject != piecewire.ReasonBusy {
+		t.Fatalf("piece 2 asked while pieces 0 and 1 go out on a link not measured yet: %v, want a reject 'busy'", r)
 	}
 }
