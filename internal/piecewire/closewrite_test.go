@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"golang.org/x/time/rate"
+
 	"github.com/shoal-dev/shoal/internal/eventually"
 )
 
@@ -23,14 +25,16 @@ func TestCloseWriteLetsThePieceBeingWrittenFinishAndTheServerEndCleanly(t *testi
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBlob(t, 9<<20, 4<<20)
 			src := newFileSource(t, b)
-			src.gate = make(chan struct{})
 			k := newKeys(t)
 			var srvTLS, cliTLS *tls.Config
 			if tc.tls {
 				srvTLS, cliTLS = tlsConfigs(t)
 			}
 			var cancels atomic.Int64
-			ts := startServer(t, ServerConfig{}, src, k.v, srvTLS, func(f Frame) {
+			// Piece 0 takes about 1.5 s after its first 1 MiB: it is
+			// being written when the cancels come.
+			egress := rate.NewLimiter(2<<20, 1<<20)
+			ts := startServer(t, ServerConfig{Egress: egress}, src, k.v, srvTLS, func(f Frame) {
 				if f.Type == FrameCancel {
 					cancels.Add(1)
 				}
@@ -43,8 +47,10 @@ func TestCloseWriteLetsThePieceBeingWrittenFinishAndTheServerEndCleanly(t *testi
 			if err := c.Request(1); err != nil {
 				t.Fatal(err)
 			}
-			eventually.True(t, "the server to open piece 0", func() bool { return src.opens(0) == 1 })
+			eventually.True(t, "piece 0 to start arriving", func() bool { _, ok := c.Arrived(0); return ok })
 			// Piece 0 is being sent (its answer started), piece 1 queued.
+			// (A piece cancelled while it is opened is not sent at all:
+			// TestPieceCancelledWhileBeingOpenedIsNotSent.)
 			for _, i := range []int{0, 1} {
 				if err := c.Cancel(i); err != nil {
 					t.Fatal(err)
@@ -57,7 +63,6 @@ func TestCloseWriteLetsThePieceBeingWrittenFinishAndTheServerEndCleanly(t *testi
 				t.Fatalf("a request after CloseWrite: %v; want ErrClosed", err)
 			}
 			eventually.True(t, "the server to take both cancels", func() bool { return cancels.Load() == 2 })
-			close(src.gate) // piece 0 goes out whole, 4 MiB, past the socket buffers
 			if err := ts.connEnd(t); err != nil {
 				t.Fatalf("server connection ended with %v; want a clean end", err)
 			}

@@ -106,7 +106,10 @@ type Source interface {
 	// OpenPiece returns piece i of blob d, to be sent now. To decline
 	// the request it returns an error wrapping ErrNotHeld, or a
 	// *RejectError. It is called only for requests whose capability
-	// verified. Other errors are logged and answered as not held.
+	// verified. Other errors are logged and answered as not held. It
+	// may wait (for an upload slot, say): ctx is done when the client
+	// cancels the request meanwhile (answered as a cancelled request
+	// not started) or the connection ends.
 	OpenPiece(ctx context.Context, d digest.Digest, i int) (*Piece, error)
 }
 
@@ -348,10 +351,16 @@ type serverConn struct {
 	requests int             // requests (not rejections) queued or being sent
 	active   map[uint32]bool // requested and not yet answered
 	sending  bool
-	fatal    *Frame // an Error frame to send, then end
-	fatalErr error
-	readDone bool
-	wake     chan struct{}
+	// opening is the request whose piece is being opened (OpenPiece) while
+	// openCancel is set; a Cancel for it meanwhile sets openCancelled and
+	// calls openCancel: nothing of it has gone out.
+	opening       uint32
+	openCancel    context.CancelFunc
+	openCancelled bool
+	fatal         *Frame // an Error frame to send, then end
+	fatalErr      error
+	readDone      bool
+	wake          chan struct{}
 }
 
 func (c *serverConn) signal() {
@@ -459,7 +468,13 @@ func (c *serverConn) handle(f Frame) error {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		// A piece already being sent goes out whole (its length is
-		// announced); a late cancel, after the answer, is normal.
+		// announced); one being opened (waiting for an upload slot, say)
+		// is not sent; a late cancel, after the answer, is normal.
+		if c.openCancel != nil && c.opening == f.Index {
+			c.openCancelled = true
+			c.openCancel()
+			break
+		}
 		for k := range c.queue {
 			if it := &c.queue[k]; it.index == f.Index && it.reject == 0 {
 				it.cancelled = true
@@ -657,9 +672,17 @@ func (c *serverConn) writeErr(what string, err error) error {
 // declines it. Only failures of the connection (and a piece that cannot
 // be read once its length was announced) end the connection.
 func (c *serverConn) sendPiece(i uint32) error {
-	p, err := c.s.src.OpenPiece(c.ctx, c.d, int(i))
+	p, cancelled, err := c.open(i)
 	if err != nil && c.ctx.Err() != nil {
 		return nil // the connection is ending; see next
+	}
+	if cancelled {
+		// Cancelled while it was being opened: answered as a cancelled
+		// request that had not started, which the client expects.
+		if err == nil && p.Done != nil {
+			p.Done(0, context.Canceled)
+		}
+		return c.writeFrame(Frame{Type: FrameReject, Index: i, Reason: ReasonCancelled})
 	}
 	if err != nil {
 		rej := Frame{Type: FrameReject, Index: i, Reason: ReasonNotHeld}
@@ -681,6 +704,22 @@ func (c *serverConn) sendPiece(i uint32) error {
 		c.s.pieces.Add(1)
 	}
 	return err
+}
+
+// open opens piece i with a context the client's Cancel of it ends, and
+// reports whether it did.
+func (c *serverConn) open(i uint32) (p *Piece, cancelled bool, err error) {
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	c.mu.Lock()
+	c.opening, c.openCancel, c.openCancelled = i, cancel, false
+	c.mu.Unlock()
+	p, err = c.s.src.OpenPiece(ctx, c.d, int(i))
+	c.mu.Lock()
+	cancelled = c.openCancelled
+	c.openCancel, c.openCancelled = nil, false
+	c.mu.Unlock()
+	return p, cancelled, err
 }
 
 func (c *serverConn) writePiece(i uint32, p *Piece) (int64, error) {

@@ -267,6 +267,49 @@ func TestCancelledRequestIsNotSent(t *testing.T) {
 	}
 }
 
+// A request cancelled while its piece is being opened (the source waiting,
+// for an upload slot say) is not sent: OpenPiece's context ends, and the
+// request is answered as a cancelled one not started. Before, it went out
+// whole once opened, to be dropped by the client.
+func TestPieceCancelledWhileBeingOpenedIsNotSent(t *testing.T) {
+	b := newBlob(t, 1<<20, 256<<10)
+	k := newKeys(t)
+	src := newFileSource(t, b)
+	src.gate = make(chan struct{})
+	cancels := make(chan uint32, 1)
+	ts := startServer(t, ServerConfig{}, src, k.v, nil, func(f Frame) {
+		if f.Type == FrameCancel {
+			cancels <- f.Index
+		}
+	})
+	c := ts.dial(t, nil, b, k, ClientConfig{})
+	requestAll(t, c, 2)
+	eventually.True(t, "the server to open piece 0", func() bool { return src.opens(0) == 1 })
+	if err := c.Cancel(0); err != nil {
+		t.Fatal(err)
+	}
+	if i := <-cancels; i != 0 {
+		t.Fatalf("the server handled a cancel of %d; want 0", i)
+	}
+	close(src.gate)
+	if r, ok := nextResult(t, c); !ok || r.Index != 1 || !bytes.Equal(r.Data, b.piece(1)) {
+		t.Fatalf("first result %+v (conn %v); want piece 1, the cancelled 0 never sent", r, c.Err())
+	}
+	if st := ts.Stats(); st.Pieces != 1 || st.SendfileBytes != b.meta.PieceSize(1) {
+		t.Fatalf("server stats %+v; want piece 1 alone sent", st)
+	}
+	if n := src.done.Load(); n != 1 {
+		t.Fatalf("Piece.Done called %d times; want once, for piece 1 (piece 0 was never opened)", n)
+	}
+	// Answered as cancelled: the client may ask for it again.
+	if err := c.Request(0); err != nil {
+		t.Fatalf("requesting piece 0 again: %v", err)
+	}
+	if r, ok := nextResult(t, c); !ok || r.Index != 0 || !bytes.Equal(r.Data, b.piece(0)) {
+		t.Fatalf("piece 0 asked again: %+v, %v", r, c.Err())
+	}
+}
+
 func TestPieceCancelledInFlightIsDiscarded(t *testing.T) {
 	b := newBlob(t, 1<<20, 512<<10)
 	fs := newFakeServer(t)
