@@ -20,6 +20,7 @@ import (
 //     agent, or is answered as busy after half a piece timeout;
 //   - a piece already half received from an origin is let finish when the
 //     scheduler takes the request back (OriginTakeback);
+//   - origins are dialed after the agents the tracker names (DialOrigins);
 //   - dials that fail back off, and agents that keep failing are forgotten
 //     (DialRetry).
 //
@@ -275,6 +276,23 @@ const (
 	dialBackoffMax  = 30 * time.Second
 	dialForgetAfter = 3
 )
+
+// DialOrigins reports whether a download may dial its origins yet. With a
+// tracker (tracker true) it waits for the tracker's first answer (or its
+// failure: answered) and then, while no agent has joined, for the agents
+// being dialed to join or fail, for at most dialTimeout from the
+// download's start. Agents that start together then meet each other
+// before asking the origin, instead of all pulling the same first pieces
+// from it while alone; and an agent joining a swarm that holds the blob
+// takes it from the swarm, not from an origin that answered first (on a
+// loaded machine a whole layer came from the origin while the dial of the
+// agent holding it was still on its way).
+func DialOrigins(tracker bool, sinceStart, dialTimeout time.Duration, answered bool, agentsJoined, agentsDialing int) bool {
+	if !tracker || sinceStart >= dialTimeout {
+		return true
+	}
+	return answered && (agentsJoined > 0 || agentsDialing == 0)
+}
 
 // DialRetry says what follows the failures-th failure in a row to dial a
 // peer, or a connection to it that ended: forget it, or dial again after

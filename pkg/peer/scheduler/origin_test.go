@@ -263,3 +263,29 @@ func TestDialRetry(t *testing.T) {
 		}
 	}
 }
+
+func TestDialOrigins(t *testing.T) {
+	const timeout = 5 * time.Second
+	cases := []struct {
+		name            string
+		tracker         bool
+		since           time.Duration
+		answered        bool
+		joined, dialing int
+		want            bool
+	}{
+		{"no tracker: at once", false, 0, false, 0, 0, true},
+		{"before the tracker answers", true, time.Second, false, 0, 0, false},
+		{"the tracker named no agent", true, time.Second, true, 0, 0, true},
+		{"agents it named being dialed", true, time.Second, true, 0, 2, false},
+		{"an agent joined, others being dialed", true, time.Second, true, 1, 1, true},
+		{"the agents' dials failed", true, time.Second, true, 0, 0, true},
+		{"dial timeout passed, tracker silent", true, timeout, false, 0, 0, true},
+		{"dial timeout passed, agents still dialing", true, timeout, true, 0, 3, true},
+	}
+	for _, tc := range cases {
+		if got := DialOrigins(tc.tracker, tc.since, timeout, tc.answered, tc.joined, tc.dialing); got != tc.want {
+			t.Errorf("%s: DialOrigins = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

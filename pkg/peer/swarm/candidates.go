@@ -37,13 +37,21 @@ func (dl *download) maintain(now time.Time) {
 	for _, c := range dl.peers {
 		agents += boolInt(!c.origin)
 	}
-	// With a tracker, origins are dialed once the first announce has
-	// answered (or failed, or DialTimeout passed): agents that start
-	// together then meet each other before asking the origin, instead of
-	// all pulling the same first pieces from it while alone.
-	waitOrigins := s.tracker != nil && !dl.firstAnswer && now.Sub(dl.started) < s.cfg.DialTimeout
+	// Agents first, then origins once scheduler.DialOrigins lets them.
+	dl.dialCandidates(now, agents, false)
+	if scheduler.DialOrigins(s.tracker != nil, now.Sub(dl.started), s.cfg.DialTimeout, dl.firstAnswer, agents, dl.dialing) {
+		dl.dialCandidates(now, agents, true)
+	}
+	dl.announceIfDue(now)
+}
+
+// dialCandidates dials the idle candidates that are origins (or agents,
+// while fewer than MaxPeersPerBlob, agents of them joined, are joined or
+// being dialed).
+func (dl *download) dialCandidates(now time.Time, agents int, origins bool) {
+	s := dl.s
 	for _, cand := range dl.cands {
-		if cand.state != candIdle || now.Before(cand.retryAt) || (cand.origin && waitOrigins) {
+		if cand.origin != origins || cand.state != candIdle || now.Before(cand.retryAt) {
 			continue
 		}
 		if cand.id != "" {
@@ -68,6 +76,11 @@ func (dl *download) maintain(now time.Time) {
 			s.dial(dl, addr, origin)
 		}(cand.addr, cand.origin)
 	}
+}
+
+// announceIfDue announces the download to the tracker when due.
+func (dl *download) announceIfDue(now time.Time) {
+	s := dl.s
 	if s.tracker != nil && !dl.announcing && !now.Before(dl.nextAnnounce) {
 		dl.announcing = true
 		ev := trackerpb.Event_EVENT_UNSPECIFIED

@@ -281,12 +281,14 @@ func (dl *download) handle(now time.Time, ev any) error {
 	switch ev := ev.(type) {
 	case evJoined:
 		dl.join(now, ev.c)
+		dl.maintain(now) // origins may wait for this dial
 	case evDialFailed:
 		if c, ok := dl.cands[ev.addr]; ok {
 			dl.dialing -= boolInt(!c.origin)
 			dl.retry(now, c)
 		}
 		dl.log.Debug("dialing peer failed", "addr", ev.addr, "err", ev.err)
+		dl.maintain(now)
 	case evHave:
 		if !ev.c.origin && !dl.sched.Have().Has(ev.piece) {
 			// An agent now holds a piece this one lacks: the swarm can
