@@ -235,11 +235,12 @@ func rejectReason(r piecewire.Reason) peerpb.Reject_Reason {
 }
 
 // storeSource serves the piece store's verified pieces on the piece data
-// path, with the stream's admission rule: a piece this host's uplink
-// would not send within half the piece timeout is refused as busy.
+// path, cfg.UploadSlots at a time, with the stream's admission rule: a
+// piece this host's uplink would not send within half the piece timeout,
+// behind what it sends and what waits for a slot, is refused as busy.
 type storeSource struct{ s *Swarm }
 
-func (src storeSource) OpenPiece(_ context.Context, d digest.Digest, i int) (*piecewire.Piece, error) {
+func (src storeSource) OpenPiece(ctx context.Context, d digest.Digest, i int) (*piecewire.Piece, error) {
 	s := src.s
 	// The piece's place in the blob's file rather than a reader of its
 	// bytes: on a plaintext connection piecewire sends it with sendfile(2),
@@ -249,10 +250,9 @@ func (src storeSource) OpenPiece(_ context.Context, d digest.Digest, i int) (*pi
 		return nil, fmt.Errorf("%w: %w", piecewire.ErrNotHeld, err)
 	}
 	size := sec.Size
-	if s.up.Wait(size) > s.cfg.PieceTimeout/2 {
+	if err := s.takeUploadSlot(ctx, size); err != nil {
 		sec.Release()
-		s.metrics.uploadsRefused.Inc()
-		return nil, &piecewire.RejectError{Reason: piecewire.ReasonBusy}
+		return nil, err
 	}
 	// Measured per write round, each piece a sender of its own (as the
 	// origin seeder does): pieces sent side by side and reported whole at
@@ -266,12 +266,38 @@ func (src storeSource) OpenPiece(_ context.Context, d digest.Digest, i int) (*pi
 			snd.Sent(n, now())
 		},
 		Done: func(sent int64, _ error) {
+			<-s.upSlots
 			sec.Release()
 			t := now()
 			snd.Sent(sent-told, t) // what Sent was not told of (nothing, normally)
 			snd.End(t)
 			s.metrics.uploaded.Add(float64(sent))
 		}}, nil
+}
+
+// takeUploadSlot waits for one of the piece data path's upload slots for
+// a piece of size bytes, in turn behind the pieces waiting already. It
+// answers busy at once when the uplink, at its measured rate, would not
+// send the piece within half the piece timeout behind what it sends and
+// what waits (or, with the rate not measured yet, when a slot's worth of
+// pieces waits already), and gives up when ctx ends (the request was
+// cancelled). Free the slot with <-s.upSlots.
+func (s *Swarm) takeUploadSlot(ctx context.Context, size int64) error {
+	queued, waiting := s.upQueued.Add(size), s.upWaiting.Add(1)
+	defer func() {
+		s.upQueued.Add(-size)
+		s.upWaiting.Add(-1)
+	}()
+	if s.up.Wait(queued) > s.cfg.PieceTimeout/2 || s.up.Rate() == 0 && waiting > int64(s.cfg.UploadSlots) {
+		s.metrics.uploadsRefused.Inc()
+		return &piecewire.RejectError{Reason: piecewire.ReasonBusy}
+	}
+	select {
+	case s.upSlots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // upClock is the clock of the piece data path's uploads in s.up.

@@ -2,10 +2,13 @@ package swarm
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/internal/fakeclock"
+	"github.com/shoal-dev/shoal/internal/piecewire"
 )
 
 // Two pieces sent side by side on the piece data path, told in write
@@ -15,7 +18,10 @@ import (
 // brought the whole busy time and the second's bytes went to the next
 // sample.
 func TestPieceUploadsSentTogetherMeasureTheLink(t *testing.T) {
-	s, _ := newPieceSwarm(t, "127.0.0.1:0")
+	cfg := DefaultConfig()
+	cfg.PieceListen = "127.0.0.1:0"
+	cfg.UploadSlots = 2
+	s, _ := newPieceSwarmWith(t, cfg, Options{})
 	_, m := holdPieces(t, s, 3, 0, 1)
 	clock := fakeclock.New()
 	s.upNow = clock.Now
@@ -49,5 +55,79 @@ func TestPieceUploadsSentTogetherMeasureTheLink(t *testing.T) {
 	}
 	if n := s.up.Backlog(); n != 0 {
 		t.Fatalf("uplink backlog %d after both pieces went out; want 0", n)
+	}
+}
+
+// Pieces go out UploadSlots at a time: a request beyond waits for a slot,
+// in turn, and takes it when a send ends; one cancelled while it waits
+// (its context done) gives up and takes nothing.
+func TestPieceUploadsWaitForASlot(t *testing.T) {
+	s, _ := newPieceSwarm(t, "127.0.0.1:0") // one slot, the default
+	_, m := holdPieces(t, s, 3, 0, 1, 2)
+	src := storeSource{s}
+	a, err := src.OpenPiece(context.Background(), m.Digest, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type opened struct {
+		p   *piecewire.Piece
+		err error
+	}
+	waiting := make(chan opened, 1)
+	go func() {
+		p, err := src.OpenPiece(context.Background(), m.Digest, 1)
+		waiting <- opened{p, err}
+	}()
+	eventually.True(t, "piece 1 waiting for the slot", func() bool { return s.upWaiting.Load() == 1 })
+	a.Done(a.Size, nil) // the slot goes to piece 1
+	got := <-waiting
+	if got.err != nil {
+		t.Fatalf("piece 1, waiting for the slot piece 0 held: %v; want it opened once piece 0 went out", got.err)
+	}
+	// A third, cancelled while it waits, gives up. (It asks once piece 1
+	// has the slot: with the rate not measured, one waiting already would
+	// make it busy.)
+	ctx, cancel := context.WithCancel(context.Background())
+	gaveUp := make(chan error, 1)
+	go func() {
+		_, err := src.OpenPiece(ctx, m.Digest, 2)
+		gaveUp <- err
+	}()
+	eventually.True(t, "piece 2 waiting for the slot", func() bool { return s.upWaiting.Load() == 1 })
+	cancel()
+	if err := <-gaveUp; !errors.Is(err, context.Canceled) {
+		t.Fatalf("piece 2 cancelled while it waited: %v; want context.Canceled", err)
+	}
+	if n := s.upWaiting.Load(); n != 0 {
+		t.Fatalf("%d requests counted as waiting after the cancel; want 0", n)
+	}
+	got.p.Done(got.p.Size, nil)
+	c, err := src.OpenPiece(context.Background(), m.Digest, 2)
+	if err != nil {
+		t.Fatalf("piece 2 asked again with the slot free: %v", err)
+	}
+	c.Done(c.Size, nil)
+}
+
+// With the uplink's rate not measured yet, one request per slot may wait;
+// the next is answered busy at once rather than queued for an unknown
+// time.
+func TestPieceUploadsBeyondASlotsWorthWaitingAreBusyUntilTheLinkIsMeasured(t *testing.T) {
+	s, _ := newPieceSwarm(t, "127.0.0.1:0")
+	_, m := holdPieces(t, s, 3, 0, 1, 2)
+	src := storeSource{s}
+	a, err := src.OpenPiece(context.Background(), m.Digest, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Done(a.Size, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _, _ = src.OpenPiece(ctx, m.Digest, 1) }()
+	eventually.True(t, "piece 1 waiting for the slot", func() bool { return s.upWaiting.Load() == 1 })
+	_, err = src.OpenPiece(context.Background(), m.Digest, 2)
+	var re *piecewire.RejectError
+	if !errors.As(err, &re) || re.Reason != piecewire.ReasonBusy {
+		t.Fatalf("piece 2 with piece 1 waiting for the one slot, the link not measured: %v; want a busy reject", err)
 	}
 }

@@ -104,6 +104,14 @@ type Config struct {
 	// MaxQueuedUploads is how many requests from one peer are queued before
 	// more are answered REASON_BUSY: 16.
 	MaxQueuedUploads int `yaml:"maxQueuedUploads"`
+	// UploadSlots is how many pieces this agent sends at once on the
+	// piece data path, over all blobs and peers: 1. A request beyond
+	// waits for a slot, in turn, if this host's uplink would send it
+	// within half pieceTimeout behind what it accepted; else it is
+	// answered REASON_BUSY. One piece at a time goes at the link's
+	// rate, so the peer that gets it can pass it on after one piece's
+	// time instead of several (docs/benchmarks.md, swarm).
+	UploadSlots int `yaml:"uploadSlots"`
 	// DialTimeout bounds connecting to a peer and receiving its handshake
 	// (the first byte): 5s. A peer that accepts connections and never
 	// answers costs no more than this.
@@ -198,6 +206,7 @@ func DefaultConfig() Config {
 		MaxUploadsPerBlob:        32,
 		MaxInFlightPerPeer:       4,
 		MaxQueuedUploads:         16,
+		UploadSlots:              1,
 		DialTimeout:              5 * time.Second,
 		PieceTimeout:             20 * time.Second,
 		MetainfoTimeout:          2 * time.Minute,
@@ -222,6 +231,8 @@ func (c Config) Validate() error {
 		return errors.New("swarm: maxInFlightPerPeer must be positive")
 	case c.MaxQueuedUploads <= 0:
 		return errors.New("swarm: maxQueuedUploads must be positive")
+	case c.UploadSlots <= 0:
+		return errors.New("swarm: uploadSlots must be positive")
 	case c.DialTimeout <= 0, c.PieceTimeout <= 0, c.MetainfoTimeout <= 0, c.StallTimeout <= 0, c.DownloadAnnounceInterval <= 0:
 		return errors.New("swarm: timeouts and intervals must be positive")
 	case c.MetainfoHedgeDelay < 0:
@@ -304,6 +315,11 @@ type Swarm struct {
 	// upNow is the clock of the piece data path's uploads in up (nil:
 	// time.Now; tests set a fake one).
 	upNow func() time.Time
+	// upSlots are the piece data path's upload slots (cfg.UploadSlots);
+	// upQueued and upWaiting are the bytes and requests waiting for one.
+	upSlots   chan struct{}
+	upQueued  atomic.Int64
+	upWaiting atomic.Int64
 
 	// ctx ends when the swarm closes; downloads and streams run under it.
 	ctx    context.Context
@@ -391,6 +407,7 @@ func New(cfg Config, dir string, quota int64, opts Options) (*Swarm, error) {
 		blacklist:  make(map[string]time.Time),
 		pool:       newClientPool(opts.DialOptions),
 		announcing: make(chan struct{}, 16),
+		upSlots:    make(chan struct{}, cfg.UploadSlots),
 
 		requireIdentity: opts.RequireIdentity,
 	}
