@@ -94,7 +94,7 @@ type Config struct {
 	// within this long behind what it already accepted (10s, half an
 	// agent's default pieceTimeout): on a slow link, accepting everything
 	// made every piece crawl past the agents' timeouts, to be cancelled and
-	// sent again. Until the rate is measured, two pieces go out at once.
+	// sent again. Until the rate is measured, four pieces go out at once.
 	// 0: no such limit (maxUploads alone).
 	MaxUploadWait time.Duration `yaml:"maxUploadWait"`
 	// EgressBytesPerSecond caps piece data sent by this node (token bucket,

@@ -460,24 +460,31 @@ func TestPiecesOverTheDataPathMeasureTheLinkBeforeAPieceEnds(t *testing.T) {
 	}
 }
 
-// Until a node has measured its link, it sends two pieces at once and
+// Until a node has measured its link, it sends four pieces at once and
 // answers BUSY beyond them, however long maxUploadWait: a swarm starting
 // together asks for a piece per agent at once, and a slow link taking them
 // all sent each at a fraction of its rate, none reaching the swarm for
 // most of a blob's send time.
-func TestPiecesOverTheDataPathGoTwoAtATimeUntilTheLinkIsMeasured(t *testing.T) {
-	s, _, m := seedPieces(t, inmemory.New(), func(c *Config, _ *Options, _ string) {
+func TestPiecesOverTheDataPathGoFourAtATimeUntilTheLinkIsMeasured(t *testing.T) {
+	d := inmemory.New()
+	blob, _ := randomBlob(t, 4*metainfo.DefaultPieceLength+12345) // five pieces
+	dg := putBlob(t, d, blob)
+	s := startSeeder(t, d, func(c *Config, _ *Options, _ string) {
 		// The bucket's first 1 MiB goes at once; the next write round
 		// waits 16 s for its tokens, and the first sample of the rate
 		// with it.
 		c.EgressBytesPerSecond = 64 << 10
 		c.MaxUploadWait = time.Hour
 	})
-	if m.NumPieces() < 3 {
-		t.Fatalf("%d pieces, the test needs 3", m.NumPieces())
+	m, err := s.metainfo(context.Background(), dg, false)
+	if err != nil {
+		t.Fatal(err)
 	}
-	a, b, c := dialPieces(t, s, m, nil), dialPieces(t, s, m, nil), dialPieces(t, s, m, nil)
-	for i, pc := range []*piecewire.Conn{a, b} {
+	if m.NumPieces() != 5 {
+		t.Fatalf("%d pieces, the test needs 5", m.NumPieces())
+	}
+	for i := range 4 {
+		pc := dialPieces(t, s, m, nil)
 		if err := pc.Request(i); err != nil {
 			t.Fatal(err)
 		}
@@ -486,7 +493,7 @@ func TestPiecesOverTheDataPathGoTwoAtATimeUntilTheLinkIsMeasured(t *testing.T) {
 	if s.up.Rate() != 0 {
 		t.Fatal("the link was measured already; the test needs it unmeasured")
 	}
-	if r := answer(t, c, 2); r.Reject != piecewire.ReasonBusy {
-		t.Fatalf("piece 2 asked while pieces 0 and 1 go out on a link not measured yet: %v, want a reject 'busy'", r)
+	if r := answer(t, dialPieces(t, s, m, nil), 4); r.Reject != piecewire.ReasonBusy {
+		t.Fatalf("piece 4 asked while pieces 0 to 3 go out on a link not measured yet: %v, want a reject 'busy'", r)
 	}
 }

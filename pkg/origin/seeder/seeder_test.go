@@ -87,7 +87,7 @@ func TestConcurrentGetMetainfoReadsStorageOnce(t *testing.T) {
 	blob, _ := randomBlob(t, 5<<20)
 	dg := putBlob(t, d, blob)
 	// Four downloads at once below: on a link not measured yet the node
-	// sends two pieces at a time and answers BUSY beyond, which this
+	// sends four pieces at a time and answers BUSY beyond, which this
 	// test's downloads do not retry; storage reads are what it checks.
 	s := startSeeder(t, d, func(c *Config, _ *Options, _ string) { c.MaxUploadWait = 0 })
 
