@@ -215,18 +215,26 @@ func TestCorruptPieceIsRejectedAndEndsTheConnection(t *testing.T) {
 	}
 }
 
-func TestCancelledRequestIsNotSent(t *testing.T) {
-	b := newBlob(t, 1<<20, 128<<10)
+// startGated serves b from a source whose OpenPiece waits at its gate
+// (close src.gate to let it go) and dials it; cancels gets the index of
+// each Cancel the server handles.
+func startGated(t *testing.T, b *blob) (src *fileSource, ts *testServer, c *Conn, cancels <-chan uint32) {
+	t.Helper()
 	k := newKeys(t)
-	src := newFileSource(t, b)
+	src = newFileSource(t, b)
 	src.gate = make(chan struct{})
-	cancels := make(chan uint32, 1)
-	ts := startServer(t, ServerConfig{}, src, k.v, nil, func(f Frame) {
+	handled := make(chan uint32, 1)
+	ts = startServer(t, ServerConfig{}, src, k.v, nil, func(f Frame) {
 		if f.Type == FrameCancel {
-			cancels <- f.Index
+			handled <- f.Index
 		}
 	})
-	c := ts.dial(t, nil, b, k, ClientConfig{})
+	return src, ts, ts.dial(t, nil, b, k, ClientConfig{}), handled
+}
+
+func TestCancelledRequestIsNotSent(t *testing.T) {
+	b := newBlob(t, 1<<20, 128<<10)
+	src, _, c, cancels := startGated(t, b)
 	requestAll(t, c, 4)
 	// Piece 0 is being opened (held at the gate); 1 to 3 wait in the queue.
 	eventually.True(t, "the server to start on piece 0", func() bool { return src.opens(0) == 1 })
@@ -273,16 +281,7 @@ func TestCancelledRequestIsNotSent(t *testing.T) {
 // whole once opened, to be dropped by the client.
 func TestPieceCancelledWhileBeingOpenedIsNotSent(t *testing.T) {
 	b := newBlob(t, 1<<20, 256<<10)
-	k := newKeys(t)
-	src := newFileSource(t, b)
-	src.gate = make(chan struct{})
-	cancels := make(chan uint32, 1)
-	ts := startServer(t, ServerConfig{}, src, k.v, nil, func(f Frame) {
-		if f.Type == FrameCancel {
-			cancels <- f.Index
-		}
-	})
-	c := ts.dial(t, nil, b, k, ClientConfig{})
+	src, ts, c, cancels := startGated(t, b)
 	requestAll(t, c, 2)
 	eventually.True(t, "the server to open piece 0", func() bool { return src.opens(0) == 1 })
 	if err := c.Cancel(0); err != nil {
