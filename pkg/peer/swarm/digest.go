@@ -23,9 +23,9 @@ import (
 // hashes it. Readers of a downloading blob hold its last byte back until
 // the hash has matched (blobReader), so a blob whose pieces all verify
 // against a metainfo that does not describe the digest ends every client's
-// response broken, never as a complete-looking 200 (docs/design.md). Hashing as the pieces arrive
-// keeps the wait at the end to the last few pieces rather than a pass over
-// the whole blob.
+// response broken, never as a complete-looking 200 (docs/design.md).
+// Hashing as the pieces arrive keeps the wait at the end to the last few
+// pieces rather than a pass over the whole blob.
 
 // startDigestCheck starts the hash of dl's blob, when its metainfo is
 // per-piece and VerifyBlobDigest is on; else the blob counts as verified

@@ -55,8 +55,8 @@ const chunkSize = 256 << 10
 
 // progressEvery is how often a peer delivering bytes of an unfinished
 // piece (chunks on the stream, steps on the piece connection) tells the
-// scheduler (scheduler.PeerProgress), which then does not
-// time the peer's requests out: far below any sensible pieceTimeout.
+// scheduler (scheduler.PeerProgress), which then does not time the peer's
+// requests out: far below any sensible pieceTimeout.
 const progressEvery = 500 * time.Millisecond
 
 // Config tunes the engine. DefaultConfig returns working values; PeerID,
