@@ -14,6 +14,7 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/peerwire"
 	"github.com/shoal-dev/shoal/internal/piecewire"
+	"github.com/shoal-dev/shoal/internal/uplink"
 	"github.com/shoal-dev/shoal/pkg/auth"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 	"github.com/shoal-dev/shoal/proto/peerpb"
@@ -250,7 +251,7 @@ func (src storeSource) OpenPiece(ctx context.Context, d digest.Digest, i int) (*
 		return nil, fmt.Errorf("%w: %w", piecewire.ErrNotHeld, err)
 	}
 	size := sec.Size
-	if err := s.takeUploadSlot(ctx, size); err != nil {
+	if err := s.takeUploadSlot(ctx, d, i, size); err != nil {
 		sec.Release()
 		return nil, err
 	}
@@ -266,7 +267,7 @@ func (src storeSource) OpenPiece(ctx context.Context, d digest.Digest, i int) (*
 			snd.Sent(n, now())
 		},
 		Done: func(sent int64, _ error) {
-			<-s.upSlots
+			s.upSlots.Release()
 			sec.Release()
 			t := now()
 			snd.Sent(sent-told, t) // what Sent was not told of (nothing, normally)
@@ -276,28 +277,49 @@ func (src storeSource) OpenPiece(ctx context.Context, d digest.Digest, i int) (*
 }
 
 // takeUploadSlot waits for one of the piece data path's upload slots for
-// a piece of size bytes, in turn behind the pieces waiting already. It
-// answers busy at once when the uplink, at its measured rate, would not
-// send the piece within half the piece timeout behind what it sends and
-// what waits (or, with the rate not measured yet, when a slot's worth of
-// pieces waits already), and gives up when ctx ends (the request was
-// cancelled). Free the slot with <-s.upSlots.
-func (s *Swarm) takeUploadSlot(ctx context.Context, size int64) error {
-	queued, waiting := s.upQueued.Add(size), s.upWaiting.Add(1)
-	defer func() {
-		s.upQueued.Add(-size)
-		s.upWaiting.Add(-1)
-	}()
-	if s.up.Wait(queued) > s.cfg.PieceTimeout/2 || s.up.Rate() == 0 && waiting > int64(s.cfg.UploadSlots) {
+// piece i of d (size bytes). A freed slot goes to the waiting request for
+// the piece the fewest of this agent's peers hold (uplink.Slots). A
+// request may wait if the uplink, at its measured rate, would send it
+// within half the piece timeout behind what it sends and what waits (or,
+// with the rate not measured yet, if at most a slot's worth of pieces
+// waits); else it takes the place of a waiting request for a piece more
+// peers hold, or is answered busy. It gives up when ctx ends (the request
+// was cancelled). Free the slot with s.upSlots.Release().
+func (s *Swarm) takeUploadSlot(ctx context.Context, d digest.Digest, i int, size int64) error {
+	err := s.upSlots.Take(ctx, size, s.holders(d, i), func(queued int64, waiting int) bool {
+		return s.up.Wait(queued) <= s.cfg.PieceTimeout/2 && (s.up.Rate() != 0 || waiting <= s.cfg.UploadSlots)
+	})
+	if errors.Is(err, uplink.ErrBusy) {
 		s.metrics.uploadsRefused.Inc()
 		return &piecewire.RejectError{Reason: piecewire.ReasonBusy}
 	}
-	select {
-	case s.upSlots <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	return err
+}
+
+// holders is how many of this agent's peers for d, origins aside, hold
+// piece i.
+func (s *Swarm) holders(d digest.Digest, i int) int {
+	s.mu.Lock()
+	bs := s.blobs[d]
+	var conns []*conn
+	if bs != nil {
+		conns = make([]*conn, 0, len(bs.conns))
+		for c := range bs.conns {
+			if !c.origin {
+				conns = append(conns, c)
+			}
+		}
 	}
+	s.mu.Unlock()
+	n := 0
+	for _, c := range conns {
+		c.mu.Lock()
+		if c.remote.Has(i) {
+			n++
+		}
+		c.mu.Unlock()
+	}
+	return n
 }
 
 // upClock is the clock of the piece data path's uploads in s.up.

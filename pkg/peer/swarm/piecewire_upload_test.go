@@ -6,9 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/internal/fakeclock"
 	"github.com/shoal-dev/shoal/internal/piecewire"
+	"github.com/shoal-dev/shoal/pkg/metainfo"
 )
 
 // Two pieces sent side by side on the piece data path, told in write
@@ -69,16 +72,8 @@ func TestPieceUploadsWaitForASlot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	type opened struct {
-		p   *piecewire.Piece
-		err error
-	}
-	waiting := make(chan opened, 1)
-	go func() {
-		p, err := src.OpenPiece(context.Background(), m.Digest, 1)
-		waiting <- opened{p, err}
-	}()
-	eventually.True(t, "piece 1 waiting for the slot", func() bool { return s.upWaiting.Load() == 1 })
+	waiting := openLater(src, m.Digest, 1)
+	eventually.True(t, "piece 1 waiting for the slot", func() bool { return s.upSlots.Waiting() == 1 })
 	a.Done(a.Size, nil) // the slot goes to piece 1
 	got := <-waiting
 	if got.err != nil {
@@ -93,12 +88,12 @@ func TestPieceUploadsWaitForASlot(t *testing.T) {
 		_, err := src.OpenPiece(ctx, m.Digest, 2)
 		gaveUp <- err
 	}()
-	eventually.True(t, "piece 2 waiting for the slot", func() bool { return s.upWaiting.Load() == 1 })
+	eventually.True(t, "piece 2 waiting for the slot", func() bool { return s.upSlots.Waiting() == 1 })
 	cancel()
 	if err := <-gaveUp; !errors.Is(err, context.Canceled) {
 		t.Fatalf("piece 2 cancelled while it waited: %v; want context.Canceled", err)
 	}
-	if n := s.upWaiting.Load(); n != 0 {
+	if n := s.upSlots.Waiting(); n != 0 {
 		t.Fatalf("%d requests counted as waiting after the cancel; want 0", n)
 	}
 	got.p.Done(got.p.Size, nil)
@@ -124,10 +119,64 @@ func TestPieceUploadsBeyondASlotsWorthWaitingAreBusyUntilTheLinkIsMeasured(t *te
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _, _ = src.OpenPiece(ctx, m.Digest, 1) }()
-	eventually.True(t, "piece 1 waiting for the slot", func() bool { return s.upWaiting.Load() == 1 })
+	eventually.True(t, "piece 1 waiting for the slot", func() bool { return s.upSlots.Waiting() == 1 })
 	_, err = src.OpenPiece(context.Background(), m.Digest, 2)
 	var re *piecewire.RejectError
 	if !errors.As(err, &re) || re.Reason != piecewire.ReasonBusy {
 		t.Fatalf("piece 2 with piece 1 waiting for the one slot, the link not measured: %v; want a busy reject", err)
 	}
+}
+
+// The slot goes to the piece the fewest of this agent's peers hold: a
+// request for a piece no peer holds, refused a place to wait, takes the
+// place of one for a piece two peers hold, and is sent next.
+func TestPieceUploadsForThePieceFewestPeersHoldGoFirst(t *testing.T) {
+	s, _ := newPieceSwarm(t, "127.0.0.1:0") // one slot; link not measured: one may wait
+	_, m := holdPieces(t, s, 4, 0, 1, 2, 3)
+	s.mu.Lock()
+	bs := s.blobLocked(m.Digest)
+	for id, pieces := range map[string][]int{"peer-a": {1, 2}, "peer-b": {2}} {
+		bf := metainfo.NewBitfield(m.NumPieces())
+		for _, i := range pieces {
+			bf.Set(i)
+		}
+		bs.conns[newConn(s, m, nil, id, bf)] = struct{}{}
+	}
+	s.mu.Unlock()
+	src := storeSource{s}
+	a, err := src.OpenPiece(context.Background(), m.Digest, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held2 := openLater(src, m.Digest, 2) // two peers hold it
+	eventually.True(t, "piece 2 waiting for the slot", func() bool { return s.upSlots.Waiting() == 1 })
+	held0 := openLater(src, m.Digest, 3) // no peer holds it
+	var re *piecewire.RejectError
+	if got := <-held2; !errors.As(got.err, &re) || re.Reason != piecewire.ReasonBusy {
+		t.Fatalf("piece 2 (two peers hold it), waiting when a request for piece 3 (none does) came: %v; want busy", got.err)
+	}
+	if _, err := src.OpenPiece(context.Background(), m.Digest, 1); !errors.As(err, &re) || re.Reason != piecewire.ReasonBusy {
+		t.Fatalf("piece 1 (one peer holds it) with piece 3 waiting: %v; want busy", err)
+	}
+	a.Done(a.Size, nil)
+	got := <-held0
+	if got.err != nil {
+		t.Fatalf("piece 3, waiting for the slot piece 0 held: %v", got.err)
+	}
+	got.p.Done(got.p.Size, nil)
+}
+
+type opened struct {
+	p   *piecewire.Piece
+	err error
+}
+
+// openLater opens piece i of d from src on a goroutine of its own.
+func openLater(src storeSource, d digest.Digest, i int) <-chan opened {
+	got := make(chan opened, 1)
+	go func() {
+		p, err := src.OpenPiece(context.Background(), d, i)
+		got <- opened{p, err}
+	}()
+	return got
 }

@@ -106,11 +106,12 @@ type Config struct {
 	MaxQueuedUploads int `yaml:"maxQueuedUploads"`
 	// UploadSlots is how many pieces this agent sends at once on the
 	// piece data path, over all blobs and peers: 1. A request beyond
-	// waits for a slot, in turn, if this host's uplink would send it
-	// within half pieceTimeout behind what it accepted; else it is
-	// answered REASON_BUSY. One piece at a time goes at the link's
-	// rate, so the peer that gets it can pass it on after one piece's
-	// time instead of several (docs/benchmarks.md, swarm).
+	// waits for a slot if this host's uplink would send it within half
+	// pieceTimeout behind what it accepted, else it is answered
+	// REASON_BUSY; a freed slot goes to the piece the fewest of this
+	// agent's peers hold. One piece at a time goes at the link's rate,
+	// so the peer that gets it can pass it on after one piece's time
+	// instead of several (docs/benchmarks.md, swarm).
 	UploadSlots int `yaml:"uploadSlots"`
 	// DialTimeout bounds connecting to a peer and receiving its handshake
 	// (the first byte): 5s. A peer that accepts connections and never
@@ -315,11 +316,8 @@ type Swarm struct {
 	// upNow is the clock of the piece data path's uploads in up (nil:
 	// time.Now; tests set a fake one).
 	upNow func() time.Time
-	// upSlots are the piece data path's upload slots (cfg.UploadSlots);
-	// upQueued and upWaiting are the bytes and requests waiting for one.
-	upSlots   chan struct{}
-	upQueued  atomic.Int64
-	upWaiting atomic.Int64
+	// upSlots are the piece data path's upload slots (cfg.UploadSlots).
+	upSlots *uplink.Slots
 
 	// ctx ends when the swarm closes; downloads and streams run under it.
 	ctx    context.Context
@@ -407,7 +405,7 @@ func New(cfg Config, dir string, quota int64, opts Options) (*Swarm, error) {
 		blacklist:  make(map[string]time.Time),
 		pool:       newClientPool(opts.DialOptions),
 		announcing: make(chan struct{}, 16),
-		upSlots:    make(chan struct{}, cfg.UploadSlots),
+		upSlots:    uplink.NewSlots(func() int { return cfg.UploadSlots }),
 
 		requireIdentity: opts.RequireIdentity,
 	}
