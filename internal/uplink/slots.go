@@ -41,7 +41,8 @@ func NewSlots(limit func() int) *Slots { return &Slots{limit: limit} }
 // Take waits for a slot for a request of size bytes and the given rank.
 // When no slot is free, admit is asked whether the request may wait, given
 // the bytes and the number of requests that would then be waiting (this
-// one included). It returns nil once the slot is the caller's (free it
+// one included); it is called with the Slots' lock held, so it must not
+// call back into them. It returns nil once the slot is the caller's (free it
 // with Release), ErrBusy when the request may not wait or was displaced
 // by one of lower rank, and ctx's error when ctx ends first.
 func (q *Slots) Take(ctx context.Context, size int64, rank int, admit func(queued int64, waiting int) bool) error {
