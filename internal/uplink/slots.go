@@ -95,7 +95,7 @@ func (q *Slots) Release() {
 	for len(q.waiting) > 0 && q.taken < q.limit() {
 		best := 0
 		for i, w := range q.waiting {
-			if w.rank < q.waiting[best].rank || w.rank == q.waiting[best].rank && w.seq < q.waiting[best].seq {
+			if w.before(q.waiting[best]) {
 				best = i
 			}
 		}
@@ -104,16 +104,22 @@ func (q *Slots) Release() {
 	}
 }
 
-// highest is the index of the waiting request of highest rank, the newest
-// among equals; -1 when none waits.
+// highest is the index of the waiting request that comes last in turn (of
+// highest rank, the newest among equals); -1 when none waits.
 func (q *Slots) highest() int {
 	worst := -1
 	for i, w := range q.waiting {
-		if worst < 0 || w.rank > q.waiting[worst].rank || w.rank == q.waiting[worst].rank && w.seq > q.waiting[worst].seq {
+		if worst < 0 || q.waiting[worst].before(w) {
 			worst = i
 		}
 	}
 	return worst
+}
+
+// before reports whether w takes a freed slot before o: lower rank, or the
+// same rank and older.
+func (w *slotWaiter) before(o *slotWaiter) bool {
+	return w.rank < o.rank || w.rank == o.rank && w.seq < o.seq
 }
 
 func (q *Slots) remove(i int) *slotWaiter {
