@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/eventually"
 	"github.com/shoal-dev/shoal/pkg/metainfo"
 )
 
@@ -627,5 +628,52 @@ func TestServerTakesARequestAgainOnceItsAnswerIsOut(t *testing.T) {
 		if n == 0 {
 			rc.request(t, b, tok, 0)
 		}
+	}
+}
+
+// A piece counts as sent (Piece.Sent) only once TCP has sent it, or all
+// but the last unsentLimit bytes: not when it fits in the socket's send
+// buffer. A sender that took written for sent would see no backlog on a
+// slow link and take on more sends than the link carries. Here the client
+// reads nothing and offers a tiny receive window, so almost nothing leaves
+// the server's socket; a send buffer of megabytes would still have taken
+// several write rounds.
+func TestPieceBytesCountAsSentOnlyOnceOnTheWire(t *testing.T) {
+	b := newBlob(t, 32<<20, 32<<20)
+	k := newKeys(t)
+	src := newFileSource(t, b)
+	ts := startServer(t, ServerConfig{}, src, k.v, nil)
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	nc, err := d.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	rc := &rawClient{nc: nc, br: bufio.NewReader(nc)}
+	rc.write(t, Preface[:])
+	rc.request(t, b, k.capability(t, b.meta.Digest), 0)
+	eventually.True(t, "the server to open the piece", func() bool { return src.opens(0) == 1 })
+	// Let the writes go as far as the sockets take them.
+	var last int64 = -1
+	for stable := 0; stable < 5; {
+		time.Sleep(100 * time.Millisecond)
+		n := src.sentBytes.Load()
+		if n == last {
+			stable++
+		} else {
+			stable, last = 0, n
+		}
+	}
+	t.Logf("told sent: %d bytes", last)
+	if last >= writeStep {
+		t.Fatalf("Piece.Sent told of %d bytes to a client that read none; want less than one write round (%d): the bytes sit in the server's send buffer", last, writeStep)
 	}
 }

@@ -3,9 +3,35 @@ package piecewire
 import (
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"syscall"
 )
+
+// tcpNotSentLowat is TCP_NOTSENT_LOWAT (linux/tcp.h); package syscall
+// does not name it.
+const tcpNotSentLowat = 25
+
+// limitUnsent caps the bytes nc's socket holds that TCP has not sent yet
+// at n (TCP_NOTSENT_LOWAT): a write returns once its bytes are on the
+// wire or nearly so, not when they fit in a send buffer of megabytes.
+// Best effort: a connection that is not TCP is left as it is.
+func limitUnsent(nc net.Conn, n int) {
+	if u, ok := nc.(interface{ NetConn() net.Conn }); ok { // *tls.Conn
+		nc = u.NetConn()
+	}
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_ = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpNotSentLowat, n)
+	})
+}
 
 // haveSendfile says whether sendfile can be used on this system.
 const haveSendfile = true

@@ -4,9 +4,12 @@ package piecewire
 
 import (
 	"errors"
+	"net"
 	"os"
 	"syscall"
 )
+
+func limitUnsent(net.Conn, int) {}
 
 // haveSendfile says whether sendfile can be used on this system.
 const haveSendfile = false

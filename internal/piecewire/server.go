@@ -92,6 +92,17 @@ func (c ServerConfig) withDefaults() ServerConfig {
 // in the middle of a large piece.
 const writeStep = 1 << 20
 
+// unsentLimit is the most a piece connection's socket holds that TCP has
+// not sent yet. A piece counts as sent (Piece.Sent, and so the sender's
+// upload backlog and measured rate) as its bytes are written to the
+// socket; with the kernel's send buffer of up to megabytes, a whole piece
+// is "written" at once on a slow link and the sender, seeing no backlog,
+// takes on more sends than the link carries. Those then share it so
+// thinly that a write round waits out Timeout (the send buffer wakes a
+// writer only once half of it drained). With the cap, written is within
+// unsentLimit of sent on every connection.
+const unsentLimit = 128 << 10
+
 // copyBuffer is the buffer of the copy path (TLS, or a piece without a
 // file): large writes, so that the TLS layer fills whole records.
 const copyBuffer = 256 << 10
@@ -280,6 +291,7 @@ func (s *Server) ServeConn(nc net.Conn) error {
 	}
 	s.conns[nc] = struct{}{}
 	s.mu.Unlock()
+	limitUnsent(nc, unsentLimit)
 	defer func() {
 		s.mu.Lock()
 		delete(s.conns, nc)
