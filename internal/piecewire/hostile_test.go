@@ -631,9 +631,9 @@ func TestServerTakesARequestAgainOnceItsAnswerIsOut(t *testing.T) {
 	}
 }
 
-// A piece counts as sent (Piece.Sent) only once TCP has sent it, or all
-// but the last unsentLimit bytes: not when it fits in the socket's send
-// buffer. A sender that took written for sent would see no backlog on a
+// With UnsentLimit, a piece counts as sent (Piece.Sent) only once TCP has
+// sent it, or all but the last UnsentLimit bytes: not when it fits in the
+// socket's send buffer. A sender that took written for sent would see no backlog on a
 // slow link and take on more sends than the link carries. Here the client
 // reads nothing and offers a tiny receive window, so almost nothing leaves
 // the server's socket; a send buffer of megabytes would still have taken
@@ -642,7 +642,7 @@ func TestPieceBytesCountAsSentOnlyOnceOnTheWire(t *testing.T) {
 	b := newBlob(t, 32<<20, 32<<20)
 	k := newKeys(t)
 	src := newFileSource(t, b)
-	ts := startServer(t, ServerConfig{}, src, k.v, nil)
+	ts := startServer(t, ServerConfig{UnsentLimit: 128 << 10}, src, k.v, nil)
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
 		if err := rc.Control(func(fd uintptr) {

@@ -50,6 +50,16 @@ type ServerConfig struct {
 	// every connection: 32, the agent's maxUploadsPerBlob, its bound on the
 	// streams of one blob.
 	MaxConnsPerBlob int `yaml:"maxConnsPerBlob"`
+	// UnsentLimit, if positive, caps the bytes a connection's socket
+	// holds that TCP has not sent yet (TCP_NOTSENT_LOWAT), so that a write
+	// round returns once its bytes are on the wire, not once they fit in
+	// a send buffer of megabytes: what counts as sent (Piece.Sent) is then
+	// what the link carried. A sender that admits requests by its backlog
+	// and measured rate (the origin's seeder) needs it on a slow link,
+	// where a whole piece is "written" at once and the backlog looks empty.
+	// It costs CPU on fast links (more, smaller writes): 0 leaves the
+	// kernel's buffering.
+	UnsentLimit int `yaml:"-"`
 	// Egress, if set, meters every piece byte this server sends (a token
 	// bucket shared with whatever else the caller meters with it). Its
 	// burst bounds a write round. nil: no limit.
@@ -91,17 +101,6 @@ func (c ServerConfig) withDefaults() ServerConfig {
 // renewed per round, so a peer reading slowly but steadily is not cut off
 // in the middle of a large piece.
 const writeStep = 1 << 20
-
-// unsentLimit is the most a piece connection's socket holds that TCP has
-// not sent yet. A piece counts as sent (Piece.Sent, and so the sender's
-// upload backlog and measured rate) as its bytes are written to the
-// socket; with the kernel's send buffer of up to megabytes, a whole piece
-// is "written" at once on a slow link and the sender, seeing no backlog,
-// takes on more sends than the link carries. Those then share it so
-// thinly that a write round waits out Timeout (the send buffer wakes a
-// writer only once half of it drained). With the cap, written is within
-// unsentLimit of sent on every connection.
-const unsentLimit = 128 << 10
 
 // copyBuffer is the buffer of the copy path (TLS, or a piece without a
 // file): large writes, so that the TLS layer fills whole records.
@@ -291,7 +290,9 @@ func (s *Server) ServeConn(nc net.Conn) error {
 	}
 	s.conns[nc] = struct{}{}
 	s.mu.Unlock()
-	limitUnsent(nc, unsentLimit)
+	if s.cfg.UnsentLimit > 0 {
+		limitUnsent(nc, s.cfg.UnsentLimit)
+	}
 	defer func() {
 		s.mu.Lock()
 		delete(s.conns, nc)

@@ -27,13 +27,14 @@ func TestPieceLengthFor(t *testing.T) {
 		size int64
 		want int64
 	}{
-		{0, 4 * MiB},
-		{1, 4 * MiB},
-		{4 * MiB, 4 * MiB},
-		{64 * MiB, 4 * MiB},
-		{4 * GiB, 4 * MiB},    // exactly 1024 pieces
+		{0, 1 * MiB},
+		{1, 1 * MiB},
+		{1 * MiB, 1 * MiB},
+		{64 * MiB, 1 * MiB},
+		{1 * GiB, 1 * MiB},    // exactly 1024 pieces
+		{1*GiB + 1, 2 * MiB},  // 1025 pieces at 1 MiB: double
+		{4 * GiB, 4 * MiB},    // 1024 pieces
 		{4*GiB + 1, 8 * MiB},  // 1025 pieces at 4 MiB: double
-		{8 * GiB, 8 * MiB},    // 1024 pieces
 		{64 * GiB, 64 * MiB},  // 1024 pieces at the cap
 		{200 * GiB, 64 * MiB}, // cap holds; more pieces instead
 		{1 << 50, 64 * MiB},

@@ -1,15 +1,18 @@
 package metainfo
 
 // The piece length policy. Pieces are the unit of verification, request and
-// scheduling: small pieces spread a blob across more peers sooner, large
-// pieces cost fewer requests and hashes. 4 MiB is what Kraken and Dragonfly
-// settled on for container layers; bounding the piece count keeps bitfields
-// and metainfo small (1024 pieces = a 128-byte bitfield, 32 KiB of hashes)
-// for multi-GiB layers.
+// scheduling: small pieces spread a blob across more peers sooner (a piece
+// is passed on only once it is whole, so a swarm's last pieces reach
+// everyone a few piece times after the origin sent them), large pieces cost
+// fewer requests and Haves. 1 MiB is as small as it pays: a 64 MiB layer of
+// 16 pieces left most agents waiting on the few holding the last ones
+// (docs/benchmarks.md, swarm). Bounding the piece count keeps bitfields and
+// metainfo small (1024 pieces = a 128-byte bitfield, 32 KiB of hashes) for
+// multi-GiB layers.
 const (
 	// DefaultPieceLength is the piece length of every blob up to
-	// DefaultPieceLength*TargetMaxPieces bytes (4 GiB).
-	DefaultPieceLength = 4 << 20
+	// DefaultPieceLength*TargetMaxPieces bytes (1 GiB).
+	DefaultPieceLength = 1 << 20
 	// TargetMaxPieces is the piece count above which the piece length doubles.
 	TargetMaxPieces = 1024
 	// MaxPolicyPieceLength caps the doubling: beyond 64 GiB blobs have more

@@ -118,7 +118,7 @@ func TestChunksOnTwoNodesStoreTheBlobsMetainfo(t *testing.T) {
 	d := inmemory.New()
 	_, a := newServerOn(t, d)
 	_, b := newServerOn(t, d)
-	blob := make([]byte, 3*metainfo.DefaultPieceLength+(chunkBuffers<<20)+4321)
+	blob := make([]byte, 12<<20+(chunkBuffers<<20)+4321) // cut below at 3 MiB and chunkBuffers+5 MiB
 	_, _ = rand.Read(blob)
 	dg := digest.FromBytes(blob)
 

@@ -68,7 +68,8 @@ type uploadState struct {
 // hashes; beyond it the seeders compute the metainfo from the blob. A
 // growing hasher (chained, every new upload's) follows the policy up to
 // 64 GiB; a per-piece one (sessions an older node started, sha512
-// monolithic pushes) keeps 4 MiB pieces, the blob's up to 4 GiB.
+// monolithic pushes) keeps DefaultPieceLength pieces, the blob's up to
+// 1 GiB.
 func maxHashedUpload(h *metainfo.Hasher) int64 {
 	if h.Growing() {
 		return metainfo.MaxPolicyPieceLength * metainfo.TargetMaxPieces

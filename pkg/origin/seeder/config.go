@@ -91,11 +91,17 @@ type Config struct {
 	SuperseedMaxWindow time.Duration `yaml:"superseedMaxWindow"`
 	// MaxUploadWait turns away (BUSY) a piece request that this node, at
 	// the rate it has been sending while busy, would not finish sending
-	// within this long behind what it already accepted (10s, half an
-	// agent's default pieceTimeout): on a slow link, accepting everything
-	// made every piece crawl past the agents' timeouts, to be cancelled and
-	// sent again. Until the rate is measured, four pieces go out at once.
-	// 0: no such limit (maxUploads alone).
+	// within this long behind what it already accepted (3s): on a slow
+	// link, accepting everything made every piece crawl past the agents'
+	// timeouts, to be cancelled and sent again. Short, because the fewer
+	// pieces share the link the sooner each reaches the swarm to be spread
+	// further, and because many TCP flows on a slow link share it unevenly:
+	// some stall in retransmission backoff while others go. (10s, half an
+	// agent's pieceTimeout, let ten 1 MiB pieces share a 10 Mbit/s link,
+	// and some were cut by that timeout.) A request is always taken when
+	// nothing is being sent, however large its piece. Until the rate is
+	// measured, four pieces go out at once. 0: no such limit (maxUploads
+	// alone).
 	MaxUploadWait time.Duration `yaml:"maxUploadWait"`
 	// EgressBytesPerSecond caps piece data sent by this node (token bucket,
 	// burst of one 1 MiB chunk). 0: no cap.
@@ -140,7 +146,7 @@ func DefaultConfig() Config {
 		ColdMetainfoBurst:  64,
 		MaxQueuedRequests:  64,
 		SuperseedWindow:    15 * time.Second,
-		MaxUploadWait:      10 * time.Second,
+		MaxUploadWait:      3 * time.Second,
 		SuperseedMaxWindow: 2 * time.Minute,
 		AnnounceInterval:   30 * time.Second,
 		AnnounceIdle:       10 * time.Minute,

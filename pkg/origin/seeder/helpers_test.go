@@ -89,6 +89,27 @@ func putBlob(t testing.TB, d storage.Driver, b []byte) digest.Digest {
 	return dg
 }
 
+// testPieceLength is the piece length the tests of rates, timings and
+// upload slots are written for (4 MiB, the policy's until 2026-12-05):
+// putBlobPieces stores a blob's metainfo with it, which the seeder serves
+// as is instead of computing its own (metainfo.PieceLengthFor's 1 MiB).
+const testPieceLength = 4 << 20
+
+// putBlobPieces is putBlob with the blob's metainfo stored, in pieces of
+// testPieceLength.
+func putBlobPieces(t testing.TB, d storage.Driver, b []byte) digest.Digest {
+	t.Helper()
+	dg := putBlob(t, d, b)
+	m, err := metainfo.Compute(bytes.NewReader(b), dg, int64(len(b)), testPieceLength)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := metainfo.Store(context.Background(), d, m); err != nil {
+		t.Fatal(err)
+	}
+	return dg
+}
+
 // pushBlob uploads a blob through the origin's registry API.
 func pushBlob(t testing.TB, d storage.Driver, b []byte) digest.Digest {
 	t.Helper()

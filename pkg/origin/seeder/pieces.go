@@ -21,6 +21,13 @@ import (
 // streams.
 const PieceListenOff = "off"
 
+// pieceUnsentLimit caps the bytes a piece connection's socket holds unsent
+// (piecewire.ServerConfig.UnsentLimit). Without it a 1 MiB piece was
+// "sent" the moment it was written on a 10 Mbit/s link: the node saw no
+// backlog, took on more sends than its link carried, and the slowest
+// waited out the piece server's write deadline, to be sent again.
+const pieceUnsentLimit = 128 << 10
+
 // pieceService is the seeder's side of the piece data path: piece bytes on
 // connections of internal/piecewire instead of the Exchange streams, with
 // the same rules as a stream's requests (capability, upload slots and
@@ -196,8 +203,11 @@ func (p *pieceService) serveConn(nc net.Conn) {
 	}
 	srv := piecewire.NewServer(piecewire.ServerConfig{
 		MaxQueued: s.cfg.MaxQueuedRequests,
-		Egress:    s.limiter,
-		Logger:    s.log,
+		// The node admits sends by its backlog and measured rate
+		// (takeUploadSlot), which must count what the link carried.
+		UnsentLimit: pieceUnsentLimit,
+		Egress:      s.limiter,
+		Logger:      s.log,
 	}, src, keys)
 	src.srv = srv
 	p.mu.Lock()

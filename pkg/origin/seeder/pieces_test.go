@@ -23,8 +23,8 @@ import (
 	"github.com/shoal-dev/shoal/proto/peerpb"
 )
 
-// pieceBlobSize makes three pieces, the last one short.
-const pieceBlobSize = 2*metainfo.DefaultPieceLength + 12345
+// pieceBlobSize makes three pieces of testPieceLength, the last one short.
+const pieceBlobSize = 2*testPieceLength + 12345
 
 // dialPieces opens a piece connection to the seeder as an agent does, with
 // a capability for m's blob minted with the cluster key.
@@ -57,7 +57,7 @@ func dialPiecesWith(t *testing.T, s *testSeeder, m *metainfo.Metainfo, tc *tls.C
 func seedPieces(t *testing.T, d storage.Driver, mutate func(*Config, *Options, string)) (*testSeeder, []byte, *metainfo.Metainfo) {
 	t.Helper()
 	blob, _ := randomBlob(t, pieceBlobSize)
-	dg := putBlob(t, d, blob)
+	dg := putBlobPieces(t, d, blob)
 	s := startSeeder(t, d, mutate)
 	m, err := s.metainfo(context.Background(), dg, false)
 	if err != nil {
@@ -306,7 +306,7 @@ func TestPiecesOverTheDataPathNeedACapability(t *testing.T) {
 	blob, _ := randomBlob(t, pieceBlobSize)
 	dg := putBlob(t, d, blob)
 	s := startSeeder(t, d, nil)
-	m := &metainfo.Metainfo{Digest: dg, Size: int64(len(blob)), PieceLength: metainfo.DefaultPieceLength,
+	m := &metainfo.Metainfo{Digest: dg, Size: int64(len(blob)), PieceLength: testPieceLength,
 		PieceHashes: make([][metainfo.HashSize]byte, 3)}
 
 	other, err := clusterKey().IssueCapability(digest.FromString("another blob"), time.Hour)
@@ -467,8 +467,8 @@ func TestPiecesOverTheDataPathMeasureTheLinkBeforeAPieceEnds(t *testing.T) {
 // most of a blob's send time.
 func TestPiecesOverTheDataPathGoFourAtATimeUntilTheLinkIsMeasured(t *testing.T) {
 	d := inmemory.New()
-	blob, _ := randomBlob(t, 4*metainfo.DefaultPieceLength+12345) // five pieces
-	dg := putBlob(t, d, blob)
+	blob, _ := randomBlob(t, 4*testPieceLength+12345) // five pieces
+	dg := putBlobPieces(t, d, blob)
 	s := startSeeder(t, d, func(c *Config, _ *Options, _ string) {
 		// The bucket's first 1 MiB goes at once; the next write round
 		// waits 16 s for its tokens, and the first sample of the rate

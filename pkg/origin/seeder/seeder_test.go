@@ -27,7 +27,7 @@ import (
 // counter counts exactly the piece bytes sent.
 func TestPushedBlobMetainfoAndPieces(t *testing.T) {
 	d := newCountingDriver()
-	// Three pieces of 4 MiB, the last short, each sent in several chunks.
+	// Nine pieces of 1 MiB, the last short, each sent in several chunks.
 	blob, _ := randomBlob(t, 8<<20+12345)
 	dg := pushBlob(t, d, blob)
 	s := startSeeder(t, d, nil)
@@ -37,8 +37,8 @@ func TestPushedBlobMetainfoAndPieces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Digest != dg || m.Size != want.Size || m.PieceLength != want.PieceLength || m.NumPieces() != 3 {
-		t.Fatalf("metainfo = {%s %d %d %d pieces}, want {%s %d %d 3 pieces}", m.Digest, m.Size, m.PieceLength, m.NumPieces(), dg, want.Size, want.PieceLength)
+	if m.Digest != dg || m.Size != want.Size || m.PieceLength != want.PieceLength || m.NumPieces() != 9 {
+		t.Fatalf("metainfo = {%s %d %d %d pieces}, want {%s %d %d 9 pieces}", m.Digest, m.Size, m.PieceLength, m.NumPieces(), dg, want.Size, want.PieceLength)
 	}
 	for i := range want.PieceHashes {
 		if m.PieceHashes[i] != want.PieceHashes[i] {
@@ -49,8 +49,8 @@ func TestPushedBlobMetainfoAndPieces(t *testing.T) {
 	if err != nil {
 		t.Fatalf("metainfo was not stored: %v", err)
 	}
-	if stored.NumPieces() != 3 {
-		t.Fatalf("stored metainfo has %d pieces, want 3", stored.NumPieces())
+	if stored.NumPieces() != 9 {
+		t.Fatalf("stored metainfo has %d pieces, want 9", stored.NumPieces())
 	}
 
 	got := fetchAll(t, s.client(), m)
@@ -63,8 +63,8 @@ func TestPushedBlobMetainfoAndPieces(t *testing.T) {
 	if n := counter(t, s.m.metainfoComputed); n != 0 {
 		t.Errorf("metainfo computed %.0f times, want 0 (stored when the blob was pushed)", n)
 	}
-	if n := counter(t, s.m.piecesServed.WithLabelValues("cache")); n != 3 {
-		t.Errorf("pieces served from cache = %.0f, want 3", n)
+	if n := counter(t, s.m.piecesServed.WithLabelValues("cache")); n != 9 {
+		t.Errorf("pieces served from cache = %.0f, want 9", n)
 	}
 	if r := d.readsOf(dg); r != 1 {
 		t.Errorf("storage reads of the blob = %d, want 1 (pieces from one read into the cache)", r)
@@ -258,7 +258,7 @@ func receiveAnswer(t *testing.T, st peerpb.Peer_ExchangeClient, m *metainfo.Meta
 func TestBusyCancelAndEgress(t *testing.T) {
 	d := inmemory.New()
 	blob, _ := randomBlob(t, 8<<20)
-	dg := putBlob(t, d, blob)
+	dg := putBlobPieces(t, d, blob)
 	s := startSeeder(t, d, func(c *Config, _ *Options, _ string) {
 		c.MaxUploads = 1
 		c.EgressBytesPerSecond = 1 << 20 // 1 MiB burst, then one chunk a second

@@ -315,7 +315,7 @@ func TestSeederFreesThePiecesOfAVanishedAgent(t *testing.T) {
 func TestSeederRefusesWhatItsLinkWouldNotSendInTime(t *testing.T) {
 	d := inmemory.New()
 	blob, _ := randomBlob(t, 16<<20)
-	dg := putBlob(t, d, blob)
+	dg := putBlobPieces(t, d, blob)
 	s := startSeeder(t, d, func(c *Config, _ *Options, _ string) {
 		c.EgressBytesPerSecond = 2 << 20
 		c.MaxUploadWait = 2 * time.Second
