@@ -254,6 +254,11 @@ func (s *Server) readableCached(r *http.Request, name string, d digest.Digest, c
 		deny *ociapi.Error
 	}
 	v, _, _ := s.fetches.Do("repo|"+name+"|"+cred, func() (any, error) {
+		// A call for the repository that ended between the check above
+		// and this one left its yes: take it rather than ask again.
+		if _, ok := s.auth.Get(repoAuthKey(name, cred)); ok {
+			return answer{}, nil
+		}
 		size, deny := s.authorizeBlob(r, name, d)
 		return answer{d, size, deny}, nil
 	})
