@@ -6,11 +6,9 @@ import (
 	"net"
 	"os"
 	"syscall"
-)
 
-// tcpNotSentLowat is TCP_NOTSENT_LOWAT (linux/tcp.h); package syscall
-// does not name it.
-const tcpNotSentLowat = 25
+	"golang.org/x/sys/unix"
+)
 
 // limitUnsent caps the bytes nc's socket holds that TCP has not sent yet
 // at n (TCP_NOTSENT_LOWAT): a write returns once its bytes are on the
@@ -29,7 +27,7 @@ func limitUnsent(nc net.Conn, n int) {
 		return
 	}
 	_ = rc.Control(func(fd uintptr) {
-		_ = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpNotSentLowat, n)
+		_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, n)
 	})
 }
 

@@ -96,12 +96,10 @@ type Config struct {
 	// timeouts, to be cancelled and sent again. Short, because the fewer
 	// pieces share the link the sooner each reaches the swarm to be spread
 	// further, and because many TCP flows on a slow link share it unevenly:
-	// some stall in retransmission backoff while others go. (10s, half an
-	// agent's pieceTimeout, let ten 1 MiB pieces share a 10 Mbit/s link,
-	// and some were cut by that timeout.) A request is always taken when
-	// nothing is being sent, however large its piece. Until the rate is
-	// measured, four pieces go out at once. 0: no such limit (maxUploads
-	// alone).
+	// some stall in retransmission backoff, past the agents' piece timeout,
+	// while others go. A request is always taken when nothing is being
+	// sent, however large its piece. Until the rate is measured, four
+	// pieces go out at once. 0: no such limit (maxUploads alone).
 	MaxUploadWait time.Duration `yaml:"maxUploadWait"`
 	// EgressBytesPerSecond caps piece data sent by this node (token bucket,
 	// burst of one 1 MiB chunk). 0: no cap.

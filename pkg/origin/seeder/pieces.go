@@ -22,10 +22,10 @@ import (
 const PieceListenOff = "off"
 
 // pieceUnsentLimit caps the bytes a piece connection's socket holds unsent
-// (piecewire.ServerConfig.UnsentLimit). Without it a 1 MiB piece was
-// "sent" the moment it was written on a 10 Mbit/s link: the node saw no
-// backlog, took on more sends than its link carried, and the slowest
-// waited out the piece server's write deadline, to be sent again.
+// (piecewire.ServerConfig.UnsentLimit): without it a piece that fits in
+// the send buffer counts as sent as soon as it is written, the node sees
+// no backlog on a slow link, and takes on more sends than the link
+// carries.
 const pieceUnsentLimit = 128 << 10
 
 // pieceService is the seeder's side of the piece data path: piece bytes on
