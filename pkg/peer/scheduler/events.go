@@ -152,7 +152,7 @@ func (s *Scheduler) Handle(now time.Time, ev Event) error {
 			}
 			p.has.Clear(ev.Piece)
 		} else {
-			p.busyUntil = now.Add(s.cfg.BusyBackoff)
+			s.busy(now, p)
 		}
 	case Tick:
 		s.expire(now)
@@ -190,7 +190,8 @@ func (s *Scheduler) peerJoined(now time.Time, ev PeerJoined) error {
 	default:
 		has, _ = metainfo.ParseBitfield(ev.Bitfield.Bytes(), n)
 	}
-	p := &peer{id: ev.Peer, origin: ev.Origin, incarnation: ev.Incarnation, has: has, lastProgress: now}
+	p := &peer{id: ev.Peer, origin: ev.Origin, incarnation: ev.Incarnation, has: has, lastProgress: now,
+		limit: s.cfg.MaxInFlightPerPeer}
 	s.peers = append(s.peers, p)
 	s.byID[p.id] = p
 	if !p.origin {
@@ -226,6 +227,7 @@ func (s *Scheduler) pieceReceived(now time.Time, ev PieceReceived) error {
 		return nil
 	}
 	s.dropRequest(ev.Piece, p)
+	p.limit = min(p.limit+1, s.cfg.MaxInFlightPerPeer)
 	p.stats.Delivered++
 	p.stats.ConsecutiveTimeouts = 0
 	p.lastProgress = now
@@ -254,6 +256,19 @@ func (s *Scheduler) pieceReceived(now time.Time, ev PieceReceived) error {
 	}
 	pc.requests = pc.requests[:0]
 	return nil
+}
+
+// busy handles p's BUSY answer to a request already dropped: p keeps the
+// requests it has (it is sending or queueing them) and gets no more until
+// one is delivered; with none, it rests for a jittered BusyBackoff.
+func (s *Scheduler) busy(now time.Time, p *peer) {
+	if p.inFlight > 0 {
+		p.limit = p.inFlight
+		return
+	}
+	p.limit = 1
+	half := s.cfg.BusyBackoff / 2
+	p.busyUntil = now.Add(half + time.Duration(s.rng.Int64N(int64(half)+1)))
 }
 
 // dropRequest forgets the request of piece i from p, reporting whether

@@ -50,7 +50,7 @@ func (s *Scheduler) rehome(now time.Time, a *Actions) {
 		a.Cancels = append(a.Cancels, Cancel{Peer: o.id, Piece: i})
 		if p := s.bestAgent(i, free); p != nil && p.healthy() {
 			s.send(now, i, p, a)
-			if p.inFlight >= s.cfg.MaxInFlightPerPeer {
+			if p.full() {
 				free = slices.DeleteFunc(free, func(q *peer) bool { return q == p })
 			}
 		}
@@ -149,7 +149,7 @@ func (s *Scheduler) assign(now time.Time, a *Actions) {
 		s.send(now, c.piece, p, a)
 		if p.origin {
 			originSlots--
-		} else if p.inFlight >= s.cfg.MaxInFlightPerPeer {
+		} else if p.full() {
 			free = slices.DeleteFunc(free, func(q *peer) bool { return q == p })
 		}
 	}
@@ -208,7 +208,7 @@ func (s *Scheduler) endgame(now time.Time, a *Actions) {
 				break
 			}
 			s.send(now, i, p, a)
-			if p.inFlight >= s.cfg.MaxInFlightPerPeer {
+			if p.full() {
 				free = slices.DeleteFunc(free, func(q *peer) bool { return q == p })
 			}
 		}
@@ -286,7 +286,7 @@ func (s *Scheduler) bestOrigin(now time.Time) *peer {
 	}
 	var best *peer
 	for _, p := range s.peers {
-		if !p.origin || p.inFlight >= s.cfg.MaxInFlightPerPeer || now.Before(p.busyUntil) {
+		if !p.origin || p.full() || now.Before(p.busyUntil) {
 			continue
 		}
 		if best == nil || p.inFlight < best.inFlight {
@@ -301,7 +301,7 @@ func (s *Scheduler) bestOrigin(now time.Time) *peer {
 func (s *Scheduler) freeAgents(now time.Time) []*peer {
 	free := s.free[:0]
 	for _, p := range s.peers {
-		if !p.origin && p.inFlight < s.cfg.MaxInFlightPerPeer && !now.Before(p.busyUntil) {
+		if !p.origin && !p.full() && !now.Before(p.busyUntil) {
 			free = append(free, p)
 		}
 	}
@@ -313,8 +313,8 @@ func (s *Scheduler) freeAgents(now time.Time) []*peer {
 func (s *Scheduler) originSlots(now time.Time) int {
 	n := 0
 	for _, p := range s.peers {
-		if p.origin && p.inFlight < s.cfg.MaxInFlightPerPeer && !now.Before(p.busyUntil) {
-			n += s.cfg.MaxInFlightPerPeer - p.inFlight
+		if p.origin && !p.full() && !now.Before(p.busyUntil) {
+			n += p.limit - p.inFlight
 		}
 	}
 	if s.nonOrigin > 0 {

@@ -38,8 +38,14 @@
 //     joins again as another process (a different PeerJoined.Incarnation):
 //     an agent restarted under the same peer id (a DaemonSet's stable id) is
 //     not the process that hung;
-//   - a Reject frees the request (NOT_HELD also forgets that
-//     the peer has the piece, BUSY rests the peer for Config.BusyBackoff).
+//   - a Reject frees the request. NOT_HELD also forgets that the peer has
+//     the piece. BUSY lowers the peer's pipeline to the requests it still
+//     has (one more is allowed per piece it delivers, up to
+//     Config.MaxInFlightPerPeer); a peer that refuses while holding none
+//     of this agent's requests rests for half to all of
+//     Config.BusyBackoff. Resting a peer that is sending to this agent
+//     would leave its uplink idle once that piece is done: every
+//     requester it refused would be resting too.
 //
 // Beside it, origin.go holds the agent's origin-egress rules, as pure: which
 // agents ask the origin at once (Fetcher), how the others hold their origin
@@ -232,7 +238,11 @@ type peer struct {
 	incarnation string
 	has         *metainfo.Bitfield
 	inFlight    int
-	busyUntil   time.Time
+	// limit is how many requests the peer may have in flight: from
+	// Config.MaxInFlightPerPeer, down to what it had in flight when it
+	// answered BUSY, and up by one per piece it delivers.
+	limit     int
+	busyUntil time.Time
 	// lastProgress is when the peer last delivered a piece, joined, or had a
 	// request cancelled because another copy arrived (it may have been busy
 	// sending that one): the piece timeout runs from here or from the
@@ -240,6 +250,9 @@ type peer struct {
 	lastProgress time.Time
 	stats        Stats
 }
+
+// full reports whether the peer may take no more requests.
+func (p *peer) full() bool { return p.inFlight >= p.limit }
 
 // healthy reports whether the peer has not timed out since it last delivered.
 func (p *peer) healthy() bool { return p.stats.ConsecutiveTimeouts == 0 }
@@ -288,6 +301,8 @@ type Scheduler struct {
 	// Outputs of events, handed out by the next Next.
 	cancels     []Cancel
 	blacklisted []Blacklisting
+	// rng jitters busy backoffs: peers refused together come back apart.
+	rng *rand.Rand
 	// Scratch space reused by Next.
 	candidates []candidate
 	free       []*peer
@@ -321,9 +336,9 @@ func New(m *metainfo.Metainfo, have *metainfo.Bitfield, cfg Config) (*Scheduler,
 		blacklist:   make(map[PeerID]ban),
 		candidates:  make([]candidate, 0, n),
 	}
-	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15))
+	s.rng = rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15))
 	for i := range s.pieces {
-		s.pieces[i].prio = rng.Uint32()
+		s.pieces[i].prio = s.rng.Uint32()
 	}
 	return s, nil
 }

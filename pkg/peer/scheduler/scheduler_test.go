@@ -246,13 +246,25 @@ func TestRules(t *testing.T) {
 			},
 		},
 		{
-			name: "a busy Reject rests the peer for BusyBackoff", pieces: 1,
+			name: "a busy Reject from a peer with none of our requests left rests it for half to all of BusyBackoff", pieces: 1,
 			steps: []step{
 				ev(0, join("a", 1, 0)),
 				next(0, r("a", 0)),
 				ev(s, RequestRejected{Peer: "a", Piece: 0}),
-				next(2 * s),
+				next(3400 * time.Millisecond),
 				next(6*s, r("a", 0)),
+			},
+		},
+		{
+			name: "a busy Reject from a peer still holding our requests lowers its pipeline to them; each delivery raises it by one", pieces: 4,
+			steps: []step{
+				ev(0, join("a", 4, 0, 1, 2, 3)), ev(0, ReaderAt{Reader: 1, Offset: 0}),
+				next(0, r("a", 0), r("a", 1)),
+				ev(s, RequestRejected{Peer: "a", Piece: 1}),
+				next(s), // a is sending piece 0: not rested, but no second request
+				ev(2*s, got("a", 0)),
+				// a delivered: its pipeline is 2 again.
+				next(2*s, r("a", 1), r("a", 3)),
 			},
 		},
 		{
