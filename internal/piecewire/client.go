@@ -175,11 +175,14 @@ func (r Result) String() string {
 // Conn is a client connection fetching pieces of one blob. Request and
 // Cancel may be called from any goroutine; answers arrive on Results.
 type Conn struct {
-	nc   net.Conn
-	br   *bufio.Reader
-	meta *metainfo.Metainfo
-	cap  string
-	cfg  ClientConfig
+	nc net.Conn
+	br *bufio.Reader
+	// lowat is the connection's SO_RCVLOWAT (nil: none to set): piece
+	// bytes are read a step at a time rather than as packets arrive.
+	lowat *rcvLowat
+	meta  *metainfo.Metainfo
+	cap   string
+	cfg   ClientConfig
 
 	results chan Result
 	done    chan struct{}
@@ -252,7 +255,7 @@ func NewConn(nc net.Conn, meta *metainfo.Metainfo, capability string, cfg Client
 		return nil, fmt.Errorf("piecewire: a capability of %d bytes, at most %d", len(capability), MaxCapability)
 	}
 	cfg = cfg.withDefaults()
-	c := &Conn{nc: nc, br: bufio.NewReaderSize(nc, 64<<10), meta: meta, cap: capability, cfg: cfg,
+	c := &Conn{nc: nc, br: bufio.NewReaderSize(nc, 64<<10), lowat: newRcvLowat(nc), meta: meta, cap: capability, cfg: cfg,
 		results:     make(chan Result, cfg.MaxOutstanding),
 		done:        make(chan struct{}),
 		outstanding: map[uint32]reqState{}, arriving: -1, whole: map[uint32]bool{}}
@@ -496,6 +499,7 @@ func (c *Conn) readAnswer() error {
 	c.mu.Unlock()
 	// Where the next frame would start, an end of the connection is the
 	// server closing it; past its first byte, a cut frame.
+	c.lowat.set(1) // a header's length is not known before it is read
 	if _, err := c.br.Peek(1); err != nil {
 		return c.frameErr(err)
 	}
@@ -672,7 +676,7 @@ func (c *Conn) receive(i int, size int64) (Result, error) {
 		err := c.meter(n)
 		if err == nil {
 			_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.Timeout))
-			if _, err = io.ReadFull(c.br, b); err != nil {
+			if err = c.readFull(b); err != nil {
 				if err == io.EOF {
 					err = io.ErrUnexpectedEOF // inside a piece
 				}
@@ -717,6 +721,31 @@ func (c *Conn) meter(n int64) error {
 	if l := c.cfg.Ingress; l != nil {
 		if err := l.WaitN(c.ctx, int(n)); err != nil {
 			return fmt.Errorf("piecewire: waiting for ingress budget: %w", err)
+		}
+	}
+	return nil
+}
+
+// readFull reads len(b) bytes of a piece. With a low-water mark, a read
+// that finds too few bytes waits for the rest of b at once rather than
+// for each packet: b is never more than what is left of the piece, which
+// the server sends whole or not at all (it ends the connection).
+func (c *Conn) readFull(b []byte) error {
+	if c.lowat == nil {
+		_, err := io.ReadFull(c.br, b)
+		return err
+	}
+	for got := 0; got < len(b); {
+		if c.br.Buffered() == 0 {
+			c.lowat.set(len(b) - got)
+		}
+		n, err := c.br.Read(b[got:])
+		got += n
+		if err != nil && got < len(b) {
+			if err == io.EOF && got > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
 		}
 	}
 	return nil

@@ -1,0 +1,67 @@
+package piecewire
+
+import (
+	"bytes"
+	"net"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// rcvLowatOf reads the client socket's SO_RCVLOWAT.
+func rcvLowatOf(t *testing.T, c *Conn) int {
+	t.Helper()
+	rc, err := c.nc.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	var gerr error
+	if err := rc.Control(func(fd uintptr) {
+		v, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVLOWAT)
+	}); err != nil || gerr != nil {
+		t.Fatal(err, gerr)
+	}
+	return v
+}
+
+// waitRcvLowat waits until the client's socket wakes its reader at want
+// bytes.
+func waitRcvLowat(t *testing.T, c *Conn, want int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		got := rcvLowatOf(t, c)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("SO_RCVLOWAT %d; want %d", got, want)
+		}
+	}
+}
+
+// A piece arriving a little at a time is read a step at a time: the
+// reader that found part of a step waits for the rest of it in one go,
+// never for more than the piece still owes, and headers are read as they
+// come. The piece arrives whole and verified.
+func TestPieceBytesWakeTheReaderAStepAtATime(t *testing.T) {
+	b := newBlob(t, 896<<10, 512<<10) // piece 1: one whole step, then half of one
+	fs, c := requested(t, b, ClientConfig{})
+	waitRcvLowat(t, c, 1)
+	p := b.piece(1)
+	fs.send(t, Frame{Type: FramePiece, Index: 1, Length: uint32(len(p))})
+	fs.write(t, p[:1000])
+	waitRcvLowat(t, c, readStep-1000)
+	for off := 1000; off < readStep; off += 4096 {
+		fs.write(t, p[off:min(off+4096, readStep)])
+	}
+	// The second step is what is left of the piece, and no more.
+	waitRcvLowat(t, c, len(p)-readStep)
+	fs.write(t, p[readStep:])
+	r, ok := nextResult(t, c)
+	if !ok || r.Index != 1 || !bytes.Equal(r.Data, p) {
+		t.Fatalf("result %d (ok %v, %d bytes); want piece 1 whole", r.Index, ok, len(r.Data))
+	}
+	waitRcvLowat(t, c, 1)
+}
