@@ -742,10 +742,7 @@ func (c *Conn) readFull(b []byte) error {
 		n, err := c.br.Read(b[got:])
 		got += n
 		if err != nil && got < len(b) {
-			if err == io.EOF && got > 0 {
-				err = io.ErrUnexpectedEOF
-			}
-			return err
+			return err // io.EOF too: the caller knows it is inside a piece
 		}
 	}
 	return nil

@@ -634,10 +634,10 @@ func TestServerTakesARequestAgainOnceItsAnswerIsOut(t *testing.T) {
 // With UnsentLimit, a piece counts as sent (Piece.Sent) only once TCP has
 // sent it, or all but the last UnsentLimit bytes: not when it fits in the
 // socket's send buffer. A sender that took written for sent would see no
-// backlog on a slow link and take on more sends than the link carries. Here the client
-// reads nothing and offers a tiny receive window, so almost nothing leaves
-// the server's socket; a send buffer of megabytes would still have taken
-// several write rounds.
+// backlog on a slow link and take on more sends than the link carries.
+// Here the client reads nothing and offers a tiny receive window, so
+// almost nothing leaves the server's socket; a send buffer of megabytes
+// would still have taken several write rounds.
 func TestPieceBytesCountAsSentOnlyOnceOnTheWire(t *testing.T) {
 	b := newBlob(t, 32<<20, 32<<20)
 	k := newKeys(t)

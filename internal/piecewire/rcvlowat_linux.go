@@ -40,11 +40,7 @@ func (l *rcvLowat) set(n int) {
 		return
 	}
 	n = max(n, 1)
-	var serr error
-	err := l.rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVLOWAT, n)
-	})
-	if err != nil || serr != nil {
+	if err := setsockoptInt(l.rc, unix.SOL_SOCKET, unix.SO_RCVLOWAT, n); err != nil {
 		l.rc = nil
 		return
 	}

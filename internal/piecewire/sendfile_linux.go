@@ -26,9 +26,18 @@ func limitUnsent(nc net.Conn, n int) {
 	if err != nil {
 		return
 	}
-	_ = rc.Control(func(fd uintptr) {
-		_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, n)
-	})
+	_ = setsockoptInt(rc, unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, n)
+}
+
+// setsockoptInt sets an integer socket option on rc's socket.
+func setsockoptInt(rc syscall.RawConn, level, opt, value int) error {
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), level, opt, value)
+	}); err != nil {
+		return err
+	}
+	return serr
 }
 
 // haveSendfile says whether sendfile can be used on this system.
